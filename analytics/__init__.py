@@ -1,0 +1,1 @@
+"""Analytics: catchment areas, k-anonymous and noisy taste reports, segments, suggestions."""

@@ -1,0 +1,1 @@
+"""BLE side of Collective Mood: frame codecs, rotating identifiers, scanner daemon."""

@@ -1,0 +1,1 @@
+"""Merchant portal: the tablet web app (a Flask blueprint)."""

@@ -1,0 +1,1 @@
+"""Store server: system of record and real-time core of Collective Mood."""
