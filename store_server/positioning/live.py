@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from shapely.geometry import Point, Polygon, shape
+import pandas as pd
+from shapely.geometry import Polygon, shape
+from shapely.geometry.base import BaseGeometry
 
-DEFAULT_RSSI_1M = -59.0
-DEFAULT_N = 2.7
-MAX_RADIUS_M = 4.0
+from store_server.positioning import calibration as _calibration
+from store_server.positioning import engine
+from store_server.positioning.pathloss import DEFAULT_N, DEFAULT_RSSI_1M
+
+__all__ = ["DEFAULT_N", "DEFAULT_RSSI_1M", "Estimate", "VenueModel", "track"]
 
 
 @dataclass(frozen=True)
@@ -29,6 +32,7 @@ class VenueModel:
     scanners: dict[str, tuple[float, float]]
     zones: dict[str, Polygon]
     calibration: dict[str, Any]
+    _runtime: engine.Runtime | None = field(default=None, init=False, repr=False, compare=False)
 
     @classmethod
     def uncalibrated(
@@ -36,6 +40,24 @@ class VenueModel:
     ) -> VenueModel:
         """A model with textbook path-loss defaults, usable before any site survey."""
         return cls(scanners=dict(scanners), zones=dict(zones), calibration={})
+
+    @classmethod
+    def calibrate(
+        cls,
+        scanners: dict[str, tuple[float, float]],
+        zones: dict[str, BaseGeometry],
+        survey: pd.DataFrame,
+        params: dict[str, float] | None = None,
+    ) -> VenueModel:
+        """A model calibrated from a survey (`ts,scanner,emitter,rssi,x,y`) with known positions."""
+        cal = _calibration.fit(scanners, survey, params)
+        return cls(scanners=dict(scanners), zones=dict(zones), calibration=cal)
+
+    def runtime(self) -> engine.Runtime:
+        """Precomputed grid and radio map, built on first use and cached on the model."""
+        if self._runtime is None:
+            self._runtime = engine.build_runtime(self.scanners, self.zones, self.calibration)
+        return self._runtime
 
     def to_json(self) -> dict[str, Any]:
         """Serialisable form, stored with the venue."""
@@ -55,10 +77,6 @@ class VenueModel:
         )
 
 
-def _distance(rssi: float) -> float:
-    return 10 ** ((DEFAULT_RSSI_1M - rssi) / (10 * DEFAULT_N))
-
-
 def track(
     model: VenueModel,
     state: dict[str, Any] | None,
@@ -66,25 +84,5 @@ def track(
     now: float,
 ) -> tuple[dict[str, Any], Estimate | None]:
     """Fold new (ts, scanner, rssi) readings into the state and estimate the current position."""
-    st = dict(state or {})
-    smooth: dict[str, list[float]] = dict(st.get("s", {}))
-    for ts, scanner, rssi in readings:
-        if scanner not in model.scanners:
-            continue
-        prev = smooth.get(scanner)
-        value = rssi if prev is None else 0.7 * prev[0] + 0.3 * rssi
-        smooth[scanner] = [value, ts]
-    smooth = {k: v for k, v in smooth.items() if now - v[1] <= 10.0}
-    st["s"] = smooth
-    if not smooth:
-        return st, None
-    best = max(smooth, key=lambda k: smooth[k][0])
-    x, y = model.scanners[best]
-    d = _distance(smooth[best][0])
-    zone = None
-    nearest = math.inf
-    for name, poly in model.zones.items():
-        dist = poly.distance(Point(x, y))
-        if dist < nearest and d <= MAX_RADIUS_M:
-            nearest, zone = dist, name
-    return st, Estimate(x, y, zone)
+    st, est = engine.step(model.runtime(), state, readings, now)
+    return st, Estimate(*est) if est is not None else None

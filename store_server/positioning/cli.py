@@ -1,0 +1,86 @@
+"""Argument parsing for predict, evaluate and record-survey; bad input gives one stderr line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from store_server.positioning.evaluate import evaluate
+from store_server.positioning.live import VenueModel
+from store_server.positioning.predict import drift_report, predict
+from store_server.positioning.venue import (
+    VenueFileError,
+    load_predictions,
+    load_readings,
+    load_scanners,
+    load_zones,
+)
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        sys.stderr.write(f"positioning: {message}\n")
+        raise SystemExit(2)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="python -m store_server.positioning")
+    sub = p.add_subparsers(dest="cmd", required=True, parser_class=_Parser)
+    pr = sub.add_parser("predict", help="calibrate on a survey, estimate a recording per second")
+    pr.add_argument("--scanners", required=True)
+    pr.add_argument("--zones", required=True)
+    pr.add_argument("--survey", required=True)
+    pr.add_argument("--recording", required=True)
+    pr.add_argument("--out", required=True)
+    pr.add_argument("--report", help="optional JSON: drift per scanner and calibration figures")
+    ev = sub.add_parser("evaluate", help="score predictions against ground truth")
+    ev.add_argument("--zones", required=True)
+    ev.add_argument("--truth", required=True)
+    ev.add_argument("--predictions", required=True)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one command; returns the process exit code."""
+    args = _parser().parse_args(argv)
+    try:
+        if args.cmd == "predict":
+            return _predict(args)
+        if args.cmd == "evaluate":
+            return _evaluate(args)
+    except VenueFileError as exc:
+        sys.stderr.write(f"positioning: {exc}\n")
+        return 2
+    except (OSError, ValueError, KeyError) as exc:
+        sys.stderr.write(
+            f"positioning: {exc.__class__.__name__}: {exc}\n".replace("\n", " ") + "\n"
+        )
+        return 1
+    return 2
+
+
+def _predict(args: argparse.Namespace) -> int:
+    scanners = load_scanners(args.scanners)
+    zones = load_zones(args.zones)
+    survey = load_readings(args.survey, positions=True)
+    recording = load_readings(args.recording)
+    if survey.empty:
+        raise VenueFileError(f"{args.survey}: no usable survey rows")
+    model = VenueModel.calibrate(scanners, zones, survey)
+    out, offsets = predict(model, recording)
+    out.to_csv(args.out, index=False)
+    if args.report:
+        Path(args.report).write_text(
+            json.dumps({"drift_db": drift_report(offsets)}, indent=1), encoding="utf-8"
+        )
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    zones = load_zones(args.zones)
+    truth = load_readings(args.truth, positions=True)
+    preds = load_predictions(args.predictions)
+    print(json.dumps(evaluate(zones, truth, preds)))
+    return 0

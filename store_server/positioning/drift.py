@@ -1,0 +1,28 @@
+"""Online per-scanner RSSI offsets: the radio map drifts by several dB between days."""
+
+from __future__ import annotations
+
+import numpy as np
+
+RATE = 0.02
+CLIP_DB = 12.0
+
+
+def adapt(
+    offsets: np.ndarray,
+    observed: np.ndarray,
+    expected: np.ndarray,
+    rate: float = RATE,
+    clip: float = CLIP_DB,
+) -> np.ndarray:
+    """Move each observed scanner's offset a small step towards its innovation."""
+    innovation = observed - expected - offsets
+    # A single multipath spike must not shift the map: innovations are clipped before use.
+    step = rate * np.clip(innovation, -8.0, 8.0)
+    return np.clip(offsets + step, -clip, clip)
+
+
+def summarise(per_emitter: list[dict[str, float]]) -> dict[str, float]:
+    """Median drift per scanner across emitters, the venue-level figure an operator reads."""
+    keys = sorted({k for d in per_emitter for k in d})
+    return {k: round(float(np.median([d[k] for d in per_emitter if k in d])), 2) for k in keys}

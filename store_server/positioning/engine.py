@@ -1,0 +1,200 @@
+"""One tracking step: robust RSSI filter, radio-map likelihood on the venue grid, a Gaussian
+motion prior (assumed-density filter), zone probabilities, hysteresis and drift adaptation."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import shapely
+from shapely.geometry.base import BaseGeometry
+
+from store_server.positioning import drift, filtering, hysteresis, pathloss
+from store_server.positioning.fingerprint import residual_map
+from store_server.positioning.grid import Grid, build
+
+DEFAULTS: dict[str, float] = {
+    "grid_step": 0.4,
+    "tau_s": 1.0,
+    "max_age_s": 3.0,
+    "temper": 0.5,
+    "huber_k": 1.5,
+    "speed_mps": 0.8,
+    "outside_logprior": -2.0,
+    "zone_radius_m": 1.5,
+    "p_enter": 0.55,
+    "margin": 0.15,
+    "dwell_s": 2.0,
+    "drift_rate": 0.02,
+    "stale_s": 10.0,
+    "bandwidth_m": 1.0,
+    "shrink": 1.0,
+    "default_sigma_db": 6.0,
+}
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """Everything a tracking step needs, precomputed once per venue model."""
+
+    scanners: tuple[str, ...]
+    index: dict[str, int]
+    grid: Grid
+    mu: np.ndarray
+    sigma: np.ndarray
+    cell_logprior: np.ndarray
+    zones: dict[str, BaseGeometry]
+    zone_radius: dict[str, float]
+    emitter_offsets: dict[str, float]
+    params: dict[str, float]
+
+
+def build_runtime(
+    scanners: dict[str, tuple[float, float]],
+    zones: dict[str, BaseGeometry],
+    calibration: dict[str, Any],
+) -> Runtime:
+    """Precompute the grid and the expected RSSI of every scanner at every cell."""
+    params = {**DEFAULTS, **calibration.get("params", {})}
+    names = tuple(scanners)
+    grid = build(zones, scanners, step=params["grid_step"])
+    pos = np.array([scanners[s] for s in names], dtype=float).reshape(-1, 2)
+    pl = calibration.get("pathloss", {})
+    a = np.array([pl.get(s, [pathloss.DEFAULT_RSSI_1M])[0] for s in names], dtype=float)
+    n = np.array([pl.get(s, [0, pathloss.DEFAULT_N])[1] for s in names], dtype=float)
+    sigma = np.array([pl.get(s, [0, 0, params["default_sigma_db"]])[2] for s in names], dtype=float)
+    mu = _expected(grid.cells, pos, a, n)
+    fp = calibration.get("fingerprints")
+    if fp and fp.get("pos"):
+        ref_pos = np.array(fp["pos"], dtype=float)
+        cols = [fp["scanners"].index(s) if s in fp["scanners"] else -1 for s in names]
+        raw = np.array([[np.nan if v is None else v for v in row] for row in fp["rssi"]], float)
+        ref = np.column_stack([raw[:, c] if c >= 0 else np.full(len(raw), np.nan) for c in cols])
+        resid = ref - _expected(ref_pos, pos, a, n)
+        mu = mu + residual_map(grid.cells, ref_pos, resid, params["bandwidth_m"], params["shrink"])
+    lp = np.where(grid.zone_index >= 0, 0.0, params["outside_logprior"]) if zones else None
+    radius = {
+        z: float(calibration.get("zone_max_radius", {}).get(z, params["zone_radius_m"]))
+        for z in zones
+    }
+    return Runtime(
+        scanners=names,
+        index={s: i for i, s in enumerate(names)},
+        grid=grid,
+        mu=mu,
+        sigma=np.maximum(sigma, 1.0),
+        cell_logprior=lp if lp is not None else np.zeros(grid.cells.shape[0]),
+        zones=dict(zones),
+        zone_radius=radius,
+        emitter_offsets=dict(calibration.get("emitter_offsets", {})),
+        params=params,
+    )
+
+
+def _expected(points: np.ndarray, pos: np.ndarray, a: np.ndarray, n: np.ndarray) -> np.ndarray:
+    d = np.hypot(points[:, None, 0] - pos[None, :, 0], points[:, None, 1] - pos[None, :, 1])
+    return pathloss.expected_rssi(d, 0.0, 1.0) * n[None, :] + a[None, :]
+
+
+def step(
+    rt: Runtime, state: dict[str, Any] | None, readings: list[tuple[float, str, float]], now: float
+) -> tuple[dict[str, Any], tuple[float, float, str | None] | None]:
+    """Advance one emitter's state to `now`; returns the new state and (x, y, zone) or None."""
+    p = rt.params
+    st: dict[str, Any] = dict(state or {})
+    filt: dict[str, list[float]] = {k: list(v) for k, v in st.get("f", {}).items()}
+    heard = st.get("h")
+    for ts, scanner, rssi in sorted(readings, key=lambda r: r[0]):
+        if scanner not in rt.index or not np.isfinite(rssi):
+            continue
+        filt[scanner] = filtering.update(filt.get(scanner), float(ts), float(rssi), p["tau_s"])
+        heard = float(ts) if heard is None else max(heard, float(ts))
+    filt = {k: v for k, v in filt.items() if now - v[1] <= p["stale_s"]}
+    st["f"] = {k: [round(v[0], 2), round(v[1], 3)] for k, v in filt.items()}
+    st["h"] = heard
+    obs = filtering.fresh(filt, now, p["max_age_s"])
+    if heard is None or now - heard > p["stale_s"] or not obs:
+        if heard is None or now - heard > p["stale_s"]:
+            for key in ("m", "P", "t", "z", "c", "e"):
+                st.pop(key, None)
+            return st, None
+        e = st.get("e")
+        return st, (e[0], e[1], e[2] or None) if e else None
+
+    idx = np.array([rt.index[s] for s in obs], dtype=int)
+    val = np.array(list(obs.values()), dtype=float)
+    offsets = np.zeros(len(rt.scanners))
+    for s, o in st.get("o", {}).items():
+        if s in rt.index:
+            offsets[rt.index[s]] = o
+    common = float(rt.emitter_offsets.get(str(st.get("type", "")), 0.0))
+    expected = rt.mu[:, idx] + offsets[idx][None, :] + common
+    r = (val[None, :] - expected) / rt.sigma[idx][None, :]
+    ar = np.abs(r)
+    k = p["huber_k"]
+    loss = np.where(ar <= k, 0.5 * r * r, k * ar - 0.5 * k * k).sum(axis=1)
+    logpost = -p["temper"] * loss + rt.cell_logprior
+    cells = rt.grid.cells
+    last_t = st.get("t")
+    dt = 0.0 if last_t is None else max(now - float(last_t), 0.0)
+    if "m" in st and "P" in st:
+        m = np.array(st["m"], dtype=float)
+        pxx, pxy, pyy = st["P"]
+        q = p["speed_mps"] ** 2 * max(dt, 0.0)
+        cov = np.array([[pxx + q, pxy], [pxy, pyy + q]])
+        diff = cells - m[None, :]
+        inv = np.linalg.inv(cov)
+        logpost = logpost - 0.5 * np.einsum("ni,ij,nj->n", diff, inv, diff)
+    w = np.exp(logpost - logpost.max())
+    w /= w.sum()
+    mean = w @ cells
+    diff = cells - mean[None, :]
+    floor = rt.grid.step**2 / 12.0
+    cov = (diff * w[:, None]).T @ diff + floor * np.eye(2)
+    st["m"] = [round(float(mean[0]), 3), round(float(mean[1]), 3)]
+    st["P"] = [round(float(cov[0, 0]), 4), round(float(cov[0, 1]), 4), round(float(cov[1, 1]), 4)]
+    st["t"] = now
+
+    zone = None
+    if rt.zones:
+        probs = _zone_probs(rt, w, mean)
+        current = st.get("z")
+        zone, pending = hysteresis.decide(
+            current if "z" in st else None,
+            st.get("c"),
+            probs,
+            dt,
+            p_enter=p["p_enter"],
+            margin=p["margin"],
+            dwell_s=p["dwell_s"],
+        )
+        st["z"] = zone
+        if pending:
+            st["c"] = [pending[0], round(pending[1], 2)]
+        else:
+            st.pop("c", None)
+        zone = zone or None
+
+    if p["drift_rate"] > 0:
+        seen = w @ rt.mu[:, idx] + common
+        new = drift.adapt(offsets[idx], val, seen, rate=p["drift_rate"])
+        offsets[idx] = new
+        st["o"] = {s: round(float(offsets[i]), 2) for s, i in rt.index.items() if offsets[i]}
+    st["e"] = [st["m"][0], st["m"][1], zone or ""]
+    return st, (float(mean[0]), float(mean[1]), zone)
+
+
+def _zone_probs(rt: Runtime, w: np.ndarray, mean: np.ndarray) -> dict[str, float]:
+    names = rt.grid.zone_names
+    zi = rt.grid.zone_index
+    mass = np.bincount(zi + 1, weights=w, minlength=len(names) + 1)
+    probs = {hysteresis.NO_ZONE: float(mass[0])}
+    pt = shapely.points(float(mean[0]), float(mean[1]))
+    for k, name in enumerate(names):
+        # Per-zone maximum radius: a zone far from the estimate cannot claim it.
+        if float(shapely.distance(rt.zones[name], pt)) > rt.zone_radius[name]:
+            probs[hysteresis.NO_ZONE] += float(mass[k + 1])
+        else:
+            probs[name] = float(mass[k + 1])
+    return probs

@@ -1,0 +1,50 @@
+"""Log-distance path loss: expected RSSI from distance and its robust per-scanner fit."""
+
+from __future__ import annotations
+
+import numpy as np
+
+DEFAULT_RSSI_1M = -59.0
+DEFAULT_N = 2.7
+MIN_DISTANCE_M = 0.5
+
+
+def expected_rssi(distance: np.ndarray, rssi_1m: float, n: float) -> np.ndarray:
+    """RSSI expected at a distance under log-distance path loss."""
+    d = np.maximum(np.asarray(distance, dtype=float), MIN_DISTANCE_M)
+    return rssi_1m - 10.0 * n * np.log10(d)
+
+
+def distance_from_rssi(
+    rssi: float, rssi_1m: float = DEFAULT_RSSI_1M, n: float = DEFAULT_N
+) -> float:
+    """Distance in metres implied by an RSSI under log-distance path loss."""
+    return float(10.0 ** ((rssi_1m - rssi) / (10.0 * n)))
+
+
+def fit(
+    distance: np.ndarray,
+    rssi: np.ndarray,
+    prior: tuple[float, float] = (DEFAULT_RSSI_1M, DEFAULT_N),
+    prior_weight: float = 20.0,
+    n_bounds: tuple[float, float] = (1.2, 5.0),
+) -> tuple[float, float, float]:
+    """Huber-robust fit of (rssi_1m, n), shrunk towards a prior; returns also the residual scale."""
+    x = -10.0 * np.log10(np.maximum(np.asarray(distance, dtype=float), MIN_DISTANCE_M))
+    y = np.asarray(rssi, dtype=float)
+    a_prior, n_prior = prior
+    design = np.column_stack([np.ones_like(x), x])
+    w = np.ones_like(y)
+    coef = np.array([a_prior, n_prior])
+    scale = 5.0
+    for _ in range(8):
+        # The prior acts as pseudo-observations so a scanner with few readings stays sensible.
+        lhs = design.T @ (design * w[:, None]) + prior_weight * np.diag([0.01, 1.0])
+        rhs = design.T @ (w * y) + prior_weight * np.array([0.01 * a_prior, n_prior])
+        coef = np.linalg.solve(lhs, rhs)
+        coef[1] = float(np.clip(coef[1], *n_bounds))
+        resid = y - design @ coef
+        scale = max(1.4826 * float(np.median(np.abs(resid - np.median(resid)))), 1.0)
+        k = 1.5 * scale
+        w = np.where(np.abs(resid) <= k, 1.0, k / np.maximum(np.abs(resid), 1e-9))
+    return float(coef[0]), float(coef[1]), scale

@@ -1,0 +1,119 @@
+"""Venue files: scanner positions, zone polygons, sighting tables and the point-to-zone rule."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import shapely
+from shapely.geometry import shape
+from shapely.geometry.base import BaseGeometry
+
+ZONE_TOLERANCE_M = 0.5
+READING_COLUMNS = ("ts", "scanner", "emitter", "rssi")
+
+
+class VenueFileError(ValueError):
+    """A venue file is missing, unreadable or not in the expected format."""
+
+
+def load_scanners(path: str | Path) -> dict[str, tuple[float, float]]:
+    """Read `scanner,x,y` into {scanner id: (x, y)}; ids stay strings."""
+    df = _read_csv(path, {"scanner": str})
+    _require(df, ("scanner", "x", "y"), path)
+    try:
+        xs = df["x"].astype(float).to_numpy()
+        ys = df["y"].astype(float).to_numpy()
+    except (TypeError, ValueError) as exc:
+        raise VenueFileError(f"{path}: scanner coordinates must be numbers") from exc
+    if not np.all(np.isfinite(xs) & np.isfinite(ys)):
+        raise VenueFileError(f"{path}: scanner coordinates must be finite")
+    if df["scanner"].duplicated().any():
+        raise VenueFileError(f"{path}: duplicate scanner id")
+    return {str(s): (float(x), float(y)) for s, x, y in zip(df["scanner"], xs, ys, strict=True)}
+
+
+def load_zones(path: str | Path) -> dict[str, BaseGeometry]:
+    """Read a GeoJSON FeatureCollection of zone polygons in metres (never reprojected)."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise VenueFileError(f"{path}: cannot read zones ({exc.__class__.__name__})") from exc
+    feats = data.get("features") if isinstance(data, dict) else None
+    if not isinstance(feats, list) or not feats:
+        raise VenueFileError(f"{path}: expected a FeatureCollection with features")
+    zones: dict[str, BaseGeometry] = {}
+    for i, feat in enumerate(feats):
+        try:
+            props = feat.get("properties") or {}
+            name = props.get("zone", props.get("name"))
+            geom = shape(feat["geometry"])
+        except (AttributeError, KeyError, TypeError, ValueError, shapely.errors.GEOSException) as e:
+            raise VenueFileError(f"{path}: feature {i} is not a valid polygon") from e
+        if name is None or geom.geom_type not in ("Polygon", "MultiPolygon") or geom.is_empty:
+            raise VenueFileError(f"{path}: feature {i} needs a zone name and a polygon")
+        zones[str(name)] = geom if geom.is_valid else geom.buffer(0)
+    return zones
+
+
+def load_readings(path: str | Path, *, positions: bool = False) -> pd.DataFrame:
+    """Read a sightings table (`ts,scanner,emitter,rssi[,x,y,zone]`), sorted by ts."""
+    df = _read_csv(path, {"scanner": str, "emitter": str, "zone": str})
+    cols = READING_COLUMNS + (("x", "y") if positions else ())
+    _require(df, cols, path)
+    try:
+        df["ts"] = df["ts"].astype(float)
+        df["rssi"] = df["rssi"].astype(float)
+        if positions:
+            df["x"] = df["x"].astype(float)
+            df["y"] = df["y"].astype(float)
+    except (TypeError, ValueError) as exc:
+        raise VenueFileError(f"{path}: ts, rssi, x and y must be numbers") from exc
+    bad = ~np.isfinite(df["ts"].to_numpy()) | ~np.isfinite(df["rssi"].to_numpy())
+    if positions:
+        bad |= ~np.isfinite(df["x"].to_numpy()) | ~np.isfinite(df["y"].to_numpy())
+    df = df.loc[~bad & df["scanner"].notna() & df["emitter"].notna()]
+    return df.sort_values("ts", kind="stable").reset_index(drop=True)
+
+
+def load_predictions(path: str | Path) -> pd.DataFrame:
+    """Read estimates `ts,emitter,x,y,zone` (zone empty for none)."""
+    df = _read_csv(path, {"emitter": str, "zone": str})
+    _require(df, ("ts", "emitter", "x", "y", "zone"), path)
+    try:
+        for col in ("ts", "x", "y"):
+            df[col] = df[col].astype(float)
+    except (TypeError, ValueError) as exc:
+        raise VenueFileError(f"{path}: ts, x and y must be numbers") from exc
+    return df
+
+
+def zone_of(
+    xs: np.ndarray, ys: np.ndarray, zones: dict[str, BaseGeometry], tol: float = ZONE_TOLERANCE_M
+) -> list[str | None]:
+    """Zone of each point: the polygon containing it, else the nearest one within tol metres."""
+    xs = np.asarray(xs, dtype=float)
+    ys = np.asarray(ys, dtype=float)
+    names = list(zones)
+    if not names or xs.size == 0:
+        return [None] * xs.size
+    pts = shapely.points(xs, ys)
+    dist = np.stack([shapely.distance(zones[n], pts) for n in names], axis=1)
+    best = np.argmin(dist, axis=1)
+    ok = dist[np.arange(len(xs)), best] <= tol
+    return [names[b] if k else None for b, k in zip(best, ok, strict=True)]
+
+
+def _read_csv(path: str | Path, dtypes: dict[str, type]) -> pd.DataFrame:
+    try:
+        return pd.read_csv(path, dtype=dtypes, keep_default_na=True)
+    except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as e:
+        raise VenueFileError(f"{path}: cannot read CSV ({e.__class__.__name__})") from e
+
+
+def _require(df: pd.DataFrame, cols: tuple[str, ...], path: str | Path) -> None:
+    missing = [c for c in cols if c not in df.columns]
+    if missing:
+        raise VenueFileError(f"{path}: missing column(s) {', '.join(missing)}")
