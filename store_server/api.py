@@ -1,0 +1,138 @@
+"""Scanner-facing HTTP API: signed sighting batches and heartbeats. A thin adapter over ingest."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+from typing import Any
+
+from flask import Blueprint, current_app, jsonify, request
+
+from beacons import signing
+from store_server import ingest
+from store_server.push import deliver
+from store_server.redis_store import get_keys, get_redis
+from store_server.topology import ScannerInfo, get_topology
+
+bp = Blueprint("api", __name__, url_prefix="/api/v1")
+log = logging.getLogger(__name__)
+NONCE = re.compile(r"^[0-9a-f]{16,64}$")
+HEARTBEAT_FIELDS = {
+    "uptime_s": float,
+    "queue_depth": int,
+    "queue_dropped": int,
+    "frames_heard": int,
+    "frames_forwarded": int,
+    "frames_dropped": int,
+    "batches_sent": int,
+    "batches_rejected": int,
+}
+
+
+class ApiError(Exception):
+    """An HTTP error with a JSON message for the client."""
+
+    def __init__(self, status: int, message: str, **extra: Any) -> None:
+        super().__init__(message)
+        self.status, self.message, self.extra = status, message, extra
+
+
+@bp.errorhandler(ApiError)
+def _api_error(e: ApiError):  # type: ignore[no-untyped-def]
+    return jsonify({"error": e.message, **e.extra}), e.status
+
+
+def authenticate() -> tuple[ScannerInfo, str, bytes]:
+    """Check the scanner's signature, timestamp window and nonce format; returns the body too."""
+    cfg = current_app.config
+    body = request.get_data(cache=True)
+    name = request.headers.get(signing.HEADER_SCANNER, "")
+    ts_raw = request.headers.get(signing.HEADER_TIMESTAMP, "")
+    nonce = request.headers.get(signing.HEADER_NONCE, "")
+    sig = request.headers.get(signing.HEADER_SIGNATURE, "")
+    if not name or not ts_raw or not nonce or not sig:
+        raise ApiError(401, "missing signature headers")
+    if not ts_raw.isdigit():
+        raise ApiError(401, "timestamp must be integer unix seconds")
+    if not NONCE.match(nonce):
+        raise ApiError(401, "nonce must be 16-64 lowercase hex digits")
+    skew = int(ts_raw) - time.time()
+    if abs(skew) > cfg["INGEST_MAX_SKEW_S"]:
+        raise ApiError(
+            401,
+            "timestamp outside the accepted window: check the scanner's clock",
+            skew_s=round(skew, 1),
+            window_s=cfg["INGEST_MAX_SKEW_S"],
+        )
+    scanner = get_topology(current_app).scanner(name)
+    # Unknown scanner and bad signature answer alike, so names cannot be probed.
+    if scanner is None or not signing.verify(scanner.secret, int(ts_raw), nonce, body, sig):
+        raise ApiError(401, "bad signature or unknown scanner")
+    return scanner, nonce, body
+
+
+def _json_body(body: bytes) -> Any:
+    try:
+        return json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        raise ApiError(400, "body is not valid JSON") from None
+
+
+@bp.post("/sightings")
+def sightings():  # type: ignore[no-untyped-def]
+    """Accept one signed batch of sightings (idempotent by batch_id)."""
+    cfg = current_app.config
+    scanner, nonce, body = authenticate()
+    try:
+        batch_id, rows = ingest.parse_batch(
+            _json_body(body), cfg["INGEST_MAX_BATCH"], time.time(), cfg["INGEST_MAX_SKEW_S"]
+        )
+    except ingest.BadBatch as e:
+        raise ApiError(400, str(e)) from None
+    outcome, occurrences, replayed = ingest.process(
+        get_redis(),
+        get_keys(),
+        get_topology(current_app),
+        scanner,
+        nonce,
+        2 * cfg["INGEST_MAX_SKEW_S"],
+        batch_id,
+        rows,
+        cfg["BATCH_ID_TTL_S"],
+    )
+    if replayed:
+        raise ApiError(409, "nonce already used: request replayed")
+    deliver(current_app._get_current_object(), occurrences)
+    return jsonify({"accepted": outcome.accepted, "duplicate": outcome.duplicate})
+
+
+@bp.post("/heartbeat")
+def heartbeat():  # type: ignore[no-untyped-def]
+    """Record a scanner's health report."""
+    scanner, nonce, body = authenticate()
+    doc = _json_body(body)
+    if not isinstance(doc, dict):
+        raise ApiError(400, "body must be a JSON object")
+    health: dict[str, Any] = {"at": time.time()}
+    for field, typ in HEARTBEAT_FIELDS.items():
+        v = doc.get(field, 0)
+        if isinstance(v, bool) or not isinstance(v, int | float) or v < 0:
+            raise ApiError(400, f"{field} must be a non-negative number")
+        health[field] = typ(v)
+    adapter = doc.get("adapter", "unknown")
+    if adapter not in ("up", "down", "simulated", "replay", "unknown"):
+        raise ApiError(400, "adapter must be up, down, simulated, replay or unknown")
+    health["adapter"] = adapter
+    health["version"] = str(doc.get("version", ""))[:32]
+    r, keys = get_redis(), get_keys()
+    pipe = r.pipeline(transaction=False)
+    pipe.set(
+        keys.nonce(scanner.id, nonce), 1, nx=True, ex=2 * current_app.config["INGEST_MAX_SKEW_S"]
+    )
+    pipe.hset(keys.scanner_health(scanner.id), mapping=health)
+    pipe.expire(keys.scanner_health(scanner.id), 7 * 86400)
+    if not pipe.execute()[0]:
+        raise ApiError(409, "nonce already used: request replayed")
+    return jsonify({"ok": True})

@@ -1,0 +1,79 @@
+"""Store server application factory (Flask + Flask-SocketIO)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import redis
+from flask import Flask, jsonify
+from flask_socketio import SocketIO
+from sqlalchemy import text
+from sqlalchemy.exc import OperationalError
+from werkzeug.exceptions import HTTPException
+
+from store_server import api, db, devices, redis_store
+from store_server.config import from_env
+from store_server.topology import Topology
+
+log = logging.getLogger(__name__)
+
+
+def create_app(test_config: dict[str, Any] | None = None) -> Flask:
+    """Build a store server app: config from the environment, then `test_config` overrides."""
+    app = Flask(__name__)
+    app.config.update(from_env())
+    if test_config:
+        app.config.update(test_config)
+    app.config["MAX_CONTENT_LENGTH"] = app.config["INGEST_MAX_BODY"]
+    db.init_app(app)
+    redis_store.init_app(app)
+    app.extensions["cm_topology"] = Topology(app)
+    socketio = SocketIO(
+        app,
+        async_mode="threading",
+        message_queue=app.config["SOCKETIO_MESSAGE_QUEUE"],
+        cors_allowed_origins=[],
+    )
+    devices.register(app, socketio)
+    app.register_blueprint(api.bp)
+    _register_errors(app)
+
+    @app.get("/healthz")
+    def healthz():  # type: ignore[no-untyped-def]
+        """Liveness and store checks: SQL and Redis answer."""
+        checks = {"sql": "ok", "redis": "ok"}
+        try:
+            db.get_db().execute(text("SELECT 1"))
+        except Exception as e:  # any failure is reported, never raised
+            checks["sql"] = f"error: {type(e).__name__}"
+        try:
+            redis_store.get_redis().ping()
+        except Exception as e:
+            checks["redis"] = f"error: {type(e).__name__}"
+        ok = all(v == "ok" for v in checks.values())
+        return jsonify({"status": "ok" if ok else "degraded", **checks}), 200 if ok else 503
+
+    return app
+
+
+def _register_errors(app: Flask) -> None:
+    @app.errorhandler(HTTPException)
+    def _http(e: HTTPException):  # type: ignore[no-untyped-def]
+        return jsonify({"error": e.description or e.name}), e.code
+
+    @app.errorhandler(redis.exceptions.ConnectionError)
+    @app.errorhandler(redis.exceptions.TimeoutError)
+    def _redis_down(_e: Exception):  # type: ignore[no-untyped-def]
+        log.warning("redis unavailable")
+        return jsonify({"error": "live store unavailable, retry later"}), 503, {"Retry-After": "2"}
+
+    @app.errorhandler(OperationalError)
+    def _sql_down(_e: Exception):  # type: ignore[no-untyped-def]
+        log.warning("database unavailable")
+        return jsonify({"error": "database unavailable, retry later"}), 503, {"Retry-After": "5"}
+
+    @app.errorhandler(Exception)
+    def _unexpected(e: Exception):  # type: ignore[no-untyped-def]
+        log.exception("unexpected error")
+        return jsonify({"error": "internal error"}), 500

@@ -1,0 +1,77 @@
+"""SQL engine and sessions bound to the Flask app context, and migrations through Alembic."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config as AlembicConfig
+from flask import Flask, current_app, g
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import NullPool
+
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+
+
+def make_engine(url: str, *, pooled: bool = True) -> Engine:
+    """Engine with the settings each backend needs (SQLite: foreign keys, WAL, threads)."""
+    extra: dict = {} if pooled else {"poolclass": NullPool}
+    if url.startswith("sqlite"):
+        path = url.split("///", 1)[-1]
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(
+            url, connect_args={"check_same_thread": False, "timeout": 30}, **extra
+        )
+
+        @event.listens_for(engine, "connect")
+        def _pragmas(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def]
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.close()
+
+        return engine
+    if not pooled:
+        return create_engine(url, **extra)
+    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+
+
+def init_app(app: Flask) -> None:
+    """Create the engine once per app and close the request's session at teardown."""
+    engine = make_engine(app.config["DATABASE_URL"])
+    app.extensions["cm_engine"] = engine
+    app.extensions["cm_sessions"] = sessionmaker(engine, expire_on_commit=False)
+    app.teardown_appcontext(_close_db)
+
+
+def sessions(app: Flask | None = None) -> sessionmaker[Session]:
+    """The session factory, for background jobs that run outside a request."""
+    return (app or current_app).extensions["cm_sessions"]
+
+
+def get_db() -> Session:
+    """The SQL session of the current app context."""
+    if "db" not in g:
+        g.db = sessions()()
+    return g.db
+
+
+def _close_db(_exc: BaseException | None = None) -> None:
+    db = g.pop("db", None)
+    if db is not None:
+        db.close()
+
+
+def upgrade(url: str, revision: str = "head") -> None:
+    """Apply migrations up to `revision` on the database at `url`."""
+    command.upgrade(alembic_config(url), revision)
+
+
+def alembic_config(url: str) -> AlembicConfig:
+    """Alembic configuration pointing at our migrations folder and the given database."""
+    cfg = AlembicConfig()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    return cfg

@@ -1,0 +1,67 @@
+"""Device namespace on Socket.IO: token auth on connect, room per device, replay and acks."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from flask import Flask, request
+from flask_socketio import ConnectionRefusedError, SocketIO, join_room
+from sqlalchemy import select
+
+from store_server import outbox
+from store_server.crypto import token_hash
+from store_server.db import sessions
+from store_server.models import Device, Venue
+from store_server.push import NAMESPACE, device_room
+from store_server.redis_store import get_keys, get_redis
+
+log = logging.getLogger(__name__)
+
+
+def authenticate_device(app: Flask, auth: Any) -> Device:
+    """The paired, unrevoked device owning this token, of an active merchant; else refuse."""
+    token = auth.get("token") if isinstance(auth, dict) else None
+    if not isinstance(token, str) or not 20 <= len(token) <= 200:
+        raise ConnectionRefusedError({"reason": "missing or malformed device token"})
+    with sessions(app)() as db:
+        device = db.scalar(select(Device).where(Device.token_hash == token_hash(token)))
+        if device is None or device.revoked_at is not None:
+            raise ConnectionRefusedError({"reason": "unknown or revoked device token"})
+        venue = db.get(Venue, device.venue_id)
+        if venue is None or venue.merchant.status != "active":
+            raise ConnectionRefusedError({"reason": "merchant suspended"})
+        db.expunge(device)
+        return device
+
+
+def register(app: Flask, socketio: SocketIO) -> None:
+    """Attach the device namespace's handlers to this app's Socket.IO server."""
+    connected: dict[str, int] = {}
+    app.extensions["cm_connected_devices"] = connected
+
+    @socketio.on("connect", namespace=NAMESPACE)
+    def _connect(auth: Any = None) -> None:
+        device = authenticate_device(app, auth)
+        connected[request.sid] = device.id
+        join_room(device_room(device.id))
+        socketio.emit("hello", {"device": device.name}, to=request.sid, namespace=NAMESPACE)
+        # Revokes first, then what is still pending, so nothing revoked plays even briefly.
+        for event in outbox.pending(get_redis(app), get_keys(app), device.id, time.time()):
+            socketio.emit("event", event, to=request.sid, namespace=NAMESPACE)
+
+    @socketio.on("disconnect", namespace=NAMESPACE)
+    def _disconnect(*_args: Any) -> None:
+        connected.pop(request.sid, None)
+
+    @socketio.on("ack", namespace=NAMESPACE)
+    def _ack(data: Any) -> dict[str, Any]:
+        device_id = connected.get(request.sid)
+        event_id = data.get("event_id") if isinstance(data, dict) else None
+        if device_id is None:
+            return {"ok": False, "error": "not authenticated"}
+        if not isinstance(event_id, str) or not outbox.STREAM_ID.match(event_id):
+            return {"ok": False, "error": "event_id must be a stream id"}
+        outbox.ack(get_redis(app), get_keys(app), device_id, event_id)
+        return {"ok": True}

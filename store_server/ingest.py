@@ -1,0 +1,173 @@
+"""Sighting batches to presence events: validate, deduplicate, resolve, position, presence.
+
+Three Redis round trips per batch whatever its size: (1) replay/duplicate checks plus the resolver
+lookup, (2) the tracking states of the subscribers heard, (3) one transaction writing states back.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+from store_server import presence
+from store_server.keys import Keys
+from store_server.positioning.live import track
+from store_server.push import Occurrence
+from store_server.resolver import applicable_consent
+from store_server.topology import ScannerInfo, Topology, VenueInfo
+
+HEX16 = re.compile(r"^[0-9a-f]{16}$")
+HEX40 = re.compile(r"^[0-9a-f]{40}$")
+BATCH_ID = re.compile(r"^[0-9A-Za-z_-]{8,64}$")
+KINDS = {"eid": HEX16, "ibeacon": HEX40}
+
+
+class BadBatch(ValueError):
+    """The batch itself is invalid and will never be accepted."""
+
+
+@dataclass(frozen=True)
+class Sighting:
+    """One validated programme frame heard by a scanner."""
+
+    ts: float
+    kind: str
+    id: str
+    rssi: float
+
+
+@dataclass
+class Outcome:
+    """What ingest did with a batch."""
+
+    accepted: int
+    duplicate: bool = False
+    resolved: int = 0
+    dropped: int = 0
+
+
+def parse_batch(
+    doc: Any, max_batch: int, now: float, max_skew: float
+) -> tuple[str, list[Sighting]]:
+    """Validate a decoded batch document with explicit limits; raises BadBatch with a reason."""
+    if not isinstance(doc, dict):
+        raise BadBatch("body must be a JSON object")
+    batch_id = doc.get("batch_id")
+    if not isinstance(batch_id, str) or not BATCH_ID.match(batch_id):
+        raise BadBatch("batch_id must be 8-64 characters of [0-9A-Za-z_-]")
+    rows = doc.get("sightings")
+    if not isinstance(rows, list):
+        raise BadBatch("sightings must be a list")
+    if len(rows) > max_batch:
+        raise BadBatch(f"batch holds {len(rows)} sightings, the limit is {max_batch}")
+    out = []
+    for i, row in enumerate(rows):
+        if not isinstance(row, dict):
+            raise BadBatch(f"sightings[{i}] must be an object")
+        ts, kind, ident, rssi = row.get("ts"), row.get("kind"), row.get("id"), row.get("rssi")
+        if isinstance(ts, bool) or not isinstance(ts, int | float) or not math.isfinite(ts):
+            raise BadBatch(f"sightings[{i}].ts must be a number")
+        # Old sightings are legitimate (a scanner back from an outage) but not from the future.
+        if ts > now + max_skew or ts < now - 7 * 86400:
+            raise BadBatch(f"sightings[{i}].ts is outside the accepted range")
+        if kind not in KINDS:
+            raise BadBatch(f"sightings[{i}].kind must be one of {sorted(KINDS)}")
+        if not isinstance(ident, str) or not KINDS[kind].match(ident):
+            raise BadBatch(f"sightings[{i}].id is not a valid {kind} identifier")
+        if isinstance(rssi, bool) or not isinstance(rssi, int | float) or not -130 <= rssi <= 20:
+            raise BadBatch(f"sightings[{i}].rssi must be a number between -130 and 20")
+        out.append(Sighting(float(ts), kind, ident, float(rssi)))
+    return batch_id, out
+
+
+def process(
+    r: redis.Redis,
+    keys: Keys,
+    topo: Topology,
+    scanner: ScannerInfo,
+    nonce: str,
+    nonce_ttl: int,
+    batch_id: str,
+    sightings: list[Sighting],
+    batch_ttl: int,
+) -> tuple[Outcome, list[Occurrence], bool]:
+    """Run one batch through resolution, positioning and presence; returns (outcome, events,
+    replayed) where replayed means the nonce was seen before and nothing was done."""
+    venue = topo.venue(scanner.venue_id)
+    ids = sorted({s.id for s in sightings})
+    pipe = r.pipeline(transaction=False)
+    pipe.set(keys.nonce(scanner.id, nonce), 1, nx=True, ex=nonce_ttl)
+    pipe.exists(keys.batch(scanner.id, batch_id))
+    if ids:
+        pipe.hmget(keys.resolver(), ids)
+    res = pipe.execute()
+    if not res[0]:
+        return Outcome(0), [], True
+    if res[1]:
+        return Outcome(len(sightings), duplicate=True), [], False
+    entries = dict(zip(ids, res[2], strict=True)) if ids else {}
+
+    by_sub: dict[int, list[Sighting]] = defaultdict(list)
+    consents: dict[int, dict[str, Any]] = {}
+    dropped = 0
+    for s in sightings:
+        raw = entries.get(s.id)
+        entry = json.loads(raw) if raw else None
+        consent = (
+            applicable_consent(entry, venue.merchant_id, s.ts)
+            if entry and venue and venue.merchant_active
+            else None
+        )
+        if consent is None:
+            dropped += 1  # nobody we may know: counted, never kept
+            continue
+        by_sub[entry["s"]].append(s)
+        consents[entry["s"]] = consent
+
+    occurrences: list[Occurrence] = []
+    subs = sorted(by_sub)
+    states = r.hmget(keys.tracks(venue.id), [str(s) for s in subs]) if subs and venue else []
+    pipe = r.pipeline(transaction=True)
+    for sub, raw in zip(subs, states, strict=True):
+        state, events = advance(venue, scanner.name, json.loads(raw) if raw else {}, by_sub[sub])
+        consent = consents[sub]
+        if any(e.kind == "enter" for e in events):
+            state["c"] = consent
+        for e in events:
+            # An exit revokes under the consent its enter was disclosed under.
+            occurrences.append(Occurrence(sub, venue, state.get("c", consent), e))
+        pipe.hset(keys.tracks(venue.id), str(sub), json.dumps(state))
+        pipe.zadd(keys.last_seen(), {f"{venue.id}:{sub}": state["p"]["last"]})
+    if dropped and venue:
+        pipe.incrby(keys.dropped(venue.id), dropped)
+    pipe.set(keys.batch(scanner.id, batch_id), 1, ex=batch_ttl)
+    pipe.execute()
+    resolved = len(sightings) - dropped
+    return Outcome(len(sightings), resolved=resolved, dropped=dropped), occurrences, False
+
+
+def advance(
+    venue: VenueInfo, scanner: str, state: dict[str, Any], sightings: list[Sighting]
+) -> tuple[dict[str, Any], list[presence.PresenceEvent]]:
+    """Fold one subscriber's sightings from one scanner into its tracking and presence state."""
+    readings = sorted((s.ts, scanner, s.rssi) for s in sightings)
+    pstate = state.get("p", {})
+    tstate = state.get("t")
+    events: list[presence.PresenceEvent] = []
+    # One estimate per second of readings keeps presence timing independent of batch size.
+    for second in sorted({math.floor(ts) for ts, _, _ in readings}):
+        chunk = [x for x in readings if math.floor(x[0]) == second]
+        now = chunk[-1][0]
+        tstate, est = track(venue.model, tstate, chunk, now)
+        zone = est.zone if est else None
+        pstate, evs = presence.step(pstate, zone, now, venue.timings)
+        events.extend(evs)
+    out = dict(state)
+    out["t"], out["p"] = tstate, pstate
+    return out, events

@@ -1,0 +1,84 @@
+"""Background jobs of a store server process: the exit sweeper and the resolver refresh.
+
+Several processes may run them; a short Redis lock makes one of them do each round.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+
+from flask import Flask
+
+from store_server import presence, resolver
+from store_server.db import sessions
+from store_server.push import Occurrence, deliver
+from store_server.redis_store import get_keys, get_redis
+from store_server.topology import get_topology
+
+log = logging.getLogger(__name__)
+
+
+def sweep_once(app: Flask, now: float | None = None) -> int:
+    """Exit subscribers not heard for their zone's absence time; returns the number of exits."""
+    r, keys, topo = get_redis(app), get_keys(app), get_topology(app)
+    now = time.time() if now is None else now
+    # 1 s is the shortest absence any zone uses; members younger than that cannot be due.
+    members = r.zrangebyscore(keys.last_seen(), "-inf", now - 1.0)
+    occurrences: list[Occurrence] = []
+    parsed = [tuple(int(x) for x in m.split(":")) for m in members]
+    pipe = r.pipeline(transaction=False)
+    for venue_id, sub in parsed:
+        pipe.hget(keys.tracks(venue_id), str(sub))
+    raws = pipe.execute() if parsed else []
+    pipe = r.pipeline(transaction=True)
+    for member, (venue_id, sub), raw in zip(members, parsed, raws, strict=True):
+        venue = topo.venue(venue_id)
+        if raw is None or venue is None:
+            pipe.zrem(keys.last_seen(), member)
+            continue
+        state = json.loads(raw)
+        pstate, events = presence.sweep(state.get("p", {}), now, venue.timings)
+        if pstate is None:
+            pipe.hdel(keys.tracks(venue_id), str(sub))
+            pipe.zrem(keys.last_seen(), member)
+        occurrences.extend(Occurrence(sub, venue, state.get("c", {}), e) for e in events)
+    pipe.execute()
+    deliver(app, [o for o in occurrences if o.consent])
+    return len(occurrences)
+
+
+def refresh_resolver(app: Flask) -> int:
+    """Rebuild the resolver table from SQL."""
+    with sessions(app)() as db:
+        return resolver.refresh(
+            get_redis(app), get_keys(app), db, app.config["DATA_KEY"], app.config["RESOLVER_WINDOW"]
+        )
+
+
+def _locked(app: Flask, name: str, ttl_ms: int) -> bool:
+    return bool(get_redis(app).set(get_keys(app).lock(name), 1, nx=True, px=ttl_ms))
+
+
+def start(app: Flask, stop: threading.Event) -> threading.Thread:
+    """Run the periodic jobs in a daemon thread until `stop` is set."""
+
+    def loop() -> None:
+        next_refresh = 0.0
+        interval = app.config["SWEEP_INTERVAL_S"]
+        while not stop.is_set():
+            try:
+                if time.monotonic() >= next_refresh:
+                    refresh_resolver(app)
+                    next_refresh = time.monotonic() + app.config["RESOLVER_REFRESH_S"]
+                if _locked(app, "sweep", int(interval * 900)):
+                    sweep_once(app)
+            except Exception:  # a job round failing must not kill the loop
+                log.exception("background job round failed")
+            stop.wait(interval)
+
+    t = threading.Thread(target=loop, name="cm-jobs", daemon=True)
+    t.start()
+    return t

@@ -1,0 +1,55 @@
+"""Every Redis key the system uses, in one place, so that erasure and audits can enumerate them.
+
+Redis holds only live, expiring state; the system of record is SQL.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Keys:
+    """Key names under one prefix (tests use a unique prefix per run)."""
+
+    prefix: str = "cm:"
+
+    def nonce(self, scanner_id: int, nonce: str) -> str:
+        """Replay guard for one signed request (expires after the timestamp window)."""
+        return f"{self.prefix}nonce:{scanner_id}:{nonce}"
+
+    def batch(self, scanner_id: int, batch_id: str) -> str:
+        """Idempotency marker for one sighting batch."""
+        return f"{self.prefix}batch:{scanner_id}:{batch_id}"
+
+    def resolver(self) -> str:
+        """Hash: current EID hex -> consented emitter entry (JSON)."""
+        return f"{self.prefix}resolver"
+
+    def tracks(self, venue_id: int) -> str:
+        """Hash: subscriber id -> positioning and presence state at one venue."""
+        return f"{self.prefix}track:{venue_id}"
+
+    def last_seen(self) -> str:
+        """Sorted set of `venue:subscriber` by last sighting time, for the exit sweeper."""
+        return f"{self.prefix}lastseen"
+
+    def outbox(self, device_id: int) -> str:
+        """Stream: events for one device not yet acknowledged."""
+        return f"{self.prefix}outbox:{device_id}"
+
+    def scanner_health(self, scanner_id: int) -> str:
+        """Hash: the last heartbeat of one scanner."""
+        return f"{self.prefix}scanner:{scanner_id}:health"
+
+    def dropped(self, venue_id: int) -> str:
+        """Counter of sightings that resolved to nobody: a number, never an identifier."""
+        return f"{self.prefix}dropped:{venue_id}"
+
+    def lock(self, name: str) -> str:
+        """Short-lived lock so that one process runs a periodic job at a time."""
+        return f"{self.prefix}lock:{name}"
+
+    def pattern(self) -> str:
+        """SCAN pattern matching every key of this prefix."""
+        return f"{self.prefix}*"

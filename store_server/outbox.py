@@ -1,0 +1,76 @@
+"""Per-device outboxes in Redis Streams: what a device has not acknowledged yet, in order.
+
+Socket.IO does not buffer for a disconnected client, so delivery is guaranteed here: every event is
+appended before it is emitted and removed only on acknowledgement; reconnects replay what is left.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import redis
+
+from store_server.keys import Keys
+
+STREAM_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
+
+
+def append_many(
+    r: redis.Redis, keys: Keys, items: list[tuple[int, dict[str, Any]]], maxlen: int, ttl_s: int
+) -> list[str]:
+    """Append (device id, event) pairs in one round trip; returns the stream ids (event ids)."""
+    if not items:
+        return []
+    pipe = r.pipeline(transaction=False)
+    for device_id, event in items:
+        key = keys.outbox(device_id)
+        pipe.xadd(key, {"e": json.dumps(event)}, maxlen=maxlen, approximate=True)
+        pipe.expire(key, ttl_s)
+    return [res for i, res in enumerate(pipe.execute()) if i % 2 == 0]
+
+
+def pending(r: redis.Redis, keys: Keys, device_id: int, now: float) -> list[dict[str, Any]]:
+    """Unacknowledged events for a device, revokes first, then the rest in order; drops expired."""
+    key = keys.outbox(device_id)
+    revokes, others, expired = [], [], []
+    for entry_id, fields in r.xrange(key):
+        event = json.loads(fields["e"])
+        event["event_id"] = entry_id
+        if event.get("expires_at") is not None and event["expires_at"] <= now:
+            expired.append(entry_id)
+        elif event["type"] == "revoke":
+            revokes.append(event)
+        else:
+            others.append(event)
+    if expired:
+        r.xdel(key, *expired)
+    return revokes + others
+
+
+def ack(r: redis.Redis, keys: Keys, device_id: int, event_id: str) -> bool:
+    """Remove an acknowledged event; False when the id is malformed or already gone."""
+    if not isinstance(event_id, str) or not STREAM_ID.match(event_id):
+        return False
+    return bool(r.xdel(keys.outbox(device_id), event_id))
+
+
+def drop_for(r: redis.Redis, keys: Keys, device_ids: list[int], pseudonym: str) -> int:
+    """Remove every pending event about a pseudonym (revoked meanwhile, or erased)."""
+    if not device_ids:
+        return 0
+    pipe = r.pipeline(transaction=False)
+    for d in device_ids:
+        pipe.xrange(keys.outbox(d))
+    doomed: list[tuple[int, str]] = []
+    for d, entries in zip(device_ids, pipe.execute(), strict=True):
+        for entry_id, fields in entries:
+            if json.loads(fields["e"]).get("subscriber") == pseudonym:
+                doomed.append((d, entry_id))
+    if doomed:
+        pipe = r.pipeline(transaction=False)
+        for d, entry_id in doomed:
+            pipe.xdel(keys.outbox(d), entry_id)
+        pipe.execute()
+    return len(doomed)

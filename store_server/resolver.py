@@ -1,0 +1,110 @@
+"""Identity resolution: the Redis table of current EIDs of consented emitters, and its lookups.
+
+Only emitters with a live consent are in the table, so a sighting that is not found is someone who
+never said yes (or withdrew): it is dropped on the spot and only counted.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import datetime
+from typing import Any
+
+import redis
+from sqlalchemy import or_, select
+from sqlalchemy.orm import Session
+
+from beacons.eid import window
+from store_server.crypto import EMITTER_KEY, unseal
+from store_server.keys import Keys
+from store_server.models import Consent, EmitterKey, utcnow
+
+
+def _epoch(dt: datetime | None) -> float | None:
+    return None if dt is None else dt.timestamp()
+
+
+def consent_view(c: Consent) -> dict[str, Any]:
+    """The compact form of a consent that the hot path needs."""
+    return {
+        "id": c.id,
+        "m": c.merchant_id,
+        "share": c.share,
+        "stats": bool(c.statistics),
+        "from": _epoch(c.valid_from),
+        "until": _epoch(c.valid_until),
+        "receipt": c.receipt_id,
+    }
+
+
+def applicable_consent(
+    entry: dict[str, Any], merchant_id: int, now: float
+) -> dict[str, Any] | None:
+    """The consent that covers this merchant now; a merchant-specific one wins over 'all'."""
+    best = None
+    for c in entry["c"]:
+        if c["m"] not in (None, merchant_id):
+            continue
+        if (c["from"] or 0) > now + 1 or (c["until"] is not None and c["until"] <= now):
+            continue
+        if best is None or (best["m"] is None and c["m"] is not None):
+            best = c
+    return best
+
+
+def build_table(
+    emitters: list[tuple[int, int, bytes, int, int]],
+    consents: dict[int, list[dict[str, Any]]],
+    now: float,
+    periods: int,
+) -> dict[str, str]:
+    """EID hex -> entry JSON for (emitter id, subscriber id, key, K, time base) with consents."""
+    table: dict[str, str] = {}
+    for emitter_id, subscriber_id, key, exponent, time_base in emitters:
+        views = consents.get(subscriber_id)
+        if not views:
+            continue
+        entry = json.dumps({"s": subscriber_id, "e": emitter_id, "c": views})
+        t = int(now) - time_base
+        for _period, eid in window(key, exponent, max(t, 0), before=periods, after=periods):
+            table[eid.hex()] = entry
+    return table
+
+
+def load_active(db: Session, data_key: str, subscriber_id: int | None = None):
+    """Active emitter keys and live consents from SQL (optionally for one subscriber)."""
+    now = utcnow()
+    q = select(Consent).where(
+        Consent.withdrawn_at.is_(None),
+        or_(Consent.valid_until.is_(None), Consent.valid_until > now),
+    )
+    if subscriber_id is not None:
+        q = q.where(Consent.subscriber_id == subscriber_id)
+    consents: dict[int, list[dict[str, Any]]] = {}
+    for c in db.scalars(q):
+        consents.setdefault(c.subscriber_id, []).append(consent_view(c))
+    kq = select(EmitterKey).where(
+        EmitterKey.revoked_at.is_(None), EmitterKey.subscriber_id.in_(list(consents) or [-1])
+    )
+    emitters = [
+        (k.id, k.subscriber_id, unseal(data_key, k.key_enc, EMITTER_KEY), k.exponent, k.time_base)
+        for k in db.scalars(kq)
+    ]
+    return emitters, consents
+
+
+def refresh(r: redis.Redis, keys: Keys, db: Session, data_key: str, periods: int) -> int:
+    """Rebuild the whole table from SQL and swap it in atomically; returns its size."""
+    emitters, consents = load_active(db, data_key)
+    table = build_table(emitters, consents, time.time(), periods)
+    tmp = keys.resolver() + ":building"
+    pipe = r.pipeline(transaction=True)
+    pipe.delete(tmp)
+    if table:
+        pipe.hset(tmp, mapping=table)
+        pipe.rename(tmp, keys.resolver())
+    else:
+        pipe.delete(keys.resolver())
+    pipe.execute()
+    return len(table)

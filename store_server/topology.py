@@ -1,0 +1,125 @@
+"""Read-mostly venue topology (scanners, zones, devices, merchant) cached per process.
+
+The hot path must not query SQL per batch; a short TTL bounds staleness after setup changes, and
+changes made in this process invalidate at once.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+
+from flask import Flask
+from shapely.geometry import shape
+from sqlalchemy import select
+
+from store_server.crypto import SCANNER_SECRET, unseal
+from store_server.db import sessions
+from store_server.models import Device, Scanner, Venue
+from store_server.positioning.live import VenueModel
+from store_server.presence import ZoneTiming
+
+TTL_S = 10.0
+
+
+@dataclass
+class ScannerInfo:
+    """What ingest needs to authenticate and place one scanner."""
+
+    id: int
+    name: str
+    venue_id: int
+    secret: str
+
+
+@dataclass
+class VenueInfo:
+    """A venue's positioning model, zone timings and devices per zone."""
+
+    id: int
+    merchant_id: int
+    merchant_key: bytes
+    merchant_active: bool
+    model: VenueModel
+    timings: dict[str, ZoneTiming]
+    devices_by_zone: dict[str, list[int]] = field(default_factory=dict)
+    device_names: dict[int, str] = field(default_factory=dict)
+
+
+class Topology:
+    """Cache of scanners by name and venues by id, loaded from SQL."""
+
+    def __init__(self, app: Flask) -> None:
+        self._app = app
+        self._lock = threading.Lock()
+        self._scanners: dict[str, tuple[float, ScannerInfo | None]] = {}
+        self._venues: dict[int, tuple[float, VenueInfo | None]] = {}
+
+    def invalidate(self) -> None:
+        """Forget everything (after a setup change in this process)."""
+        with self._lock:
+            self._scanners.clear()
+            self._venues.clear()
+
+    def scanner(self, name: str) -> ScannerInfo | None:
+        """The scanner with this name, or None if unknown."""
+        hit = self._scanners.get(name)
+        if hit and time.monotonic() - hit[0] < TTL_S:
+            return hit[1]
+        with sessions(self._app)() as db:
+            s = db.scalar(select(Scanner).where(Scanner.name == name))
+            info = (
+                None
+                if s is None
+                else ScannerInfo(
+                    s.id,
+                    s.name,
+                    s.venue_id,
+                    unseal(self._app.config["DATA_KEY"], s.secret_enc, SCANNER_SECRET).decode(),
+                )
+            )
+        self._scanners[name] = (time.monotonic(), info)
+        return info
+
+    def venue(self, venue_id: int) -> VenueInfo | None:
+        """The venue's info, or None if it no longer exists."""
+        hit = self._venues.get(venue_id)
+        if hit and time.monotonic() - hit[0] < TTL_S:
+            return hit[1]
+        with sessions(self._app)() as db:
+            v = db.get(Venue, venue_id)
+            info = None if v is None else _venue_info(db, v)
+        self._venues[venue_id] = (time.monotonic(), info)
+        return info
+
+
+def _venue_info(db, v: Venue) -> VenueInfo:
+    zones = {z.name: shape(z.polygon) for z in v.zones}
+    scanners = {s.name: (s.x, s.y) for s in v.scanners}
+    model = (
+        VenueModel.from_json(v.calibration)
+        if v.calibration
+        else VenueModel.uncalibrated(scanners, zones)
+    )
+    timings = {z.name: ZoneTiming(z.enter_stable_s, z.exit_absent_s) for z in v.zones}
+    zone_names = {z.id: z.name for z in v.zones}
+    info = VenueInfo(
+        v.id,
+        v.merchant_id,
+        v.merchant.pseudonym_key,
+        v.merchant.status == "active",
+        model,
+        timings,
+    )
+    devices = db.scalars(select(Device).where(Device.venue_id == v.id, Device.revoked_at.is_(None)))
+    for d in devices:
+        info.device_names[d.id] = d.name
+        if d.zone_id in zone_names:
+            info.devices_by_zone.setdefault(zone_names[d.zone_id], []).append(d.id)
+    return info
+
+
+def get_topology(app: Flask) -> Topology:
+    """The app's topology cache."""
+    return app.extensions["cm_topology"]
