@@ -18,16 +18,21 @@ def _aes_block(key: bytes, block: bytes) -> bytes:
 
 
 @lru_cache(maxsize=65536)
-def temporary_key(identity_key: bytes, t: int) -> bytes:
-    """Temporary key for the 65,536-second window containing T (cached: it changes rarely)."""
-    top16 = (t >> 16) & 0xFFFF
+def window_key(identity_key: bytes, top16: int) -> bytes:
+    """Temporary key for the window whose counter values share these top 16 bits (cached)."""
     return _aes_block(identity_key, b"\x00" * 11 + b"\xff" + b"\x00\x00" + top16.to_bytes(2, "big"))
+
+
+def temporary_key(identity_key: bytes, t: int) -> bytes:
+    """Temporary key for the 65,536-second window containing T (one AES call per key and window)."""
+    return window_key(identity_key, (t >> 16) & 0xFFFF)
 
 
 def compute_eid(identity_key: bytes, exponent: int, t: int) -> bytes:
     """The 8-byte ephemeral identifier broadcast at counter value T with rotation exponent K."""
-    if len(identity_key) != KEY_LEN:
+    if not isinstance(identity_key, bytes | bytearray) or len(identity_key) != KEY_LEN:
         raise ValueError("identity key must be 16 bytes")
+    identity_key = bytes(identity_key)  # hashable for the window-key cache
     if not 0 <= exponent <= MAX_EXPONENT:
         raise ValueError("rotation exponent must be between 0 and 15")
     if not 0 <= t < 2**32:
