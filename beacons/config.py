@@ -1,0 +1,185 @@
+"""Scanner configuration: one TOML file, validated up front so a bad file fails in one line."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+SOURCE_KINDS = ("bluepy", "replay", "simulator")
+
+_ALLOWED = {
+    "server": {"url", "timeout_s"},
+    "scanner": {"name", "secret", "secret_file", "secret_env"},
+    "source": {"kind", "adapter", "file", "speed", "rebase", "scenario", "venue", "x", "y",
+               "seed", "emitters", "n", "sigma_db", "floor_dbm"},
+    "record": {"file"},
+    "uplink": {"batch_max", "batch_age_s", "heartbeat_s", "queue_path", "queue_max_sightings",
+               "backoff_cap_s"},
+    "filter": {"ibeacon_uuids"},
+}  # fmt: skip
+
+
+class ConfigError(ValueError):
+    """The configuration cannot be used; the message is one line for the operator."""
+
+
+@dataclass(frozen=True)
+class ScannerConfig:
+    """Everything the daemon needs, validated."""
+
+    server_url: str
+    scanner: str
+    secret: str
+    source: dict[str, Any]
+    queue_path: str
+    record_file: str | None = None
+    timeout_s: float = 10.0
+    batch_max: int = 200
+    batch_age_s: float = 1.0
+    heartbeat_s: float = 10.0
+    queue_max_sightings: int = 1_000_000
+    backoff_cap_s: float = 60.0
+    ibeacon_uuids: frozenset[bytes] = frozenset()
+
+
+def _num(section: dict[str, Any], key: str, default: float, lo: float, hi: float) -> float:
+    value = section.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not lo <= value <= hi:
+        raise ConfigError(f"{key} must be a number between {lo:g} and {hi:g}")
+    return value
+
+
+def _str(section: dict[str, Any], key: str, name: str) -> str:
+    value = section.get(key)
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(f"{name} must be a non-empty string")
+    return value.strip()
+
+
+def _secret(sc: dict[str, Any], base: Path) -> str:
+    given = [k for k in ("secret", "secret_file", "secret_env") if k in sc]
+    if len(given) != 1:
+        raise ConfigError("scanner: give exactly one of secret, secret_file, secret_env")
+    key = given[0]
+    if key == "secret":
+        raw = _str(sc, "secret", "scanner.secret")
+    elif key == "secret_file":
+        path = base / _str(sc, "secret_file", "scanner.secret_file")
+        try:
+            raw = path.read_text().strip()
+        except OSError as exc:
+            raise ConfigError(f"cannot read secret_file {path}: {exc.strerror}") from None
+    else:
+        name = _str(sc, "secret_env", "scanner.secret_env")
+        raw = os.environ.get(name, "").strip()
+        if not raw:
+            raise ConfigError(f"environment variable {name} (scanner secret) is not set")
+    try:
+        if len(bytes.fromhex(raw)) < 16:
+            raise ValueError
+    except ValueError:
+        raise ConfigError("scanner secret must be hex, at least 32 digits") from None
+    return raw.lower()
+
+
+def _source(src: dict[str, Any], base: Path) -> dict[str, Any]:
+    kind = src.get("kind")
+    if kind not in SOURCE_KINDS:
+        raise ConfigError(f"source.kind must be one of {', '.join(SOURCE_KINDS)}")
+    out: dict[str, Any] = {"kind": kind}
+    if kind == "bluepy":
+        adapter = str(src.get("adapter", "hci0")).lower().removeprefix("hci")
+        if not adapter.isdigit():
+            raise ConfigError("source.adapter must look like hci0 or 0")
+        out["adapter"] = int(adapter)
+    elif kind == "replay":
+        path = base / _str(src, "file", "source.file")
+        if not path.is_file():
+            raise ConfigError(f"replay capture {path} not found")
+        out.update(
+            file=str(path),
+            speed=_num(src, "speed", 1.0, 0, 1e6),
+            rebase=bool(src.get("rebase", True)),
+        )
+    else:
+        scenario = src.get("scenario", "demo")
+        if not isinstance(scenario, str):
+            raise ConfigError("source.scenario must be 'demo' or a JSON scenario file")
+        if scenario != "demo":
+            scenario = str(base / scenario)
+            if not Path(scenario).is_file():
+                raise ConfigError(f"scenario file {scenario} not found")
+        out.update(
+            scenario=scenario,
+            venue=str(src.get("venue", "salon")),
+            x=_num(src, "x", 5.0, -1e4, 1e4),
+            y=_num(src, "y", 4.0, -1e4, 1e4),
+            seed=int(_num(src, "seed", 0, 0, 2**31)),
+            emitters=int(_num(src, "emitters", 4, 0, 10_000)),
+            n=_num(src, "n", 2.7, 1.0, 6.0),
+            sigma_db=_num(src, "sigma_db", 3.0, 0.0, 30.0),
+            floor_dbm=_num(src, "floor_dbm", -95.0, -130.0, 0.0),
+        )
+    return out
+
+
+def _uuids(flt: dict[str, Any]) -> frozenset[bytes]:
+    values = flt.get("ibeacon_uuids", [])
+    if not isinstance(values, list):
+        raise ConfigError("filter.ibeacon_uuids must be a list of UUID strings")
+    try:
+        return frozenset(uuid.UUID(str(v)).bytes for v in values)
+    except ValueError:
+        raise ConfigError("filter.ibeacon_uuids: not a UUID") from None
+
+
+def parse_config(doc: dict[str, Any], base: Path) -> ScannerConfig:
+    """Validate a parsed TOML document; relative paths are taken from `base`."""
+    for section, value in doc.items():
+        if section not in _ALLOWED or not isinstance(value, dict):
+            raise ConfigError(f"unknown section [{section}]")
+        unknown = set(value) - _ALLOWED[section]
+        if unknown:
+            raise ConfigError(f"unknown key {section}.{sorted(unknown)[0]}")
+    server, sc, up = doc.get("server", {}), doc.get("scanner", {}), doc.get("uplink", {})
+    url = _str(server, "url", "server.url")
+    parsed = urlparse(url)
+    if parsed.scheme not in ("http", "https") or not parsed.netloc:
+        raise ConfigError("server.url must be an http(s) URL")
+    batch_max = int(_num(up, "batch_max", 200, 1, 10_000))
+    queue_max = int(_num(up, "queue_max_sightings", 1_000_000, 1, 10**9))
+    if queue_max < batch_max:
+        raise ConfigError("uplink.queue_max_sightings must be at least batch_max")
+    record = doc.get("record", {}).get("file")
+    return ScannerConfig(
+        server_url=url.rstrip("/"),
+        scanner=_str(sc, "name", "scanner.name"),
+        secret=_secret(sc, base),
+        source=_source(doc.get("source", {}), base),
+        queue_path=str(base / up.get("queue_path", "scanner-queue.sqlite")),
+        record_file=str(base / record) if isinstance(record, str) and record else None,
+        timeout_s=_num(server, "timeout_s", 10.0, 0.1, 300.0),
+        batch_max=batch_max,
+        batch_age_s=_num(up, "batch_age_s", 1.0, 0.01, 3600.0),
+        heartbeat_s=_num(up, "heartbeat_s", 10.0, 0.1, 86400.0),
+        queue_max_sightings=queue_max,
+        backoff_cap_s=_num(up, "backoff_cap_s", 60.0, 0.1, 3600.0),
+        ibeacon_uuids=_uuids(doc.get("filter", {})),
+    )
+
+
+def load_config(path: str | Path) -> ScannerConfig:
+    """Read and validate a scanner TOML file."""
+    p = Path(path)
+    try:
+        doc = tomllib.loads(p.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"cannot read config {p}: {exc.strerror}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config {p} is not valid TOML: {str(exc).splitlines()[0]}") from None
+    return parse_config(doc, p.resolve().parent)

@@ -1,0 +1,288 @@
+"""The scanner daemon: source -> edge filter -> batches -> durable queue -> signed uplink.
+
+Three threads: the reader (radio, filter, batching, queue writes), the sender (queue to server) and
+the heartbeat. Only the reader touches adverts, and adverts lose their BLE address in the edge
+filter, so no address can reach the queue, the network or the logs.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sqlite3
+import sys
+import threading
+import time
+from typing import Any
+
+from beacons.config import ConfigError, ScannerConfig, load_config
+from beacons.edge import EdgeFilter
+from beacons.queue import SightingQueue
+from beacons.sources import Advert, Source
+from beacons.sources.replay import Recorder
+from beacons.uplink import Uplink, new_batch_id
+
+VERSION = "0.1.0"
+log = logging.getLogger("beacons.daemon")
+
+
+class Batcher:
+    """Accumulates sightings until a batch is full or its first sighting is `max_age_s` old."""
+
+    def __init__(self, max_n: int, max_age_s: float) -> None:
+        """Bound batches by count and by age."""
+        self.max_n = max_n
+        self.max_age_s = max_age_s
+        self.items: list[dict[str, Any]] = []
+        self.since = 0.0
+
+    def add(self, item: dict[str, Any], now: float) -> bool:
+        """Add one sighting; True when the batch is now full."""
+        if not self.items:
+            self.since = now
+        self.items.append(item)
+        return len(self.items) >= self.max_n
+
+    def due(self, now: float) -> bool:
+        """True when a non-empty batch has reached its maximum age."""
+        return bool(self.items) and now - self.since >= self.max_age_s
+
+    def wait_s(self, now: float, default: float) -> float:
+        """How long the reader may block before this batch becomes due."""
+        if not self.items:
+            return default
+        return max(0.0, min(default, self.since + self.max_age_s - now))
+
+    def take(self) -> list[dict[str, Any]]:
+        """Empty the batch and return what it held."""
+        items, self.items = self.items, []
+        return items
+
+
+class ScannerDaemon:
+    """One scanner: reads a source, filters at the edge, queues durably, uploads signed batches."""
+
+    def __init__(
+        self,
+        *,
+        server_url: str,
+        scanner: str,
+        secret: str,
+        source: Source,
+        queue_path: str,
+        batch_max: int = 200,
+        batch_age_s: float = 1.0,
+        heartbeat_s: float = 10.0,
+        ibeacon_uuids: frozenset[bytes] = frozenset(),
+        queue_max_sightings: int = 1_000_000,
+        timeout_s: float = 10.0,
+        backoff_cap_s: float = 60.0,
+        record_file: str | None = None,
+        read_timeout_s: float = 0.2,
+    ) -> None:
+        """Wire the pipeline; nothing runs until `start`."""
+        self.source = source
+        self.edge = EdgeFilter(ibeacon_uuids)
+        self.queue = SightingQueue(queue_path, max_sightings=queue_max_sightings)
+        self.uplink = Uplink(
+            server_url, scanner, secret, self.queue, timeout=timeout_s, backoff_cap_s=backoff_cap_s
+        )
+        self.batcher = Batcher(batch_max, batch_age_s)
+        self.heartbeat_s = heartbeat_s
+        self.read_timeout_s = read_timeout_s
+        self.recorder = Recorder(record_file) if record_file else None
+        self.frames_heard = 0
+        self.frames_forwarded = 0
+        self.frames_dropped = 0
+        self.heartbeats_sent = 0
+        self._started = time.monotonic()
+        self._stop = threading.Event()
+        self._stop_reader = threading.Event()
+        self._wake = threading.Event()
+        self._reader_done = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    def start(self) -> None:
+        """Start the reader, sender and heartbeat threads."""
+        self._started = time.monotonic()
+        for name, target in (
+            ("reader", self._read_loop),
+            ("sender", lambda: self.uplink.run(self._stop, self._wake)),
+            ("heartbeat", self._heartbeat_loop),
+        ):
+            t = threading.Thread(target=target, name=f"scanner-{name}", daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def _flush(self) -> None:
+        items = self.batcher.take()
+        if items:
+            lost = self.queue.put(new_batch_id(), time.time(), items)
+            if lost:
+                log.warning("queue full: dropped %d oldest sightings", lost)
+            self._wake.set()
+
+    def handle(self, adverts: list[Advert]) -> None:
+        """Filter and batch adverts (the reader thread's work, public for benchmarks and tests)."""
+        for advert in adverts:
+            self.frames_heard += 1
+            sighting = self.edge.sighting(advert)
+            if sighting is None:
+                self.frames_dropped += 1
+                continue
+            self.frames_forwarded += 1
+            if self.recorder is not None:
+                self.recorder.write(Advert(advert.ts, advert.rssi, advert.data))
+            if self.batcher.add(sighting.to_json(), time.monotonic()):
+                self._flush()
+        if self.batcher.due(time.monotonic()):
+            self._flush()
+
+    def _read_loop(self) -> None:
+        try:
+            while not self._stop_reader.is_set():
+                wait = self.batcher.wait_s(time.monotonic(), self.read_timeout_s)
+                try:
+                    adverts = self.source.read(wait)
+                except Exception as exc:  # the radio must not take the queue down with it
+                    log.error("source error (%s); retrying", type(exc).__name__)
+                    self._stop_reader.wait(1.0)
+                    continue
+                self.handle(adverts)
+        finally:
+            self._flush()
+            self._reader_done.set()
+
+    def heartbeat_payload(self) -> dict[str, Any]:
+        """The heartbeat body: health and counters, nothing about any device."""
+        return {
+            "uptime_s": round(time.monotonic() - self._started, 3),
+            "queue_depth": self.queue.depth,
+            "queue_dropped": self.queue.dropped,
+            "adapter": self.source.adapter,
+            "frames_heard": self.frames_heard,
+            "frames_forwarded": self.frames_forwarded,
+            "frames_dropped": self.frames_dropped,
+            "batches_sent": self.uplink.batches_sent,
+            "batches_rejected": self.uplink.batches_rejected,
+            "version": VERSION,
+        }
+
+    def _heartbeat_loop(self) -> None:
+        while not self._stop.is_set():
+            if self.uplink.heartbeat(self.heartbeat_payload()):
+                self.heartbeats_sent += 1
+            self._stop.wait(self.heartbeat_s)
+
+    def stats(self) -> dict[str, Any]:
+        """Counters for tests, the demo and the heartbeat."""
+        out = self.heartbeat_payload()
+        out.update(
+            queue_batches=self.queue.batches,
+            sightings_sent=self.uplink.sightings_sent,
+            duplicates=self.uplink.duplicates,
+            heartbeats_sent=self.heartbeats_sent,
+        )
+        return out
+
+    def drained(self) -> bool:
+        """True when a finite source is used up and everything heard has been delivered."""
+        return (
+            self.source.exhausted
+            and not self.batcher.items
+            and self.queue.batches == 0
+            and self.frames_heard > 0
+        ) or (self.source.exhausted and self.frames_heard == 0 and self.queue.batches == 0)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Flush the open batch to disk, stop every thread and close the files."""
+        self._stop_reader.set()
+        self._reader_done.wait(timeout)
+        self._stop.set()
+        self._wake.set()
+        deadline = time.monotonic() + timeout
+        for t in self._threads:
+            t.join(max(0.0, deadline - time.monotonic()))
+        self._threads.clear()
+        self.source.close()
+        if self.recorder is not None:
+            self.recorder.close()
+        self.uplink.close()
+        self.queue.close()
+
+
+def build_source(cfg: ScannerConfig) -> Source:
+    """The source a configuration names."""
+    src = cfg.source
+    if src["kind"] == "bluepy":
+        from beacons.sources.bluepy_source import BluepySource  # needs bluepy only on a Pi
+
+        return BluepySource(src["adapter"])
+    if src["kind"] == "replay":
+        from beacons.sources.replay import ReplaySource
+
+        return ReplaySource(src["file"], src["speed"], rebase=src["rebase"])
+    from beacons.simulator import demo_world, world_from_file
+    from beacons.sources.simulated import SimulatedSource
+
+    now = time.time()
+    if src["scenario"] == "demo":
+        world = demo_world(now, venue=src["venue"], emitters=src["emitters"], seed=src["seed"])
+    else:
+        world = world_from_file(src["scenario"], now)
+    return SimulatedSource(
+        world,
+        src["venue"],
+        src["x"],
+        src["y"],
+        seed=src["seed"],
+        n=src["n"],
+        sigma_db=src["sigma_db"],
+        floor_dbm=src["floor_dbm"],
+    )
+
+
+def daemon_from_config(cfg: ScannerConfig) -> ScannerDaemon:
+    """A daemon wired exactly as a configuration says."""
+    return ScannerDaemon(
+        server_url=cfg.server_url,
+        scanner=cfg.scanner,
+        secret=cfg.secret,
+        source=build_source(cfg),
+        queue_path=cfg.queue_path,
+        batch_max=cfg.batch_max,
+        batch_age_s=cfg.batch_age_s,
+        heartbeat_s=cfg.heartbeat_s,
+        ibeacon_uuids=cfg.ibeacon_uuids,
+        queue_max_sightings=cfg.queue_max_sightings,
+        timeout_s=cfg.timeout_s,
+        backoff_cap_s=cfg.backoff_cap_s,
+        record_file=cfg.record_file,
+    )
+
+
+def main(config_path: str) -> int:
+    """Run the scanner until SIGTERM/SIGINT (or a replay is fully delivered); 2 on bad config."""
+    try:
+        cfg = load_config(config_path)
+        daemon = daemon_from_config(cfg)
+    except (ConfigError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except (OSError, sqlite3.Error) as exc:
+        print(f"error: cannot start scanner: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    done = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: done.set())
+    daemon.start()
+    log.info("scanner %s started, %s source", cfg.scanner, cfg.source["kind"])
+    while not done.wait(0.2):
+        if daemon.drained():
+            log.info("capture replayed and delivered")
+            break
+    daemon.stop()
+    return 0

@@ -1,0 +1,127 @@
+"""Passive LE scan through bluepy (BlueZ), the source a Raspberry Pi scanner really runs.
+
+bluepy runs its `bluepy-helper` executable, which owns the HCI socket, and parses its line protocol
+into `ScanEntry`s handed to a delegate. This source uses all of that as is; the adapter seam is the
+helper executable (`bluepy.btle.helperExe`), which the tests replace with a script speaking the
+same protocol when no adapter is present.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from bluepy import btle
+
+from beacons.sources import Advert
+
+log = logging.getLogger("beacons.bluepy")
+
+RESTART_AFTER_S = 5.0  # how long to leave a failed adapter before trying it again
+
+
+def iface_index(adapter: str | int) -> int:
+    """The bluepy interface number for "hci1", "1" or 1; raises ValueError otherwise."""
+    text = str(adapter).strip().lower()
+    text = text.removeprefix("hci")
+    if not text.isdigit():
+        raise ValueError(f"bad adapter {adapter!r}: expected hciN or an index")
+    return int(text)
+
+
+def advert_from_entry(entry: Any, ts: float) -> Advert:
+    """An advert from a ScanEntry: `rawData` is the AD bytes of the report just received."""
+    raw = entry.rawData if isinstance(entry.rawData, bytes | bytearray) else b""
+    return Advert(ts, entry.rssi, bytes(raw), entry.addr)
+
+
+class _Delegate(btle.DefaultDelegate):
+    """Collects every advertising report (new device or not: each report is a sighting)."""
+
+    def __init__(self, clock: Callable[[], float]) -> None:
+        super().__init__()
+        self.clock = clock
+        self.heard: list[Advert] = []
+
+    def handleDiscovery(self, scanEntry: Any, isNewDev: bool, isNewData: bool) -> None:
+        """bluepy's callback for each report."""
+        self.heard.append(advert_from_entry(scanEntry, self.clock()))
+
+
+class BluepySource:
+    """A passive scan on one adapter; survives the adapter failing and coming back."""
+
+    def __init__(
+        self,
+        adapter: str | int = 0,
+        *,
+        scanner_factory: Callable[[int], Any] = btle.Scanner,
+        clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        """Prepare the scan; the adapter is opened lazily on the first read."""
+        self.iface = iface_index(adapter)
+        self.adapter = "down"
+        self.failures = 0
+        self._factory = scanner_factory
+        self._monotonic = monotonic
+        self._delegate = _Delegate(clock)
+        self._scanner: Any = None
+        self._retry_at = 0.0
+        self._last_error = ""
+
+    @property
+    def exhausted(self) -> bool:
+        """A radio never runs dry."""
+        return False
+
+    def _fail(self, exc: Exception) -> None:
+        self.adapter = "down"
+        self.failures += 1
+        self._retry_at = self._monotonic() + RESTART_AFTER_S
+        reason = f"{type(exc).__name__}: {exc}".splitlines()[0][:200]
+        if reason != self._last_error:
+            log.error("bluepy: adapter hci%d down (%s)", self.iface, reason)
+            self._last_error = reason
+        self._stop_scanner()
+
+    def _stop_scanner(self) -> None:
+        scanner, self._scanner = self._scanner, None
+        if scanner is not None:
+            with contextlib.suppress(btle.BTLEException, OSError, ValueError):
+                scanner.stop()
+
+    def _start(self) -> bool:
+        try:
+            self._scanner = self._factory(self.iface).withDelegate(self._delegate)
+            self._scanner.start(passive=True)
+        except (btle.BTLEException, OSError) as exc:
+            self._fail(exc)
+            return False
+        self.adapter = "up"
+        self._last_error = ""
+        log.info("bluepy: passive scan running on hci%d", self.iface)
+        return True
+
+    def read(self, timeout: float) -> list[Advert]:
+        """Reports heard during up to `timeout` seconds of scanning."""
+        if self._scanner is None and (self._monotonic() < self._retry_at or not self._start()):
+            time.sleep(min(timeout, max(0.0, self._retry_at - self._monotonic())))
+            return []
+        try:
+            self._scanner.process(timeout)
+        except (btle.BTLEException, OSError) as exc:
+            self._fail(exc)
+        else:
+            # bluepy keeps a ScanEntry per address ever seen; rotating addresses would grow it
+            # without bound on a long-running scanner, and we need none of it.
+            self._scanner.clear()
+        heard, self._delegate.heard = self._delegate.heard, []
+        return heard
+
+    def close(self) -> None:
+        """Stop the scan and the helper process."""
+        self._stop_scanner()

@@ -1,0 +1,136 @@
+"""Recorded captures: JSON lines of {"ts", "rssi", "data_hex"}, replayed or written.
+
+A capture never holds a BLE address: the format has no field for one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import IO
+
+from beacons.sources import Advert
+
+log = logging.getLogger("beacons.replay")
+
+
+def parse_line(line: str) -> Advert:
+    """One capture line as an advert; raises ValueError when the line is not a capture record."""
+    try:
+        rec = json.loads(line)
+        ts, rssi, data = float(rec["ts"]), float(rec["rssi"]), bytes.fromhex(rec["data_hex"])
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"not a capture record: {exc}") from None
+    if not (math.isfinite(ts) and math.isfinite(rssi)):
+        raise ValueError("not a capture record: non-finite number")
+    return Advert(ts, int(rssi) if rssi.is_integer() else rssi, data)
+
+
+def format_line(advert: Advert) -> str:
+    """The capture line for an advert (its address is deliberately left out)."""
+    return json.dumps(
+        {"ts": advert.ts, "rssi": advert.rssi, "data_hex": advert.data.hex()},
+        separators=(",", ":"),
+    )
+
+
+class ReplaySource:
+    """Plays a capture back at `speed` x real time (0 = as fast as possible)."""
+
+    adapter = "replay"
+
+    def __init__(
+        self,
+        path: str | Path,
+        speed: float = 1.0,
+        *,
+        rebase: bool = True,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        """Open a capture; `rebase` shifts its timestamps so the first record is 'now'."""
+        if speed < 0:
+            raise ValueError("speed must be >= 0")
+        self._file: IO[str] = open(path, encoding="utf-8")  # noqa: SIM115 - closed in close()
+        self.speed = speed
+        self.rebase = rebase
+        self.clock = clock
+        self.bad_lines = 0
+        self._records = self._iter()
+        self._pending: Advert | None = next(self._records, None)
+        self._first_ts = self._pending.ts if self._pending else 0.0
+        self._wall0 = clock()
+        self._closed = threading.Event()
+
+    def _iter(self) -> Iterator[Advert]:
+        for line in self._file:
+            if not line.strip():
+                continue
+            try:
+                yield parse_line(line)
+            except ValueError as exc:
+                if self.bad_lines == 0:
+                    log.warning("replay: skipping bad capture lines (%s)", exc)
+                self.bad_lines += 1
+
+    @property
+    def exhausted(self) -> bool:
+        """True once every record has been played."""
+        return self._pending is None
+
+    def _due(self, advert: Advert) -> float:
+        return self._wall0 + (advert.ts - self._first_ts) / self.speed
+
+    def _out(self, advert: Advert) -> Advert:
+        if not self.rebase:
+            return advert
+        return Advert(advert.ts - self._first_ts + self._wall0, advert.rssi, advert.data)
+
+    def read(self, timeout: float) -> list[Advert]:
+        """Records due by now (waiting up to `timeout` for the next one)."""
+        if self._pending is None:
+            self._closed.wait(timeout)
+            return []
+        out: list[Advert] = []
+        if self.speed == 0:
+            while self._pending is not None and len(out) < 1000:
+                out.append(self._out(self._pending))
+                self._pending = next(self._records, None)
+            return out
+        wait = self._due(self._pending) - self.clock()
+        if wait > 0:
+            self._closed.wait(min(wait, timeout))
+        now = self.clock()
+        while self._pending is not None and self._due(self._pending) <= now:
+            out.append(self._out(self._pending))
+            self._pending = next(self._records, None)
+        return out
+
+    def close(self) -> None:
+        """Close the capture file."""
+        self._closed.set()
+        self._file.close()
+
+
+class Recorder:
+    """Appends adverts to a capture file, one flushed line each."""
+
+    def __init__(self, path: str | Path) -> None:
+        """Open (append) the capture file."""
+        self._file: IO[str] = open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
+        self._lock = threading.Lock()
+
+    def write(self, advert: Advert) -> None:
+        """Record one advert."""
+        with self._lock:
+            self._file.write(format_line(advert) + "\n")
+            self._file.flush()
+
+    def close(self) -> None:
+        """Close the capture file."""
+        with self._lock:
+            self._file.close()

@@ -1,0 +1,197 @@
+"""Signed uplink to the store server: response rules, backoff, and the sender loop.
+
+The decisions (what a response means, how long to wait) are pure functions; `Uplink` is the thin
+shell that reads the durable queue, posts the oldest batch and applies them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import email.utils
+import json
+import logging
+import random
+import secrets
+import threading
+import time
+from typing import Any
+
+import requests
+
+from beacons.queue import QueuedBatch, SightingQueue
+from beacons.signing import signed_headers
+
+log = logging.getLogger("beacons.uplink")
+
+DELIVERED = "delivered"  # the server has the batch (new or duplicate): delete it
+RETRY = "retry"  # outage or overload: keep it, back off
+AUTH = "auth"  # signature, scanner or clock refused: keep it (a config fix must not lose data)
+REJECTED = "rejected"  # the batch itself is invalid and can never succeed: delete and count it
+
+RETRY_AFTER_MAX_S = 3600.0  # a server asking for more is misconfigured; do not sleep for days
+_REJECT_STATUSES = frozenset({400, 413, 422})
+
+
+def classify(status: int | None) -> str:
+    """What a response status (None for no response at all) means for the batch."""
+    if status is None:
+        return RETRY
+    if 200 <= status < 300:
+        return DELIVERED
+    if status in (401, 403):
+        return AUTH
+    if status in _REJECT_STATUSES:
+        return REJECTED
+    # 404, 429, 5xx and anything unexpected: a server or routing problem, never the batch's fault
+    return RETRY
+
+
+def backoff_delay(attempt: int, rng: random.Random, base: float = 0.5, cap: float = 60.0) -> float:
+    """Full-jitter exponential backoff: uniform in [0, min(cap, base * 2**attempt)]."""
+    return rng.uniform(0.0, min(cap, base * (2 ** min(attempt, 30))))
+
+
+def retry_after_s(value: str | None, now: float) -> float | None:
+    """Seconds to wait from a Retry-After header (delta seconds or HTTP date), None if absent."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - now)
+
+
+def next_delay(attempt: int, retry_after: float | None, rng: random.Random, cap: float) -> float:
+    """Wait before the next attempt: jittered backoff, but never sooner than Retry-After."""
+    delay = backoff_delay(attempt, rng, cap=cap)
+    if retry_after is not None:
+        delay = max(delay, min(retry_after, RETRY_AFTER_MAX_S))
+    return delay
+
+
+def batch_body(batch_id: str, sightings_json: str, sent_at: float) -> bytes:
+    """The exact bytes posted (and signed) for one batch."""
+    head = json.dumps({"batch_id": batch_id, "sent_at": sent_at}, separators=(",", ":"))
+    return (head[:-1] + ',"sightings":' + sightings_json + "}").encode()
+
+
+def new_batch_id() -> str:
+    """A fresh batch id: 32 hex digits, unique per batch and kept across retries."""
+    return secrets.token_hex(16)
+
+
+def _reason(resp: requests.Response) -> str:
+    try:
+        return str(resp.json().get("error", ""))[:200] or f"HTTP {resp.status_code}"
+    except (ValueError, AttributeError):
+        return f"HTTP {resp.status_code}"
+
+
+class Uplink:
+    """Posts queued batches oldest first, and heartbeats, signed with the scanner's secret."""
+
+    def __init__(
+        self,
+        server_url: str,
+        scanner: str,
+        secret: str,
+        queue: SightingQueue,
+        *,
+        timeout: float = 10.0,
+        backoff_cap_s: float = 60.0,
+        rng: random.Random | None = None,
+    ) -> None:
+        """Bind the uplink to a server, an identity and the queue it drains."""
+        self.base = server_url.rstrip("/")
+        self.scanner = scanner
+        self.secret = secret
+        self.queue = queue
+        self.timeout = timeout
+        self.backoff_cap_s = backoff_cap_s
+        self.rng = rng or random.Random()
+        self.batches_sent = 0
+        self.sightings_sent = 0
+        self.batches_rejected = 0
+        self.duplicates = 0
+        self._session = requests.Session()
+        self._hb_session = requests.Session()
+        self._logged: set[str] = set()
+        self._failing = False
+
+    def _note(self, reason: str) -> None:
+        # one line per distinct reason, so an hour-long outage does not flood the journal
+        if reason not in self._logged and len(self._logged) < 256:
+            self._logged.add(reason)
+            log.warning("uplink: %s", reason)
+        self._failing = True
+
+    def _post(self, session: requests.Session, path: str, body: bytes) -> requests.Response:
+        headers = signed_headers(self.scanner, self.secret, body)
+        return session.post(self.base + path, data=body, headers=headers, timeout=self.timeout)
+
+    def send(self, batch: QueuedBatch) -> tuple[str, float | None]:
+        """Post one batch once, apply the outcome to the queue; returns (outcome, Retry-After)."""
+        body = batch_body(batch.batch_id, batch.sightings_json, time.time())
+        try:
+            resp = self._post(self._session, "/api/v1/sightings", body)
+        except requests.RequestException as exc:
+            self._note(f"server unreachable ({type(exc).__name__})")
+            return RETRY, None
+        outcome = classify(resp.status_code)
+        if outcome == DELIVERED:
+            self.queue.delete(batch.seq)
+            self.batches_sent += 1
+            self.sightings_sent += batch.n
+            with contextlib.suppress(ValueError, AttributeError):
+                self.duplicates += bool(resp.json().get("duplicate"))
+            if self._failing:
+                log.info("uplink: delivering again")
+                self._failing = False
+                self._logged.clear()
+        elif outcome == REJECTED:
+            self.queue.delete(batch.seq)
+            self.batches_rejected += 1
+            log.error("uplink: batch rejected by server, dropped: %s", _reason(resp))
+        elif outcome == AUTH:
+            self._note(f"refused by server ({resp.status_code}): {_reason(resp)}")
+        else:
+            self._note(f"server busy or failing (HTTP {resp.status_code})")
+        return outcome, retry_after_s(resp.headers.get("Retry-After"), time.time())
+
+    def run(self, stop: threading.Event, wake: threading.Event) -> None:
+        """Drain the queue until `stop`, backing off on failures; `wake` signals a new batch."""
+        attempt = 0
+        while not stop.is_set():
+            batch = self.queue.oldest()
+            if batch is None:
+                wake.wait(0.5)
+                wake.clear()
+                continue
+            outcome, retry_after = self.send(batch)
+            if outcome in (DELIVERED, REJECTED):
+                attempt = 0
+                continue
+            stop.wait(next_delay(attempt, retry_after, self.rng, self.backoff_cap_s))
+            attempt += 1
+
+    def heartbeat(self, payload: dict[str, Any]) -> bool:
+        """Post one heartbeat; True when the server accepted it."""
+        body = json.dumps(payload, separators=(",", ":")).encode()
+        try:
+            resp = self._post(self._hb_session, "/api/v1/heartbeat", body)
+        except requests.RequestException as exc:
+            self._note(f"heartbeat failed ({type(exc).__name__})")
+            return False
+        if resp.status_code >= 300:
+            self._note(f"heartbeat refused ({resp.status_code}): {_reason(resp)}")
+            return False
+        return True
+
+    def close(self) -> None:
+        """Close the HTTP sessions."""
+        self._session.close()
+        self._hb_session.close()
