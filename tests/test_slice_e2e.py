@@ -1,0 +1,194 @@
+"""The walking skeleton end to end: signed batches over real HTTP, resolution of consented
+emitters only, zone estimation, presence, Socket.IO push to the right device, revoke on exit; and
+nothing about the non-consented subscriber anywhere."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import queue
+import secrets
+import time
+import uuid
+
+import pytest
+import requests
+import socketio
+from sqlalchemy import inspect, select, text
+
+from beacons.eid import compute_eid
+from beacons.signing import signed_headers
+from store_server import jobs
+from store_server.crypto import pseudonym
+from store_server.models import AuditEntry, Visit
+from store_server.redis_store import get_keys
+from store_server.seed import seed_demo
+
+pytestmark = [pytest.mark.e2e, pytest.mark.privacy]
+
+
+def eid_hex(key: bytes, exponent: int, base: int, t: float) -> str:
+    """The identifier an emitter broadcasts at unix time t."""
+    return compute_eid(key, exponent, int(t) - base).hex()
+
+
+def post_batch(url: str, scanner: str, secret: str, rows: list[dict]) -> requests.Response:
+    """What a scanner daemon sends: one signed batch."""
+    body = json.dumps({"batch_id": uuid.uuid4().hex, "sent_at": time.time(), "sightings": rows})
+    return requests.post(
+        f"{url}/api/v1/sightings",
+        data=body.encode(),
+        headers=signed_headers(scanner, secret, body.encode()),
+        timeout=10,
+    )
+
+
+class DeviceClient:
+    """A real python-socketio client on the device namespace that records and acks events."""
+
+    def __init__(self, url: str, token: str) -> None:
+        self.events: queue.Queue = queue.Queue()
+        self.sio = socketio.Client(reconnection=False)
+        self.sio.on("event", self._on_event, namespace="/device")
+        self.sio.connect(url, namespaces=["/device"], auth={"token": token}, wait_timeout=10)
+
+    def _on_event(self, data: dict) -> None:
+        self.events.put(data)
+        self.sio.emit("ack", {"event_id": data["event_id"]}, namespace="/device")
+
+    def next(self, timeout: float = 15.0) -> dict:
+        """The next event, waiting for it to arrive."""
+        return self.events.get(timeout=timeout)
+
+
+def test_consented_pushed_revoked_and_carol_leaves_no_trace(app, live_server, db, redis, caplog):
+    caplog.set_level(logging.DEBUG)
+    world = seed_demo(db, app.config["DATA_KEY"])
+    jobs.refresh_resolver(app)
+    devices = {name: DeviceClient(live_server.url, tok) for name, tok in world.devices.items()}
+    carol_key = secrets.token_bytes(16)
+    # Sightings start after the consents were given (seeded just now), as they would live.
+    now = time.time() + 1
+    alice, bob = world.emitters["alice"], world.emitters["bob"]
+    carol_eids = {eid_hex(carol_key, 10, 0, now + d) for d in (-5, 0, 5)}
+    try:
+
+        def rows(emitter, rssi):
+            key, k, base = emitter
+            return [
+                {
+                    "ts": now + d,
+                    "kind": "eid",
+                    "id": eid_hex(key, k, base, now + d),
+                    "rssi": rssi,
+                    "tx_power": -20,
+                }
+                for d in (0, 1, 2, 3)
+            ]
+
+        carol = [
+            {
+                "ts": now + d,
+                "kind": "eid",
+                "id": compute_eid(carol_key, 10, int(now + d)).hex(),
+                "rssi": -50,
+                "tx_power": -20,
+            }
+            for d in (0, 1, 2, 3)
+        ]
+        s = world.scanners
+        for scanner, batch in (
+            ("demo-salon-scanner-1", rows(alice, -52)),
+            ("demo-salon-scanner-2", carol),
+            ("demo-car-scanner", rows(bob, -50)),
+        ):
+            resp = post_batch(live_server.url, scanner, s[scanner]["secret"], batch)
+            assert resp.status_code == 200, resp.text
+            assert resp.json() == {"accepted": 4, "duplicate": False}
+
+        salon_key = world.merchant_keys["Salon Mèche Rebelle — Oberkampf"]
+        car_key = world.merchant_keys["Berline AB-123-CD"]
+        alice_p = pseudonym(salon_key, world.subscribers["alice"])
+        bob_p = pseudonym(car_key, world.subscribers["bob"])
+
+        push = devices["demo-chair-1-speaker"].next()
+        assert push["type"] == "push" and push["scope"] == "playlist"
+        assert push["subscriber"] == alice_p and push["zone"] == "chair-1"
+        assert push["playlist"]["ref"] == "pl:alice:sunday-morning"
+        assert "preferences" not in push
+
+        push = devices["demo-car-tablet"].next()
+        assert push["type"] == "push" and push["scope"] == "preferences"
+        assert push["subscriber"] == bob_p
+        assert set(push["preferences"]["genres"]) == {"rock", "blues"}
+        assert "playlist" not in push
+        # The same person looks different to two merchants.
+        assert bob_p != pseudonym(salon_key, world.subscribers["bob"])
+
+        # Nobody sends more sightings: the sweeper exits both after the zone's absence time.
+        revoke = devices["demo-chair-1-speaker"].next()
+        assert revoke == {**revoke, "type": "revoke", "subscriber": alice_p, "reason": "absent"}
+        revoke = devices["demo-car-tablet"].next()
+        assert revoke["type"] == "revoke" and revoke["subscriber"] == bob_p
+
+        # Carol sat in chair 2 the whole time: its speaker heard nothing at all.
+        with pytest.raises(queue.Empty):
+            devices["demo-chair-2-speaker"].events.get(timeout=0.5)
+        for d in devices.values():
+            assert d.events.empty()
+    finally:
+        for d in devices.values():
+            d.sio.disconnect()
+
+    # Every disclosure is audited; only alice (statistics consent) has a visit.
+    audit = db.scalars(select(AuditEntry).order_by(AuditEntry.id)).all()
+    assert [(a.action, a.pseudonym) for a in audit[-4:]] in (
+        [("push", alice_p), ("push", bob_p), ("revoke", alice_p), ("revoke", bob_p)],
+        [("push", alice_p), ("push", bob_p), ("revoke", bob_p), ("revoke", alice_p)],
+    )
+    visits = db.scalars(select(Visit)).all()
+    assert [v.zone for v in visits] == ["chair-1"]
+
+    # Carol: nothing in Redis (keys or values), SQL (any column of any table) or logs.
+    keys = get_keys(app)
+    dump = []
+    for k in redis.scan_iter(match=keys.pattern()):
+        t = redis.type(k)
+        dump.append(k)
+        if t == "hash":
+            dump.extend(f"{f}={v}" for f, v in redis.hgetall(k).items())
+        elif t == "string":
+            dump.append(str(redis.get(k)))
+        elif t == "stream":
+            dump.extend(json.dumps(e) for e in redis.xrange(k))
+        elif t == "zset":
+            dump.extend(redis.zrange(k, 0, -1))
+    redis_text = "\n".join(dump)
+    sql_text = sql_dump(db)
+    logs = "\n".join(r.getMessage() + json.dumps(r.__dict__, default=str) for r in caplog.records)
+    for eid in carol_eids | {e["id"] for e in carol}:
+        assert eid not in redis_text
+        assert eid not in sql_text
+        assert eid not in logs
+    assert "carol" not in sql_text.lower()
+    assert int(redis.get(keys.dropped(_venue_id(db, "demo-salon-scanner-2")))) >= 4
+
+
+def sql_dump(db) -> str:
+    """Every row of every table as text."""
+    out = []
+    for table in inspect(db.get_bind()).get_table_names():
+        for row in db.execute(text(f'SELECT * FROM "{table}"')):  # noqa: S608 - names from schema
+            out.append(" ".join(r.hex() if isinstance(r, bytes) else str(r) for r in row))
+    return "\n".join(out)
+
+
+def _venue_id(db, scanner_name: str) -> int:
+    from store_server.models import Scanner
+
+    return db.scalar(select(Scanner).where(Scanner.name == scanner_name)).venue_id
+
+
+if os.environ.get("CM_E2E_DEBUG"):
+    logging.basicConfig(level=logging.DEBUG)
