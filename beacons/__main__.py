@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -149,7 +150,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point: parse arguments and run one subcommand; returns the exit code."""
     args = build_parser().parse_args(argv)
     handlers = {"decode": _cmd_decode, "eid": _cmd_eid, "emit": _cmd_emit, "run": _cmd_run}
-    return handlers[args.command](args)
+    try:
+        return handlers[args.command](args)
+    except BrokenPipeError:
+        # the reader (`| head`) has what it wanted; keep interpreter exit from writing a traceback
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ App developers compare their implementation with `python -m beacons emit`; the s
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,14 +52,12 @@ def advertisement(doc: Provisioning, unix_time: float, tx_power: int = DEFAULT_T
 
 def periods(
     doc: Provisioning, start: int, count: int, tx_power: int = DEFAULT_TX_POWER
-) -> list[Period]:
-    """COUNT consecutive periods from the one containing counter value START."""
+) -> Iterator[Period]:
+    """COUNT consecutive periods from the one containing counter value START, lazily."""
     step = 1 << doc.exponent
     first = period_start(doc.exponent, start)
-    out = []
     for i in range(count):
         t = first + i * step
         if t >= 2**32:
-            break
-        out.append(period_at(doc, t, tx_power))
-    return out
+            return
+        yield period_at(doc, t, tx_power)

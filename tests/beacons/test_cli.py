@@ -180,3 +180,19 @@ def test_run_hands_the_config_path_to_the_daemon(tmp_path: Path) -> None:
     assert proc.returncode != 0
     assert "absent.toml" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_emit_stops_quietly_when_the_reader_goes_away(tmp_path: Path) -> None:
+    path = _write_doc(tmp_path, exponent=0)
+    cmd = [sys.executable, "-m", "beacons", "emit", "--provisioning", str(path)]
+    cmd += ["--count", "1000000", "--start", "0"]
+    with subprocess.Popen(
+        cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    ) as proc:
+        assert proc.stdout is not None and proc.stderr is not None
+        first = json.loads(proc.stdout.readline())
+        proc.stdout.close()  # like `| head -1`: periods are produced lazily, so it is still running
+        err = proc.stderr.read()
+        rc = proc.wait(timeout=60)
+    assert first["t"] == 0
+    assert (rc, err) == (0, "")

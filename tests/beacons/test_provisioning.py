@@ -203,7 +203,7 @@ def test_emitter_advertisement_at_a_unix_time() -> None:
 
 def test_emitter_periods_are_consecutive_rotation_periods() -> None:
     p = validate(_doc())
-    got = emitter.periods(p, 1500, 3, tx_power=-20)
+    got = list(emitter.periods(p, 1500, 3, tx_power=-20))
     assert [x.t for x in got] == [1024, 2048, 3072]
     assert [x.unix_time for x in got] == [TIME_BASE + 1024, TIME_BASE + 2048, TIME_BASE + 3072]
     for x in got:
