@@ -11,7 +11,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NoReturn
 
@@ -41,7 +41,7 @@ def _identity_key(text: str) -> bytes:
     return key
 
 
-def _int_in(lo: int, hi: int, what: str):
+def _int_in(lo: int, hi: int, what: str) -> Callable[[str], int]:
     def parse(text: str) -> int:
         try:
             value = int(text, 10)
