@@ -10,17 +10,21 @@ import numpy as np
 import shapely
 from shapely.geometry.base import BaseGeometry
 
-from store_server.positioning import drift, filtering, hysteresis, pathloss
+from store_server.positioning import drift, filtering, hysteresis, motion, pathloss
 from store_server.positioning.fingerprint import residual_map
 from store_server.positioning.grid import Grid, build
 
 DEFAULTS: dict[str, float] = {
     "grid_step": 0.4,
-    "tau_s": 1.0,
+    "tau_s": 0.3,
     "max_age_s": 3.0,
-    "temper": 0.5,
+    "temper": 1.0,
     "huber_k": 1.5,
     "speed_mps": 0.8,
+    "accel_mps2": 0.1,
+    "common_sigma_db": 0.0,
+    "new_only": 0.0,
+    "count_pow": 0.5,
     "outside_logprior": -2.0,
     "zone_radius_m": 1.5,
     "p_enter": 0.55,
@@ -105,15 +109,27 @@ def step(
     st: dict[str, Any] = dict(state or {})
     filt: dict[str, list[float]] = {k: list(v) for k, v in st.get("f", {}).items()}
     heard = st.get("h")
+    sums: dict[str, list[float]] = {}
     for ts, scanner, rssi in sorted(readings, key=lambda r: r[0]):
         if scanner not in rt.index or not np.isfinite(rssi):
             continue
-        filt[scanner] = filtering.update(filt.get(scanner), float(ts), float(rssi), p["tau_s"])
+        prev = filt.get(scanner)
+        acc = sums.setdefault(scanner, [0.0, 0.0])
+        acc[0] += filtering.clipped(prev, float(ts), float(rssi))
+        acc[1] += 1.0
+        filt[scanner] = filtering.update(prev, float(ts), float(rssi), p["tau_s"])
         heard = float(ts) if heard is None else max(heard, float(ts))
     filt = {k: v for k, v in filt.items() if now - v[1] <= p["stale_s"]}
     st["f"] = {k: [round(v[0], 2), round(v[1], 3)] for k, v in filt.items()}
     st["h"] = heard
-    obs = filtering.fresh(filt, now, p["max_age_s"])
+    if p["new_only"]:
+        # Each reading counts once: a scanner silent this step adds nothing rather than
+        # repeating its last value as if it were new evidence.
+        obs = {k: v[0] / v[1] for k, v in sums.items()}
+        counts = np.array([sums[k][1] for k in obs], dtype=float)
+    else:
+        obs = filtering.fresh(filt, now, p["max_age_s"])
+        counts = np.ones(len(obs))
     if heard is None or now - heard > p["stale_s"] or not obs:
         if heard is None or now - heard > p["stale_s"]:
             for key in ("m", "P", "t", "z", "c", "e"):
@@ -130,21 +146,35 @@ def step(
             offsets[rt.index[s]] = o
     common = float(rt.emitter_offsets.get(str(st.get("type", "")), 0.0))
     expected = rt.mu[:, idx] + offsets[idx][None, :] + common
-    r = (val[None, :] - expected) / rt.sigma[idx][None, :]
+    sig = rt.sigma[idx][None, :]
+    resid = val[None, :] - expected
+    if p["common_sigma_db"] > 0:
+        # Emitters differ in transmit power and body shadowing moves every scanner alike: let
+        # each cell explain a shared offset, shrunk towards 0, so the shape of the RSSI vector
+        # matters more than its level.
+        prec = 1.0 / sig**2
+        shared = (resid * prec).sum(axis=1) / (prec.sum(axis=1) + p["common_sigma_db"] ** -2)
+        resid = resid - shared[:, None]
+        common_pen = 0.5 * (shared / p["common_sigma_db"]) ** 2
+    else:
+        common_pen = 0.0
+    r = resid / sig
     ar = np.abs(r)
     k = p["huber_k"]
-    loss = np.where(ar <= k, 0.5 * r * r, k * ar - 0.5 * k * k).sum(axis=1)
+    per = np.where(ar <= k, 0.5 * r * r, k * ar - 0.5 * k * k)
+    loss = (per * counts[None, :] ** p["count_pow"]).sum(axis=1) + common_pen
     logpost = -p["temper"] * loss + rt.cell_logprior
     cells = rt.grid.cells
     last_t = st.get("t")
     dt = 0.0 if last_t is None else max(now - float(last_t), 0.0)
-    if "m" in st and "P" in st:
-        m = np.array(st["m"], dtype=float)
-        pxx, pxy, pyy = st["P"]
-        q = p["speed_mps"] ** 2 * max(dt, 0.0)
-        cov = np.array([[pxx + q, pxy], [pxy, pyy + q]])
-        diff = cells - m[None, :]
-        inv = np.linalg.inv(cov)
+    kf = None
+    if "m" in st and "P" in st and len(st["m"]) == 4:
+        kf = motion.predict(
+            np.array(st["m"], dtype=float), motion.unpack(st["P"]), dt, p["accel_mps2"]
+        )
+        prior_cov = kf[1][:2, :2]
+        diff = cells - kf[0][None, :2]
+        inv = np.linalg.inv(prior_cov)
         logpost = logpost - 0.5 * np.einsum("ni,ij,nj->n", diff, inv, diff)
     w = np.exp(logpost - logpost.max())
     w /= w.sum()
@@ -152,8 +182,15 @@ def step(
     diff = cells - mean[None, :]
     floor = rt.grid.step**2 / 12.0
     cov = (diff * w[:, None]).T @ diff + floor * np.eye(2)
-    st["m"] = [round(float(mean[0]), 3), round(float(mean[1]), 3)]
-    st["P"] = [round(float(cov[0, 0]), 4), round(float(cov[0, 1]), 4), round(float(cov[1, 1]), 4)]
+    if kf is None:
+        m4 = np.array([mean[0], mean[1], 0.0, 0.0])
+        p4 = np.zeros((4, 4))
+        p4[:2, :2] = cov
+        p4[2:, 2:] = np.eye(2) * p["speed_mps"] ** 2
+    else:
+        m4, p4 = motion.condition(kf[0], kf[1], mean, cov)
+    st["m"] = [round(float(v), 4) for v in m4]
+    st["P"] = motion.pack(p4)
     st["t"] = now
 
     zone = None
@@ -181,7 +218,7 @@ def step(
         new = drift.adapt(offsets[idx], val, seen, rate=p["drift_rate"])
         offsets[idx] = new
         st["o"] = {s: round(float(offsets[i]), 2) for s, i in rt.index.items() if offsets[i]}
-    st["e"] = [st["m"][0], st["m"][1], zone or ""]
+    st["e"] = [round(float(mean[0]), 3), round(float(mean[1]), 3), zone or ""]
     return st, (float(mean[0]), float(mean[1]), zone)
 
 

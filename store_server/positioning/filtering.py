@@ -25,6 +25,13 @@ def update(
     return [value + alpha * innovation, max(float(ts), last)]
 
 
+def clipped(entry: list[float] | None, ts: float, rssi: float, clip: float = CLIP_DB) -> float:
+    """The reading limited to clip dB around the recent filtered value (a multipath guard)."""
+    if entry is None or ts - float(entry[1]) > 5.0:
+        return float(rssi)
+    return float(entry[0]) + max(-clip, min(clip, rssi - float(entry[0])))
+
+
 def fresh(entries: dict[str, list[float]], now: float, max_age: float) -> dict[str, float]:
     """Filtered values of the scanners heard within max_age seconds of now."""
     return {k: float(v[0]) for k, v in entries.items() if now - float(v[1]) <= max_age}
