@@ -1,0 +1,118 @@
+"""Command line: `anonymize` and `taste-report`, the contracts a DPO re-runs to check a report."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import NoReturn
+
+import pandas as pd
+
+from analytics.hierarchy import HierarchyError, read_hierarchy
+from analytics.kanon import AnonymizeError, anonymize
+from analytics.taste import MIN_K, ReportError, taste_report
+
+EXIT_USAGE = 2
+
+
+class CliError(Exception):
+    """Bad input reported as one line on stderr."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        # one line, no usage dump: callers script this and read stderr
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def _columns(text: str) -> list[str]:
+    return [c.strip() for c in text.split(",") if c.strip()]
+
+
+def _read_csv(path: Path, sep: str) -> pd.DataFrame:
+    try:
+        # strings in, strings out: the untouched columns must leave exactly as they came
+        return pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False)
+    except FileNotFoundError as exc:
+        raise CliError(f"no such file: {path}") from exc
+    except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CliError(f"cannot read {path}: {first}") from exc
+
+
+def _anonymize(args: argparse.Namespace) -> None:
+    if args.k < 2:
+        raise CliError("--k must be at least 2")
+    qi = _columns(args.qi)
+    numeric = _columns(args.numeric)
+    if not qi:
+        raise CliError("--qi names no column")
+    stray = [c for c in numeric if c not in qi]
+    if stray:
+        raise CliError(f"--numeric column {stray[0]!r} is not in --qi")
+    table = _read_csv(args.input, args.sep)
+    hierarchies = {}
+    for column in qi:
+        if column in numeric:
+            continue
+        path = args.hierarchies / f"{column}.csv"
+        if not path.is_file():
+            raise CliError(f"no hierarchy file {path} for quasi-identifier {column!r}")
+        hierarchies[column] = read_hierarchy(path, sep=args.sep)
+    result = anonymize(table, qi, hierarchies, numeric, args.k, args.max_suppression)
+    try:
+        result.table.to_csv(args.out, sep=args.sep, index=False)
+    except OSError as exc:
+        raise CliError(f"cannot write {args.out}: {exc.strerror}") from exc
+    print(json.dumps(result.metrics))
+
+
+def _taste_report(args: argparse.Namespace) -> None:
+    if args.k < MIN_K:
+        raise CliError(f"--k must be at least {MIN_K}")
+    subscribers = _read_csv(args.subscribers, ",")
+    hierarchy = read_hierarchy(args.hierarchy, sep=";")
+    report = taste_report(subscribers, hierarchy, args.k)
+    try:
+        report.to_csv(args.out, index=False)
+    except OSError as exc:
+        raise CliError(f"cannot write {args.out}: {exc.strerror}") from exc
+    suppressed = int(len(subscribers["subscriber"].unique()) - report["subscribers"].sum())
+    print(json.dumps({"rows": len(report), "k": args.k, "suppressed": suppressed}))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The `python -m analytics` argument parser."""
+    parser = _Parser(prog="analytics", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    anon = sub.add_parser("anonymize", help="k-anonymise a table along hierarchies")
+    anon.add_argument("--input", type=Path, required=True)
+    anon.add_argument("--sep", default=",")
+    anon.add_argument("--qi", required=True, help="quasi-identifiers, comma-separated")
+    anon.add_argument("--hierarchies", type=Path, required=True, help="dir of <column>.csv")
+    anon.add_argument("--numeric", default="", help="numeric quasi-identifiers")
+    anon.add_argument("--k", type=int, required=True)
+    anon.add_argument("--max-suppression", type=float, default=0.0, help="share of rows")
+    anon.add_argument("--out", type=Path, required=True)
+    anon.set_defaults(run=_anonymize)
+    taste = sub.add_parser("taste-report", help="k-anonymous taste report by area")
+    taste.add_argument("--subscribers", type=Path, required=True)
+    taste.add_argument("--hierarchy", type=Path, required=True)
+    taste.add_argument("--k", type=int, required=True)
+    taste.add_argument("--out", type=Path, required=True)
+    taste.set_defaults(run=_taste_report)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one command; bad input ends with exit 2 and a single stderr line."""
+    args = build_parser().parse_args(argv)
+    try:
+        args.run(args)
+    except (CliError, AnonymizeError, HierarchyError, ReportError) as exc:
+        message = " ".join(str(exc).split())
+        print(f"analytics {args.command}: error: {message}", file=sys.stderr)
+        return EXIT_USAGE
+    return 0
