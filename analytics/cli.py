@@ -42,6 +42,17 @@ def _read_csv(path: Path, sep: str) -> pd.DataFrame:
         raise CliError(f"cannot read {path}: {first}") from exc
 
 
+def _read_subscribers(path: Path) -> pd.DataFrame:
+    if not path.is_file():
+        raise CliError(f"no such file: {path}")
+    try:
+        # ids and areas stay text (INSEE codes have leading zeros); weights load as floats
+        return pd.read_csv(path, dtype={"subscriber": str, "area": str}, keep_default_na=False)
+    except (OSError, UnicodeDecodeError, pd.errors.ParserError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CliError(f"cannot read {path}: {first}") from exc
+
+
 def _anonymize(args: argparse.Namespace) -> None:
     if args.k < 2:
         raise CliError("--k must be at least 2")
@@ -72,7 +83,7 @@ def _anonymize(args: argparse.Namespace) -> None:
 def _taste_report(args: argparse.Namespace) -> None:
     if args.k < MIN_K:
         raise CliError(f"--k must be at least {MIN_K}")
-    subscribers = _read_csv(args.subscribers, ",")
+    subscribers = _read_subscribers(args.subscribers)
     hierarchy = read_hierarchy(args.hierarchy, sep=";")
     report = taste_report(subscribers, hierarchy, args.k)
     try:
