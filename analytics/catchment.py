@@ -1,0 +1,170 @@
+"""Catchment area: the home areas that together bring a share of a merchant's visits.
+
+Only visits with statistics consent count.  An area with fewer than k distinct visiting
+subscribers is never shown alone: it is merged with an adjacent polygon (the visited neighbour
+with the fewest visitors, then the longest shared border) until the merged cell reaches k; cells
+that cannot are left out.  Cells are then taken by decreasing visits until the share is reached, and
+dissolved into one polygon.  Geometry work is done in Lambert-93 (EPSG:2154) so that buffers and
+border lengths are in metres; the result is handed back in the input CRS.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+from shapely.geometry.base import BaseGeometry
+
+METRIC_CRS = "EPSG:2154"
+MIN_K = 5
+
+
+class CatchmentError(ValueError):
+    """Visits or areas that cannot produce a catchment as asked."""
+
+
+@dataclass
+class Catchment:
+    """Published cells (>= k subscribers each) and the dissolved catchment polygon."""
+
+    cells: gpd.GeoDataFrame  # one row per published cell, most visited first
+    polygon: BaseGeometry | None  # union of the cells inside the catchment, input CRS
+    share: float  # share of all consented visits the catchment holds
+    k: int
+    suppressed_visits: int  # visits from cells that could not reach k
+
+
+def adjacency(areas: gpd.GeoDataFrame, code: str = "code", min_border_m: float = 50.0) -> dict:
+    """(code_a, code_b) -> shared border in metres, for polygons sharing more than a point."""
+    metric = areas[[code, "geometry"]].to_crs(METRIC_CRS).reset_index(drop=True)
+    # coverages are edge-to-edge only up to simplification, so borders are matched within 5 m
+    grown = metric.assign(geometry=metric.geometry.buffer(5.0))
+    pairs = gpd.sjoin(grown, metric, predicate="intersects", how="inner")
+    pairs = pairs[pairs[f"{code}_left"] != pairs[f"{code}_right"]]
+    out: dict[tuple[str, str], float] = {}
+    for left, right, i, j in zip(
+        pairs[f"{code}_left"],
+        pairs[f"{code}_right"],
+        pairs.index,
+        pairs["index_right"],
+        strict=True,
+    ):
+        border = metric.geometry.iloc[j].boundary.intersection(grown.geometry.iloc[i]).length
+        if border >= min_border_m:
+            out[(str(left), str(right))] = float(border)
+    return out
+
+
+def _merge_small_cells(
+    subscribers: dict[str, set], codes: list[str], borders: dict, k: int
+) -> dict[str, str]:
+    """Area code -> cell id after merging cells under k with adjacent ones."""
+    cell_of = {c: c for c in codes}
+    members = {c: {c} for c in codes}
+    people = {c: set(subscribers.get(c, ())) for c in codes}
+    while True:
+        small = sorted((len(p), cid) for cid, p in people.items() if 0 < len(p) < k)
+        merged = False
+        for _, cid in small:
+            touching: dict[str, float] = {}
+            for area in members[cid]:
+                for (a, b), length in borders.items():
+                    if a == area and cell_of.get(b, cid) != cid:
+                        touching[cell_of[b]] = touching.get(cell_of[b], 0.0) + length
+            # empty neighbours add no one, and absorbing them would grow shapeless cells
+            touching = {t: length for t, length in touching.items() if people[t]}
+            if not touching:
+                continue
+            # prefer merging small with small so busy neighbours keep their detail
+            target = min(touching, key=lambda t: (len(people[t]), -touching[t], t))
+            for area in members[target]:
+                cell_of[area] = cid
+            members[cid] |= members.pop(target)
+            people[cid] |= people.pop(target)
+            merged = True
+            break
+        if not merged:
+            # a merged cell is named by all its areas so no one reads it as a single commune
+            return {area: "+".join(sorted(members[cid])) for area, cid in cell_of.items()}
+
+
+def catchment(
+    visits: pd.DataFrame,
+    areas: gpd.GeoDataFrame,
+    share: float = 0.7,
+    k: int = MIN_K,
+    period_start: pd.Timestamp | None = None,
+    code: str = "code",
+) -> Catchment:
+    """Catchment of one merchant's visits (subscriber, area, time, dwell[, consent])."""
+    if k < MIN_K:
+        raise CatchmentError(f"k must be at least {MIN_K}")
+    if not 0.0 < share <= 1.0:
+        raise CatchmentError("share must be in (0, 1]")
+    missing = {"subscriber", "area", "time", "dwell"} - set(visits.columns)
+    if missing:
+        raise CatchmentError(f"visits: missing column {sorted(missing)[0]!r}")
+    v = visits
+    if "consent" in v.columns:
+        v = v[v["consent"].astype(bool)]
+    v = v.assign(area=v["area"].astype(str), time=pd.to_datetime(v["time"]))
+    unknown = set(v["area"]) - set(areas[code].astype(str))
+    if unknown:
+        raise CatchmentError(f"visits: area {sorted(unknown)[0]!r} has no polygon")
+    first_seen = v.groupby("subscriber")["time"].min()
+    if period_start is not None:
+        # earlier visits only tell who is returning; they are not counted in the period
+        returning = set(first_seen.index[first_seen < period_start])
+        v = v[v["time"] >= period_start]
+    else:
+        days = v.assign(day=v["time"].dt.floor("D")).groupby("subscriber")["day"].nunique()
+        returning = set(days.index[days > 1])
+    total_visits = len(v)
+    if total_visits == 0:
+        raise CatchmentError("no consented visits in the period")
+    subscribers = v.groupby("area")["subscriber"].agg(set).to_dict()
+    codes = sorted(areas[code].astype(str))
+    cell_of = _merge_small_cells(subscribers, codes, adjacency(areas, code), k)
+    v = v.assign(cell=v["area"].map(cell_of))
+    stats = v.groupby("cell").agg(
+        subscribers=("subscriber", "nunique"), visits=("subscriber", "size"), dwell=("dwell", "sum")
+    )
+    published = stats[stats["subscribers"] >= k].copy()
+    suppressed_visits = int(stats.loc[stats["subscribers"] < k, "visits"].sum())
+    back = v[v["cell"].isin(published.index)]
+    back_returning = back[back["subscriber"].isin(returning)].groupby("cell")["subscriber"]
+    published["returning"] = back_returning.nunique().reindex(published.index, fill_value=0)
+    published["new"] = published["subscribers"] - published["returning"]
+    # a split with either side under k would itself be a small cell, so it is withheld
+    thin = (published["returning"] < k) | (published["new"] < k)
+    published.loc[thin, ["returning", "new"]] = np.nan
+    published["share"] = published["visits"] / total_visits
+    published["visits_per_subscriber"] = published["visits"] / published["subscribers"]
+    published["mean_dwell"] = published["dwell"] / published["visits"]
+    published = published.drop(columns="dwell").sort_values(
+        ["visits", "subscribers"], ascending=False, kind="stable"
+    )
+    published["cumulative_share"] = published["share"].cumsum()
+    before = published["cumulative_share"] - published["share"]
+    published["in_catchment"] = before < share - 1e-12
+    published["areas"] = [cid.split("+") for cid in published.index]
+    shapes = areas.assign(cell=areas[code].astype(str).map(cell_of))
+    shapes = shapes[shapes["cell"].isin(published.index)].to_crs(METRIC_CRS)
+    dissolved = shapes.dissolve(by="cell")[["geometry"]]
+    cells = gpd.GeoDataFrame(published.join(dissolved), geometry="geometry", crs=METRIC_CRS).to_crs(
+        areas.crs
+    )
+    cells.index.name = "cell"
+    inside = cells[cells["in_catchment"]]
+    polygon = None if inside.empty else inside.to_crs(METRIC_CRS).union_all().buffer(0)
+    if polygon is not None:
+        polygon = gpd.GeoSeries([polygon], crs=METRIC_CRS).to_crs(areas.crs).iloc[0]
+    return Catchment(
+        cells=cells,
+        polygon=polygon,
+        share=float(inside["share"].sum()),
+        k=k,
+        suppressed_visits=suppressed_visits,
+    )

@@ -1,0 +1,99 @@
+"""Catchment on the real Paris polygons: a seeded scenario whose answer is known by hand."""
+
+from __future__ import annotations
+
+import geopandas as gpd
+import pandas as pd
+import pytest
+
+from analytics.catchment import METRIC_CRS, CatchmentError, adjacency, catchment
+
+START = pd.Timestamp("2026-11-02")
+
+
+@pytest.fixture(scope="module")
+def paris(shared_data) -> gpd.GeoDataFrame:
+    return gpd.read_file(shared_data / "geo" / "paris-petite-couronne.geojson")
+
+
+def scenario(seed: int = 8) -> pd.DataFrame:
+    """Subscribers per home area, visits each, all in the week from START."""
+    spec = {
+        "75111": (40, 3),
+        "75112": (30, 2),
+        "75120": (20, 2),
+        "75104": (10, 1),
+        "75101": (2, 3),  # the three central ones are each under k=5, together 6
+        "75102": (2, 3),
+        "75103": (2, 3),
+    }
+    rows = []
+    sid = 0
+    for area, (people, visits) in spec.items():
+        for _ in range(people):
+            for day in range(visits):
+                rows.append((f"s{sid}", area, START + pd.Timedelta(days=day, hours=10), 600.0))
+            sid += 1
+    frame = pd.DataFrame(rows, columns=["subscriber", "area", "time", "dwell"])
+    frame["consent"] = True
+    return frame.sample(frac=1.0, random_state=seed).reset_index(drop=True)
+
+
+def test_known_answer(paris) -> None:
+    visits = scenario()
+    # half of the 11e came in October too: returning; everybody else is new this week
+    earlier = visits[visits["area"] == "75111"].drop_duplicates("subscriber").head(20)
+    earlier = earlier.assign(time=START - pd.Timedelta(days=20))
+    # visits without statistics consent never count, however many
+    refused = pd.DataFrame(
+        {"subscriber": [f"x{i}" for i in range(50)], "area": "75120", "time": START,
+         "dwell": 60.0, "consent": False}
+    )  # fmt: skip
+    result = catchment(pd.concat([visits, earlier, refused]), paris, k=5, period_start=START)
+    cells = result.cells
+    assert (cells["subscribers"] >= 5).all()
+    assert list(cells.index) == ["75111", "75112", "75120", "75101+75102+75103", "75104"]
+    assert cells.loc["75101+75102+75103", "subscribers"] == 6
+    assert cells.loc["75101+75102+75103", "visits"] == 18
+    total = 120 + 60 + 40 + 18 + 10
+    # 120/248 = 0.48 is short of 70 %, adding the 12e's 60 visits gives 0.73
+    assert cells.index[cells["in_catchment"]].tolist() == ["75111", "75112"]
+    assert result.share == pytest.approx(180 / total)
+    assert cells.loc["75111", "visits_per_subscriber"] == 3.0
+    assert cells.loc["75111", "mean_dwell"] == 600.0
+    assert cells.loc["75111", "returning"] == 20
+    assert cells.loc["75111", "new"] == 20
+    assert pd.isna(cells.loc["75112", "returning"])  # 0 returning < k: withheld
+    metric = paris.set_index("code").to_crs(METRIC_CRS)
+    expected = metric.loc[["75111", "75112"]].area.sum()
+    polygon = gpd.GeoSeries([result.polygon], crs=paris.crs).to_crs(METRIC_CRS)
+    assert polygon.area.iloc[0] == pytest.approx(expected, rel=1e-3)
+    assert result.polygon.geom_type == "Polygon"  # two adjacent arrondissements, one piece
+
+
+def test_isolated_small_area_is_left_out(paris) -> None:
+    # Asnières has no visiting neighbour to merge with, so its two visitors are withheld
+    lonely = pd.DataFrame(
+        {"subscriber": ["y1", "y2"], "area": "92004", "time": START, "dwell": 60.0,
+         "consent": True}
+    )  # fmt: skip
+    result = catchment(pd.concat([scenario(), lonely]), paris, k=5)
+    assert (result.cells["subscribers"] >= 5).all()
+    assert not any("92004" in areas for areas in result.cells["areas"])
+    assert result.suppressed_visits == 2
+    assert result.share == pytest.approx(180 / 250)
+
+
+def test_adjacency_on_real_polygons(paris) -> None:
+    borders = adjacency(paris)
+    assert ("75111", "75112") in borders
+    assert ("75112", "75111") in borders
+    assert ("75101", "75120") not in borders
+    # the Seine runs between the 1er and the 6e: their border is the river's axis
+    assert borders[("75101", "75106")] > 500
+    assert len(borders) % 2 == 0
+
+
+def test_k_below_five_refused(paris) -> None:
+    with pytest.raises(CatchmentError):
+        catchment(scenario(), paris, k=3)
