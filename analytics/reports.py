@@ -1,0 +1,156 @@
+"""Period reports: the exact k-anonymous taste report, its noisy (DP) variant, the weekly pipeline.
+
+The job (`python -m analytics run --period ...`) loads visits and tastes from the database and calls
+`weekly_report`; everything here is pure and takes DataFrames.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from analytics.hierarchy import Hierarchy
+from analytics.privacy import (
+    PrivacyError,
+    PrivacyLedger,
+    discrete_gaussian,
+    discrete_laplace,
+    gaussian_sigma,
+    noise_tail,
+    secure_rng,
+    week_window,
+)
+from analytics.taste import MIN_K, ReportError, _one_row_per_subscriber, assign_leaves, taste_report
+
+QUANTUM = 1000  # genre weights are released as integer thousandths so noise stays discrete
+MECHANISMS = ("laplace", "gaussian")
+
+
+def _noise(mechanism: str, scale: float, size: int, rng: np.random.Generator) -> np.ndarray:
+    if mechanism == "laplace":
+        return discrete_laplace(scale, size, rng)
+    return discrete_gaussian(scale, size, rng)
+
+
+def _scales(mechanism: str, epsilon: float, delta: float) -> tuple[float, float]:
+    """Noise scale for counts (sensitivity 1) and for quantised genre sums (sensitivity QUANTUM)."""
+    # half the budget for who is counted, half for what they like
+    if mechanism == "laplace":
+        return 2.0 / epsilon, 2.0 * QUANTUM / epsilon
+    return gaussian_sigma(epsilon / 2, delta / 2), gaussian_sigma(epsilon / 2, delta / 2, QUANTUM)
+
+
+def dp_taste_report(
+    subscribers: pd.DataFrame,
+    hierarchy: Hierarchy,
+    k: int,
+    epsilon: float,
+    delta: float = 1e-6,
+    mechanism: str = "laplace",
+    rng: np.random.Generator | None = None,
+) -> pd.DataFrame:
+    """Noisy taste report: noisy leaf counts decide the rows, noisy sums give the shares.
+
+    Contribution bounding: one row per subscriber, genre weights clipped at 0 and scaled to sum
+    1. Rows are chosen from noisy counts against the threshold k + the noise's delta-tail, so the
+    choice is itself private; a row whose true count is under k (probability <= delta) is still
+    dropped, because PRODUCT.md makes k an invariant of every cell.
+    """
+    if k < MIN_K:
+        raise ReportError(f"k must be at least {MIN_K}, got {k}")
+    if mechanism not in MECHANISMS:
+        raise PrivacyError(f"mechanism must be one of {', '.join(MECHANISMS)}")
+    if epsilon <= 0 or not 0 < delta < 1:
+        raise PrivacyError("need epsilon > 0 and 0 < delta < 1")
+    rng = rng if rng is not None else secure_rng()
+    genres = [c for c in subscribers.columns if c not in ("subscriber", "area")]
+    people = _one_row_per_subscriber(subscribers, genres)
+    unknown = ~people["area"].isin(list(hierarchy.lines))
+    if unknown.any():
+        raise ReportError(f"area {people.loc[unknown, 'area'].iloc[0]!r} is not a hierarchy leaf")
+    weights = people[genres].to_numpy(dtype=float).clip(min=0.0)
+    totals = weights.sum(axis=1, keepdims=True)
+    weights = np.divide(weights, totals, out=np.zeros_like(weights), where=totals > 0)
+    quantised = np.floor(weights * QUANTUM).astype(np.int64)
+    count_scale, sum_scale = _scales(mechanism, epsilon, delta)
+    leaves = hierarchy.leaves
+    exact = people.groupby("area").size().reindex(leaves, fill_value=0).to_numpy()
+    noisy = np.maximum(exact + _noise(mechanism, count_scale, len(leaves), rng), 0)
+    threshold = k + noise_tail(mechanism, count_scale, delta)
+    assignment = assign_leaves(dict(zip(leaves, noisy.tolist(), strict=True)), hierarchy, threshold)
+    row_of_person = people["area"].map(assignment)
+    noisy_by_leaf = dict(zip(leaves, noisy.tolist(), strict=True))
+    rows = []
+    for label in dict.fromkeys(v for v in assignment.values() if v is not None):
+        members = (row_of_person == label).to_numpy()
+        if members.sum() < k:
+            continue
+        count = sum(noisy_by_leaf[leaf] for leaf, row in assignment.items() if row == label)
+        sums = quantised[members].sum(axis=0) + _noise(mechanism, sum_scale, len(genres), rng)
+        shares = np.clip(sums / QUANTUM / max(count, 1), 0.0, 1.0)
+        rows.append(
+            {"area": label, "subscribers": int(count), **dict(zip(genres, shares, strict=True))}
+        )
+    out = pd.DataFrame(rows, columns=["area", "subscribers", *genres])
+    out.attrs.update(k=k, epsilon=epsilon, delta=delta, mechanism=mechanism, threshold=threshold)
+    return out
+
+
+@dataclass
+class WeeklyReport:
+    """A report as stored for the portal, with the guarantees it was produced under."""
+
+    merchant: str
+    week: tuple[pd.Timestamp, pd.Timestamp]
+    k: int
+    epsilon: float  # 0 for an exact k-anonymous report
+    delta: float
+    mechanism: str | None
+    subscribers: int  # distinct consented visitors in the week (exact; not published when DP)
+    table: pd.DataFrame
+
+
+def weekly_report(
+    visits: pd.DataFrame,
+    tastes: pd.DataFrame,
+    hierarchy: Hierarchy,
+    merchant: str,
+    week_start: pd.Timestamp | str,
+    k: int,
+    ledger: PrivacyLedger,
+    epsilon: float = 0.0,
+    delta: float = 1e-6,
+    mechanism: str = "laplace",
+    rng: np.random.Generator | None = None,
+) -> WeeklyReport:
+    """Taste report of a merchant's consented visitors over one fixed ISO week.
+
+    visits: subscriber, time[, consent]; tastes: subscriber, area, <genre weights>.  The ledger
+    refuses any window that is not a whole Monday-to-Monday week or was already released, which
+    is what stops overlapping or repeated reports from being differenced into small cells.
+    """
+    window = week_window(week_start)
+    v = visits
+    if "consent" in v.columns:
+        v = v[v["consent"].astype(bool)]
+    times = pd.to_datetime(v["time"])
+    visitors = set(v.loc[(times >= window[0]) & (times < window[1]), "subscriber"].astype(str))
+    people = tastes[tastes["subscriber"].astype(str).isin(visitors)]
+    if epsilon > 0:
+        table = dp_taste_report(people, hierarchy, k, epsilon, delta, mechanism, rng)
+    else:
+        table = taste_report(people, hierarchy, k)
+    # charged only once the report exists, and nothing leaves this function if the charge fails
+    ledger.charge(merchant, window[0], epsilon, delta if epsilon > 0 else 0.0)
+    return WeeklyReport(
+        merchant=merchant,
+        week=window,
+        k=k,
+        epsilon=epsilon,
+        delta=delta if epsilon > 0 else 0.0,
+        mechanism=mechanism if epsilon > 0 else None,
+        subscribers=len(visitors),
+        table=table,
+    )
