@@ -100,6 +100,7 @@ class ScannerDaemon:
         self._stop_reader = threading.Event()
         self._wake = threading.Event()
         self._reader_done = threading.Event()
+        self._source_done = False  # set by the reader once a finite source is fully handled
         self._threads: list[threading.Thread] = []
 
     def start(self) -> None:
@@ -149,6 +150,7 @@ class ScannerDaemon:
                     self._stop_reader.wait(1.0)
                     continue
                 self.handle(adverts)
+                self._source_done = self.source.exhausted
         finally:
             self._flush()
             self._reader_done.set()
@@ -187,17 +189,15 @@ class ScannerDaemon:
 
     def drained(self) -> bool:
         """True when a finite source is used up and everything heard has been delivered."""
-        return (
-            self.source.exhausted
-            and not self.batcher.items
-            and self.queue.batches == 0
-            and self.frames_heard > 0
-        ) or (self.source.exhausted and self.frames_heard == 0 and self.queue.batches == 0)
+        return self._source_done and not self.batcher.items and self.queue.batches == 0
 
     def stop(self, timeout: float = 5.0) -> None:
         """Flush the open batch to disk, stop every thread and close the files."""
         self._stop_reader.set()
-        self._reader_done.wait(timeout)
+        if self._threads:
+            self._reader_done.wait(timeout)
+        else:
+            self._flush()  # never started (driven through handle()): still keep what was heard
         self._stop.set()
         self._wake.set()
         deadline = time.monotonic() + timeout

@@ -1,0 +1,253 @@
+"""The daemon end to end: capture -> edge filter -> durable queue -> real HTTP ingest server."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from beacons.config import load_config
+from beacons.daemon import ScannerDaemon, daemon_from_config
+from beacons.eid import compute_eid
+from beacons.frames import EddystoneEID, EddystoneURL, ExposureNotification, IBeacon, encode
+from beacons.simulator import Leg, SimEmitter, World, demo_world
+from beacons.sources import Advert
+from beacons.sources.replay import Recorder, ReplaySource
+from beacons.sources.simulated import SimulatedSource
+from tests.beacons.test_uplink_server import SECRET, IngestServer
+
+REPO = Path(__file__).resolve().parents[2]
+LISTED = uuid.UUID("f7826da6-4fa2-4e98-8024-bc5b71e0893e").bytes
+
+
+def _capture(path: Path, rounds: int) -> Counter:
+    """A capture mixing programme frames with everything else; returns what must arrive."""
+    rec = Recorder(path)
+    expected: Counter = Counter()
+    ts = 1_700_000_000.0
+    for r in range(rounds):
+        eid = compute_eid(bytes([r % 7] * 16), 10, 1024 * r)
+        adverts = [
+            (encode(EddystoneEID(eid, -18)), ("eid", eid.hex())),
+            (encode(IBeacon(LISTED, r, 7, -59)), ("ibeacon", f"{LISTED.hex()}{r:04x}0007")),
+            (encode(IBeacon(bytes(16), 1, 2, -59)), None),
+            (encode(EddystoneURL("https://example.com", -20)), None),
+            (encode(ExposureNotification(bytes([r % 256]) * 16, bytes(4))), None),
+            (b"\x02\x01\x06\x05\xff\x4c\x00\x10\x05", None),
+        ]  # fmt: skip
+        for data, want in adverts:
+            ts += 0.01
+            rssi = -50 - r % 40
+            rec.write(Advert(ts, rssi, data))
+            if want:
+                expected[(*want, rssi)] += 1
+    rec.close()
+    return expected
+
+
+def _toml(tmp: Path, url: str, source: str, **uplink: object) -> Path:
+    ups = "\n".join(f"{k} = {v!r}" for k, v in uplink.items())
+    cfg = tmp / "scanner.toml"
+    cfg.write_text(
+        f"""
+[server]
+url = "{url}"
+timeout_s = 2
+[scanner]
+name = "s1"
+secret = "{SECRET}"
+[source]
+{source}
+[uplink]
+queue_path = "queue.sqlite"
+heartbeat_s = 0.2
+backoff_cap_s = 0.2
+{ups}
+[filter]
+ibeacon_uuids = ["{uuid.UUID(bytes=LISTED)}"]
+"""
+    )
+    return cfg
+
+
+def test_only_programme_sightings_arrive_exactly_once(tmp_path: Path) -> None:
+    expected = _capture(tmp_path / "cap.jsonl", 300)
+    srv = IngestServer({"s1": SECRET}).start()
+    cfg = load_config(
+        _toml(tmp_path, srv.url, 'kind = "replay"\nfile = "cap.jsonl"\nspeed = 0', batch_max=64)
+    )
+    daemon = daemon_from_config(cfg)
+    daemon.start()
+    try:
+        assert srv.wait_for(lambda: len(srv.sightings()) >= 600 and len(srv.heartbeats) >= 2)
+        assert srv.wait_for(daemon.drained)
+    finally:
+        daemon.stop()
+        srv.stop()
+    got = Counter((s["kind"], s["id"], s["rssi"]) for s in srv.sightings())
+    assert got == expected
+    assert all(len(b) <= 64 for b in srv.batches.values())
+    stats = daemon.stats()
+    assert stats["frames_heard"] == 1800
+    assert (stats["frames_forwarded"], stats["frames_dropped"]) == (600, 1200)
+    assert stats["batches_sent"] == len(srv.batches) and stats["queue_depth"] == 0
+    beat = srv.heartbeats[-1]
+    assert set(beat) == {
+        "uptime_s", "queue_depth", "queue_dropped", "adapter", "frames_heard", "frames_forwarded",
+        "frames_dropped", "batches_sent", "batches_rejected", "version",
+    }  # fmt: skip
+    assert beat["adapter"] == "replay"
+
+
+def test_batches_close_on_age_when_traffic_is_thin(tmp_path: Path) -> None:
+    world = World([SimEmitter(bytes(16), 10, [Leg(0, 1e9, "salon", 5.0, 4.0)])], time.time())
+    srv = IngestServer({"s1": SECRET}).start()
+    sim = SimulatedSource(world, "salon", 5.0, 4.0, sigma_db=0.0, interval_s=(0.1, 0.1))
+    daemon = ScannerDaemon(
+        server_url=srv.url, scanner="s1", secret=SECRET, source=sim,
+        queue_path=str(tmp_path / "q.sqlite"), batch_max=1000, batch_age_s=0.3, heartbeat_s=60,
+    )  # fmt: skip
+    daemon.start()
+    try:
+        assert srv.wait_for(lambda: len(srv.batches) >= 3)
+    finally:
+        daemon.stop()
+        srv.stop()
+    for batch in list(srv.batches.values())[:3]:
+        span = batch[-1]["ts"] - batch[0]["ts"]
+        assert 0 < len(batch) < 1000 and span <= 0.3 + 0.05
+
+
+def test_no_ble_address_reaches_the_queue_the_capture_or_the_logs(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    world = demo_world(1_700_000_000.0, emitters=6, seed=9)
+    sim = SimulatedSource(world, "salon", 5.0, 4.0, seed=9, t0=1_700_000_000.0)
+    heard = sim.adverts_until(1_700_000_300.0)
+    noise = [Advert(a.ts, -70, encode(EddystoneURL("https://x.fr", -20)), "11:22:33:44:55:66")
+             for a in heard[:50]]  # fmt: skip
+    macs = {a.address for a in heard + noise}
+    assert len(macs) == 7
+    queue_path = tmp_path / "q.sqlite"
+    daemon = ScannerDaemon(
+        server_url="http://127.0.0.1:9", scanner="s1", secret=SECRET, source=sim,
+        queue_path=str(queue_path), batch_max=50, record_file=str(tmp_path / "rec.jsonl"),
+    )  # fmt: skip
+    daemon.handle(heard + noise)
+    daemon.stop()
+    assert daemon.frames_forwarded == len(heard) > 500 and daemon.frames_dropped == 50
+    blobs = b"".join(p.read_bytes() for p in tmp_path.iterdir() if p.is_file())
+    assert len(blobs) > 10_000
+    for mac in macs:
+        for form in (mac, mac.replace(":", ""), mac.upper(), mac.replace(":", "").upper()):
+            assert form.encode() not in blobs
+            assert form not in caplog.text
+        assert bytes.fromhex(mac.replace(":", "")) not in blobs
+        assert bytes.fromhex(mac.replace(":", ""))[::-1] not in blobs
+
+
+RUN = "import sys; from beacons.daemon import main; sys.exit(main(sys.argv[1]))"
+
+
+def _spawn(cfg: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-c", RUN, str(cfg)],
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+
+
+def test_kill_9_mid_batch_loses_nothing_queued_and_a_restart_delivers_it(tmp_path: Path) -> None:
+    _capture(tmp_path / "cap.jsonl", 3000)  # 6,000 programme sightings, read as fast as possible
+    down = IngestServer({"s1": SECRET}).start()
+    down.stop()  # a port where nobody listens: the server is out
+    cfg = _toml(tmp_path, down.url, 'kind = "replay"\nfile = "cap.jsonl"\nspeed = 0', batch_max=40)
+    proc = _spawn(cfg)
+    assert proc.stderr is not None
+    for line in proc.stderr:  # the first failed post: batches are queued and more are coming
+        if "server unreachable" in line:
+            break
+    with sqlite3.connect(tmp_path / "queue.sqlite") as peek:
+        seen = {r[0] for r in peek.execute("SELECT batch_id FROM batches")}
+    os.kill(proc.pid, signal.SIGKILL)
+    assert proc.wait() == -signal.SIGKILL  # killed while running, not exited on its own
+    assert seen
+    with sqlite3.connect(tmp_path / "queue.sqlite") as after:
+        rows = after.execute("SELECT batch_id, n, sightings FROM batches").fetchall()
+    kept = {r[0] for r in rows}
+    assert seen <= kept
+    assert all(n == len(json.loads(text)) for _, n, text in rows)  # no torn batch
+    srv = IngestServer({"s1": SECRET}, port=down.port).start()
+    try:
+        proc = _spawn(cfg)  # replays the capture again, and first drains what the crash left
+        assert proc.wait(timeout=60) == 0
+    finally:
+        srv.stop()
+    assert kept <= set(srv.batches)
+    ids = [s["id"] for b in kept for s in srv.batches[b]]
+    assert len(ids) == sum(len(srv.batches[b]) for b in kept) > 0
+
+
+HEAD = "[server]\nurl = 'http://x'\n[scanner]\nname = 's'\n"
+GOOD = HEAD + f"secret = '{SECRET}'\n"
+
+
+@pytest.mark.parametrize(
+    ("body", "needle"),
+    [
+        ("[server]\nurl = 'ftp://x'\n", "server.url"),
+        ("[server\n", "not valid TOML"),
+        ("[servr]\nurl = 'http://x'\n", "unknown section"),
+        (HEAD + "secret = 'zz'\n", "hex"),
+        (HEAD + "secret_env = 'CM_NOPE_X'\n", "CM_NOPE_X"),
+        (GOOD + "[source]\nkind = 'radio'\n", "source.kind"),
+        (GOOD + "[source]\nkind = 'replay'\nfile = 'nope.jsonl'\n", "not found"),
+        (GOOD + "[source]\nkind = 'bluepy'\n[uplink]\nbatch_max = 0\n", "batch_max"),
+        (GOOD + "[source]\nkind = 'bluepy'\nadaptor = 'hci0'\n", "source.adaptor"),
+    ],
+)
+def test_bad_config_exits_2_with_one_line(tmp_path: Path, body: str, needle: str) -> None:
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text(body)
+    out = subprocess.run(
+        [sys.executable, "-m", "beacons", "run", "--config", str(cfg)],
+        capture_output=True, text=True, cwd=REPO, timeout=30,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )  # fmt: skip
+    assert out.returncode == 2
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and needle in lines[0] and "Traceback" not in out.stderr
+
+
+def test_the_example_config_is_valid(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    example = (REPO / "beacons" / "scanner.example.toml").read_text()
+    (tmp_path / "scanner.toml").write_text(example)
+    (tmp_path / "scanner.secret").write_text(SECRET + "\n")
+    cfg = load_config(tmp_path / "scanner.toml")
+    assert cfg.source == {"kind": "bluepy", "adapter": 0}
+    assert cfg.secret == SECRET and cfg.batch_max == 200 and cfg.ibeacon_uuids == frozenset()
+    monkeypatch.setenv("CM_SCANNER_SECRET", SECRET.upper())
+    (tmp_path / "scanner.toml").write_text(
+        example.replace('secret_file = "scanner.secret"', 'secret_env = "CM_SCANNER_SECRET"')
+    )
+    assert load_config(tmp_path / "scanner.toml").secret == SECRET
+
+
+def test_replay_source_reports_its_adapter_state(tmp_path: Path) -> None:
+    _capture(tmp_path / "c.jsonl", 1)
+    src = ReplaySource(tmp_path / "c.jsonl", speed=0)
+    assert src.adapter == "replay" and len(src.read(0)) == 6 and src.exhausted
+    src.close()

@@ -1,0 +1,135 @@
+"""The bluepy source with bluepy really imported and running; only the adapter is faked.
+
+The seam is `bluepy.btle.helperExe`: the path of the `bluepy-helper` executable that bluepy runs
+and that alone talks to the kernel's HCI socket. The tests point it at a small script that speaks
+the helper's line protocol (mgmt replies, `rsp=$scan` reports with addr/type/rssi/flag/d fields,
+as bluepy-helper.c prints them), so bluepy's own Scanner, response parser, ScanEntry and delegate
+code paths all run for real.
+"""
+
+from __future__ import annotations
+
+import json
+import stat
+import sys
+from pathlib import Path
+
+import pytest
+from bluepy import btle
+
+from beacons.edge import EdgeFilter
+from beacons.eid import compute_eid
+from beacons.frames import EddystoneEID, encode
+from beacons.sources.bluepy_source import BluepySource, iface_index
+
+# Reports are paced like a radio's (20 ms apart): bluepy polls the pipe's file descriptor, so lines
+# that arrive together sit in its text buffer until the next one comes, as with the real helper.
+HELPER = r"""#!{python}
+import json, sys, time
+reports = json.loads({reports!r})
+log = open({log!r}, "a")
+
+def reply(line):
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+for cmd in sys.stdin:
+    cmd = cmd.strip()
+    log.write(cmd + "\n")
+    log.flush()
+    if cmd == "quit":
+        break
+    reply("rsp=$mgmt\x1ecode=$success")
+    if cmd in ("pasv", "scan"):
+        for r in reports:
+            time.sleep(0.02)
+            fields = ["rsp=$scan", "addr=b" + r["addr"].replace(":", "").upper(), "type=h2",
+                      "rssi=h%X" % (-r["rssi"]), "flag=h0"]
+            if r["data_hex"]:
+                fields.append("d=b" + r["data_hex"].upper())
+            reply("\x1e".join(fields))
+"""
+
+EXITS = "#!/bin/sh\nexit 1\n"  # what bluepy meets when the adapter or its permissions are missing
+
+
+def _helper(tmp_path: Path, reports: list[dict], name: str = "fake-helper") -> tuple[str, Path]:
+    log = tmp_path / f"{name}.log"
+    script = tmp_path / name
+    script.write_text(
+        HELPER.format(python=sys.executable, reports=json.dumps(reports), log=str(log))
+    )
+    script.chmod(script.stat().st_mode | stat.S_IXUSR)
+    return str(script), log
+
+
+KEY = bytes(range(16))
+EID_ADV = encode(EddystoneEID(compute_eid(KEY, 10, 1024), -18))
+OTHER_ADV = bytes.fromhex("0201060303aafe0c16aafe10eb0367676c2f6d79")  # an Eddystone-URL
+MAC = "c4:7c:8d:6a:11:22"
+
+
+def test_passive_scan_yields_raw_adverts_through_bluepys_own_code(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reports = [
+        {"addr": MAC, "rssi": -61, "data_hex": EID_ADV.hex()},
+        {"addr": "de:ad:be:ef:00:01", "rssi": -80, "data_hex": OTHER_ADV.hex()},
+        {"addr": MAC, "rssi": -63, "data_hex": EID_ADV.hex()},  # same device again: still heard
+    ]
+    exe, log = _helper(tmp_path, reports)
+    monkeypatch.setattr(btle, "helperExe", exe)
+    src = BluepySource("hci0")
+    try:
+        heard = []
+        for _ in range(20):
+            heard += src.read(0.5)
+            if len(heard) >= 3:
+                break
+        assert src.adapter == "up"
+        assert [(a.rssi, a.data, a.address) for a in heard] == [
+            (-61, EID_ADV, MAC),
+            (-80, OTHER_ADV, "de:ad:be:ef:00:01"),
+            (-63, EID_ADV, MAC),
+        ]
+        assert src._scanner.scanned == {}  # bluepy's per-address table does not grow forever
+    finally:
+        src.close()
+    commands = log.read_text().split()
+    assert commands[:2] == ["le", "on"] and "pasv" in commands and "scan" not in commands
+    assert "pasvend" in commands  # the scan is stopped, not left running in the controller
+    kept = [EdgeFilter().sighting(a) for a in heard]
+    assert kept[1] is None
+    assert kept[0] is not None and MAC not in repr(kept[0]) and kept[0].rssi == -61
+
+
+def test_a_missing_adapter_is_reported_down_then_recovers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    broken = tmp_path / "no-adapter"
+    broken.write_text(EXITS)
+    broken.chmod(0o755)
+    monkeypatch.setattr(btle, "helperExe", str(broken))
+    now = [1000.0]
+    src = BluepySource(0, monotonic=lambda: now[0])
+    try:
+        assert src.read(0.05) == []
+        assert (src.adapter, src.failures) == ("down", 1)
+        exe, _ = _helper(tmp_path, [{"addr": MAC, "rssi": -70, "data_hex": EID_ADV.hex()}])
+        monkeypatch.setattr(btle, "helperExe", exe)
+        assert src.read(0.05) == []  # still inside the restart pause: no retry storm
+        now[0] += 10.0
+        heard = []
+        for _ in range(20):
+            heard += src.read(0.5)
+            if heard:
+                break
+        assert src.adapter == "up" and heard[0].data == EID_ADV
+    finally:
+        src.close()
+
+
+def test_adapter_names() -> None:
+    assert iface_index("hci1") == 1 and iface_index(0) == 0 and iface_index("2") == 2
+    with pytest.raises(ValueError):
+        iface_index("wlan0")
