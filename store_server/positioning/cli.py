@@ -10,6 +10,7 @@ from pathlib import Path
 from store_server.positioning.evaluate import evaluate
 from store_server.positioning.live import VenueModel
 from store_server.positioning.predict import drift_report, predict
+from store_server.positioning.report import zone_accuracy_report
 from store_server.positioning.venue import (
     VenueFileError,
     load_predictions,
@@ -72,9 +73,12 @@ def _predict(args: argparse.Namespace) -> int:
     out, offsets = predict(model, recording)
     out.to_csv(args.out, index=False)
     if args.report:
-        Path(args.report).write_text(
-            json.dumps({"drift_db": drift_report(offsets)}, indent=1), encoding="utf-8"
-        )
+        report = {
+            "drift_db": drift_report(offsets),
+            "pathloss": model.calibration.get("pathloss", {}),
+            "survey_accuracy": zone_accuracy_report(scanners, zones, survey),
+        }
+        Path(args.report).write_text(json.dumps(report, indent=1), encoding="utf-8")
     return 0
 
 

@@ -22,6 +22,26 @@ def adapt(
     return np.clip(offsets + step, -clip, clip)
 
 
+def kalman(
+    offsets: np.ndarray,
+    variances: np.ndarray,
+    observed: np.ndarray,
+    expected: np.ndarray,
+    noise_var: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-scanner offset as a scalar Kalman filter: learns fast while unsure, then settles.
+
+    noise_var is the innovation's own variance (RSSI noise plus what the position uncertainty
+    does to the expected value), so an unsure position moves the offsets little."""
+    innovation = observed - expected - offsets
+    total = variances + noise_var
+    # Huber-style guard: a reading far outside the predicted spread pulls only as far as 2.5 sd.
+    lim = 2.5 * np.sqrt(total)
+    innovation = np.clip(innovation, -lim, lim)
+    gain = variances / total
+    return np.clip(offsets + gain * innovation, -CLIP_DB, CLIP_DB), (1.0 - gain) * variances
+
+
 def summarise(per_emitter: list[dict[str, float]]) -> dict[str, float]:
     """Median drift per scanner across emitters, the venue-level figure an operator reads."""
     keys = sorted({k for d in per_emitter for k in d})

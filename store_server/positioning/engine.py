@@ -27,10 +27,12 @@ DEFAULTS: dict[str, float] = {
     "count_pow": 0.5,
     "outside_logprior": -2.0,
     "zone_radius_m": 1.5,
-    "p_enter": 0.55,
+    "p_enter": 0.7,
     "margin": 0.15,
-    "dwell_s": 2.0,
-    "drift_rate": 0.02,
+    "dwell_s": 0.0,
+    "drift_prior_db": 3.0,
+    "drift_q_db2": 0.002,
+    "drift_floor_db": 4.0,
     "stale_s": 10.0,
     "bandwidth_m": 1.0,
     "shrink": 1.0,
@@ -141,9 +143,10 @@ def step(
     idx = np.array([rt.index[s] for s in obs], dtype=int)
     val = np.array(list(obs.values()), dtype=float)
     offsets = np.zeros(len(rt.scanners))
-    for s, o in st.get("o", {}).items():
+    off_var = np.full(len(rt.scanners), p["drift_prior_db"] ** 2)
+    for s, ov in st.get("o", {}).items():
         if s in rt.index:
-            offsets[rt.index[s]] = o
+            offsets[rt.index[s]], off_var[rt.index[s]] = ov[0], ov[1]
     common = float(rt.emitter_offsets.get(str(st.get("type", "")), 0.0))
     expected = rt.mu[:, idx] + offsets[idx][None, :] + common
     sig = rt.sigma[idx][None, :]
@@ -213,11 +216,23 @@ def step(
             st.pop("c", None)
         zone = zone or None
 
-    if p["drift_rate"] > 0:
-        seen = w @ rt.mu[:, idx] + common
-        new = drift.adapt(offsets[idx], val, seen, rate=p["drift_rate"])
-        offsets[idx] = new
-        st["o"] = {s: round(float(offsets[i]), 2) for s, i in rt.index.items() if offsets[i]}
+    if p["drift_prior_db"] > 0:
+        # Judge each scanner against the position the others give: otherwise an offset can
+        # talk the estimate into a wrong place and then confirm itself there.
+        weighted = p["temper"] * per * counts[None, :] ** p["count_pow"]
+        loo = logpost[:, None] + weighted
+        loo = np.exp(loo - loo.max(axis=0, keepdims=True))
+        loo /= loo.sum(axis=0, keepdims=True)
+        seen = (loo * rt.mu[:, idx]).sum(axis=0)
+        spread = (loo * (rt.mu[:, idx] - seen[None, :]) ** 2).sum(axis=0)
+        noise = rt.sigma[idx] ** 2 / counts + spread + p["drift_floor_db"] ** 2
+        var = np.minimum(off_var[idx] + p["drift_q_db2"] * dt, p["drift_prior_db"] ** 2)
+        offsets[idx], off_var[idx] = drift.kalman(offsets[idx], var, val, seen + common, noise)
+        st["o"] = {
+            s: [round(float(offsets[i]), 2), round(float(off_var[i]), 3)]
+            for s, i in rt.index.items()
+            if off_var[i] < p["drift_prior_db"] ** 2
+        }
     st["e"] = [round(float(mean[0]), 3), round(float(mean[1]), 3), zone or ""]
     return st, (float(mean[0]), float(mean[1]), zone)
 

@@ -10,9 +10,9 @@ def decide(
     pending: list | None,
     probs: dict[str, float],
     dt: float,
-    p_enter: float = 0.55,
+    p_enter: float = 0.7,
     margin: float = 0.15,
-    dwell_s: float = 2.0,
+    dwell_s: float = 0.0,
 ) -> tuple[str | None, list | None]:
     """Next zone (NO_ZONE for none) from zone probabilities; pending = [candidate, seconds held]."""
     if not probs:

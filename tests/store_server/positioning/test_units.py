@@ -1,0 +1,99 @@
+"""Unit tests of the pure pieces: path loss, filter, hysteresis, motion, drift, zones, scoring."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from shapely.geometry import Polygon, box
+
+from store_server.positioning import drift, filtering, hysteresis, motion, pathloss
+from store_server.positioning.evaluate import evaluate
+from store_server.positioning.venue import zone_of
+
+
+def test_pathloss_fit_recovers_parameters_despite_outliers() -> None:
+    rng = np.random.default_rng(0)
+    d = rng.uniform(0.5, 15, 800)
+    rssi = pathloss.expected_rssi(d, -55.0, 2.2) + rng.normal(0, 3, d.size)
+    rssi[:60] -= 25  # deep fades
+    a, n, scale = pathloss.fit(d, rssi, prior_weight=1.0)
+    assert abs(a - -55.0) < 1.0
+    assert abs(n - 2.2) < 0.15
+    assert 2.0 < scale < 4.5
+
+
+def test_distance_inverts_expected_rssi() -> None:
+    rssi = float(pathloss.expected_rssi(np.array([4.0]), -60.0, 3.0)[0])
+    assert abs(pathloss.distance_from_rssi(rssi, -60.0, 3.0) - 4.0) < 1e-9
+
+
+def test_filter_clips_a_multipath_spike_and_follows_a_real_change() -> None:
+    entry = None
+    for t in range(10):
+        entry = filtering.update(entry, t * 0.5, -70.0)
+    spiked = filtering.update(entry, 5.0, -40.0)
+    assert spiked[0] < -70.0 + filtering.CLIP_DB + 1e-9
+    for t in range(20):
+        entry = filtering.update(entry, 5.0 + t * 0.5, -60.0)
+    assert abs(entry[0] - -60.0) < 0.5
+    assert filtering.clipped(entry, 15.5, -20.0) == entry[0] + filtering.CLIP_DB
+
+
+def test_hysteresis_keeps_zone_until_clearly_beaten() -> None:
+    zone, pending = hysteresis.decide(None, None, {"a": 0.6, "b": 0.4}, 1.0)
+    assert zone == "a"
+    zone, pending = hysteresis.decide("a", None, {"a": 0.4, "b": 0.6}, 1.0, p_enter=0.7)
+    assert zone == "a"
+    zone, pending = hysteresis.decide("a", None, {"a": 0.2, "b": 0.8}, 1.0, p_enter=0.7)
+    assert zone == "b"
+    zone, pending = hysteresis.decide("a", None, {"a": 0.2, "b": 0.8}, 1.0, dwell_s=2.0)
+    assert (zone, pending) == ("a", ["b", 1.0])
+    zone, pending = hysteresis.decide("a", pending, {"a": 0.2, "b": 0.8}, 1.0, dwell_s=2.0)
+    assert (zone, pending) == ("b", None)
+
+
+def test_motion_condition_moves_velocity_with_position() -> None:
+    m = np.array([0.0, 0.0, 0.0, 0.0])
+    cov = np.diag([1.0, 1.0, 0.25, 0.25])
+    m1, c1 = motion.predict(m, cov, 1.0, 0.3)
+    m2, c2 = motion.condition(m1, c1, np.array([1.0, 0.0]), np.eye(2) * 0.2)
+    assert m2[2] > 0.05 and abs(m2[3]) < 1e-9
+    assert np.allclose(c2, c2.T) and np.all(np.linalg.eigvalsh(c2) > 0)
+    assert np.allclose(motion.unpack(motion.pack(c2)), c2, atol=1e-4)
+
+
+def test_drift_adapts_towards_a_steady_offset() -> None:
+    off = np.zeros(2)
+    for _ in range(400):
+        off = drift.adapt(off, np.array([-64.0, -70.0]), np.array([-70.0, -70.0]), rate=0.02)
+    assert abs(off[0] - 6.0) < 0.1 and abs(off[1]) < 1e-6
+    assert drift.summarise([{"a": 1.0}, {"a": 3.0, "b": -2.0}]) == {"a": 2.0, "b": -2.0}
+
+
+def test_zone_of_uses_containment_then_half_metre_tolerance() -> None:
+    zones = {"L": Polygon([(0, 0), (4, 0), (4, 1), (1, 1), (1, 4), (0, 4)]), "R": box(5, 0, 7, 2)}
+    got = zone_of(np.array([0.5, 3.0, 4.3, 4.8, 3.0]), np.array([3.0, 0.5, 0.5, 0.5, 3.0]), zones)
+    assert got == ["L", "L", "L", "R", None]
+
+
+def _pred(ts: list[float], xs: list[float], zones: list[str]) -> pd.DataFrame:
+    return pd.DataFrame({"ts": ts, "emitter": "e", "x": xs, "y": 0.5, "zone": zones})
+
+
+def test_evaluate_scores_matching_flaps_and_errors() -> None:
+    zones = {"a": box(0, 0, 5, 1), "b": box(5, 0, 10, 1)}
+    truth = pd.DataFrame(
+        {"ts": np.arange(0.0, 61.0), "emitter": "e", "x": np.linspace(1, 9, 61), "y": 0.5}
+    )
+    perfect = _pred(list(truth["ts"]), list(truth["x"]), zone_of(truth["x"], truth["y"], zones))
+    res = evaluate(zones, truth, perfect)
+    assert res["zone_accuracy"] == 1.0 and res["median_error_m"] == 0.0
+    assert res["flaps_per_min"] == 0.0 and res["scored"] == 61
+    flappy = perfect.copy()
+    flappy.loc[10:13, "zone"] = ["b", "a", "b", "a"]  # four extra changes in one minute
+    flappy.loc[0, "x"] += 3.0
+    res = evaluate(zones, truth, flappy)
+    assert res["flaps_per_min"] == 4.0
+    assert abs(res["zone_accuracy"] - 59 / 61) < 1e-4
+    late = _pred([100.0], [1.0], ["a"])
+    assert evaluate(zones, truth, late)["scored"] == 0
