@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from analytics.cli import main
 from analytics.hierarchy import Hierarchy, parse_hierarchy, read_hierarchy
 from analytics.kanon import AnonymizeError, anonymize, quality
 
@@ -127,3 +130,56 @@ def test_identical_rows_stay_ungeneralised() -> None:
     assert result.table["n"].astype(int).tolist() == df["n"].tolist()
     assert result.metrics["ncp"] == 0.0
     assert np.isclose(result.metrics["cavg"], 1.0)
+
+
+def test_cli_keeps_separator_header_order_and_other_columns(tmp_path, capsys) -> None:
+    hdir = tmp_path / "h"
+    hdir.mkdir()
+    (hdir / "job.csv").write_text("nurse;care;*\ndoctor;care;*\npilot;transport;*\n")
+    rows = ["id;job;age;note"] + [
+        f"{i};{['nurse', 'doctor', 'pilot'][i % 3]};{20 + (i * 7) % 30};n{i}" for i in range(20)
+    ]
+    src = tmp_path / "t.csv"
+    src.write_text("\n".join(rows) + "\n")
+    out = tmp_path / "o.csv"
+    argv = ["anonymize", "--input", str(src), "--sep", ";", "--qi", "job,age", "--hierarchies",
+            str(hdir), "--numeric", "age", "--k", "4", "--out", str(out)]  # fmt: skip
+    assert main(argv) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert {"ncp", "dm", "cavg", "suppressed", "classes", "seconds"} <= set(report)
+    lines = out.read_text().splitlines()
+    assert lines[0] == "id;job;age;note"
+    cells = [line.split(";") for line in lines[1:]]
+    assert [c[0] for c in cells] == [str(i) for i in range(20)]
+    assert [c[3] for c in cells] == [f"n{i}" for i in range(20)]
+    table = pd.DataFrame(cells, columns=["id", "job", "age", "note"])
+    assert table.groupby(["job", "age"]).size().min() >= 4
+
+
+@pytest.mark.parametrize(
+    ("change", "needle"),
+    [
+        (["--k", "1"], "--k"),
+        (["--qi", "job,age,nope"], "nope"),
+        (["--numeric", "note"], "note"),
+        (["--input", "/nonexistent/t.csv"], "no such file"),
+        (["--k", "many"], "invalid int"),
+    ],
+)
+def test_cli_bad_input_is_one_stderr_line(tmp_path, capsys, change, needle) -> None:
+    hdir = tmp_path / "h"
+    hdir.mkdir()
+    (hdir / "job.csv").write_text("nurse;*\npilot;*\n")
+    src = tmp_path / "t.csv"
+    src.write_text("job;age;note\n" + "nurse;30;x\npilot;40;y\n" * 5)
+    args = {"--input": str(src), "--sep": ";", "--qi": "job,age", "--hierarchies": str(hdir),
+            "--numeric": "age", "--k": "2", "--out": str(tmp_path / "o.csv")}  # fmt: skip
+    args.update(dict(zip(change[::2], change[1::2], strict=True)))
+    argv = ["anonymize", *[x for pair in args.items() for x in pair]]
+    try:
+        code = main(argv)
+    except SystemExit as exc:  # argparse's own refusals exit the same way
+        code = exc.code
+    assert code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and needle in err
