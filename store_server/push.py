@@ -26,6 +26,7 @@ from store_server.topology import VenueInfo
 
 log = logging.getLogger(__name__)
 NAMESPACE = "/device"
+PORTAL = "/portal"
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,11 @@ class Occurrence:
 def device_room(device_id: int) -> str:
     """The Socket.IO room a device joins on connect."""
     return f"device:{device_id}"
+
+
+def venue_room(venue_id: int) -> str:
+    """The Socket.IO room (portal namespace) of staff watching a venue live."""
+    return f"venue:{venue_id}"
 
 
 def deliver(app: Flask, occurrences: list[Occurrence]) -> None:
@@ -71,8 +77,19 @@ def deliver(app: Flask, occurrences: list[Occurrence]) -> None:
             for d in devices:
                 items.append((d, body))
                 meta.append((o, pseudo))
-        event_ids = outbox.append_many(r, keys, items, app.config["OUTBOX_MAXLEN"], ttl)
         sio = app.extensions["socketio"]
+        event_ids = outbox.append_many(r, keys, items, app.config["OUTBOX_MAXLEN"], ttl)
+        for o in occurrences:
+            if o.subscriber_id in subs:
+                portal_event = {
+                    "venue_id": o.venue.id,
+                    "kind": o.event.kind,
+                    "zone": o.event.zone,
+                    "subscriber": pseudonym(o.venue.merchant_key, subs[o.subscriber_id].public_id),
+                    "at": o.event.at,
+                    "reason": o.event.reason,
+                }
+                sio.emit("presence", portal_event, to=venue_room(o.venue.id), namespace=PORTAL)
         for (device_id, body), event_id in zip(items, event_ids, strict=True):
             sio.emit(
                 "event",

@@ -1,0 +1,81 @@
+"""Who is present where, as a merchant may see it: per-merchant pseudonyms, zones and dwell;
+and ending presences at once when consent ends (withdrawal, expiry, erasure)."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from flask import Flask
+from sqlalchemy import select
+
+from store_server.crypto import pseudonym
+from store_server.db import sessions
+from store_server.models import Subscriber
+from store_server.presence import PresenceEvent
+from store_server.push import Occurrence, deliver
+from store_server.redis_store import get_keys, get_redis
+from store_server.topology import get_topology
+
+
+def present(app: Flask, venue_id: int) -> list[dict[str, Any]]:
+    """Subscribers present at a venue now: pseudonym, zone, since and dwell seconds."""
+    venue = get_topology(app).venue(venue_id)
+    if venue is None:
+        return []
+    states = get_redis(app).hgetall(get_keys(app).tracks(venue_id))
+    entered = {int(sub): json.loads(raw)["p"] for sub, raw in states.items() if '"zone"' in raw}
+    entered = {s: p for s, p in entered.items() if p.get("zone")}
+    if not entered:
+        return []
+    with sessions(app)() as db:
+        ids = dict(
+            db.execute(
+                select(Subscriber.id, Subscriber.public_id).where(Subscriber.id.in_(list(entered)))
+            ).all()
+        )
+    now = time.time()
+    out = [
+        {
+            "subscriber": pseudonym(venue.merchant_key, ids[s]),
+            "zone": p["zone"],
+            "since": p["since"],
+            "dwell_s": round(max(0.0, now - p["since"]), 1),
+        }
+        for s, p in entered.items()
+        if s in ids
+    ]
+    return sorted(out, key=lambda x: (x["zone"], x["since"]))
+
+
+def end_presence(app: Flask, subscriber_id: int, reason: str) -> int:
+    """End every presence of a subscriber now and revoke on devices; returns presences ended.
+
+    Call after the consent change is committed and the resolver refreshed, so no new sighting
+    can re-create the presence.
+    """
+    r, keys, topo = get_redis(app), get_keys(app), get_topology(app)
+    suffix = f":{subscriber_id}"
+    members = [m for m in r.zrange(keys.last_seen(), 0, -1) if m.endswith(suffix)]
+    now = time.time()
+    occurrences: list[Occurrence] = []
+    pipe = r.pipeline(transaction=True)
+    raws = []
+    for m in members:
+        venue_id = int(m.split(":")[0])
+        raws.append((m, venue_id, r.hget(keys.tracks(venue_id), str(subscriber_id))))
+    for m, venue_id, raw in raws:
+        pipe.hdel(keys.tracks(venue_id), str(subscriber_id))
+        pipe.zrem(keys.last_seen(), m)
+        venue = topo.venue(venue_id)
+        if raw is None or venue is None:
+            continue
+        state = json.loads(raw)
+        zone = state.get("p", {}).get("zone")
+        if zone and state.get("c"):
+            event = PresenceEvent("exit", zone, now, state["p"]["since"], reason)
+            occurrences.append(Occurrence(subscriber_id, venue, state["c"], event))
+    pipe.execute()
+    deliver(app, occurrences)
+    return len(occurrences)
