@@ -13,6 +13,7 @@ import sqlite3
 import sys
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from beacons.config import ConfigError, ScannerConfig, load_config
@@ -84,8 +85,15 @@ class ScannerDaemon:
         self.source = source
         self.edge = EdgeFilter(ibeacon_uuids)
         self.queue = SightingQueue(queue_path, max_sightings=queue_max_sightings)
+        self._changed = threading.Condition()
         self.uplink = Uplink(
-            server_url, scanner, secret, self.queue, timeout=timeout_s, backoff_cap_s=backoff_cap_s
+            server_url,
+            scanner,
+            secret,
+            self.queue,
+            timeout=timeout_s,
+            backoff_cap_s=backoff_cap_s,
+            on_change=self._notify,
         )
         self.batcher = Batcher(batch_max, batch_age_s)
         self.heartbeat_s = heartbeat_s
@@ -115,6 +123,15 @@ class ScannerDaemon:
             t.start()
             self._threads.append(t)
 
+    def _notify(self) -> None:
+        with self._changed:
+            self._changed.notify_all()
+
+    def wait_for(self, predicate: Callable[[], bool], timeout: float) -> bool:
+        """Block until predicate() holds, re-checked whenever a batch is queued or sent."""
+        with self._changed:
+            return self._changed.wait_for(predicate, timeout)
+
     def _flush(self) -> None:
         items = self.batcher.take()
         if items:
@@ -122,6 +139,7 @@ class ScannerDaemon:
             if lost:
                 log.warning("queue full: dropped %d oldest sightings", lost)
             self._wake.set()
+            self._notify()
 
     def handle(self, adverts: list[Advert]) -> None:
         """Filter and batch adverts (the reader thread's work, public for benchmarks and tests)."""
@@ -182,7 +200,9 @@ class ScannerDaemon:
         out.update(
             queue_batches=self.queue.batches,
             sightings_sent=self.uplink.sightings_sent,
+            sightings_accepted=self.uplink.accepted,
             duplicates=self.uplink.duplicates,
+            send_failures=self.uplink.failures,
             heartbeats_sent=self.heartbeats_sent,
         )
         return out

@@ -14,6 +14,7 @@ import random
 import secrets
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import requests
@@ -104,6 +105,7 @@ class Uplink:
         timeout: float = 10.0,
         backoff_cap_s: float = 60.0,
         rng: random.Random | None = None,
+        on_change: Callable[[], None] = lambda: None,
     ) -> None:
         """Bind the uplink to a server, an identity and the queue it drains."""
         self.base = server_url.rstrip("/")
@@ -117,6 +119,9 @@ class Uplink:
         self.sightings_sent = 0
         self.batches_rejected = 0
         self.duplicates = 0
+        self.accepted = 0  # sightings the server reported as newly accepted
+        self.failures = 0
+        self.on_change = on_change
         self._session = requests.Session()
         self._hb_session = requests.Session()
         self._logged: set[str] = set()
@@ -140,14 +145,18 @@ class Uplink:
             resp = self._post(self._session, "/api/v1/sightings", body)
         except requests.RequestException as exc:
             self._note(f"server unreachable ({type(exc).__name__})")
+            self.failures += 1
+            self.on_change()
             return RETRY, None
         outcome = classify(resp.status_code)
         if outcome == DELIVERED:
             self.queue.delete(batch.seq)
             self.batches_sent += 1
             self.sightings_sent += batch.n
-            with contextlib.suppress(ValueError, AttributeError):
-                self.duplicates += bool(resp.json().get("duplicate"))
+            with contextlib.suppress(ValueError, AttributeError, TypeError):
+                reply = resp.json()
+                self.duplicates += bool(reply.get("duplicate"))
+                self.accepted += int(reply.get("accepted", 0))
             if self._failing:
                 log.info("uplink: delivering again")
                 self._failing = False
@@ -160,6 +169,9 @@ class Uplink:
             self._note(f"refused by server ({resp.status_code}): {_reason(resp)}")
         else:
             self._note(f"server busy or failing (HTTP {resp.status_code})")
+        if outcome in (RETRY, AUTH):
+            self.failures += 1
+        self.on_change()
         return outcome, retry_after_s(resp.headers.get("Retry-After"), time.time())
 
     def run(self, stop: threading.Event, wake: threading.Event) -> None:

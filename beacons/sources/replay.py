@@ -52,7 +52,7 @@ class ReplaySource:
         rebase: bool = True,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        """Open a capture; `rebase` shifts its timestamps so the first record is 'now'."""
+        """Open a capture; `rebase` restamps each record with the moment it is replayed."""
         if speed < 0:
             raise ValueError("speed must be >= 0")
         self._file: IO[str] = open(path, encoding="utf-8")  # noqa: SIM115 - closed in close()
@@ -88,7 +88,9 @@ class ReplaySource:
     def _out(self, advert: Advert) -> Advert:
         if not self.rebase:
             return advert
-        return Advert(advert.ts - self._first_ts + self._wall0, advert.rssi, advert.data)
+        # the moment it is replayed: never in the future, which a server would rightly refuse
+        ts = self.clock() if self.speed == 0 else self._due(advert)
+        return Advert(ts, advert.rssi, advert.data)
 
     def read(self, timeout: float) -> list[Advert]:
         """Records due by now (waiting up to `timeout` for the next one)."""

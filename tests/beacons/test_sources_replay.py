@@ -42,7 +42,7 @@ def test_record_then_replay_gives_back_the_same_adverts(tmp_path: Path) -> None:
     assert out == [Advert(a.ts, a.rssi, a.data) for a in heard]
 
 
-def test_replay_paces_by_the_recorded_gaps_and_rebases_to_now(tmp_path: Path) -> None:
+def test_replay_paces_by_the_recorded_gaps_and_restamps_with_replay_time(tmp_path: Path) -> None:
     capture = tmp_path / "cap.jsonl"
     capture.write_text(
         "\n".join(
@@ -60,7 +60,7 @@ def test_replay_paces_by_the_recorded_gaps_and_rebases_to_now(tmp_path: Path) ->
     assert [a.ts for a in replay.read(0)] == [5000.0]
     assert replay.read(0) == []  # the next record is 2 s later in the capture, 1 s at speed 2
     now[0] += 1.0
-    assert [(a.ts, a.data) for a in replay.read(0)] == [(5002.0, b"\x01")]
+    assert [(a.ts, a.data) for a in replay.read(0)] == [(5001.0, b"\x01")]
     assert replay.bad_lines == 1
     now[0] += 4.0
     assert [a.rssi for a in replay.read(0)] == [-62] and replay.exhausted
