@@ -163,8 +163,8 @@ def _best_cut(enc: _Encoded, idx: np.ndarray, k: int) -> tuple[np.ndarray, np.nd
     keys = enc.keys[:, idx]
     orders_local = np.argsort(keys * len(enc.weights) + enc.tiebreak[idx], axis=1)
     orders = idx[orders_local]
-    pre = _scan_cost(enc, orders)
-    suf = _scan_cost(enc, orders[:, ::-1])[:, ::-1]
+    both = _scan_cost(enc, np.concatenate([orders, orders[:, ::-1]]))
+    pre, suf = both[: len(orders)], both[len(orders) :, ::-1]
     w = np.cumsum(enc.weights[orders], axis=1)
     n_total = w[:, -1:]
     # cut after position i: left = 0..i, right = i+1..
