@@ -97,8 +97,14 @@ def catchment(
     k: int = MIN_K,
     period_start: pd.Timestamp | None = None,
     code: str = "code",
+    period_end: pd.Timestamp | None = None,
 ) -> Catchment:
-    """Catchment of one merchant's visits (subscriber, area, time, dwell[, consent])."""
+    """Catchment of one merchant's visits (subscriber, area, time, dwell[, consent]).
+
+    With period_start, earlier visits only mark subscribers as returning; without it, a
+    subscriber is returning when seen on more than one day.  Use privacy.week_window for the
+    period so catchments, like taste reports, come in fixed weeks.
+    """
     if k < MIN_K:
         raise CatchmentError(f"k must be at least {MIN_K}")
     if not 0.0 < share <= 1.0:
@@ -110,6 +116,9 @@ def catchment(
     if "consent" in v.columns:
         v = v[v["consent"].astype(bool)]
     v = v.assign(area=v["area"].astype(str), time=pd.to_datetime(v["time"]))
+    if period_end is not None:
+        # later visits belong to a later window; they must not leak into this one
+        v = v[v["time"] < period_end]
     unknown = set(v["area"]) - set(areas[code].astype(str))
     if unknown:
         raise CatchmentError(f"visits: area {sorted(unknown)[0]!r} has no polygon")

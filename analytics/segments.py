@@ -56,6 +56,19 @@ def taste_segments(
     return segment, pd.DataFrame(profiles, columns=genres)
 
 
+def describe_report(report: pd.DataFrame, n_top: int = 3, n_segments: int = 3) -> pd.DataFrame:
+    """The report with each row's top genres and taste segment added, for the portal."""
+    genres = _genre_columns(report)
+    out = report.copy()
+    out["top_genres"] = [
+        ", ".join(row.sort_values(ascending=False).index[:n_top])
+        for _, row in report[genres].iterrows()
+    ]
+    segment, _ = taste_segments(report, n_segments)
+    out["segment"] = segment.to_numpy() if len(segment) else []
+    return out
+
+
 def suggest_titles(
     taste: Mapping[str, float],
     catalogue: list[tuple[str, int, dict[str, float]]] | None = None,

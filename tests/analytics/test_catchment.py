@@ -97,3 +97,11 @@ def test_adjacency_on_real_polygons(paris) -> None:
 def test_k_below_five_refused(paris) -> None:
     with pytest.raises(CatchmentError):
         catchment(scenario(), paris, k=3)
+
+
+def test_period_end_keeps_later_visits_out(paris) -> None:
+    visits = scenario()
+    later = visits.assign(time=visits["time"] + pd.Timedelta(days=7))
+    week = catchment(pd.concat([visits, later]), paris, k=5, period_start=START,
+                     period_end=START + pd.Timedelta(days=7))  # fmt: skip
+    assert week.cells["visits"].sum() == 248

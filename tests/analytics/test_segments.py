@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from analytics.segments import suggest_titles, taste_segments
+from analytics.segments import describe_report, suggest_titles, taste_segments
 
 
 def test_two_clear_tastes_fall_in_two_segments() -> None:
@@ -38,3 +38,13 @@ def test_no_shared_genre_scores_zero_and_says_so() -> None:
     out = suggest_titles({"opera": 1.0}, catalogue=[("Carmen", 1984, {"drama": 1.0})])
     assert out.loc[0, "score"] == 0.0
     assert "no genre in common" in out.loc[0, "reason"]
+
+
+def test_describe_report_adds_top_genres_and_segment() -> None:
+    report = pd.DataFrame(
+        {"area": ["a", "b"], "subscribers": [5, 9], "drama": [0.7, 0.1], "comedy": [0.3, 0.9]}
+    )
+    out = describe_report(report, n_top=1, n_segments=2)
+    assert out["top_genres"].tolist() == ["drama", "comedy"]
+    assert out["segment"].nunique() == 2
+    assert out["subscribers"].tolist() == [5, 9]
