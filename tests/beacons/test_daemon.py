@@ -251,3 +251,44 @@ def test_replay_source_reports_its_adapter_state(tmp_path: Path) -> None:
     src = ReplaySource(tmp_path / "c.jsonl", speed=0)
     assert src.adapter == "replay" and len(src.read(0)) == 6 and src.exhausted
     src.close()
+
+
+def test_sigterm_writes_the_open_batch_and_exits_0(tmp_path: Path) -> None:
+    scenario = {
+        "emitters": [
+            {
+                "identity_key": "11" * 16,
+                "exponent": 10,
+                "legs": [{"t0": 0, "t1": 1e9, "venue": "salon", "x": 5, "y": 4}],
+            }
+        ]
+    }
+    (tmp_path / "scenario.json").write_text(json.dumps(scenario))
+    srv = IngestServer({"s1": SECRET}).start()
+    source = 'kind = "simulator"\nscenario = "scenario.json"\nsigma_db = 0.0\nx = 5.0\ny = 4.0'
+    cfg = _toml(tmp_path, srv.url, source, batch_max=10_000, batch_age_s=3600)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "beacons", "run", "--config", str(cfg)],
+        stderr=subprocess.DEVNULL, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
+    )  # fmt: skip
+    try:
+        # the open batch holds sightings (the heartbeat says so) but nothing was sent yet
+        assert srv.wait_for(lambda: any(h["frames_forwarded"] > 0 for h in srv.heartbeats))
+        heard = max(h["frames_forwarded"] for h in srv.heartbeats)
+        assert not srv.batches
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
+    finally:
+        srv.stop()
+    with sqlite3.connect(tmp_path / "queue.sqlite") as after:
+        queued = after.execute("SELECT COUNT(*), COALESCE(SUM(n), 0) FROM batches").fetchone()
+    # the open batch was written to the queue on SIGTERM (or even sent before the sender stopped)
+    assert queued[0] + len(srv.batches) == 1
+    assert queued[1] + len(srv.sightings()) >= heard > 0
+
+
+def test_the_systemd_unit_runs_the_documented_command() -> None:
+    unit = (REPO / "beacons" / "systemd" / "collective-mood-scanner.service").read_text()
+    exec_start = next(line for line in unit.splitlines() if line.startswith("ExecStart="))
+    assert exec_start.endswith("-m beacons run --config /etc/collective-mood/scanner.toml")
+    assert "RestartPreventExitStatus=2" in unit  # a bad config (exit 2) is not retried forever
