@@ -22,6 +22,7 @@ DEFAULTS: dict[str, float] = {
     "huber_k": 1.5,
     "speed_mps": 0.8,
     "accel_mps2": 0.1,
+    "damping_s": 0.0,
     "common_sigma_db": 0.0,
     "new_only": 0.0,
     "count_pow": 0.5,
@@ -173,7 +174,11 @@ def step(
     kf = None
     if "m" in st and "P" in st and len(st["m"]) == 4:
         kf = motion.predict(
-            np.array(st["m"], dtype=float), motion.unpack(st["P"]), dt, p["accel_mps2"]
+            np.array(st["m"], dtype=float),
+            motion.unpack(st["P"]),
+            dt,
+            p["accel_mps2"],
+            p["damping_s"],
         )
         prior_cov = kf[1][:2, :2]
         diff = cells - kf[0][None, :2]

@@ -8,11 +8,17 @@ _TRIU = np.triu_indices(4)
 
 
 def predict(
-    m: np.ndarray, cov: np.ndarray, dt: float, accel: float
+    m: np.ndarray, cov: np.ndarray, dt: float, accel: float, damping_s: float = 0.0
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Constant-velocity prediction over dt seconds with white-noise acceleration."""
+    """Constant-velocity prediction over dt seconds with white-noise acceleration.
+
+    With damping_s > 0 the velocity decays with that time constant: people stop, and a pure
+    constant-velocity prior would carry them on through the wall."""
     f = np.eye(4)
-    f[0, 2] = f[1, 3] = dt
+    decay = float(np.exp(-dt / damping_s)) if damping_s > 0 else 1.0
+    travel = damping_s * (1.0 - decay) if damping_s > 0 else dt
+    f[0, 2] = f[1, 3] = travel
+    f[2, 2] = f[3, 3] = decay
     q1 = np.array([[dt**3 / 3, dt**2 / 2], [dt**2 / 2, dt]]) * accel**2
     q = np.zeros((4, 4))
     q[np.ix_([0, 2], [0, 2])] = q1

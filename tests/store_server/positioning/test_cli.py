@@ -1,0 +1,164 @@
+"""The predict/evaluate command line on the real recording, causality and bad input."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from store_server.positioning.live import VenueModel
+from store_server.positioning.predict import predict
+from store_server.positioning.report import survey_tracks
+from store_server.positioning.venue import load_scanners, load_zones
+
+REPO = Path(__file__).resolve().parents[3]
+
+
+def _run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "store_server.positioning", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+
+
+@pytest.fixture(scope="module")
+def ble(shared_data: Path) -> Path:
+    return shared_data / "ble" / "position-annotated"
+
+
+@pytest.fixture(scope="module")
+def split(ble: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    survey = pd.read_csv(ble / "survey.csv", dtype={"scanner": str, "emitter": str, "zone": str})
+    trk = survey_tracks(survey)
+    tmp = tmp_path_factory.mktemp("split")
+    paths = {n: tmp / f"{n}.csv" for n in ("train", "test", "truth", "pred")}
+    survey.loc[trk != 2].to_csv(paths["train"], index=False)
+    test = survey.loc[trk == 2]
+    test.to_csv(paths["truth"], index=False)
+    test.assign(x=np.nan, y=np.nan, zone=np.nan).to_csv(paths["test"], index=False)
+    return paths
+
+
+def test_predict_then_evaluate_on_a_held_out_track(ble: Path, split: dict[str, Path]) -> None:
+    res = _run(
+        "predict", "--scanners", str(ble / "scanners.csv"), "--zones", str(ble / "zones.geojson"),
+        "--survey", str(split["train"]), "--recording", str(split["test"]),
+        "--out", str(split["pred"]),
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    pred = pd.read_csv(split["pred"], dtype={"emitter": str, "zone": str})
+    assert list(pred.columns) == ["ts", "emitter", "x", "y", "zone"]
+    rec = pd.read_csv(split["test"])
+    expected = np.arange(math.ceil(rec["ts"].min()), math.ceil(rec["ts"].max()) + 1)
+    assert np.array_equal(pred["ts"].to_numpy(), expected)
+    assert set(pred["emitter"]) == {"e78f135624ce"}
+    assert set(pred["zone"].dropna()) <= {f"{a}{n}" for a in "ABC" for n in "123"}
+    res = _run(
+        "evaluate", "--zones", str(ble / "zones.geojson"), "--truth", str(split["truth"]),
+        "--predictions", str(split["pred"]),
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    scores = json.loads(res.stdout)
+    assert {"zone_accuracy", "median_error_m", "p90_error_m", "flaps_per_min"} <= set(scores)
+    assert scores["zone_accuracy"] > 0.6 and scores["median_error_m"] < 2.0
+
+
+def test_estimates_are_causal(ble: Path, split: dict[str, Path]) -> None:
+    model = VenueModel.calibrate(
+        load_scanners(ble / "scanners.csv"),
+        load_zones(ble / "zones.geojson"),
+        pd.read_csv(split["train"], dtype={"scanner": str, "emitter": str}),
+    )
+    rec = pd.read_csv(split["test"], dtype={"scanner": str, "emitter": str})
+    full, _ = predict(model, rec)
+    cut = float(full["ts"].iloc[len(full) // 2])
+    part, _ = predict(model, rec.loc[rec["ts"] <= cut])
+    head = full.loc[full["ts"] <= cut].reset_index(drop=True)
+    pd.testing.assert_frame_equal(part, head)
+
+
+def test_arbitrary_ids_fractional_rssi_and_held_estimates(tmp_path: Path) -> None:
+    (tmp_path / "s.csv").write_text("scanner,x,y\n007,1.0,0.5\nnorth door,4.0,0.5\n")
+    rooms = {
+        "0": [[0, 0], [2, 0], [2, 1], [0, 1], [0, 0]],
+        "Salle Ω": [[3, 0], [5, 0], [5, 1], [3, 1]],
+    }
+    feats = [
+        {
+            "type": "Feature",
+            "properties": {"zone": k},
+            "geometry": {"type": "Polygon", "coordinates": [v]},
+        }
+        for k, v in rooms.items()
+    ]
+    geo = {"type": "FeatureCollection", "features": feats}
+    (tmp_path / "z.geojson").write_text(json.dumps(geo), encoding="utf-8")
+    rows = []
+    for t in range(20):
+        x = 1.0 if t < 10 else 4.0
+        near, far = ("007", "north door") if x < 2 else ("north door", "007")
+        rows += [(100.25 + t, near, -50.5, "0042", x), (100.5 + t, far, -71.25, "0042", x)]
+    rows.append((140.5, "007", -50.0, "0042", 4.0))  # after 19 silent seconds
+    df = pd.DataFrame(rows, columns=["ts", "scanner", "rssi", "emitter", "x"]).assign(y=0.5)
+    df.assign(zone="").to_csv(tmp_path / "survey.csv", index=False)
+    df.assign(x="", y="", zone="").to_csv(tmp_path / "rec.csv", index=False)
+    res = _run(
+        "predict", "--scanners", str(tmp_path / "s.csv"), "--zones", str(tmp_path / "z.geojson"),
+        "--survey", str(tmp_path / "survey.csv"), "--recording", str(tmp_path / "rec.csv"),
+        "--out", str(tmp_path / "p.csv"),
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    pred = pd.read_csv(tmp_path / "p.csv", dtype={"emitter": str, "zone": str})
+    assert set(pred["emitter"]) == {"0042"}
+    assert pred["ts"].tolist() == list(range(101, 142))
+    by_ts = pred.set_index("ts")
+    assert by_ts.loc[105, "zone"] == "0" and by_ts.loc[118, "zone"] == "Salle Ω"
+    assert by_ts.loc[130, "x"] == by_ts.loc[125, "x"]  # nothing heard: the estimate is held
+
+
+@pytest.mark.parametrize(
+    ("case", "content"),
+    [
+        ("missing", None),
+        ("columns", "ts,scanner,rssi\n1,a,-50\n"),
+        ("types", "ts,scanner,emitter,rssi,x,y,zone\n1,a,e,loud,1,1,\n"),
+        ("garbage", "\x00\x01\x02"),
+    ],
+)
+def test_bad_input_gives_one_line_and_nonzero_exit(
+    ble: Path, tmp_path: Path, case: str, content: str | None
+) -> None:
+    survey = tmp_path / "survey.csv"
+    if content is not None:
+        survey.write_text(content)
+    res = _run(
+        "predict", "--scanners", str(ble / "scanners.csv"), "--zones", str(ble / "zones.geojson"),
+        "--survey", str(survey), "--recording", str(survey), "--out", str(tmp_path / "p.csv"),
+    )  # fmt: skip
+    assert res.returncode != 0
+    assert len(res.stderr.strip().splitlines()) == 1, res.stderr
+    assert "Traceback" not in res.stderr
+
+
+def test_bad_zones_and_usage_errors(ble: Path, tmp_path: Path) -> None:
+    bad = tmp_path / "z.geojson"
+    bad.write_text('{"type": "FeatureCollection", "features": [{"geometry": null}]}')
+    for args in (
+        ["evaluate", "--zones", str(bad), "--truth", str(ble / "survey.csv"),
+         "--predictions", str(ble / "survey.csv")],
+        ["evaluate", "--zones", str(ble / "zones.geojson")],
+        ["frobnicate"],
+    ):  # fmt: skip
+        res = _run(*args)
+        assert res.returncode != 0
+        assert len(res.stderr.strip().splitlines()) == 1, res.stderr
