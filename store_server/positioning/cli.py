@@ -11,8 +11,10 @@ from store_server.positioning.evaluate import evaluate
 from store_server.positioning.live import VenueModel
 from store_server.positioning.predict import drift_report, predict
 from store_server.positioning.report import zone_accuracy_report
+from store_server.positioning.survey import MAX_GAP_S, record
 from store_server.positioning.venue import (
     VenueFileError,
+    load_marks,
     load_predictions,
     load_readings,
     load_scanners,
@@ -40,6 +42,13 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--zones", required=True)
     ev.add_argument("--truth", required=True)
     ev.add_argument("--predictions", required=True)
+    rs = sub.add_parser("record-survey", help="turn a capture plus marked positions into a survey")
+    rs.add_argument("--sightings", required=True, help="replay capture ts,scanner,emitter,rssi")
+    rs.add_argument("--marks", required=True, help="installer's marks ts,x,y (metres)")
+    rs.add_argument("--out", required=True)
+    rs.add_argument("--zones", help="zones GeoJSON, to fill the zone column")
+    rs.add_argument("--emitter", help="keep only the reference emitter's sightings")
+    rs.add_argument("--max-gap", type=float, default=MAX_GAP_S, help="seconds between marks")
     return p
 
 
@@ -51,6 +60,8 @@ def main(argv: list[str] | None = None) -> int:
             return _predict(args)
         if args.cmd == "evaluate":
             return _evaluate(args)
+        if args.cmd == "record-survey":
+            return _record_survey(args)
     except VenueFileError as exc:
         sys.stderr.write(f"positioning: {exc}\n")
         return 2
@@ -87,4 +98,15 @@ def _evaluate(args: argparse.Namespace) -> int:
     truth = load_readings(args.truth, positions=True)
     preds = load_predictions(args.predictions)
     print(json.dumps(evaluate(zones, truth, preds)))
+    return 0
+
+
+def _record_survey(args: argparse.Namespace) -> int:
+    sightings = load_readings(args.sightings)
+    marks = load_marks(args.marks)
+    zones = load_zones(args.zones) if args.zones else None
+    out = record(sightings, marks, zones, args.emitter, args.max_gap)
+    if out.empty:
+        raise VenueFileError(f"{args.sightings}: no sighting falls within the marked walk")
+    out.to_csv(args.out, index=False)
     return 0

@@ -90,6 +90,19 @@ def load_predictions(path: str | Path) -> pd.DataFrame:
     return df
 
 
+def load_marks(path: str | Path) -> pd.DataFrame:
+    """Read an installer's marked positions `ts,x,y`."""
+    df = _read_csv(path, {})
+    _require(df, ("ts", "x", "y"), path)
+    try:
+        df = df[["ts", "x", "y"]].astype(float)
+    except (TypeError, ValueError) as exc:
+        raise VenueFileError(f"{path}: ts, x and y must be numbers") from exc
+    if not np.isfinite(df.to_numpy()).all():
+        raise VenueFileError(f"{path}: ts, x and y must be finite")
+    return df
+
+
 def zone_of(
     xs: np.ndarray, ys: np.ndarray, zones: dict[str, BaseGeometry], tol: float = ZONE_TOLERANCE_M
 ) -> list[str | None]:

@@ -162,3 +162,27 @@ def test_bad_zones_and_usage_errors(ble: Path, tmp_path: Path) -> None:
         res = _run(*args)
         assert res.returncode != 0
         assert len(res.stderr.strip().splitlines()) == 1, res.stderr
+
+
+def test_record_survey_interpolates_marks_and_round_trips(ble: Path, tmp_path: Path) -> None:
+    survey = pd.read_csv(ble / "survey.csv", dtype={"scanner": str, "emitter": str, "zone": str})
+    part = survey.iloc[:600]
+    part[["ts", "scanner", "emitter", "rssi"]].to_csv(tmp_path / "cap.csv", index=False)
+    marks = part.drop_duplicates("ts").iloc[::40][["ts", "x", "y"]]
+    marks.to_csv(tmp_path / "marks.csv", index=False)
+    res = _run(
+        "record-survey", "--sightings", str(tmp_path / "cap.csv"), "--marks",
+        str(tmp_path / "marks.csv"), "--zones", str(ble / "zones.geojson"),
+        "--out", str(tmp_path / "s.csv"),
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    got = pd.read_csv(tmp_path / "s.csv", dtype={"scanner": str, "emitter": str, "zone": str})
+    assert list(got.columns) == ["ts", "scanner", "emitter", "rssi", "x", "y", "zone"]
+    assert got["ts"].min() >= marks["ts"].min() and got["ts"].max() <= marks["ts"].max()
+    merged = got.merge(part, on=["ts", "scanner"], suffixes=("", "_true"))
+    err = np.hypot(merged["x"] - merged["x_true"], merged["y"] - merged["y_true"])
+    assert len(merged) == len(got) and float(err.max()) < 0.3
+    assert (merged["zone"] == merged["zone_true"]).mean() > 0.97
+    res = _run("record-survey", "--sightings", str(tmp_path / "cap.csv"), "--marks",
+               str(ble / "scanners.csv"), "--out", str(tmp_path / "x.csv"))  # fmt: skip
+    assert res.returncode != 0 and len(res.stderr.strip().splitlines()) == 1

@@ -97,3 +97,17 @@ def test_evaluate_scores_matching_flaps_and_errors() -> None:
     assert abs(res["zone_accuracy"] - 59 / 61) < 1e-4
     late = _pred([100.0], [1.0], ["a"])
     assert evaluate(zones, truth, late)["scored"] == 0
+
+
+def test_record_survey_drops_rows_outside_marks_or_across_long_gaps() -> None:
+    from store_server.positioning.survey import record
+
+    sightings = pd.DataFrame(
+        {"ts": [0.5, 1.5, 2.0, 50.0, 200.0], "scanner": "s", "emitter": ["r", "r", "x", "r", "r"],
+         "rssi": -60.0}
+    )  # fmt: skip
+    marks = pd.DataFrame({"ts": [1.0, 3.0, 100.0], "x": [0.0, 2.0, 2.0], "y": [0.0, 0.0, 5.0]})
+    got = record(sightings, marks, {"z": box(0, -1, 1.2, 1)}, emitter="r", max_gap_s=30.0)
+    assert got["ts"].tolist() == [1.5]
+    assert got[["x", "y", "zone"]].iloc[0].tolist() == [0.5, 0.0, "z"]
+    assert len(record(sightings, marks, None, max_gap_s=200.0)) == 3

@@ -1,0 +1,43 @@
+"""Survey recording: put the installer's marked positions onto a capture of sightings."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from shapely.geometry.base import BaseGeometry
+
+from store_server.positioning.venue import zone_of
+
+MAX_GAP_S = 30.0
+
+
+def record(
+    sightings: pd.DataFrame,
+    marks: pd.DataFrame,
+    zones: dict[str, BaseGeometry] | None = None,
+    emitter: str | None = None,
+    max_gap_s: float = MAX_GAP_S,
+) -> pd.DataFrame:
+    """Survey rows `ts,scanner,emitter,rssi,x,y,zone`, positions interpolated between marks.
+
+    Sightings outside the marked span, or between two marks further apart than max_gap_s (the
+    installer stopped marking), are dropped: a guessed position would poison the calibration."""
+    marks = marks.sort_values("ts", kind="stable")
+    mt = marks["ts"].to_numpy(float)
+    df = sightings if emitter is None else sightings.loc[sightings["emitter"] == emitter]
+    ts = df["ts"].to_numpy(float)
+    if mt.size == 0 or ts.size == 0:
+        return pd.DataFrame(columns=["ts", "scanner", "emitter", "rssi", "x", "y", "zone"])
+    after = np.searchsorted(mt, ts, side="left")
+    inside = (ts >= mt[0]) & (ts <= mt[-1])
+    lo = np.clip(after - 1, 0, mt.size - 1)
+    hi = np.clip(after, 0, mt.size - 1)
+    exact = mt[hi] == ts
+    gap = np.where(exact, 0.0, mt[hi] - mt[lo])
+    keep = inside & (gap <= max_gap_s)
+    out = df.loc[keep, ["ts", "scanner", "emitter", "rssi"]].copy()
+    out["x"] = np.round(np.interp(out["ts"], mt, marks["x"].to_numpy(float)), 3)
+    out["y"] = np.round(np.interp(out["ts"], mt, marks["y"].to_numpy(float)), 3)
+    found = zone_of(out["x"].to_numpy(), out["y"].to_numpy(), zones) if zones else None
+    out["zone"] = [z or "" for z in found] if found is not None else ""
+    return out.reset_index(drop=True)
