@@ -12,7 +12,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException
 
-from store_server import api, db, devices, optin, redis_store
+from store_server import api, db, devices, ops, optin, redis_store
 from store_server.config import from_env
 from store_server.topology import Topology
 
@@ -38,6 +38,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     devices.register(app, socketio)
     app.register_blueprint(api.bp)
     optin.init_app(app)
+    ops.init_app(app)
     _register_errors(app)
 
     @app.get("/healthz")
