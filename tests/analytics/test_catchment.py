@@ -5,6 +5,8 @@ from __future__ import annotations
 import geopandas as gpd
 import pandas as pd
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from analytics.catchment import METRIC_CRS, CatchmentError, adjacency, catchment
 
@@ -105,3 +107,38 @@ def test_period_end_keeps_later_visits_out(paris) -> None:
     week = catchment(pd.concat([visits, later]), paris, k=5, period_start=START,
                      period_end=START + pd.Timedelta(days=7))  # fmt: skip
     assert week.cells["visits"].sum() == 248
+
+
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 40), st.sampled_from(["75111", "75112", "75101", "75102",
+                                                        "75103", "93048", "94080", "92004"]),
+                  st.integers(0, 6)),
+        min_size=1, max_size=150,
+    ),
+    st.integers(5, 8),
+    st.floats(0.1, 1.0),
+)  # fmt: skip
+def test_every_published_cell_holds_k(paris, raw, k, share) -> None:
+    visits = pd.DataFrame(
+        [(f"s{s}", area, START + pd.Timedelta(days=day), 60.0) for s, area, day in raw],
+        columns=["subscriber", "area", "time", "dwell"],
+    )
+    # one home area per subscriber, as the directory guarantees
+    visits["area"] = visits.groupby("subscriber")["area"].transform("first")
+    result = catchment(visits, paris, share=share, k=k)
+    cells = result.cells
+    recount = {
+        cid: visits.loc[visits["area"].isin(areas), "subscriber"].nunique()
+        for cid, areas in cells["areas"].items()
+    }
+    assert all(n >= k for n in recount.values())
+    assert cells["subscribers"].to_dict() == recount
+    members = [a for areas in cells["areas"] for a in areas]
+    assert len(members) == len(set(members))  # an area is in one cell only
+    assert cells["visits"].sum() + result.suppressed_visits == len(visits)
+    if not cells.empty:
+        assert result.share >= min(share, cells["share"].sum()) - 1e-9
