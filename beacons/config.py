@@ -151,7 +151,8 @@ def parse_config(doc: dict[str, Any], base: Path) -> ScannerConfig:
     parsed = urlparse(url)
     if parsed.scheme not in ("http", "https") or not parsed.netloc:
         raise ConfigError("server.url must be an http(s) URL")
-    batch_max = int(_num(up, "batch_max", 200, 1, 10_000))
+    # 1,000 is the store server's default INGEST_MAX_BATCH: a larger batch would be refused (400)
+    batch_max = int(_num(up, "batch_max", 200, 1, 1_000))
     queue_max = int(_num(up, "queue_max_sightings", 1_000_000, 1, 10**9))
     if queue_max < batch_max:
         raise ConfigError("uplink.queue_max_sightings must be at least batch_max")

@@ -82,6 +82,8 @@ class ScannerDaemon:
         read_timeout_s: float = 0.2,
     ) -> None:
         """Wire the pipeline; nothing runs until `start`."""
+        if not 1 <= batch_max <= queue_max_sightings:
+            raise ValueError("batch_max must be between 1 and queue_max_sightings")
         self.source = source
         self.edge = EdgeFilter(ibeacon_uuids)
         self.queue = SightingQueue(queue_path, max_sightings=queue_max_sightings)
@@ -223,10 +225,16 @@ class ScannerDaemon:
         deadline = time.monotonic() + timeout
         for t in self._threads:
             t.join(max(0.0, deadline - time.monotonic()))
+        stuck = [t.name for t in self._threads if t.is_alive()]
         self._threads.clear()
         self.source.close()
         if self.recorder is not None:
             self.recorder.close()
+        if stuck:
+            # a request still in flight: leave the queue open for it; SQLite keeps it consistent
+            # whatever happens at process exit
+            log.warning("stopping with %s still busy", ", ".join(stuck))
+            return
         self.uplink.close()
         self.queue.close()
 

@@ -125,14 +125,17 @@ class Uplink:
         self._session = requests.Session()
         self._hb_session = requests.Session()
         self._logged: set[str] = set()
+        self._log_lock = threading.Lock()  # the sender and heartbeat threads both report
         self._failing = False
 
     def _note(self, reason: str) -> None:
         # one line per distinct reason, so an hour-long outage does not flood the journal
-        if reason not in self._logged and len(self._logged) < 256:
+        with self._log_lock:
+            if reason in self._logged or len(self._logged) >= 256:
+                return
             self._logged.add(reason)
-            log.warning("uplink: %s", reason)
-        self._failing = True
+            self._failing = True
+        log.warning("uplink: %s", reason)
 
     def _post(self, session: requests.Session, path: str, body: bytes) -> requests.Response:
         headers = signed_headers(self.scanner, self.secret, body)
@@ -157,10 +160,11 @@ class Uplink:
                 reply = resp.json()
                 self.duplicates += bool(reply.get("duplicate"))
                 self.accepted += int(reply.get("accepted", 0))
-            if self._failing:
-                log.info("uplink: delivering again")
-                self._failing = False
+            with self._log_lock:
+                recovered, self._failing = self._failing, False
                 self._logged.clear()
+            if recovered:
+                log.info("uplink: delivering again")
         elif outcome == REJECTED:
             self.queue.delete(batch.seq)
             self.batches_rejected += 1

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import time
 from collections.abc import Callable
 from typing import Any
@@ -21,6 +22,13 @@ from beacons.sources import Advert
 log = logging.getLogger("beacons.bluepy")
 
 RESTART_AFTER_S = 5.0  # how long to leave a failed adapter before trying it again
+# bluepy puts addresses in some error messages; they must not reach the logs
+_MAC = re.compile(r"(?i)\b[0-9a-f]{2}(?::[0-9a-f]{2}){5}\b")
+
+
+def scrub(text: str) -> str:
+    """Text with every BLE address replaced, safe to log."""
+    return _MAC.sub("<address>", text)
 
 
 def iface_index(adapter: str | int) -> int:
@@ -82,7 +90,7 @@ class BluepySource:
         self.adapter = "down"
         self.failures += 1
         self._retry_at = self._monotonic() + RESTART_AFTER_S
-        reason = f"{type(exc).__name__}: {exc}".splitlines()[0][:200]
+        reason = scrub(f"{type(exc).__name__}: {exc}".splitlines()[0][:200])
         if reason != self._last_error:
             log.error("bluepy: adapter hci%d down (%s)", self.iface, reason)
             self._last_error = reason
@@ -113,6 +121,13 @@ class BluepySource:
             return []
         try:
             self._scanner.process(timeout)
+        except btle.BTLEInternalError as exc:
+            if "Address type changed" in exc.message:
+                # one device re-advertised with another address type: a stale bluepy table
+                # entry, not a radio failure; forget the table and keep scanning
+                self._scanner.clear()
+            else:
+                self._fail(exc)
         except (btle.BTLEException, OSError) as exc:
             self._fail(exc)
         else:

@@ -266,7 +266,7 @@ def test_sigterm_writes_the_open_batch_and_exits_0(tmp_path: Path) -> None:
     (tmp_path / "scenario.json").write_text(json.dumps(scenario))
     srv = IngestServer({"s1": SECRET}).start()
     source = 'kind = "simulator"\nscenario = "scenario.json"\nsigma_db = 0.0\nx = 5.0\ny = 4.0'
-    cfg = _toml(tmp_path, srv.url, source, batch_max=10_000, batch_age_s=3600)
+    cfg = _toml(tmp_path, srv.url, source, batch_max=1000, batch_age_s=3600)
     proc = subprocess.Popen(
         [sys.executable, "-m", "beacons", "run", "--config", str(cfg)],
         stderr=subprocess.DEVNULL, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},

@@ -10,6 +10,7 @@ code paths all run for real.
 from __future__ import annotations
 
 import json
+import logging
 import stat
 import sys
 from pathlib import Path
@@ -20,7 +21,7 @@ from bluepy import btle
 from beacons.edge import EdgeFilter
 from beacons.eid import compute_eid
 from beacons.frames import EddystoneEID, encode
-from beacons.sources.bluepy_source import BluepySource, iface_index
+from beacons.sources.bluepy_source import BluepySource, iface_index, scrub
 
 # Reports are paced like a radio's (20 ms apart): bluepy polls the pipe's file descriptor, so lines
 # that arrive together sit in its text buffer until the next one comes, as with the real helper.
@@ -43,8 +44,8 @@ for cmd in sys.stdin:
     if cmd in ("pasv", "scan"):
         for r in reports:
             time.sleep(0.02)
-            fields = ["rsp=$scan", "addr=b" + r["addr"].replace(":", "").upper(), "type=h2",
-                      "rssi=h%X" % (-r["rssi"]), "flag=h0"]
+            fields = ["rsp=$scan", "addr=b" + r["addr"].replace(":", "").upper(),
+                      "type=h%d" % r.get("type", 2), "rssi=h%X" % (-r["rssi"]), "flag=h0"]
             if r["data_hex"]:
                 fields.append("d=b" + r["data_hex"].upper())
             reply("\x1e".join(fields))
@@ -133,3 +134,34 @@ def test_adapter_names() -> None:
     assert iface_index("hci1") == 1 and iface_index(0) == 0 and iface_index("2") == 2
     with pytest.raises(ValueError):
         iface_index("wlan0")
+
+
+def test_an_address_type_change_keeps_scanning_and_logs_no_address(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    reports = [
+        {"addr": MAC, "rssi": -61, "data_hex": EID_ADV.hex(), "type": 2},
+        {"addr": MAC, "rssi": -62, "data_hex": EID_ADV.hex(), "type": 1},  # bluepy raises here
+        {"addr": MAC, "rssi": -63, "data_hex": EID_ADV.hex(), "type": 1},
+    ]
+    exe, _ = _helper(tmp_path, reports)
+    monkeypatch.setattr(btle, "helperExe", exe)
+    src = BluepySource(0)
+    try:
+        heard = []
+        for _ in range(20):
+            heard += src.read(0.5)
+            if heard and heard[-1].rssi == -63:
+                break
+        assert (src.adapter, src.failures) == ("up", 0)
+        # the report bluepy choked on is lost, the scan goes on with the next one
+        assert [a.rssi for a in heard] == [-61, -63]
+    finally:
+        src.close()
+    assert MAC not in caplog.text.lower() and MAC.replace(":", "") not in caplog.text.lower()
+
+
+def test_scrub_removes_addresses_from_error_text() -> None:
+    text = "Address type changed during scan, for address C4:7C:8D:6A:11:22"
+    assert scrub(text) == "Address type changed during scan, for address <address>"
