@@ -2,17 +2,30 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Flask
+from datetime import timedelta
 
-bp = Blueprint("portal", __name__, url_prefix="/portal", template_folder="templates")
+from flask import Flask
 
+from merchant_portal import auth, sockets, views
+from merchant_portal.blueprint import bp
+from merchant_portal.pairing import PairingCodes
 
-@bp.get("/")
-def index() -> str:
-    """Portal home."""
-    return "Collective Mood merchant portal"
+__all__ = ["auth", "bp", "init_app", "views"]
 
 
 def init_app(app: Flask) -> None:
-    """Mount the portal on a store server app."""
+    """Mount the portal at /portal and its Socket.IO handlers on the app's server."""
+    # Session cookies carry the staff sign-in: not readable by scripts, not sent cross-site, and
+    # HTTPS-only outside tests (PORTAL_COOKIE_SECURE overrides, e.g. for a plain-HTTP demo).
+    app.config["SESSION_COOKIE_HTTPONLY"] = True
+    app.config["SESSION_COOKIE_SAMESITE"] = "Lax"
+    app.config["SESSION_COOKIE_SECURE"] = bool(
+        app.config.get("PORTAL_COOKIE_SECURE", not (app.testing or app.debug))
+    )
+    app.config.setdefault("PERMANENT_SESSION_LIFETIME", timedelta(hours=12))
+    app.config["PERMANENT_SESSION_LIFETIME"] = min(
+        app.config["PERMANENT_SESSION_LIFETIME"], timedelta(hours=12)
+    )
+    app.extensions["cm_portal_pairing"] = PairingCodes()
     app.register_blueprint(bp)
+    sockets.register(app, app.extensions["socketio"])

@@ -1,0 +1,129 @@
+"""Staff sign-in and tenancy: who is signed in, and every lookup scoped to their merchant."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from flask import abort, flash, g, redirect, render_template, request, session, url_for
+from sqlalchemy import select
+from werkzeug.security import check_password_hash, generate_password_hash
+
+from merchant_portal.blueprint import bp, t
+from store_server.db import get_db
+from store_server.models import Device, Scanner, StaffUser, Venue
+
+F = TypeVar("F", bound=Callable[..., Any])
+MERCHANT_ROLES = ("owner", "staff")
+# Checked when the email is unknown, so both failures take the same time.
+_DUMMY_HASH = generate_password_hash("no-such-user")
+
+
+def current_staff() -> StaffUser | None:
+    """The signed-in staff member of this request, or None."""
+    if "staff" not in g:
+        staff_id = session.get("staff_id")
+        g.staff = get_db().get(StaffUser, staff_id) if isinstance(staff_id, int) else None
+    return g.staff
+
+
+def login_required(view: F) -> F:
+    """Send anonymous visitors to the sign-in page; refuse accounts without a merchant."""
+
+    @functools.wraps(view)
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        staff = current_staff()
+        if staff is None:
+            return redirect(url_for("portal.login", next=request.full_path.rstrip("?")))
+        if staff.merchant_id is None or staff.role not in MERCHANT_ROLES:
+            abort(403)
+        return view(*args, **kwargs)
+
+    return wrapped  # type: ignore[return-value]
+
+
+def owner_required(view: F) -> F:
+    """Only a merchant owner may change devices and setup."""
+
+    @functools.wraps(view)
+    @login_required
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        if current_staff().role != "owner":  # type: ignore[union-attr]
+            abort(403)
+        return view(*args, **kwargs)
+
+    return wrapped  # type: ignore[return-value]
+
+
+def own_venue(venue_id: int) -> Venue:
+    """The signed-in merchant's venue, else 404 (never 403: ids of others are not confirmed)."""
+    venue = get_db().scalar(
+        select(Venue).where(Venue.id == venue_id, Venue.merchant_id == current_staff().merchant_id)  # type: ignore[union-attr]
+    )
+    if venue is None:
+        abort(404)
+    return venue
+
+
+def own_device(device_id: int) -> Device:
+    """The signed-in merchant's device, else 404."""
+    device = get_db().scalar(
+        select(Device)
+        .join(Venue, Venue.id == Device.venue_id)
+        .where(Device.id == device_id, Venue.merchant_id == current_staff().merchant_id)  # type: ignore[union-attr]
+    )
+    if device is None:
+        abort(404)
+    return device
+
+
+def own_scanner(scanner_id: int) -> Scanner:
+    """The signed-in merchant's scanner, else 404."""
+    scanner = get_db().scalar(
+        select(Scanner)
+        .join(Venue, Venue.id == Scanner.venue_id)
+        .where(Scanner.id == scanner_id, Venue.merchant_id == current_staff().merchant_id)  # type: ignore[union-attr]
+    )
+    if scanner is None:
+        abort(404)
+    return scanner
+
+
+def _safe_next(target: str | None) -> str:
+    # Only same-site paths under the portal, so the sign-in form is no open redirect.
+    if target and target.startswith("/portal/") and not target.startswith("//"):
+        return target
+    return url_for("portal.index")
+
+
+@bp.route("/login", methods=["GET", "POST"])
+def login():  # type: ignore[no-untyped-def]
+    """Sign in with email and password; one generic message for every failure."""
+    if request.method == "GET":
+        return render_template("login.html", next=request.args.get("next", ""))
+    email = request.form.get("email", "").strip().lower()
+    password = request.form.get("password", "")
+    user = get_db().scalar(select(StaffUser).where(StaffUser.email == email)) if email else None
+    ok = check_password_hash(user.password_hash if user else _DUMMY_HASH, password)
+    if not (user and ok):
+        return render_template("login.html", error=t("login_failed"), email=email), 401
+    lang = session.get("lang")
+    # A fresh session at sign-in defeats fixation of a session planted before it.
+    session.clear()
+    session.permanent = True
+    session["staff_id"] = user.id
+    if lang:
+        session["lang"] = lang
+    return redirect(_safe_next(request.form.get("next")))
+
+
+@bp.post("/logout")
+def logout():  # type: ignore[no-untyped-def]
+    """Forget the session."""
+    lang = session.get("lang")
+    session.clear()
+    if lang:
+        session["lang"] = lang
+    flash(t("logged_out"))
+    return redirect(url_for("portal.login"))

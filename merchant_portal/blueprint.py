@@ -1,0 +1,78 @@
+"""The portal blueprint: language, signed-in staff, CSRF and HTML errors for every page."""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+from typing import Any
+
+from flask import Blueprint, abort, g, render_template, request, session
+from werkzeug.exceptions import HTTPException
+
+from merchant_portal.i18n import current_language, translate
+
+bp = Blueprint(
+    "portal",
+    __name__,
+    url_prefix="/portal",
+    template_folder="templates",
+    static_folder="static",
+    static_url_path="/static",
+)
+
+# JSON endpoints called by a device, not a signed-in browser: no session, so no CSRF to forge.
+CSRF_EXEMPT = {"portal.device_pair"}
+
+
+def csrf_token() -> str:
+    """The session's CSRF token, created on first use."""
+    token = session.get("csrf")
+    if not token:
+        token = session["csrf"] = secrets.token_urlsafe(32)
+    return token
+
+
+def t(key: str, **values: object) -> str:
+    """Translate `key` into the request's language."""
+    return translate(g.get("lang", "en"), key, **values)
+
+
+@bp.before_request
+def _prepare() -> None:
+    g.lang = current_language()
+    if request.method in ("POST", "PUT", "PATCH", "DELETE") and request.endpoint not in CSRF_EXEMPT:
+        sent = request.form.get("csrf_token") or request.headers.get("X-CSRF-Token", "")
+        expected = session.get("csrf", "")
+        if not expected or not hmac.compare_digest(sent.encode(), expected.encode()):
+            abort(400)
+
+
+@bp.after_request
+def _headers(resp):  # type: ignore[no-untyped-def]
+    # Pages show pseudonyms and one-time codes: nothing may be cached or framed.
+    resp.headers.setdefault("Cache-Control", "no-store")
+    resp.headers.setdefault("X-Frame-Options", "DENY")
+    resp.headers.setdefault("X-Content-Type-Options", "nosniff")
+    resp.headers.setdefault("Referrer-Policy", "same-origin")
+    return resp
+
+
+@bp.app_context_processor
+def _template_helpers() -> dict[str, Any]:
+    lang = g.get("lang", "en")
+    return {
+        "t": lambda key, **v: translate(lang, key, **v),
+        "lang": lang,
+        "csrf_token": csrf_token,
+        "staff": g.get("staff"),
+    }
+
+
+@bp.errorhandler(HTTPException)
+def _html_error(e: HTTPException):  # type: ignore[no-untyped-def]
+    if e.code in (301, 302, 303, 307, 308):
+        return e
+    key = {404: "not_found", 403: "forbidden", 400: "bad_request"}.get(e.code or 500, "not_found")
+    if request.accept_mimetypes.best == "application/json" or request.is_json:
+        return {"error": t(key)}, e.code
+    return render_template("error.html", message=t(key)), e.code

@@ -1,0 +1,279 @@
+"""The portal's strings in English and French: one catalogue, one lookup, no build step."""
+
+from __future__ import annotations
+
+from flask import request, session
+
+LANGUAGES = ("en", "fr")
+DEFAULT = "en"
+
+CATALOGUE: dict[str, dict[str, str]] = {
+    "en": {
+        "app_name": "Collective Mood",
+        "skip_to_content": "Skip to content",
+        "nav_venues": "Venues",
+        "nav_reports": "Reports",
+        "nav_logout": "Sign out",
+        "language": "Language",
+        "login_title": "Sign in to your merchant portal",
+        "email": "Email",
+        "password": "Password",
+        "sign_in": "Sign in",
+        "login_failed": "Email or password is incorrect.",
+        "logged_out": "You are signed out.",
+        "no_merchant": "This account is not attached to a merchant.",
+        "venues_title": "Your venues",
+        "venue_site": "Site",
+        "venue_vehicle": "Vehicle",
+        "open_live": "Live",
+        "open_qr": "Opt-in QR",
+        "open_devices": "Devices & scanners",
+        "open_setup": "Setup",
+        "live_title": "Live — {venue}",
+        "live_connected": "Live: updates arrive as they happen.",
+        "live_connecting": "Connecting…",
+        "live_disconnected": "Connection lost — the list may be out of date. Reconnecting…",
+        "live_empty": "Nobody who opted in is here right now.",
+        "live_count": "{n} present",
+        "col_subscriber": "Pseudonym",
+        "col_zone": "Zone",
+        "col_dwell": "Here for",
+        "live_privacy": "Pseudonyms differ for every merchant: they never reveal who a person is.",
+        "qr_title": "Opt in — {venue}",
+        "qr_headline": "Bring your music here",
+        "qr_promise_1": "Scan to let your own playlist or taste play while you are here.",
+        "qr_promise_2": "We only see a nickname, never your name.",
+        "qr_promise_3": "You choose what is shared, and you can stop at any time.",
+        "qr_alt": "QR code linking to the opt-in page",
+        "qr_exit": "Back to the portal",
+        "devices_title": "Devices & scanners — {venue}",
+        "devices_heading": "Playback devices",
+        "col_device": "Device",
+        "col_status": "Status",
+        "col_actions": "Actions",
+        "status_paired": "Paired",
+        "status_unpaired": "Not paired",
+        "status_revoked": "Revoked",
+        "no_zone": "no zone",
+        "pair": "Pair",
+        "revoke": "Revoke",
+        "rotate": "Rotate token",
+        "pair_code_title": "Pairing code for {device}",
+        "pair_code_help": (
+            "On the device, open {url} and enter this code within {minutes} minutes. It works once."
+        ),
+        "token_title": "New token for {device}",
+        "token_help": "Shown once: copy it into the device's configuration now.",
+        "revoked_done": "{device} is revoked: it receives nothing more.",
+        "scanners_heading": "Scanners",
+        "col_scanner": "Scanner",
+        "col_heartbeat": "Last heartbeat",
+        "col_queue": "Queue",
+        "col_frames": "Frames heard / dropped",
+        "col_adapter": "Adapter",
+        "never": "never",
+        "seconds_ago": "{s} s ago",
+        "silent_warning": "Silent for more than {s} s: check power and network.",
+        "never_warning": "Never heard from: check that the daemon is installed and configured.",
+        "owner_only": "Only the owner can change devices and setup.",
+        "device_title": "Collective Mood device",
+        "device_pair_heading": "Pair this device",
+        "device_code": "Pairing code",
+        "device_pair_button": "Pair",
+        "device_pair_failed": "This code is wrong or has expired. Ask for a new one.",
+        "device_waiting": "Paired. Waiting for guests who opted in…",
+        "device_revoked": "This device is no longer paired. Ask the owner for a new code.",
+        "device_unpair": "Unpair this device",
+        "device_present": "Now playing for",
+        "device_playlist": "Playlist",
+        "device_preferences": "Preferences",
+        "device_mood": "Mood",
+        "setup_title": "Setup — {venue}",
+        "setup_plan": "Floor plan",
+        "setup_plan_desc": "Zones and scanners of {venue}, in metres.",
+        "setup_no_zones": "No zones yet: upload a GeoJSON file below.",
+        "setup_upload": "Upload zones (GeoJSON)",
+        "setup_upload_help": (
+            "A FeatureCollection of Polygons in the venue's frame, in metres; each feature has "
+            'properties "name" and "kind" (chair, cabin or area). It replaces the zones.'
+        ),
+        "setup_file": "GeoJSON file",
+        "setup_submit": "Upload",
+        "setup_saved": "{n} zones saved.",
+        "setup_scanner_move": "Place a scanner",
+        "setup_scanner_saved": "{scanner} placed at ({x}, {y}).",
+        "setup_x": "x (m)",
+        "setup_y": "y (m)",
+        "save": "Save",
+        "reports_title": "Reports",
+        "reports_empty": (
+            "No report has been published yet. Catchment and taste reports appear here once "
+            "enough visitors have consented to anonymous statistics; every cell covers at least "
+            "k people."
+        ),
+        "geo_not_json": "The file is not valid JSON.",
+        "geo_not_collection": "The file must be a GeoJSON FeatureCollection.",
+        "geo_no_features": "The FeatureCollection has no features.",
+        "geo_too_many": "At most {n} zones per venue.",
+        "geo_not_feature": "Item {i} is not a GeoJSON Feature.",
+        "geo_bad_name": 'Feature {i} needs a "name" property of 1 to {n} characters.',
+        "geo_duplicate": 'Feature {i}: the name "{name}" is used twice.',
+        "geo_bad_kind": 'Zone "{name}" (feature {i}): kind must be one of {kinds}.',
+        "geo_not_polygon": 'Zone "{name}" (feature {i}) must be a Polygon.',
+        "geo_bad_coordinates": 'Zone "{name}" (feature {i}) has unreadable coordinates.',
+        "geo_empty": 'Zone "{name}" (feature {i}) has no area.',
+        "geo_invalid": 'Zone "{name}" (feature {i}) is not a valid polygon: {why}.',
+        "geo_db": "The zones could not be saved: {why}.",
+        "error_title": "Something is not right",
+        "not_found": "This page does not exist or is not yours.",
+        "forbidden": "You are not allowed to do this.",
+        "bad_request": "The form has expired or is invalid. Go back and try again.",
+    },
+    "fr": {
+        "app_name": "Collective Mood",
+        "skip_to_content": "Aller au contenu",
+        "nav_venues": "Lieux",
+        "nav_reports": "Rapports",
+        "nav_logout": "Se déconnecter",
+        "language": "Langue",
+        "login_title": "Connexion à votre portail commerçant",
+        "email": "E-mail",
+        "password": "Mot de passe",
+        "sign_in": "Se connecter",
+        "login_failed": "E-mail ou mot de passe incorrect.",
+        "logged_out": "Vous êtes déconnecté.",
+        "no_merchant": "Ce compte n'est rattaché à aucun commerçant.",
+        "venues_title": "Vos lieux",
+        "venue_site": "Lieu",
+        "venue_vehicle": "Véhicule",
+        "open_live": "En direct",
+        "open_qr": "QR d'inscription",
+        "open_devices": "Appareils et capteurs",
+        "open_setup": "Configuration",
+        "live_title": "En direct — {venue}",
+        "live_connected": "En direct : les changements arrivent dès qu'ils ont lieu.",
+        "live_connecting": "Connexion…",
+        "live_disconnected": (
+            "Connexion perdue — la liste n'est peut-être plus à jour. Reconnexion…"
+        ),
+        "live_empty": "Aucune personne inscrite n'est présente pour l'instant.",
+        "live_count": "{n} présent(s)",
+        "col_subscriber": "Pseudonyme",
+        "col_zone": "Zone",
+        "col_dwell": "Présent depuis",
+        "live_privacy": (
+            "Les pseudonymes diffèrent pour chaque commerçant : ils ne révèlent jamais qui est "
+            "la personne."
+        ),
+        "qr_title": "Inscription — {venue}",
+        "qr_headline": "Votre musique, ici",
+        "qr_promise_1": (
+            "Scannez pour faire jouer votre playlist ou vos goûts pendant votre visite."
+        ),
+        "qr_promise_2": "Nous ne voyons qu'un pseudonyme, jamais votre nom.",
+        "qr_promise_3": "Vous choisissez ce qui est partagé et pouvez arrêter à tout moment.",
+        "qr_alt": "QR code menant à la page d'inscription",
+        "qr_exit": "Retour au portail",
+        "devices_title": "Appareils et capteurs — {venue}",
+        "devices_heading": "Appareils de diffusion",
+        "col_device": "Appareil",
+        "col_status": "État",
+        "col_actions": "Actions",
+        "status_paired": "Appairé",
+        "status_unpaired": "Non appairé",
+        "status_revoked": "Révoqué",
+        "no_zone": "aucune zone",
+        "pair": "Appairer",
+        "revoke": "Révoquer",
+        "rotate": "Renouveler le jeton",
+        "pair_code_title": "Code d'appairage pour {device}",
+        "pair_code_help": (
+            "Sur l'appareil, ouvrez {url} et saisissez ce code dans les {minutes} minutes. "
+            "Il ne sert qu'une fois."
+        ),
+        "token_title": "Nouveau jeton pour {device}",
+        "token_help": "Affiché une seule fois : copiez-le maintenant dans la configuration.",
+        "revoked_done": "{device} est révoqué : il ne reçoit plus rien.",
+        "scanners_heading": "Capteurs",
+        "col_scanner": "Capteur",
+        "col_heartbeat": "Dernier signal",
+        "col_queue": "File d'attente",
+        "col_frames": "Trames reçues / écartées",
+        "col_adapter": "Adaptateur",
+        "never": "jamais",
+        "seconds_ago": "il y a {s} s",
+        "silent_warning": "Muet depuis plus de {s} s : vérifiez l'alimentation et le réseau.",
+        "never_warning": "Aucun signal reçu : vérifiez que le service est installé et configuré.",
+        "owner_only": "Seul le propriétaire peut modifier les appareils et la configuration.",
+        "device_title": "Appareil Collective Mood",
+        "device_pair_heading": "Appairer cet appareil",
+        "device_code": "Code d'appairage",
+        "device_pair_button": "Appairer",
+        "device_pair_failed": "Ce code est faux ou a expiré. Demandez-en un nouveau.",
+        "device_waiting": "Appairé. En attente de clients inscrits…",
+        "device_revoked": "Cet appareil n'est plus appairé. Demandez un nouveau code.",
+        "device_unpair": "Désappairer cet appareil",
+        "device_present": "En cours pour",
+        "device_playlist": "Playlist",
+        "device_preferences": "Préférences",
+        "device_mood": "Ambiance",
+        "setup_title": "Configuration — {venue}",
+        "setup_plan": "Plan",
+        "setup_plan_desc": "Zones et capteurs de {venue}, en mètres.",
+        "setup_no_zones": "Aucune zone : importez un fichier GeoJSON ci-dessous.",
+        "setup_upload": "Importer les zones (GeoJSON)",
+        "setup_upload_help": (
+            "Une FeatureCollection de Polygons dans le repère du lieu, en mètres ; chaque objet "
+            "a les propriétés « name » et « kind » (chair, cabin ou area). Elle remplace les zones."
+        ),
+        "setup_file": "Fichier GeoJSON",
+        "setup_submit": "Importer",
+        "setup_saved": "{n} zones enregistrées.",
+        "setup_scanner_move": "Placer un capteur",
+        "setup_scanner_saved": "{scanner} placé en ({x}, {y}).",
+        "setup_x": "x (m)",
+        "setup_y": "y (m)",
+        "save": "Enregistrer",
+        "reports_title": "Rapports",
+        "reports_empty": (
+            "Aucun rapport publié pour l'instant. Les rapports de zone de chalandise et de goûts "
+            "apparaîtront ici quand assez de visiteurs auront accepté les statistiques anonymes ; "
+            "chaque case couvre au moins k personnes."
+        ),
+        "geo_not_json": "Le fichier n'est pas du JSON valide.",
+        "geo_not_collection": "Le fichier doit être une FeatureCollection GeoJSON.",
+        "geo_no_features": "La FeatureCollection ne contient aucun objet.",
+        "geo_too_many": "Au plus {n} zones par lieu.",
+        "geo_not_feature": "L'élément {i} n'est pas une Feature GeoJSON.",
+        "geo_bad_name": "L'objet {i} doit avoir une propriété « name » de 1 à {n} caractères.",
+        "geo_duplicate": "Objet {i} : le nom « {name} » est utilisé deux fois.",
+        "geo_bad_kind": "Zone « {name} » (objet {i}) : kind doit valoir {kinds}.",
+        "geo_not_polygon": "La zone « {name} » (objet {i}) doit être un Polygon.",
+        "geo_bad_coordinates": "La zone « {name} » (objet {i}) a des coordonnées illisibles.",
+        "geo_empty": "La zone « {name} » (objet {i}) n'a pas de surface.",
+        "geo_invalid": "La zone « {name} » (objet {i}) n'est pas un polygone valide : {why}.",
+        "geo_db": "Les zones n'ont pas pu être enregistrées : {why}.",
+        "error_title": "Quelque chose ne va pas",
+        "not_found": "Cette page n'existe pas ou ne vous appartient pas.",
+        "forbidden": "Vous n'avez pas le droit de faire cela.",
+        "bad_request": "Le formulaire a expiré ou est invalide. Revenez en arrière et réessayez.",
+    },
+}
+
+
+def current_language() -> str:
+    """The request's language: ?lang=, then the session's choice, then Accept-Language."""
+    asked = request.args.get("lang")
+    if asked in LANGUAGES:
+        session["lang"] = asked
+        return asked
+    chosen = session.get("lang")
+    if chosen in LANGUAGES:
+        return chosen
+    return request.accept_languages.best_match(LANGUAGES) or DEFAULT
+
+
+def translate(lang: str, key: str, **values: object) -> str:
+    """The string for `key` in `lang` (English if missing), with {placeholders} filled."""
+    text = CATALOGUE.get(lang, {}).get(key) or CATALOGUE[DEFAULT][key]
+    return text.format(**values) if values else text

@@ -1,0 +1,115 @@
+// The playback device: pair with a code, then show what consent allows and obey revokes.
+(function () {
+  "use strict";
+  var KEY = "cm-device-token";
+  var data = JSON.parse(document.getElementById("device-data").textContent);
+  var S = data.strings;
+  var pairPanel = document.getElementById("pair-panel");
+  var playPanel = document.getElementById("play-panel");
+  var pushes = document.getElementById("pushes");
+  var waiting = document.getElementById("device-waiting");
+  var status = document.getElementById("device-status");
+  var socket = null;
+
+  function el(tag, cls, text) {
+    var e = document.createElement(tag);
+    if (cls) e.className = cls;
+    if (text !== undefined) e.textContent = text;
+    return e;
+  }
+  function setState(state) {
+    status.dataset.state = state;
+    status.textContent = S[state];
+  }
+  function refresh() { waiting.hidden = pushes.children.length > 0; }
+  function find(sub) {
+    for (var i = 0; i < pushes.children.length; i++) {
+      if (pushes.children[i].dataset.subscriber === sub) return pushes.children[i];
+    }
+    return null;
+  }
+  function showPush(ev) {
+    var old = find(ev.subscriber);
+    var li = el("li", "card push");
+    li.dataset.subscriber = ev.subscriber;
+    li.appendChild(el("h2", "pseudonym", ev.subscriber));
+    li.appendChild(el("p", "muted", S.zone + " : " + ev.zone));
+    if (ev.playlist) {
+      li.appendChild(el("p", "scope", S.playlist + " — " + ev.playlist.title));
+      var ol = el("ol", "tracks");
+      ev.playlist.tracks.forEach(function (t) {
+        var item = el("li", t.explicit ? "explicit" : "", t.title + " — " + t.artist);
+        if (t.explicit) item.appendChild(el("span", "badge", "E"));
+        ol.appendChild(item);
+      });
+      li.appendChild(ol);
+    } else if (ev.preferences) {
+      li.appendChild(el("p", "scope", S.preferences));
+      var genres = Object.keys(ev.preferences.genres).sort(function (a, b) {
+        return ev.preferences.genres[b] - ev.preferences.genres[a];
+      });
+      var ul = el("ul", "genres");
+      genres.forEach(function (g) { ul.appendChild(el("li", "genre", g)); });
+      li.appendChild(ul);
+      if (ev.preferences.mood) li.appendChild(el("p", "mood", S.mood + " : " + ev.preferences.mood));
+    }
+    if (old) pushes.replaceChild(li, old); else pushes.appendChild(li);
+  }
+  function onEvent(ev) {
+    if (ev.type === "push") showPush(ev);
+    else if (ev.type === "revoke") { var li = find(ev.subscriber); if (li) li.remove(); }
+    refresh();
+    // Ack only after the page obeyed: the server keeps unacked events for a reconnect.
+    socket.emit("ack", { event_id: ev.event_id });
+  }
+  function showPairing(revoked) {
+    if (socket) { socket.disconnect(); socket = null; }
+    localStorage.removeItem(KEY);
+    pushes.replaceChildren();
+    playPanel.hidden = true;
+    pairPanel.hidden = false;
+    document.getElementById("device-revoked").hidden = !revoked;
+    document.getElementById("pair-code-input").focus();
+  }
+  function connect(token) {
+    pairPanel.hidden = true;
+    playPanel.hidden = false;
+    setState("connecting");
+    refresh();
+    socket = io("/device", { auth: { token: token } });
+    socket.on("connect", function () { setState("connected"); });
+    socket.on("event", onEvent);
+    socket.on("disconnect", function (reason) {
+      setState("disconnected");
+      // The server drops a device it revoked or re-keyed: check whether the token still works.
+      if (reason === "io server disconnect") socket.connect();
+    });
+    socket.on("connect_error", function (err) {
+      if (/token|revoked|suspended/.test(String(err && err.message))) showPairing(true);
+      else setState("disconnected");
+    });
+  }
+
+  document.getElementById("pair-form").addEventListener("submit", function (e) {
+    e.preventDefault();
+    var code = document.getElementById("pair-code-input").value;
+    var error = document.getElementById("pair-error");
+    fetch(data.pair_url, {
+      method: "POST",
+      headers: { "Content-Type": "application/json", Accept: "application/json" },
+      body: JSON.stringify({ code: code }),
+    })
+      .then(function (r) { return r.json().then(function (b) { return { ok: r.ok, body: b }; }); })
+      .then(function (res) {
+        if (!res.ok) { error.hidden = false; return; }
+        error.hidden = true;
+        localStorage.setItem(KEY, res.body.token);
+        connect(res.body.token);
+      })
+      .catch(function () { error.hidden = false; });
+  });
+  document.getElementById("unpair").addEventListener("click", function () { showPairing(false); });
+
+  var token = localStorage.getItem(KEY);
+  if (token) connect(token); else showPairing(false);
+})();

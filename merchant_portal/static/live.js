@@ -1,0 +1,87 @@
+// Live presence for one venue: server-rendered list, then Socket.IO "presence" events.
+(function () {
+  "use strict";
+  var data = JSON.parse(document.getElementById("live-data").textContent);
+  var S = data.strings;
+  var rows = document.getElementById("present-rows");
+  var empty = document.getElementById("live-empty");
+  var count = document.getElementById("live-count");
+  var status = document.getElementById("live-status");
+  // Server clock minus ours, so dwell times do not depend on the tablet's clock.
+  var offset = data.now - Date.now() / 1000;
+
+  function pad(n) { return (n < 10 ? "0" : "") + n; }
+  function dwell(since) {
+    var s = Math.max(0, Math.floor(Date.now() / 1000 + offset - since));
+    var h = Math.floor(s / 3600), m = Math.floor((s % 3600) / 60);
+    return (h ? h + ":" + pad(m) : m) + ":" + pad(s % 60);
+  }
+  function findRow(sub) {
+    for (var i = 0; i < rows.rows.length; i++) {
+      if (rows.rows[i].dataset.subscriber === sub) return rows.rows[i];
+    }
+    return null;
+  }
+  function cell(cls, text) {
+    var td = document.createElement("td");
+    td.className = cls;
+    td.textContent = text;
+    return td;
+  }
+  function add(p) {
+    remove(p.subscriber);
+    var tr = document.createElement("tr");
+    tr.dataset.subscriber = p.subscriber;
+    tr.dataset.since = p.since;
+    tr.appendChild(cell("pseudonym", p.subscriber));
+    tr.appendChild(cell("zone", p.zone));
+    tr.appendChild(cell("dwell", dwell(p.since)));
+    rows.appendChild(tr);
+  }
+  function remove(sub) {
+    var tr = findRow(sub);
+    if (tr) tr.remove();
+  }
+  function refresh() {
+    var n = rows.rows.length;
+    empty.hidden = n > 0;
+    count.textContent = S.count.replace("{n}", n);
+    for (var i = 0; i < n; i++) {
+      rows.rows[i].querySelector(".dwell").textContent = dwell(Number(rows.rows[i].dataset.since));
+    }
+  }
+  function setState(state) {
+    status.dataset.state = state;
+    status.textContent = S[state];
+    document.body.classList.toggle("offline", state === "disconnected");
+  }
+  function resync() {
+    // Events are not buffered while disconnected: after any (re)connect, ask for the truth.
+    fetch(data.present_url, { credentials: "same-origin", headers: { Accept: "application/json" } })
+      .then(function (r) { if (!r.ok) throw new Error(r.status); return r.json(); })
+      .then(function (doc) {
+        offset = doc.now - Date.now() / 1000;
+        rows.replaceChildren();
+        doc.present.forEach(add);
+        refresh();
+      })
+      .catch(function () { setState("disconnected"); });
+  }
+
+  var socket = io("/portal", { auth: { venue: data.venue } });
+  socket.on("connect", function () { setState("connected"); resync(); });
+  socket.on("disconnect", function () { setState("disconnected"); });
+  socket.on("connect_error", function () {
+    setState("disconnected");
+    // A refused namespace is not retried by the client itself; try again a little later.
+    if (!socket.active) setTimeout(function () { socket.connect(); }, 3000);
+  });
+  socket.on("presence", function (ev) {
+    if (ev.venue_id !== data.venue) return;
+    if (ev.kind === "enter") add({ subscriber: ev.subscriber, zone: ev.zone, since: ev.at });
+    else remove(ev.subscriber);
+    refresh();
+  });
+  refresh();
+  setInterval(refresh, 1000);
+})();

@@ -1,0 +1,285 @@
+"""Portal pages: venues, live presence, opt-in QR, devices and scanners, setup, reports."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from flask import (
+    abort,
+    current_app,
+    flash,
+    jsonify,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
+from shapely.geometry import mapping
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from merchant_portal import geo
+from merchant_portal.auth import (
+    current_staff,
+    login_required,
+    own_device,
+    own_scanner,
+    own_venue,
+    owner_required,
+)
+from merchant_portal.blueprint import bp, t
+from merchant_portal.pairing import TTL_S, PairingCodes, grouped
+from merchant_portal.qr import optin_link, qr_svg
+from store_server import services
+from store_server.db import get_db
+from store_server.models import Device, Scanner, Venue, utcnow
+from store_server.occupancy import present
+from store_server.redis_store import get_keys, get_redis
+from store_server.topology import get_topology
+
+SILENT_AFTER_S = 60.0
+DEVICE_NAMESPACE = "/device"
+
+
+def pairing_codes() -> PairingCodes:
+    """This app's pairing codes."""
+    return current_app.extensions["cm_portal_pairing"]
+
+
+@bp.get("/")
+@login_required
+def index():  # type: ignore[no-untyped-def]
+    """The merchant's venues, each with its screens."""
+    venues = get_db().scalars(
+        select(Venue).where(Venue.merchant_id == current_staff().merchant_id).order_by(Venue.id)  # type: ignore[union-attr]
+    )
+    return render_template("index.html", venues=list(venues))
+
+
+@bp.get("/venues/<int:venue_id>/live")
+@login_required
+def live(venue_id: int):  # type: ignore[no-untyped-def]
+    """Who is present now, kept current over Socket.IO."""
+    venue = own_venue(venue_id)
+    people = present(current_app, venue.id)
+    return render_template("live.html", venue=venue, people=people, server_now=time.time())
+
+
+@bp.get("/venues/<int:venue_id>/present.json")
+@login_required
+def present_json(venue_id: int):  # type: ignore[no-untyped-def]
+    """The same list as JSON, for the live page to resynchronise after a reconnect."""
+    venue = own_venue(venue_id)
+    return jsonify({"now": time.time(), "present": present(current_app, venue.id)})
+
+
+@bp.get("/venues/<int:venue_id>/qr")
+@login_required
+def qr(venue_id: int):  # type: ignore[no-untyped-def]
+    """Full-screen opt-in QR with the promise in plain words."""
+    venue = own_venue(venue_id)
+    link = optin_link(current_app, venue.merchant_id, venue.id)
+    return render_template("qr.html", venue=venue, link=link, svg=qr_svg(link))
+
+
+def _scanner_health(scanners: list[Scanner]) -> list[dict[str, Any]]:
+    r, keys, now = get_redis(), get_keys(), time.time()
+    pipe = r.pipeline(transaction=False)
+    for s in scanners:
+        pipe.hgetall(keys.scanner_health(s.id))
+    rows = []
+    for s, h in zip(scanners, pipe.execute(), strict=True):
+        age = round(now - float(h["at"])) if h.get("at") else None
+        rows.append(
+            {
+                "scanner": s,
+                "age_s": age,
+                "silent": age is None or age > SILENT_AFTER_S,
+                "queue_depth": h.get("queue_depth", "—"),
+                "frames_heard": h.get("frames_heard", "—"),
+                "frames_dropped": h.get("frames_dropped", "—"),
+                "adapter": h.get("adapter", "—"),
+            }
+        )
+    return rows
+
+
+def _devices_page(venue: Venue, status: int = 200, **shown: Any):  # type: ignore[no-untyped-def]
+    db = get_db()
+    devices = db.scalars(select(Device).where(Device.venue_id == venue.id).order_by(Device.id))
+    zones = {z.id: z.name for z in venue.zones}
+    scanners = list(
+        db.scalars(select(Scanner).where(Scanner.venue_id == venue.id).order_by(Scanner.name))
+    )
+    return render_template(
+        "devices.html",
+        venue=venue,
+        devices=list(devices),
+        zones=zones,
+        health=_scanner_health(scanners),
+        silent_after=int(SILENT_AFTER_S),
+        is_owner=current_staff().role == "owner",  # type: ignore[union-attr]
+        **shown,
+    ), status
+
+
+@bp.get("/venues/<int:venue_id>/devices")
+@login_required
+def devices(venue_id: int):  # type: ignore[no-untyped-def]
+    """Playback devices and scanner health of a venue."""
+    return _devices_page(own_venue(venue_id))
+
+
+def _drop_device_sockets(device_id: int) -> None:
+    # A revoked or re-keyed device must stop at once, not at its next reconnect.
+    sio = current_app.extensions["socketio"]
+    connected = current_app.extensions.get("cm_connected_devices", {})
+    for sid, d in list(connected.items()):
+        if d == device_id:
+            sio.server.disconnect(sid, namespace=DEVICE_NAMESPACE)
+
+
+@bp.post("/devices/<int:device_id>/pair")
+@owner_required
+def pair(device_id: int):  # type: ignore[no-untyped-def]
+    """Show a short single-use code to type on the device."""
+    device = own_device(device_id)
+    code = pairing_codes().issue(device.id)
+    return _devices_page(
+        get_db().get(Venue, device.venue_id),
+        pair_code=grouped(code),
+        pair_device=device,
+        pair_minutes=int(TTL_S // 60),
+        device_url=url_for("portal.device_page", _external=True),
+    )
+
+
+@bp.post("/devices/<int:device_id>/rotate")
+@owner_required
+def rotate(device_id: int):  # type: ignore[no-untyped-def]
+    """Issue a new token (shown once); the old one stops working now."""
+    device = own_device(device_id)
+    token = services.issue_device_token(device)
+    get_db().commit()
+    get_topology(current_app).invalidate()
+    _drop_device_sockets(device.id)
+    return _devices_page(get_db().get(Venue, device.venue_id), token=token, token_device=device)
+
+
+@bp.post("/devices/<int:device_id>/revoke")
+@owner_required
+def revoke(device_id: int):  # type: ignore[no-untyped-def]
+    """Revoke a device: its token dies and it is disconnected."""
+    device = own_device(device_id)
+    device.revoked_at = utcnow()
+    device.token_hash = None
+    get_db().commit()
+    get_topology(current_app).invalidate()
+    _drop_device_sockets(device.id)
+    flash(t("revoked_done", device=device.name))
+    return redirect(url_for("portal.devices", venue_id=device.venue_id))
+
+
+@bp.get("/device")
+def device_page():  # type: ignore[no-untyped-def]
+    """The tablet page of a playback device (it signs in with its own token, not a session)."""
+    return render_template("device.html")
+
+
+@bp.post("/device/pair")
+def device_pair():  # type: ignore[no-untyped-def]
+    """Redeem a pairing code for a device token."""
+    body = request.get_json(silent=True)
+    code = body.get("code") if isinstance(body, dict) else None
+    if not isinstance(code, str) or len(code) > 32:
+        return jsonify({"error": t("device_pair_failed")}), 400
+    device_id = pairing_codes().redeem(code)
+    db = get_db()
+    device = db.get(Device, device_id) if device_id is not None else None
+    if device is None:
+        return jsonify({"error": t("device_pair_failed")}), 404
+    token = services.issue_device_token(device)
+    db.commit()
+    get_topology(current_app).invalidate()
+    _drop_device_sockets(device.id)
+    return jsonify({"token": token, "device": device.name})
+
+
+def _setup_page(venue: Venue, status: int = 200, **shown: Any):  # type: ignore[no-untyped-def]
+    zones = [(z.name, z.kind, z.polygon) for z in sorted(venue.zones, key=lambda z: z.name)]
+    scanners = [(s.name, s.x, s.y) for s in sorted(venue.scanners, key=lambda s: s.name)]
+    return render_template(
+        "setup.html",
+        venue=venue,
+        plan=geo.plan(zones, scanners),
+        scanners=sorted(venue.scanners, key=lambda s: s.name),
+        has_zones=bool(zones),
+        is_owner=current_staff().role == "owner",  # type: ignore[union-attr]
+        **shown,
+    ), status
+
+
+@bp.get("/venues/<int:venue_id>/setup")
+@login_required
+def setup(venue_id: int):  # type: ignore[no-untyped-def]
+    """The floor plan: zones and scanners drawn from the venue's metric frame."""
+    return _setup_page(own_venue(venue_id))
+
+
+@bp.post("/venues/<int:venue_id>/zones")
+@owner_required
+def upload_zones(venue_id: int):  # type: ignore[no-untyped-def]
+    """Replace the venue's zones with an uploaded GeoJSON FeatureCollection."""
+    venue = own_venue(venue_id)
+    upload = request.files.get("zones")
+    raw = upload.read() if upload else request.form.get("zones_text", "").encode()
+    try:
+        specs = geo.parse_zones(raw)
+    except geo.ZoneError as e:
+        return _setup_page(venue, 400, error=t(e.key, **e.values))
+    db = get_db()
+    existing = {z.name: z for z in venue.zones}
+    try:
+        for spec in specs:
+            zone = existing.pop(spec.name, None)
+            if zone is None:
+                services.add_zone(db, venue, spec.name, spec.kind, spec.polygon)
+            else:
+                zone.kind = spec.kind
+                zone.polygon = mapping(spec.polygon)
+        for gone in existing.values():
+            db.delete(gone)
+        db.commit()
+    except (IntegrityError, ValueError) as e:
+        db.rollback()
+        return _setup_page(venue, 400, error=t("geo_db", why=type(e).__name__))
+    get_topology(current_app).invalidate()
+    db.expire(venue)
+    flash(t("setup_saved", n=len(specs)))
+    return redirect(url_for("portal.setup", venue_id=venue.id))
+
+
+@bp.post("/scanners/<int:scanner_id>/place")
+@owner_required
+def place_scanner(scanner_id: int):  # type: ignore[no-untyped-def]
+    """Move a scanner to a position in the venue's frame."""
+    scanner = own_scanner(scanner_id)
+    try:
+        x, y = float(request.form["x"]), float(request.form["y"])
+    except (KeyError, ValueError):
+        abort(400)
+    if not (abs(x) < 10_000 and abs(y) < 10_000):
+        abort(400)
+    scanner.x, scanner.y = x, y
+    get_db().commit()
+    get_topology(current_app).invalidate()
+    flash(t("setup_scanner_saved", scanner=scanner.name, x=x, y=y))
+    return redirect(url_for("portal.setup", venue_id=scanner.venue_id))
+
+
+@bp.get("/reports")
+@login_required
+def reports():  # type: ignore[no-untyped-def]
+    """Stored reports of the merchant (placeholder until analytics publishes them)."""
+    return render_template("reports.html")

@@ -1,0 +1,220 @@
+"""Portal fixtures: the composed app (store server + portal) on its own fresh stores, the demo
+world, a live server with background jobs, signed sighting batches, and a headless Chromium."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from shapely.geometry import box
+
+from beacons.eid import compute_eid
+from beacons.signing import signed_headers
+from store_server import jobs, services
+from store_server.db import sessions, upgrade
+from store_server.models import Merchant, Venue
+from store_server.redis_store import get_keys, get_redis
+from store_server.seed import CAR_LOGIN, SALON_LOGIN, DemoWorld, seed_demo
+from tests.conftest import LiveServer, drop_keys, fresh_database, make_config
+from wsgi import build_app
+
+REPO = Path(__file__).resolve().parents[2]
+SCREENSHOTS = REPO / "artifacts" / "screenshots"
+SALON_STAFF_LOGIN = ("chair@demo.collective-mood.test", "demo-chair-2026")
+CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+@dataclass
+class PortalWorld:
+    """The seeded demo world plus the ids tests address pages by."""
+
+    demo: DemoWorld
+    salon_venue: int
+    car_venue: int
+    annex_venue: int  # the salon's second venue, which tests may reshape freely
+    devices: dict[str, int]
+    scanners: dict[str, int]
+
+
+@pytest.fixture(scope="session")
+def portal_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """The composed app (wsgi.build_app) on a fresh migrated database and its own Redis prefix."""
+    tmp = tmp_path_factory.mktemp("portal")
+    db_url, drop = fresh_database(tmp, os.environ.get("DATABASE_URL"))
+    upgrade(db_url)
+    application = build_app(make_config(tmp, db_url, os.environ.get("REDIS_URL") or None))
+    yield application
+    drop_keys(get_redis(application), get_keys(application).pattern())
+    application.extensions["cm_engine"].dispose()
+    drop()
+
+
+@pytest.fixture(scope="session")
+def world(portal_app: Any) -> PortalWorld:
+    """The demo salon and car, a non-owner salon account, and an annex venue to reshape."""
+    with sessions(portal_app)() as db:
+        demo = seed_demo(db, portal_app.config["DATA_KEY"])
+        salon = db.query(Merchant).filter_by(slug="salon-meche").one()
+        services.create_staff(db, *SALON_STAFF_LOGIN, "staff", salon)
+        annex = services.create_venue(db, salon, "Salon Mèche Rebelle — Annexe", "site")
+        zone = services.add_zone(db, annex, "bac", "area", box(0, 0, 4, 3))
+        services.add_scanner(db, portal_app.config["DATA_KEY"], annex, "annex-scanner", 2.0, 1.5)
+        services.add_device(db, annex, zone, "annex-speaker")
+        services.add_device(db, annex, zone, "annex-spare")
+        db.commit()
+        venues = {v.name: v.id for v in db.query(Venue)}
+        devices = {d.name: d.id for v in db.query(Venue) for d in _devices(db, v.id)}
+        scanners = {s.name: s.id for v in db.query(Venue) for s in v.scanners}
+    jobs.refresh_resolver(portal_app)
+    return PortalWorld(
+        demo,
+        venues["Salon Mèche Rebelle — Oberkampf"],
+        venues["Berline AB-123-CD"],
+        venues["Salon Mèche Rebelle — Annexe"],
+        devices,
+        scanners,
+    )
+
+
+def _devices(db: Any, venue_id: int) -> list[Any]:
+    from store_server.models import Device
+
+    return list(db.query(Device).filter_by(venue_id=venue_id))
+
+
+@pytest.fixture(scope="session")
+def portal_server(portal_app: Any, world: PortalWorld) -> Iterator[LiveServer]:
+    """The composed app served on a spare port, with the exit sweeper running."""
+    server = LiveServer(portal_app).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def client(portal_app: Any) -> Any:
+    """A Flask test client of the composed app (shadows the store-only one)."""
+    return portal_app.test_client()
+
+
+def csrf_of(html: str) -> str:
+    """The CSRF token embedded in a rendered form."""
+    m = CSRF.search(html)
+    assert m, "page has no CSRF field"
+    return m.group(1)
+
+
+def login(client: Any, email: str, password: str) -> Any:
+    """Sign in through the real form (CSRF included); returns the response."""
+    token = csrf_of(client.get("/portal/login").get_data(as_text=True))
+    return client.post(
+        "/portal/login", data={"email": email, "password": password, "csrf_token": token}
+    )
+
+
+@pytest.fixture
+def salon(client: Any, world: PortalWorld) -> Any:
+    """A test client signed in as the salon's owner."""
+    assert login(client, *SALON_LOGIN).status_code == 302
+    return client
+
+
+@pytest.fixture
+def salon_staff(client: Any, world: PortalWorld) -> Any:
+    """A test client signed in as a salon employee (not the owner)."""
+    assert login(client, *SALON_STAFF_LOGIN).status_code == 302
+    return client
+
+
+def eid_rows(emitter: tuple[bytes, int, int], start: float, rssi: int) -> list[dict]:
+    """Four seconds of an emitter's rotating identifiers, heard at one RSSI."""
+    key, k, base = emitter
+    return [
+        {
+            "ts": start + d,
+            "kind": "eid",
+            "id": compute_eid(key, k, int(start + d) - base).hex(),
+            "rssi": rssi,
+            "tx_power": -20,
+        }
+        for d in (0, 1, 2, 3)
+    ]
+
+
+def post_batch(url: str, scanner: str, secret: str, rows: list[dict]) -> requests.Response:
+    """What a scanner daemon sends: one signed sightings batch over real HTTP."""
+    body = json.dumps({"batch_id": uuid.uuid4().hex, "sent_at": time.time(), "sightings": rows})
+    return requests.post(
+        f"{url}/api/v1/sightings",
+        data=body.encode(),
+        headers=signed_headers(scanner, secret, body.encode()),
+        timeout=10,
+    )
+
+
+def make_present(server: LiveServer, world: PortalWorld, who: str, scanner: str) -> None:
+    """Make a demo subscriber enter the zone of a scanner (they leave by themselves later)."""
+    rows = eid_rows(world.demo.emitters[who], time.time() + 1, -50)
+    resp = post_batch(server.url, scanner, world.demo.scanners[scanner]["secret"], rows)
+    assert resp.status_code == 200, resp.text
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Any]:
+    """One headless Debian Chromium for the session."""
+    from playwright.sync_api import sync_playwright
+
+    exe = shutil.which("chromium")
+    if exe is None:
+        pytest.fail("chromium not found on PATH (apt-get install chromium)")
+    with sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=exe, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def context(browser: Any, portal_server: LiveServer) -> Iterator[Any]:
+    """A fresh browser profile at tablet landscape size, on the live server."""
+    ctx = browser.new_context(viewport={"width": 1280, "height": 800}, base_url=portal_server.url)
+    ctx.set_default_timeout(15_000)
+    yield ctx
+    ctx.close()
+
+
+def screenshot(page: Any, name: str) -> Path:
+    """Save a tablet-size PNG of the page under artifacts/screenshots/."""
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    path = SCREENSHOTS / f"{name}.png"
+    page.screenshot(path=str(path))
+    return path
+
+
+def browser_login(page: Any, email: str, password: str) -> None:
+    """Sign in through the form like a person would."""
+    page.goto("/portal/login?lang=en")
+    page.get_by_label("Email").fill(email)
+    page.get_by_label("Password").fill(password)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url("**/portal/")
+
+
+__all__ = ["CAR_LOGIN", "SALON_LOGIN"]

@@ -1,0 +1,135 @@
+"""Sign-in, sessions, CSRF and tenancy over real HTTP requests to the composed app."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.merchant_portal.conftest import (
+    CAR_LOGIN,
+    SALON_LOGIN,
+    SALON_STAFF_LOGIN,
+    csrf_of,
+    login,
+)
+
+pytestmark = pytest.mark.authz
+
+
+def test_sign_in_sets_a_hardened_session_and_lists_only_own_venues(client, world):
+    resp = login(client, *SALON_LOGIN)
+    assert resp.status_code == 302 and resp.headers["Location"].endswith("/portal/")
+    cookie = resp.headers["Set-Cookie"]
+    assert "HttpOnly" in cookie and "SameSite=Lax" in cookie
+    page = client.get("/portal/").get_data(as_text=True)
+    assert "Oberkampf" in page and "Annexe" in page
+    assert "Berline" not in page
+
+
+def test_bad_credentials_get_one_generic_answer(client, world):
+    wrong_pw = login(client, SALON_LOGIN[0], "not-the-password")
+    unknown = login(client, "nobody@example.test", "whatever-password")
+    assert wrong_pw.status_code == unknown.status_code == 401
+    msg = "Email or password is incorrect."
+    assert msg in wrong_pw.get_data(as_text=True) and msg in unknown.get_data(as_text=True)
+    assert client.get("/portal/").status_code == 302  # still anonymous
+
+
+def test_forms_without_the_csrf_token_are_refused(client, world):
+    resp = client.post("/portal/login", data={"email": SALON_LOGIN[0], "password": SALON_LOGIN[1]})
+    assert resp.status_code == 400
+    assert login(client, *SALON_LOGIN).status_code == 302
+    assert client.post("/portal/logout").status_code == 400
+    assert client.get("/portal/").status_code == 200  # the forged logout did nothing
+
+
+def test_anonymous_visitors_are_sent_to_sign_in_and_back(client, world):
+    resp = client.get(f"/portal/venues/{world.salon_venue}/live")
+    assert resp.status_code == 302 and "/portal/login?next=" in resp.headers["Location"]
+    token = csrf_of(client.get(resp.headers["Location"]).get_data(as_text=True))
+    resp = client.post(
+        "/portal/login",
+        data={
+            "email": SALON_LOGIN[0],
+            "password": SALON_LOGIN[1],
+            "csrf_token": token,
+            "next": f"/portal/venues/{world.salon_venue}/live",
+        },
+    )
+    assert resp.headers["Location"].endswith(f"/portal/venues/{world.salon_venue}/live")
+
+
+def test_sign_in_never_redirects_off_site(client, world):
+    token = csrf_of(client.get("/portal/login").get_data(as_text=True))
+    resp = client.post(
+        "/portal/login",
+        data={
+            "email": SALON_LOGIN[0],
+            "password": SALON_LOGIN[1],
+            "csrf_token": token,
+            "next": "//evil.example/portal/",
+        },
+    )
+    assert resp.headers["Location"].endswith("/portal/")
+    assert "evil" not in resp.headers["Location"]
+
+
+def test_logout_ends_the_session(client, world):
+    login(client, *SALON_LOGIN)
+    token = csrf_of(client.get("/portal/").get_data(as_text=True))
+    assert client.post("/portal/logout", data={"csrf_token": token}).status_code == 302
+    assert client.get("/portal/").status_code == 302
+
+
+def test_merchant_a_gets_404_for_everything_of_merchant_b(salon, world):
+    car = world.car_venue
+    for url in (
+        f"/portal/venues/{car}/live",
+        f"/portal/venues/{car}/present.json",
+        f"/portal/venues/{car}/qr",
+        f"/portal/venues/{car}/devices",
+        f"/portal/venues/{car}/setup",
+        "/portal/venues/999999/live",
+    ):
+        assert salon.get(url).status_code == 404, url
+    token = csrf_of(salon.get("/portal/").get_data(as_text=True))
+    car_device = world.devices["demo-car-tablet"]
+    car_scanner = world.scanners["demo-car-scanner"]
+    for url, data in (
+        (f"/portal/devices/{car_device}/pair", {}),
+        (f"/portal/devices/{car_device}/rotate", {}),
+        (f"/portal/devices/{car_device}/revoke", {}),
+        (f"/portal/scanners/{car_scanner}/place", {"x": "1", "y": "1"}),
+        (f"/portal/venues/{car}/zones", {"zones_text": "{}"}),
+    ):
+        assert salon.post(url, data={"csrf_token": token, **data}).status_code == 404, url
+    # ... while the salon's own pages answer.
+    assert salon.get(f"/portal/venues/{world.salon_venue}/live").status_code == 200
+
+
+def test_and_merchant_b_cannot_see_merchant_a_either(client, world):
+    login(client, *CAR_LOGIN)
+    assert client.get(f"/portal/venues/{world.car_venue}/live").status_code == 200
+    assert client.get(f"/portal/venues/{world.salon_venue}/devices").status_code == 404
+
+
+def test_staff_who_are_not_owners_can_watch_but_not_change_devices(client, world):
+    login(client, *SALON_STAFF_LOGIN)
+    assert client.get(f"/portal/venues/{world.salon_venue}/live").status_code == 200
+    page = client.get(f"/portal/venues/{world.annex_venue}/devices").get_data(as_text=True)
+    assert "Only the owner" in page
+    token = csrf_of(page)
+    device = world.devices["annex-spare"]
+    assert (
+        client.post(f"/portal/devices/{device}/revoke", data={"csrf_token": token}).status_code
+        == 403
+    )
+
+
+def test_language_from_query_then_remembered_or_from_accept_language(client, world):
+    page = client.get("/portal/login", headers={"Accept-Language": "fr-FR,fr;q=0.9"})
+    assert "Se connecter" in page.get_data(as_text=True)
+    assert 'lang="fr"' in page.get_data(as_text=True)
+    assert "Sign in" in client.get("/portal/login?lang=en").get_data(as_text=True)
+    # The explicit choice sticks across pages, whatever the browser says.
+    page = client.get("/portal/login", headers={"Accept-Language": "fr"}).get_data(as_text=True)
+    assert "Sign in" in page
