@@ -470,8 +470,10 @@ def _recode(enc: _Encoded, groups: list[np.ndarray]) -> np.ndarray:
     for j in range(len(enc.nums)):
         low = np.asarray([_format_number(x) for x in lo[:, j]], dtype=object)
         high = np.asarray([_format_number(x) for x in hi[:, j]], dtype=object)
-        ranged = np.asarray([f"[{x},{y}]" for x, y in zip(low, high, strict=True)], dtype=object)
-        columns.append(np.where(lo[:, j] == hi[:, j], low, ranged))
+        # always a range, even [39,39], so every numeric cell parses the same way
+        columns.append(
+            np.asarray([f"[{x},{y}]" for x, y in zip(low, high, strict=True)], dtype=object)
+        )
     if not columns:
         return np.empty((len(enc.weights), 0), dtype=object)
     return np.stack(columns, axis=1)[owner]
