@@ -1,7 +1,7 @@
 """The demo world: a hair salon (two chairs) and a VTC car, and three simulated subscribers.
 
 alice shares her playlist, bob only his preferences, carol never opted in (she is not in the
-database at all: her phone's identifiers are just noise to us). Re-running rotates credentials.
+database at all: her phone's identifiers are just noise to us). Re-running rotates device tokens.
 """
 
 from __future__ import annotations
@@ -43,7 +43,8 @@ class DemoWorld:
 
 
 def seed_demo(db: Session, data_key: str) -> DemoWorld:
-    """Create the demo world if absent, rotate its credentials, and return them."""
+    """Create the demo world if absent and return its credentials (device tokens are rotated,
+    since only their hashes are kept)."""
     if db.scalar(select(Merchant).where(Merchant.slug == "salon-meche")) is None:
         _create(db, data_key)
     world = DemoWorld()
@@ -53,7 +54,7 @@ def seed_demo(db: Session, data_key: str) -> DemoWorld:
                 "venue": s.venue.name,
                 "x": s.x,
                 "y": s.y,
-                "secret": services.rotate_scanner_secret(db, data_key, s),
+                "secret": services.scanner_secret(data_key, s),
             }
             world.merchant_keys[s.venue.name] = s.venue.merchant.pseudonym_key
     for d in db.scalars(select(Device).where(Device.name.like("demo-%"))):

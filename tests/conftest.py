@@ -115,6 +115,22 @@ def redis(app) -> redis_lib.Redis:  # type: ignore[no-untyped-def]
     return get_redis(app)
 
 
+@pytest.fixture
+def sio_client(app):  # type: ignore[no-untyped-def]
+    """Factory of Flask-SocketIO test clients on a namespace (in-process, no network)."""
+    made = []
+
+    def make(namespace: str = "/device", auth: dict | None = None):  # type: ignore[no-untyped-def]
+        c = app.extensions["socketio"].test_client(app, namespace=namespace, auth=auth)
+        made.append(c)
+        return c
+
+    yield make
+    for c in made:
+        if c.is_connected("/device"):
+            c.disconnect("/device")
+
+
 def free_port() -> int:
     """A TCP port nobody listens on right now."""
     with socket.socket() as s:
