@@ -102,10 +102,14 @@ def plan(
         pts = [flip(x, y) for x, y, *_ in coords]
         return "M" + " L".join(f"{x} {y}" for x, y in pts) + " Z"
 
+    font = round(max(maxx - minx, maxy - miny) / 30, 3)
     out_zones = []
     for name, kind, g in shapes:
         d = " ".join([ring(g.exterior.coords)] + [ring(h.coords) for h in g.interiors])
-        lx, ly = flip(*g.representative_point().coords[0])
+        # Label at the top of the zone, clear of the scanner usually standing in its middle.
+        gx0, _gy0, gx1, gy1 = g.bounds
+        lx, ly = flip((gx0 + gx1) / 2, gy1)
+        ly = round(ly + font * 1.3, 3)
         out_zones.append({"name": name, "kind": kind, "d": d, "label_x": lx, "label_y": ly})
     out_scanners = []
     for n, x, y in scanners:
@@ -118,5 +122,5 @@ def plan(
         "height": height,
         "zones": out_zones,
         "scanners": out_scanners,
-        "font": round(max(width, height) / 30, 3),
+        "font": font,
     }

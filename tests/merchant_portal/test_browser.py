@@ -1,0 +1,171 @@
+"""The portal in a real headless Chromium against the live server: sign-in, live presence driven
+by signed sighting batches, the device page's pairing, pushes and revokes, and tenant isolation.
+Each screen is saved as a tablet-size PNG under artifacts/screenshots/."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from playwright.sync_api import expect
+
+from store_server.crypto import pseudonym
+from tests.merchant_portal.conftest import (
+    CAR_LOGIN,
+    SALON_LOGIN,
+    browser_login,
+    make_present,
+    screenshot,
+)
+
+pytestmark = [pytest.mark.browser, pytest.mark.e2e]
+SALON = "Salon Mèche Rebelle — Oberkampf"
+# The sweeper ends a presence 4 s after the last sighting; allow for the batch's 4 s of rows.
+EXIT_WAIT_MS = 20_000
+
+
+def alice_pseudonym(world) -> str:
+    """Alice as the salon sees her."""
+    return pseudonym(world.demo.merchant_keys[SALON], world.demo.subscribers["alice"])
+
+
+def test_sign_in_shows_own_venues(context):
+    page = context.new_page()
+    page.goto("/portal/login?lang=en")
+    screenshot(page, "01-login")
+    page.get_by_label("Email").fill(SALON_LOGIN[0])
+    page.get_by_label("Password").fill("wrong-password")
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_role("alert")).to_have_text("Email or password is incorrect.")
+    page.get_by_label("Password").fill(SALON_LOGIN[1])
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url("**/portal/")
+    expect(page.get_by_role("heading", name=SALON)).to_be_visible()
+    expect(page.get_by_text("Berline")).to_have_count(0)
+    screenshot(page, "02-venues")
+
+
+def test_live_view_follows_a_subscriber_entering_and_leaving(context, portal_server, world):
+    page = context.new_page()
+    browser_login(page, *SALON_LOGIN)
+    page.goto(f"/portal/venues/{world.salon_venue}/live")
+    status = page.locator("#live-status")
+    expect(status).to_have_attribute("data-state", "connected")
+    expect(page.locator("#live-empty")).to_be_visible()
+    screenshot(page, "03-live-empty")
+
+    make_present(portal_server, world, "alice", "demo-salon-scanner-1")
+    row = page.locator(f'#present-rows tr[data-subscriber="{alice_pseudonym(world)}"]')
+    expect(row).to_be_visible()
+    expect(row.locator(".zone")).to_have_text("chair-1")
+    expect(page.locator("#live-empty")).to_be_hidden()
+    expect(page.locator("#live-count")).to_have_text("1 present")
+    # Dwell ticks on the page without any reload.
+    expect(row.locator(".dwell")).to_have_text(re.compile(r"^\d+:\d\d$"))
+    screenshot(page, "04-live-present")
+
+    expect(row).to_have_count(0, timeout=EXIT_WAIT_MS)
+    expect(page.locator("#live-empty")).to_be_visible()
+    expect(page.locator("#live-count")).to_have_text("0 present")
+
+
+def test_device_page_pairs_then_shows_pushes_and_obeys_revokes(context, portal_server, world):
+    owner = context.new_page()
+    browser_login(owner, *SALON_LOGIN)
+    owner.goto(f"/portal/venues/{world.salon_venue}/devices")
+    owner.get_by_role("button", name="Pair — demo-chair-1-speaker").click()
+    code = owner.locator("#pair-code").inner_text()
+    assert re.fullmatch(r"[A-Z2-9]{4}-[A-Z2-9]{4}", code)
+    screenshot(owner, "05-devices-pairing")
+
+    device_ctx = context.browser.new_context(
+        viewport={"width": 1024, "height": 768}, base_url=portal_server.url
+    )
+    try:
+        device = device_ctx.new_page()
+        device.goto("/portal/device?lang=en")
+        device.get_by_label("Pairing code").fill("WRONG-CODE")
+        device.get_by_role("button", name="Pair").click()
+        expect(device.locator("#pair-error")).to_be_visible()
+        device.get_by_label("Pairing code").fill(code.lower())
+        device.get_by_role("button", name="Pair").click()
+        expect(device.locator("#device-status")).to_have_attribute("data-state", "connected")
+        expect(device.locator("#device-waiting")).to_be_visible()
+        # The code worked once: it cannot pair a second device.
+        assert device.request.post("/portal/device/pair", data={"code": code}).status == 404
+
+        make_present(portal_server, world, "alice", "demo-salon-scanner-1")
+        card = device.locator(f'.push[data-subscriber="{alice_pseudonym(world)}"]')
+        expect(card).to_be_visible()
+        expect(card.locator(".scope")).to_have_text("Playlist — Sunday Morning")
+        expect(card.locator(".tracks li")).to_have_count(3)
+        expect(device.locator("#device-waiting")).to_be_hidden()
+        screenshot(device, "06-device-push")
+
+        expect(card).to_have_count(0, timeout=EXIT_WAIT_MS)
+        expect(device.locator("#device-waiting")).to_be_visible()
+    finally:
+        device_ctx.close()
+
+
+def test_revoking_a_device_in_the_portal_stops_it_at_once(context, portal_server, world):
+    owner = context.new_page()
+    browser_login(owner, *SALON_LOGIN)
+    owner.goto(f"/portal/venues/{world.annex_venue}/devices")
+    owner.get_by_role("button", name="Pair — annex-speaker").click()
+    code = owner.locator("#pair-code").inner_text()
+    device = context.browser.new_page(base_url=portal_server.url)
+    try:
+        device.goto("/portal/device?lang=en")
+        device.get_by_label("Pairing code").fill(code)
+        device.get_by_role("button", name="Pair").click()
+        expect(device.locator("#device-status")).to_have_attribute("data-state", "connected")
+
+        owner.get_by_role("button", name="Revoke — annex-speaker").click()
+        expect(owner.get_by_role("status").first).to_contain_text("annex-speaker is revoked")
+        expect(owner.locator('tr[data-device="annex-speaker"] .device-status')).to_have_text(
+            "Revoked"
+        )
+        # The device was disconnected, its token refused: it is back to the pairing form.
+        expect(device.locator("#device-revoked")).to_be_visible()
+        expect(device.locator("#pair-panel")).to_be_visible()
+        assert device.evaluate("localStorage.getItem('cm-device-token')") is None
+    finally:
+        device.close()
+
+
+def test_tenant_isolation_in_the_browser(context, world):
+    page = context.new_page()
+    browser_login(page, *CAR_LOGIN)
+    expect(page.get_by_role("heading", name="Berline AB-123-CD")).to_be_visible()
+    expect(page.get_by_text("Salon")).to_have_count(0)
+    resp = page.goto(f"/portal/venues/{world.salon_venue}/live")
+    assert resp.status == 404
+    expect(page.get_by_text("This page does not exist or is not yours.")).to_be_visible()
+    assert page.request.get(f"/portal/venues/{world.salon_venue}/present.json").status == 404
+
+
+def test_other_screens_render_at_tablet_size(context, world):
+    page = context.new_page()
+    browser_login(page, *SALON_LOGIN)
+    page.goto(f"/portal/venues/{world.salon_venue}/qr")
+    qr = page.locator(".qr-code svg")
+    expect(qr).to_be_visible()
+    box = qr.bounding_box()
+    assert box["width"] >= 400, "the QR must be readable across a counter"
+    link = page.locator(".qr-code").get_attribute("data-link")
+    assert link.startswith(context.pages[0].url.split("/portal")[0] + "/optin/")
+    screenshot(page, "07-optin-qr")
+
+    page.goto(f"/portal/venues/{world.salon_venue}/setup")
+    expect(page.locator("svg.plan g.zone")).to_have_count(2)
+    expect(page.locator("svg.plan g.scanner")).to_have_count(2)
+    screenshot(page, "08-setup")
+
+    page.goto(f"/portal/venues/{world.salon_venue}/devices")
+    expect(page.locator('tr[data-scanner="demo-salon-scanner-1"] .warning')).to_be_visible()
+    screenshot(page, "09-devices-scanners")
+
+    page.goto("/portal/reports?lang=fr")
+    expect(page.get_by_role("heading", name="Rapports")).to_be_visible()
+    screenshot(page, "10-reports-fr")
