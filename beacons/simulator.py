@@ -3,6 +3,13 @@
 Times inside a `World` script are seconds since the world's start; `loop_s` repeats the script.
 Each emitter advertises its current Eddystone-EID frame, computed exactly as a provisioned phone
 would (T = int(now) - time_base).
+
+A scenario file (`[source] scenario = "file.json"`) is one JSON object:
+    {"loop_s": 600,                                   # optional: repeat the script forever
+     "emitters": [{"identity_key": "<32 hex>", "exponent": 10, "time_base": 0,
+                   "tx_power_1m": -59.0,              # time_base and tx_power_1m optional
+                   "legs": [{"t0": 0, "t1": 60, "venue": "salon", "x": 1.0, "y": 2.0,
+                             "to_x": 4.0, "to_y": 2.0}]}]}   # to_x/to_y optional: a walk
 """
 
 from __future__ import annotations
@@ -145,7 +152,7 @@ def demo_world(
 
 
 def world_from_doc(doc: dict[str, Any], start: float) -> World:
-    """A world from a scenario document (see scanner.example.toml); raises ValueError if bad."""
+    """A world from a scenario document (format in the module docstring); ValueError if bad."""
     try:
         emitters = [
             SimEmitter(

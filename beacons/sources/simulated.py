@@ -16,6 +16,9 @@ from beacons.simulator import World, path_loss_rssi
 from beacons.sources import Advert
 
 ADV_DELAY_MAX_S = 0.010  # the BLE spec's pseudo-random advDelay added to every interval
+# A live scanner hears nothing while it is not reading (a stall, a suspend, the clock jumping at
+# boot on a board without RTC): never replay more than this much of the past at once.
+MAX_CATCH_UP_S = 60.0
 
 
 class _Radio:
@@ -100,7 +103,12 @@ class SimulatedSource:
         wait = min(r.next for r in self._radios) - self.clock()
         if wait > 0:
             self._closed.wait(min(wait, timeout))
-        return self.adverts_until(self.clock())
+        now = self.clock()
+        for radio in self._radios:
+            if radio.next < now - MAX_CATCH_UP_S:
+                missed = math.ceil((now - MAX_CATCH_UP_S - radio.next) / radio.interval)
+                radio.next += missed * radio.interval
+        return self.adverts_until(now)
 
     def close(self) -> None:
         """Wake any waiting reader."""

@@ -292,3 +292,27 @@ def test_the_systemd_unit_runs_the_documented_command() -> None:
     exec_start = next(line for line in unit.splitlines() if line.startswith("ExecStart="))
     assert exec_start.endswith("-m beacons run --config /etc/collective-mood/scanner.toml")
     assert "RestartPreventExitStatus=2" in unit  # a bad config (exit 2) is not retried forever
+
+
+def test_a_full_queue_drops_the_oldest_and_says_so_in_the_heartbeat(tmp_path: Path) -> None:
+    world = World([SimEmitter(bytes(16), 10, [Leg(0, 1e9, "salon", 5.0, 4.0)])], 1_700_000_000.0)
+    sim = SimulatedSource(world, "salon", 5.0, 4.0, t0=1_700_000_000.0, interval_s=(0.1, 0.1))
+    heard = sim.adverts_until(1_700_000_020.0)[:100]  # none of them dropped by the edge
+    srv = IngestServer({"s1": SECRET}).start()
+    quiet = SimulatedSource(World([], time.time()), "salon", 0, 0)
+    daemon = ScannerDaemon(
+        server_url=srv.url, scanner="s1", secret=SECRET, source=quiet,
+        queue_path=str(tmp_path / "q.sqlite"), batch_max=10, queue_max_sightings=30,
+    )  # fmt: skip
+    daemon.handle(heard)  # the sender is not running: as if the server were out
+    assert len(heard) == 100
+    assert (daemon.queue.depth, daemon.queue.dropped) == (30, 70)
+    kept = [s["ts"] for b in daemon.queue.all() for s in b.sightings()]
+    assert kept == [a.ts for a in heard[-30:]]  # the newest survive
+    daemon.start()
+    try:
+        assert srv.wait_for(lambda: len(srv.batches) == 3 and srv.heartbeats)
+    finally:
+        daemon.stop()
+        srv.stop()
+    assert srv.heartbeats[0]["queue_dropped"] == 70

@@ -109,3 +109,12 @@ def test_scenario_documents_are_validated() -> None:
         world_from_doc(doc, T0)
     with pytest.raises(ValueError):
         world_from_doc({"emitters": [{"legs": []}]}, T0)
+
+
+def test_a_live_source_does_not_replay_a_long_stall() -> None:
+    now = [T0]
+    world = _one([Leg(0, 1e9, "salon", 1.0, 0.0)])
+    sim = SimulatedSource(world, "salon", 0.0, 0.0, clock=lambda: now[0], interval_s=(0.5, 0.5))
+    now[0] += 3600.0  # an hour without reading (or the clock jumped): not 7,200 adverts at once
+    heard = sim.read(0)
+    assert 100 <= len(heard) <= 121 and heard[0].ts >= now[0] - 60.5
