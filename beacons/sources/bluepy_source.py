@@ -120,7 +120,8 @@ class BluepySource:
             time.sleep(min(timeout, max(0.0, self._retry_at - self._monotonic())))
             return []
         try:
-            self._scanner.process(timeout)
+            # bluepy reads a timeout of 0 as "no timeout": it would block until the next report
+            self._scanner.process(max(timeout, 0.001))
         except btle.BTLEInternalError as exc:
             if "Address type changed" in exc.message:
                 # one device re-advertised with another address type: a stale bluepy table

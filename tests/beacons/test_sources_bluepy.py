@@ -13,6 +13,7 @@ import json
 import logging
 import stat
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -165,3 +166,18 @@ def test_an_address_type_change_keeps_scanning_and_logs_no_address(
 def test_scrub_removes_addresses_from_error_text() -> None:
     text = "Address type changed during scan, for address C4:7C:8D:6A:11:22"
     assert scrub(text) == "Address type changed during scan, for address <address>"
+
+
+def test_a_zero_timeout_read_returns_at_once_on_a_quiet_radio(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    exe, _ = _helper(tmp_path, [])
+    monkeypatch.setattr(btle, "helperExe", exe)
+    src = BluepySource(0)
+    try:
+        reader = threading.Thread(target=lambda: [src.read(0) for _ in range(3)], daemon=True)
+        reader.start()
+        reader.join(10)
+        assert not reader.is_alive() and src.adapter == "up"
+    finally:
+        src.close()
