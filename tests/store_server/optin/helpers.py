@@ -1,0 +1,102 @@
+"""Test data for the opt-in tests: a merchant and venue, directory accounts, signed-in clients."""
+
+from __future__ import annotations
+
+import re
+import secrets
+from dataclasses import dataclass
+
+from flask import Flask
+from flask.testing import FlaskClient
+
+from store_server import services
+from store_server.db import sessions
+from store_server.directory import get_directory
+from store_server.optin.links import make_token
+
+CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
+NONCE = re.compile(r'name="nonce" value="([^"]+)"')
+CHOICES = {
+    "presence": "merchant",
+    "share": "playlist",
+    "statistics": "yes",
+    "home_area": "75111",
+    "duration": "withdrawn",
+}
+
+
+@dataclass
+class Shop:
+    """A merchant with one venue and one zone device."""
+
+    merchant_id: int
+    venue_id: int
+    name: str
+
+
+def make_shop(app: Flask, name: str | None = None) -> Shop:
+    """A fresh merchant with a site and a chair zone with a device."""
+    from shapely.geometry import box
+
+    slug = f"optin-{secrets.token_hex(4)}"
+    with sessions(app)() as db:
+        m = services.create_merchant(db, slug, name or f"Salon {slug}", "salon")
+        v = services.create_venue(db, m, f"{m.name} site", "site")
+        z = services.add_zone(db, v, "chair-1", "chair", box(0, 0, 2, 2))
+        services.add_device(db, v, z, f"{slug}-speaker")
+        db.commit()
+        return Shop(m.id, v.id, m.name)
+
+
+def make_account(app: Flask, display_name: str = "Test Person") -> tuple[str, str]:
+    """A new directory account; returns (username, password)."""
+    username = f"user{secrets.token_hex(5)}"
+    password = secrets.token_urlsafe(12)
+    get_directory(app).add(username, password, display_name)
+    return username, password
+
+
+def new_client(app: Flask, ip: str | None = None) -> FlaskClient:
+    """A test client from its own address (rate limits are per address)."""
+    c = app.test_client()
+    c.environ_base["REMOTE_ADDR"] = (
+        ip or f"10.{secrets.randbelow(250)}.{secrets.randbelow(250)}.{secrets.randbelow(250) + 1}"
+    )
+    return c
+
+
+def csrf(html: str) -> str:
+    """The CSRF token in a page."""
+    m = CSRF.search(html)
+    assert m, "no CSRF token in the page"
+    return m.group(1)
+
+
+def token_for(app: Flask, shop: Shop, *, single_use: bool = False) -> str:
+    """A signed opt-in token for the shop, as the portal's QR carries."""
+    return make_token(
+        app.config["SECRET_KEY"], shop.merchant_id, shop.venue_id, single_use=single_use
+    )
+
+
+def sign_in(client: FlaskClient, token: str, username: str, password: str):  # type: ignore[no-untyped-def]
+    """Open the link and sign in; returns the choices page response."""
+    page = client.get(f"/optin/{token}")
+    assert page.status_code == 200, page.text
+    resp = client.post(
+        f"/optin/{token}/signin",
+        data={"csrf_token": csrf(page.text), "username": username, "password": password},
+    )
+    assert resp.status_code == 303, resp.text
+    return client.get(resp.headers["Location"])
+
+
+def opt_in(client: FlaskClient, token: str, username: str, password: str, **choices: str):  # type: ignore[no-untyped-def]
+    """The whole journey through HTTP; returns the final page response."""
+    page = sign_in(client, token, username, password)
+    assert page.status_code == 200, page.text
+    form = {**CHOICES, **choices}
+    form = {k: v for k, v in form.items() if v is not None}
+    form["csrf_token"] = csrf(page.text)
+    form["nonce"] = NONCE.search(page.text).group(1)
+    return client.post(f"/optin/{token}/consent", data=form)
