@@ -115,13 +115,22 @@ def redis(app) -> redis_lib.Redis:  # type: ignore[no-untyped-def]
     return get_redis(app)
 
 
+@pytest.fixture(scope="module")
+def sio_app(app_config: dict[str, Any]):  # type: ignore[no-untyped-def]
+    """An app of its own for the Socket.IO test client, which patches the server it wraps (so
+    it must never share the app that real clients use)."""
+    application = create_app(app_config)
+    yield application
+    application.extensions["cm_engine"].dispose()
+
+
 @pytest.fixture
-def sio_client(app):  # type: ignore[no-untyped-def]
+def sio_client(sio_app):  # type: ignore[no-untyped-def]
     """Factory of Flask-SocketIO test clients on a namespace (in-process, no network)."""
     made = []
 
     def make(namespace: str = "/device", auth: dict | None = None):  # type: ignore[no-untyped-def]
-        c = app.extensions["socketio"].test_client(app, namespace=namespace, auth=auth)
+        c = sio_app.extensions["socketio"].test_client(sio_app, namespace=namespace, auth=auth)
         made.append(c)
         return c
 

@@ -22,7 +22,7 @@ from store_server import jobs
 from store_server.app import create_app
 from store_server.crypto import pseudonym
 from store_server.db import sessions, upgrade
-from store_server.models import AuditEntry, Visit
+from store_server.models import AuditEntry, Device, Visit
 from store_server.redis_store import get_keys, get_redis
 from store_server.seed import seed_demo
 from tests.conftest import LiveServer, make_config
@@ -87,6 +87,10 @@ def run_slice(app, live_server, db, redis, caplog) -> None:
     caplog.set_level(logging.DEBUG)
     world = seed_demo(db, app.config["DATA_KEY"])
     jobs.refresh_resolver(app)
+    keys = get_keys(app)
+    # Start from empty outboxes: other tests share the demo devices in this session.
+    for device_id in db.scalars(select(Device.id).where(Device.name.in_(list(world.devices)))):
+        redis.delete(keys.outbox(device_id))
     devices = {name: DeviceClient(live_server.url, tok) for name, tok in world.devices.items()}
     carol_key = secrets.token_bytes(16)
     # Sightings start after the consents were given (seeded just now), as they would live.
@@ -174,7 +178,6 @@ def run_slice(app, live_server, db, redis, caplog) -> None:
     assert all(v.zone == "chair-1" for v in visits)  # bob has no statistics consent
 
     # Carol: nothing in Redis (keys or values), SQL (any column of any table) or logs.
-    keys = get_keys(app)
     dump = []
     for k in redis.scan_iter(match=keys.pattern()):
         t = redis.type(k)

@@ -56,3 +56,4 @@ def test_pending_events_replay_on_connect_revokes_first_and_ack_removes(app, db,
     assert bad["ok"] is False
     remaining = [e["subscriber"] for e in outbox.pending(r, keys, device.id, time.time())]
     assert remaining == ["p3"]
+    r.delete(keys.outbox(device.id))  # leave no events for other tests' devices
