@@ -1,0 +1,1 @@
+"""Fault-injection tests: their own redis-server and a cuttable TCP proxy in front of PostgreSQL."""
