@@ -57,6 +57,9 @@ class SightingQueue:
         # every commit, so a power cut cannot lose a batch the daemon believes is queued.
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
+        # Rotating identifiers are pseudonymous personal data: once delivered they must not linger
+        # in free pages; deleted rows are zeroed, and the WAL is emptied whenever the queue is.
+        self._db.execute("PRAGMA secure_delete=ON")
         self._db.executescript(_SCHEMA)
         row = self._db.execute("SELECT COALESCE(SUM(n), 0), COUNT(*) FROM batches").fetchone()
         self._depth, self._batches = int(row[0]), int(row[1])
@@ -136,6 +139,8 @@ class SightingQueue:
             self._db.execute("DELETE FROM batches WHERE seq = ?", (seq,))
             self._depth -= int(row[0])
             self._batches -= 1
+            if self._batches == 0:
+                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             return True
 
     def all(self) -> list[QueuedBatch]:

@@ -102,3 +102,18 @@ def test_kill_9_mid_write_loses_no_queued_batch(tmp_path: Path) -> None:
     assert stored[: len(acknowledged)] == acknowledged
     assert q.depth == 50 * len(stored)  # no torn batch
     q.close()
+
+
+def test_delivered_sightings_leave_no_trace_in_the_queue_files(tmp_path: Path) -> None:
+    q = SightingQueue(tmp_path / "q.sqlite")
+    ids = [f"{i:04x}c0ffee{i:06x}" for i in range(300)]
+    for b in range(3):
+        q.put(f"b{b}", 1.0, [{"ts": 1.0, "kind": "eid", "id": i, "rssi": -60, "tx_power": -18}
+                             for i in ids[b * 100 : (b + 1) * 100]])  # fmt: skip
+    on_disk = b"".join(p.read_bytes() for p in tmp_path.iterdir())
+    assert ids[0].encode() in on_disk
+    while (batch := q.oldest()) is not None:
+        q.delete(batch.seq)
+    on_disk = b"".join(p.read_bytes() for p in tmp_path.iterdir())
+    assert not any(i.encode() in on_disk for i in ids)
+    q.close()
