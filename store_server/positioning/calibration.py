@@ -29,7 +29,12 @@ def fit(
         sub = df.loc[df["scanner"] == s]
         if len(sub) < 5:
             continue
-        a, n, scale = pathloss.fit(_distances(sub, scanners), sub["rssi"].to_numpy(float), pooled)
+        a, n, scale = pathloss.fit(
+            _distances(sub, scanners),
+            sub["rssi"].to_numpy(float),
+            pooled,
+            prior_weight=float((params or {}).get("n_prior_weight", 20.0)),
+        )
         fitted[s] = [round(a, 3), round(n, 4), round(scale, 3)]
     pos, rssi = reference_fingerprints(df, names)
     return {

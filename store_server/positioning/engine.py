@@ -23,6 +23,7 @@ DEFAULTS: dict[str, float] = {
     "speed_mps": 0.8,
     "accel_mps2": 0.1,
     "damping_s": 0.0,
+    "adapt_gate": 4.0,
     "common_sigma_db": 0.0,
     "new_only": 0.0,
     "count_pow": 0.5,
@@ -35,9 +36,12 @@ DEFAULTS: dict[str, float] = {
     "drift_q_db2": 0.002,
     "drift_floor_db": 4.0,
     "stale_s": 10.0,
-    "bandwidth_m": 1.0,
-    "shrink": 1.0,
+    "bandwidth_m": 0.7,
+    "shrink": 0.5,
     "default_sigma_db": 6.0,
+    "knn_weight": 0.0,
+    "knn_k": 5,
+    "knn_sigma_m": 1.0,
 }
 
 
@@ -55,6 +59,8 @@ class Runtime:
     zone_radius: dict[str, float]
     emitter_offsets: dict[str, float]
     params: dict[str, float]
+    ref_pos: np.ndarray
+    ref_rssi: np.ndarray
 
 
 def build_runtime(
@@ -73,6 +79,8 @@ def build_runtime(
     sigma = np.array([pl.get(s, [0, 0, params["default_sigma_db"]])[2] for s in names], dtype=float)
     mu = _expected(grid.cells, pos, a, n)
     fp = calibration.get("fingerprints")
+    ref_pos = np.empty((0, 2))
+    ref = np.empty((0, len(names)))
     if fp and fp.get("pos"):
         ref_pos = np.array(fp["pos"], dtype=float)
         cols = [fp["scanners"].index(s) if s in fp["scanners"] else -1 for s in names]
@@ -96,6 +104,8 @@ def build_runtime(
         zone_radius=radius,
         emitter_offsets=dict(calibration.get("emitter_offsets", {})),
         params=params,
+        ref_pos=ref_pos,
+        ref_rssi=ref,
     )
 
 
@@ -149,25 +159,27 @@ def step(
         if s in rt.index:
             offsets[rt.index[s]], off_var[rt.index[s]] = ov[0], ov[1]
     common = float(rt.emitter_offsets.get(str(st.get("type", "")), 0.0))
-    expected = rt.mu[:, idx] + offsets[idx][None, :] + common
-    sig = rt.sigma[idx][None, :]
-    resid = val[None, :] - expected
+    mu_sel = rt.mu[:, idx]
+    resid = (val - offsets[idx] - common)[None, :] - mu_sel
+    inv_sig = 1.0 / rt.sigma[idx]
     if p["common_sigma_db"] > 0:
         # Emitters differ in transmit power and body shadowing moves every scanner alike: let
         # each cell explain a shared offset, shrunk towards 0, so the shape of the RSSI vector
         # matters more than its level.
-        prec = 1.0 / sig**2
-        shared = (resid * prec).sum(axis=1) / (prec.sum(axis=1) + p["common_sigma_db"] ** -2)
+        prec = inv_sig**2
+        shared = (resid @ prec) / (prec.sum() + p["common_sigma_db"] ** -2)
         resid = resid - shared[:, None]
         common_pen = 0.5 * (shared / p["common_sigma_db"]) ** 2
     else:
         common_pen = 0.0
-    r = resid / sig
-    ar = np.abs(r)
-    k = p["huber_k"]
-    per = np.where(ar <= k, 0.5 * r * r, k * ar - 0.5 * k * k)
-    loss = (per * counts[None, :] ** p["count_pow"]).sum(axis=1) + common_pen
-    logpost = -p["temper"] * loss + rt.cell_logprior
+    # Huber loss per reading: quadratic near the map, linear in the multipath tails.
+    ar = np.abs(resid) * inv_sig
+    hk = np.minimum(ar, p["huber_k"])
+    per = hk * (ar - 0.5 * hk)
+    weights = p["temper"] * counts ** p["count_pow"]
+    logpost = rt.cell_logprior - (per @ weights + p["temper"] * common_pen)
+    if p["knn_weight"] > 0 and rt.ref_pos.shape[0] >= p["knn_k"]:
+        logpost = logpost + _knn_term(rt, idx, val - offsets[idx] - common)
     cells = rt.grid.cells
     last_t = st.get("t")
     dt = 0.0 if last_t is None else max(now - float(last_t), 0.0)
@@ -180,16 +192,24 @@ def step(
             p["accel_mps2"],
             p["damping_s"],
         )
-        prior_cov = kf[1][:2, :2]
-        diff = cells - kf[0][None, :2]
-        inv = np.linalg.inv(prior_cov)
-        logpost = logpost - 0.5 * np.einsum("ni,ij,nj->n", diff, inv, diff)
-    w = np.exp(logpost - logpost.max())
-    w /= w.sum()
-    mean = w @ cells
-    diff = cells - mean[None, :]
-    floor = rt.grid.step**2 / 12.0
-    cov = (diff * w[:, None]).T @ diff + floor * np.eye(2)
+        if p["adapt_gate"] > 0:
+            # A manoeuvre (turn, start, stop) shows as radio evidence far outside the predicted
+            # spread: widen the prior then, so a smooth walk can use a stiff motion model.
+            ml, cl, _ = _moments(cells, logpost)
+            gap = ml - kf[0][:2]
+            nis = float(gap @ np.linalg.solve(kf[1][:2, :2] + cl, gap))
+            if nis > p["adapt_gate"]:
+                kf = (kf[0], kf[1] * (nis / p["adapt_gate"]))
+        inv = np.linalg.inv(kf[1][:2, :2])
+        dx = rt.grid.cells[:, 0] - kf[0][0]
+        dy = rt.grid.cells[:, 1] - kf[0][1]
+        logpost = logpost - 0.5 * (
+            inv[0, 0] * dx * dx + 2 * inv[0, 1] * dx * dy + inv[1, 1] * dy * dy
+        )
+    mean, cov, active = _moments(cells, logpost)
+    w = np.zeros(cells.shape[0])
+    w[active[0]] = active[1]
+    cov = cov + rt.grid.step**2 / 12.0 * np.eye(2)
     if kf is None:
         m4 = np.array([mean[0], mean[1], 0.0, 0.0])
         p4 = np.zeros((4, 4))
@@ -224,12 +244,12 @@ def step(
     if p["drift_prior_db"] > 0:
         # Judge each scanner against the position the others give: otherwise an offset can
         # talk the estimate into a wrong place and then confirm itself there.
-        weighted = p["temper"] * per * counts[None, :] ** p["count_pow"]
-        loo = logpost[:, None] + weighted
+        sel, _ = active
+        loo = logpost[sel, None] + per[sel] * weights[None, :]
         loo = np.exp(loo - loo.max(axis=0, keepdims=True))
         loo /= loo.sum(axis=0, keepdims=True)
-        seen = (loo * rt.mu[:, idx]).sum(axis=0)
-        spread = (loo * (rt.mu[:, idx] - seen[None, :]) ** 2).sum(axis=0)
+        seen = (loo * mu_sel[sel]).sum(axis=0)
+        spread = (loo * (mu_sel[sel] - seen[None, :]) ** 2).sum(axis=0)
         noise = rt.sigma[idx] ** 2 / counts + spread + p["drift_floor_db"] ** 2
         var = np.minimum(off_var[idx] + p["drift_q_db2"] * dt, p["drift_prior_db"] ** 2)
         offsets[idx], off_var[idx] = drift.kalman(offsets[idx], var, val, seen + common, noise)
@@ -240,6 +260,41 @@ def step(
         }
     st["e"] = [round(float(mean[0]), 3), round(float(mean[1]), 3), zone or ""]
     return st, (float(mean[0]), float(mean[1]), zone)
+
+
+def _moments(
+    cells: np.ndarray, logpost: np.ndarray, span: float = 30.0
+) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray]]:
+    """Mean and covariance of the normalised posterior, computed on the cells that matter."""
+    top = float(logpost.max())
+    sel = np.flatnonzero(logpost > top - span)
+    w = np.exp(logpost[sel] - top)
+    w /= w.sum()
+    pts = cells[sel]
+    mean = w @ pts
+    d = pts - mean
+    return mean, (d * w[:, None]).T @ d, (sel, w)
+
+
+def _knn_term(rt: Runtime, idx: np.ndarray, val: np.ndarray) -> np.ndarray:
+    """Fingerprint kNN in signal space, as a Gaussian bump around the neighbours' positions."""
+    p = rt.params
+    ref = rt.ref_rssi[:, idx]
+    both = np.isfinite(ref)
+    shared = both.sum(axis=1)
+    d2 = np.where(both, (ref - val[None, :]) ** 2, 0.0).sum(axis=1) / np.maximum(shared, 1)
+    d2[shared < min(3, idx.size)] = np.inf
+    k = int(p["knn_k"])
+    near = np.argpartition(d2, k - 1)[:k]
+    near = near[np.isfinite(d2[near])]
+    if near.size == 0:
+        return np.zeros(rt.grid.cells.shape[0])
+    w = 1.0 / (np.sqrt(d2[near]) + 1.0)
+    w /= w.sum()
+    centre = w @ rt.ref_pos[near]
+    spread = float(w @ ((rt.ref_pos[near] - centre) ** 2).sum(axis=1)) + p["knn_sigma_m"] ** 2
+    dist2 = ((rt.grid.cells - centre) ** 2).sum(axis=1)
+    return -p["knn_weight"] * 0.5 * dist2 / spread
 
 
 def _zone_probs(rt: Runtime, w: np.ndarray, mean: np.ndarray) -> dict[str, float]:

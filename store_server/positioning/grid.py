@@ -38,7 +38,7 @@ def build(
     x1, y1 = b[:, 2].max(), b[:, 3].max()
     diag = float(np.hypot(x1 - x0, y1 - y0))
     # A margin lets a faint emitter sit outside every zone instead of being forced into one.
-    pad = margin if margin is not None else float(np.clip(0.25 * diag, 1.5, 4.0))
+    pad = margin if margin is not None else float(np.clip(0.1 * diag, 1.5, 3.0))
     x0, y0, x1, y1 = x0 - pad, y0 - pad, x1 + pad, y1 + pad
     area = (x1 - x0) * (y1 - y0)
     step = max(step, float(np.sqrt(area / MAX_CELLS)))
