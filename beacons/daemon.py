@@ -297,8 +297,9 @@ def main(config_path: str) -> int:
     except (ConfigError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except (OSError, sqlite3.Error) as exc:
-        print(f"error: cannot start scanner: {exc}", file=sys.stderr)
+    except (OSError, sqlite3.Error, ImportError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        print(f"error: cannot start scanner: {reason}", file=sys.stderr)
         return 2
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"

@@ -316,3 +316,15 @@ def test_a_full_queue_drops_the_oldest_and_says_so_in_the_heartbeat(tmp_path: Pa
         daemon.stop()
         srv.stop()
     assert srv.heartbeats[0]["queue_dropped"] == 70
+
+
+def test_an_unwritable_queue_exits_2_with_one_line(tmp_path: Path) -> None:
+    cfg = _toml(tmp_path, "http://127.0.0.1:9", 'kind = "simulator"')
+    cfg.write_text(cfg.read_text().replace('"queue.sqlite"', '"no/such/dir/queue.sqlite"'))
+    out = subprocess.run(
+        [sys.executable, "-m", "beacons", "run", "--config", str(cfg)],
+        capture_output=True, text=True, cwd=REPO, timeout=30,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )  # fmt: skip
+    assert out.returncode == 2
+    assert out.stderr.count("\n") == 1 and "cannot start scanner" in out.stderr
