@@ -10,8 +10,8 @@ groups of >= k rows, all blocks stepped in lockstep.  (3) Single tuples move to 
 they cost least (local search).  (4) The suppression budget goes to outliers whose removal saves
 more NCP than a suppressed row costs.  Each group is recoded to the lowest common ancestor
 (categorical) or tight [min,max] (numeric) of its own rows: local recoding.  Measured on Adult
-(bench/anonymize.py): top-down cuts alone 0.074 -> with tie-aware cuts 0.069 -> + local moves
-0.061 -> k-member + moves 0.058 at k=5.
+(bench/anonymize.py) at k=5: top-down cuts alone 0.074 -> with tie-aware cuts 0.069 -> + local
+moves 0.061 -> k-member in 450-row blocks + moves 0.058 -> 3000-row blocks 0.053.
 """
 
 from __future__ import annotations
@@ -25,9 +25,9 @@ import pandas as pd
 from analytics.hierarchy import ROOT, Hierarchy
 
 SUPPRESSED = ROOT
-# rows per block of clustering; on Adult k=5, 200/450/600 rows give NCP 0.059/0.058/0.057
-# for 1.8/2.4/2.7 s
-BLOCK_ROWS = 450
+# rows per block of clustering; on Adult k=5, blocks of 450/1500/3000/6000 rows give NCP
+# 0.058/0.054/0.053/0.052, and k-member time grows with the block (0.3/0.7/1.1/2.5 s CPU)
+BLOCK_ROWS = 3000
 
 
 class AnonymizeError(ValueError):
@@ -41,6 +41,7 @@ class _Categorical:
     ncp: np.ndarray  # node id -> NCP of generalising to it
     codes: np.ndarray  # rows x depth: node id at depth 1..depth (root omitted, leaf repeated)
     order: np.ndarray  # rows: rank of the leaf in depth-first order of the hierarchy
+    anc: np.ndarray  # node id x depth: its ancestor at each depth below the root, -1 below it
 
 
 @dataclass
@@ -98,7 +99,44 @@ def _encode_categorical(name: str, values: np.ndarray, hierarchy: Hierarchy) -> 
     uniq, inv = np.unique(values, return_inverse=True)
     table = np.asarray([leaf_paths[v] for v in uniq], dtype=np.int32).reshape(len(uniq), depth)
     ranks = np.asarray([dfs_rank[v] for v in uniq], dtype=np.int64)
-    return _Categorical(name, labels, ncp, table[inv], ranks[inv])
+    anc = np.full((len(labels), depth), -1, dtype=np.int32)
+    for key, node in node_ids.items():
+        for d in range(1, len(key)):
+            anc[node, d - 1] = node_ids[key[: d + 1]]
+    return _Categorical(name, labels, ncp, table[inv], ranks[inv], anc)
+
+
+@dataclass
+class _LcaTables:
+    """Per categorical attribute, LCA and its NCP for every (node, node) pair, flattened."""
+
+    base: np.ndarray  # attribute -> offset of its table
+    size: np.ndarray  # attribute -> nodes + 1 (the root is the last id)
+    lca: np.ndarray  # flat: node id of LCA(u, v)
+    ncp: np.ndarray  # flat: NCP of LCA(u, v)
+    leaf: np.ndarray  # cats x tuples: node id of the tuple's own value
+
+
+MAX_LCA_CELLS = 4_000_000
+
+
+def _lca_tables(enc: _Encoded) -> _LcaTables | None:
+    """Pairwise LCA tables, or None when a hierarchy is too large for them."""
+    sizes = np.array([len(cat.labels) + 1 for cat in enc.cats], dtype=np.int64)
+    if int((sizes**2).sum()) > MAX_LCA_CELLS:
+        return None
+    lcas, ncps = [], []
+    for cat, size in zip(enc.cats, sizes, strict=True):
+        anc = np.vstack([cat.anc, np.full((1, cat.anc.shape[1]), -1, dtype=np.int32)])
+        agree = (anc[:, None, :] == anc[None, :, :]) & (anc[:, None, :] >= 0)
+        depth = agree.sum(axis=2)  # size x size
+        node = np.where(depth > 0, anc[np.arange(size)[:, None], np.maximum(depth - 1, 0)], -1)
+        node = np.where(node < 0, size - 1, node)  # root
+        lcas.append(node.ravel())
+        ncps.append(np.append(cat.ncp, 1.0)[node].ravel())
+    base = np.cumsum([0, *(sizes**2)])[:-1]
+    leaf = np.stack([cat.codes[:, -1] for cat in enc.cats]).astype(np.int32)
+    return _LcaTables(base, sizes, np.concatenate(lcas), np.concatenate(ncps), leaf)
 
 
 def _encode(
@@ -270,7 +308,9 @@ def _add_cost(
     return per_row * (weight[None, :] + enc.weights[t][:, None]) - cost[None, :]
 
 
-def _kmember(enc: _Encoded, blocks: list[np.ndarray], k: int) -> list[list[np.ndarray]]:
+def _kmember(
+    enc: _Encoded, tables: _LcaTables, blocks: list[np.ndarray], k: int
+) -> list[list[np.ndarray]]:
     """Greedy k-member clustering (Byun et al. 2007) run in lockstep over all blocks.
 
     Each block repeatedly seeds a cluster with the tuple costliest to add to its last cluster and
@@ -284,11 +324,12 @@ def _kmember(enc: _Encoded, blocks: list[np.ndarray], k: int) -> list[list[np.nd
     for i, block in enumerate(blocks):
         idx[i, : len(block)] = block
     left = np.array([enc.weights[b].sum() for b in blocks])
-    values = np.stack([v for _, v, _ in enc.nums], axis=1) if enc.nums else None
+    values = np.stack([v for _, v, _ in enc.nums]) if enc.nums else np.zeros((0, len(enc.weights)))
     spans = np.array([span for _, _, span in enc.nums])
-    ref_lca = enc.codes[idx[:, 0]].copy()  # the first tuple stands in as the previous cluster
-    ref_lo = values[idx[:, 0]].copy() if values is not None else None
-    ref_hi = ref_lo.copy() if ref_lo is not None else None
+    ref = tables.leaf[:, idx[:, 0]].astype(np.int64)  # cats x blocks: the clusters' LCA nodes
+    ncp32 = tables.ncp.astype(np.float32)  # halves memory traffic in the hot loop
+    ref_lo = values[:, idx[:, 0]].copy()  # nums x blocks
+    ref_hi = ref_lo.copy()
     ref_w = np.zeros(b_count, dtype=np.int64)
     ref_cost = np.zeros(b_count)
     is_open = np.zeros(b_count, dtype=bool)
@@ -299,12 +340,15 @@ def _kmember(enc: _Encoded, blocks: list[np.ndarray], k: int) -> list[list[np.nd
         a = np.flatnonzero(active)
         m = int(count[a].max())
         cand = idx[a, :m]
-        d = (ref_lca[a][:, None] == enc.codes[cand]).sum(axis=3)  # b x m x C
-        per = np.take_along_axis(enc.level_ncp[cand], d[..., None], 3)[..., 0].sum(axis=2)
-        if values is not None:
-            v = values[cand]
-            span = np.maximum(ref_hi[a][:, None], v) - np.minimum(ref_lo[a][:, None], v)
-            per += (span / spans).sum(axis=2)
+        # one gather per attribute into its (LCA node x leaf) table beats one 3-d gather
+        offsets = [tables.base[c] + ref[c, a] * tables.size[c] for c in range(len(ref))]
+        per = np.zeros(cand.shape, dtype=np.float32)
+        for c, offset in enumerate(offsets):
+            per += ncp32[offset[:, None] + tables.leaf[c][cand]]
+        for j in range(len(spans)):
+            v = values[j][cand]
+            span = np.maximum(ref_hi[j, a][:, None], v) - np.minimum(ref_lo[j, a][:, None], v)
+            per += span * (1.0 / spans[j])
         inc = per * (ref_w[a][:, None] + enc.weights[cand]) - ref_cost[a][:, None]
         seeding = ~is_open[a]
         score = np.where(seeding[:, None], -inc, inc)
@@ -322,12 +366,12 @@ def _kmember(enc: _Encoded, blocks: list[np.ndarray], k: int) -> list[list[np.nd
         label[t] = clusters[a]
         s_, g_ = a[seeding], a[~seeding]
         ts, tg = t[seeding], t[~seeding]
-        ref_lca[s_] = enc.codes[ts]
-        ref_lca[g_] = np.where(ref_lca[g_] == enc.codes[tg], ref_lca[g_], -1)
-        if values is not None:
-            ref_lo[s_], ref_hi[s_] = values[ts], values[ts]
-            ref_lo[g_] = np.minimum(ref_lo[g_], values[tg])
-            ref_hi[g_] = np.maximum(ref_hi[g_], values[tg])
+        for c, offset in enumerate(offsets):
+            ref[c, s_] = tables.leaf[c][ts]
+            ref[c, g_] = tables.lca[offset[~seeding] + tables.leaf[c][tg]]
+        ref_lo[:, s_], ref_hi[:, s_] = values[:, ts], values[:, ts]
+        ref_lo[:, g_] = np.minimum(ref_lo[:, g_], values[:, tg])
+        ref_hi[:, g_] = np.maximum(ref_hi[:, g_], values[:, tg])
         ref_w[s_] = enc.weights[ts]
         ref_w[g_] += enc.weights[tg]
         ref_cost[s_] = 0.0
@@ -432,7 +476,12 @@ def anonymize(
     # clustering and local search are quadratic, so they run inside blocks of nearby tuples
     # that the NCP-driven cuts carve out
     blocks = _partition(enc, k, np.arange(len(enc.weights)), stop=max(BLOCK_ROWS, 30 * k))
-    groups = [g for block in _kmember(enc, blocks, k) for g in _refine(enc, block, k)]
+    tables = _lca_tables(enc)
+    if tables is None:  # hierarchies too large for pairwise tables: cuts all the way down
+        per_block = [_partition(enc, k, block) for block in blocks]
+    else:
+        per_block = _kmember(enc, tables, blocks, k)
+    groups = [g for block in per_block for g in _refine(enc, block, k)]
     groups, suppressed_tuples = _spend_suppression(enc, groups, k, max_suppression)
     out = df.copy()
     out[qi] = out[qi].astype(object)

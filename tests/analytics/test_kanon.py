@@ -183,3 +183,15 @@ def test_cli_bad_input_is_one_stderr_line(tmp_path, capsys, change, needle) -> N
     assert code == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and needle in err
+
+
+def test_huge_hierarchy_falls_back_to_cuts_and_stays_k_anonymous() -> None:
+    # 2100 leaves make pairwise LCA tables too large, so cuts replace k-member clustering
+    lines = [[f"v{i}", f"g{i // 50}", f"h{i // 700}", "*"] for i in range(2100)]
+    h = {"c": parse_hierarchy(lines)}
+    rng = np.random.default_rng(2)
+    df = pd.DataFrame({"c": [f"v{i}" for i in rng.integers(0, 2100, 400)],
+                       "n": rng.integers(0, 90, 400)})  # fmt: skip
+    result = anonymize(df, ["c", "n"], h, ["n"], 4)
+    assert assert_k_anonymous(df, result.table, ["c", "n"], h, ["n"], 4) == 0
+    assert result.metrics["ncp"] < 0.5
