@@ -153,7 +153,7 @@ class ScannerDaemon:
                 continue
             self.frames_forwarded += 1
             if self.recorder is not None:
-                self.recorder.write(Advert(advert.ts, advert.rssi, advert.data))
+                self.recorder.write(Advert(advert.ts, advert.rssi, "", advert.data))
             if self.batcher.add(sighting.to_json(), time.monotonic()):
                 self._flush()
         if self.batcher.due(time.monotonic()):

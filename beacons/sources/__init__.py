@@ -16,8 +16,8 @@ class Advert:
 
     ts: float
     rssi: float
+    address: str = field(repr=False)  # "" when the source has none (replay)
     data: bytes
-    address: str = field(default="", repr=False)
 
 
 class Source(Protocol):

@@ -43,7 +43,7 @@ def iface_index(adapter: str | int) -> int:
 def advert_from_entry(entry: Any, ts: float) -> Advert:
     """An advert from a ScanEntry: `rawData` is the AD bytes of the report just received."""
     raw = entry.rawData if isinstance(entry.rawData, bytes | bytearray) else b""
-    return Advert(ts, entry.rssi, bytes(raw), entry.addr)
+    return Advert(ts, entry.rssi, entry.addr, bytes(raw))
 
 
 class _Delegate(btle.DefaultDelegate):

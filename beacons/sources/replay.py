@@ -28,7 +28,7 @@ def parse_line(line: str) -> Advert:
         raise ValueError(f"not a capture record: {exc}") from None
     if not (math.isfinite(ts) and math.isfinite(rssi)):
         raise ValueError("not a capture record: non-finite number")
-    return Advert(ts, int(rssi) if rssi.is_integer() else rssi, data)
+    return Advert(ts, int(rssi) if rssi.is_integer() else rssi, "", data)
 
 
 def format_line(advert: Advert) -> str:
@@ -90,7 +90,7 @@ class ReplaySource:
             return advert
         # the moment it is replayed: never in the future, which a server would rightly refuse
         ts = self.clock() if self.speed == 0 else self._due(advert)
-        return Advert(ts, advert.rssi, advert.data)
+        return Advert(ts, advert.rssi, "", advert.data)
 
     def read(self, timeout: float) -> list[Advert]:
         """Records due by now (waiting up to `timeout` for the next one)."""

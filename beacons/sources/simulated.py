@@ -80,7 +80,7 @@ class SimulatedSource:
         rssi = round(path_loss_rssi(tx, d, self.n) + shadow)
         if rssi < self.floor_dbm:
             return None
-        return Advert(ts, rssi, self.world.advert(radio.index, ts), radio.address)
+        return Advert(ts, rssi, radio.address, self.world.advert(radio.index, ts))
 
     def adverts_until(self, now: float) -> list[Advert]:
         """Every advert heard up to unix time `now` since the last call, in time order."""

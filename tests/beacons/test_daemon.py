@@ -48,7 +48,7 @@ def _capture(path: Path, rounds: int) -> Counter:
         for data, want in adverts:
             ts += 0.01
             rssi = -50 - r % 40
-            rec.write(Advert(ts, rssi, data))
+            rec.write(Advert(ts, rssi, "", data))
             if want:
                 expected[(*want, rssi)] += 1
     rec.close()
@@ -135,7 +135,7 @@ def test_no_ble_address_reaches_the_queue_the_capture_or_the_logs(
     world = demo_world(1_700_000_000.0, emitters=6, seed=9)
     sim = SimulatedSource(world, "salon", 5.0, 4.0, seed=9, t0=1_700_000_000.0)
     heard = sim.adverts_until(1_700_000_300.0)
-    noise = [Advert(a.ts, -70, encode(EddystoneURL("https://x.fr", -20)), "11:22:33:44:55:66")
+    noise = [Advert(a.ts, -70, "11:22:33:44:55:66", encode(EddystoneURL("https://x.fr", -20)))
              for a in heard[:50]]  # fmt: skip
     macs = {a.address for a in heard + noise}
     assert len(macs) == 7

@@ -24,7 +24,7 @@ MAC = "5e:9a:01:02:03:04"
 
 
 def _adv(data: bytes) -> Advert:
-    return Advert(10.5, -67, data, MAC)
+    return Advert(10.5, -67, MAC, data)
 
 
 def test_eid_frames_become_sightings_without_the_address() -> None:

@@ -14,9 +14,9 @@ from beacons.sources.simulated import SimulatedSource
 
 
 def test_a_line_has_exactly_ts_rssi_and_data_hex_and_never_the_address() -> None:
-    line = format_line(Advert(12.5, -70, b"\x02\x01\x06", address="aa:bb:cc:dd:ee:ff"))
+    line = format_line(Advert(12.5, -70, "aa:bb:cc:dd:ee:ff", b"\x02\x01\x06"))
     assert json.loads(line) == {"ts": 12.5, "rssi": -70, "data_hex": "020106"}
-    assert parse_line(line) == Advert(12.5, -70, b"\x02\x01\x06")
+    assert parse_line(line) == Advert(12.5, -70, "", b"\x02\x01\x06")
     for bad in ("{}", "[]", "nope", '{"ts": 1, "rssi": -1, "data_hex": "zz"}',
                 '{"ts": NaN, "rssi": -1, "data_hex": ""}'):  # fmt: skip
         with pytest.raises(ValueError):
@@ -39,7 +39,7 @@ def test_record_then_replay_gives_back_the_same_adverts(tmp_path: Path) -> None:
     while not replay.exhausted:
         out += replay.read(0.1)
     replay.close()
-    assert out == [Advert(a.ts, a.rssi, a.data) for a in heard]
+    assert out == [Advert(a.ts, a.rssi, "", a.data) for a in heard]
 
 
 def test_replay_paces_by_the_recorded_gaps_and_restamps_with_replay_time(tmp_path: Path) -> None:
