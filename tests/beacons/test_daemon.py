@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from beacons.config import load_config
-from beacons.daemon import ScannerDaemon, daemon_from_config
+from beacons.daemon import Batcher, ScannerDaemon, daemon_from_config
 from beacons.eid import compute_eid
 from beacons.frames import EddystoneEID, EddystoneURL, ExposureNotification, IBeacon, encode
 from beacons.simulator import Leg, SimEmitter, World, demo_world
@@ -328,3 +328,13 @@ def test_an_unwritable_queue_exits_2_with_one_line(tmp_path: Path) -> None:
     )  # fmt: skip
     assert out.returncode == 2
     assert out.stderr.count("\n") == 1 and "cannot start scanner" in out.stderr
+
+
+def test_batcher_closes_a_batch_on_size_or_on_age() -> None:
+    b = Batcher(max_n=3, max_age_s=1.0)
+    assert not b.due(0.0) and b.wait_s(0.0, 0.2) == 0.2
+    assert not b.add({"i": 1}, 10.0) and not b.add({"i": 2}, 10.5)
+    assert not b.due(10.9) and b.wait_s(10.9, 0.2) == pytest.approx(0.1)
+    assert b.due(11.0) and b.wait_s(11.5, 0.2) == 0.0
+    assert b.add({"i": 3}, 10.6)  # full
+    assert [x["i"] for x in b.take()] == [1, 2, 3] and not b.items and not b.due(99.0)
