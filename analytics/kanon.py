@@ -135,8 +135,12 @@ def _lca_tables(enc: _Encoded) -> _LcaTables | None:
         lcas.append(node.ravel())
         ncps.append(np.append(cat.ncp, 1.0)[node].ravel())
     base = np.cumsum([0, *(sizes**2)])[:-1]
-    leaf = np.stack([cat.codes[:, -1] for cat in enc.cats]).astype(np.int32)
-    return _LcaTables(base, sizes, np.concatenate(lcas), np.concatenate(ncps), leaf)
+    leaf = np.array([cat.codes[:, -1] for cat in enc.cats], dtype=np.int32).reshape(
+        len(enc.cats), len(enc.weights)
+    )
+    lca = np.concatenate(lcas) if lcas else np.zeros(0, dtype=np.int64)
+    ncp = np.concatenate(ncps) if ncps else np.zeros(0)
+    return _LcaTables(base, sizes, lca, ncp, leaf)
 
 
 def _encode(
@@ -181,7 +185,6 @@ def _encode(
 
 def _scan_cost(enc: _Encoded, orders: np.ndarray) -> np.ndarray:
     """Cost (rows x summed NCP) of every prefix of each ordering: orders is attrs x n."""
-    n = orders.shape[1]
     w = np.cumsum(enc.weights[orders], axis=1)
     total = np.zeros(orders.shape, dtype=float)
     if enc.cats:
@@ -196,7 +199,6 @@ def _scan_cost(enc: _Encoded, orders: np.ndarray) -> np.ndarray:
     for _, values, span in enc.nums:
         v = values[orders]
         total += (np.maximum.accumulate(v, axis=1) - np.minimum.accumulate(v, axis=1)) / span
-    del n
     return total * w
 
 
@@ -234,11 +236,6 @@ def _partition(enc: _Encoded, k: int, idx: np.ndarray, stop: int = 0) -> list[np
         else:
             stack.extend(cut)
     return done
-
-
-def _group_ncp(enc: _Encoded, idx: np.ndarray) -> float:
-    """Summed NCP over attributes of recoding tuples idx to one class."""
-    return float(_scan_cost(enc, idx[None, :])[0, -1] / enc.weights[idx].sum())
 
 
 def _summaries(enc: _Encoded, groups: list[np.ndarray]) -> tuple[np.ndarray, ...]:
@@ -394,9 +391,7 @@ def _kmember(
     return out
 
 
-def _refine(
-    enc: _Encoded, groups: list[np.ndarray], k: int, rounds: int = 4, candidates: int = 0
-) -> list[np.ndarray]:
+def _refine(enc: _Encoded, groups: list[np.ndarray], k: int, rounds: int = 4) -> list[np.ndarray]:
     """k-member style local search: move single tuples to the group where they cost least."""
     groups = [g for g in groups]
     for _ in range(rounds):
@@ -419,9 +414,6 @@ def _refine(
         gains = np.concatenate(cand_gain)
         if len(ts) == 0:
             break
-        if candidates and len(ts) > candidates:
-            top = np.argsort(-gains)[:candidates]
-            ts, src, gains = ts[top], src[top], gains[top]
         best_h = np.empty(len(ts), dtype=np.intp)
         best_net = np.empty(len(ts))
         chunk = max(1, 2_000_000 // max(lca[0].size * len(groups), 1))

@@ -195,3 +195,13 @@ def test_huge_hierarchy_falls_back_to_cuts_and_stays_k_anonymous() -> None:
     result = anonymize(df, ["c", "n"], h, ["n"], 4)
     assert assert_k_anonymous(df, result.table, ["c", "n"], h, ["n"], 4) == 0
     assert result.metrics["ncp"] < 0.5
+
+
+@pytest.mark.parametrize(("qi", "numeric"), [(["n"], ["n"]), (["c"], []), (["c", "n"], ["n"])])
+def test_only_numeric_or_only_categorical_quasi_identifiers(qi, numeric) -> None:
+    h = {"c": parse_hierarchy([[f"v{i}", f"g{i % 3}", "*"] for i in range(9)])}
+    rng = np.random.default_rng(4)
+    df = pd.DataFrame({"c": [f"v{i}" for i in rng.integers(0, 9, 60)],
+                       "n": rng.integers(0, 50, 60), "keep": range(60)})  # fmt: skip
+    result = anonymize(df, qi, h, numeric, 5, 0.05)
+    assert assert_k_anonymous(df, result.table, qi, h, numeric, 5) <= 3
