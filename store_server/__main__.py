@@ -1,0 +1,64 @@
+"""Store server command line: `python -m store_server <command>`.
+
+Commands: retention (purge what is past the retention period). Each exits 0 on success and
+prints one JSON object; failures are one line on stderr and exit status 1 (2 for usage errors).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+
+
+def _retention(args: argparse.Namespace) -> int:
+    from store_server import retention
+    from store_server.app import create_app
+
+    app = create_app()
+    out = retention.run(app, days=args.days)
+    print(json.dumps({"retention_days": args.days or app.config["RETENTION_DAYS"], **out}))
+    return 0
+
+
+def _positive_days(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number of days: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("retention must be at least 1 day")
+    return value
+
+
+def parser() -> argparse.ArgumentParser:
+    """The argument parser with one subcommand per operation."""
+    p = argparse.ArgumentParser(prog="python -m store_server", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True, metavar="command")
+    r = sub.add_parser(
+        "retention", help="purge visits, disclosures and ended consents past retention"
+    )
+    r.add_argument(
+        "--days",
+        type=_positive_days,
+        default=None,
+        help="retention period in days (default: RETENTION_DAYS, 90)",
+    )
+    r.set_defaults(func=_retention)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; returns the process exit status."""
+    args = parser().parse_args(argv)
+    func: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return func(args)
+    except Exception as e:  # one readable line for operators, not a traceback
+        print(f"store_server {args.command}: {type(e).__name__}: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
