@@ -6,7 +6,16 @@ from __future__ import annotations
 import base64
 import secrets
 
-from flask import Blueprint, Response, current_app, jsonify, redirect, request, url_for
+from flask import (
+    Blueprint,
+    Response,
+    current_app,
+    jsonify,
+    make_response,
+    redirect,
+    request,
+    url_for,
+)
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 from sqlalchemy import select
 
@@ -15,7 +24,7 @@ from store_server import receipts
 from store_server.db import get_db
 from store_server.directory import get_directory
 from store_server.models import Consent, Merchant, Subscriber, Venue, utcnow
-from store_server.optin import flow
+from store_server.optin import flow, links
 from store_server.optin.choices import known_areas, parse_choices
 from store_server.optin.links import LinkError, OptinLink, read_token
 from store_server.optin.pages import message, render
@@ -92,6 +101,21 @@ def landing(token: str) -> Response:
     return render(
         "optin/signin.html", action=url_for("optin.signin", token=token), **_info(merchant)
     )
+
+
+@bp.get("/<token>/qr.<kind>")
+def qr(token: str, kind: str) -> Response:
+    """The link's own QR code (PNG or SVG), for the portal and devices to show."""
+    if kind not in ("png", "svg"):
+        return message(404, "not_found_h", "not_found")
+    got = _link(token)
+    if isinstance(got, Response):
+        return got
+    url = url_for("optin.landing", token=token, _external=True)
+    body = links.qr_png(url) if kind == "png" else links.qr_svg(url)
+    resp = make_response(body, 200)
+    resp.headers["Content-Type"] = "image/png" if kind == "png" else "image/svg+xml"
+    return resp
 
 
 @bp.post("/<token>/signin")
