@@ -112,6 +112,7 @@ def main() -> int:
             for key in ("ncp", "dm", "suppressed", "classes"):
                 assert abs(measured[key] - reported[key]) < 1e-5, f"reported {key} differs"
             results[f"k{k}"] = {**measured, "seconds": reported["seconds"],
+                                "cpu_seconds": reported["cpu_seconds"],
                                 "process_seconds": round(wall, 3)}  # fmt: skip
             print(f"k={k}: {results[f'k{k}']}", file=sys.stderr)
     print(json.dumps({"bench": "anonymize-adult", "checked": True, **results}))
