@@ -71,7 +71,8 @@ def _anonymize(args: argparse.Namespace) -> None:
         path = args.hierarchies / f"{column}.csv"
         if not path.is_file():
             raise CliError(f"no hierarchy file {path} for quasi-identifier {column!r}")
-        hierarchies[column] = read_hierarchy(path, sep=args.sep)
+        # ARX hierarchy files are ;-separated whatever the table uses
+        hierarchies[column] = read_hierarchy(path, sep=";")
     result = anonymize(table, qi, hierarchies, numeric, args.k, args.max_suppression)
     try:
         result.table.to_csv(args.out, sep=args.sep, index=False)

@@ -205,3 +205,17 @@ def test_only_numeric_or_only_categorical_quasi_identifiers(qi, numeric) -> None
                        "n": rng.integers(0, 50, 60), "keep": range(60)})  # fmt: skip
     result = anonymize(df, qi, h, numeric, 5, 0.05)
     assert assert_k_anonymous(df, result.table, qi, h, numeric, 5) <= 3
+
+
+def test_cli_comma_table_reads_semicolon_hierarchies(tmp_path, capsys) -> None:
+    hdir = tmp_path / "h"
+    hdir.mkdir()
+    (hdir / "job.csv").write_text("nurse;care;*\ndoctor;care;*\n")
+    src = tmp_path / "t.csv"
+    src.write_text("job,x\n" + "nurse,1\ndoctor,2\n" * 3)
+    out = tmp_path / "o.csv"
+    argv = ["anonymize", "--input", str(src), "--sep", ",", "--qi", "job", "--hierarchies",
+            str(hdir), "--k", "3", "--out", str(out)]  # fmt: skip
+    assert main(argv) == 0
+    assert out.read_text().splitlines()[0] == "job,x"
+    assert json.loads(capsys.readouterr().out)["classes"] == 2
