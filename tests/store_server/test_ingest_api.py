@@ -83,7 +83,7 @@ def assert_refused(resp, status: int, fragment: str) -> dict[str, Any]:  # type:
 def good_rows(stack: Stack, n: int = 3) -> list[dict[str, Any]]:
     """Sightings of alice (consented) plus one stranger."""
     now = time.time()
-    return eid_rows(stack.world.emitters["alice"], now - n, n) + stranger_rows(now - 1, 1)
+    return eid_rows(stack.world.emitters["alice"], now, n) + stranger_rows(now - 1, 1)
 
 
 # --- authentication -------------------------------------------------------------------------
@@ -454,7 +454,7 @@ def test_heartbeat_needs_a_signature_and_a_fresh_nonce(stack, client):
 def test_retry_racing_the_first_attempt_is_not_counted_twice(stack):
     app, keys = stack.app, get_keys(stack.app)
     scanner = get_topology(app).scanner(SCANNER)
-    rows = eid_rows(stack.world.emitters["alice"], time.time() - 4, 4)
+    rows = eid_rows(stack.world.emitters["alice"], time.time(), 4)
     rows += stranger_rows(time.time() - 2, 2)
     batch_id = uuid.uuid4().hex
     outcomes = []

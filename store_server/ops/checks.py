@@ -1,0 +1,52 @@
+"""Readiness checks shared by /readyz and the doctor: each returns (ok, detail) and never raises."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import redis
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine, text
+
+from store_server.db import alembic_config
+
+Check = tuple[bool, str]
+
+
+@lru_cache(maxsize=1)
+def migration_heads() -> frozenset[str]:
+    """The head revisions of the migrations shipped with this code (read once per process)."""
+    return frozenset(ScriptDirectory.from_config(alembic_config("sqlite://")).get_heads())
+
+
+def sql_ping(engine: Engine) -> Check:
+    """The database answers a trivial query."""
+    try:
+        with engine.connect() as c:
+            c.execute(text("SELECT 1"))
+        return True, "ok"
+    except Exception as e:  # reported, never raised: callers turn it into 503 or advice
+        return False, f"error: {type(e).__name__}"
+
+
+def migrations_at_head(engine: Engine) -> Check:
+    """The database schema is at the code's migration head."""
+    try:
+        with engine.connect() as c:
+            current = {row[0] for row in c.execute(text("SELECT version_num FROM alembic_version"))}
+    except Exception as e:
+        return False, f"error: {type(e).__name__} (is the database migrated?)"
+    heads = migration_heads()
+    if current == heads:
+        return True, "ok"
+    have = ",".join(sorted(current)) or "none"
+    return False, f"at {have}, head is {','.join(sorted(heads))}"
+
+
+def redis_ping(client: redis.Redis) -> Check:
+    """Redis answers PING."""
+    try:
+        client.ping()
+        return True, "ok"
+    except Exception as e:
+        return False, f"error: {type(e).__name__}"
