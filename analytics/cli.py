@@ -127,4 +127,9 @@ def main(argv: list[str] | None = None) -> int:
         message = " ".join(str(exc).split())
         print(f"analytics {args.command}: error: {message}", file=sys.stderr)
         return EXIT_USAGE
+    except (ValueError, KeyError, OSError, MemoryError) as exc:
+        # the contract is one line, never a traceback, even for input we did not foresee
+        message = " ".join(str(exc).split()) or type(exc).__name__
+        print(f"analytics {args.command}: failed: {type(exc).__name__}: {message}", file=sys.stderr)
+        return 1
     return 0
