@@ -151,10 +151,13 @@ def main() -> int:
     except KeyboardInterrupt:
         pass
     finally:
-        for d in daemons:
-            d.stop(2.0)
-        for dev in devices:
-            dev.sio.disconnect()
+        # Stop scanners and devices side by side: each waits on its own threads.
+        stoppers = [threading.Thread(target=d.stop, args=(2.0,)) for d in daemons]
+        stoppers += [threading.Thread(target=dev.sio.disconnect) for dev in devices]
+        for t in stoppers:
+            t.start()
+        for t in stoppers:
+            t.join(5)
         stop.set()
         server.shutdown()
     print("demo stopped", flush=True)
