@@ -19,10 +19,12 @@ from pathlib import Path
 import pytest
 from bluepy import btle
 
+from beacons.daemon import ScannerDaemon
 from beacons.edge import EdgeFilter
 from beacons.eid import compute_eid
 from beacons.frames import EddystoneEID, encode
 from beacons.sources.bluepy_source import BluepySource, iface_index, scrub
+from tests.beacons.test_uplink_server import SECRET, IngestServer
 
 # Reports are paced like a radio's (20 ms apart): bluepy polls the pipe's file descriptor, so lines
 # that arrive together sit in its text buffer until the next one comes, as with the real helper.
@@ -181,3 +183,31 @@ def test_a_zero_timeout_read_returns_at_once_on_a_quiet_radio(
         assert not reader.is_alive() and src.adapter == "up"
     finally:
         src.close()
+
+
+def test_from_the_adapter_to_the_server_through_the_daemon(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reports = [
+        {"addr": MAC, "rssi": -60 - i, "data_hex": (EID_ADV if i % 2 else OTHER_ADV).hex()}
+        for i in range(10)
+    ]
+    exe, _ = _helper(tmp_path, reports)
+    monkeypatch.setattr(btle, "helperExe", exe)
+    srv = IngestServer({"s1": SECRET}).start()
+    daemon = ScannerDaemon(
+        server_url=srv.url, scanner="s1", secret=SECRET, source=BluepySource("hci0"),
+        queue_path=str(tmp_path / "q.sqlite"), batch_age_s=0.1, heartbeat_s=0.2,
+    )  # fmt: skip
+    daemon.start()
+    try:
+        assert srv.wait_for(lambda: len(srv.sightings()) == 5)
+        assert srv.wait_for(lambda: any(h["adapter"] == "up" for h in srv.heartbeats))
+    finally:
+        daemon.stop()
+        srv.stop()
+    got = sorted((s["kind"], s["id"], s["rssi"]) for s in srv.sightings())
+    eid = compute_eid(KEY, 10, 1024).hex()
+    assert got == sorted(("eid", eid, -60 - i) for i in range(1, 10, 2))
+    assert daemon.stats()["frames_dropped"] == 5
+    assert all(MAC.replace(":", "") not in b.decode().replace(":", "") for b in srv.bodies)
