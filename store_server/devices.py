@@ -1,4 +1,5 @@
-"""Device namespace on Socket.IO: token auth on connect, room per device, replay and acks."""
+"""Device namespace on Socket.IO: token auth on connect, room per device, replay, acks and token
+rotation over the live connection."""
 
 from __future__ import annotations
 
@@ -10,30 +11,51 @@ from flask import Flask, request
 from flask_socketio import ConnectionRefusedError, SocketIO, join_room
 from sqlalchemy import select
 
-from store_server import outbox
+from store_server import outbox, services
 from store_server.crypto import token_hash
 from store_server.db import sessions
 from store_server.models import Device, Venue
-from store_server.push import NAMESPACE, device_room
+from store_server.push import NAMESPACE, device_room, socket_event
 from store_server.redis_store import get_keys, get_redis
 
 log = logging.getLogger(__name__)
+
+
+def refused(reason: str) -> ConnectionRefusedError:
+    """A refusal whose message is the reason (what browsers show) and whose data carries it."""
+    return ConnectionRefusedError(reason, {"reason": reason})
 
 
 def authenticate_device(app: Flask, auth: Any) -> Device:
     """The paired, unrevoked device owning this token, of an active merchant; else refuse."""
     token = auth.get("token") if isinstance(auth, dict) else None
     if not isinstance(token, str) or not 20 <= len(token) <= 200:
-        raise ConnectionRefusedError({"reason": "missing or malformed device token"})
+        raise refused("missing or malformed device token")
     with sessions(app)() as db:
         device = db.scalar(select(Device).where(Device.token_hash == token_hash(token)))
         if device is None or device.revoked_at is not None:
-            raise ConnectionRefusedError({"reason": "unknown or revoked device token"})
+            raise refused("unknown or revoked device token")
         venue = db.get(Venue, device.venue_id)
         if venue is None or venue.merchant.status != "active":
-            raise ConnectionRefusedError({"reason": "merchant suspended"})
+            raise refused("merchant suspended")
         db.expunge(device)
         return device
+
+
+def rotate_token(app: Flask, device_id: int) -> str | None:
+    """A new token for a device that is still allowed in; the old one stops working at once."""
+    with sessions(app)() as db:
+        device = db.get(Device, device_id)
+        venue = db.get(Venue, device.venue_id) if device else None
+        # Checked again: the device may have been revoked since it connected, and rotating
+        # would otherwise quietly un-revoke it.
+        if device is None or device.revoked_at is not None or venue is None:
+            return None
+        if venue.merchant.status != "active":
+            return None
+        token = services.issue_device_token(device)
+        db.commit()
+        return token
 
 
 def register(app: Flask, socketio: SocketIO) -> None:
@@ -49,7 +71,7 @@ def register(app: Flask, socketio: SocketIO) -> None:
         socketio.emit("hello", {"device": device.name}, to=request.sid, namespace=NAMESPACE)
         # Revokes first, then what is still pending, so nothing revoked plays even briefly.
         for event in outbox.pending(get_redis(app), get_keys(app), device.id, time.time()):
-            socketio.emit("event", event, to=request.sid, namespace=NAMESPACE)
+            socketio.emit(socket_event(event), event, to=request.sid, namespace=NAMESPACE)
 
     @socketio.on("disconnect", namespace=NAMESPACE)
     def _disconnect(*_args: Any) -> None:
@@ -65,3 +87,14 @@ def register(app: Flask, socketio: SocketIO) -> None:
             return {"ok": False, "error": "event_id must be a stream id"}
         outbox.ack(get_redis(app), get_keys(app), device_id, event_id)
         return {"ok": True}
+
+    @socketio.on("rotate_token", namespace=NAMESPACE)
+    def _rotate(*_args: Any) -> dict[str, Any]:
+        # Over the authenticated socket, so the device keeps playing while it changes keys;
+        # it must store the new token before its next reconnect.
+        device_id = connected.get(request.sid)
+        token = rotate_token(app, device_id) if device_id is not None else None
+        if token is None:
+            return {"ok": False, "error": "device not allowed to rotate"}
+        log.info("device token rotated", extra={"device_id": device_id})
+        return {"ok": True, "token": token}

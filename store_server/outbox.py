@@ -32,21 +32,26 @@ def append_many(
 
 
 def pending(r: redis.Redis, keys: Keys, device_id: int, now: float) -> list[dict[str, Any]]:
-    """Unacknowledged events for a device, revokes first, then the rest in order; drops expired."""
+    """Unacknowledged events for a device: revokes first, then the rest in order, then the latest
+    blended queue; expired events and superseded queues are deleted on the way."""
     key = keys.outbox(device_id)
-    revokes, others, expired = [], [], []
+    revokes, others, queues, doomed = [], [], [], []
     for entry_id, fields in r.xrange(key):
         event = json.loads(fields["e"])
         event["event_id"] = entry_id
         if event.get("expires_at") is not None and event["expires_at"] <= now:
-            expired.append(entry_id)
+            doomed.append(entry_id)
         elif event["type"] == "revoke":
             revokes.append(event)
+        elif event["type"] == "queue":
+            queues.append(event)
         else:
             others.append(event)
-    if expired:
-        r.xdel(key, *expired)
-    return revokes + others
+    # Only the newest queue describes the room; older ones would replay people who left.
+    doomed.extend(q["event_id"] for q in queues[:-1])
+    if doomed:
+        r.xdel(key, *doomed)
+    return revokes + others + queues[-1:]
 
 
 def ack(r: redis.Redis, keys: Keys, device_id: int, event_id: str) -> bool:
@@ -57,7 +62,8 @@ def ack(r: redis.Redis, keys: Keys, device_id: int, event_id: str) -> bool:
 
 
 def drop_for(r: redis.Redis, keys: Keys, device_ids: list[int], pseudonym: str) -> int:
-    """Remove every pending event about a pseudonym (revoked meanwhile, or erased)."""
+    """Remove every pending event about a pseudonym (revoked meanwhile, or erased), including
+    blended queues they were part of."""
     if not device_ids:
         return 0
     pipe = r.pipeline(transaction=False)
@@ -66,7 +72,8 @@ def drop_for(r: redis.Redis, keys: Keys, device_ids: list[int], pseudonym: str) 
     doomed: list[tuple[int, str]] = []
     for d, entries in zip(device_ids, pipe.execute(), strict=True):
         for entry_id, fields in entries:
-            if json.loads(fields["e"]).get("subscriber") == pseudonym:
+            event = json.loads(fields["e"])
+            if event.get("subscriber") == pseudonym or pseudonym in event.get("members", ()):
                 doomed.append((d, entry_id))
     if doomed:
         pipe = r.pipeline(transaction=False)

@@ -46,3 +46,18 @@ def push_payload(
 def revoke_payload(pseudonym: str, zone: str, reason: str) -> dict[str, Any]:
     """A revoke event: the device must stop using what it got for this pseudonym."""
     return {"type": "revoke", "subscriber": pseudonym, "zone": zone, "reason": reason}
+
+
+def queue_payload(
+    zone: str, members: list[str], queue: dict[str, Any], computed_at: float, expires_at: float
+) -> dict[str, Any]:
+    """A zone's blended queue, replacing any earlier one; members are pseudonyms the device has
+    already been pushed, so that a revoke can drop it from a pending outbox too."""
+    return {
+        "type": "queue",
+        "zone": zone,
+        "members": sorted(members),
+        "queue": queue,
+        "computed_at": computed_at,
+        "expires_at": expires_at,
+    }

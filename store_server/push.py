@@ -1,4 +1,5 @@
-"""Turns presence events into device events: payload by consent scope, outbox, emit, audit, visit.
+"""Turns presence events into device events: payload by consent scope, outbox, emit, audit, visit,
+and the blended queue of each zone whose occupants changed.
 
 Called after ingest or the sweeper has committed presence state; everything here is per event,
 and events are rare next to sightings.
@@ -6,20 +7,23 @@ and events are rare next to sightings.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import redis
 from flask import Flask
 from sqlalchemy import select
 
-from store_server import outbox
+from store_server import blend, outbox
 from store_server.crypto import pseudonym
 from store_server.db import sessions
-from store_server.models import AuditEntry, Subscriber, Visit
-from store_server.payloads import push_payload, revoke_payload
+from store_server.keys import Keys
+from store_server.models import AuditEntry, Merchant, Subscriber, Visit
+from store_server.payloads import push_payload, queue_payload, revoke_payload
 from store_server.presence import PresenceEvent
 from store_server.redis_store import get_keys, get_redis
 from store_server.topology import VenueInfo
@@ -49,18 +53,68 @@ def venue_room(venue_id: int) -> str:
     return f"venue:{venue_id}"
 
 
+def socket_event(body: dict[str, Any]) -> str:
+    """The Socket.IO event name for an outbox event: blended queues travel apart, so that
+    devices that only play per-subscriber pushes never see them."""
+    return "queue" if body.get("type") == "queue" else "event"
+
+
+def _present(
+    r: redis.Redis, keys: Keys, rooms: dict[tuple[int, str], VenueInfo]
+) -> dict[tuple[int, str], list[tuple[int, float, dict[str, Any]]]]:
+    """(subscriber, since, consent) present in each room, from the committed track states."""
+    venue_ids = sorted({v for v, _ in rooms})
+    pipe = r.pipeline(transaction=False)
+    for v in venue_ids:
+        pipe.hgetall(keys.tracks(v))
+    out: dict[tuple[int, str], list[tuple[int, float, dict[str, Any]]]] = {k: [] for k in rooms}
+    for v, states in zip(venue_ids, pipe.execute() if venue_ids else [], strict=True):
+        for sub, raw in states.items():
+            state = json.loads(raw)
+            p, consent = state.get("p", {}), state.get("c")
+            if consent and (v, p.get("zone")) in out:
+                out[(v, p["zone"])].append((int(sub), float(p.get("since", 0.0)), consent))
+    return out
+
+
+def _member(sub: Subscriber, pseudo: str, consent: dict[str, Any], dwell: float) -> blend.Member:
+    """What a blend may use of one present subscriber: exactly their consent scope."""
+    if consent["share"] == "playlist":
+        pl = sub.playlists[0] if sub.playlists else {}
+        return blend.Member(pseudo, "playlist", dwell, tracks=tuple(pl.get("tracks", [])))
+    return blend.Member(pseudo, "preferences", dwell, genres=sub.taste.get("genres", {}))
+
+
 def deliver(app: Flask, occurrences: list[Occurrence]) -> None:
-    """Write outboxes, emit to connected devices, and log every disclosure and visit."""
+    """Write outboxes, emit to connected devices, and log every disclosure and visit; then
+    recompute and send the blended queue of every zone someone entered or left."""
     if not occurrences:
         return
     r, keys = get_redis(app), get_keys(app)
     now = time.time()
     ttl = app.config["PUSH_TTL_S"]
+    rooms = {
+        (o.venue.id, o.event.zone): o.venue
+        for o in occurrences
+        if o.venue.devices_by_zone.get(o.event.zone)
+    }
+    present = _present(r, keys, rooms) if rooms else {}
     with sessions(app)() as db:
         ids = {o.subscriber_id for o in occurrences}
+        ids |= {sub for members in present.values() for sub, _, _ in members}
         subs = {s.id: s for s in db.scalars(select(Subscriber).where(Subscriber.id.in_(ids)))}
+        merchants = {v.merchant_id for v in rooms.values()}
+        rules = (
+            dict(
+                db.execute(
+                    select(Merchant.id, Merchant.rules).where(Merchant.id.in_(merchants))
+                ).all()
+            )
+            if merchants
+            else {}
+        )
         items: list[tuple[int, dict[str, Any]]] = []
-        meta: list[tuple[Occurrence, str]] = []
+        meta: list[tuple[Occurrence, str] | None] = []
         for o in occurrences:
             sub = subs.get(o.subscriber_id)
             if sub is None:
@@ -77,6 +131,17 @@ def deliver(app: Flask, occurrences: list[Occurrence]) -> None:
             for d in devices:
                 items.append((d, body))
                 meta.append((o, pseudo))
+        for (venue_id, zone), venue in rooms.items():
+            members = [
+                _member(subs[sub], pseudonym(venue.merchant_key, subs[sub].public_id), c, now - t)
+                for sub, t, c in present[(venue_id, zone)]
+                if sub in subs
+            ]
+            queue = blend.blend(members, blend.parse_rules(rules.get(venue.merchant_id)))
+            body = queue_payload(zone, [m.pseudonym for m in members], queue, now, now + ttl)
+            for d in venue.devices_by_zone[zone]:
+                items.append((d, body))
+                meta.append(None)  # derived from pushes already audited for this device
         sio = app.extensions["socketio"]
         event_ids = outbox.append_many(r, keys, items, app.config["OUTBOX_MAXLEN"], ttl)
         for o in occurrences:
@@ -92,12 +157,15 @@ def deliver(app: Flask, occurrences: list[Occurrence]) -> None:
                 sio.emit("presence", portal_event, to=venue_room(o.venue.id), namespace=PORTAL)
         for (device_id, body), event_id in zip(items, event_ids, strict=True):
             sio.emit(
-                "event",
+                socket_event(body),
                 {**body, "event_id": event_id},
                 to=device_room(device_id),
                 namespace=NAMESPACE,
             )
-        for (device_id, body), (o, pseudo), event_id in zip(items, meta, event_ids, strict=True):
+        for (device_id, body), m, event_id in zip(items, meta, event_ids, strict=True):
+            if m is None:
+                continue
+            o, pseudo = m
             db.add(
                 AuditEntry(
                     subscriber_id=o.subscriber_id,

@@ -1,0 +1,224 @@
+"""Reference merchant device: `python -m store_server.device_client --url URL --token TOKEN`.
+
+Connects to the device namespace, prints every event it receives as one JSON line (pushes,
+revokes and blended queues, each once: a redelivered event id is acked but not printed again) and
+acks it. Exit status 0 when stopped (--count reached, --duration elapsed, SIGINT/SIGTERM), 1 when
+the server is unreachable or refuses the token, 2 on bad arguments; failures are one stderr line.
+
+Two things every Python device must do, and this module does for tests and benchmarks too:
+handle messages one at a time in arrival order (python-socketio otherwise runs each message
+handler in its own thread, so a revoke could overtake the push it cancels), and hold acks for
+events replayed during the connect handshake until the namespace is connected.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import engineio
+import socketio
+
+NAMESPACE = "/device"
+CLOSE_WAIT_S = 0.2
+EVENTS = ("event", "queue")
+
+
+class _SerialEngineIO(engineio.Client):
+    """An Engine.IO client that runs message handlers on its reader thread, in order."""
+
+    def _trigger_event(self, event, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if event == "message":
+            kwargs["run_async"] = False
+        return super()._trigger_event(event, *args, **kwargs)
+
+    def disconnect(self, abort=False, reason=None):  # type: ignore[no-untyped-def]
+        ws = getattr(self, "ws", None)
+        if ws is not None and self.current_transport == "websocket":
+            # The server drops the socket on Engine.IO's close packet without answering the
+            # websocket close frame, and websocket-client would wait 3 s for that answer.
+            ws.close = functools.partial(ws.close, timeout=CLOSE_WAIT_S)
+        return super().disconnect(abort=abort, reason=reason)
+
+
+class SerialClient(socketio.Client):
+    """A python-socketio client whose event handlers see events in the order the server sent
+    them (handlers must not block on the server, e.g. with `call`)."""
+
+    def _engineio_client_class(self):  # type: ignore[no-untyped-def]
+        return _SerialEngineIO
+
+
+Handler = Callable[[str, dict[str, Any], bool], None]
+
+
+class DeviceConnection:
+    """A device session: events in order, duplicates flagged by event id, acks sent (or held
+    until connected). `handler(name, event, duplicate)` runs on the reader thread."""
+
+    def __init__(self, url: str, token: str, handler: Handler, ack: bool = True) -> None:
+        self.url, self.token, self.handler, self.ack = url, token, handler, ack
+        self.seen: set[str] = set()
+        self.duplicates = 0
+        self._held: list[str] = []
+        self.sio = SerialClient(reconnection=False)
+        for name in EVENTS:
+            self.sio.on(name, self._receiver(name), namespace=NAMESPACE)
+        self.sio.on("connect", self._flush, namespace=NAMESPACE)
+
+    def connect(self, timeout: float = 10.0) -> None:
+        """Connect and authenticate; raises socketio.exceptions.ConnectionError if refused."""
+        self.sio.connect(
+            self.url,
+            namespaces=[NAMESPACE],
+            auth={"token": self.token},
+            wait_timeout=timeout,
+        )
+
+    def _receiver(self, name: str) -> Callable[[dict[str, Any]], None]:
+        def receive(event: dict[str, Any]) -> None:
+            event_id = event.get("event_id")
+            duplicate = event_id in self.seen
+            self.duplicates += duplicate
+            if isinstance(event_id, str):
+                self.seen.add(event_id)
+            self.handler(name, event, duplicate)
+            if self.ack and isinstance(event_id, str):
+                self._ack(event_id)
+
+        return receive
+
+    def _ack(self, event_id: str) -> None:
+        if NAMESPACE in self.sio.namespaces:
+            self.sio.emit("ack", {"event_id": event_id}, namespace=NAMESPACE)
+        else:
+            self._held.append(event_id)  # replayed inside the handshake: not connected yet
+
+    def _flush(self) -> None:
+        held, self._held = self._held, []
+        for event_id in held:
+            self.sio.emit("ack", {"event_id": event_id}, namespace=NAMESPACE)
+
+    def sync(self, timeout: float = 10.0) -> None:
+        """Return once everything the server sent before this call has been handled."""
+        self.sio.call("ack", {"event_id": "0-0"}, namespace=NAMESPACE, timeout=timeout)
+
+    def rotate(self, timeout: float = 10.0) -> str:
+        """Ask for a new token over this connection; the old one stops working at once."""
+        reply = self.sio.call("rotate_token", {}, namespace=NAMESPACE, timeout=timeout)
+        if not isinstance(reply, dict) or not reply.get("ok"):
+            raise RuntimeError(f"token rotation refused: {reply}")
+        self.token = reply["token"]
+        return self.token
+
+    def close(self) -> None:
+        """Disconnect if connected."""
+        if self.sio.connected:
+            self.sio.disconnect()
+
+
+def refusal_reason(error: Exception, details: list[Any]) -> str:
+    """A readable reason from a refused or failed connection."""
+    for d in details:
+        if isinstance(d, dict) and isinstance(d.get("data"), dict) and "reason" in d["data"]:
+            return str(d["data"]["reason"])
+        if isinstance(d, dict) and "message" in d:
+            return str(d["message"])
+        if isinstance(d, str) and d:
+            return d
+    return str(error) or type(error).__name__
+
+
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError("must be positive")
+    return value
+
+
+class UsageError(Exception):
+    """Bad command-line arguments."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # type: ignore[override]
+        # One stderr line for bad arguments rather than argparse's usage block.
+        raise UsageError(message)
+
+
+def parser() -> argparse.ArgumentParser:
+    """Command line of the reference device."""
+    p = _Parser(
+        prog="python -m store_server.device_client",
+        description="Print (one JSON line each) and ack the events a merchant device receives.",
+    )
+    p.add_argument("--url", required=True, help="store server base URL, e.g. http://host:5000")
+    p.add_argument("--token", required=True, help="device token issued at pairing")
+    p.add_argument("--count", type=int, default=0, help="stop after this many new events")
+    p.add_argument("--duration", type=_positive, default=None, help="stop after this many s")
+    p.add_argument("--no-ack", action="store_true", help="print only; leave events pending")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the device until stopped; returns the exit status."""
+    try:
+        args = parser().parse_args(argv)
+        if not args.url.startswith(("http://", "https://")):
+            raise UsageError("--url must start with http:// or https://")
+        if args.count < 0:
+            raise UsageError("--count must be >= 0")
+    except UsageError as e:
+        print(f"device_client: {e}", file=sys.stderr)
+        return 2
+    done, closed = threading.Event(), threading.Event()
+    printed = 0
+
+    def show(name: str, event: dict[str, Any], duplicate: bool) -> None:
+        nonlocal printed
+        if duplicate:
+            return
+        print(json.dumps({"event": name, **event}, sort_keys=True), flush=True)
+        printed += 1
+        if args.count and printed >= args.count:
+            done.set()
+
+    device = DeviceConnection(args.url, args.token, show, ack=not args.no_ack)
+    details: list[Any] = []
+    device.sio.on("connect_error", lambda *d: details.extend(d), namespace=NAMESPACE)
+
+    def on_disconnect(*_args: Any) -> None:
+        closed.set()
+        done.set()
+
+    device.sio.on("disconnect", on_disconnect, namespace=NAMESPACE)
+    try:
+        device.connect()
+    except (socketio.exceptions.ConnectionError, OSError) as e:
+        print(f"device_client: cannot connect: {refusal_reason(e, details)}", file=sys.stderr)
+        return 1
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: done.set())
+    deadline = None if args.duration is None else time.monotonic() + args.duration
+    while not done.wait(0.2):
+        if deadline is not None and time.monotonic() >= deadline:
+            break
+    if closed.is_set() and not (args.count and printed >= args.count):
+        print("device_client: connection closed by the server", file=sys.stderr)
+        return 1
+    device.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
