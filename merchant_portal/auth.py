@@ -6,16 +6,17 @@ import functools
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from flask import abort, flash, g, redirect, render_template, request, session, url_for
+from flask import abort, current_app, flash, g, redirect, render_template, request, session, url_for
 from sqlalchemy import select
 from werkzeug.security import check_password_hash, generate_password_hash
 
-from merchant_portal.blueprint import bp, t
+from merchant_portal.blueprint import MERCHANT_ROLES, bp, t
+from merchant_portal.sockets import disconnect_staff
 from store_server.db import get_db
 from store_server.models import Device, Scanner, StaffUser, Venue
 
 F = TypeVar("F", bound=Callable[..., Any])
-MERCHANT_ROLES = ("owner", "staff")
+
 # Checked when the email is unknown, so both failures take the same time.
 _DUMMY_HASH = generate_password_hash("no-such-user")
 
@@ -120,7 +121,10 @@ def login():  # type: ignore[no-untyped-def]
 
 @bp.post("/logout")
 def logout():  # type: ignore[no-untyped-def]
-    """Forget the session."""
+    """Forget the session and close its live connections."""
+    staff_id = session.get("staff_id")
+    if isinstance(staff_id, int):
+        disconnect_staff(current_app._get_current_object(), staff_id)  # type: ignore[attr-defined]
     lang = session.get("lang")
     session.clear()
     if lang:

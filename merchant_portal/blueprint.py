@@ -22,6 +22,8 @@ bp = Blueprint(
 
 # JSON endpoints called by a device, not a signed-in browser: no session, so no CSRF to forge.
 CSRF_EXEMPT = {"portal.device_pair"}
+# Roles of people working for a merchant; operators and auditors have no merchant pages.
+MERCHANT_ROLES = ("owner", "staff")
 
 
 def csrf_token() -> str:

@@ -33,6 +33,7 @@ CATALOGUE: dict[str, dict[str, str]] = {
         "live_connected": "Live: updates arrive as they happen.",
         "live_connecting": "Connecting…",
         "live_disconnected": "Connection lost — the list may be out of date. Reconnecting…",
+        "live_refused": "Signed out or no access to this venue: sign in again to see it live.",
         "live_empty": "Nobody who opted in is here right now.",
         "live_count": "{n} present",
         "col_subscriber": "Pseudonym",
@@ -75,6 +76,7 @@ CATALOGUE: dict[str, dict[str, str]] = {
         "seconds_ago": "{s} s ago",
         "silent_warning": "Silent for more than {s} s: check power and network.",
         "never_warning": "Never heard from: check that the daemon is installed and configured.",
+        "adapter_down_warning": "Bluetooth adapter down: this scanner hears nobody.",
         "owner_only": "Only the owner can change devices and setup.",
         "device_title": "Collective Mood device",
         "device_pair_heading": "Pair this device",
@@ -156,6 +158,7 @@ CATALOGUE: dict[str, dict[str, str]] = {
         "live_disconnected": (
             "Connexion perdue — la liste n'est peut-être plus à jour. Reconnexion…"
         ),
+        "live_refused": "Session terminée ou accès refusé : reconnectez-vous pour suivre ce lieu.",
         "live_empty": "Aucune personne inscrite n'est présente pour l'instant.",
         "live_count": "{n} présent(s)",
         "col_subscriber": "Pseudonyme",
@@ -204,6 +207,7 @@ CATALOGUE: dict[str, dict[str, str]] = {
         "seconds_ago": "il y a {s} s",
         "silent_warning": "Muet depuis plus de {s} s : vérifiez l'alimentation et le réseau.",
         "never_warning": "Aucun signal reçu : vérifiez que le service est installé et configuré.",
+        "adapter_down_warning": "Adaptateur Bluetooth hors service : ce capteur n'entend personne.",
         "owner_only": "Seul le propriétaire peut modifier les appareils et la configuration.",
         "device_title": "Appareil Collective Mood",
         "device_pair_heading": "Appairer cet appareil",

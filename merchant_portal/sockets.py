@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Flask, session
+from flask import Flask, request, session
 from flask_socketio import ConnectionRefusedError, SocketIO, join_room
 from sqlalchemy import select
 
-from merchant_portal.auth import MERCHANT_ROLES
+from merchant_portal.blueprint import MERCHANT_ROLES
 from store_server.db import sessions
 from store_server.models import StaffUser, Venue
 from store_server.push import PORTAL, venue_room
@@ -31,14 +31,31 @@ def staff_venue(app: Flask, staff_id: Any, venue_id: Any) -> int | None:
         )
 
 
+def disconnect_staff(app: Flask, staff_id: int) -> int:
+    """Close every live connection of a staff member (signed out); returns how many."""
+    connected: dict[str, int] = app.extensions["cm_portal_connected"]
+    sids = [sid for sid, s in list(connected.items()) if s == staff_id]
+    for sid in sids:
+        app.extensions["socketio"].server.disconnect(sid, namespace=PORTAL)
+    return len(sids)
+
+
 def register(app: Flask, socketio: SocketIO) -> None:
     """Attach the /portal namespace's handlers to this app's Socket.IO server."""
+    connected: dict[str, int] = {}
+    app.extensions["cm_portal_connected"] = connected
 
     @socketio.on("connect", namespace=PORTAL)
     def _connect(auth: Any = None) -> None:
         venue_id = auth.get("venue") if isinstance(auth, dict) else None
+        staff_id = session.get("staff_id")
         # Unknown, foreign and malformed venues are refused alike: nothing is confirmed.
-        allowed = staff_venue(app, session.get("staff_id"), venue_id)
+        allowed = staff_venue(app, staff_id, venue_id)
         if allowed is None:
-            raise ConnectionRefusedError({"reason": "not signed in or not your venue"})
+            raise ConnectionRefusedError("not signed in or not your venue")
+        connected[request.sid] = staff_id  # type: ignore[attr-defined]
         join_room(venue_room(allowed))
+
+    @socketio.on("disconnect", namespace=PORTAL)
+    def _disconnect(*_args: Any) -> None:
+        connected.pop(request.sid, None)  # type: ignore[attr-defined]

@@ -29,6 +29,7 @@ from merchant_portal.auth import (
     owner_required,
 )
 from merchant_portal.blueprint import bp, t
+from merchant_portal.health import SILENT_AFTER_S, scanner_status
 from merchant_portal.pairing import TTL_S, PairingCodes, grouped
 from merchant_portal.qr import optin_link, qr_svg
 from store_server import services
@@ -38,7 +39,6 @@ from store_server.occupancy import present
 from store_server.redis_store import get_keys, get_redis
 from store_server.topology import get_topology
 
-SILENT_AFTER_S = 60.0
 DEVICE_NAMESPACE = "/device"
 
 
@@ -88,21 +88,10 @@ def _scanner_health(scanners: list[Scanner]) -> list[dict[str, Any]]:
     pipe = r.pipeline(transaction=False)
     for s in scanners:
         pipe.hgetall(keys.scanner_health(s.id))
-    rows = []
-    for s, h in zip(scanners, pipe.execute(), strict=True):
-        age = round(now - float(h["at"])) if h.get("at") else None
-        rows.append(
-            {
-                "scanner": s,
-                "age_s": age,
-                "silent": age is None or age > SILENT_AFTER_S,
-                "queue_depth": h.get("queue_depth", "—"),
-                "frames_heard": h.get("frames_heard", "—"),
-                "frames_dropped": h.get("frames_dropped", "—"),
-                "adapter": h.get("adapter", "—"),
-            }
-        )
-    return rows
+    return [
+        {"scanner": s, **scanner_status(h, now)}
+        for s, h in zip(scanners, pipe.execute(), strict=True)
+    ]
 
 
 def _devices_page(venue: Venue, status: int = 200, **shown: Any):  # type: ignore[no-untyped-def]

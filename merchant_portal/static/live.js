@@ -53,7 +53,7 @@
   function setState(state) {
     status.dataset.state = state;
     status.textContent = S[state];
-    document.body.classList.toggle("offline", state === "disconnected");
+    document.body.classList.toggle("offline", state !== "connected");
   }
   function resync() {
     // Events are not buffered while disconnected: after any (re)connect, ask for the truth.
@@ -70,11 +70,14 @@
 
   var socket = io("/portal", { auth: { venue: data.venue } });
   socket.on("connect", function () { setState("connected"); resync(); });
-  socket.on("disconnect", function () { setState("disconnected"); });
-  socket.on("connect_error", function () {
+  socket.on("disconnect", function (reason) {
     setState("disconnected");
-    // A refused namespace is not retried by the client itself; try again a little later.
-    if (!socket.active) setTimeout(function () { socket.connect(); }, 3000);
+    // The client retries lost transports itself, but not a server-side close: check once.
+    if (reason === "io server disconnect") setTimeout(function () { socket.connect(); }, 1000);
+  });
+  socket.on("connect_error", function () {
+    // Inactive after an error means the server refused us (signed out, no access): say so.
+    setState(socket.active ? "disconnected" : "refused");
   });
   socket.on("presence", function (ev) {
     if (ev.venue_id !== data.venue) return;
