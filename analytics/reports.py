@@ -8,9 +8,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import geopandas as gpd
 import numpy as np
 import pandas as pd
+from shapely.geometry import mapping
 
+from analytics.catchment import Catchment, catchment
 from analytics.hierarchy import Hierarchy
 from analytics.privacy import (
     PrivacyError,
@@ -22,6 +25,7 @@ from analytics.privacy import (
     secure_rng,
     week_window,
 )
+from analytics.segments import describe_report, suggest_titles, taste_segments
 from analytics.taste import MIN_K, ReportError, _one_row_per_subscriber, assign_leaves, taste_report
 
 QUANTUM = 1000  # genre weights are released as integer thousandths so noise stays discrete
@@ -110,6 +114,53 @@ class WeeklyReport:
     mechanism: str | None
     subscribers: int  # distinct consented visitors in the week (exact; not published when DP)
     table: pd.DataFrame
+    catchment: Catchment | None = None
+
+    def to_dict(self, n_segments: int = 3, n_titles: int = 5) -> dict:
+        """JSON-ready form for storage and the portal: guarantees, rows, segments, suggestions."""
+        genres = [c for c in self.table.columns if c not in ("area", "subscribers")]
+        described = describe_report(self.table, n_segments=n_segments) if len(self.table) else None
+        _, profiles = taste_segments(self.table, n_segments)
+        out: dict = {
+            "merchant": self.merchant,
+            "week": [self.week[0].isoformat(), self.week[1].isoformat()],
+            "guarantees": {
+                "k": self.k,
+                "epsilon": self.epsilon,
+                "delta": self.delta,
+                "mechanism": self.mechanism,
+                "threshold": self.table.attrs.get("threshold"),
+            },
+            "taste": [] if described is None else _records(described),
+            "segments": _records(profiles),
+            "suggestions": [],
+            "catchment": None,
+        }
+        if len(self.table) and genres:
+            # the merchant's overall taste: rows weighted by the people they speak for
+            weight = self.table["subscribers"].to_numpy(dtype=float)
+            overall = dict(zip(genres, self.table[genres].to_numpy().T @ weight / weight.sum(),
+                               strict=True))  # fmt: skip
+            out["suggestions"] = _records(suggest_titles(overall, n=n_titles))
+        if self.catchment is not None:
+            cells = pd.DataFrame(self.catchment.cells.drop(columns="geometry")).reset_index()
+            out["catchment"] = {
+                "share": self.catchment.share,
+                "suppressed_visits": self.catchment.suppressed_visits,
+                "polygon": None if self.catchment.polygon is None
+                else mapping(self.catchment.polygon),
+                "cells": _records(cells),
+            }  # fmt: skip
+        return out
+
+
+def _records(frame: pd.DataFrame) -> list[dict]:
+    """Rows as plain dicts with NaN turned into None, so json.dumps accepts them."""
+    clean = frame.astype(object).where(frame.notna(), None)
+    return [
+        {key: (value.item() if hasattr(value, "item") else value) for key, value in row.items()}
+        for row in clean.to_dict(orient="records")
+    ]
 
 
 def weekly_report(
@@ -124,12 +175,15 @@ def weekly_report(
     delta: float = 1e-6,
     mechanism: str = "laplace",
     rng: np.random.Generator | None = None,
+    areas: gpd.GeoDataFrame | None = None,
+    share: float = 0.7,
 ) -> WeeklyReport:
-    """Taste report of a merchant's consented visitors over one fixed ISO week.
+    """Taste report (and, given area polygons, catchment) of one merchant over one ISO week.
 
-    visits: subscriber, time[, consent]; tastes: subscriber, area, <genre weights>.  The ledger
-    refuses any window that is not a whole Monday-to-Monday week or was already released, which
-    is what stops overlapping or repeated reports from being differenced into small cells.
+    visits: subscriber, time[, consent][, dwell]; tastes: subscriber, area, <genre weights>.  The
+    ledger refuses any window that is not a whole Monday-to-Monday week or was already released,
+    which is what stops overlapping or repeated reports from being differenced into small cells.
+    The catchment is k-anonymous only (no noise); visits before the week mark returning visitors.
     """
     window = week_window(week_start)
     v = visits
@@ -142,6 +196,16 @@ def weekly_report(
         table = dp_taste_report(people, hierarchy, k, epsilon, delta, mechanism, rng)
     else:
         table = taste_report(people, hierarchy, k)
+    area_of = None
+    if areas is not None:
+        first = tastes.drop_duplicates("subscriber")
+        home = pd.Series(
+            first["area"].astype(str).to_numpy(), index=first["subscriber"].astype(str)
+        )
+        area_of = catchment(
+            v.assign(area=v["subscriber"].astype(str).map(home)).dropna(subset=["area"]),
+            areas, share=share, k=k, period_start=window[0], period_end=window[1],
+        )  # fmt: skip
     # charged only once the report exists, and nothing leaves this function if the charge fails
     ledger.charge(merchant, window[0], epsilon, delta if epsilon > 0 else 0.0)
     return WeeklyReport(
@@ -153,4 +217,5 @@ def weekly_report(
         mechanism=mechanism if epsilon > 0 else None,
         subscribers=len(visitors),
         table=table,
+        catchment=area_of,
     )

@@ -1,0 +1,65 @@
+"""The weekly bundle the job stores: taste rows, catchment, segments, suggestions, guarantees."""
+
+from __future__ import annotations
+
+import json
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+
+from analytics.hierarchy import parse_hierarchy
+from analytics.privacy import PrivacyLedger
+from analytics.reports import weekly_report
+
+MONDAY = pd.Timestamp("2026-11-09")
+
+
+def test_weekly_bundle_is_json_ready_and_states_its_guarantees(shared_data) -> None:
+    areas = gpd.read_file(shared_data / "geo" / "paris-petite-couronne.geojson")
+    hierarchy = parse_hierarchy([[c, d, "*"] for c, d in zip(areas["code"], areas["departement"],
+                                                            strict=True)])  # fmt: skip
+    rng = np.random.default_rng(11)
+    homes = rng.choice(["75111", "75112", "75120", "93048"], size=60, p=[0.5, 0.3, 0.15, 0.05])
+    tastes = pd.DataFrame({"subscriber": [f"s{i}" for i in range(60)], "area": homes,
+                           "drama": rng.random(60), "comedy": rng.random(60)})  # fmt: skip
+    visits = pd.DataFrame(
+        {"subscriber": [f"s{i}" for i in range(60) for _ in range(2)],
+         "time": [MONDAY + pd.Timedelta(days=d, hours=20) for _ in range(60) for d in (1, 4)],
+         "dwell": 7200.0, "consent": True}
+    )  # fmt: skip
+    ledger = PrivacyLedger(epsilon_budget=1.0)
+    report = weekly_report(visits, tastes, hierarchy, "cine-11", MONDAY, 5, ledger, areas=areas)
+    bundle = json.loads(json.dumps(report.to_dict()))
+    assert bundle["guarantees"]["k"] == 5 and bundle["guarantees"]["epsilon"] == 0.0
+    assert all(row["subscribers"] >= 5 for row in bundle["taste"])
+    assert sum(row["subscribers"] for row in bundle["taste"]) == 60
+    assert bundle["catchment"]["polygon"]["type"] in {"Polygon", "MultiPolygon"}
+    assert all(cell["subscribers"] >= 5 for cell in bundle["catchment"]["cells"])
+    assert bundle["catchment"]["share"] >= 0.7
+    assert len(bundle["suggestions"]) == 5 and bundle["suggestions"][0]["reason"]
+    assert {"drama", "comedy"} <= set(bundle["segments"][0])
+    assert ledger.spent("cine-11") == (0.0, 0.0) and len(ledger.releases) == 1
+
+
+def test_noisy_bundle_states_epsilon_and_threshold() -> None:
+    hierarchy = parse_hierarchy([["75111", "75", "*"], ["75112", "75", "*"]])
+    tastes = pd.DataFrame(
+        {
+            "subscriber": [f"s{i}" for i in range(200)],
+            "area": ["75111"] * 120 + ["75112"] * 80,
+            "drama": 0.5,
+            "comedy": 0.5,
+        }
+    )
+    visits = pd.DataFrame(
+        {"subscriber": tastes["subscriber"], "time": MONDAY + pd.Timedelta(hours=9)}
+    )
+    ledger = PrivacyLedger(epsilon_budget=2.0)
+    report = weekly_report(visits, tastes, hierarchy, "m", MONDAY, 5, ledger, epsilon=1.0,
+                           rng=np.random.default_rng(0))  # fmt: skip
+    bundle = json.loads(json.dumps(report.to_dict()))
+    g = bundle["guarantees"]
+    assert g["epsilon"] == 1.0 and g["mechanism"] == "laplace" and g["threshold"] > 5
+    assert bundle["catchment"] is None
+    assert ledger.spent("m")[0] == 1.0
