@@ -78,7 +78,7 @@ class DemoDevice:
 
 def main() -> int:
     """Run the demo until DEMO_SECONDS elapse or Ctrl-C."""
-    logging.basicConfig(level=os.environ.get("LOG_LEVEL", "WARNING"), stream=sys.stderr)
+    os.environ.setdefault("LOG_LEVEL", "WARNING")  # the timeline is the demo's output
     # The dev server logs websocket close frames as bad requests; that noise is not news.
     logging.getLogger("werkzeug").setLevel(logging.CRITICAL)
     seconds = float(os.environ.get("DEMO_SECONDS", "0") or 0)

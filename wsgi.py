@@ -12,10 +12,13 @@ from flask import Flask
 
 import merchant_portal
 from store_server.app import create_app
+from store_server.logs import configure
 
 
 def build_app(config: dict[str, Any] | None = None) -> Flask:
     """The store server app with the merchant portal mounted at /portal."""
     app = create_app(config)
     merchant_portal.init_app(app)
+    if not app.config.get("TESTING"):
+        configure(app.config["LOG_LEVEL"])
     return app

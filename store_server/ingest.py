@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import threading
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +27,15 @@ HEX16 = re.compile(r"^[0-9a-f]{16}$")
 HEX40 = re.compile(r"^[0-9a-f]{40}$")
 BATCH_ID = re.compile(r"^[0-9A-Za-z_-]{8,64}$")
 KINDS = {"eid": HEX16, "ibeacon": HEX40}
+
+
+MAX_RETRIES = 8
+_LOCKS: dict[int, threading.Lock] = defaultdict(threading.Lock)
+
+
+def _venue_lock(venue_id: int) -> threading.Lock:
+    """One lock per venue in this process: batches of one venue fold into its states in turn."""
+    return _LOCKS[venue_id]
 
 
 class BadBatch(ValueError):
@@ -130,24 +140,44 @@ def process(
         by_sub[entry["s"]].append(s)
         consents[entry["s"]] = consent
 
-    occurrences: list[Occurrence] = []
     subs = sorted(by_sub)
-    states = r.hmget(keys.tracks(venue.id), [str(s) for s in subs]) if subs and venue else []
-    pipe = r.pipeline(transaction=True)
-    for sub, raw in zip(subs, states, strict=True):
-        state, events = advance(venue, scanner.name, json.loads(raw) if raw else {}, by_sub[sub])
-        consent = consents[sub]
-        if any(e.kind == "enter" for e in events):
-            state["c"] = consent
-        for e in events:
-            # An exit revokes under the consent its enter was disclosed under.
-            occurrences.append(Occurrence(sub, venue, state.get("c", consent), e))
-        pipe.hset(keys.tracks(venue.id), str(sub), json.dumps(state))
-        pipe.zadd(keys.last_seen(), {f"{venue.id}:{sub}": state["p"]["last"]})
-    if dropped and venue:
-        pipe.incrby(keys.dropped(venue.id), dropped)
-    pipe.set(keys.batch(scanner.id, batch_id), 1, ex=batch_ttl)
-    pipe.execute()
+    occurrences: list[Occurrence] = []
+    tkey = keys.tracks(venue.id) if venue else ""
+    # Optimistic concurrency: another process (or the exit sweeper) may update the same states;
+    # WATCH makes the write fail rather than lose its update, and we recompute. The in-process
+    # lock keeps the retries for cross-process races only.
+    with _venue_lock(venue.id if venue else 0):
+        for _attempt in range(MAX_RETRIES):
+            occurrences = []
+            try:
+                with r.pipeline(transaction=True) as pipe:
+                    if subs:
+                        pipe.watch(tkey)
+                        states = pipe.hmget(tkey, [str(s) for s in subs])
+                    else:
+                        states = []
+                    pipe.multi()
+                    for sub, raw in zip(subs, states, strict=True):
+                        prev = json.loads(raw) if raw else {}
+                        state, events = advance(venue, scanner.name, prev, by_sub[sub])
+                        if any(e.kind == "enter" for e in events):
+                            state["c"] = consents[sub]
+                        for e in events:
+                            # An exit revokes under the consent its enter was disclosed under.
+                            occurrences.append(
+                                Occurrence(sub, venue, state.get("c", consents[sub]), e)
+                            )
+                        pipe.hset(tkey, str(sub), json.dumps(state))
+                        pipe.zadd(keys.last_seen(), {f"{venue.id}:{sub}": state["p"]["last"]})
+                    if dropped and venue:
+                        pipe.incrby(keys.dropped(venue.id), dropped)
+                    pipe.set(keys.batch(scanner.id, batch_id), 1, ex=batch_ttl)
+                    pipe.execute()
+                break
+            except redis.WatchError:
+                continue
+        else:
+            raise redis.exceptions.ConnectionError("tracking state kept changing; retry later")
     resolved = len(sightings) - dropped
     return Outcome(len(sightings), resolved=resolved, dropped=dropped), occurrences, False
 

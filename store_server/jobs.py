@@ -10,6 +10,7 @@ import logging
 import threading
 import time
 
+import redis
 from flask import Flask
 
 from store_server import presence, resolver
@@ -27,25 +28,41 @@ def sweep_once(app: Flask, now: float | None = None) -> int:
     now = time.time() if now is None else now
     # 1 s is the shortest absence any zone uses; members younger than that cannot be due.
     members = r.zrangebyscore(keys.last_seen(), "-inf", now - 1.0)
-    occurrences: list[Occurrence] = []
     parsed = [tuple(int(x) for x in m.split(":")) for m in members]
-    pipe = r.pipeline(transaction=False)
-    for venue_id, sub in parsed:
-        pipe.hget(keys.tracks(venue_id), str(sub))
-    raws = pipe.execute() if parsed else []
-    pipe = r.pipeline(transaction=True)
-    for member, (venue_id, sub), raw in zip(members, parsed, raws, strict=True):
-        venue = topo.venue(venue_id)
-        if raw is None or venue is None:
-            pipe.zrem(keys.last_seen(), member)
+    if not parsed:
+        return 0
+    tkeys = sorted({keys.tracks(v) for v, _ in parsed})
+    occurrences: list[Occurrence] = []
+    for _attempt in range(8):
+        occurrences = []
+        try:
+            with r.pipeline(transaction=True) as pipe:
+                # WATCH: a sighting folded in meanwhile must win over this exit.
+                pipe.watch(*tkeys)
+                reader = r.pipeline(transaction=False)
+                for venue_id, sub in parsed:
+                    reader.hget(keys.tracks(venue_id), str(sub))
+                raws = reader.execute()
+                pipe.multi()
+                for member, (venue_id, sub), raw in zip(members, parsed, raws, strict=True):
+                    venue = topo.venue(venue_id)
+                    if raw is None or venue is None:
+                        pipe.zrem(keys.last_seen(), member)
+                        continue
+                    state = json.loads(raw)
+                    pstate, events = presence.sweep(state.get("p", {}), now, venue.timings)
+                    if pstate is None:
+                        pipe.hdel(keys.tracks(venue_id), str(sub))
+                        pipe.zrem(keys.last_seen(), member)
+                    occurrences.extend(
+                        Occurrence(sub, venue, state.get("c", {}), e) for e in events
+                    )
+                pipe.execute()
+            break
+        except redis.WatchError:
             continue
-        state = json.loads(raw)
-        pstate, events = presence.sweep(state.get("p", {}), now, venue.timings)
-        if pstate is None:
-            pipe.hdel(keys.tracks(venue_id), str(sub))
-            pipe.zrem(keys.last_seen(), member)
-        occurrences.extend(Occurrence(sub, venue, state.get("c", {}), e) for e in events)
-    pipe.execute()
+    else:
+        return 0  # busy venues: the next round will sweep
     deliver(app, [o for o in occurrences if o.consent])
     return len(occurrences)
 
