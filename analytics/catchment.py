@@ -64,14 +64,18 @@ def _merge_small_cells(
     cell_of = {c: c for c in codes}
     members = {c: {c} for c in codes}
     people = {c: set(subscribers.get(c, ())) for c in codes}
+    neighbours: dict[str, list[tuple[str, float]]] = {c: [] for c in codes}
+    for (a, b), length in borders.items():
+        if a in neighbours and b in cell_of:
+            neighbours[a].append((b, length))
     while True:
         small = sorted((len(p), cid) for cid, p in people.items() if 0 < len(p) < k)
         merged = False
         for _, cid in small:
             touching: dict[str, float] = {}
             for area in members[cid]:
-                for (a, b), length in borders.items():
-                    if a == area and cell_of.get(b, cid) != cid:
+                for b, length in neighbours[area]:
+                    if cell_of[b] != cid:
                         touching[cell_of[b]] = touching.get(cell_of[b], 0.0) + length
             # empty neighbours add no one, and absorbing them would grow shapeless cells
             touching = {t: length for t, length in touching.items() if people[t]}
