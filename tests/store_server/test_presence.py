@@ -1,0 +1,113 @@
+"""Presence state machine: unit rules, and a replayed walk whose exact event sequence is known."""
+
+from __future__ import annotations
+
+import math
+
+from shapely.geometry import box
+
+from beacons.simulator import Leg, SimEmitter, World
+from beacons.sources.simulated import SimulatedSource
+from store_server import presence
+from store_server.ingest import Sighting, advance
+from store_server.positioning.live import VenueModel
+from store_server.presence import PresenceEvent, ZoneTiming
+from store_server.topology import VenueInfo
+
+CHAIR = ZoneTiming(enter_stable_s=3.0, exit_absent_s=8.0)
+TIMINGS = {"chair-1": CHAIR, "chair-2": CHAIR}
+
+
+def kinds(events: list[PresenceEvent]) -> list[tuple[str, str]]:
+    return [(e.kind, e.zone) for e in events]
+
+
+def test_enter_needs_a_stable_zone():
+    st, ev = presence.step({}, "chair-1", 100.0, TIMINGS)
+    assert ev == []
+    st, ev = presence.step(st, "chair-1", 102.9, TIMINGS)
+    assert ev == []
+    st, ev = presence.step(st, "chair-1", 103.0, TIMINGS)
+    assert kinds(ev) == [("enter", "chair-1")]
+    assert st["zone"] == "chair-1" and st["since"] == 103.0
+
+
+def test_a_brief_excursion_does_not_flap():
+    st, _ = presence.step({}, "chair-1", 0.0, TIMINGS)
+    st, _ = presence.step(st, "chair-1", 3.0, TIMINGS)
+    for t, z in ((4.0, "chair-2"), (5.0, "chair-2"), (6.0, "chair-1"), (7.0, "chair-2")):
+        st, ev = presence.step(st, z, t, TIMINGS)
+        assert ev == []
+    assert st["zone"] == "chair-1"
+
+
+def test_moving_exits_the_old_zone_before_entering_the_new():
+    st, _ = presence.step({}, "chair-1", 0.0, TIMINGS)
+    st, _ = presence.step(st, "chair-1", 3.0, TIMINGS)
+    st, _ = presence.step(st, "chair-2", 10.0, TIMINGS)
+    st, ev = presence.step(st, "chair-2", 13.0, TIMINGS)
+    assert [(e.kind, e.zone, e.reason) for e in ev] == [
+        ("exit", "chair-1", "moved"),
+        ("enter", "chair-2", ""),
+    ]
+
+
+def test_late_readings_are_ignored():
+    st, _ = presence.step({}, "chair-1", 10.0, TIMINGS)
+    st2, ev = presence.step(st, "chair-2", 5.0, TIMINGS)
+    assert st2 == st and ev == []
+
+
+def test_sweep_exits_after_absence_and_forgets_unentered_state():
+    st, _ = presence.step({}, "chair-1", 0.0, TIMINGS)
+    st, _ = presence.step(st, "chair-1", 3.0, TIMINGS)
+    kept, ev = presence.sweep(st, 10.9, TIMINGS)
+    assert kept == st and ev == []
+    gone, ev = presence.sweep(st, 11.0, TIMINGS)
+    assert gone is None
+    assert [(e.kind, e.zone, e.reason, e.since) for e in ev] == [("exit", "chair-1", "absent", 3.0)]
+    unentered, _ = presence.step({}, "chair-2", 0.0, TIMINGS)
+    assert presence.sweep(unentered, 4.0, TIMINGS) == (unentered, [])
+    assert presence.sweep(unentered, 8.0, TIMINGS) == (None, [])
+
+
+def test_replayed_walk_gives_the_exact_event_sequence():
+    """A simulated subscriber sits in chair 1, walks to chair 2, sits, then leaves the salon."""
+    scanners = {"s1": (1.5, 1.5), "s2": (6.0, 1.5)}
+    zones = {"chair-1": box(0.5, 0.5, 2.5, 2.5), "chair-2": box(5.0, 0.5, 7.0, 2.5)}
+    venue = VenueInfo(1, 1, b"k" * 32, True, VenueModel.uncalibrated(scanners, zones), TIMINGS)
+    legs = [
+        Leg(0, 40, "salon", 1.5, 1.5),
+        Leg(40, 44, "salon", 1.5, 1.5, 6.0, 1.5),
+        Leg(44, 90, "salon", 6.0, 1.5),
+    ]
+    start = 1_800_000_000.0
+    world = World([SimEmitter(bytes(16), 10, legs)], start)
+    sources = {
+        name: SimulatedSource(world, "salon", x, y, seed=i, t0=start, clock=lambda: start)
+        for i, (name, (x, y)) in enumerate(scanners.items())
+    }
+    state: dict = {}
+    events: list[PresenceEvent] = []
+    for second in range(1, 121):
+        now = start + second
+        for name, src in sources.items():  # each scanner uploads a batch per second
+            heard = [Sighting(a.ts, "eid", "0" * 16, a.rssi) for a in src.adverts_until(now)]
+            if heard and state is not None:
+                state, evs = advance(venue, name, state, heard)
+                events.extend(evs)
+        if state is not None:
+            pstate, evs = presence.sweep(state.get("p", {}), now, TIMINGS)
+            events.extend(evs)
+            state = None if pstate is None else state
+    assert [(e.kind, e.zone, e.reason) for e in events] == [
+        ("enter", "chair-1", ""),
+        ("exit", "chair-1", "moved"),
+        ("enter", "chair-2", ""),
+        ("exit", "chair-2", "absent"),
+    ]
+    enter1, exit1, enter2, exit2 = events
+    assert enter1.at - start <= 5  # enters within the stability time plus a batch
+    assert 40 <= exit1.at - start <= 50 and enter2.at == exit1.at
+    assert 90 <= exit2.at - start <= 90 + CHAIR.exit_absent_s + 2
+    assert not math.isnan(exit2.since)
