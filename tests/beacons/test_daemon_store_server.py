@@ -1,4 +1,5 @@
-"""The daemon against the real store server: an outage mid-stream loses and doubles nothing."""
+"""The daemon against the real store server: a lost reply and an outage mid-stream lose and
+double nothing."""
 
 from __future__ import annotations
 
@@ -28,19 +29,26 @@ class Served:
     def __init__(self, app: Any, port: int) -> None:
         self.app, self.port = app, port
         self.replies: list[dict[str, Any]] = []
+        self.lose_replies = 0  # the next N batches are processed, then a 502 goes back instead
         self._srv: Any = None
 
     def __call__(self, environ: dict, start_response: Any) -> list[bytes]:
         # records what the server answered to each batch, to count acceptances server-side
-        status: list[str] = []
+        held: list[tuple[str, list]] = []
 
-        def sr(s: str, headers: list, exc_info: Any = None) -> Any:
-            status.append(s)
-            return start_response(s, headers, exc_info)
+        def hold(s: str, headers: list, exc_info: Any = None) -> Any:
+            held.append((s, headers))
+            return lambda data: None
 
-        body = b"".join(self.app(environ, sr))
+        body = b"".join(self.app(environ, hold))
+        status = [held[0][0]]
         if environ["PATH_INFO"] == "/api/v1/sightings" and status[0].startswith("200"):
             self.replies.append(json.loads(body))
+            if self.lose_replies > 0:
+                self.lose_replies -= 1
+                start_response("502 Bad Gateway", [("Content-Type", "text/plain")])
+                return [b"upstream reply lost"]
+        start_response(*held[0])
         return [body]
 
     @property
@@ -81,6 +89,8 @@ def test_store_server_outage_every_sighting_accepted_exactly_once(app, db, redis
     daemon.start()
     try:
         assert daemon.wait_for(lambda: daemon.uplink.batches_sent >= 3, 20)
+        served.lose_replies = 1  # processed by the server, but the scanner never hears so
+        assert daemon.wait_for(lambda: daemon.uplink.duplicates == 1, 20)
         served.stop()  # the store server goes away mid-stream
         assert daemon.wait_for(
             lambda: daemon.queue.batches >= 5 and daemon.uplink.failures >= 3, 20
@@ -98,5 +108,7 @@ def test_store_server_outage_every_sighting_accepted_exactly_once(app, db, redis
     assert stats["frames_forwarded"] == accepted_by_server + stats["queue_depth"]
     assert stats["sightings_accepted"] == accepted_by_server > 100
     assert stats["batches_rejected"] == 0 and stats["frames_dropped"] == 0
+    # the re-sent batch was recognised by its id and not counted twice
+    assert sum(r["duplicate"] for r in served.replies) == stats["duplicates"] == 1
     adapter = redis.hget(get_keys(app).scanner_health(scanner.id), "adapter")
     assert adapter in (b"simulated", "simulated")  # the heartbeat reached the store too
