@@ -77,10 +77,13 @@ def _zone(i: int, feature: Any, seen: set[str]) -> ZoneSpec:
         geom = shape(geometry)
     except (ValueError, TypeError, KeyError, IndexError, AttributeError):
         raise ZoneError("geo_bad_coordinates", i=i, name=name) from None
-    if geom.is_empty or geom.area <= 0:
+    if geom.is_empty:
         raise ZoneError("geo_empty", i=i, name=name)
+    # Validity first: a bow-tie's two lobes cancel to zero area, but the real fault is the cross.
     if not geom.is_valid:
         raise ZoneError("geo_invalid", i=i, name=name, why=explain_validity(geom))
+    if geom.area <= 0:
+        raise ZoneError("geo_empty", i=i, name=name)
     return ZoneSpec(name, kind, geom)
 
 

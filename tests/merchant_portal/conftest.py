@@ -53,6 +53,7 @@ class PortalWorld:
     annex_venue: int  # the salon's second venue, which tests may reshape freely
     devices: dict[str, int]
     scanners: dict[str, int]
+    annex_scanner_secret: str
 
 
 @pytest.fixture(scope="session")
@@ -77,7 +78,9 @@ def world(portal_app: Any) -> PortalWorld:
         services.create_staff(db, *SALON_STAFF_LOGIN, "staff", salon)
         annex = services.create_venue(db, salon, "Salon Mèche Rebelle — Annexe", "site")
         zone = services.add_zone(db, annex, "bac", "area", box(0, 0, 4, 3))
-        services.add_scanner(db, portal_app.config["DATA_KEY"], annex, "annex-scanner", 2.0, 1.5)
+        _s, annex_secret = services.add_scanner(
+            db, portal_app.config["DATA_KEY"], annex, "annex-scanner", 2.0, 1.5
+        )
         services.add_device(db, annex, zone, "annex-speaker")
         services.add_device(db, annex, zone, "annex-spare")
         db.commit()
@@ -92,6 +95,7 @@ def world(portal_app: Any) -> PortalWorld:
         venues["Salon Mèche Rebelle — Annexe"],
         devices,
         scanners,
+        annex_secret,
     )
 
 

@@ -1,0 +1,130 @@
+"""Devices and scanners: pairing codes, token rotation and revocation checked against the real
+/device namespace, and scanner health from signed heartbeats."""
+
+from __future__ import annotations
+
+import json
+import queue
+import re
+
+import pytest
+import requests
+import socketio
+
+from beacons.signing import signed_headers
+from merchant_portal.health import scanner_status
+from tests.merchant_portal.conftest import csrf_of
+
+pytestmark = pytest.mark.authz
+TOKEN = re.compile(r'<code id="device-token">([^<]+)</code>')
+CODE = re.compile(r'<p class="code" id="pair-code">([A-Z0-9-]+)</p>')
+
+
+def device_outcome(url: str, token: str) -> str:
+    """Whether the store server's /device namespace lets this token in."""
+    outcome: queue.Queue = queue.Queue()
+    sio = socketio.Client(reconnection=False)
+    sio.on("connect", lambda: outcome.put("connected"), namespace="/device")
+    sio.on("connect_error", lambda *_a: outcome.put("refused"), namespace="/device")
+    sio.connect(
+        url, namespaces=["/device"], auth={"token": token}, transports=["polling"], wait=False
+    )
+    try:
+        return outcome.get(timeout=10)
+    finally:
+        sio.eio.disconnect(abort=True)
+
+
+def post_action(client, device_id: int, action: str):  # type: ignore[no-untyped-def]
+    """Press a device's action button on the devices page."""
+    token = csrf_of(client.get("/portal/").get_data(as_text=True))
+    return client.post(f"/portal/devices/{device_id}/{action}", data={"csrf_token": token})
+
+
+def test_rotating_a_token_shows_it_once_and_kills_the_old_one(salon, world, portal_server):
+    device = world.devices["annex-spare"]
+    first = post_action(salon, device, "rotate")
+    assert first.status_code == 200
+    old = TOKEN.search(first.get_data(as_text=True)).group(1)
+    assert device_outcome(portal_server.url, old) == "connected"
+    new = TOKEN.search(post_action(salon, device, "rotate").get_data(as_text=True)).group(1)
+    assert new != old
+    assert device_outcome(portal_server.url, old) == "refused"
+    assert device_outcome(portal_server.url, new) == "connected"
+    # Shown once: the devices page itself never repeats it.
+    page = salon.get(f"/portal/venues/{world.annex_venue}/devices").get_data(as_text=True)
+    assert new not in page
+
+
+def test_a_pairing_code_works_once_and_yields_a_working_token(salon, world, portal_server):
+    device = world.devices["annex-spare"]
+    code = CODE.search(post_action(salon, device, "pair").get_data(as_text=True)).group(1)
+    pair = f"{portal_server.url}/portal/device/pair"
+    assert requests.post(pair, json={"code": "ABCD-EFGH"}, timeout=10).status_code == 404
+    assert requests.post(pair, json={"code": 12345678}, timeout=10).status_code == 400
+    # People type codes in lower case and without the dash: both are accepted.
+    resp = requests.post(pair, json={"code": code.replace("-", "").lower()}, timeout=10)
+    assert resp.status_code == 200
+    body = resp.json()
+    assert body["device"] == "annex-spare"
+    assert device_outcome(portal_server.url, body["token"]) == "connected"
+    assert requests.post(pair, json={"code": code}, timeout=10).status_code == 404
+
+
+def test_revoking_refuses_the_token(salon, world, portal_server, client):
+    device = world.devices["annex-spare"]
+    token = TOKEN.search(post_action(salon, device, "rotate").get_data(as_text=True)).group(1)
+    resp = post_action(salon, device, "revoke")
+    assert resp.status_code == 302
+    page = salon.get(resp.headers["Location"]).get_data(as_text=True)
+    assert "annex-spare is revoked" in page
+    assert device_outcome(portal_server.url, token) == "refused"
+    # Pairing again brings it back.
+    again = TOKEN.search(post_action(salon, device, "rotate").get_data(as_text=True)).group(1)
+    assert device_outcome(portal_server.url, again) == "connected"
+
+
+def test_scanner_health_from_a_signed_heartbeat(salon, world, portal_server):
+    body = json.dumps(
+        {
+            "uptime_s": 3600,
+            "queue_depth": 7,
+            "frames_heard": 1200,
+            "frames_dropped": 345,
+            "adapter": "up",
+        }
+    ).encode()
+    resp = requests.post(
+        f"{portal_server.url}/api/v1/heartbeat",
+        data=body,
+        headers=signed_headers("annex-scanner", world.annex_scanner_secret, body),
+        timeout=10,
+    )
+    assert resp.status_code == 200, resp.text
+    page = salon.get(f"/portal/venues/{world.annex_venue}/devices").get_data(as_text=True)
+    row = re.search(r'<tr data-scanner="annex-scanner" class="([^"]*)">(.*?)</tr>', page, re.S)
+    assert row, page
+    assert row.group(1) == ""  # no warning
+    cells = re.sub(r"\s+", " ", row.group(2))
+    assert re.search(r"[0-5] s ago", cells)
+    assert "<td>7</td>" in cells and "1200 / 345" in cells and "up" in cells
+    # The salon's own scanners never sent one: they are flagged.
+    salon_page = salon.get(f"/portal/venues/{world.salon_venue}/devices").get_data(as_text=True)
+    assert salon_page.count("Never heard from") == 2
+
+
+def test_scanner_status_flags_silence_and_a_down_adapter():
+    hb = {"at": "1000.0", "queue_depth": "3", "frames_heard": "9", "frames_dropped": "1"}
+    assert scanner_status(hb, 1060.0) == {
+        "age_s": 60,
+        "silent": False,
+        "queue_depth": "3",
+        "frames_heard": "9",
+        "frames_dropped": "1",
+        "adapter": "—",
+        "adapter_down": False,
+    }
+    assert scanner_status(hb, 1061.0)["silent"] is True
+    assert scanner_status({}, 1061.0) == {**scanner_status({}, 0), "age_s": None, "silent": True}
+    assert scanner_status({**hb, "adapter": "down"}, 1001.0)["adapter_down"] is True
+    assert scanner_status({"at": "garbage"}, 1.0)["age_s"] is None
