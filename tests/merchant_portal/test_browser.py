@@ -169,3 +169,45 @@ def test_other_screens_render_at_tablet_size(context, world):
     page.goto("/portal/reports?lang=fr")
     expect(page.get_by_role("heading", name="Rapports")).to_be_visible()
     screenshot(page, "10-reports-fr")
+
+
+def test_signing_out_elsewhere_leaves_a_clear_state_on_the_live_page(context, world):
+    live = context.new_page()
+    browser_login(live, *SALON_LOGIN)
+    live.goto(f"/portal/venues/{world.salon_venue}/live")
+    status = live.locator("#live-status")
+    expect(status).to_have_attribute("data-state", "connected")
+    other = context.new_page()
+    other.goto("/portal/")
+    other.get_by_role("button", name="Sign out").click()
+    other.wait_for_url("**/portal/login")
+    # Closed by the server, then refused on the retry: the page says so instead of going stale.
+    expect(status).to_have_attribute("data-state", "refused")
+    expect(status).to_contain_text("sign in again")
+    screenshot(live, "11-live-signed-out")
+
+
+@pytest.mark.parametrize("size", [(1024, 768), (1280, 800), (768, 1024)])
+def test_screens_fit_tablets_without_sideways_scrolling(browser, portal_server, world, size):
+    ctx = browser.new_context(
+        viewport={"width": size[0], "height": size[1]}, base_url=portal_server.url
+    )
+    try:
+        page = ctx.new_page()
+        browser_login(page, *SALON_LOGIN)
+        v = world.salon_venue
+        for path in (
+            "/portal/",
+            f"/portal/venues/{v}/live",
+            f"/portal/venues/{v}/devices",
+            f"/portal/venues/{v}/setup",
+            f"/portal/venues/{v}/qr",
+            "/portal/device",
+        ):
+            page.goto(path)
+            overflow = page.evaluate(
+                "document.documentElement.scrollWidth - document.documentElement.clientWidth"
+            )
+            assert overflow <= 0, f"{path} scrolls sideways by {overflow}px at {size}"
+    finally:
+        ctx.close()
