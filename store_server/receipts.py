@@ -98,10 +98,42 @@ def key_from_jwk(jwk: dict[str, Any]) -> Ed25519PublicKey:
     return Ed25519PublicKey.from_public_bytes(_unb64(jwk["x"]))
 
 
-def _termination(scope: Scope, withdraw_url: str) -> str:
+# Purposes and terms are written in the receipt's language; category labels stay in English so
+# that receipts from every language can be compared by machine.
+WORDS: dict[str, dict[str, str]] = {
+    "en": {
+        "all": "all affiliated merchants",
+        "presence": "Detect the presence of your emitter at {where}, to play your music there",
+        "playlist": "Send your playlist to the merchant's playback device, under a pseudonym",
+        "preferences": "Send only your musical preferences (genres, mood) to the merchant's "
+        "playback device, under a pseudonym",
+        "statistics": "Anonymous statistics of the area (k-anonymous reports, at least 5 people "
+        "per published figure)",
+        "until_withdrawn": "Until withdrawn, at any time, at {url}",
+        "until": "Ends at {until}, or earlier if withdrawn at {url}",
+        "method": "QR code at the merchant's premises, then a web form",
+    },
+    "fr": {
+        "all": "tous les commerçants partenaires",
+        "presence": "Détecter la présence de votre émetteur chez {where}, pour y jouer votre "
+        "musique",
+        "playlist": "Envoyer votre playlist à l'appareil de diffusion du commerçant, sous un "
+        "pseudonyme",
+        "preferences": "Envoyer seulement vos préférences musicales (genres, ambiance) à "
+        "l'appareil de diffusion du commerçant, sous un pseudonyme",
+        "statistics": "Statistiques anonymes du quartier (rapports k-anonymes, au moins 5 "
+        "personnes par chiffre publié)",
+        "until_withdrawn": "Jusqu'au retrait, à tout moment, sur {url}",
+        "until": "Prend fin le {until}, ou avant en cas de retrait sur {url}",
+        "method": "Code QR chez le commerçant, puis formulaire web",
+    },
+}
+
+
+def _termination(words: dict[str, str], scope: Scope, withdraw_url: str) -> str:
     if scope.valid_until is None:
-        return f"Until withdrawn, at any time, at {withdraw_url}"
-    return f"Ends at {scope.valid_until.isoformat()}, or earlier if withdrawn at {withdraw_url}"
+        return words["until_withdrawn"].format(url=withdraw_url)
+    return words["until"].format(until=scope.valid_until.isoformat(), url=withdraw_url)
 
 
 def build(
@@ -115,16 +147,17 @@ def build(
     withdraw_url: str,
     scope: Scope,
     jurisdiction: str = "FR",
-    collection_method: str = "QR code at the merchant's premises, then a web form",
+    collection_method: str | None = None,
 ) -> dict[str, Any]:
     """The Kantara v1.1 receipt of one consent (plain JSON, not yet signed)."""
     if scope.share not in ("playlist", "preferences"):
         raise ValueError("share must be playlist or preferences")
-    where = scope.merchant_name or "all affiliated merchants"
-    termination = _termination(scope, withdraw_url)
+    words = WORDS.get(language, WORDS["en"])
+    where = scope.merchant_name or words["all"]
+    termination = _termination(words, scope, withdraw_url)
     purposes: list[dict[str, Any]] = [
         {
-            "purpose": f"Detect the presence of your emitter at {where}, to play your music there",
+            "purpose": words["presence"].format(where=where),
             "purposeCategory": ["Personalisation", "Core function"],
             "consentType": "EXPLICIT",
             "piiCategory": ["Rotating pseudonymous device identifier", "Presence (place, time)"],
@@ -133,12 +166,7 @@ def build(
             "thirdPartyDisclosure": False,
         },
         {
-            "purpose": (
-                "Send your playlist to the merchant's playback device, under a pseudonym"
-                if scope.share == "playlist"
-                else "Send only your musical preferences (genres, mood) to the merchant's "
-                "playback device, under a pseudonym"
-            ),
+            "purpose": words[scope.share],
             "purposeCategory": ["Personalisation"],
             "consentType": "EXPLICIT",
             "piiCategory": (["Playlist"] if scope.share == "playlist" else ["Musical preferences"]),
@@ -151,8 +179,7 @@ def build(
     if scope.statistics:
         purposes.append(
             {
-                "purpose": "Anonymous statistics of the area (k-anonymous reports, at least 5 "
-                "people per published figure)",
+                "purpose": words["statistics"],
                 "purposeCategory": ["Research and statistics"],
                 "consentType": "EXPLICIT",
                 "piiCategory": ["Home area (INSEE code)", "Visits (place, time, duration)"],
@@ -165,7 +192,7 @@ def build(
         "version": VERSION,
         "jurisdiction": jurisdiction,
         "consentTimestamp": int(timestamp),
-        "collectionMethod": collection_method,
+        "collectionMethod": collection_method or words["method"],
         "consentReceiptID": receipt_id,
         "language": language,
         "piiPrincipalId": principal_id,

@@ -85,6 +85,7 @@ def test_scan_sign_in_choose_receipt_present_withdraw(app, live_server, db):
             page.click("#agree")
             page.wait_for_selector("#done")
             receipt_id = page.locator("#receipt-id").inner_text()
+            assert "Send your playlist" in page.locator("#purposes").inner_text()
 
             # The emitter app scans the provisioning QR off the screen.
             [doc_text] = decode(page.locator("#provisioning-qr").screenshot())

@@ -55,6 +55,10 @@ def test_full_journey_records_consent_receipt_and_resolves(app, db, redis):
     purposes = claims["services"][0]["purposes"]
     assert [p["piiCategory"][0] for p in purposes][1:] == ["Playlist", "Home area (INSEE code)"]
     assert purposes[1]["thirdPartyName"] == shop.name
+    # Written in the language the subscriber read the form in.
+    assert claims["language"] == "fr" and purposes[1]["purpose"].startswith(
+        "Envoyer votre playlist"
+    )
 
     # The emitter key shown once is the one the resolver now knows.
     doc_json = resp.text.split('id="provisioning-json">')[1].split("</pre>")[0]
