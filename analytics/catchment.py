@@ -17,6 +17,14 @@ import numpy as np
 import pandas as pd
 from shapely.geometry.base import BaseGeometry
 
+from analytics.privacy import (
+    discrete_gaussian,
+    discrete_laplace,
+    gaussian_sigma,
+    noise_tail,
+    secure_rng,
+)
+
 METRIC_CRS = "EPSG:2154"
 MIN_K = 5
 
@@ -58,18 +66,18 @@ def adjacency(areas: gpd.GeoDataFrame, code: str = "code", min_border_m: float =
 
 
 def _merge_small_cells(
-    subscribers: dict[str, set], codes: list[str], borders: dict, k: int
+    counts: dict[str, float], codes: list[str], borders: dict, k: float
 ) -> dict[str, str]:
-    """Area code -> cell id after merging cells under k with adjacent ones."""
+    """Area code -> cell id after merging cells whose count is under k with adjacent ones."""
     cell_of = {c: c for c in codes}
     members = {c: {c} for c in codes}
-    people = {c: set(subscribers.get(c, ())) for c in codes}
+    size = {c: float(counts.get(c, 0)) for c in codes}
     neighbours: dict[str, list[tuple[str, float]]] = {c: [] for c in codes}
     for (a, b), length in borders.items():
         if a in neighbours and b in cell_of:
             neighbours[a].append((b, length))
     while True:
-        small = sorted((len(p), cid) for cid, p in people.items() if 0 < len(p) < k)
+        small = sorted((n, cid) for cid, n in size.items() if 0 < n < k)
         merged = False
         for _, cid in small:
             touching: dict[str, float] = {}
@@ -78,15 +86,15 @@ def _merge_small_cells(
                     if cell_of[b] != cid:
                         touching[cell_of[b]] = touching.get(cell_of[b], 0.0) + length
             # empty neighbours add no one, and absorbing them would grow shapeless cells
-            touching = {t: length for t, length in touching.items() if people[t]}
+            touching = {t: length for t, length in touching.items() if size[t] > 0}
             if not touching:
                 continue
             # prefer merging small with small so busy neighbours keep their detail
-            target = min(touching, key=lambda t: (len(people[t]), -touching[t], t))
+            target = min(touching, key=lambda t: (size[t], -touching[t], t))
             for area in members[target]:
                 cell_of[area] = cid
             members[cid] |= members.pop(target)
-            people[cid] |= people.pop(target)
+            size[cid] += size.pop(target)
             merged = True
             break
         if not merged:
@@ -94,25 +102,26 @@ def _merge_small_cells(
             return {area: "+".join(sorted(members[cid])) for area, cid in cell_of.items()}
 
 
-def catchment(
+@dataclass
+class NoiseOptions:
+    """Differential privacy for a catchment: epsilon split evenly over four released sums."""
+
+    epsilon: float
+    delta: float = 1e-6
+    mechanism: str = "laplace"
+    max_visits: int = 7  # per subscriber and period: contribution bound
+    max_dwell: int = 4 * 3600  # seconds per visit, clipped
+    rng: np.random.Generator | None = None
+
+
+def _prepare(
     visits: pd.DataFrame,
     areas: gpd.GeoDataFrame,
-    share: float = 0.7,
-    k: int = MIN_K,
-    period_start: pd.Timestamp | None = None,
-    code: str = "code",
-    period_end: pd.Timestamp | None = None,
-) -> Catchment:
-    """Catchment of one merchant's visits (subscriber, area, time, dwell[, consent]).
-
-    With period_start, earlier visits only mark subscribers as returning; without it, a
-    subscriber is returning when seen on more than one day.  Use privacy.week_window for the
-    period so catchments, like taste reports, come in fixed weeks.
-    """
-    if k < MIN_K:
-        raise CatchmentError(f"k must be at least {MIN_K}")
-    if not 0.0 < share <= 1.0:
-        raise CatchmentError("share must be in (0, 1]")
+    code: str,
+    period_start: pd.Timestamp | None,
+    period_end: pd.Timestamp | None,
+) -> tuple[pd.DataFrame, set]:
+    """Consented visits of the period, one home area per subscriber, and who is returning."""
     missing = {"subscriber", "area", "time", "dwell"} - set(visits.columns)
     if missing:
         raise CatchmentError(f"visits: missing column {sorted(missing)[0]!r}")
@@ -134,28 +143,77 @@ def catchment(
     else:
         days = v.assign(day=v["time"].dt.floor("D")).groupby("subscriber")["day"].nunique()
         returning = set(days.index[days > 1])
-    total_visits = len(v)
-    if total_visits == 0:
+    if v.empty:
         raise CatchmentError("no consented visits in the period")
-    subscribers = v.groupby("area")["subscriber"].agg(set).to_dict()
+    v = v.sort_values("time", kind="stable")
+    # one home area per subscriber, so each person counts in exactly one cell
+    home = v.groupby("subscriber")["area"].first()
+    v = v.assign(area=v["subscriber"].map(home))
+    return v, returning
+
+
+def catchment(
+    visits: pd.DataFrame,
+    areas: gpd.GeoDataFrame,
+    share: float = 0.7,
+    k: int = MIN_K,
+    period_start: pd.Timestamp | None = None,
+    code: str = "code",
+    period_end: pd.Timestamp | None = None,
+    noise: NoiseOptions | None = None,
+) -> Catchment:
+    """Catchment of one merchant's visits (subscriber, area, time, dwell[, consent]).
+
+    With period_start, earlier visits only mark subscribers as returning; without it, a
+    subscriber is returning when seen on more than one day.  Use privacy.week_window for the
+    period so catchments, like taste reports, come in fixed weeks.  With noise, every released
+    number is noisy, cells are formed and released from noisy counts (threshold k + the noise's
+    delta-tail), and a cell whose true count is under k is still withheld.
+    """
+    if k < MIN_K:
+        raise CatchmentError(f"k must be at least {MIN_K}")
+    if not 0.0 < share <= 1.0:
+        raise CatchmentError("share must be in (0, 1]")
+    v, returning = _prepare(visits, areas, code, period_start, period_end)
     codes = sorted(areas[code].astype(str))
-    cell_of = _merge_small_cells(subscribers, codes, adjacency(areas, code), k)
+    if noise is not None:
+        v = v.groupby("subscriber", sort=False).head(noise.max_visits)
+        v = v.assign(dwell=v["dwell"].clip(0, noise.max_dwell).round())
+    people = v.groupby("area")["subscriber"].nunique().reindex(codes, fill_value=0)
+    threshold: float = k
+    if noise is not None:
+        rng = noise.rng if noise.rng is not None else secure_rng()
+        scales = _noise_scales(noise)
+        # only areas someone came from are candidates (partition selection): noise on the
+        # empty ones would glue phantom areas into cells; the delta-tail threshold pays for it
+        seen = people > 0
+        people = people + _draw(noise.mechanism, scales["subscribers"], len(people), rng)
+        people = people.clip(lower=0).where(seen, 0)
+        threshold = k + noise_tail(noise.mechanism, scales["subscribers"], noise.delta)
+    cell_of = _merge_small_cells(people.to_dict(), codes, adjacency(areas, code), threshold)
     v = v.assign(cell=v["area"].map(cell_of))
     stats = v.groupby("cell").agg(
         subscribers=("subscriber", "nunique"), visits=("subscriber", "size"), dwell=("dwell", "sum")
     )
-    published = stats[stats["subscribers"] >= k].copy()
-    suppressed_visits = int(stats.loc[stats["subscribers"] < k, "visits"].sum())
-    back = v[v["cell"].isin(published.index)]
-    back_returning = back[back["subscriber"].isin(returning)].groupby("cell")["subscriber"]
-    published["returning"] = back_returning.nunique().reindex(published.index, fill_value=0)
+    ret = v[v["subscriber"].isin(returning)].groupby("cell")["subscriber"].nunique()
+    stats["returning"] = ret.reindex(stats.index, fill_value=0)
+    true_people = stats["subscribers"].copy()
+    if noise is not None:
+        stats["subscribers"] = people.groupby(pd.Series(cell_of)).sum().reindex(stats.index)
+        for column in ("visits", "dwell", "returning"):
+            draw = _draw(noise.mechanism, scales[column], len(stats), rng)
+            stats[column] = (stats[column] + draw).clip(lower=0)
+    keep = (stats["subscribers"] >= threshold) & (true_people >= k)
+    published = stats[keep].copy()
+    total_visits = float(stats["visits"].sum())
+    suppressed_visits = int(stats.loc[~keep, "visits"].sum())
     published["new"] = published["subscribers"] - published["returning"]
     # a split with either side under k would itself be a small cell, so it is withheld
     thin = (published["returning"] < k) | (published["new"] < k)
     published.loc[thin, ["returning", "new"]] = np.nan
-    published["share"] = published["visits"] / total_visits
+    published["share"] = published["visits"] / max(total_visits, 1.0)
     published["visits_per_subscriber"] = published["visits"] / published["subscribers"]
-    published["mean_dwell"] = published["dwell"] / published["visits"]
+    published["mean_dwell"] = published["dwell"] / published["visits"].clip(lower=1)
     published = published.drop(columns="dwell").sort_values(
         ["visits", "subscribers"], ascending=False, kind="stable"
     )
@@ -181,3 +239,26 @@ def catchment(
         k=k,
         suppressed_visits=suppressed_visits,
     )
+
+
+def _noise_scales(noise: NoiseOptions) -> dict[str, float]:
+    """Noise scale per released sum, from its sensitivity under the contribution bounds."""
+    if noise.epsilon <= 0 or noise.mechanism not in ("laplace", "gaussian"):
+        raise CatchmentError("noise needs epsilon > 0 and mechanism laplace or gaussian")
+    sensitivity = {
+        "subscribers": 1.0,
+        "visits": float(noise.max_visits),
+        "dwell": float(noise.max_visits * noise.max_dwell),
+        "returning": 1.0,
+    }
+    part = noise.epsilon / len(sensitivity)
+    if noise.mechanism == "laplace":
+        return {name: s / part for name, s in sensitivity.items()}
+    part_delta = noise.delta / len(sensitivity)
+    return {name: gaussian_sigma(part, part_delta, s) for name, s in sensitivity.items()}
+
+
+def _draw(mechanism: str, scale: float, size: int, rng: np.random.Generator) -> np.ndarray:
+    if mechanism == "laplace":
+        return discrete_laplace(scale, size, rng)
+    return discrete_gaussian(scale, size, rng)

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import geopandas as gpd
+import numpy as np
 import pandas as pd
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from analytics.catchment import METRIC_CRS, CatchmentError, adjacency, catchment
+from analytics.catchment import METRIC_CRS, CatchmentError, NoiseOptions, adjacency, catchment
 
 START = pd.Timestamp("2026-11-02")
 
@@ -142,3 +143,35 @@ def test_every_published_cell_holds_k(paris, raw, k, share) -> None:
     assert cells["visits"].sum() + result.suppressed_visits == len(visits)
     if not cells.empty:
         assert result.share >= min(share, cells["share"].sum()) - 1e-9
+
+
+def test_noisy_catchment_with_huge_epsilon_matches_the_exact_one(paris) -> None:
+    visits = scenario()
+    exact = catchment(visits, paris, k=5)
+    noisy = catchment(visits, paris, k=5,
+                      noise=NoiseOptions(epsilon=1e4, rng=np.random.default_rng(2)))  # fmt: skip
+    assert list(noisy.cells.index) == list(exact.cells.index)
+    assert (noisy.cells["subscribers"] - exact.cells["subscribers"]).abs().max() <= 1
+    assert noisy.share == pytest.approx(exact.share, abs=0.01)
+
+
+def test_noisy_catchment_bounds_contributions_and_holds_k(paris) -> None:
+    visits = scenario()
+    # one fanatic with 500 visits from the 20e must not move the 20e's share
+    fanatic = pd.DataFrame({"subscriber": "fan", "area": "75120", "dwell": 99_999.0,
+                            "time": [START + pd.Timedelta(minutes=m) for m in range(500)],
+                            "consent": True})  # fmt: skip
+    big = catchment(pd.concat([visits, fanatic]), paris, k=5,
+                    noise=NoiseOptions(epsilon=1e4, max_visits=3, max_dwell=3600,
+                                       rng=np.random.default_rng(3)))  # fmt: skip
+    assert abs(big.cells.loc["75120", "visits"] - (40 + 3)) <= 1
+    assert big.cells.loc["75120", "mean_dwell"] <= 3600
+    visited = set(visits["area"])
+    for seed in range(5):
+        options = NoiseOptions(epsilon=1.0, rng=np.random.default_rng(seed))
+        result = catchment(visits, paris, k=5, noise=options)
+        for areas in result.cells["areas"]:
+            assert visits.loc[visits["area"].isin(areas), "subscriber"].nunique() >= 5
+            assert set(areas) <= visited  # no phantom area glued in by noise
+        # with epsilon 1 the release threshold is 5 + 4 ln(1e6) ~ 60 noisy subscribers
+        assert (result.cells["subscribers"] >= 60).all()

@@ -62,7 +62,7 @@ def cases(draw: st.DrawFn) -> tuple[pd.DataFrame, Hierarchy, int]:
     return people, hierarchy, draw(st.integers(5, 12))
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(cases())
 def test_every_row_holds_k_and_recounts_exactly(case: tuple) -> None:
     people, hierarchy, k = case
