@@ -11,7 +11,7 @@ import os
 from flask import Flask, Response, current_app, jsonify, request
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from store_server.ops import checks, hooks
+from store_server.ops import checks, hooks, openapi
 from store_server.ops.metrics import Metrics
 from store_server.redis_store import get_redis
 
@@ -23,6 +23,7 @@ def init_app(app: Flask) -> None:
     hooks.init_app(app, metrics)
     app.add_url_rule("/metrics", "ops.metrics", _metrics_view, methods=["GET"])
     app.add_url_rule("/readyz", "ops.readyz", _readyz_view, methods=["GET"])
+    app.add_url_rule("/openapi.json", "ops.openapi", openapi.openapi_view, methods=["GET"])
 
 
 def get_metrics(app: Flask | None = None) -> Metrics:
