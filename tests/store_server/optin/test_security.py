@@ -319,3 +319,46 @@ def test_passwords_are_hashed_with_a_modern_kdf(app):
     user, _pw = make_account(app)
     _account, pw_hash = get_directory(app)._accounts[user]
     assert re.match(r"^scrypt:\d+:\d+:\d+\$", pw_hash)
+
+
+def test_consent_submissions_are_rate_limited_per_address(app):
+    shop = make_shop(app)
+    user, pw = make_account(app)
+    client = new_client(app, ip="203.0.113.50")
+    token = token_for(app, shop)
+    page = sign_in(client, token, user, pw)
+    form = {"csrf_token": csrf(page.text), "nonce": NONCE.search(page.text).group(1)}
+    codes = [client.post(f"/optin/{token}/consent", data=form).status_code for _ in range(12)]
+    assert codes[:10] == [400] * 10 and codes[10:] == [429, 429]
+
+
+def test_sign_in_rotates_the_csrf_token_and_hides_which_part_was_wrong(app):
+    shop = make_shop(app)
+    user, pw = make_account(app)
+    client = new_client(app)
+    token = token_for(app, shop)
+    before = csrf(client.get(f"/optin/{token}?lang=en").text)
+    wrong_user = client.post(
+        f"/optin/{token}/signin",
+        data={"csrf_token": before, "username": "no-such-user", "password": pw},
+    )
+    wrong_pw = client.post(
+        f"/optin/{token}/signin",
+        data={"csrf_token": before, "username": user, "password": "not-the-password"},
+    )
+    assert wrong_user.status_code == wrong_pw.status_code == 401
+    assert (
+        "Wrong username or password." in wrong_user.text
+        and "Wrong username or password." in wrong_pw.text
+    )
+    page = sign_in(client, token, user, pw)
+    after = csrf(page.text)
+    assert after != before
+    # The pre-sign-in token (which a fixation attacker could know) no longer authorises anything.
+    resp = client.post("/me/withdraw-all", data={"csrf_token": before})
+    assert resp.status_code == 400
+
+
+def test_https_pages_carry_hsts(app):
+    resp = new_client(app).get("/optin/verify", base_url="https://localhost")
+    assert resp.headers["Strict-Transport-Security"].startswith("max-age=")
