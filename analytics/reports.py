@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 from shapely.geometry import mapping
 
-from analytics.catchment import Catchment, catchment
+from analytics.catchment import Catchment, NoiseOptions, catchment
 from analytics.hierarchy import Hierarchy
 from analytics.privacy import (
     PrivacyError,
@@ -183,7 +183,8 @@ def weekly_report(
     visits: subscriber, time[, consent][, dwell]; tastes: subscriber, area, <genre weights>.  The
     ledger refuses any window that is not a whole Monday-to-Monday week or was already released,
     which is what stops overlapping or repeated reports from being differenced into small cells.
-    The catchment is k-anonymous only (no noise); visits before the week mark returning visitors.
+    With epsilon > 0 the taste rows and the catchment are both noisy, each on half the budget;
+    visits before the week only mark returning visitors.
     """
     window = week_window(week_start)
     v = visits
@@ -192,11 +193,18 @@ def weekly_report(
     times = pd.to_datetime(v["time"])
     visitors = set(v.loc[(times >= window[0]) & (times < window[1]), "subscriber"].astype(str))
     people = tastes[tastes["subscriber"].astype(str).isin(visitors)]
+    # both parts see the same people, so with a catchment each gets half the budget
+    parts = 2 if areas is not None else 1
     if epsilon > 0:
-        table = dp_taste_report(people, hierarchy, k, epsilon, delta, mechanism, rng)
+        table = dp_taste_report(
+            people, hierarchy, k, epsilon / parts, delta / parts, mechanism, rng
+        )
     else:
         table = taste_report(people, hierarchy, k)
     area_of = None
+    noise = (
+        NoiseOptions(epsilon / parts, delta / parts, mechanism, rng=rng) if epsilon > 0 else None
+    )
     if areas is not None:
         first = tastes.drop_duplicates("subscriber")
         home = pd.Series(
@@ -204,7 +212,7 @@ def weekly_report(
         )
         area_of = catchment(
             v.assign(area=v["subscriber"].astype(str).map(home)).dropna(subset=["area"]),
-            areas, share=share, k=k, period_start=window[0], period_end=window[1],
+            areas, share=share, k=k, period_start=window[0], period_end=window[1], noise=noise,
         )  # fmt: skip
     # charged only once the report exists, and nothing leaves this function if the charge fails
     ledger.charge(merchant, window[0], epsilon, delta if epsilon > 0 else 0.0)

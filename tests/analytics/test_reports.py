@@ -63,3 +63,19 @@ def test_noisy_bundle_states_epsilon_and_threshold() -> None:
     assert g["epsilon"] == 1.0 and g["mechanism"] == "laplace" and g["threshold"] > 5
     assert bundle["catchment"] is None
     assert ledger.spent("m")[0] == 1.0
+
+
+def test_noisy_bundle_with_catchment_splits_one_charge(shared_data) -> None:
+    areas = gpd.read_file(shared_data / "geo" / "paris-petite-couronne.geojson")
+    hierarchy = parse_hierarchy([[c, "*"] for c in areas["code"]])
+    tastes = pd.DataFrame({"subscriber": [f"s{i}" for i in range(400)], "area": "75111",
+                           "drama": 0.3, "comedy": 0.7})  # fmt: skip
+    visits = pd.DataFrame({"subscriber": tastes["subscriber"], "dwell": 3600.0,
+                           "time": MONDAY + pd.Timedelta(hours=9)})  # fmt: skip
+    ledger = PrivacyLedger(epsilon_budget=4.0)
+    report = weekly_report(visits, tastes, hierarchy, "m", MONDAY, 5, ledger, epsilon=4.0,
+                           rng=np.random.default_rng(1), areas=areas)  # fmt: skip
+    bundle = json.loads(json.dumps(report.to_dict()))
+    assert [c["cell"] for c in bundle["catchment"]["cells"]] == ["75111"]
+    assert abs(bundle["catchment"]["cells"][0]["subscribers"] - 400) < 60
+    assert ledger.spent("m")[0] == 4.0 and len(ledger.releases) == 1
