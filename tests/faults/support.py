@@ -152,15 +152,17 @@ def sql_state(app: Flask) -> dict[str, list[str]]:
 class RedisServer:
     """A private redis-server on a spare port that a test may kill and restart."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, persistent: bool = True) -> None:
         self.port = free_port()
+        self.persistent = persistent
         self.dir = workdir
         self.dir.mkdir(parents=True, exist_ok=True)
         self.proc: subprocess.Popen | None = None
         self.url = f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> RedisServer:
-        """Start the server (appendonly, so that a restart keeps what was written)."""
+        """Start the server; persistent ones fsync an append-only file, so a restart keeps
+        everything that was acknowledged."""
         exe = shutil.which("redis-server") or "/usr/bin/redis-server"
         self.proc = subprocess.Popen(
             [
@@ -172,7 +174,7 @@ class RedisServer:
                 "--dir",
                 str(self.dir),
                 "--appendonly",
-                "yes",
+                "yes" if self.persistent else "no",
                 "--appendfsync",
                 "always",
                 "--save",
