@@ -32,6 +32,10 @@ DEFAULTS: dict[str, float] = {
     "p_enter": 0.7,
     "margin": 0.15,
     "dwell_s": 0.0,
+    "zone_mode": 1,
+    "switch_m": 0.8,
+    "switch_dwell_s": 3.0,
+    "min_mass": 0.3,
     "drift_prior_db": 3.0,
     "drift_q_db2": 0.002,
     "drift_floor_db": 4.0,
@@ -61,6 +65,7 @@ class Runtime:
     params: dict[str, float]
     ref_pos: np.ndarray
     ref_rssi: np.ndarray
+    zone_array: np.ndarray
 
 
 def build_runtime(
@@ -106,6 +111,7 @@ def build_runtime(
         params=params,
         ref_pos=ref_pos,
         ref_rssi=ref,
+        zone_array=np.array([zones[z] for z in grid.zone_names], dtype=object),
     )
 
 
@@ -225,15 +231,29 @@ def step(
     if rt.zones:
         probs = _zone_probs(rt, w, mean)
         current = st.get("z")
-        zone, pending = hysteresis.decide(
-            current if "z" in st else None,
-            st.get("c"),
-            probs,
-            dt,
-            p_enter=p["p_enter"],
-            margin=p["margin"],
-            dwell_s=p["dwell_s"],
-        )
+        if p["zone_mode"] == 1:
+            dist = shapely.distance(rt.zone_array, shapely.points(float(mean[0]), float(mean[1])))
+            zone, pending = hysteresis.decide_spatial(
+                current if "z" in st else None,
+                st.get("c"),
+                dict(zip(rt.grid.zone_names, dist.tolist(), strict=True)),
+                _zone_mass(rt, w),
+                dt,
+                switch_m=p["switch_m"],
+                dwell_s=p["switch_dwell_s"],
+                min_mass=p["min_mass"],
+                p_enter=p["p_enter"],
+            )
+        else:
+            zone, pending = hysteresis.decide(
+                current if "z" in st else None,
+                st.get("c"),
+                probs,
+                dt,
+                p_enter=p["p_enter"],
+                margin=p["margin"],
+                dwell_s=p["dwell_s"],
+            )
         st["z"] = zone
         if pending:
             st["c"] = [pending[0], round(pending[1], 2)]
@@ -295,6 +315,14 @@ def _knn_term(rt: Runtime, idx: np.ndarray, val: np.ndarray) -> np.ndarray:
     spread = float(w @ ((rt.ref_pos[near] - centre) ** 2).sum(axis=1)) + p["knn_sigma_m"] ** 2
     dist2 = ((rt.grid.cells - centre) ** 2).sum(axis=1)
     return -p["knn_weight"] * 0.5 * dist2 / spread
+
+
+def _zone_mass(rt: Runtime, w: np.ndarray) -> dict[str, float]:
+    names = rt.grid.zone_names
+    mass = np.bincount(rt.grid.zone_index + 1, weights=w, minlength=len(names) + 1)
+    return {hysteresis.NO_ZONE: float(mass[0])} | {
+        name: float(mass[k + 1]) for k, name in enumerate(names)
+    }
 
 
 def _zone_probs(rt: Runtime, w: np.ndarray, mean: np.ndarray) -> dict[str, float]:

@@ -111,3 +111,18 @@ def test_record_survey_drops_rows_outside_marks_or_across_long_gaps() -> None:
     assert got["ts"].tolist() == [1.5]
     assert got[["x", "y", "zone"]].iloc[0].tolist() == [0.5, 0.0, "z"]
     assert len(record(sightings, marks, None, max_gap_s=200.0)) == 3
+
+
+def test_spatial_hysteresis_needs_clearance_confidence_or_time() -> None:
+    mass = {"": 0.0, "a": 0.4, "b": 0.6}
+    near = {"a": 0.3, "b": 0.0}
+    far = {"a": 1.2, "b": 0.0}
+    assert hysteresis.decide_spatial("a", None, near, mass, 1.0) == ("a", ["b", 1.0])
+    assert hysteresis.decide_spatial("a", ["b", 2.5], near, mass, 1.0) == ("b", None)
+    assert hysteresis.decide_spatial("a", None, far, mass, 1.0) == ("b", None)
+    sure = {"": 0.0, "a": 0.1, "b": 0.9}
+    assert hysteresis.decide_spatial("a", None, near, sure, 1.0) == ("b", None)
+    # A point in a zone that holds little of the posterior (ring around a lone scanner).
+    ring = {"": 0.9, "cabin": 0.1}
+    assert hysteresis.decide_spatial(None, None, {"cabin": 0.0}, ring, 1.0) == ("", None)
+    assert hysteresis.decide_spatial("", None, {"cabin": 0.0}, ring, 1.0) == ("", None)
