@@ -84,21 +84,17 @@ def assign_leaves(counts: dict[str, int], hierarchy: Hierarchy, k: int) -> dict[
 
 def _withdrawable(hierarchy: Hierarchy, sizes: dict[str, int], forbidden: set[str]) -> str | None:
     """The smallest published label whose subscribers would all rise straight to `*`."""
-    best: tuple[int, str] | None = None
+    above: dict[str, set[str]] = defaultdict(set)
+    for line in hierarchy.lines.values():
+        for i, label in enumerate(line[:-1]):
+            above[label].update(line[i + 1 : -1])
     published = set(sizes)
-    for label, size in sizes.items():
-        if label == ROOT or label in forbidden:
-            continue
-        direct = True
-        for line in hierarchy.lines.values():
-            if label in line:
-                above = line[line.index(label) + 1 : -1]
-                if published.intersection(above):
-                    direct = False
-                    break
-        if direct and (best is None or (size, label) < best):
-            best = (size, label)
-    return None if best is None else best[1]
+    candidates = [
+        (size, label)
+        for label, size in sizes.items()
+        if label != ROOT and label not in forbidden and not above[label] & published
+    ]
+    return min(candidates)[1] if candidates else None
 
 
 def taste_report(

@@ -5,7 +5,7 @@ drawn with a Zipf-like skew, and a few communes are left nearly empty so that ge
 the `*` remainder are exercised.  The report is timed in a child process whose peak RSS is read
 from getrusage.  Prints one JSON object as its last line.
 
-    .venv/bin/python bench/report.py [--subscribers 1000000] [--k 10] [--genres 12]
+    .venv/bin/python bench/report.py [--subscribers 1000000] [--k 10] [--genres 12] [--split 0]
 """
 
 from __future__ import annotations
@@ -33,6 +33,9 @@ def main() -> int:
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--genres", type=int, default=12)
     parser.add_argument("--seed", type=int, default=8)
+    parser.add_argument(
+        "--split", type=int, default=0, help="split each commune into N IRIS-like leaves"
+    )
     args = parser.parse_args()
     rng = np.random.default_rng(args.seed)
     features = json.loads(GEO.read_text())["features"]
@@ -46,11 +49,19 @@ def main() -> int:
     genres = [f"genre{i:02d}" for i in range(args.genres)]
     with tempfile.TemporaryDirectory() as tmp:
         s_path, h_path, r_path = Path(tmp) / "s.csv", Path(tmp) / "h.csv", Path(tmp) / "r.csv"
-        h_path.write_text("".join(f"{c};{d};*\n" for c, d in zip(codes, deps, strict=True)))
+        areas = codes[rng.choice(len(codes), size=n, p=weights)]
+        if args.split:
+            # IRIS-like leaves under each commune, most of them too thin to publish alone
+            part = np.minimum(rng.geometric(0.15, size=n) - 1, args.split - 1)
+            areas = np.char.add(np.char.add(areas, "_"), part.astype(str))
+            lines = [f"{c}_{i};{c};{d};*\n" for c, d in zip(codes, deps, strict=True)
+                     for i in range(args.split)]  # fmt: skip
+        else:
+            lines = [f"{c};{d};*\n" for c, d in zip(codes, deps, strict=True)]
+        h_path.write_text("".join(lines))
         people = pd.DataFrame(
-            {"subscriber": np.char.add("s", np.arange(n).astype(str)),
-             "area": codes[rng.choice(len(codes), size=n, p=weights)]}
-        )  # fmt: skip
+            {"subscriber": np.char.add("s", np.arange(n).astype(str)), "area": areas}
+        )
         taste = rng.dirichlet(np.full(len(genres), 0.5), size=n)
         for j, genre in enumerate(genres):
             people[genre] = taste[:, j]
@@ -81,7 +92,8 @@ def main() -> int:
                 "k": args.k,
                 "rows": len(report),
                 "suppressed": n - covered,
-                "generalised_rows": int((~report["area"].isin(codes)).sum()),
+                "split": args.split,
+                "generalised_rows": int((~report["area"].isin(set(areas))).sum()),
                 "seconds": round(seconds, 3),
                 "peak_rss_mib": round(peak_kib / 1024, 1),
             }
