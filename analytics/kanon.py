@@ -1,7 +1,7 @@
 """k-anonymisation: NCP-driven cuts into blocks, k-member clustering, local moves, suppression.
 
 Mondrian picks the widest attribute and cuts at its median; on Adult that leaves NCP ~0.10 at
-k=5.  Here (1) the table is cut top-down into blocks of a few hundred rows: every attribute is
+k=5.  Here (1) the table is cut top-down into blocks of a few thousand rows: every attribute is
 tried, every cut position along it is scored by the exact NCP the two halves would have (prefix
 and suffix scans, vectorised over all attributes at once), and the cheapest is taken; categorical
 values are ordered depth-first along their hierarchy so a cut groups siblings, i.e. relaxed
@@ -467,6 +467,8 @@ def anonymize(
         raise AnonymizeError("k must be at least 1")
     if not 0.0 <= max_suppression < 1.0:
         raise AnonymizeError("max-suppression must be in [0, 1)")
+    if len(set(qi)) != len(qi):
+        raise AnonymizeError("a quasi-identifier is named twice")
     for c in qi:
         if c not in df.columns:
             raise AnonymizeError(f"quasi-identifier {c!r} is not a column of the input")
