@@ -16,7 +16,6 @@ from store_server.optin.choices import known_areas
 from store_server.optin.pages import message, render
 from store_server.optin.views import check_signin
 from store_server.optin.web import (
-    client_ip,
     csrf_ok,
     forget_limits,
     load_session,
@@ -208,6 +207,5 @@ def erase() -> Response:
     get_db().rollback()
     rights.erase(current_app, sid)
     forget_limits(current_app, "signin-user", directory_id.split(":", 1)[-1])
-    forget_limits(current_app, "signin-ip", client_ip())
     sign_out()
     return message(200, "erased_h", "erased")

@@ -220,5 +220,9 @@ def test_erasure_leaves_only_a_tombstone(app, live_server, db, redis):
     )
     assert tomb is not None and tomb.subscriber_id is None and tomb.pseudonym is None
     assert tomb.merchant_id is None and tomb.device_id is None and tomb.receipt_id is None
+    # Her sign-in counter (keyed by an HMAC of her username) went with her.
+    from store_server.optin.web import _limit_key
+
+    assert redis.exists(_limit_key(app, "signin-user", user)) == 0
     # Signed out, and signing in again finds nothing held.
     assert client.get("/me/").status_code == 303
