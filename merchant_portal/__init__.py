@@ -9,6 +9,7 @@ from flask import Flask
 from merchant_portal import auth, sockets, views
 from merchant_portal.blueprint import bp
 from merchant_portal.pairing import PairingCodes
+from merchant_portal.throttle import Throttle
 
 __all__ = ["auth", "bp", "init_app", "views"]
 
@@ -27,5 +28,8 @@ def init_app(app: Flask) -> None:
         app.config["PERMANENT_SESSION_LIFETIME"], timedelta(hours=12)
     )
     app.extensions["cm_portal_pairing"] = PairingCodes()
+    # Ten wrong passwords per account, twenty wrong codes per address, per five minutes.
+    app.extensions["cm_portal_login_throttle"] = Throttle(10, 300.0)
+    app.extensions["cm_portal_pair_throttle"] = Throttle(20, 300.0)
     app.register_blueprint(bp)
     sockets.register(app, app.extensions["socketio"])

@@ -105,10 +105,15 @@ def login():  # type: ignore[no-untyped-def]
         return render_template("login.html", next=request.args.get("next", ""))
     email = request.form.get("email", "").strip().lower()
     password = request.form.get("password", "")
+    throttle = current_app.extensions["cm_portal_login_throttle"]
+    if throttle.blocked(email):
+        return render_template("login.html", error=t("login_throttled"), email=email), 429
     user = get_db().scalar(select(StaffUser).where(StaffUser.email == email)) if email else None
     ok = check_password_hash(user.password_hash if user else _DUMMY_HASH, password)
     if not (user and ok):
+        throttle.fail(email)
         return render_template("login.html", error=t("login_failed"), email=email), 401
+    throttle.clear(email)
     lang = session.get("lang")
     # A fresh session at sign-in defeats fixation of a session planted before it.
     session.clear()

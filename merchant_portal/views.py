@@ -183,10 +183,15 @@ def device_pair():  # type: ignore[no-untyped-def]
     code = body.get("code") if isinstance(body, dict) else None
     if not isinstance(code, str) or len(code) > 32:
         return jsonify({"error": t("device_pair_failed")}), 400
+    throttle = current_app.extensions["cm_portal_pair_throttle"]
+    who = request.remote_addr or "?"
+    if throttle.blocked(who):
+        return jsonify({"error": t("login_throttled")}), 429
     device_id = pairing_codes().redeem(code)
     db = get_db()
     device = db.get(Device, device_id) if device_id is not None else None
     if device is None:
+        throttle.fail(who)
         return jsonify({"error": t("device_pair_failed")}), 404
     token = services.issue_device_token(device)
     db.commit()

@@ -110,6 +110,12 @@
   });
   document.getElementById("unpair").addEventListener("click", function () { showPairing(false); });
 
+  // A technician may hand over a rotated token as /portal/device#token=...; keep it off the URL.
+  var m = /^#token=([A-Za-z0-9_-]{20,200})$/.exec(location.hash);
+  if (m) {
+    localStorage.setItem(KEY, m[1]);
+    history.replaceState(null, "", location.pathname + location.search);
+  }
   var token = localStorage.getItem(KEY);
   if (token) connect(token); else showPairing(false);
 })();

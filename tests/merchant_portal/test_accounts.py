@@ -133,3 +133,12 @@ def test_language_from_query_then_remembered_or_from_accept_language(client, wor
     # The explicit choice sticks across pages, whatever the browser says.
     page = client.get("/portal/login", headers={"Accept-Language": "fr"}).get_data(as_text=True)
     assert "Sign in" in page
+
+
+def test_password_guessing_is_throttled_per_account(client, world):
+    email = "guess-target@demo.collective-mood.test"
+    codes = [login(client, email, f"guess-{i}").status_code for i in range(11)]
+    assert codes == [401] * 10 + [429]
+    assert "Too many failed attempts" in login(client, email, "again").get_data(as_text=True)
+    # Other accounts are unaffected.
+    assert login(client, *SALON_LOGIN).status_code == 302

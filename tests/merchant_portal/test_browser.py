@@ -211,3 +211,16 @@ def test_screens_fit_tablets_without_sideways_scrolling(browser, portal_server, 
             assert overflow <= 0, f"{path} scrolls sideways by {overflow}px at {size}"
     finally:
         ctx.close()
+
+
+def test_device_page_accepts_a_rotated_token_handed_over_in_the_link(context, world):
+    owner = context.new_page()
+    browser_login(owner, *SALON_LOGIN)
+    owner.goto(f"/portal/venues/{world.salon_venue}/devices")
+    owner.get_by_role("button", name="Rotate token — demo-chair-2-speaker").click()
+    token = owner.locator("#device-token").inner_text()
+    device = context.new_page()
+    device.goto(f"/portal/device?lang=en#token={token}")
+    expect(device.locator("#device-status")).to_have_attribute("data-state", "connected")
+    assert "token" not in device.url
+    assert device.evaluate("localStorage.getItem('cm-device-token')") == token

@@ -13,7 +13,7 @@ import socketio
 
 from beacons.signing import signed_headers
 from merchant_portal.health import scanner_status
-from tests.merchant_portal.conftest import csrf_of
+from tests.merchant_portal.conftest import csrf_of, hang_up
 
 pytestmark = pytest.mark.authz
 TOKEN = re.compile(r'<code id="device-token">([^<]+)</code>')
@@ -32,7 +32,7 @@ def device_outcome(url: str, token: str) -> str:
     try:
         return outcome.get(timeout=10)
     finally:
-        sio.eio.disconnect(abort=True)
+        hang_up(sio)
 
 
 def post_action(client, device_id: int, action: str):  # type: ignore[no-untyped-def]

@@ -10,7 +10,7 @@ import requests
 import socketio
 
 from store_server.crypto import pseudonym
-from tests.merchant_portal.conftest import CAR_LOGIN, SALON_LOGIN, csrf_of, make_present
+from tests.merchant_portal.conftest import CAR_LOGIN, SALON_LOGIN, csrf_of, hang_up, make_present
 
 pytestmark = [pytest.mark.authz, pytest.mark.e2e]
 CAR = "Berline AB-123-CD"
@@ -58,7 +58,7 @@ class PortalWatcher:
 
     def close(self) -> None:
         """Hang up without waiting for the server's last long-poll to return."""
-        self.sio.eio.disconnect(abort=True)
+        hang_up(self.sio)
 
 
 @pytest.mark.parametrize("venue", ["car", 999_999, "1", None, True])

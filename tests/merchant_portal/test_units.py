@@ -11,6 +11,7 @@ from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 from merchant_portal.i18n import CATALOGUE, translate
 from merchant_portal.pairing import ALPHABET, LENGTH, PairingCodes, grouped, normalise
 from merchant_portal.qr import optin_link, qr_svg
+from merchant_portal.throttle import Throttle
 
 
 def test_pairing_codes_are_single_use_and_expire():
@@ -61,3 +62,15 @@ def test_both_languages_have_every_string_with_the_same_placeholders():
         assert set(re.findall(r"{(\w+)}", en[key])) == set(re.findall(r"{(\w+)}", fr[key])), key
     assert translate("fr", "live_count", n=3) == "3 présent(s)"
     assert translate("de", "sign_in") == "Sign in"
+
+
+def test_throttle_counts_failures_in_a_sliding_window():
+    th = Throttle(limit=2, window_s=10)
+    th.fail("a", now=0.0)
+    assert not th.blocked("a", now=1.0)
+    th.fail("a", now=1.0)
+    assert th.blocked("a", now=2.0) and not th.blocked("b", now=2.0)
+    assert not th.blocked("a", now=10.5)  # the first failure aged out
+    th.fail("a", now=11.0)
+    th.clear("a")
+    assert not th.blocked("a", now=11.0)
