@@ -104,7 +104,7 @@ def interleave(
         total = sum(q[1] for q in queues)
         for q in queues:
             q[3] += q[1]
-        best = max(queues, key=lambda q: (q[3], q[1], q[0]))
+        best = max(queues, key=lambda q: (q[3], q[1]))  # ties: the first listed
         best[3] -= total
         out.append((best[0], best[2].pop(0)))
         queues = [q for q in queues if q[2]]

@@ -1,9 +1,12 @@
 """Reference merchant device: `python -m store_server.device_client --url URL --token TOKEN`.
 
-Connects to the device namespace, prints every event it receives as one JSON line (pushes,
-revokes and blended queues, each once: a redelivered event id is acked but not printed again) and
-acks it. Exit status 0 when stopped (--count reached, --duration elapsed, SIGINT/SIGTERM), 1 when
-the server is unreachable or refuses the token, 2 on bad arguments; failures are one stderr line.
+Connects to the device namespace, prints every event it receives as one JSON line (the server's
+hello, then pushes, revokes and blended queues, each once: a redelivered event id is acked but not
+printed again) and acks it. Write `--token=TOKEN` when a token starts with a dash.
+
+Exit status 0 when stopped (--count reached, --duration elapsed, SIGINT/SIGTERM), 1 when the
+server is unreachable, refuses the token or drops the connection, 2 on bad arguments; failures
+are one stderr line.
 
 Two things every Python device must do, and this module does for tests and benchmarks too:
 handle messages one at a time in arrival order (python-socketio otherwise runs each message
@@ -68,6 +71,8 @@ class DeviceConnection:
         self.seen: set[str] = set()
         self.duplicates = 0
         self._held: list[str] = []
+        self._unconfirmed = 0
+        self._confirmed = threading.Condition()
         self.sio = SerialClient(reconnection=False)
         for name in EVENTS:
             self.sio.on(name, self._receiver(name), namespace=NAMESPACE)
@@ -96,19 +101,35 @@ class DeviceConnection:
         return receive
 
     def _ack(self, event_id: str) -> None:
-        if NAMESPACE in self.sio.namespaces:
-            self.sio.emit("ack", {"event_id": event_id}, namespace=NAMESPACE)
-        else:
+        if NAMESPACE not in self.sio.namespaces:
             self._held.append(event_id)  # replayed inside the handshake: not connected yet
+            return
+        with self._confirmed:
+            self._unconfirmed += 1
+        self.sio.emit("ack", {"event_id": event_id}, namespace=NAMESPACE, callback=self._done)
+
+    def _done(self, *_reply: Any) -> None:
+        with self._confirmed:
+            self._unconfirmed -= 1
+            self._confirmed.notify_all()
 
     def _flush(self) -> None:
         held, self._held = self._held, []
         for event_id in held:
-            self.sio.emit("ack", {"event_id": event_id}, namespace=NAMESPACE)
+            self._ack(event_id)
+
+    def settle(self, timeout: float = 10.0) -> bool:
+        """Wait until the server confirmed every ack sent so far (the server handles messages
+        concurrently, so only its answers prove an event left the outbox)."""
+        with self._confirmed:
+            return self._confirmed.wait_for(lambda: self._unconfirmed == 0, timeout)
 
     def sync(self, timeout: float = 10.0) -> None:
-        """Return once everything the server sent before this call has been handled."""
+        """Return once everything the server sent before this call has been handled and every
+        ack has been confirmed."""
         self.sio.call("ack", {"event_id": "0-0"}, namespace=NAMESPACE, timeout=timeout)
+        if not self.settle(timeout):
+            raise TimeoutError("acks not confirmed")
 
     def rotate(self, timeout: float = 10.0) -> str:
         """Ask for a new token over this connection; the old one stops working at once."""
@@ -164,7 +185,9 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--url", required=True, help="store server base URL, e.g. http://host:5000")
     p.add_argument("--token", required=True, help="device token issued at pairing")
-    p.add_argument("--count", type=int, default=0, help="stop after this many new events")
+    p.add_argument(
+        "--count", type=int, default=0, help="stop after this many new events (hello aside)"
+    )
     p.add_argument("--duration", type=_positive, default=None, help="stop after this many s")
     p.add_argument("--no-ack", action="store_true", help="print only; leave events pending")
     return p
@@ -194,6 +217,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             done.set()
 
     device = DeviceConnection(args.url, args.token, show, ack=not args.no_ack)
+    device.sio.on(
+        "hello",
+        lambda data: print(json.dumps({"event": "hello", **data}, sort_keys=True), flush=True),
+        namespace=NAMESPACE,
+    )
     details: list[Any] = []
     device.sio.on("connect_error", lambda *d: details.extend(d), namespace=NAMESPACE)
 
@@ -216,6 +244,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if closed.is_set() and not (args.count and printed >= args.count):
         print("device_client: connection closed by the server", file=sys.stderr)
         return 1
+    device.settle(5.0)
     device.close()
     return 0
 

@@ -1,0 +1,78 @@
+"""Per-device outboxes on real Redis: order, revokes first, latest queue only, expiry, acks and
+dropping everything about a revoked pseudonym."""
+
+from __future__ import annotations
+
+import time
+
+from store_server import outbox
+from store_server.keys import Keys
+
+
+def _keys() -> Keys:
+    return Keys(f"cmt:outbox:{time.monotonic_ns()}:")
+
+
+def push(who: str, expires_at: float | None = None) -> dict:
+    return {"type": "push", "subscriber": who, "expires_at": expires_at or time.time() + 60}
+
+
+def queue(members: list[str]) -> dict:
+    return {"type": "queue", "members": members, "expires_at": time.time() + 60}
+
+
+def test_pending_orders_revokes_first_then_pushes_then_newest_queue(redis):
+    keys, now = _keys(), time.time()
+    items = [
+        (1, push("a")),
+        (1, queue(["a"])),
+        (1, push("b")),
+        (1, {"type": "revoke", "subscriber": "c", "reason": "absent"}),
+        (1, queue(["a", "b"])),
+        (1, push("old", expires_at=now - 1)),
+        (2, push("other-device")),
+    ]
+    ids = outbox.append_many(redis, keys, items, 1000, 60)
+    # Event ids are stream ids: unique and increasing per device (each device has its stream).
+    assert ids[:6] == sorted(set(ids[:6]))
+    got = outbox.pending(redis, keys, 1, now)
+    assert [(e["type"], e.get("subscriber") or e.get("members")) for e in got] == [
+        ("revoke", "c"),
+        ("push", "a"),
+        ("push", "b"),
+        ("queue", ["a", "b"]),
+    ]
+    assert [e["event_id"] for e in got] == [ids[3], ids[0], ids[2], ids[4]]
+    # The expired push and the superseded queue are gone for good.
+    assert redis.xlen(keys.outbox(1)) == 4
+    assert outbox.ack(redis, keys, 1, ids[0]) is True
+    assert outbox.ack(redis, keys, 1, ids[0]) is False
+    assert outbox.ack(redis, keys, 1, "not-an-id") is False
+    assert [e["event_id"] for e in outbox.pending(redis, keys, 1, now)] == [ids[3], ids[2], ids[4]]
+    redis.delete(keys.outbox(1), keys.outbox(2))
+
+
+def test_drop_for_removes_pushes_and_queues_about_a_pseudonym_on_every_device(redis):
+    keys = _keys()
+    outbox.append_many(
+        redis,
+        keys,
+        [(1, push("a")), (1, queue(["a", "b"])), (1, push("b")), (2, push("a")), (3, push("b"))],
+        1000,
+        60,
+    )
+    assert outbox.drop_for(redis, keys, [1, 2, 3], "a") == 3
+    left = {d: outbox.pending(redis, keys, d, time.time()) for d in (1, 2, 3)}
+    assert [e["subscriber"] for e in left[1]] == ["b"]
+    assert left[2] == []
+    assert outbox.drop_for(redis, keys, [], "b") == 0
+    redis.delete(*(keys.outbox(d) for d in (1, 2, 3)))
+
+
+def test_outbox_expires_and_is_bounded(redis):
+    keys = _keys()
+    outbox.append_many(redis, keys, [(1, push(str(i))) for i in range(300)], 100, 30)
+    assert 0 < redis.ttl(keys.outbox(1)) <= 30
+    # Approximate trimming: bounded near the limit, never unbounded.
+    assert redis.xlen(keys.outbox(1)) < 300
+    redis.delete(keys.outbox(1))
