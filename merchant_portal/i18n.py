@@ -127,6 +127,26 @@ CATALOGUE: dict[str, dict[str, str]] = {
         "geo_empty": 'Zone "{name}" (feature {i}) has no area.',
         "geo_invalid": 'Zone "{name}" (feature {i}) is not a valid polygon: {why}.',
         "geo_db": "The zones could not be saved: {why}.",
+        "rep_k": "Every published row and area covers at least k = {k} subscribers.",
+        "rep_exact": "No noise was added: areas that are too small are merged or left out.",
+        "rep_noise": (
+            "Calibrated noise was added ({mechanism}, ε = {epsilon}, δ = {delta}): the numbers "
+            "are approximate."
+        ),
+        "rep_threshold": "Rows under {threshold} (noisy) people are withheld.",
+        "rep_week": "Week of {start}",
+        "rep_map": "Catchment area",
+        "rep_map_desc": (
+            "Home areas of visitors: filled areas form the catchment ({share} % of visits)."
+        ),
+        "rep_taste": "Tastes by home area",
+        "rep_area": "Area",
+        "rep_people": "Subscribers",
+        "rep_top": "Top genres",
+        "rep_suggestions": "Programming suggestions",
+        "rep_csv": "Download CSV",
+        "rep_print": "Print",
+        "rep_all_areas": "other areas",
         "error_title": "Something is not right",
         "not_found": "This page does not exist or is not yours.",
         "forbidden": "You are not allowed to do this.",
@@ -259,6 +279,27 @@ CATALOGUE: dict[str, dict[str, str]] = {
         "geo_empty": "La zone « {name} » (objet {i}) n'a pas de surface.",
         "geo_invalid": "La zone « {name} » (objet {i}) n'est pas un polygone valide : {why}.",
         "geo_db": "Les zones n'ont pas pu être enregistrées : {why}.",
+        "rep_k": "Chaque ligne et chaque zone publiées regroupent au moins k = {k} abonnés.",
+        "rep_exact": "Aucun bruit ajouté : les zones trop petites sont regroupées ou omises.",
+        "rep_noise": (
+            "Du bruit calibré a été ajouté ({mechanism}, ε = {epsilon}, δ = {delta}) : les "
+            "nombres sont approchés."
+        ),
+        "rep_threshold": "Les lignes sous {threshold} personnes (bruitées) sont omises.",
+        "rep_week": "Semaine du {start}",
+        "rep_map": "Zone de chalandise",
+        "rep_map_desc": (
+            "Lieux de résidence des visiteurs : les zones pleines forment la zone de chalandise "
+            "({share} % des visites)."
+        ),
+        "rep_taste": "Goûts par lieu de résidence",
+        "rep_area": "Zone",
+        "rep_people": "Abonnés",
+        "rep_top": "Genres préférés",
+        "rep_suggestions": "Suggestions de programmation",
+        "rep_csv": "Télécharger le CSV",
+        "rep_print": "Imprimer",
+        "rep_all_areas": "autres zones",
         "error_title": "Quelque chose ne va pas",
         "not_found": "Cette page n'existe pas ou ne vous appartient pas.",
         "forbidden": "Vous n'avez pas le droit de faire cela.",

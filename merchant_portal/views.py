@@ -6,6 +6,7 @@ import time
 from typing import Any
 
 from flask import (
+    Response,
     abort,
     current_app,
     flash,
@@ -20,6 +21,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from merchant_portal import geo
+from merchant_portal import reports as stored
 from merchant_portal.auth import (
     current_staff,
     login_required,
@@ -33,13 +35,16 @@ from merchant_portal.health import SILENT_AFTER_S, scanner_status
 from merchant_portal.pairing import TTL_S, PairingCodes, grouped
 from merchant_portal.qr import optin_link, qr_svg
 from store_server import services
+from store_server.config import REPO
 from store_server.db import get_db
-from store_server.models import Device, Scanner, Venue, utcnow
+from store_server.models import Device, Merchant, Scanner, Venue, utcnow
 from store_server.occupancy import present
 from store_server.redis_store import get_keys, get_redis
 from store_server.topology import get_topology
 
 DEVICE_NAMESPACE = "/device"
+# The shared home-area polygons, where CI and the dev box lay them out beside the checkout.
+DEFAULT_AREAS = REPO.parent / "shared" / "data" / "geo" / "paris-petite-couronne.geojson"
 
 
 def pairing_codes() -> PairingCodes:
@@ -272,8 +277,42 @@ def place_scanner(scanner_id: int):  # type: ignore[no-untyped-def]
     return redirect(url_for("portal.setup", venue_id=scanner.venue_id))
 
 
+def _areas_file() -> str | None:
+    configured = current_app.config.get("PORTAL_AREAS_GEOJSON")
+    return configured or (str(DEFAULT_AREAS) if DEFAULT_AREAS.is_file() else None)
+
+
+def _merchant_slug() -> str:
+    return get_db().get(Merchant, current_staff().merchant_id).slug  # type: ignore[union-attr]
+
+
 @bp.get("/reports")
 @login_required
 def reports():  # type: ignore[no-untyped-def]
-    """Stored reports of the merchant (placeholder until analytics publishes them)."""
-    return render_template("reports.html")
+    """The merchant's stored catchment and taste reports, newest first."""
+    shown = []
+    for bundle in stored.load_reports(current_app, _merchant_slug()):
+        catchment = bundle.get("catchment")
+        shown.append(
+            {
+                "bundle": bundle,
+                "guarantees": stored.guarantees_in_words(bundle["guarantees"]),
+                "map": stored.catchment_map(catchment, _areas_file()),
+                "share": round(100 * (catchment or {}).get("share", 0)),
+            }
+        )
+    return render_template("reports.html", reports=shown)
+
+
+@bp.get("/reports/<week>.csv")
+@login_required
+def report_csv(week: str):  # type: ignore[no-untyped-def]
+    """One report's taste rows as CSV."""
+    for bundle in stored.load_reports(current_app, _merchant_slug()):
+        if bundle["id"] == week:
+            return Response(
+                stored.taste_csv(bundle),
+                mimetype="text/csv",
+                headers={"Content-Disposition": f"attachment; filename=taste-{week}.csv"},
+            )
+    abort(404)

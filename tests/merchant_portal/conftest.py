@@ -14,12 +14,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import geopandas as gpd
+import numpy as np
+import pandas as pd
 import pytest
 import requests
 from shapely.geometry import box
 
+from analytics.hierarchy import parse_hierarchy
+from analytics.privacy import PrivacyLedger
+from analytics.reports import weekly_report
 from beacons.eid import compute_eid
 from beacons.signing import signed_headers
+from merchant_portal.reports import reports_dir
 from store_server import jobs, services
 from store_server.db import sessions, upgrade
 from store_server.models import Merchant, Venue
@@ -30,6 +37,7 @@ from wsgi import build_app
 
 REPO = Path(__file__).resolve().parents[2]
 SCREENSHOTS = REPO / "artifacts" / "screenshots"
+MONDAY = pd.Timestamp("2026-11-09")
 SALON_STAFF_LOGIN = ("chair@demo.collective-mood.test", "demo-chair-2026")
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 CHROMIUM_ARGS = [
@@ -62,7 +70,9 @@ def portal_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     tmp = tmp_path_factory.mktemp("portal")
     db_url, drop = fresh_database(tmp, os.environ.get("DATABASE_URL"))
     upgrade(db_url)
-    application = build_app(make_config(tmp, db_url, os.environ.get("REDIS_URL") or None))
+    config = make_config(tmp, db_url, os.environ.get("REDIS_URL") or None)
+    config["PORTAL_REPORTS_DIR"] = str(tmp / "reports")
+    application = build_app(config)
     yield application
     drop_keys(get_redis(application), get_keys(application).pattern())
     application.extensions["cm_engine"].dispose()
@@ -227,6 +237,42 @@ def browser_login(page: Any, email: str, password: str) -> None:
     page.get_by_label("Password").fill(password)
     page.get_by_role("button", name="Sign in").click()
     page.wait_for_url("**/portal/")
+
+
+@pytest.fixture(scope="session")
+def stored_report(portal_app, shared_data):  # type: ignore[no-untyped-def]
+    """A bundle computed by analytics for the salon and stored where the job puts it."""
+    areas = gpd.read_file(shared_data / "geo" / "paris-petite-couronne.geojson")
+    hierarchy = parse_hierarchy(
+        [[c, d, "*"] for c, d in zip(areas["code"], areas["departement"], strict=True)]
+    )
+    rng = np.random.default_rng(11)
+    homes = rng.choice(["75111", "75112", "75120", "93048"], size=60, p=[0.5, 0.3, 0.15, 0.05])
+    tastes = pd.DataFrame(
+        {
+            "subscriber": [f"s{i}" for i in range(60)],
+            "area": homes,
+            "pop": rng.random(60),
+            "jazz": rng.random(60),
+        }
+    )
+    visits = pd.DataFrame(
+        {
+            "subscriber": [f"s{i}" for i in range(60) for _ in range(2)],
+            "time": [MONDAY + pd.Timedelta(days=d, hours=11) for _ in range(60) for d in (1, 4)],
+            "dwell": 3600.0,
+            "consent": True,
+        }
+    )
+    report = weekly_report(
+        visits, tastes, hierarchy, "salon-meche", MONDAY, 5, PrivacyLedger(1.0), areas=areas
+    )
+    bundle = json.loads(json.dumps(report.to_dict()))
+    folder = reports_dir(portal_app) / "salon-meche"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "2026-11-09.json").write_text(json.dumps(bundle))
+    (folder / "notes.json").write_text("{}")  # not a report: ignored
+    return bundle
 
 
 __all__ = ["CAR_LOGIN", "SALON_LOGIN"]

@@ -167,8 +167,19 @@ def test_other_screens_render_at_tablet_size(context, world):
     screenshot(page, "09-devices-scanners")
 
     page.goto("/portal/reports?lang=fr")
-    expect(page.get_by_role("heading", name="Rapports")).to_be_visible()
+    expect(page.get_by_role("heading", name="Rapports", exact=True)).to_be_visible()
     screenshot(page, "10-reports-fr")
+
+
+def test_reports_page_shows_the_map_in_the_browser(context, stored_report):
+    page = context.new_page()
+    browser_login(page, *SALON_LOGIN)
+    page.goto("/portal/reports?lang=en")
+    areas = {a for cell in stored_report["catchment"]["cells"] for a in cell["areas"]}
+    expect(page.locator("svg.map path.area")).to_have_count(len(areas))
+    box = page.locator("svg.map").bounding_box()
+    assert box["width"] > 300 and box["height"] > 150
+    screenshot(page, "12-reports-map")
 
 
 def test_signing_out_elsewhere_leaves_a_clear_state_on_the_live_page(context, world):
