@@ -10,6 +10,8 @@ import pandas as pd
 from store_server.positioning import pathloss
 from store_server.positioning.fingerprint import reference_fingerprints
 
+HEIGHTS_M = (0.0, 0.5, 1.0, 1.5, 2.0, 2.5)
+
 
 def fit(
     scanners: dict[str, tuple[float, float]],
@@ -18,10 +20,14 @@ def fit(
 ) -> dict[str, Any]:
     """Calibration dict (JSON-serialisable) fitted from a survey with known positions."""
     df = survey.loc[survey["scanner"].isin(list(scanners))]
+    params = dict(params or {})
+    if "height_m" not in params:
+        params["height_m"] = fit_height(df, scanners)
+    height = float(params["height_m"])
     names = list(scanners)
     pooled = (pathloss.DEFAULT_RSSI_1M, pathloss.DEFAULT_N)
     if len(df) >= 20:
-        d_all = _distances(df, scanners)
+        d_all = _distances(df, scanners, height)
         a, n, _ = pathloss.fit(d_all, df["rssi"].to_numpy(float), prior_weight=5.0)
         pooled = (a, n)
     fitted: dict[str, list[float]] = {}
@@ -30,7 +36,7 @@ def fit(
         if len(sub) < 5:
             continue
         a, n, scale = pathloss.fit(
-            _distances(sub, scanners),
+            _distances(sub, scanners, height),
             sub["rssi"].to_numpy(float),
             pooled,
             prior_weight=float((params or {}).get("n_prior_weight", 20.0)),
@@ -45,11 +51,41 @@ def fit(
             "pos": np.round(pos, 3).tolist(),
             "rssi": [[None if np.isnan(v) else round(float(v), 2) for v in row] for row in rssi],
         },
-        "params": dict(params or {}),
+        "params": params,
     }
 
 
-def _distances(df: pd.DataFrame, scanners: dict[str, tuple[float, float]]) -> np.ndarray:
+def fit_height(
+    df: pd.DataFrame,
+    scanners: dict[str, tuple[float, float]],
+    candidates: tuple[float, ...] = HEIGHTS_M,
+) -> float:
+    """Height gap between scanners and emitters that best explains the survey's path loss.
+
+    Scanners are often mounted high; near one, the horizontal distance goes to 0 but the radio
+    distance does not. Chosen by measurement, so a venue with scanners at hand height gets 0."""
+    if len(df) < 50:
+        return 0.0
+    best, best_err = 0.0, np.inf
+    for h in candidates:
+        err = 0.0
+        for s in scanners:
+            sub = df.loc[df["scanner"] == s]
+            if len(sub) < 5:
+                continue
+            d = _distances(sub, scanners, h)
+            a, n, _ = pathloss.fit(d, sub["rssi"].to_numpy(float), prior_weight=1.0)
+            r = sub["rssi"].to_numpy(float) - pathloss.expected_rssi(d, a, n)
+            err += float(np.sum(np.minimum(r**2, 100.0)))
+        if err < best_err - 1e-9:
+            best, best_err = h, err
+    return best
+
+
+def _distances(
+    df: pd.DataFrame, scanners: dict[str, tuple[float, float]], height: float = 0.0
+) -> np.ndarray:
     sx = df["scanner"].map(lambda s: scanners[s][0]).to_numpy(float)
     sy = df["scanner"].map(lambda s: scanners[s][1]).to_numpy(float)
-    return np.hypot(df["x"].to_numpy(float) - sx, df["y"].to_numpy(float) - sy)
+    d = np.hypot(df["x"].to_numpy(float) - sx, df["y"].to_numpy(float) - sy)
+    return np.hypot(d, height)

@@ -43,6 +43,7 @@ DEFAULTS: dict[str, float] = {
     "bandwidth_m": 0.7,
     "shrink": 0.5,
     "default_sigma_db": 6.0,
+    "height_m": 0.0,
     "knn_weight": 0.0,
     "knn_k": 5,
     "knn_sigma_m": 1.0,
@@ -82,7 +83,7 @@ def build_runtime(
     a = np.array([pl.get(s, [pathloss.DEFAULT_RSSI_1M])[0] for s in names], dtype=float)
     n = np.array([pl.get(s, [0, pathloss.DEFAULT_N])[1] for s in names], dtype=float)
     sigma = np.array([pl.get(s, [0, 0, params["default_sigma_db"]])[2] for s in names], dtype=float)
-    mu = _expected(grid.cells, pos, a, n)
+    mu = _expected(grid.cells, pos, a, n, params["height_m"])
     fp = calibration.get("fingerprints")
     ref_pos = np.empty((0, 2))
     ref = np.empty((0, len(names)))
@@ -91,7 +92,7 @@ def build_runtime(
         cols = [fp["scanners"].index(s) if s in fp["scanners"] else -1 for s in names]
         raw = np.array([[np.nan if v is None else v for v in row] for row in fp["rssi"]], float)
         ref = np.column_stack([raw[:, c] if c >= 0 else np.full(len(raw), np.nan) for c in cols])
-        resid = ref - _expected(ref_pos, pos, a, n)
+        resid = ref - _expected(ref_pos, pos, a, n, params["height_m"])
         mu = mu + residual_map(grid.cells, ref_pos, resid, params["bandwidth_m"], params["shrink"])
     lp = np.where(grid.zone_index >= 0, 0.0, params["outside_logprior"]) if zones else None
     radius = {
@@ -115,8 +116,12 @@ def build_runtime(
     )
 
 
-def _expected(points: np.ndarray, pos: np.ndarray, a: np.ndarray, n: np.ndarray) -> np.ndarray:
+def _expected(
+    points: np.ndarray, pos: np.ndarray, a: np.ndarray, n: np.ndarray, height: float = 0.0
+) -> np.ndarray:
     d = np.hypot(points[:, None, 0] - pos[None, :, 0], points[:, None, 1] - pos[None, :, 1])
+    # Scanners hang above the emitters: the radio distance never drops below the height gap.
+    d = np.hypot(d, height)
     return pathloss.expected_rssi(d, 0.0, 1.0) * n[None, :] + a[None, :]
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from sklearn.neighbors import NearestNeighbors
 
 WINDOW_S = 1.0
 
@@ -38,6 +37,9 @@ def residual_map(
     out = np.zeros((cells.shape[0], ref_resid.shape[1]))
     if ref_pos.shape[0] == 0:
         return out
+    # Imported here: scikit-learn takes seconds to import and most commands never need it.
+    from sklearn.neighbors import NearestNeighbors
+
     nn = NearestNeighbors(radius=3.0 * bandwidth).fit(ref_pos)
     dist, idx = nn.radius_neighbors(cells, return_distance=True)
     known = np.isfinite(ref_resid)
