@@ -8,7 +8,7 @@ import re
 import time
 from typing import Any
 
-from flask import Blueprint, current_app, jsonify, request
+from flask import Blueprint, current_app, g, jsonify, request
 
 from beacons import signing
 from store_server import ingest
@@ -41,7 +41,8 @@ class ApiError(Exception):
 
 @bp.errorhandler(ApiError)
 def _api_error(e: ApiError):  # type: ignore[no-untyped-def]
-    return jsonify({"error": e.message, **e.extra}), e.status
+    headers = {"Retry-After": str(e.extra["retry_after_s"])} if "retry_after_s" in e.extra else {}
+    return jsonify({"error": e.message, **e.extra}), e.status, headers
 
 
 def authenticate() -> tuple[ScannerInfo, str, bytes]:
@@ -104,6 +105,9 @@ def sightings():  # type: ignore[no-untyped-def]
     )
     if replayed:
         raise ApiError(409, "nonce already used: request replayed")
+    g.ingest_outcome = outcome
+    if outcome.in_progress:
+        raise ApiError(503, "this batch is being processed: retry shortly", retry_after_s=1)
     deliver(current_app._get_current_object(), occurrences)
     return jsonify({"accepted": outcome.accepted, "duplicate": outcome.duplicate})
 
@@ -127,12 +131,11 @@ def heartbeat():  # type: ignore[no-untyped-def]
     health["adapter"] = adapter
     health["version"] = str(doc.get("version", ""))[:32]
     r, keys = get_redis(), get_keys()
+    ttl = 2 * current_app.config["INGEST_MAX_SKEW_S"]
+    if not r.set(keys.nonce(scanner.id, nonce), 1, nx=True, ex=ttl):
+        raise ApiError(409, "nonce already used: request replayed")
     pipe = r.pipeline(transaction=False)
-    pipe.set(
-        keys.nonce(scanner.id, nonce), 1, nx=True, ex=2 * current_app.config["INGEST_MAX_SKEW_S"]
-    )
     pipe.hset(keys.scanner_health(scanner.id), mapping=health)
     pipe.expire(keys.scanner_health(scanner.id), 7 * 86400)
-    if not pipe.execute()[0]:
-        raise ApiError(409, "nonce already used: request replayed")
+    pipe.execute()
     return jsonify({"ok": True})

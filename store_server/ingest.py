@@ -30,6 +30,8 @@ KINDS = {"eid": HEX16, "ibeacon": HEX40}
 
 
 MAX_RETRIES = 8
+BATCH_PENDING, BATCH_DONE = "pending", "done"
+PENDING_TTL_S = 60
 _LOCKS: dict[int, threading.Lock] = defaultdict(threading.Lock)
 
 
@@ -58,6 +60,7 @@ class Outcome:
 
     accepted: int
     duplicate: bool = False
+    in_progress: bool = False  # a duplicate whose first attempt has not committed yet
     resolved: int = 0
     dropped: int = 0
 
@@ -111,18 +114,50 @@ def process(
     replayed) where replayed means the nonce was seen before and nothing was done."""
     venue = topo.venue(scanner.venue_id)
     ids = sorted({s.id for s in sightings})
+    bkey = keys.batch(scanner.id, batch_id)
     pipe = r.pipeline(transaction=False)
     pipe.set(keys.nonce(scanner.id, nonce), 1, nx=True, ex=nonce_ttl)
-    pipe.exists(keys.batch(scanner.id, batch_id))
+    # Claim the batch for the time it takes to process it: a retry racing this attempt must
+    # neither be processed twice nor be acknowledged before this attempt has really committed.
+    pipe.get(bkey)
+    pipe.set(bkey, BATCH_PENDING, nx=True, ex=PENDING_TTL_S)
     if ids:
         pipe.hmget(keys.resolver(), ids)
     res = pipe.execute()
     if not res[0]:
         return Outcome(0), [], True
-    if res[1]:
+    if res[1] == BATCH_DONE:
         return Outcome(len(sightings), duplicate=True), [], False
-    entries = dict(zip(ids, res[2], strict=True)) if ids else {}
+    if not res[2]:
+        return Outcome(0, duplicate=True, in_progress=True), [], False
+    entries = dict(zip(ids, res[3], strict=True)) if ids else {}
+    try:
+        return _fold(r, keys, venue, scanner, bkey, batch_ttl, sightings, entries)
+    except BaseException:
+        _release(r, bkey)
+        raise
 
+
+def _release(r: redis.Redis, bkey: str) -> None:
+    """Give up a claim after a failure so that the scanner's retry is processed (best effort)."""
+    try:
+        if r.get(bkey) == BATCH_PENDING:
+            r.delete(bkey)
+    except redis.RedisError:
+        pass  # the claim expires by itself
+
+
+def _fold(
+    r: redis.Redis,
+    keys: Keys,
+    venue: VenueInfo | None,
+    scanner: ScannerInfo,
+    bkey: str,
+    batch_ttl: int,
+    sightings: list[Sighting],
+    entries: dict[str, str | None],
+) -> tuple[Outcome, list[Occurrence], bool]:
+    """Resolve, position and fold one claimed batch; the last write marks the batch done."""
     by_sub: dict[int, list[Sighting]] = defaultdict(list)
     consents: dict[int, dict[str, Any]] = {}
     dropped = 0
@@ -171,7 +206,7 @@ def process(
                         pipe.zadd(keys.last_seen(), {f"{venue.id}:{sub}": state["p"]["last"]})
                     if dropped and venue:
                         pipe.incrby(keys.dropped(venue.id), dropped)
-                    pipe.set(keys.batch(scanner.id, batch_id), 1, ex=batch_ttl)
+                    pipe.set(bkey, BATCH_DONE, ex=batch_ttl)
                     pipe.execute()
                 break
             except redis.WatchError:

@@ -102,10 +102,6 @@ def test_sighting_counters_follow_traffic(stack, client):
     assert delta("cm_http_requests_total", endpoint="api.sightings", status="400") == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs one line in api.sightings after ingest.process: `g.ingest_outcome = outcome`",
-)
 def test_resolved_sightings_counted(stack, client):
     before = value(scrape(client), "cm_sightings_resolved_total")
     rows = eid_rows(stack.world.emitters["alice"], time.time(), 3)
