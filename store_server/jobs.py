@@ -13,13 +13,15 @@ import time
 import redis
 from flask import Flask
 
-from store_server import presence, resolver
+from store_server import presence, resolver, retention, streaming
 from store_server.db import sessions
 from store_server.push import Occurrence, deliver
 from store_server.redis_store import get_keys, get_redis
 from store_server.topology import get_topology
 
 log = logging.getLogger(__name__)
+EXPIRY_CHECK_S = 5.0
+PROFILE_REFRESH_S = 3600.0
 
 
 def sweep_once(app: Flask, now: float | None = None) -> int:
@@ -83,13 +85,21 @@ def start(app: Flask, stop: threading.Event) -> threading.Thread:
     """Run the periodic jobs in a daemon thread until `stop` is set."""
 
     def loop() -> None:
-        next_refresh = 0.0
+        next_refresh = next_expiry = next_profiles = 0.0
         interval = app.config["SWEEP_INTERVAL_S"]
         while not stop.is_set():
             try:
-                if time.monotonic() >= next_refresh:
+                now = time.monotonic()
+                if now >= next_refresh:
                     refresh_resolver(app)
-                    next_refresh = time.monotonic() + app.config["RESOLVER_REFRESH_S"]
+                    next_refresh = now + app.config["RESOLVER_REFRESH_S"]
+                if now >= next_expiry and _locked(app, "expiry", 4000):
+                    # Ingest already refuses expired consents; this ends presences they left.
+                    retention.end_expired_presences(app)
+                    next_expiry = now + EXPIRY_CHECK_S
+                if now >= next_profiles and _locked(app, "profiles", 60_000):
+                    streaming.refresh_profiles(app)
+                    next_profiles = now + PROFILE_REFRESH_S
                 if _locked(app, "sweep", int(interval * 900)):
                     sweep_once(app)
             except Exception:  # a job round failing must not kill the loop

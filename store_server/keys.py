@@ -46,6 +46,10 @@ class Keys:
         """Counter of sightings that resolved to nobody: a number, never an identifier."""
         return f"{self.prefix}dropped:{venue_id}"
 
+    def ratelimit(self, name: str) -> str:
+        """Counter of one rate-limit window (sign-in, opt-in, ingest per scanner)."""
+        return f"{self.prefix}ratelimit:{name}"
+
     def lock(self, name: str) -> str:
         """Short-lived lock so that one process runs a periodic job at a time."""
         return f"{self.prefix}lock:{name}"
