@@ -4,13 +4,11 @@ device, withdraw, and see the device receive the revoke."""
 
 from __future__ import annotations
 
-import shutil
 import time
 
 import pytest
 import requests
 import zxingcpp
-from playwright.sync_api import sync_playwright
 from sqlalchemy import select
 
 from beacons import provisioning
@@ -25,15 +23,6 @@ from tests.store_server.optin.helpers import (
 from tests.store_server.optin.png import read_grey
 
 pytestmark = [pytest.mark.consent, pytest.mark.browser]
-ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 
 
 def decode(png: bytes) -> list[str]:
@@ -41,7 +30,7 @@ def decode(png: bytes) -> list[str]:
     return [r.text for r in zxingcpp.read_barcodes(read_grey(png))]
 
 
-def test_scan_sign_in_choose_receipt_present_withdraw(app, live_server, db):
+def test_scan_sign_in_choose_receipt_present_withdraw(app, live_server, db, browser):
     live = make_live_shop(app)
     user, pw = make_account(app, "Browser Person")
     token = token_for(app, live.shop)
@@ -52,60 +41,56 @@ def test_scan_sign_in_choose_receipt_present_withdraw(app, live_server, db):
     device = Device(live_server.url, live.device_token)
     violations: list[str] = []
     try:
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=shutil.which("chromium"), args=ARGS)
-            context = browser.new_context(
-                locale="fr-FR", viewport={"width": 390, "height": 844}, is_mobile=True
-            )
-            page = context.new_page()
-            page.on(
-                "console",
-                lambda m: violations.append(m.text) if "Content Security" in m.text else None,
-            )
-            resp = page.goto(scanned)
-            assert resp.status == 200
-            assert "default-src 'none'" in resp.headers["content-security-policy"]
-            assert (
-                page.locator("h1").inner_text() == "Connectez-vous avec votre compte de streaming"
-            )
-            page.click("#lang-switch")
-            assert page.locator("h1").inner_text() == "Sign in with your streaming account"
-            page.fill("#username", user)
-            page.fill("#password", pw)
-            page.click("#signin")
-            page.wait_for_selector("#consent-form")
-            assert page.locator("input:checked").count() == 0, "nothing may be pre-ticked"
-            assert not page.is_visible("#home_area"), "area asked only with statistics"
-            page.check("#presence-merchant")
-            page.check("#share-playlist")
-            page.check("#statistics-yes")
-            assert page.is_visible("#home_area")
-            page.select_option("#home_area", "75111")
-            page.check("#duration-withdrawn")
-            page.click("#agree")
-            page.wait_for_selector("#done")
-            receipt_id = page.locator("#receipt-id").inner_text()
-            assert "Send your playlist" in page.locator("#purposes").inner_text()
+        context = browser.new_context(
+            locale="fr-FR", viewport={"width": 390, "height": 844}, is_mobile=True
+        )
+        page = context.new_page()
+        page.on(
+            "console",
+            lambda m: violations.append(m.text) if "Content Security" in m.text else None,
+        )
+        resp = page.goto(scanned)
+        assert resp.status == 200
+        assert "default-src 'none'" in resp.headers["content-security-policy"]
+        assert page.locator("h1").inner_text() == "Connectez-vous avec votre compte de streaming"
+        page.click("#lang-switch")
+        assert page.locator("h1").inner_text() == "Sign in with your streaming account"
+        page.fill("#username", user)
+        page.fill("#password", pw)
+        page.click("#signin")
+        page.wait_for_selector("#consent-form")
+        assert page.locator("input:checked").count() == 0, "nothing may be pre-ticked"
+        assert not page.is_visible("#home_area"), "area asked only with statistics"
+        page.check("#presence-merchant")
+        page.check("#share-playlist")
+        page.check("#statistics-yes")
+        assert page.is_visible("#home_area")
+        page.select_option("#home_area", "75111")
+        page.check("#duration-withdrawn")
+        page.click("#agree")
+        page.wait_for_selector("#done")
+        receipt_id = page.locator("#receipt-id").inner_text()
+        assert "Send your playlist" in page.locator("#purposes").inner_text()
 
-            # The emitter app scans the provisioning QR off the screen.
-            [doc_text] = decode(page.locator("#provisioning-qr").screenshot())
-            doc = provisioning.parse(doc_text)
-            sighted(live_server.url, live, doc.identity_key, doc.exponent, doc.time_base)
-            push = device.next()
-            assert push["type"] == "push" and push["scope"] == "playlist"
+        # The emitter app scans the provisioning QR off the screen.
+        [doc_text] = decode(page.locator("#provisioning-qr").screenshot())
+        doc = provisioning.parse(doc_text)
+        sighted(live_server.url, live, doc.identity_key, doc.exponent, doc.time_base)
+        push = device.next()
+        assert push["type"] == "push" and push["scope"] == "playlist"
 
-            page.click("#receipt-link")
-            assert page.locator("#status").inner_text() == "in force"
-            page.goto(f"{live_server.url}/me/")
-            assert page.locator(f"#consents >> text={live.shop.name}").count() == 1
-            started = time.monotonic()
-            page.click("#withdraw-all")
-            revoke = device.next(timeout=5)
-            assert revoke["type"] == "revoke" and revoke["subscriber"] == push["subscriber"]
-            assert revoke["_received"] - started < 1.0
-            page.wait_for_selector("#notice")
-            assert page.locator(".consent .status").first.inner_text() == "withdrawn"
-            browser.close()
+        page.click("#receipt-link")
+        assert page.locator("#status").inner_text() == "in force"
+        page.goto(f"{live_server.url}/me/")
+        assert page.locator(f"#consents >> text={live.shop.name}").count() == 1
+        started = time.monotonic()
+        page.click("#withdraw-all")
+        revoke = device.next(timeout=5)
+        assert revoke["type"] == "revoke" and revoke["subscriber"] == push["subscriber"]
+        assert revoke["_received"] - started < 1.0
+        page.wait_for_selector("#notice")
+        assert page.locator(".consent .status").first.inner_text() == "withdrawn"
+        context.close()
     finally:
         device.close()
     assert violations == []
