@@ -20,7 +20,7 @@ from shapely.geometry import mapping
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from merchant_portal import geo
+from merchant_portal import geo, rules
 from merchant_portal import reports as stored
 from merchant_portal.auth import (
     current_staff,
@@ -106,9 +106,11 @@ def _devices_page(venue: Venue, status: int = 200, **shown: Any):  # type: ignor
     scanners = list(
         db.scalars(select(Scanner).where(Scanner.venue_id == venue.id).order_by(Scanner.name))
     )
+    merchant = db.get(Merchant, venue.merchant_id)
     return render_template(
         "devices.html",
         venue=venue,
+        rules=shown.pop("rules", None) or merchant.rules or {},
         devices=list(devices),
         zones=zones,
         health=_scanner_health(scanners),
@@ -173,6 +175,27 @@ def revoke(device_id: int):  # type: ignore[no-untyped-def]
     _drop_device_sockets(device.id)
     flash(t("revoked_done", device=device.name))
     return redirect(url_for("portal.devices", venue_id=device.venue_id))
+
+
+@bp.post("/venues/<int:venue_id>/rules")
+@owner_required
+def save_rules(venue_id: int):  # type: ignore[no-untyped-def]
+    """Save the merchant's playback rules (they apply to every venue of the merchant)."""
+    venue = own_venue(venue_id)
+    try:
+        update = rules.parse_form(request.form)
+    except rules.RulesError as e:
+        typed = {
+            "explicit": request.form.get("explicit") == "on",
+            "volume_max": request.form.get("volume_max", ""),
+            "veto": request.form.get("veto", ""),
+        }
+        return _devices_page(venue, 400, rules_error=t(e.key, **e.values), rules=typed)
+    merchant = get_db().get(Merchant, venue.merchant_id)
+    merchant.rules = rules.merged(merchant.rules, update)
+    get_db().commit()
+    flash(t("rules_saved"))
+    return redirect(url_for("portal.devices", venue_id=venue.id))
 
 
 @bp.get("/device")

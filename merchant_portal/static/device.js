@@ -33,7 +33,7 @@
     var li = el("li", "card push");
     li.dataset.subscriber = ev.subscriber;
     li.appendChild(el("h2", "pseudonym", ev.subscriber));
-    li.appendChild(el("p", "muted", S.zone + " : " + ev.zone));
+    li.appendChild(el("p", "muted", S.zone.replace("{zone}", ev.zone)));
     if (ev.playlist) {
       li.appendChild(el("p", "scope", S.playlist + " — " + ev.playlist.title));
       var ol = el("ol", "tracks");
@@ -51,9 +51,28 @@
       var ul = el("ul", "genres");
       genres.forEach(function (g) { ul.appendChild(el("li", "genre", g)); });
       li.appendChild(ul);
-      if (ev.preferences.mood) li.appendChild(el("p", "mood", S.mood + " : " + ev.preferences.mood));
+      if (ev.preferences.mood) {
+        li.appendChild(el("p", "mood", S.mood.replace("{mood}", ev.preferences.mood)));
+      }
     }
     if (old) pushes.replaceChild(li, old); else pushes.appendChild(li);
+  }
+  function showQueue(ev) {
+    // The zone's blended queue replaces the previous one whole: the server already applied
+    // the merchant's rules (explicit, vetoes) and says the volume cap the player must respect.
+    var q = ev.queue || {};
+    var list = document.getElementById("queue");
+    var vol = document.getElementById("queue-volume");
+    list.replaceChildren();
+    (q.tracks || []).forEach(function (t) {
+      var li = el("li", "", t.title + " — " + t.artist);
+      li.dataset.track = t.id;
+      li.appendChild(el("span", "by", S.by.replace("{who}", t.by)));
+      list.appendChild(li);
+    });
+    vol.hidden = q.volume_max === null || q.volume_max === undefined;
+    vol.textContent = vol.hidden ? "" : S.volume.replace("{v}", q.volume_max);
+    document.getElementById("queue-panel").hidden = list.children.length === 0;
   }
   function onEvent(ev) {
     if (ev.type === "push") showPush(ev);
@@ -66,6 +85,7 @@
     if (socket) { socket.disconnect(); socket = null; }
     localStorage.removeItem(KEY);
     pushes.replaceChildren();
+    showQueue({});
     playPanel.hidden = true;
     pairPanel.hidden = false;
     document.getElementById("device-revoked").hidden = !revoked;
@@ -79,6 +99,10 @@
     socket = io("/device", { auth: { token: token } });
     socket.on("connect", function () { setState("connected"); });
     socket.on("event", onEvent);
+    socket.on("queue", function (ev) {
+      showQueue(ev);
+      socket.emit("ack", { event_id: ev.event_id });
+    });
     socket.on("disconnect", function (reason) {
       setState("disconnected");
       // The server drops a device it revoked or re-keyed: check whether the token still works.

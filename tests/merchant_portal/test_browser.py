@@ -73,6 +73,12 @@ def test_device_page_pairs_then_shows_pushes_and_obeys_revokes(context, portal_s
     owner = context.new_page()
     browser_login(owner, *SALON_LOGIN)
     owner.goto(f"/portal/venues/{world.salon_venue}/devices")
+    # The owner's rules shape the blended queue: no explicit tracks, one veto, a volume cap.
+    owner.get_by_label("Allow explicit tracks").uncheck()
+    owner.get_by_label("Volume cap").fill("70")
+    owner.get_by_label("Vetoed tracks").fill("trk:1002")
+    owner.get_by_role("button", name="Save").click()
+    expect(owner.get_by_role("status").first).to_have_text("Playback rules saved.")
     owner.get_by_role("button", name="Pair — demo-chair-1-speaker").click()
     code = owner.locator("#pair-code").inner_text()
     assert re.fullmatch(r"[A-Z2-9]{4}-[A-Z2-9]{4}", code)
@@ -100,10 +106,17 @@ def test_device_page_pairs_then_shows_pushes_and_obeys_revokes(context, portal_s
         expect(card.locator(".scope")).to_have_text("Playlist — Sunday Morning")
         expect(card.locator(".tracks li")).to_have_count(3)
         expect(device.locator("#device-waiting")).to_be_hidden()
+        # The push carries what alice shares; the queue is what the salon may play of it.
+        queue = device.locator("#queue li")
+        expect(queue).to_have_count(1)
+        expect(queue.first).to_have_attribute("data-track", "trk:1001")
+        expect(queue.first).to_contain_text(f"for {alice_pseudonym(world)}")
+        expect(device.locator("#queue-volume")).to_have_text("Volume capped at 70 %")
         screenshot(device, "06-device-push")
 
         expect(card).to_have_count(0, timeout=EXIT_WAIT_MS)
         expect(device.locator("#device-waiting")).to_be_visible()
+        expect(device.locator("#queue-panel")).to_be_hidden()
     finally:
         device_ctx.close()
 

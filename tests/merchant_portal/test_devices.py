@@ -10,9 +10,12 @@ import re
 import pytest
 import requests
 import socketio
+from sqlalchemy import select
 
 from beacons.signing import signed_headers
 from merchant_portal.health import scanner_status
+from store_server.db import sessions
+from store_server.models import Merchant
 from tests.merchant_portal.conftest import csrf_of, hang_up
 
 pytestmark = pytest.mark.authz
@@ -128,3 +131,58 @@ def test_scanner_status_flags_silence_and_a_down_adapter():
     assert scanner_status({}, 1061.0) == {**scanner_status({}, 0), "age_s": None, "silent": True}
     assert scanner_status({**hb, "adapter": "down"}, 1001.0)["adapter_down"] is True
     assert scanner_status({"at": "garbage"}, 1.0)["age_s"] is None
+
+
+def rules_form(client, world, **fields):  # type: ignore[no-untyped-def]
+    """Submit the playback rules form of the annex's devices page."""
+    page = client.get(f"/portal/venues/{world.annex_venue}/devices").get_data(as_text=True)
+    return client.post(
+        f"/portal/venues/{world.annex_venue}/rules", data={"csrf_token": csrf_of(page), **fields}
+    )
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"volume_max": "101"}, "a whole number from 0 to 100"),
+        ({"volume_max": "-3"}, "a whole number from 0 to 100"),
+        ({"veto": "trk:1 <script>"}, "&#34;&lt;script&gt;&#34; is not a track id."),
+    ],
+)
+def test_bad_rules_are_refused_and_nothing_changes(salon, world, portal_app, fields, message):
+    with sessions(portal_app)() as db:
+        before = db.scalar(select(Merchant.rules).where(Merchant.slug == "salon-meche"))
+    resp = rules_form(salon, world, **fields)
+    assert resp.status_code == 400
+    assert message in resp.get_data(as_text=True)
+    with sessions(portal_app)() as db:
+        assert db.scalar(select(Merchant.rules).where(Merchant.slug == "salon-meche")) == before
+
+
+def test_rules_are_saved_for_the_merchant_and_shown_back(salon, world, portal_app):
+    with sessions(portal_app)() as db:
+        before = db.scalar(select(Merchant.rules).where(Merchant.slug == "salon-meche"))
+    try:
+        resp = rules_form(salon, world, volume_max="40", veto="trk:9, trk:8\ntrk:9")
+        assert resp.status_code == 302
+        with sessions(portal_app)() as db:
+            saved = db.scalar(select(Merchant.rules).where(Merchant.slug == "salon-meche"))
+        assert saved == {
+            **(before or {}),
+            "explicit": False,
+            "volume_max": 40,
+            "veto": ["trk:8", "trk:9"],
+        }
+        page = salon.get(resp.headers["Location"]).get_data(as_text=True)
+        assert 'value="40"' in page and "trk:8\ntrk:9</textarea>" in page
+        assert 'id="rules-explicit" checked' not in page
+    finally:
+        with sessions(portal_app)() as db:
+            db.get(
+                Merchant, db.scalar(select(Merchant.id).where(Merchant.slug == "salon-meche"))
+            ).rules = before
+            db.commit()
+
+
+def test_staff_cannot_change_rules(salon_staff, world):
+    assert rules_form(salon_staff, world, volume_max="10").status_code == 403

@@ -1,0 +1,47 @@
+"""The merchant's playback rules as edited in the portal: explicit tracks, a volume cap, vetoes.
+
+Stored in `Merchant.rules`, read by the store server's blend on every enter and exit; this module
+only validates what staff typed, with messages in the catalogue.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+TRACK_ID = re.compile(r"^[\w:.\-]{1,64}$")
+MAX_VETOES = 500
+
+
+class RulesError(ValueError):
+    """A form problem, as a catalogue key and its values."""
+
+    def __init__(self, key: str, **values: object) -> None:
+        super().__init__(key)
+        self.key, self.values = key, values
+
+
+def parse_form(form: Any) -> dict[str, Any]:
+    """Rules from the form fields `explicit` (checkbox), `volume_max` and `veto` (ids)."""
+    raw_volume = (form.get("volume_max") or "").strip()
+    volume: int | None = None
+    if raw_volume:
+        if not raw_volume.isdigit() or not 0 <= int(raw_volume) <= 100:
+            raise RulesError("rules_bad_volume")
+        volume = int(raw_volume)
+    vetoes = [v for v in re.split(r"[\s,]+", form.get("veto") or "") if v]
+    for v in vetoes:
+        if not TRACK_ID.match(v):
+            raise RulesError("rules_bad_track", track=v[:80])
+    if len(vetoes) > MAX_VETOES:
+        raise RulesError("rules_too_many", n=MAX_VETOES)
+    return {
+        "explicit": form.get("explicit") == "on",
+        "volume_max": volume,
+        "veto": sorted(set(vetoes)),
+    }
+
+
+def merged(current: dict[str, Any] | None, update: dict[str, Any]) -> dict[str, Any]:
+    """The new rules, keeping any fields other parts of the system store there."""
+    return {**(current or {}), **update}
