@@ -9,15 +9,11 @@ import logging
 import queue
 import secrets
 import time
-import uuid
 
 import pytest
-import requests
-import socketio
-from sqlalchemy import inspect, select, text
+from sqlalchemy import select
 
 from beacons.eid import compute_eid
-from beacons.signing import signed_headers
 from store_server import jobs
 from store_server.app import create_app
 from store_server.crypto import pseudonym
@@ -26,42 +22,9 @@ from store_server.models import AuditEntry, Device, Visit
 from store_server.redis_store import get_keys, get_redis
 from store_server.seed import seed_demo
 from tests.conftest import LiveServer, make_config
+from tests.helpers import DeviceClient, eid_hex, post_batch, redis_dump, sql_dump
 
 pytestmark = [pytest.mark.e2e, pytest.mark.privacy]
-
-
-def eid_hex(key: bytes, exponent: int, base: int, t: float) -> str:
-    """The identifier an emitter broadcasts at unix time t."""
-    return compute_eid(key, exponent, int(t) - base).hex()
-
-
-def post_batch(url: str, scanner: str, secret: str, rows: list[dict]) -> requests.Response:
-    """What a scanner daemon sends: one signed batch."""
-    body = json.dumps({"batch_id": uuid.uuid4().hex, "sent_at": time.time(), "sightings": rows})
-    return requests.post(
-        f"{url}/api/v1/sightings",
-        data=body.encode(),
-        headers=signed_headers(scanner, secret, body.encode()),
-        timeout=10,
-    )
-
-
-class DeviceClient:
-    """A real python-socketio client on the device namespace that records and acks events."""
-
-    def __init__(self, url: str, token: str) -> None:
-        self.events: queue.Queue = queue.Queue()
-        self.sio = socketio.Client(reconnection=False)
-        self.sio.on("event", self._on_event, namespace="/device")
-        self.sio.connect(url, namespaces=["/device"], auth={"token": token}, wait_timeout=10)
-
-    def _on_event(self, data: dict) -> None:
-        self.events.put(data)
-        self.sio.emit("ack", {"event_id": data["event_id"]}, namespace="/device")
-
-    def next(self, timeout: float = 15.0) -> dict:
-        """The next event, waiting for it to arrive."""
-        return self.events.get(timeout=timeout)
 
 
 def test_consented_pushed_revoked_and_carol_leaves_no_trace(app, live_server, db, redis, caplog):
@@ -178,19 +141,7 @@ def run_slice(app, live_server, db, redis, caplog) -> None:
     assert all(v.zone == "chair-1" for v in visits)  # bob has no statistics consent
 
     # Carol: nothing in Redis (keys or values), SQL (any column of any table) or logs.
-    dump = []
-    for k in redis.scan_iter(match=keys.pattern()):
-        t = redis.type(k)
-        dump.append(k)
-        if t == "hash":
-            dump.extend(f"{f}={v}" for f, v in redis.hgetall(k).items())
-        elif t == "string":
-            dump.append(str(redis.get(k)))
-        elif t == "stream":
-            dump.extend(json.dumps(e) for e in redis.xrange(k))
-        elif t == "zset":
-            dump.extend(redis.zrange(k, 0, -1))
-    redis_text = "\n".join(dump)
+    redis_text = redis_dump(redis, keys.pattern())
     sql_text = sql_dump(db)
     logs = "\n".join(r.getMessage() + json.dumps(r.__dict__, default=str) for r in caplog.records)
     for eid in carol_eids | {e["id"] for e in carol}:
@@ -199,15 +150,6 @@ def run_slice(app, live_server, db, redis, caplog) -> None:
         assert eid not in logs
     assert "carol" not in sql_text.lower()
     assert int(redis.get(keys.dropped(_venue_id(db, "demo-salon-scanner-2")))) >= 4
-
-
-def sql_dump(db) -> str:
-    """Every row of every table as text."""
-    out = []
-    for table in inspect(db.get_bind()).get_table_names():
-        for row in db.execute(text(f'SELECT * FROM "{table}"')):  # noqa: S608 - names from schema
-            out.append(" ".join(r.hex() if isinstance(r, bytes) else str(r) for r in row))
-    return "\n".join(out)
 
 
 def _venue_id(db, scanner_name: str) -> int:

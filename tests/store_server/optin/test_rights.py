@@ -7,11 +7,12 @@ import json
 import time
 
 import pytest
-from sqlalchemy import inspect, select, text
+from sqlalchemy import select
 
 from store_server.crypto import pseudonym
 from store_server.models import AuditEntry, Consent, Merchant, Subscriber
 from store_server.redis_store import get_keys
+from tests.helpers import redis_dump, sql_dump
 from tests.store_server.optin.helpers import (
     Device,
     csrf,
@@ -121,36 +122,6 @@ def test_export_is_one_document_with_everything(app, live_server, db):
     assert disclosure["device"].endswith("-speaker") and disclosure["merchant"] == live.shop.name
     assert doc["emitters"] and "identity_key" not in json.dumps(doc["emitters"])
     assert new_client(app).get("/me/export.json").status_code == 303
-
-
-def redis_dump(redis, pattern: str) -> str:  # type: ignore[no-untyped-def]
-    """Every key under the prefix with its content, as text."""
-    out = []
-    for k in redis.scan_iter(match=pattern):
-        out.append(f"KEY {k}")
-        t = redis.type(k)
-        if t == "hash":
-            out.extend(f"{f}={v}" for f, v in redis.hgetall(k).items())
-        elif t == "string":
-            out.append(str(redis.get(k)))
-        elif t == "stream":
-            out.extend(json.dumps(e) for e in redis.xrange(k))
-        elif t == "zset":
-            out.extend(redis.zrange(k, 0, -1))
-        elif t in ("set", "list"):
-            out.extend(redis.smembers(k) if t == "set" else redis.lrange(k, 0, -1))
-    return "\n".join(out)
-
-
-def sql_dump(db) -> str:  # type: ignore[no-untyped-def]
-    """Every row of every table as text."""
-    out = []
-    for table in inspect(db.get_bind()).get_table_names():
-        for row in db.execute(text(f'SELECT * FROM "{table}"')):  # noqa: S608 - schema names
-            out.append(
-                f"{table}: " + " | ".join(r.hex() if isinstance(r, bytes) else str(r) for r in row)
-            )
-    return "\n".join(out)
 
 
 def test_erasure_leaves_only_a_tombstone(app, live_server, db, redis):
