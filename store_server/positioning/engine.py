@@ -40,6 +40,7 @@ DEFAULTS: dict[str, float] = {
     "drift_q_db2": 0.002,
     "drift_floor_db": 4.0,
     "stale_s": 10.0,
+    "update_s": 1.0,
     "bandwidth_m": 0.7,
     "shrink": 0.5,
     "default_sigma_db": 6.0,
@@ -133,7 +134,7 @@ def step(
     st: dict[str, Any] = dict(state or {})
     filt: dict[str, list[float]] = {k: list(v) for k, v in st.get("f", {}).items()}
     heard = st.get("h")
-    sums: dict[str, list[float]] = {}
+    sums: dict[str, list[float]] = {k: list(v) for k, v in st.get("q", {}).items()}
     for ts, scanner, rssi in sorted(readings, key=lambda r: r[0]):
         if scanner not in rt.index or not np.isfinite(rssi):
             continue
@@ -146,6 +147,14 @@ def step(
     filt = {k: v for k, v in filt.items() if now - v[1] <= p["stale_s"]}
     st["f"] = {k: [round(v[0], 2), round(v[1], 3)] for k, v in filt.items()}
     st["h"] = heard
+    last_t = st.get("t")
+    if last_t is not None and now - float(last_t) < p["update_s"] and "e" in st:
+        # Ingest may call once per scanner batch: fold the readings in, update the position once
+        # per update_s, so the estimate does not depend on how readings were batched.
+        st["q"] = {k: [round(v[0], 2), v[1]] for k, v in sums.items()}
+        e = st["e"]
+        return st, (e[0], e[1], e[2] or None)
+    st.pop("q", None)
     if p["new_only"]:
         # Each reading counts once: a scanner silent this step adds nothing rather than
         # repeating its last value as if it were new evidence.
@@ -192,7 +201,6 @@ def step(
     if p["knn_weight"] > 0 and rt.ref_pos.shape[0] >= p["knn_k"]:
         logpost = logpost + _knn_term(rt, idx, val - offsets[idx] - common)
     cells = rt.grid.cells
-    last_t = st.get("t")
     dt = 0.0 if last_t is None else max(now - float(last_t), 0.0)
     kf = None
     if "m" in st and "P" in st and len(st["m"]) == 4:

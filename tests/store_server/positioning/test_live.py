@@ -123,3 +123,28 @@ def test_online_offsets_follow_drifted_scanners_and_pay_off() -> None:
     with_adapt = evaluate(venue.zones, rows, pred)["zone_accuracy"]
     without = evaluate(venue.zones, rows, pred_frozen)["zone_accuracy"]
     assert with_adapt > without + 0.05
+
+
+def test_per_scanner_batches_match_per_second_calls() -> None:
+    """Ingest calls once per scanner batch; evidence must not be counted once per call."""
+    venue = simulate.flat()
+    model = VenueModel.calibrate(venue.scanners, venue.zones, _survey(venue))
+    rows = venue.readings(simulate.visit_path(), seed=3)
+    rows = rows.assign(sec=rows["ts"].astype(int))
+    per_second, per_batch = [], []
+    sa = sb = None
+    for sec, group in rows.groupby("sec"):
+        readings = list(zip(group["ts"], group["scanner"], group["rssi"], strict=True))
+        sa, ea = track(model, sa, readings, float(sec + 1))
+        for _, batch in group.groupby("scanner", sort=False):
+            chunk = list(zip(batch["ts"], batch["scanner"], batch["rssi"], strict=True))
+            sb, eb = track(model, sb, chunk, chunk[-1][0])
+        per_second.append((sec + 1, "e", ea.x, ea.y, ea.zone or ""))
+        per_batch.append((sec + 1, "e", eb.x, eb.y, eb.zone or ""))
+    cols = ["ts", "emitter", "x", "y", "zone"]
+    truth = rows.assign(emitter="e")
+    a = evaluate(venue.zones, truth, pd.DataFrame(per_second, columns=cols))
+    b = evaluate(venue.zones, truth, pd.DataFrame(per_batch, columns=cols))
+    assert b["zone_accuracy"] >= a["zone_accuracy"] - 0.05, (a, b)
+    assert b["flaps_per_min"] <= a["flaps_per_min"] + 0.5, (a, b)
+    assert b["median_error_m"] <= a["median_error_m"] + 0.25, (a, b)
