@@ -74,7 +74,9 @@ def _template_helpers() -> dict[str, Any]:
 def _html_error(e: HTTPException):  # type: ignore[no-untyped-def]
     if e.code in (301, 302, 303, 307, 308):
         return e
-    key = {404: "not_found", 403: "forbidden", 400: "bad_request"}.get(e.code or 500, "not_found")
+    key = {404: "not_found", 403: "forbidden", 400: "bad_request", 413: "too_large"}.get(
+        e.code or 500, "not_found"
+    )
     if request.accept_mimetypes.best == "application/json" or request.is_json:
         return {"error": t(key)}, e.code
     return render_template("error.html", message=t(key)), e.code

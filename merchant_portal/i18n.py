@@ -160,6 +160,32 @@ CATALOGUE: dict[str, dict[str, str]] = {
         "device_queue": "Now playing",
         "device_volume": "Volume capped at {v} %",
         "device_by": "for {who}",
+        "survey_heading": "Site survey",
+        "survey_help": (
+            "A CSV of readings taken while walking the venue at known positions: columns ts, "
+            "scanner, emitter, rssi, x, y (metres, the venue's frame). You see how often the zone "
+            "would be right before applying it."
+        ),
+        "survey_file": "Survey CSV",
+        "survey_apply": "Apply as this venue's calibration",
+        "survey_submit": "Score the survey",
+        "survey_result": "Survey result",
+        "survey_overall": (
+            "Right zone {accuracy} % of the time; median error {median} m, 90 % within {p90} m; "
+            "{flaps} zone changes a minute, over {scored} scored seconds in {tracks} tracks."
+        ),
+        "survey_zone_accuracy": "Zone right",
+        "survey_seconds": "Seconds",
+        "survey_applied": "Calibration applied: live positioning uses it from now on.",
+        "survey_not_applied": "Not applied: tick the box and upload again to use it.",
+        "survey_bad_file": "The survey cannot be read: {why}.",
+        "survey_empty": "Choose a survey file with at least one reading.",
+        "survey_no_zones": "Add zones first: a survey is scored against them.",
+        "survey_unknown_scanners": "The survey names scanners this venue does not have: {names}.",
+        "survey_too_short": "The survey is too short to measure anything: walk every zone.",
+        "calibrated": "Calibrated from a site survey.",
+        "uncalibrated": "Not calibrated yet: positioning uses textbook radio defaults.",
+        "too_large": "The file is too large.",
         "error_title": "Something is not right",
         "not_found": "This page does not exist or is not yours.",
         "forbidden": "You are not allowed to do this.",
@@ -328,6 +354,33 @@ CATALOGUE: dict[str, dict[str, str]] = {
         "device_queue": "En cours",
         "device_volume": "Volume limité à {v} %",
         "device_by": "pour {who}",
+        "survey_heading": "Relevé sur site",
+        "survey_help": (
+            "Un CSV de mesures prises en parcourant le lieu à des positions connues : colonnes "
+            "ts, scanner, emitter, rssi, x, y (mètres, repère du lieu). Vous voyez la justesse "
+            "des zones avant de l'appliquer."
+        ),
+        "survey_file": "CSV du relevé",
+        "survey_apply": "L'appliquer comme calibration du lieu",
+        "survey_submit": "Évaluer le relevé",
+        "survey_result": "Résultat du relevé",
+        "survey_overall": (
+            "Bonne zone {accuracy} % du temps ; erreur médiane {median} m, 90 % à moins de "
+            "{p90} m ; {flaps} changements de zone par minute, sur {scored} secondes évaluées en "
+            "{tracks} parcours."
+        ),
+        "survey_zone_accuracy": "Bonne zone",
+        "survey_seconds": "Secondes",
+        "survey_applied": "Calibration appliquée : le positionnement l'utilise dès maintenant.",
+        "survey_not_applied": "Non appliquée : cochez la case et importez à nouveau.",
+        "survey_bad_file": "Le relevé est illisible : {why}.",
+        "survey_empty": "Choisissez un fichier de relevé contenant au moins une mesure.",
+        "survey_no_zones": "Ajoutez d'abord des zones : le relevé est évalué sur elles.",
+        "survey_unknown_scanners": "Le relevé cite des capteurs absents de ce lieu : {names}.",
+        "survey_too_short": "Le relevé est trop court pour mesurer : parcourez chaque zone.",
+        "calibrated": "Calibré à partir d'un relevé sur site.",
+        "uncalibrated": "Pas encore calibré : le positionnement utilise des valeurs par défaut.",
+        "too_large": "Le fichier est trop volumineux.",
         "error_title": "Quelque chose ne va pas",
         "not_found": "Cette page n'existe pas ou ne vous appartient pas.",
         "forbidden": "Vous n'avez pas le droit de faire cela.",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 from flask import (
@@ -20,7 +21,7 @@ from shapely.geometry import mapping
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from merchant_portal import geo, rules
+from merchant_portal import geo, rules, survey
 from merchant_portal import reports as stored
 from merchant_portal.auth import (
     current_staff,
@@ -272,6 +273,12 @@ def upload_zones(venue_id: int):  # type: ignore[no-untyped-def]
                 zone.polygon = mapping(spec.polygon)
         for gone in existing.values():
             db.delete(gone)
+        if venue.calibration:
+            # The radio calibration still holds (scanners did not move); only the zones change.
+            venue.calibration = {
+                **venue.calibration,
+                "zones": {spec.name: mapping(spec.polygon) for spec in specs},
+            }
         db.commit()
     except (IntegrityError, ValueError) as e:
         db.rollback()
@@ -280,6 +287,27 @@ def upload_zones(venue_id: int):  # type: ignore[no-untyped-def]
     db.expire(venue)
     flash(t("setup_saved", n=len(specs)))
     return redirect(url_for("portal.setup", venue_id=venue.id))
+
+
+@bp.post("/venues/<int:venue_id>/survey")
+@owner_required
+def upload_survey(venue_id: int):  # type: ignore[no-untyped-def]
+    """Score a site survey per zone; apply it as the venue's calibration if asked."""
+    venue = own_venue(venue_id)
+    upload = request.files.get("survey")
+    if upload is None or not upload.filename:
+        return _setup_page(venue, 400, survey_error=t("survey_empty"))
+    try:
+        rows = survey.read_survey(upload.read(), Path(upload.filename).name)
+        report, model = survey.assess(venue, rows)
+    except survey.SurveyError as e:
+        return _setup_page(venue, 400, survey_error=t(e.key, **e.values))
+    applied = request.form.get("apply") == "on"
+    if applied:
+        venue.calibration = model.to_json()
+        get_db().commit()
+        get_topology(current_app).invalidate()
+    return _setup_page(venue, survey_report=report, survey_applied=applied)
 
 
 @bp.post("/scanners/<int:scanner_id>/place")
@@ -294,6 +322,12 @@ def place_scanner(scanner_id: int):  # type: ignore[no-untyped-def]
     if not (abs(x) < 10_000 and abs(y) < 10_000):
         abort(400)
     scanner.x, scanner.y = x, y
+    venue = get_db().get(Venue, scanner.venue_id)
+    if venue.calibration and (scanner.x, scanner.y) != tuple(
+        venue.calibration["scanners"].get(scanner.name, (x, y))
+    ):
+        # A radio map measured with the scanner elsewhere would mislead: survey again.
+        venue.calibration = None
     get_db().commit()
     get_topology(current_app).invalidate()
     flash(t("setup_scanner_saved", scanner=scanner.name, x=x, y=y))
