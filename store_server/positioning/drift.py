@@ -42,6 +42,14 @@ def kalman(
     return np.clip(offsets + gain * innovation, -CLIP_DB, CLIP_DB), (1.0 - gain) * variances
 
 
+def common(innovations: np.ndarray, noise_var: np.ndarray, variance: float) -> tuple[float, float]:
+    """Kalman step for a level shared by every scanner; returns (shift, new variance)."""
+    precision = float(np.sum(1.0 / noise_var))
+    level = float(np.sum(np.clip(innovations, -15.0, 15.0) / noise_var)) / precision
+    gain = variance / (variance + 1.0 / precision)
+    return gain * level, (1.0 - gain) * variance
+
+
 def summarise(per_emitter: list[dict[str, float]]) -> dict[str, float]:
     """Median drift per scanner across emitters, the venue-level figure an operator reads."""
     keys = sorted({k for d in per_emitter for k in d})

@@ -37,6 +37,8 @@ DEFAULTS: dict[str, float] = {
     "switch_dwell_s": 3.0,
     "min_mass": 0.3,
     "drift_prior_db": 3.0,
+    "emitter_prior_db": 6.0,
+    "emitter_q_db2": 0.01,
     "drift_q_db2": 0.002,
     "drift_floor_db": 4.0,
     "stale_s": 10.0,
@@ -178,7 +180,8 @@ def step(
     for s, ov in st.get("o", {}).items():
         if s in rt.index:
             offsets[rt.index[s]], off_var[rt.index[s]] = ov[0], ov[1]
-    common = float(rt.emitter_offsets.get(str(st.get("type", "")), 0.0))
+    own = st.get("k", [0.0, p["emitter_prior_db"] ** 2])
+    common = float(rt.emitter_offsets.get(str(st.get("type", "")), 0.0)) + float(own[0])
     mu_sel = rt.mu[:, idx]
     resid = (val - offsets[idx] - common)[None, :] - mu_sel
     inv_sig = 1.0 / rt.sigma[idx]
@@ -284,6 +287,16 @@ def step(
         seen = (loo * mu_sel[sel]).sum(axis=0)
         spread = (loo * (mu_sel[sel] - seen[None, :]) ** 2).sum(axis=0)
         noise = rt.sigma[idx] ** 2 / counts + spread + p["drift_floor_db"] ** 2
+        if p["emitter_prior_db"] > 0 and idx.size >= 3:
+            # This emitter's own transmit power (phones differ by up to ~10 dB): a level shared
+            # by all scanners, learnt before the per-scanner offsets take the remainder.
+            shift, own_var = drift.common(
+                val - seen - common - offsets[idx],
+                noise,
+                min(float(own[1]) + p["emitter_q_db2"] * dt, p["emitter_prior_db"] ** 2),
+            )
+            common += shift
+            st["k"] = [round(float(own[0]) + shift, 2), round(own_var, 3)]
         var = np.minimum(off_var[idx] + p["drift_q_db2"] * dt, p["drift_prior_db"] ** 2)
         offsets[idx], off_var[idx] = drift.kalman(offsets[idx], var, val, seen + common, noise)
         st["o"] = {

@@ -53,6 +53,12 @@ class VenueModel:
         cal = _calibration.fit(scanners, survey, params)
         return cls(scanners=dict(scanners), zones=dict(zones), calibration=cal)
 
+    def with_emitter_offsets(self, offsets: dict[str, float]) -> VenueModel:
+        """Same venue with per-emitter-type RSSI offsets (dB vs the survey's reference emitter);
+        a tracking state with {"type": name} uses its type's offset."""
+        cal = {**self.calibration, "emitter_offsets": {k: float(v) for k, v in offsets.items()}}
+        return VenueModel(scanners=dict(self.scanners), zones=dict(self.zones), calibration=cal)
+
     def runtime(self) -> engine.Runtime:
         """Precomputed grid and radio map, built on first use and cached on the model."""
         if self._runtime is None:

@@ -148,3 +148,27 @@ def test_per_scanner_batches_match_per_second_calls() -> None:
     assert b["zone_accuracy"] >= a["zone_accuracy"] - 0.05, (a, b)
     assert b["flaps_per_min"] <= a["flaps_per_min"] + 0.5, (a, b)
     assert b["median_error_m"] <= a["median_error_m"] + 0.25, (a, b)
+
+
+def test_emitter_type_offset_makes_a_weak_wearable_behave_like_the_reference() -> None:
+    venue = simulate.flat()
+    model = VenueModel.calibrate(venue.scanners, venue.zones, _survey(venue))
+    typed = model.with_emitter_offsets({"watch": -9.0})
+    typed = VenueModel.from_json(json.loads(json.dumps(typed.to_json())))
+    rows = venue.readings(simulate.visit_path(), seed=4, drift=dict.fromkeys(venue.scanners, -9.0))
+    plain = {"drift_prior_db": 0.0}
+    frozen = VenueModel(model.scanners, model.zones, {**model.calibration, "params": plain})
+    frozen_typed = VenueModel(typed.scanners, typed.zones, {**typed.calibration, "params": plain})
+    scores = []
+    for m, start in ((frozen, None), (frozen_typed, {"type": "watch"})):
+        state, out = start, []
+        for k in range(int(rows["ts"].min()) + 1, int(rows["ts"].max()) + 1):
+            batch = rows.loc[(rows["ts"] > k - 1) & (rows["ts"] <= k)]
+            readings = list(zip(batch["ts"], batch["scanner"], batch["rssi"], strict=True))
+            state, est = track(m, state, readings, float(k))
+            if est is not None:
+                out.append((float(k), "e1", est.x, est.y, est.zone or ""))
+        pred = pd.DataFrame(out, columns=["ts", "emitter", "x", "y", "zone"])
+        scores.append(evaluate(venue.zones, rows, pred))
+    assert scores[1]["zone_accuracy"] > scores[0]["zone_accuracy"] + 0.03, scores
+    assert scores[1]["zone_accuracy"] >= 0.85, scores

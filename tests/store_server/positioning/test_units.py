@@ -126,3 +126,10 @@ def test_spatial_hysteresis_needs_clearance_confidence_or_time() -> None:
     ring = {"": 0.9, "cabin": 0.1}
     assert hysteresis.decide_spatial(None, None, {"cabin": 0.0}, ring, 1.0) == ("", None)
     assert hysteresis.decide_spatial("", None, {"cabin": 0.0}, ring, 1.0) == ("", None)
+
+
+def test_common_level_moves_towards_the_shared_innovation() -> None:
+    shift, var = drift.common(np.array([-8.0, -10.0, -9.0]), np.array([4.0, 4.0, 4.0]), 36.0)
+    assert -9.0 < shift < -8.0 and var < 2.0
+    shift, _ = drift.common(np.array([-8.0, -10.0, -9.0]), np.array([4.0, 4.0, 4.0]), 0.01)
+    assert -0.1 < shift < 0.0
