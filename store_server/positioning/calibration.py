@@ -26,20 +26,25 @@ def fit(
     height = float(params["height_m"])
     names = list(scanners)
     pooled = (pathloss.DEFAULT_RSSI_1M, pathloss.DEFAULT_N)
+    pooled_scale = None
     if len(df) >= 20:
         d_all = _distances(df, scanners, height)
-        a, n, _ = pathloss.fit(d_all, df["rssi"].to_numpy(float), prior_weight=5.0)
+        a, n, pooled_scale = pathloss.fit(d_all, df["rssi"].to_numpy(float), prior_weight=5.0)
         pooled = (a, n)
     fitted: dict[str, list[float]] = {}
     for s in names:
         sub = df.loc[df["scanner"] == s]
         if len(sub) < 5:
+            # A scanner the survey barely heard (added later, or offline that day) still gets
+            # the venue's pooled path loss rather than textbook values.
+            if pooled_scale is not None:
+                fitted[s] = [round(pooled[0], 3), round(pooled[1], 4), round(pooled_scale, 3)]
             continue
         a, n, scale = pathloss.fit(
             _distances(sub, scanners, height),
             sub["rssi"].to_numpy(float),
             pooled,
-            prior_weight=float((params or {}).get("n_prior_weight", 20.0)),
+            prior_weight=float(params.get("n_prior_weight", 20.0)),
         )
         fitted[s] = [round(a, 3), round(n, 4), round(scale, 3)]
     pos, rssi = reference_fingerprints(df, names)

@@ -172,3 +172,16 @@ def test_emitter_type_offset_makes_a_weak_wearable_behave_like_the_reference() -
         scores.append(evaluate(venue.zones, rows, pred))
     assert scores[1]["zone_accuracy"] > scores[0]["zone_accuracy"] + 0.03, scores
     assert scores[1]["zone_accuracy"] >= 0.85, scores
+
+
+def test_a_scanner_missing_from_the_survey_gets_the_pooled_fit() -> None:
+    venue = simulate.flat()
+    survey = _survey(venue)
+    model = VenueModel.calibrate(venue.scanners, venue.zones, survey[survey["scanner"] != "bath"])
+    pl = model.calibration["pathloss"]
+    assert pl["bath"][:2] != [-59.0, 2.7] and pl["bath"][1] != pl["kit-1"][1]
+    est = None
+    state = None
+    for k in range(1, 8):
+        state, est = track(model, state, [(k - 0.5, "bath", -48.0), (k - 0.4, "liv-b", -70.0)], k)
+    assert est is not None and est.zone == "bath"
