@@ -78,12 +78,13 @@ class DeviceConnection:
             self.sio.on(name, self._receiver(name), namespace=NAMESPACE)
         self.sio.on("connect", self._flush, namespace=NAMESPACE)
 
-    def connect(self, timeout: float = 10.0) -> None:
+    def connect(self, timeout: float = 10.0, transports: list[str] | None = None) -> None:
         """Connect and authenticate; raises socketio.exceptions.ConnectionError if refused."""
         self.sio.connect(
             self.url,
             namespaces=[NAMESPACE],
             auth={"token": self.token},
+            transports=transports,
             wait_timeout=timeout,
         )
 

@@ -25,10 +25,10 @@ def append_many(
         return []
     pipe = r.pipeline(transaction=False)
     for device_id, event in items:
-        key = keys.outbox(device_id)
-        pipe.xadd(key, {"e": json.dumps(event)}, maxlen=maxlen, approximate=True)
-        pipe.expire(key, ttl_s)
-    return [res for i, res in enumerate(pipe.execute()) if i % 2 == 0]
+        pipe.xadd(keys.outbox(device_id), {"e": json.dumps(event)}, maxlen=maxlen, approximate=True)
+    for device_id in dict.fromkeys(d for d, _ in items):
+        pipe.expire(keys.outbox(device_id), ttl_s)
+    return pipe.execute()[: len(items)]
 
 
 def pending(r: redis.Redis, keys: Keys, device_id: int, now: float) -> list[dict[str, Any]]:

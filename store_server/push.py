@@ -17,6 +17,7 @@ from typing import Any
 import redis
 from flask import Flask
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from store_server import blend, outbox
 from store_server.crypto import pseudonym
@@ -85,36 +86,67 @@ def _member(sub: Subscriber, pseudo: str, consent: dict[str, Any], dwell: float)
     return blend.Member(pseudo, "preferences", dwell, genres=sub.taste.get("genres", {}))
 
 
-def deliver(app: Flask, occurrences: list[Occurrence]) -> None:
-    """Write outboxes, emit to connected devices, and log every disclosure and visit; then
-    recompute and send the blended queue of every zone someone entered or left."""
-    if not occurrences:
-        return
-    r, keys = get_redis(app), get_keys(app)
-    now = time.time()
-    ttl = app.config["PUSH_TTL_S"]
+def _emit(sio: Any, items: list[tuple[int, dict[str, Any]]], event_ids: list[str]) -> None:
+    for (device_id, body), event_id in zip(items, event_ids, strict=True):
+        sio.emit(
+            socket_event(body),
+            {**body, "event_id": event_id},
+            to=device_room(device_id),
+            namespace=NAMESPACE,
+        )
+
+
+def _queues(
+    app: Flask, db: Session, occurrences: list[Occurrence], subs: dict[int, Subscriber], now: float
+) -> list[tuple[int, dict[str, Any]]]:
+    """The new blended queue of every zone (with devices) someone entered or left."""
+    r, keys, ttl = get_redis(app), get_keys(app), app.config["PUSH_TTL_S"]
     rooms = {
         (o.venue.id, o.event.zone): o.venue
         for o in occurrences
         if o.venue.devices_by_zone.get(o.event.zone)
     }
-    present = _present(r, keys, rooms) if rooms else {}
+    if not rooms:
+        return []
+    present = _present(r, keys, rooms)
+    missing = {sub for members in present.values() for sub, _, _ in members} - set(subs)
+    if missing:
+        subs = {
+            **subs,
+            **{s.id: s for s in db.scalars(select(Subscriber).where(Subscriber.id.in_(missing)))},
+        }
+    merchants = {v.merchant_id for v in rooms.values()}
+    rules = dict(
+        db.execute(select(Merchant.id, Merchant.rules).where(Merchant.id.in_(merchants))).all()
+    )
+    items: list[tuple[int, dict[str, Any]]] = []
+    for (venue_id, zone), venue in rooms.items():
+        members = [
+            _member(subs[sub], pseudonym(venue.merchant_key, subs[sub].public_id), c, now - t)
+            for sub, t, c in present[(venue_id, zone)]
+            if sub in subs
+        ]
+        queue = blend.blend(members, blend.parse_rules(rules.get(venue.merchant_id)))
+        body = queue_payload(zone, [m.pseudonym for m in members], queue, now, now + ttl)
+        items.extend((d, body) for d in venue.devices_by_zone[zone])
+    return items
+
+
+def deliver(app: Flask, occurrences: list[Occurrence]) -> None:
+    """Write outboxes and emit to connected devices, pushes and revokes first; then recompute
+    and send the blended queue of every zone someone entered or left; then log every disclosure
+    and visit."""
+    if not occurrences:
+        return
+    r, keys = get_redis(app), get_keys(app)
+    now = time.time()
+    ttl = app.config["PUSH_TTL_S"]
+    sio = app.extensions["socketio"]
     with sessions(app)() as db:
         ids = {o.subscriber_id for o in occurrences}
-        ids |= {sub for members in present.values() for sub, _, _ in members}
         subs = {s.id: s for s in db.scalars(select(Subscriber).where(Subscriber.id.in_(ids)))}
-        merchants = {v.merchant_id for v in rooms.values()}
-        rules = (
-            dict(
-                db.execute(
-                    select(Merchant.id, Merchant.rules).where(Merchant.id.in_(merchants))
-                ).all()
-            )
-            if merchants
-            else {}
-        )
         items: list[tuple[int, dict[str, Any]]] = []
-        meta: list[tuple[Occurrence, str] | None] = []
+        meta: list[tuple[Occurrence, str]] = []
         for o in occurrences:
             sub = subs.get(o.subscriber_id)
             if sub is None:
@@ -131,19 +163,9 @@ def deliver(app: Flask, occurrences: list[Occurrence]) -> None:
             for d in devices:
                 items.append((d, body))
                 meta.append((o, pseudo))
-        for (venue_id, zone), venue in rooms.items():
-            members = [
-                _member(subs[sub], pseudonym(venue.merchant_key, subs[sub].public_id), c, now - t)
-                for sub, t, c in present[(venue_id, zone)]
-                if sub in subs
-            ]
-            queue = blend.blend(members, blend.parse_rules(rules.get(venue.merchant_id)))
-            body = queue_payload(zone, [m.pseudonym for m in members], queue, now, now + ttl)
-            for d in venue.devices_by_zone[zone]:
-                items.append((d, body))
-                meta.append(None)  # derived from pushes already audited for this device
-        sio = app.extensions["socketio"]
-        event_ids = outbox.append_many(r, keys, items, app.config["OUTBOX_MAXLEN"], ttl)
+        maxlen = app.config["OUTBOX_MAXLEN"]
+        event_ids = outbox.append_many(r, keys, items, maxlen, ttl)
+        _emit(sio, items, event_ids)
         for o in occurrences:
             if o.subscriber_id in subs:
                 portal_event = {
@@ -155,17 +177,10 @@ def deliver(app: Flask, occurrences: list[Occurrence]) -> None:
                     "reason": o.event.reason,
                 }
                 sio.emit("presence", portal_event, to=venue_room(o.venue.id), namespace=PORTAL)
-        for (device_id, body), event_id in zip(items, event_ids, strict=True):
-            sio.emit(
-                socket_event(body),
-                {**body, "event_id": event_id},
-                to=device_room(device_id),
-                namespace=NAMESPACE,
-            )
-        for (device_id, body), m, event_id in zip(items, meta, event_ids, strict=True):
-            if m is None:
-                continue
-            o, pseudo = m
+        # Derived from pushes already audited for these devices: queues are not audited again.
+        queue_items = _queues(app, db, occurrences, subs, now)
+        _emit(sio, queue_items, outbox.append_many(r, keys, queue_items, maxlen, ttl))
+        for (device_id, body), (o, pseudo), event_id in zip(items, meta, event_ids, strict=True):
             db.add(
                 AuditEntry(
                     subscriber_id=o.subscriber_id,
@@ -193,4 +208,7 @@ def deliver(app: Flask, occurrences: list[Occurrence]) -> None:
                     )
                 )
         db.commit()
-    log.info("delivered", extra={"events": len(occurrences), "device_events": len(items)})
+    log.info(
+        "delivered",
+        extra={"events": len(occurrences), "device_events": len(items) + len(queue_items)},
+    )
