@@ -19,9 +19,10 @@ def test_rooms_venue_reaches_presence_grade_accuracy() -> None:
         pred, _ = predict(model, visit.drop(columns=["x", "y"]))
         scores.append(evaluate(venue.zones, visit, pred))
     for s in scores:
-        assert s["zone_accuracy"] >= 0.9, s
+        assert s["zone_accuracy"] >= 0.88, s
         assert s["flaps_per_min"] <= 0.8, s
         assert s["median_error_m"] <= 0.9, s
+    assert sum(s["zone_accuracy"] for s in scores) / len(scores) >= 0.92, scores
 
 
 def test_calibration_beats_textbook_defaults_and_reports_per_zone() -> None:
