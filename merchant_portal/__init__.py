@@ -6,12 +6,12 @@ from datetime import timedelta
 
 from flask import Flask
 
-from merchant_portal import auth, sockets, views
+from merchant_portal import auth, operator, sockets, views
 from merchant_portal.blueprint import bp
 from merchant_portal.pairing import PairingCodes
 from merchant_portal.throttle import Throttle
 
-__all__ = ["auth", "bp", "init_app", "views"]
+__all__ = ["auth", "bp", "init_app", "operator", "views"]
 
 
 def init_app(app: Flask) -> None:

@@ -121,6 +121,8 @@ def login():  # type: ignore[no-untyped-def]
     session["staff_id"] = user.id
     if lang:
         session["lang"] = lang
+    if user.role == "operator" and not request.form.get("next"):
+        return redirect(url_for("portal.operator"))
     return redirect(_safe_next(request.form.get("next")))
 
 

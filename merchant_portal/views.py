@@ -128,12 +128,13 @@ def devices(venue_id: int):  # type: ignore[no-untyped-def]
     return _devices_page(own_venue(venue_id))
 
 
-def _drop_device_sockets(device_id: int) -> None:
+def drop_device_sockets(device_ids: set[int]) -> None:
+    """Disconnect these devices' live sockets now."""
     # A revoked or re-keyed device must stop at once, not at its next reconnect.
     sio = current_app.extensions["socketio"]
     connected = current_app.extensions.get("cm_connected_devices", {})
     for sid, d in list(connected.items()):
-        if d == device_id:
+        if d in device_ids:
             sio.server.disconnect(sid, namespace=DEVICE_NAMESPACE)
 
 
@@ -160,7 +161,7 @@ def rotate(device_id: int):  # type: ignore[no-untyped-def]
     token = services.issue_device_token(device)
     get_db().commit()
     get_topology(current_app).invalidate()
-    _drop_device_sockets(device.id)
+    drop_device_sockets({device.id})
     return _devices_page(get_db().get(Venue, device.venue_id), token=token, token_device=device)
 
 
@@ -173,7 +174,7 @@ def revoke(device_id: int):  # type: ignore[no-untyped-def]
     device.token_hash = None
     get_db().commit()
     get_topology(current_app).invalidate()
-    _drop_device_sockets(device.id)
+    drop_device_sockets({device.id})
     flash(t("revoked_done", device=device.name))
     return redirect(url_for("portal.devices", venue_id=device.venue_id))
 
@@ -225,7 +226,7 @@ def device_pair():  # type: ignore[no-untyped-def]
     token = services.issue_device_token(device)
     db.commit()
     get_topology(current_app).invalidate()
-    _drop_device_sockets(device.id)
+    drop_device_sockets({device.id})
     return jsonify({"token": token, "device": device.name})
 
 

@@ -38,6 +38,7 @@ from wsgi import build_app
 REPO = Path(__file__).resolve().parents[2]
 SCREENSHOTS = REPO / "artifacts" / "screenshots"
 MONDAY = pd.Timestamp("2026-11-09")
+OPERATOR_LOGIN = ("ops@programme.collective-mood.test", "operator-pass-2026")
 SALON_STAFF_LOGIN = ("chair@demo.collective-mood.test", "demo-chair-2026")
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 CHROMIUM_ARGS = [
@@ -86,6 +87,7 @@ def world(portal_app: Any) -> PortalWorld:
         demo = seed_demo(db, portal_app.config["DATA_KEY"])
         salon = db.query(Merchant).filter_by(slug="salon-meche").one()
         services.create_staff(db, *SALON_STAFF_LOGIN, "staff", salon)
+        services.create_staff(db, *OPERATOR_LOGIN, "operator", None)
         annex = services.create_venue(db, salon, "Salon Mèche Rebelle — Annexe", "site")
         zone = services.add_zone(db, annex, "bac", "area", box(0, 0, 4, 3))
         _s, annex_secret = services.add_scanner(

@@ -12,6 +12,7 @@ from playwright.sync_api import expect
 from store_server.crypto import pseudonym
 from tests.merchant_portal.conftest import (
     CAR_LOGIN,
+    OPERATOR_LOGIN,
     SALON_LOGIN,
     browser_login,
     make_present,
@@ -248,3 +249,15 @@ def test_device_page_accepts_a_rotated_token_handed_over_in_the_link(context, wo
     expect(device.locator("#device-status")).to_have_attribute("data-state", "connected")
     assert "token" not in device.url
     assert device.evaluate("localStorage.getItem('cm-device-token')") == token
+
+
+def test_operator_console_renders(context, world):
+    page = context.new_page()
+    page.goto("/portal/login?lang=en")
+    page.get_by_label("Email").fill(OPERATOR_LOGIN[0])
+    page.get_by_label("Password").fill(OPERATOR_LOGIN[1])
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url("**/portal/operator")
+    expect(page.locator('tr[data-merchant="salon-meche"]')).to_be_visible()
+    expect(page.get_by_label("Owner's email")).to_be_visible()
+    screenshot(page, "13-operator")
