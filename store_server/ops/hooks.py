@@ -17,6 +17,12 @@ from flask import Flask, Response, g, has_request_context, request
 from store_server.ops.metrics import Metrics
 
 HEADER = "X-Request-Id"
+# Set only where a page did not choose its own (the opt-in and portal pages set stricter ones).
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+}
 # A caller's id (a proxy's, or a scanner's retry) is kept only when it is short and plain.
 INCOMING_ID = re.compile(r"^[0-9A-Za-z._-]{8,64}$")
 access_log = logging.getLogger("store_server.access")
@@ -65,6 +71,8 @@ def init_app(app: Flask, metrics: Metrics) -> None:
     def _finish(response: Response) -> Response:
         rid = g.get("request_id") or uuid.uuid4().hex
         response.headers[HEADER] = rid
+        for name, value in SECURITY_HEADERS.items():
+            response.headers.setdefault(name, value)
         t0 = g.get("cm_t0")
         seconds = time.perf_counter() - t0 if t0 is not None else 0.0
         # Unmatched paths share one label so that probing cannot explode the series count.

@@ -268,3 +268,18 @@ def test_request_id_on_records_logged_inside_a_request(stack, caplog):
     outside = [r for r in caplog.records if r.getMessage() == "outside"]
     assert inside[0].request_id == rid
     assert not hasattr(outside[0], "request_id")
+
+
+def test_security_headers_on_every_kind_of_response(stack, client):
+    responses = [
+        client.get("/healthz"),
+        client.get("/metrics"),
+        client.get("/openapi.json"),
+        client.get("/nope"),
+        client.get("/api/v1/sightings"),
+        client.post("/api/v1/sightings", data=b"{}"),
+    ]
+    for resp in responses:
+        assert resp.headers["X-Content-Type-Options"] == "nosniff", resp.request.path
+        assert resp.headers["X-Frame-Options"] == "DENY"
+        assert resp.headers["Referrer-Policy"] == "no-referrer"
