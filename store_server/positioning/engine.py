@@ -38,7 +38,7 @@ DEFAULTS: dict[str, float] = {
     "min_mass": 0.3,
     "drift_prior_db": 3.0,
     "emitter_prior_db": 6.0,
-    "emitter_q_db2": 0.01,
+    "emitter_q_db2": 0.002,
     "drift_q_db2": 0.002,
     "drift_floor_db": 4.0,
     "stale_s": 10.0,
