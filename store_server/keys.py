@@ -54,6 +54,10 @@ class Keys:
         """Short-lived lock so that one process runs a periodic job at a time."""
         return f"{self.prefix}lock:{name}"
 
+    def ingest_stream(self, partition: int) -> str:
+        """Stream: verified sighting batches of one venue partition, drained by ingest workers."""
+        return f"{self.prefix}ingest:{partition}"
+
     def pattern(self) -> str:
         """SCAN pattern matching every key of this prefix."""
         return f"{self.prefix}*"
