@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from store_server.positioning.cli import main
 from store_server.positioning.live import VenueModel
 from store_server.positioning.predict import predict
 from store_server.positioning.report import survey_tracks
@@ -126,6 +127,15 @@ def test_arbitrary_ids_fractional_rssi_and_held_estimates(tmp_path: Path) -> Non
     assert by_ts.loc[130, "x"] == by_ts.loc[125, "x"]  # nothing heard: the estimate is held
 
 
+def _main(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
+    """The CLI in-process (as `python -m` runs it): exit code and stderr."""
+    try:
+        code = main(list(args))
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    return code, capsys.readouterr().err
+
+
 @pytest.mark.parametrize(
     ("case", "content"),
     [
@@ -136,32 +146,48 @@ def test_arbitrary_ids_fractional_rssi_and_held_estimates(tmp_path: Path) -> Non
     ],
 )
 def test_bad_input_gives_one_line_and_nonzero_exit(
-    ble: Path, tmp_path: Path, case: str, content: str | None
+    ble: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], case: str, content: str | None
 ) -> None:
     survey = tmp_path / "survey.csv"
     if content is not None:
         survey.write_text(content)
-    res = _run(
-        "predict", "--scanners", str(ble / "scanners.csv"), "--zones", str(ble / "zones.geojson"),
-        "--survey", str(survey), "--recording", str(survey), "--out", str(tmp_path / "p.csv"),
+    code, err = _main(
+        capsys, "predict", "--scanners", str(ble / "scanners.csv"), "--zones",
+        str(ble / "zones.geojson"), "--survey", str(survey), "--recording", str(survey),
+        "--out", str(tmp_path / "p.csv"),
     )  # fmt: skip
-    assert res.returncode != 0
-    assert len(res.stderr.strip().splitlines()) == 1, res.stderr
-    assert "Traceback" not in res.stderr
+    assert code != 0
+    assert len(err.strip().splitlines()) == 1, err
 
 
-def test_bad_zones_and_usage_errors(ble: Path, tmp_path: Path) -> None:
+def test_bad_zones_and_usage_errors(
+    ble: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     bad = tmp_path / "z.geojson"
     bad.write_text('{"type": "FeatureCollection", "features": [{"geometry": null}]}')
     for args in (
         ["evaluate", "--zones", str(bad), "--truth", str(ble / "survey.csv"),
          "--predictions", str(ble / "survey.csv")],
         ["evaluate", "--zones", str(ble / "zones.geojson")],
-        ["frobnicate"],
+        ["record-survey", "--sightings", str(ble / "survey.csv"), "--marks", str(bad),
+         "--out", str(tmp_path / "x.csv")],
     ):  # fmt: skip
+        code, err = _main(capsys, *args)
+        assert code != 0
+        assert len(err.strip().splitlines()) == 1, err
+
+
+def test_a_real_process_fails_in_one_line_without_traceback(tmp_path: Path) -> None:
+    junk = tmp_path / "junk.csv"
+    junk.write_bytes(b"\x00\x01\x02\xff")
+    for args in (
+        ["evaluate", "--zones", str(junk), "--truth", str(junk), "--predictions", str(junk)],
+        ["frobnicate"],
+    ):
         res = _run(*args)
         assert res.returncode != 0
         assert len(res.stderr.strip().splitlines()) == 1, res.stderr
+        assert "Traceback" not in res.stderr
 
 
 def test_record_survey_interpolates_marks_and_round_trips(ble: Path, tmp_path: Path) -> None:
