@@ -14,6 +14,11 @@ from store_server.positioning import drift, filtering, hysteresis, motion, pathl
 from store_server.positioning.fingerprint import residual_map
 from store_server.positioning.grid import Grid, build
 
+# Tuning, all chosen by measurement on the leave-one-track-out recording AND the simulated rooms
+# venue (bench/positioning.py, --synthetic), never on one alone. Options that stay at 0 lost there:
+# damping_s (velocity decay: sluggish), common_sigma_db (level-free likelihood: the level is
+# informative), knn_weight (signal-space kNN fused into the grid: worse on both), new_only (each
+# reading once: equal, the once-per-second buffering already keeps evidence from double counting).
 DEFAULTS: dict[str, float] = {
     "grid_step": 0.4,
     "tau_s": 0.3,
