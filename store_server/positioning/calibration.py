@@ -19,7 +19,9 @@ def fit(
     params: dict[str, float] | None = None,
 ) -> dict[str, Any]:
     """Calibration dict (JSON-serialisable) fitted from a survey with known positions."""
-    df = survey.loc[survey["scanner"].isin(list(scanners))]
+    df = survey.assign(scanner=survey["scanner"].astype(str), emitter=survey["emitter"].astype(str))
+    df = df.dropna(subset=["ts", "rssi", "x", "y"])
+    df = df.loc[df["scanner"].isin(list(scanners))]
     params = dict(params or {})
     if "height_m" not in params:
         params["height_m"] = fit_height(df, scanners)

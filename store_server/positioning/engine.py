@@ -142,7 +142,8 @@ def step(
     filt: dict[str, list[float]] = {k: list(v) for k, v in st.get("f", {}).items()}
     heard = st.get("h")
     sums: dict[str, list[float]] = {k: list(v) for k, v in st.get("q", {}).items()}
-    for ts, scanner, rssi in sorted(readings, key=lambda r: r[0]):
+    for ts, raw_scanner, rssi in sorted(readings, key=lambda r: r[0]):
+        scanner = str(raw_scanner)
         if scanner not in rt.index or not np.isfinite(rssi):
             continue
         prev = filt.get(scanner)

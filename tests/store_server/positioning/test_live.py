@@ -5,8 +5,9 @@ from __future__ import annotations
 import copy
 import json
 
+import numpy as np
 import pandas as pd
-from shapely.geometry import box
+from shapely.geometry import MultiPolygon, box
 
 from store_server.positioning import simulate
 from store_server.positioning.evaluate import evaluate
@@ -185,3 +186,21 @@ def test_a_scanner_missing_from_the_survey_gets_the_pooled_fit() -> None:
     for k in range(1, 8):
         state, est = track(model, state, [(k - 0.5, "bath", -48.0), (k - 0.4, "liv-b", -70.0)], k)
     assert est is not None and est.zone == "bath"
+
+
+def test_loose_inputs_numeric_ids_nan_rows_multipolygons_and_no_zones() -> None:
+    scanners = {"1": (0.0, 0.0), "2": (4.0, 0.0)}
+    zones = {"ends": MultiPolygon([box(-0.5, -0.5, 0.5, 0.5), box(3.5, -0.5, 4.5, 0.5)])}
+    survey = pd.DataFrame(
+        {"ts": np.arange(40.0), "scanner": [1, 2] * 20, "emitter": 7, "rssi": -55.0, "x": 0.0,
+         "y": 0.0}
+    )  # fmt: skip
+    survey.loc[3, "x"] = np.nan
+    model = VenueModel.calibrate(scanners, zones, survey)
+    assert sorted(model.calibration["pathloss"]) == ["1", "2"]
+    state = None
+    for k in range(1, 5):
+        state, est = track(model, state, [(k - 0.5, 1, -50.0), (k - 0.4, "2", -75.0)], k)
+    assert est is not None and est.zone == "ends" and est.x < 2.0
+    _, est = track(VenueModel.uncalibrated(scanners, {}), None, [(0.5, "1", -50.0)], 1.0)
+    assert est is not None and est.zone is None
