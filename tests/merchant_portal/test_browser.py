@@ -46,31 +46,8 @@ def test_sign_in_shows_own_venues(context):
     screenshot(page, "02-venues")
 
 
-def test_live_view_follows_a_subscriber_entering_and_leaving(context, portal_server, world):
-    page = context.new_page()
-    browser_login(page, *SALON_LOGIN)
-    page.goto(f"/portal/venues/{world.salon_venue}/live")
-    status = page.locator("#live-status")
-    expect(status).to_have_attribute("data-state", "connected")
-    expect(page.locator("#live-empty")).to_be_visible()
-    screenshot(page, "03-live-empty")
-
-    make_present(portal_server, world, "alice", "demo-salon-scanner-1")
-    row = page.locator(f'#present-rows tr[data-subscriber="{alice_pseudonym(world)}"]')
-    expect(row).to_be_visible()
-    expect(row.locator(".zone")).to_have_text("chair-1")
-    expect(page.locator("#live-empty")).to_be_hidden()
-    expect(page.locator("#live-count")).to_have_text("1 present")
-    # Dwell ticks on the page without any reload.
-    expect(row.locator(".dwell")).to_have_text(re.compile(r"^\d+:\d\d$"))
-    screenshot(page, "04-live-present")
-
-    expect(row).to_have_count(0, timeout=EXIT_WAIT_MS)
-    expect(page.locator("#live-empty")).to_be_visible()
-    expect(page.locator("#live-count")).to_have_text("0 present")
-
-
-def test_device_page_pairs_then_shows_pushes_and_obeys_revokes(context, portal_server, world):
+def test_pairing_then_live_view_and_device_follow_a_subscriber(context, portal_server, world):
+    """One presence cycle drives both screens: the owner's live view and the paired device."""
     owner = context.new_page()
     browser_login(owner, *SALON_LOGIN)
     owner.goto(f"/portal/venues/{world.salon_venue}/devices")
@@ -101,7 +78,22 @@ def test_device_page_pairs_then_shows_pushes_and_obeys_revokes(context, portal_s
         # The code worked once: it cannot pair a second device.
         assert device.request.post("/portal/device/pair", data={"code": code}).status == 404
 
+        live = owner
+        live.goto(f"/portal/venues/{world.salon_venue}/live")
+        expect(live.locator("#live-status")).to_have_attribute("data-state", "connected")
+        expect(live.locator("#live-empty")).to_be_visible()
+        screenshot(live, "03-live-empty")
+
         make_present(portal_server, world, "alice", "demo-salon-scanner-1")
+        row = live.locator(f'#present-rows tr[data-subscriber="{alice_pseudonym(world)}"]')
+        expect(row).to_be_visible()
+        expect(row.locator(".zone")).to_have_text("chair-1")
+        expect(live.locator("#live-empty")).to_be_hidden()
+        expect(live.locator("#live-count")).to_have_text("1 present")
+        # Dwell ticks on the page without any reload.
+        expect(row.locator(".dwell")).to_have_text(re.compile(r"^\d+:\d\d$"))
+        screenshot(live, "04-live-present")
+
         card = device.locator(f'.push[data-subscriber="{alice_pseudonym(world)}"]')
         expect(card).to_be_visible()
         expect(card.locator(".scope")).to_have_text("Playlist — Sunday Morning")
@@ -115,6 +107,10 @@ def test_device_page_pairs_then_shows_pushes_and_obeys_revokes(context, portal_s
         expect(device.locator("#queue-volume")).to_have_text("Volume capped at 70 %")
         screenshot(device, "06-device-push")
 
+        # Nobody is heard any more: the exit reaches both screens without a reload.
+        expect(row).to_have_count(0, timeout=EXIT_WAIT_MS)
+        expect(live.locator("#live-empty")).to_be_visible()
+        expect(live.locator("#live-count")).to_have_text("0 present")
         expect(card).to_have_count(0, timeout=EXIT_WAIT_MS)
         expect(device.locator("#device-waiting")).to_be_visible()
         expect(device.locator("#queue-panel")).to_be_hidden()
@@ -212,7 +208,7 @@ def test_signing_out_elsewhere_leaves_a_clear_state_on_the_live_page(context, wo
     screenshot(live, "11-live-signed-out")
 
 
-@pytest.mark.parametrize("size", [(1024, 768), (1280, 800), (768, 1024)])
+@pytest.mark.parametrize("size", [(1024, 768), (768, 1024)])
 def test_screens_fit_tablets_without_sideways_scrolling(browser, portal_server, world, size):
     ctx = browser.new_context(
         viewport={"width": size[0], "height": size[1]}, base_url=portal_server.url
