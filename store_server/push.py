@@ -60,6 +60,12 @@ def socket_event(body: dict[str, Any]) -> str:
     return "queue" if body.get("type") == "queue" else "event"
 
 
+def expiry(now: float, ttl_s: float, consents: list[dict[str, Any]]) -> float:
+    """When a disclosure must stop being used: the push TTL, or earlier if a consent ends."""
+    ends = [c["until"] for c in consents if c.get("until") is not None]
+    return min([now + ttl_s, *ends])
+
+
 def _present(
     r: redis.Redis, keys: Keys, rooms: dict[tuple[int, str], VenueInfo]
 ) -> dict[tuple[int, str], list[tuple[int, float, dict[str, Any]]]]:
@@ -127,7 +133,10 @@ def _queues(
             if sub in subs
         ]
         queue = blend.blend(members, blend.parse_rules(rules.get(venue.merchant_id)))
-        body = queue_payload(zone, [m.pseudonym for m in members], queue, now, now + ttl)
+        consents = [c for sub, _, c in present[(venue_id, zone)] if sub in subs]
+        body = queue_payload(
+            zone, [m.pseudonym for m in members], queue, now, expiry(now, ttl, consents)
+        )
         items.extend((d, body) for d in venue.devices_by_zone[zone])
     return items
 
@@ -155,7 +164,12 @@ def deliver(app: Flask, occurrences: list[Occurrence]) -> None:
             devices = o.venue.devices_by_zone.get(o.event.zone, [])
             if o.event.kind == "enter":
                 body = push_payload(
-                    o.consent["share"], pseudo, sub.playlists, sub.taste, o.event.zone, now + ttl
+                    o.consent["share"],
+                    pseudo,
+                    sub.playlists,
+                    sub.taste,
+                    o.event.zone,
+                    expiry(now, ttl, [o.consent]),
                 )
             else:
                 outbox.drop_for(r, keys, devices, pseudo)

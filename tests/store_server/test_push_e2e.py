@@ -9,6 +9,7 @@ import secrets
 import time
 import uuid
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -115,6 +116,7 @@ def add_person(
     name: str,
     scope: str,
     tracks: list[dict[str, Any]] | None = None,
+    valid_until: datetime | None = None,
 ) -> Person:
     """A subscriber with an emitter and a consent for this merchant (call refresh after)."""
     tag = secrets.token_hex(4)
@@ -132,7 +134,7 @@ def add_person(
         home_area="75011",
     )
     _, key = services.provision_emitter(db, data_key, sub)
-    services.grant_consent(db, sub, merchant, scope, False, None)
+    services.grant_consent(db, sub, merchant, scope, False, valid_until)
     world.people[name] = Person(sub.id, sub.public_id, key, scope, name)
     return world.people[name]
 
@@ -371,3 +373,24 @@ def test_blended_queue_follows_every_enter_and_exit(app, live_server, db, device
     assert {t["by"] for t in event["queue"]["tracks"]} == {cy}
     for s in speakers:
         s.sync()
+
+
+def test_disclosures_expire_when_the_consent_does(app, live_server, db, devices):
+    world = build_world(app, db, people=())
+    until = datetime.now(UTC) + timedelta(minutes=2)
+    add_person(
+        db,
+        app.config["DATA_KEY"],
+        world,
+        db.get(Merchant, world.merchant_id),
+        "kim",
+        "preferences",
+        valid_until=until,
+    )
+    db.commit()
+    jobs.refresh_resolver(app)
+    dev = devices(live_server.url, world.token("seat"))
+    enter(live_server.url, world, "seat", "kim")
+    # Well before the hour-long push TTL: what the person allowed ends with their consent.
+    assert dev.next()["expires_at"] == pytest.approx(until.timestamp(), abs=0.01)
+    assert dev.next_queue()["expires_at"] == pytest.approx(until.timestamp(), abs=0.01)
