@@ -1,4 +1,5 @@
-"""Command line: `anonymize` and `taste-report`, the contracts a DPO re-runs to check a report."""
+"""Command line: `anonymize` and `taste-report`, the contracts a DPO re-runs to check a report,
+and `run`, the weekly job that computes and stores every merchant's report from the database."""
 
 from __future__ import annotations
 
@@ -15,6 +16,11 @@ from analytics.kanon import AnonymizeError, anonymize
 from analytics.taste import MIN_K, ReportError, taste_report
 
 EXIT_USAGE = 2
+EXIT_REFUSED = 3  # the privacy ledger refused at least one merchant's release
+
+
+class JobFailed(Exception):
+    """The job could not reach or use the database (reported as one line, exit 1)."""
 
 
 class CliError(Exception):
@@ -95,6 +101,53 @@ def _taste_report(args: argparse.Namespace) -> None:
     print(json.dumps({"rows": len(report), "k": args.k, "suppressed": suppressed}))
 
 
+def _run(args: argparse.Namespace) -> int:
+    # imported here so the DPO commands above never load SQL, Flask or the geography stack
+    import time
+
+    from sqlalchemy.exc import SQLAlchemyError
+    from sqlalchemy.orm import Session
+
+    from analytics import job
+    from store_server.config import from_env, normalise_db_url
+    from store_server.db import make_engine
+
+    try:
+        options = job.JobOptions(
+            k=args.k,
+            epsilon=args.epsilon,
+            delta=args.delta,
+            mechanism=args.mechanism,
+            epsilon_budget=args.epsilon_budget,
+            delta_budget=args.delta_budget,
+            share=args.share,
+            tz=args.tz,
+        )
+        options.check()
+        monday = job.parse_period(args.period)
+        areas, hierarchy = job.load_geography(args.areas or job.areas_file())
+    except job.JobError as exc:
+        raise CliError(str(exc)) from exc
+    url = normalise_db_url(args.database_url or from_env()["DATABASE_URL"])
+    began = time.perf_counter()
+    engine = make_engine(url, pooled=False)
+    try:
+        with Session(engine) as db:
+            summary = job.run(db, monday, options, areas, hierarchy, args.merchant)
+    except job.JobError as exc:
+        raise CliError(str(exc)) from exc
+    except SQLAlchemyError as exc:
+        first = str(exc.orig if getattr(exc, "orig", None) else exc).strip().splitlines()
+        missing = any(word in str(exc) for word in ("no such table", "does not exist"))
+        hint = " (is the database migrated to revision 0003?)" if missing else ""
+        raise JobFailed(f"database: {first[0] if first else type(exc).__name__}{hint}") from exc
+    finally:
+        engine.dispose()
+    summary["seconds"] = round(time.perf_counter() - began, 3)
+    print(json.dumps(summary, sort_keys=False))
+    return EXIT_REFUSED if summary["refused"] else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The `python -m analytics` argument parser."""
     parser = _Parser(prog="analytics", description=__doc__)
@@ -115,6 +168,20 @@ def build_parser() -> argparse.ArgumentParser:
     taste.add_argument("--k", type=int, required=True)
     taste.add_argument("--out", type=Path, required=True)
     taste.set_defaults(run=_taste_report)
+    job = sub.add_parser("run", help="compute and store weekly reports from the database")
+    job.add_argument("--period", required=True, help="ISO week 2026-W47 or its Monday")
+    job.add_argument("--merchant", help="one merchant slug (default: every active merchant)")
+    job.add_argument("--k", type=int, default=5)
+    job.add_argument("--epsilon", type=float, default=0.0, help="0: exact, no noise")
+    job.add_argument("--delta", type=float, default=1e-6)
+    job.add_argument("--mechanism", default="laplace", help="laplace or gaussian")
+    job.add_argument("--epsilon-budget", type=float, default=10.0, help="per merchant, lifetime")
+    job.add_argument("--delta-budget", type=float, default=1e-5)
+    job.add_argument("--share", type=float, default=0.7, help="catchment share of visits")
+    job.add_argument("--tz", default="Europe/Paris", help="time zone of the weeks")
+    job.add_argument("--areas", type=Path, help="GeoJSON polygons (default $CM_AREAS_FILE)")
+    job.add_argument("--database-url", help="default: $DATABASE_URL, else the store's SQLite")
+    job.set_defaults(run=_run)
     return parser
 
 
@@ -122,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run one command; bad input ends with exit 2 and a single stderr line."""
     args = build_parser().parse_args(argv)
     try:
-        args.run(args)
+        code = args.run(args)
     except (CliError, AnonymizeError, HierarchyError, ReportError) as exc:
         message = " ".join(str(exc).split())
         print(f"analytics {args.command}: error: {message}", file=sys.stderr)
@@ -132,4 +199,7 @@ def main(argv: list[str] | None = None) -> int:
         message = " ".join(str(exc).split()) or type(exc).__name__
         print(f"analytics {args.command}: failed: {type(exc).__name__}: {message}", file=sys.stderr)
         return 1
-    return 0
+    except JobFailed as exc:
+        print(f"analytics {args.command}: failed: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 1
+    return code or 0

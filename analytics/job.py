@@ -1,0 +1,482 @@
+"""The weekly report job: consented visits, home areas and tastes out of SQL, through
+`analytics.reports.weekly_report`, and the bundle and the privacy budget it spent back into SQL.
+
+A thin adapter: every privacy decision (k, generalisation, noise, one release per window, the
+budget) is taken by the pure modules; this file only chooses which rows they see and keeps the
+ledger's memory in the `privacy_releases` table.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo
+
+import numpy as np
+import pandas as pd
+from sqlalchemy import and_, exists, or_, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from analytics.hierarchy import Hierarchy, parse_hierarchy
+from analytics.models import PrivacyRelease, Report
+from analytics.privacy import PrivacyError, PrivacyLedger, Release
+from analytics.taste import MIN_K
+from store_server.config import REPO
+from store_server.models import Consent, Merchant, Subscriber, Visit
+from store_server.streaming import GENRES
+
+if TYPE_CHECKING:
+    import geopandas as gpd
+
+KIND = "weekly"
+# analytics.reports.MECHANISMS, repeated so that checking arguments does not load scikit-learn
+MECHANISMS = ("laplace", "gaussian")
+DEFAULT_AREAS = REPO.parent / "shared" / "data" / "geo" / "paris-petite-couronne.geojson"
+AREAS_ENV = "CM_AREAS_FILE"
+DEFAULT_TZ = "Europe/Paris"  # merchants think in local weeks, Monday 00:00 to Monday 00:00
+ISO_WEEK = re.compile(r"^(\d{4})-W(\d{2})$")
+SCOPE = (
+    "visits of subscribers whose statistics consent covered this merchant for the whole visit "
+    "and was never withdrawn"
+)
+
+
+class JobError(ValueError):
+    """Arguments or configuration the job cannot run with (reported as one line)."""
+
+
+@dataclass(frozen=True)
+class JobOptions:
+    """What a run publishes: k, the noise (epsilon 0 = exact) and the per-merchant budget."""
+
+    k: int = MIN_K
+    epsilon: float = 0.0
+    delta: float = 1e-6
+    mechanism: str = "laplace"
+    epsilon_budget: float = 10.0
+    delta_budget: float = 1e-5
+    share: float = 0.7
+    tz: str = DEFAULT_TZ
+
+    def check(self) -> None:
+        """Refuse options the report could not honour, before touching the database."""
+        if self.k < MIN_K:
+            raise JobError(f"--k must be at least {MIN_K}")
+        if not (self.epsilon >= 0 and np.isfinite(self.epsilon)):
+            raise JobError("--epsilon must be 0 (exact) or positive")
+        if self.epsilon > 0 and not 0 < self.delta < 1:
+            raise JobError("--delta must be in (0, 1)")
+        if self.mechanism not in MECHANISMS:
+            raise JobError(f"--mechanism must be one of {', '.join(MECHANISMS)}")
+        if not 0 < self.share <= 1:
+            raise JobError("--share must be in (0, 1]")
+        try:
+            ZoneInfo(self.tz)
+        except (KeyError, ValueError) as exc:
+            raise JobError(f"unknown time zone {self.tz!r}") from exc
+
+
+def parse_period(text: str) -> date:
+    """The Monday of `YYYY-Www` (ISO week) or of `YYYY-MM-DD` (which must be a Monday)."""
+    text = text.strip()
+    week = ISO_WEEK.match(text)
+    try:
+        if week:
+            return date.fromisocalendar(int(week[1]), int(week[2]), 1)
+        day = date.fromisoformat(text)
+    except ValueError as exc:
+        raise JobError(f"--period {text!r} is not an ISO week (2026-W47) or a date") from exc
+    if day.weekday() != 0:
+        raise JobError(f"--period {text} is a {day:%A}; report weeks start on a Monday")
+    return day
+
+
+def iso_week(monday: date) -> str:
+    """`YYYY-Www` of a Monday."""
+    year, week, _ = monday.isocalendar()
+    return f"{year}-W{week:02d}"
+
+
+def areas_file(env: dict[str, str] | None = None) -> Path:
+    """The area polygons to use: $CM_AREAS_FILE, else the shared Paris file beside the repo."""
+    e = os.environ if env is None else env
+    return Path(e.get(AREAS_ENV) or DEFAULT_AREAS)
+
+
+def load_geography(path: Path) -> tuple[gpd.GeoDataFrame, Hierarchy]:
+    """Area polygons (column `code`) and the hierarchy code -> département -> `*` over them."""
+    if not path.is_file():
+        raise JobError(f"area polygons not found at {path} (set --areas or ${AREAS_ENV})")
+    import geopandas as gpd  # only now: a bad argument is reported without loading the GIS stack
+
+    try:
+        areas = gpd.read_file(path)
+    except Exception as exc:  # the GIS stack raises many types; the contract is one line
+        raise JobError(f"cannot read area polygons {path}: {type(exc).__name__}") from exc
+    if "code" not in areas.columns or "departement" not in areas.columns:
+        raise JobError(f"{path}: features need `code` and `departement` properties")
+    areas["code"] = areas["code"].astype(str)
+    rows = [[c, str(d), "*"] for c, d in zip(areas["code"], areas["departement"], strict=True)]
+    return areas, parse_hierarchy(rows, source=str(path))
+
+
+def _utc(moment: datetime) -> datetime:
+    # SQLite hands back naive datetimes; everything this project writes is UTC
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def week_bounds(monday: date, tz: str) -> tuple[datetime, datetime]:
+    """The UTC instants of local Monday 00:00 and the next Monday 00:00 (DST-aware)."""
+    zone = ZoneInfo(tz)
+    start = datetime(monday.year, monday.month, monday.day, tzinfo=zone)
+    end_day = monday + timedelta(days=7)
+    end = datetime(end_day.year, end_day.month, end_day.day, tzinfo=zone)
+    return start.astimezone(UTC), end.astimezone(UTC)
+
+
+def consented_visits(merchant_id: int, until: datetime):  # type: ignore[no-untyped-def]
+    """Visits at the merchant started before `until` that a statistics consent covered.
+
+    The consent must cover this merchant (or all), be in force from the visit's start to its end,
+    and never have been withdrawn: a withdrawal means "stop", so later reports leave the
+    person out even for visits made before it.
+    """
+    covered = exists().where(
+        Consent.subscriber_id == Visit.subscriber_id,
+        Consent.statistics.is_(True),
+        Consent.withdrawn_at.is_(None),
+        or_(Consent.merchant_id.is_(None), Consent.merchant_id == Visit.merchant_id),
+        Consent.valid_from <= Visit.started_at,
+        or_(Consent.valid_until.is_(None), Consent.valid_until >= Visit.ended_at),
+    )
+    return (
+        select(Visit.subscriber_id, Visit.started_at, Visit.dwell_s)
+        .where(and_(Visit.merchant_id == merchant_id, Visit.started_at < until, covered))
+        .order_by(Visit.started_at, Visit.id)
+    )
+
+
+def home_area(code: str | None, known: set[str]) -> str | None:
+    """The mapped area of a home code: itself, or the commune of an IRIS code; None if unmapped."""
+    if not code:
+        return None
+    code = code.strip()
+    if code in known:
+        return code
+    # an IRIS code is its commune's INSEE code followed by four digits
+    if len(code) == 9 and code[:5] in known:
+        return code[:5]
+    return None
+
+
+def _weights(taste: Any, genres: tuple[str, ...]) -> list[float]:
+    raw = taste.get("genres", {}) if isinstance(taste, dict) else {}
+    out = []
+    for genre in genres:
+        try:
+            value = float(raw.get(genre, 0.0)) if isinstance(raw, dict) else 0.0
+        except (TypeError, ValueError):
+            value = 0.0
+        out.append(value if np.isfinite(value) else 0.0)
+    return out
+
+
+def load_inputs(
+    db: Session,
+    merchant_id: int,
+    until: datetime,
+    tz: str,
+    known_areas: set[str],
+    genres: tuple[str, ...] = GENRES,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Consented visits (subscriber, time in local wall time, dwell) and placed tastes.
+
+    Genre columns are a fixed vocabulary so that which columns exist never depends on who came;
+    subscribers whose home area has no polygon are left out of both tables (they cannot be
+    placed in any row or cell).
+    """
+    zone = ZoneInfo(tz)
+    rows = db.execute(consented_visits(merchant_id, until)).all()
+    visits = pd.DataFrame(
+        {
+            "subscriber": [str(r.subscriber_id) for r in rows],
+            "time": pd.to_datetime(
+                [_utc(r.started_at).astimezone(zone).replace(tzinfo=None) for r in rows]
+            ),
+            "dwell": [float(r.dwell_s) for r in rows],
+        }
+    )
+    ids = sorted({r.subscriber_id for r in rows})
+    people = []
+    for chunk in (ids[i : i + 500] for i in range(0, len(ids), 500)):
+        people += db.execute(
+            select(Subscriber.id, Subscriber.home_area, Subscriber.taste).where(
+                Subscriber.id.in_(chunk)
+            )
+        ).all()
+    tastes = pd.DataFrame(
+        [
+            [str(p.id), area, *_weights(p.taste, genres)]
+            for p in people
+            if (area := home_area(p.home_area, known_areas)) is not None
+        ],
+        columns=["subscriber", "area", *genres],
+    )
+    return visits, tastes
+
+
+def _ledger(
+    db: Session, merchant: Merchant, monday: date, options: JobOptions
+) -> tuple[PrivacyLedger, PrivacyRelease | None]:
+    """The merchant's ledger from its stored releases, and this window's release if any.
+
+    An exact report of a window may be recomputed (same data, same answer), so its own exact
+    release is left out of the ledger; any other earlier release of the window stays in and
+    makes the ledger refuse.
+    """
+    stored = db.scalars(
+        select(PrivacyRelease).where(PrivacyRelease.merchant_id == merchant.id)
+    ).all()
+    mine = next((r for r in stored if r.window_start == monday), None)
+    replaceable = mine is not None and mine.epsilon == 0 and options.epsilon == 0
+    releases = [
+        Release(
+            merchant.slug,
+            (pd.Timestamp(r.window_start), pd.Timestamp(r.window_end)),
+            r.epsilon,
+            r.delta,
+        )
+        for r in stored
+        if not (replaceable and r is mine)
+    ]
+    ledger = PrivacyLedger(options.epsilon_budget, options.delta_budget, releases=releases)
+    return ledger, mine
+
+
+def _suppression(table: pd.DataFrame, visitors: int, k: int, noisy: bool) -> dict[str, Any]:
+    """What was withheld, stated without publishing a count under k."""
+    out: dict[str, Any] = {
+        "all_suppressed": bool(table.empty),
+        "rows": len(table),
+        "rule": (
+            f"areas with fewer than {k} distinct subscribers are generalised (commune, then "
+            "département, then all areas) or withheld; each subscriber counts in at most one row"
+        ),
+    }
+    if noisy:
+        # the exact number of visitors is exactly what the noise hides
+        out["suppressed_subscribers"] = None
+        out["rule"] += "; rows whose noisy count is under the threshold are withheld"
+        return out
+    missing = visitors - int(table["subscribers"].sum()) if len(table) else visitors
+    out["suppressed_subscribers"] = missing if missing == 0 or missing >= k else None
+    out["suppressed_below_k"] = 0 < missing < k
+    return out
+
+
+def _empty_catchment() -> dict[str, Any]:
+    # what catchment() releases when nobody placeable came, exact or noisy alike
+    return {"share": 0.0, "suppressed_visits": 0, "polygon": None, "cells": []}
+
+
+def run_merchant(
+    db: Session,
+    merchant: Merchant,
+    monday: date,
+    options: JobOptions,
+    areas: gpd.GeoDataFrame,
+    hierarchy: Hierarchy,
+    rng: np.random.Generator | None = None,
+) -> dict[str, Any]:
+    """Compute, charge and store one merchant's week; returns its line of the summary."""
+    from analytics.reports import weekly_report  # scikit-learn behind it: loaded when used
+
+    outcome: dict[str, Any] = {"merchant": merchant.slug, "report_id": None}
+    # serialises runs of one merchant on PostgreSQL so two budgets are never checked at once
+    db.execute(select(Merchant.id).where(Merchant.id == merchant.id).with_for_update()).all()
+    ledger, existing = _ledger(db, merchant, monday, options)
+    earlier = db.scalars(
+        select(Report).where(
+            Report.merchant_id == merchant.id, Report.period_start == monday, Report.kind == KIND
+        )
+    ).one_or_none()
+    exact_again = earlier is not None and earlier.epsilon == 0 and options.epsilon == 0
+    if exact_again and earlier.k != options.k:
+        # two generalisations of one week at different k can be intersected into small cells
+        db.rollback()
+        return {
+            **outcome,
+            "status": "refused",
+            "reason": f"week {monday} was published for {merchant.slug} with k={earlier.k}; "
+            "a re-run must use the same k",
+        }
+    start_utc, end_utc = week_bounds(monday, options.tz)
+    visits, tastes = load_inputs(db, merchant.id, end_utc, options.tz, set(areas["code"]))
+    week_start = pd.Timestamp(monday)
+    in_week = visits[visits["time"] >= week_start]
+    placed = in_week["subscriber"].isin(set(tastes["subscriber"]))
+    try:
+        report = weekly_report(
+            visits,
+            tastes,
+            hierarchy,
+            merchant.slug,
+            week_start,
+            options.k,
+            ledger,
+            epsilon=options.epsilon,
+            delta=options.delta,
+            mechanism=options.mechanism,
+            rng=rng,
+            # catchment() refuses an empty week; its answer then is known, filled in below
+            areas=areas if placed.any() else None,
+            share=options.share,
+        )
+    except PrivacyError as exc:
+        db.rollback()
+        return {**outcome, "status": "refused", "reason": str(exc)}
+    body = report.to_dict()
+    if body["catchment"] is None:
+        body["catchment"] = _empty_catchment()
+    body.update(
+        kind=KIND,
+        period={
+            "iso_week": iso_week(monday),
+            "start": monday.isoformat(),
+            "end": (monday + timedelta(days=7)).isoformat(),
+            "time_zone": options.tz,
+            "start_utc": start_utc.isoformat(),
+            "end_utc": end_utc.isoformat(),
+        },
+        scope=SCOPE,
+        suppression=_suppression(
+            report.table, in_week["subscriber"].nunique(), options.k, options.epsilon > 0
+        ),
+    )
+    body = _plain(body)  # NaN and numpy scalars must not reach the JSON column
+    row = earlier
+    status = "stored"
+    if row is None:
+        row = Report(merchant_id=merchant.id, period_start=monday, kind=KIND)
+        db.add(row)
+    else:
+        status = "unchanged" if row.body == body else "replaced"
+    row.period_end = monday + timedelta(days=7)
+    row.k, row.epsilon, row.delta = options.k, float(report.epsilon), float(report.delta)
+    row.body = body
+    row.created_at = datetime.now(UTC)
+    if existing is None:
+        db.add(
+            PrivacyRelease(
+                merchant_id=merchant.id,
+                window_start=monday,
+                window_end=monday + timedelta(days=7),
+                epsilon=float(report.epsilon),
+                delta=float(report.delta),
+            )
+        )
+    try:
+        db.commit()
+    except IntegrityError:
+        # another run released this window between our read and our write
+        db.rollback()
+        return {
+            **outcome,
+            "status": "refused",
+            "reason": f"week {monday} was released for {merchant.slug} by a concurrent run",
+        }
+    spent = ledger.spent(merchant.slug)
+    return {
+        **outcome,
+        "status": status,
+        "report_id": row.id,
+        "rows": len(report.table),
+        "all_suppressed": bool(report.table.empty),
+        "epsilon_spent": spent[0],
+        "epsilon_left": max(0.0, options.epsilon_budget - spent[0]),
+    }
+
+
+def _plain(value: Any) -> Any:
+    """JSON-safe copy: numpy scalars to Python, NaN/inf to None, tuples to lists."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    return value
+
+
+def run(
+    db: Session,
+    monday: date,
+    options: JobOptions,
+    areas: gpd.GeoDataFrame,
+    hierarchy: Hierarchy,
+    merchant_slug: str | None = None,
+    rng: np.random.Generator | None = None,
+) -> dict[str, Any]:
+    """Run the week for one merchant (by slug) or every active one; returns the summary."""
+    options.check()
+    if monday.weekday() != 0:
+        raise JobError(f"{monday} is not a Monday")
+    query = select(Merchant).order_by(Merchant.id)
+    if merchant_slug is not None:
+        query = query.where(Merchant.slug == merchant_slug)
+    else:
+        query = query.where(Merchant.status == "active")
+    merchants = db.scalars(query).all()
+    if merchant_slug is not None and not merchants:
+        raise JobError(f"no merchant with slug {merchant_slug!r}")
+    db.rollback()  # each merchant below runs in a transaction of its own
+    results = [run_merchant(db, m, monday, options, areas, hierarchy, rng) for m in merchants]
+    return {
+        "command": "run",
+        "period": iso_week(monday),
+        "start": monday.isoformat(),
+        "time_zone": options.tz,
+        "k": options.k,
+        "epsilon": options.epsilon,
+        "kind": KIND,
+        "merchants": results,
+        "stored": sum(r["status"] != "refused" for r in results),
+        "refused": sum(r["status"] == "refused" for r in results),
+    }
+
+
+def latest_reports(db: Session, merchant_id: int, limit: int = 8) -> list[dict[str, Any]]:
+    """The merchant's stored report bundles, newest week first, each with its guarantees.
+
+    Each dict is the stored bundle (`guarantees` with k, epsilon, delta, mechanism, threshold;
+    `suppression`; `taste`; `segments`; `suggestions`; `catchment`; `period`) plus `id` (the
+    week's Monday, YYYY-MM-DD, as the portal's file store named it), `report_id`, `k`,
+    `epsilon`, `delta`, `noisy` and `created_at`.
+    """
+    rows = db.scalars(
+        select(Report)
+        .where(Report.merchant_id == merchant_id)
+        .order_by(Report.period_start.desc(), Report.id.desc())
+        .limit(max(0, limit))
+    ).all()
+    return [
+        {
+            **row.body,
+            "id": row.period_start.isoformat(),
+            "report_id": row.id,
+            "kind": row.kind,
+            "k": row.k,
+            "epsilon": row.epsilon,
+            "delta": row.delta,
+            "noisy": row.epsilon > 0,
+            "created_at": _utc(row.created_at).isoformat(),
+        }
+        for row in rows
+    ]
