@@ -40,6 +40,7 @@ DEFAULTS: dict[str, float] = {
     "zone_mode": 1,
     "switch_m": 0.8,
     "switch_dwell_s": 3.0,
+    "switch_sd": 2.5,
     "min_mass": 0.3,
     "drift_prior_db": 3.0,
     "emitter_prior_db": 6.0,
@@ -261,7 +262,8 @@ def step(
                 dict(zip(rt.grid.zone_names, dist.tolist(), strict=True)),
                 _zone_mass(rt, w),
                 dt,
-                switch_m=p["switch_m"],
+                # An unsure position must move further before the zone follows it.
+                switch_m=max(p["switch_m"], p["switch_sd"] * float(np.sqrt(np.trace(cov) / 2))),
                 dwell_s=p["switch_dwell_s"],
                 min_mass=p["min_mass"],
                 p_enter=p["p_enter"],
