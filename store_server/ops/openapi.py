@@ -373,6 +373,41 @@ def _operations() -> dict[tuple[str, str], tuple[str, dict[str, Any]]]:
                 },
             },
         ),
+        ("portal.device_pair", "post"): (
+            "/portal/device/pair",
+            {
+                "summary": "A playback device redeems a single-use pairing code for its token",
+                "tags": ["portal"],
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        JSON: {
+                            "schema": {
+                                "type": "object",
+                                "required": ["code"],
+                                "properties": {"code": {"type": "string", "maxLength": 32}},
+                            }
+                        }
+                    },
+                },
+                "responses": {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "required": ["token", "device"],
+                            "properties": {
+                                "token": {"type": "string"},
+                                "device": {"type": "string"},
+                            },
+                        },
+                        "Paired: the device's token (store it; it is shown once)",
+                    ),
+                    "400": _error("No code, or not a string of at most 32 characters"),
+                    "404": _error("Unknown, used or expired code"),
+                    "429": _error("Too many failed codes from this address"),
+                },
+            },
+        ),
     }
     return ops
 

@@ -106,3 +106,42 @@ def test_api_conforms(api_schema, stack, method, path, mode):
     assert not [s for s in statuses if s >= 500]
     if path.startswith("/api/v1/") and mode is GenerationMode.POSITIVE:
         assert 200 in statuses  # the accepting path ran, not only refusals
+
+
+def test_composed_portal_json_endpoints_documented_and_conforming(stack, tmp_path):
+    """Served with the merchant portal (wsgi.build_app), its JSON endpoints join the document
+    and answer as documented: anonymous callers are sent to sign in, bad codes refused."""
+    from tests.conftest import make_config
+    from wsgi import build_app
+
+    cfg = make_config(tmp_path, stack.app.config["DATABASE_URL"], stack.app.config["REDIS_URL"])
+    app = build_app(cfg)
+    try:
+        doc = app.test_client().get("/openapi.json").get_json()
+        assert {"/portal/venues/{venue_id}/present.json", "/portal/device/pair"} <= set(
+            doc["paths"]
+        )
+        schema = schemathesis.openapi.from_wsgi("/openapi.json", app)
+        for path, method, modes, expected in (
+            ("/portal/venues/{venue_id}/present.json", "GET", ["positive"], {302, 404}),
+            ("/portal/device/pair", "POST", ["positive", "negative"], {400, 404, 429}),
+        ):
+            for mode in modes:
+                fuzz(
+                    schema[path][method].as_strategy(generation_mode=GenerationMode(mode)), expected
+                )
+    finally:
+        app.extensions["cm_engine"].dispose()
+
+
+def fuzz(strategy, expected: set[int]) -> None:  # type: ignore[no-untyped-def]
+    """Run bounded schemathesis cases; each must conform and answer one of `expected`."""
+
+    @given(case=strategy)
+    @settings(
+        max_examples=15, deadline=None, database=None, suppress_health_check=list(HealthCheck)
+    )
+    def run(case):  # type: ignore[no-untyped-def]
+        assert case.call_and_validate().status_code in expected
+
+    run()
