@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from datetime import timedelta
 
 from flask import Flask
@@ -20,10 +21,17 @@ def init_app(app: Flask) -> None:
     # HTTPS-only outside tests (PORTAL_COOKIE_SECURE overrides, e.g. for a plain-HTTP demo).
     app.config["SESSION_COOKIE_HTTPONLY"] = True
     app.config["SESSION_COOKIE_SAMESITE"] = "Lax"
-    app.config["SESSION_COOKIE_SECURE"] = bool(
-        app.config.get("PORTAL_COOKIE_SECURE", not (app.testing or app.debug))
-    )
-    app.config.setdefault("PERMANENT_SESSION_LIFETIME", timedelta(hours=12))
+    secure = app.config.get("PORTAL_COOKIE_SECURE")
+    if secure is None:
+        env = os.environ.get("PORTAL_COOKIE_SECURE")
+        secure = env == "1" if env is not None else not (app.testing or app.debug)
+    app.config["SESSION_COOKIE_SECURE"] = bool(secure)
+    if secure:
+        # The __Host- prefix makes browsers refuse the cookie unless Secure, path / and no
+        # Domain: no sibling subdomain can plant or read a staff session.
+        app.config["SESSION_COOKIE_NAME"] = "__Host-cm_portal"
+        app.config["SESSION_COOKIE_PATH"] = "/"
+        app.config["SESSION_COOKIE_DOMAIN"] = None
     app.config["PERMANENT_SESSION_LIFETIME"] = min(
         app.config["PERMANENT_SESSION_LIFETIME"], timedelta(hours=12)
     )

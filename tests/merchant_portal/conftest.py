@@ -75,8 +75,11 @@ def portal_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     config["PORTAL_REPORTS_DIR"] = str(tmp / "reports")
     application = build_app(config)
     yield application
-    drop_keys(get_redis(application), get_keys(application).pattern())
+    r = get_redis(application)
+    drop_keys(r, get_keys(application).pattern())
     application.extensions["cm_engine"].dispose()
+    # Stop an embedded Redis now rather than in an exit hook after logging has closed.
+    getattr(r, "_cleanup", lambda: None)()
     drop()
 
 

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from store_server.db import upgrade
+from store_server.redis_store import get_keys, get_redis
+from tests.conftest import drop_keys, make_config
 from tests.merchant_portal.conftest import (
     CAR_LOGIN,
     SALON_LOGIN,
@@ -11,6 +14,7 @@ from tests.merchant_portal.conftest import (
     csrf_of,
     login,
 )
+from wsgi import build_app
 
 pytestmark = pytest.mark.authz
 
@@ -142,3 +146,24 @@ def test_password_guessing_is_throttled_per_account(client, world):
     assert "Too many failed attempts" in login(client, email, "again").get_data(as_text=True)
     # Other accounts are unaffected.
     assert login(client, *SALON_LOGIN).status_code == 302
+
+
+def test_outside_tests_the_session_cookie_is_https_only_and_host_bound(tmp_path):
+    url = f"sqlite:///{tmp_path / 'secure.db'}"
+    upgrade(url)
+    config = {**make_config(tmp_path, url, None), "TESTING": False}
+    config.pop("PORTAL_COOKIE_SECURE", None)
+    app = build_app(config)
+    try:
+        c = app.test_client()
+        resp = c.get("/portal/login", base_url="https://portal.test")
+        cookie = resp.headers["Set-Cookie"]
+        assert cookie.startswith("__Host-cm_portal=")
+        assert "Secure" in cookie and "HttpOnly" in cookie and "Path=/" in cookie
+        assert "Domain" not in cookie
+    finally:
+        r = get_redis(app)
+        drop_keys(r, get_keys(app).pattern())
+        app.extensions["cm_engine"].dispose()
+        # Stop the embedded Redis now rather than in an exit hook after logging has closed.
+        getattr(r, "_cleanup", lambda: None)()
