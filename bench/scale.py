@@ -136,18 +136,23 @@ def consume(cfg: dict[str, Any]) -> int:
         for p in mine:
             # Entries a dead owner read but never acknowledged come back first.
             stream = keys.ingest_stream(p)
-            _, entries, _ = r.xautoclaim(stream, GROUP, name, cfg["CLAIM_IDLE_MS"], count=16)
+            _, entries, _ = r.xautoclaim(stream, GROUP, name, cfg["CLAIM_IDLE_MS"], count=4)
             claimed = [(stream, e) for e in entries if e[1]]
             stats["reclaimed"] += len(claimed)
             work.extend(claimed)
         if mine:
             got = r.xreadgroup(
-                GROUP, name, {keys.ingest_stream(p): ">" for p in mine}, count=16, block=20
+                GROUP, name, {keys.ingest_stream(p): ">" for p in mine}, count=4, block=20
             )
             work.extend((s, e) for s, entries in got for e in entries)
         else:
             stop.wait(0.02)
+        renewed = time.monotonic()
         for stream, (entry_id, fields) in work:
+            # Renew well inside the lease: a lapse mid-round would hand the partition over.
+            if time.monotonic() - renewed > lease_ms / 4000:
+                owned_partitions()
+                renewed = time.monotonic()
             handle(stream, entry_id, fields)
             if crash_after is not None and stats["batches"] >= crash_after:
                 os.kill(os.getpid(), signal.SIGKILL)  # the crash under test
@@ -239,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--partitions", type=int, default=8)
     p.add_argument("--venues", type=int, default=8)
     p.add_argument("--claim-idle-ms", type=int, default=1000)
-    p.add_argument("--lease-ms", type=int, default=500)
+    p.add_argument("--lease-ms", type=int, default=2000)
     p.add_argument("--consume", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.consume:
