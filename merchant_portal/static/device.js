@@ -96,6 +96,7 @@
     playPanel.hidden = false;
     setState("connecting");
     refresh();
+    if (typeof io !== "function") { setState("disconnected"); return; }
     socket = io("/device", { auth: { token: token } });
     socket.on("connect", function () { setState("connected"); });
     socket.on("event", onEvent);

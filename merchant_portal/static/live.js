@@ -68,6 +68,11 @@
       .catch(function () { setState("disconnected"); });
   }
 
+  if (typeof io !== "function") {
+    // The vendored client is missing (scripts/vendor_js.sh not run): say so, do not pretend.
+    setState("disconnected");
+    return;
+  }
   var socket = io("/portal", { auth: { venue: data.venue } });
   socket.on("connect", function () { setState("connected"); resync(); });
   socket.on("disconnect", function (reason) {
