@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import time
 import uuid
 from collections.abc import Iterator
@@ -41,15 +40,6 @@ MONDAY = pd.Timestamp("2026-11-09")
 OPERATOR_LOGIN = ("ops@programme.collective-mood.test", "operator-pass-2026")
 SALON_STAFF_LOGIN = ("chair@demo.collective-mood.test", "demo-chair-2026")
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 
 
 @dataclass
@@ -202,20 +192,6 @@ def make_present(server: LiveServer, world: PortalWorld, who: str, scanner: str)
     rows = eid_rows(world.demo.emitters[who], time.time() + 1, -50)
     resp = post_batch(server.url, scanner, world.demo.scanners[scanner]["secret"], rows)
     assert resp.status_code == 200, resp.text
-
-
-@pytest.fixture(scope="session")
-def browser() -> Iterator[Any]:
-    """One headless Debian Chromium for the session."""
-    from playwright.sync_api import sync_playwright
-
-    exe = shutil.which("chromium")
-    if exe is None:
-        pytest.fail("chromium not found on PATH (apt-get install chromium)")
-    with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=exe, args=CHROMIUM_ARGS)
-        yield b
-        b.close()
 
 
 @pytest.fixture
