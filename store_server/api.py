@@ -11,8 +11,7 @@ from typing import Any
 from flask import Blueprint, current_app, g, jsonify, request
 
 from beacons import signing
-from store_server import ingest
-from store_server.push import deliver
+from store_server import events, ingest
 from store_server.redis_store import get_keys, get_redis
 from store_server.topology import ScannerInfo, get_topology
 
@@ -108,7 +107,11 @@ def sightings():  # type: ignore[no-untyped-def]
     g.ingest_outcome = outcome
     if outcome.in_progress:
         raise ApiError(503, "this batch is being processed: retry shortly", retry_after_s=1)
-    deliver(current_app._get_current_object(), occurrences)
+    app = current_app._get_current_object()
+    if outcome.duplicate:
+        # A retry after a failed delivery: what that attempt committed is delivered now.
+        events.flush(app, min_age_s=0)
+    events.deliver_now(app, occurrences, outcome.event_ids)
     return jsonify({"accepted": outcome.accepted, "duplicate": outcome.duplicate})
 
 

@@ -11,11 +11,12 @@ import math
 import re
 import threading
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import redis
 
+from store_server import events as pending
 from store_server import presence
 from store_server.keys import Keys
 from store_server.positioning.live import track
@@ -61,6 +62,7 @@ class Outcome:
     accepted: int
     duplicate: bool = False
     in_progress: bool = False  # a duplicate whose first attempt has not committed yet
+    event_ids: list[str] = field(default_factory=list)  # pending presence events to deliver
     resolved: int = 0
     dropped: int = 0
 
@@ -177,6 +179,7 @@ def _fold(
 
     subs = sorted(by_sub)
     occurrences: list[Occurrence] = []
+    event_ids: list[str] = []
     tkey = keys.tracks(venue.id) if venue else ""
     # Optimistic concurrency: another process (or the exit sweeper) may update the same states;
     # WATCH makes the write fail rather than lose its update, and we recompute. The in-process
@@ -207,14 +210,17 @@ def _fold(
                     if dropped and venue:
                         pipe.incrby(keys.dropped(venue.id), dropped)
                     pipe.set(bkey, BATCH_DONE, ex=batch_ttl)
-                    pipe.execute()
+                    pending.queue(pipe, keys, occurrences)
+                    results = pipe.execute()
+                    event_ids = pending.committed_ids(results, len(occurrences))
                 break
             except redis.WatchError:
                 continue
         else:
             raise redis.exceptions.ConnectionError("tracking state kept changing; retry later")
     resolved = len(sightings) - dropped
-    return Outcome(len(sightings), resolved=resolved, dropped=dropped), occurrences, False
+    outcome = Outcome(len(sightings), resolved=resolved, dropped=dropped, event_ids=event_ids)
+    return outcome, occurrences, False
 
 
 def advance(

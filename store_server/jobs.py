@@ -13,14 +13,16 @@ import time
 import redis
 from flask import Flask
 
+from store_server import events as pending
 from store_server import presence, resolver, retention, streaming
 from store_server.db import sessions
-from store_server.push import Occurrence, deliver
+from store_server.push import Occurrence
 from store_server.redis_store import get_keys, get_redis
 from store_server.topology import get_topology
 
 log = logging.getLogger(__name__)
 EXPIRY_CHECK_S = 5.0
+FLUSH_S = 2.0
 PROFILE_REFRESH_S = 3600.0
 
 
@@ -57,15 +59,16 @@ def sweep_once(app: Flask, now: float | None = None) -> int:
                         pipe.hdel(keys.tracks(venue_id), str(sub))
                         pipe.zrem(keys.last_seen(), member)
                     occurrences.extend(
-                        Occurrence(sub, venue, state.get("c", {}), e) for e in events
+                        Occurrence(sub, venue, state["c"], e) for e in events if state.get("c")
                     )
-                pipe.execute()
+                pending.queue(pipe, keys, occurrences)
+                event_ids = pending.committed_ids(pipe.execute(), len(occurrences))
             break
         except redis.WatchError:
             continue
     else:
         return 0  # busy venues: the next round will sweep
-    deliver(app, [o for o in occurrences if o.consent])
+    pending.deliver_now(app, occurrences, event_ids)
     return len(occurrences)
 
 
@@ -85,7 +88,7 @@ def start(app: Flask, stop: threading.Event) -> threading.Thread:
     """Run the periodic jobs in a daemon thread until `stop` is set."""
 
     def loop() -> None:
-        next_refresh = next_expiry = next_profiles = 0.0
+        next_refresh = next_expiry = next_profiles = next_flush = 0.0
         interval = app.config["SWEEP_INTERVAL_S"]
         while not stop.is_set():
             try:
@@ -102,6 +105,9 @@ def start(app: Flask, stop: threading.Event) -> threading.Thread:
                     next_profiles = now + PROFILE_REFRESH_S
                 if _locked(app, "sweep", int(interval * 900)):
                     sweep_once(app)
+                if now >= next_flush and _locked(app, "flush", 5000):
+                    pending.flush(app)  # deliveries that failed earlier (database down, crash)
+                    next_flush = now + FLUSH_S
             except Exception:  # a job round failing must not kill the loop
                 log.exception("background job round failed")
             stop.wait(interval)

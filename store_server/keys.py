@@ -34,6 +34,10 @@ class Keys:
         """Sorted set of `venue:subscriber` by last sighting time, for the exit sweeper."""
         return f"{self.prefix}lastseen"
 
+    def pending_events(self) -> str:
+        """Stream: presence events committed with their state but not yet delivered."""
+        return f"{self.prefix}events:pending"
+
     def outbox(self, device_id: int) -> str:
         """Stream: events for one device not yet acknowledged."""
         return f"{self.prefix}outbox:{device_id}"

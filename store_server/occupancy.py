@@ -10,11 +10,12 @@ from typing import Any
 from flask import Flask
 from sqlalchemy import select
 
+from store_server import events as pending
 from store_server.crypto import pseudonym
 from store_server.db import sessions
 from store_server.models import Subscriber
 from store_server.presence import PresenceEvent
-from store_server.push import Occurrence, deliver
+from store_server.push import Occurrence
 from store_server.redis_store import get_keys, get_redis
 from store_server.topology import get_topology
 
@@ -76,6 +77,7 @@ def end_presence(app: Flask, subscriber_id: int, reason: str) -> int:
         if zone and state.get("c"):
             event = PresenceEvent("exit", zone, now, state["p"]["since"], reason)
             occurrences.append(Occurrence(subscriber_id, venue, state["c"], event))
-    pipe.execute()
-    deliver(app, occurrences)
+    pending.queue(pipe, keys, occurrences)
+    event_ids = pending.committed_ids(pipe.execute(), len(occurrences))
+    pending.deliver_now(app, occurrences, event_ids)
     return len(occurrences)

@@ -120,12 +120,6 @@ def test_enter_with_sql_up_pushes_and_audits(proxied):
     assert proxied.count(AuditEntry) == audited + 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="ingest commits presence state and the batch marker to Redis before push.deliver "
-    "writes SQL; when SQL fails there the scanner gets 503, its retry is acknowledged as a "
-    "duplicate, and the enter (push + audit entry) is lost for good",
-)
 def test_enter_while_sql_down_is_delivered_after_recovery(proxied):
     stack, client = proxied.stack, proxied.stack.app.test_client()
     # Warm the topology cache, so ingest itself needs no SQL and only delivery does.

@@ -1,0 +1,78 @@
+"""Presence events are queued in Redis in the same transaction as the state that caused them, and
+removed only once delivered (outboxes, emit, audit, visits). If delivery fails — the database is
+down, the process dies — the events are delivered later, so no enter or revoke is ever lost.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Any
+
+import redis
+from flask import Flask
+
+from store_server.keys import Keys
+from store_server.presence import PresenceEvent
+from store_server.push import Occurrence, deliver
+from store_server.redis_store import get_keys, get_redis
+from store_server.topology import get_topology
+
+log = logging.getLogger(__name__)
+RETRY_AFTER_S = 10.0  # an inline delivery still running is never raced by the retry job
+
+
+def encode(o: Occurrence) -> str:
+    """Compact JSON of an occurrence (the venue by id; its topology is reloaded on delivery)."""
+    e = o.event
+    return json.dumps(
+        {
+            "s": o.subscriber_id,
+            "v": o.venue.id,
+            "c": o.consent,
+            "e": [e.kind, e.zone, e.at, e.since, e.reason],
+        }
+    )
+
+
+def queue(pipe: redis.client.Pipeline, keys: Keys, occurrences: list[Occurrence]) -> None:
+    """Add the events to a (transaction) pipeline that also commits their cause."""
+    for o in occurrences:
+        pipe.xadd(keys.pending_events(), {"o": encode(o)})
+
+
+def committed_ids(results: list[Any], count: int) -> list[str]:
+    """The stream ids of the `count` events queued last in a pipeline's results."""
+    return [r for r in results[-count:]] if count else []
+
+
+def deliver_now(app: Flask, occurrences: list[Occurrence], ids: list[str]) -> None:
+    """Deliver events that were just committed, then drop them from the pending stream."""
+    if not occurrences:
+        return
+    deliver(app, occurrences)
+    get_redis(app).xdel(get_keys(app).pending_events(), *ids)
+
+
+def flush(app: Flask, min_age_s: float = RETRY_AFTER_S, limit: int = 200) -> int:
+    """Deliver pending events older than `min_age_s`; returns how many were delivered."""
+    r, keys, topo = get_redis(app), get_keys(app), get_topology(app)
+    cutoff_ms = int((time.time() - min_age_s) * 1000)
+    entries = r.xrange(keys.pending_events(), "-", f"{cutoff_ms}", count=limit)
+    if not entries:
+        return 0
+    occurrences, ids = [], []
+    for entry_id, fields in entries:
+        doc = json.loads(fields["o"])
+        venue = topo.venue(doc["v"])
+        ids.append(entry_id)
+        if venue is None:
+            continue  # the venue is gone: nobody left to deliver to
+        kind, zone, at, since, reason = doc["e"]
+        event = PresenceEvent(kind, zone, at, since, reason)
+        occurrences.append(Occurrence(doc["s"], venue, doc["c"], event))
+    deliver(app, occurrences)
+    r.xdel(keys.pending_events(), *ids)
+    log.info("redelivered pending presence events", extra={"count": len(ids)})
+    return len(ids)
