@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import and_, exists, or_, select
+from sqlalchemy import and_, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -146,7 +146,7 @@ def consented_visits(merchant_id: int, until: datetime):  # type: ignore[no-unty
     and never have been withdrawn: a withdrawal means "stop", so later reports leave the
     person out even for visits made before it.
     """
-    covered = exists().where(
+    covers = and_(
         Consent.subscriber_id == Visit.subscriber_id,
         Consent.statistics.is_(True),
         Consent.withdrawn_at.is_(None),
@@ -154,9 +154,13 @@ def consented_visits(merchant_id: int, until: datetime):  # type: ignore[no-unty
         Consent.valid_from <= Visit.started_at,
         or_(Consent.valid_until.is_(None), Consent.valid_until >= Visit.ended_at),
     )
+    # a join, not EXISTS: consents has no subscriber index, and only for a join does SQLite
+    # build a transient one (a correlated EXISTS scanned every consent for every visit)
     return (
-        select(Visit.subscriber_id, Visit.started_at, Visit.dwell_s)
-        .where(and_(Visit.merchant_id == merchant_id, Visit.started_at < until, covered))
+        select(Visit.id, Visit.subscriber_id, Visit.started_at, Visit.dwell_s)
+        .join(Consent, covers)
+        .where(Visit.merchant_id == merchant_id, Visit.started_at < until)
+        .distinct()
         .order_by(Visit.started_at, Visit.id)
     )
 
@@ -200,25 +204,30 @@ def load_inputs(
     subscribers whose home area has no polygon are left out of both tables (they cannot be
     placed in any row or cell).
     """
-    zone = ZoneInfo(tz)
     rows = db.execute(consented_visits(merchant_id, until)).all()
+    # naive values (SQLite) are UTC like every timestamp this project writes
+    started = pd.to_datetime([r.started_at for r in rows], utc=True)
     visits = pd.DataFrame(
         {
             "subscriber": [str(r.subscriber_id) for r in rows],
-            "time": pd.to_datetime(
-                [_utc(r.started_at).astimezone(zone).replace(tzinfo=None) for r in rows]
-            ),
-            "dwell": [float(r.dwell_s) for r in rows],
+            "time": started.tz_convert(tz).tz_localize(None),
+            "dwell": np.array([r.dwell_s for r in rows], dtype=float),
         }
     )
-    ids = sorted({r.subscriber_id for r in rows})
-    people = []
-    for chunk in (ids[i : i + 500] for i in range(0, len(ids), 500)):
-        people += db.execute(
+    consented = {r.subscriber_id for r in rows}
+    # one query for everyone who came, instead of thousands of bound ids
+    came = select(Visit.subscriber_id).where(
+        Visit.merchant_id == merchant_id, Visit.started_at < until
+    )
+    people = [
+        p
+        for p in db.execute(
             select(Subscriber.id, Subscriber.home_area, Subscriber.taste).where(
-                Subscriber.id.in_(chunk)
+                Subscriber.id.in_(came.distinct())
             )
-        ).all()
+        )
+        if p.id in consented
+    ]
     tastes = pd.DataFrame(
         [
             [str(p.id), area, *_weights(p.taste, genres)]
@@ -284,6 +293,15 @@ def _empty_catchment() -> dict[str, Any]:
     return {"share": 0.0, "suppressed_visits": 0, "polygon": None, "cells": []}
 
 
+def _withhold_small_remainder(area: dict[str, Any], placed: int, k: int) -> None:
+    """Blank an exact count of suppressed visits that fewer than k subscribers made."""
+    # the cells are >= k each, but "3 visits were left out" would describe 1 to 4 people
+    left_out = placed - sum(int(cell.get("subscribers") or 0) for cell in area["cells"])
+    area["suppressed_below_k"] = 0 < left_out < k
+    if area["suppressed_below_k"]:
+        area["suppressed_visits"] = None
+
+
 def run_merchant(
     db: Session,
     merchant: Merchant,
@@ -343,6 +361,9 @@ def run_merchant(
     body = report.to_dict()
     if body["catchment"] is None:
         body["catchment"] = _empty_catchment()
+    if options.epsilon == 0:
+        people = in_week.loc[placed, "subscriber"].nunique()
+        _withhold_small_remainder(body["catchment"], people, options.k)
     body.update(
         kind=KIND,
         period={

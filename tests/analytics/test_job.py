@@ -260,6 +260,9 @@ def test_too_few_subscribers_store_a_report_saying_all_was_suppressed(app, db, s
     body = stored(db, scenario.salon_id, W47).body
     assert body["taste"] == [] and body["catchment"]["cells"] == []
     assert body["catchment"]["polygon"] is None
+    # 3 visits by 3 people: the number itself would be a cell under k
+    assert body["catchment"]["suppressed_visits"] is None
+    assert body["catchment"]["suppressed_below_k"] is True
     assert body["suppression"]["all_suppressed"] is True
     assert body["suppression"]["suppressed_subscribers"] is None  # 3 < k is not published
     assert body["guarantees"]["k"] == K
