@@ -115,6 +115,8 @@ def _devices_page(venue: Venue, status: int = 200, **shown: Any):  # type: ignor
         devices=list(devices),
         zones=zones,
         health=_scanner_health(scanners),
+        # Connections held by this process: exact in the one-process deployment.
+        online=set(current_app.extensions.get("cm_connected_devices", {}).values()),
         silent_after=int(SILENT_AFTER_S),
         is_owner=current_staff().role == "owner",  # type: ignore[union-attr]
         **shown,

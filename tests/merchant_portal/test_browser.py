@@ -33,6 +33,7 @@ def alice_pseudonym(world) -> str:
 def test_sign_in_shows_own_venues(context):
     page = context.new_page()
     page.goto("/portal/login?lang=en")
+    expect(page.get_by_label("Email")).to_be_focused()  # ready to type at once
     screenshot(page, "01-login")
     page.get_by_label("Email").fill(SALON_LOGIN[0])
     page.get_by_label("Password").fill("wrong-password")
@@ -44,6 +45,11 @@ def test_sign_in_shows_own_venues(context):
     expect(page.get_by_role("heading", name=SALON)).to_be_visible()
     expect(page.get_by_text("Berline")).to_have_count(0)
     screenshot(page, "02-venues")
+    # Keyboard first: the skip link comes first and lands on the content.
+    page.keyboard.press("Tab")
+    expect(page.get_by_role("link", name="Skip to content")).to_be_focused()
+    page.keyboard.press("Enter")
+    expect(page.locator("main")).to_be_focused()
 
 
 def test_pairing_then_live_view_and_device_follow_a_subscriber(context, portal_server, world):

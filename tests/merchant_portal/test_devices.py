@@ -186,3 +186,25 @@ def test_rules_are_saved_for_the_merchant_and_shown_back(salon, world, portal_ap
 
 def test_staff_cannot_change_rules(salon_staff, world):
     assert rules_form(salon_staff, world, volume_max="10").status_code == 403
+
+
+def test_devices_page_shows_which_paired_devices_are_online(salon, world, portal_server):
+    device = world.devices["annex-spare"]
+    token = TOKEN.search(post_action(salon, device, "rotate").get_data(as_text=True)).group(1)
+    outcome: queue.Queue = queue.Queue()
+    sio = socketio.Client(reconnection=False)
+    sio.on("connect", lambda: outcome.put("connected"), namespace="/device")
+    sio.connect(
+        portal_server.url,
+        namespaces=["/device"],
+        auth={"token": token},
+        transports=["polling"],
+        wait=False,
+    )
+    try:
+        assert outcome.get(timeout=10) == "connected"
+        page = salon.get(f"/portal/venues/{world.annex_venue}/devices").get_data(as_text=True)
+        row = re.search(r'<tr data-device="annex-spare">(.*?)</tr>', page, re.S).group(1)
+        assert "Online" in row and "Offline" not in row
+    finally:
+        hang_up(sio)
