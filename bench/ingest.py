@@ -332,6 +332,12 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--seconds", type=float, default=10.0, help="HTTP throughput window")
     p.add_argument("--rate", type=float, default=20000.0, help="fixed offered sightings/s")
+    p.add_argument(
+        "--low-rate",
+        type=float,
+        default=2000.0,
+        help="a second, lower offered load: the latency of a server that keeps up",
+    )
     p.add_argument("--latency-seconds", type=float, default=10.0)
     p.add_argument("--core-batches", type=int, default=500)
     p.add_argument(
@@ -379,6 +385,7 @@ def main(argv: list[str] | None = None) -> int:
             (redis_commands(raw) - cmds0) / max(http["batches"], 1), 1
         )
         latency = fixed_rate_latency(url, world, args.rate, args.latency_seconds, args.per_emitter)
+        low = fixed_rate_latency(url, world, args.low_rate, args.latency_seconds, args.per_emitter)
         core = core_throughput(app, world, args.core_batches, args.per_emitter)
         profile = core_profile(app, world, min(200, args.core_batches), args.per_emitter)
     finally:
@@ -399,6 +406,7 @@ def main(argv: list[str] | None = None) -> int:
         "http_targets": {"sightings_per_s": 50000},
         "latency_at_fixed_rate": latency,
         "latency_target_p99_ms": 25,
+        "latency_at_low_rate": low,
         "core": core,
         "core_target_sightings_per_s": 100000,
         "core_top_own_time": profile,
