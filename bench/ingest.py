@@ -253,7 +253,7 @@ def fixed_rate_latency(
     for t in threads:
         t.join()
     latencies.sort()
-    q = statistics.quantiles(latencies, n=100)
+    q = statistics.quantiles(latencies, n=100, method="inclusive")
     return {
         "offered_sightings_per_s": rate,
         "batches": len(latencies),
