@@ -139,18 +139,31 @@ def login(client: Any, email: str, password: str) -> Any:
     )
 
 
+@pytest.fixture(scope="session")
+def signed_in() -> dict[str, str]:
+    """Session cookies of real sign-ins, by email: each account pays for scrypt once."""
+    return {}
+
+
+def _as(client: Any, cache: dict[str, str], email: str, password: str) -> Any:
+    if email not in cache:
+        assert login(client, email, password).status_code == 302
+        cache[email] = client.get_cookie("session").value
+    else:
+        client.set_cookie("session", cache[email])
+    return client
+
+
 @pytest.fixture
-def salon(client: Any, world: PortalWorld) -> Any:
+def salon(client: Any, world: PortalWorld, signed_in: dict[str, str]) -> Any:
     """A test client signed in as the salon's owner."""
-    assert login(client, *SALON_LOGIN).status_code == 302
-    return client
+    return _as(client, signed_in, *SALON_LOGIN)
 
 
 @pytest.fixture
-def salon_staff(client: Any, world: PortalWorld) -> Any:
+def salon_staff(client: Any, world: PortalWorld, signed_in: dict[str, str]) -> Any:
     """A test client signed in as a salon employee (not the owner)."""
-    assert login(client, *SALON_STAFF_LOGIN).status_code == 302
-    return client
+    return _as(client, signed_in, *SALON_STAFF_LOGIN)
 
 
 def eid_rows(emitter: tuple[bytes, int, int], start: float, rssi: int) -> list[dict]:
