@@ -18,8 +18,8 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import and_, or_, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import and_, func, or_, select
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
 from analytics.hierarchy import Hierarchy, parse_hierarchy
@@ -380,46 +380,62 @@ def run_merchant(
         ),
     )
     body = _plain(body)  # NaN and numpy scalars must not reach the JSON column
-    row = earlier
-    status = "stored"
-    if row is None:
-        row = Report(merchant_id=merchant.id, period_start=monday, kind=KIND)
-        db.add(row)
-    else:
-        status = "unchanged" if row.body == body else "replaced"
-    row.period_end = monday + timedelta(days=7)
-    row.k, row.epsilon, row.delta = options.k, float(report.epsilon), float(report.delta)
-    row.body = body
-    row.created_at = datetime.now(UTC)
-    if existing is None:
-        db.add(
-            PrivacyRelease(
-                merchant_id=merchant.id,
-                window_start=monday,
-                window_end=monday + timedelta(days=7),
-                epsilon=float(report.epsilon),
-                delta=float(report.delta),
-            )
-        )
     try:
+        if existing is None:
+            db.add(
+                PrivacyRelease(
+                    merchant_id=merchant.id,
+                    window_start=monday,
+                    window_end=monday + timedelta(days=7),
+                    epsilon=float(report.epsilon),
+                    delta=float(report.delta),
+                )
+            )
+            # the insert takes the write lock (SQLite) before the ledger is read again below
+            db.flush()
+        spent, spent_delta = db.execute(
+            select(
+                func.coalesce(func.sum(PrivacyRelease.epsilon), 0.0),
+                func.coalesce(func.sum(PrivacyRelease.delta), 0.0),
+            ).where(PrivacyRelease.merchant_id == merchant.id)
+        ).one()
+        if spent > options.epsilon_budget + 1e-12 or spent_delta > options.delta_budget + 1e-18:
+            # a concurrent run of another week spent the budget after our ledger was read
+            db.rollback()
+            return {
+                **outcome,
+                "status": "refused",
+                "reason": f"{merchant.slug}: a concurrent release used the budget; nothing stored",
+            }
+        row = earlier
+        status = "stored"
+        if row is None:
+            row = Report(merchant_id=merchant.id, period_start=monday, kind=KIND)
+            db.add(row)
+        else:
+            status = "unchanged" if row.body == body else "replaced"
+        row.period_end = monday + timedelta(days=7)
+        row.k, row.epsilon, row.delta = options.k, float(report.epsilon), float(report.delta)
+        row.body = body
+        row.created_at = datetime.now(UTC)
         db.commit()
-    except IntegrityError:
-        # another run released this window between our read and our write
+    except (IntegrityError, OperationalError):
+        # another run released this week between our read and our write (a unique window on
+        # any backend; on SQLite also a stale snapshot): its release stands, not ours
         db.rollback()
         return {
             **outcome,
             "status": "refused",
-            "reason": f"week {monday} was released for {merchant.slug} by a concurrent run",
+            "reason": f"a concurrent run released a week for {merchant.slug}; nothing stored",
         }
-    spent = ledger.spent(merchant.slug)
     return {
         **outcome,
         "status": status,
         "report_id": row.id,
         "rows": len(report.table),
         "all_suppressed": bool(report.table.empty),
-        "epsilon_spent": spent[0],
-        "epsilon_left": max(0.0, options.epsilon_budget - spent[0]),
+        "epsilon_spent": float(spent),
+        "epsilon_left": max(0.0, options.epsilon_budget - float(spent)),
     }
 
 

@@ -8,6 +8,7 @@ import os
 import secrets
 import subprocess
 import sys
+import threading
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -16,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from sqlalchemy import func, select
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from analytics import job
@@ -29,6 +31,7 @@ from store_server.services import create_merchant, create_subscriber, create_ven
 REPO = Path(__file__).resolve().parents[2]
 W47 = date(2026, 11, 16)  # Monday of ISO week 2026-W47
 W48 = date(2026, 11, 23)
+WEEK = timedelta(days=7)
 LONG_AGO = datetime(2026, 1, 1, tzinfo=UTC)
 # home area -> eligible subscribers: 75120, 93048 and 94080 are each under k=5 and must be
 # generalised together; 99999 has no polygon, so that subscriber can never be placed
@@ -468,3 +471,34 @@ def test_unmigrated_database_fails_with_one_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 1 and len(err.strip().splitlines()) == 1
     assert "database" in err and "0003" in err
+
+
+def test_concurrent_runs_never_spend_the_budget_twice(app, db, geography):
+    with sessions(app)() as s:
+        merchant = create_merchant(s, f"duo-{secrets.token_hex(3)}", "Duo", "shop")
+        slug, merchant_id = merchant.slug, merchant.id
+        s.commit()
+    # each release fits the budget alone, both together do not
+    options = job.JobOptions(k=K, epsilon=0.6, epsilon_budget=1.0)
+    start = threading.Barrier(2)
+    outcomes: list[object] = []
+
+    def one(monday: date) -> None:
+        with sessions(app)() as s:
+            start.wait()
+            try:
+                outcomes.append(job.run(s, monday, options, *geography, merchant_slug=slug))
+            except OperationalError as exc:  # SQLite may refuse the loser's write outright
+                outcomes.append(exc)
+
+    threads = [threading.Thread(target=one, args=(d,)) for d in (date(2026, 11, 2), W47 - WEEK)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    statuses = sorted(
+        o["merchants"][0]["status"] if isinstance(o, dict) else "error" for o in outcomes
+    )
+    assert len(statuses) == 2 and statuses[0] in {"error", "refused"} and statuses[1] == "stored"
+    spent = [r.epsilon for r in releases(db, merchant_id)]
+    assert spent == [0.6]
