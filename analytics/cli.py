@@ -121,7 +121,6 @@ def _run(args: argparse.Namespace) -> int:
             epsilon_budget=args.epsilon_budget,
             delta_budget=args.delta_budget,
             share=args.share,
-            tz=args.tz,
         )
         options.check()
         monday = job.parse_period(args.period)
@@ -178,7 +177,6 @@ def build_parser() -> argparse.ArgumentParser:
     job.add_argument("--epsilon-budget", type=float, default=10.0, help="per merchant, lifetime")
     job.add_argument("--delta-budget", type=float, default=1e-5)
     job.add_argument("--share", type=float, default=0.7, help="catchment share of visits")
-    job.add_argument("--tz", default="Europe/Paris", help="time zone of the weeks")
     job.add_argument("--areas", type=Path, help="GeoJSON polygons (default $CM_AREAS_FILE)")
     job.add_argument("--database-url", help="default: $DATABASE_URL, else the store's SQLite")
     job.set_defaults(run=_run)

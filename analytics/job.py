@@ -38,7 +38,9 @@ KIND = "weekly"
 MECHANISMS = ("laplace", "gaussian")
 DEFAULT_AREAS = REPO.parent / "shared" / "data" / "geo" / "paris-petite-couronne.geojson"
 AREAS_ENV = "CM_AREAS_FILE"
-DEFAULT_TZ = "Europe/Paris"  # merchants think in local weeks, Monday 00:00 to Monday 00:00
+# Merchants think in local weeks. One zone for every run, never an option: weeks cut in two
+# zones would overlap by an hour, and the difference of two such reports is a small cell.
+REPORT_TZ = "Europe/Paris"
 ISO_WEEK = re.compile(r"^(\d{4})-W(\d{2})$")
 SCOPE = (
     "visits of subscribers whose statistics consent covered this merchant for the whole visit "
@@ -61,7 +63,6 @@ class JobOptions:
     epsilon_budget: float = 10.0
     delta_budget: float = 1e-5
     share: float = 0.7
-    tz: str = DEFAULT_TZ
 
     def check(self) -> None:
         """Refuse options the report could not honour, before touching the database."""
@@ -75,10 +76,6 @@ class JobOptions:
             raise JobError(f"--mechanism must be one of {', '.join(MECHANISMS)}")
         if not 0 < self.share <= 1:
             raise JobError("--share must be in (0, 1]")
-        try:
-            ZoneInfo(self.tz)
-        except (KeyError, ValueError) as exc:
-            raise JobError(f"unknown time zone {self.tz!r}") from exc
 
 
 def parse_period(text: str) -> date:
@@ -130,7 +127,7 @@ def _utc(moment: datetime) -> datetime:
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
-def week_bounds(monday: date, tz: str) -> tuple[datetime, datetime]:
+def week_bounds(monday: date, tz: str = REPORT_TZ) -> tuple[datetime, datetime]:
     """The UTC instants of local Monday 00:00 and the next Monday 00:00 (DST-aware)."""
     zone = ZoneInfo(tz)
     start = datetime(monday.year, monday.month, monday.day, tzinfo=zone)
@@ -333,8 +330,8 @@ def run_merchant(
             "reason": f"week {monday} was published for {merchant.slug} with k={earlier.k}; "
             "a re-run must use the same k",
         }
-    start_utc, end_utc = week_bounds(monday, options.tz)
-    visits, tastes = load_inputs(db, merchant.id, end_utc, options.tz, set(areas["code"]))
+    start_utc, end_utc = week_bounds(monday)
+    visits, tastes = load_inputs(db, merchant.id, end_utc, REPORT_TZ, set(areas["code"]))
     week_start = pd.Timestamp(monday)
     in_week = visits[visits["time"] >= week_start]
     placed = in_week["subscriber"].isin(set(tastes["subscriber"]))
@@ -370,7 +367,7 @@ def run_merchant(
             "iso_week": iso_week(monday),
             "start": monday.isoformat(),
             "end": (monday + timedelta(days=7)).isoformat(),
-            "time_zone": options.tz,
+            "time_zone": REPORT_TZ,
             "start_utc": start_utc.isoformat(),
             "end_utc": end_utc.isoformat(),
         },
@@ -479,7 +476,7 @@ def run(
         "command": "run",
         "period": iso_week(monday),
         "start": monday.isoformat(),
-        "time_zone": options.tz,
+        "time_zone": REPORT_TZ,
         "k": options.k,
         "epsilon": options.epsilon,
         "kind": KIND,
