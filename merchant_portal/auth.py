@@ -25,8 +25,17 @@ def current_staff() -> StaffUser | None:
     """The signed-in staff member of this request, or None."""
     if "staff" not in g:
         staff_id = session.get("staff_id")
-        g.staff = get_db().get(StaffUser, staff_id) if isinstance(staff_id, int) else None
+        staff = get_db().get(StaffUser, staff_id) if isinstance(staff_id, int) else None
+        # A password change (or reset) ends every session signed in with the old one.
+        if staff is not None and session.get("pw") != password_mark(staff):
+            staff = None
+        g.staff = staff
     return g.staff
+
+
+def password_mark(staff: StaffUser) -> str:
+    """A short fingerprint of the current password hash, kept in the session."""
+    return staff.password_hash[-16:]
 
 
 def login_required(view: F) -> F:
@@ -119,6 +128,7 @@ def login():  # type: ignore[no-untyped-def]
     session.clear()
     session.permanent = True
     session["staff_id"] = user.id
+    session["pw"] = password_mark(user)
     if lang:
         session["lang"] = lang
     if user.role == "operator" and not request.form.get("next"):

@@ -18,7 +18,7 @@ from store_server.models import StaffUser, Venue
 from store_server.push import PORTAL, venue_room
 
 
-def staff_venue(app: Flask, staff_id: Any, venue_id: Any) -> int | None:
+def staff_venue(app: Flask, staff_id: Any, venue_id: Any, mark: Any = None) -> int | None:
     """The venue id if this staff member's merchant owns it, else None."""
     if not isinstance(staff_id, int) or isinstance(venue_id, bool) or not isinstance(venue_id, int):
         return None
@@ -26,6 +26,8 @@ def staff_venue(app: Flask, staff_id: Any, venue_id: Any) -> int | None:
         staff = db.get(StaffUser, staff_id)
         if staff is None or staff.merchant_id is None or staff.role not in MERCHANT_ROLES:
             return None
+        if mark != staff.password_hash[-16:]:
+            return None  # signed in with a password that has since changed
         return db.scalar(
             select(Venue.id).where(Venue.id == venue_id, Venue.merchant_id == staff.merchant_id)
         )
@@ -50,7 +52,7 @@ def register(app: Flask, socketio: SocketIO) -> None:
         venue_id = auth.get("venue") if isinstance(auth, dict) else None
         staff_id = session.get("staff_id")
         # Unknown, foreign and malformed venues are refused alike: nothing is confirmed.
-        allowed = staff_venue(app, staff_id, venue_id)
+        allowed = staff_venue(app, staff_id, venue_id, session.get("pw"))
         if allowed is None:
             raise ConnectionRefusedError("not signed in or not your venue")
         connected[request.sid] = staff_id  # type: ignore[attr-defined]

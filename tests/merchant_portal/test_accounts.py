@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from werkzeug.security import generate_password_hash
 
-from store_server.db import upgrade
+from store_server.db import sessions, upgrade
+from store_server.models import StaffUser
 from store_server.redis_store import get_keys, get_redis
 from tests.conftest import drop_keys, make_config
 from tests.merchant_portal.conftest import (
@@ -167,3 +169,21 @@ def test_outside_tests_the_session_cookie_is_https_only_and_host_bound(tmp_path)
         app.extensions["cm_engine"].dispose()
         # Stop the embedded Redis now rather than in an exit hook after logging has closed.
         getattr(r, "_cleanup", lambda: None)()
+
+
+def test_a_password_change_ends_existing_sessions(client, world, portal_app):
+    login(client, *SALON_STAFF_LOGIN)
+    assert client.get("/portal/").status_code == 200
+    with sessions(portal_app)() as db:
+        user = db.query(StaffUser).filter_by(email=SALON_STAFF_LOGIN[0]).one()
+        old_hash = user.password_hash
+        user.password_hash = generate_password_hash(SALON_STAFF_LOGIN[1])  # same password, new salt
+        db.commit()
+    try:
+        assert client.get("/portal/").status_code == 302
+        assert login(client, *SALON_STAFF_LOGIN).status_code == 302
+        assert client.get("/portal/").status_code == 200
+    finally:
+        with sessions(portal_app)() as db:
+            db.query(StaffUser).filter_by(email=SALON_STAFF_LOGIN[0]).one().password_hash = old_hash
+            db.commit()
