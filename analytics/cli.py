@@ -167,7 +167,13 @@ def build_parser() -> argparse.ArgumentParser:
     taste.add_argument("--k", type=int, required=True)
     taste.add_argument("--out", type=Path, required=True)
     taste.set_defaults(run=_taste_report)
-    job = sub.add_parser("run", help="compute and store weekly reports from the database")
+    job = sub.add_parser(
+        "run",
+        help="compute and store weekly reports from the database",
+        description="Compute each merchant's weekly report (Europe/Paris weeks) from consented "
+        "visits and store it; prints one JSON line. Exit 0: stored; 2: bad arguments; 3: the "
+        "privacy ledger refused at least one merchant (nothing stored for it); 1: failure.",
+    )
     job.add_argument("--period", required=True, help="ISO week 2026-W47 or its Monday")
     job.add_argument("--merchant", help="one merchant slug (default: every active merchant)")
     job.add_argument("--k", type=int, default=5)
