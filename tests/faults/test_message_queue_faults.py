@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import atexit
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -100,4 +101,11 @@ def test_pushes_cross_processes_again_after_redis_restarts(tmp_path: Path):
         drop()
         # Up until exit: A's queue listener cannot be stopped and would log reconnect attempts
         # for the rest of the session if its server went away now.
-        atexit.register(server.kill)
+        atexit.register(_quiet_kill, server)
+
+
+def _quiet_kill(server: RedisServer) -> None:
+    """At exit: silence the orphaned queue listener (stderr is gone by then), stop the server."""
+    for name in ("socketio", "socketio.server", "socketio.client"):
+        logging.getLogger(name).disabled = True
+    server.kill()
