@@ -13,7 +13,7 @@ from werkzeug.security import check_password_hash, generate_password_hash
 from merchant_portal.blueprint import MERCHANT_ROLES, bp, t
 from merchant_portal.sockets import disconnect_staff
 from store_server.db import get_db
-from store_server.models import Device, Scanner, StaffUser, Venue
+from store_server.models import Device, Merchant, Scanner, StaffUser, Venue
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -48,6 +48,9 @@ def login_required(view: F) -> F:
             return redirect(url_for("portal.login", next=request.full_path.rstrip("?")))
         if staff.merchant_id is None or staff.role not in MERCHANT_ROLES:
             abort(403)
+        if get_db().get(Merchant, staff.merchant_id).status != "active":
+            # Suspended by the programme: nothing live, no devices, no reports until reactivated.
+            return render_template("error.html", message=t("merchant_suspended")), 403
         return view(*args, **kwargs)
 
     return wrapped  # type: ignore[return-value]

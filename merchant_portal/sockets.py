@@ -14,7 +14,7 @@ from sqlalchemy import select
 
 from merchant_portal.blueprint import MERCHANT_ROLES
 from store_server.db import sessions
-from store_server.models import StaffUser, Venue
+from store_server.models import Merchant, StaffUser, Venue
 from store_server.push import PORTAL, venue_room
 
 
@@ -29,7 +29,13 @@ def staff_venue(app: Flask, staff_id: Any, venue_id: Any, mark: Any = None) -> i
         if mark != staff.password_hash[-16:]:
             return None  # signed in with a password that has since changed
         return db.scalar(
-            select(Venue.id).where(Venue.id == venue_id, Venue.merchant_id == staff.merchant_id)
+            select(Venue.id)
+            .join(Merchant, Merchant.id == Venue.merchant_id)
+            .where(
+                Venue.id == venue_id,
+                Venue.merchant_id == staff.merchant_id,
+                Merchant.status == "active",
+            )
         )
 
 

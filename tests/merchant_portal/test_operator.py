@@ -85,6 +85,7 @@ def test_suspending_cuts_devices_off_and_reactivating_lets_them_back(
         v = services.create_venue(db, m, "Boutique", "site")
         z = services.add_zone(db, v, "caisse", "area", box(0, 0, 3, 3))
         token = services.issue_device_token(services.add_device(db, v, z, "shop-speaker"))
+        services.create_staff(db, "owner@shop-suspend.test", "shop-owner-pass", "owner", m)
         db.commit()
         merchant_id = m.id
     assert device_outcome(portal_server.url, token) == "connected"
@@ -99,8 +100,13 @@ def test_suspending_cuts_devices_off_and_reactivating_lets_them_back(
     assert set_status("suspended").status_code == 302
     assert "Boutique Suspendue is suspended" in ops.get("/portal/operator").text
     assert device_outcome(portal_server.url, token) == "refused"
+    shop = ops.application.test_client()
+    login(shop, "owner@shop-suspend.test", "shop-owner-pass")
+    resp = shop.get("/portal/")
+    assert resp.status_code == 403 and "affiliation is suspended" in resp.get_data(as_text=True)
     assert set_status("active").status_code == 302
     assert device_outcome(portal_server.url, token) == "connected"
+    assert shop.get("/portal/").status_code == 200
     assert set_status("closed").status_code == 400
 
 
