@@ -12,6 +12,7 @@ from store_server import services
 from store_server.db import sessions
 from tests.merchant_portal.conftest import OPERATOR_LOGIN, SALON_LOGIN, csrf_of, login
 from tests.merchant_portal.test_devices import device_outcome
+from tests.merchant_portal.test_live_socket import PortalWatcher, signed_in_cookie
 
 pytestmark = pytest.mark.authz
 LINK = re.compile(r'<code id="invite-link">https?://[^/]+(/portal/invite/[^<]+)</code>')
@@ -87,7 +88,7 @@ def test_suspending_cuts_devices_off_and_reactivating_lets_them_back(
         token = services.issue_device_token(services.add_device(db, v, z, "shop-speaker"))
         services.create_staff(db, "owner@shop-suspend.test", "shop-owner-pass", "owner", m)
         db.commit()
-        merchant_id = m.id
+        merchant_id, venue_id = m.id, v.id
     assert device_outcome(portal_server.url, token) == "connected"
 
     def set_status(status: str):  # type: ignore[no-untyped-def]
@@ -104,9 +105,16 @@ def test_suspending_cuts_devices_off_and_reactivating_lets_them_back(
     login(shop, "owner@shop-suspend.test", "shop-owner-pass")
     resp = shop.get("/portal/")
     assert resp.status_code == 403 and "affiliation is suspended" in resp.get_data(as_text=True)
+    cookie = signed_in_cookie(portal_server.url, "owner@shop-suspend.test", "shop-owner-pass")
+    watcher = PortalWatcher(portal_server.url, venue_id, cookie)
+    watcher.close()
+    assert watcher.outcome == "refused"
     assert set_status("active").status_code == 302
     assert device_outcome(portal_server.url, token) == "connected"
     assert shop.get("/portal/").status_code == 200
+    watcher = PortalWatcher(portal_server.url, venue_id, cookie)
+    watcher.close()
+    assert watcher.outcome == "connected"
     assert set_status("closed").status_code == 400
 
 
