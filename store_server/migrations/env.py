@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from alembic import context
 
+import analytics.models  # noqa: F401 - registers report tables on Base.metadata
 import store_server.optin.models  # noqa: F401 - registers its tables on Base.metadata
 from store_server.db import make_engine
 from store_server.models import Base
