@@ -18,7 +18,7 @@ from store_server import jobs
 from store_server.app import create_app
 from store_server.crypto import pseudonym
 from store_server.db import sessions, upgrade
-from store_server.models import AuditEntry, Device, Visit
+from store_server.models import AuditEntry, Device, Subscriber, Visit
 from store_server.redis_store import get_keys, get_redis
 from store_server.seed import seed_demo
 from tests.conftest import LiveServer, make_config
@@ -136,9 +136,13 @@ def run_slice(app, live_server, db, redis, caplog) -> None:
         [("push", alice_p), ("push", bob_p), ("revoke", alice_p), ("revoke", bob_p)],
         [("push", alice_p), ("push", bob_p), ("revoke", bob_p), ("revoke", alice_p)],
     )
-    visits = db.scalars(select(Visit).order_by(Visit.id)).all()
-    assert visits[-1].zone == "chair-1" and visits[-1].dwell_s >= 0
-    assert all(v.zone == "chair-1" for v in visits)  # bob has no statistics consent
+    ids = dict(db.execute(select(Subscriber.directory_id, Subscriber.id)).all())
+    alice_visits = db.scalars(
+        select(Visit).where(Visit.subscriber_id == ids["demo:alice"]).order_by(Visit.id)
+    ).all()
+    assert alice_visits[-1].zone == "chair-1" and alice_visits[-1].dwell_s >= 0
+    # bob gave no statistics consent: he never has a visit.
+    assert db.scalars(select(Visit).where(Visit.subscriber_id == ids["demo:bob"])).all() == []
 
     # Carol: nothing in Redis (keys or values), SQL (any column of any table) or logs.
     redis_text = redis_dump(redis, keys.pattern())
