@@ -1,8 +1,8 @@
 """Stored catchment and taste reports as the portal shows them: guarantees in words, the taste
 rows, suggestions with their reasons, and a map of the catchment drawn as SVG (no tile server).
 
-Until the reports have a table, the analytics job stores each `WeeklyReport.to_dict()` bundle as
-JSON at <PORTAL_REPORTS_DIR>/<merchant slug>/<week start, YYYY-MM-DD>.json.
+The analytics job (`python -m analytics run`) stores each week's bundle in SQL; the portal reads
+them through `analytics.job.latest_reports`, never the job's internals.
 """
 
 from __future__ import annotations
@@ -17,35 +17,21 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from flask import Flask
 from shapely.geometry import shape
+from sqlalchemy.orm import Session
+
+from analytics.job import latest_reports
 
 log = logging.getLogger(__name__)
 WEEK = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 SIMPLIFY_DEG = 0.0002  # ~20 m: invisible at tablet scale, keeps the SVG small
 
 
-def reports_dir(app: Flask) -> Path:
-    """Where stored report bundles live."""
-    configured = app.config.get("PORTAL_REPORTS_DIR")
-    return Path(configured) if configured else Path(app.config["VAR_DIR"]) / "reports"
-
-
-def load_reports(app: Flask, merchant_slug: str) -> list[dict[str, Any]]:
-    """The merchant's stored bundles, newest week first; unreadable files are skipped."""
-    folder = reports_dir(app) / merchant_slug
-    out = []
-    for path in sorted(folder.glob("*.json"), reverse=True):
-        if not WEEK.match(path.stem):
-            continue
-        try:
-            bundle = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            log.warning("unreadable report", extra={"file": path.name})
-            continue
-        if isinstance(bundle, dict) and isinstance(bundle.get("guarantees"), dict):
-            out.append({"id": path.stem, **bundle})
-    return out
+def load_reports(db: Session, merchant_id: int, limit: int = 8) -> list[dict[str, Any]]:
+    """The merchant's stored bundles, newest week first (each with its guarantees)."""
+    return [
+        b for b in latest_reports(db, merchant_id, limit) if isinstance(b.get("guarantees"), dict)
+    ]
 
 
 def guarantees_in_words(g: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:

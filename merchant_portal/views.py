@@ -342,16 +342,12 @@ def _areas_file() -> str | None:
     return configured or (str(DEFAULT_AREAS) if DEFAULT_AREAS.is_file() else None)
 
 
-def _merchant_slug() -> str:
-    return get_db().get(Merchant, current_staff().merchant_id).slug  # type: ignore[union-attr]
-
-
 @bp.get("/reports")
 @login_required
 def reports():  # type: ignore[no-untyped-def]
     """The merchant's stored catchment and taste reports, newest first."""
     shown = []
-    for bundle in stored.load_reports(current_app, _merchant_slug()):
+    for bundle in stored.load_reports(get_db(), current_staff().merchant_id):
         catchment = bundle.get("catchment")
         shown.append(
             {
@@ -368,7 +364,7 @@ def reports():  # type: ignore[no-untyped-def]
 @login_required
 def report_csv(week: str):  # type: ignore[no-untyped-def]
     """One report's taste rows as CSV."""
-    for bundle in stored.load_reports(current_app, _merchant_slug()):
+    for bundle in stored.load_reports(get_db(), current_staff().merchant_id):
         if bundle["id"] == week:
             return Response(
                 stored.taste_csv(bundle),

@@ -19,13 +19,14 @@ import pandas as pd
 import pytest
 import requests
 from shapely.geometry import box
+from sqlalchemy import select
 
 from analytics.hierarchy import parse_hierarchy
+from analytics.models import Report
 from analytics.privacy import PrivacyLedger
 from analytics.reports import weekly_report
 from beacons.eid import compute_eid
 from beacons.signing import signed_headers
-from merchant_portal.reports import reports_dir
 from store_server import jobs, services
 from store_server.db import sessions, upgrade
 from store_server.models import Merchant, Venue
@@ -62,7 +63,6 @@ def portal_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     db_url, drop = fresh_database(tmp, os.environ.get("DATABASE_URL"))
     upgrade(db_url)
     config = make_config(tmp, db_url, os.environ.get("REDIS_URL") or None)
-    config["PORTAL_REPORTS_DIR"] = str(tmp / "reports")
     application = build_app(config)
     yield application
     r = get_redis(application)
@@ -235,7 +235,7 @@ def browser_login(page: Any, email: str, password: str) -> None:
 
 @pytest.fixture(scope="session")
 def stored_report(portal_app, shared_data):  # type: ignore[no-untyped-def]
-    """A bundle computed by analytics for the salon and stored where the job puts it."""
+    """A bundle computed by analytics for the salon and stored in SQL as the job stores it."""
     areas = gpd.read_file(shared_data / "geo" / "paris-petite-couronne.geojson")
     hierarchy = parse_hierarchy(
         [[c, d, "*"] for c, d in zip(areas["code"], areas["departement"], strict=True)]
@@ -262,10 +262,21 @@ def stored_report(portal_app, shared_data):  # type: ignore[no-untyped-def]
         visits, tastes, hierarchy, "salon-meche", MONDAY, 5, PrivacyLedger(1.0), areas=areas
     )
     bundle = json.loads(json.dumps(report.to_dict()))
-    folder = reports_dir(portal_app) / "salon-meche"
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "2026-11-09.json").write_text(json.dumps(bundle))
-    (folder / "notes.json").write_text("{}")  # not a report: ignored
+    with sessions(portal_app)() as db:
+        merchant = db.scalar(select(Merchant).where(Merchant.slug == "salon-meche"))
+        db.add(
+            Report(
+                merchant_id=merchant.id,
+                period_start=MONDAY.date(),
+                period_end=(MONDAY + pd.Timedelta(days=7)).date(),
+                kind="weekly",
+                k=5,
+                epsilon=0.0,
+                delta=0.0,
+                body=bundle,
+            )
+        )
+        db.commit()
     return bundle
 
 
