@@ -1,8 +1,9 @@
 """Reference merchant device: `python -m store_server.device_client --url URL --token TOKEN`.
 
 Connects to the device namespace, prints every event it receives as one JSON line (the server's
-hello, then pushes, revokes and blended queues, each once: a redelivered event id is acked but not
-printed again) and acks it. Write `--token=TOKEN` when a token starts with a dash.
+hello, then pushes, revokes and blended queues, each once: a redelivered event, known by its
+event id or, for pushes and revokes, by subscriber, zone and time, is acked but not printed
+again) and acks it. Write `--token=TOKEN` when a token starts with a dash.
 
 Exit status 0 when stopped (--count reached, --duration elapsed, SIGINT/SIGTERM), 1 when the
 server is unreachable, refuses the token or drops the connection, 2 on bad arguments; failures
@@ -51,6 +52,13 @@ class _SerialEngineIO(engineio.Client):
         return super().disconnect(abort=abort, reason=reason)
 
 
+def occurrence_key(event: dict[str, Any]) -> str | None:
+    """What identifies one push or revoke across redeliveries (which get new event ids)."""
+    if event.get("type") not in ("push", "revoke") or event.get("at") is None:
+        return None
+    return f"{event['type']}|{event.get('subscriber')}|{event.get('zone')}|{event['at']}"
+
+
 class SerialClient(socketio.Client):
     """A python-socketio client whose event handlers see events in the order the server sent
     them (handlers must not block on the server, e.g. with `call`)."""
@@ -91,10 +99,15 @@ class DeviceConnection:
     def _receiver(self, name: str) -> Callable[[dict[str, Any]], None]:
         def receive(event: dict[str, Any]) -> None:
             event_id = event.get("event_id")
-            duplicate = event_id in self.seen
+            occurrence = occurrence_key(event)
+            duplicate = event_id in self.seen or (
+                occurrence is not None and occurrence in self.seen
+            )
             self.duplicates += duplicate
             if isinstance(event_id, str):
                 self.seen.add(event_id)
+            if occurrence is not None:
+                self.seen.add(occurrence)
             self.handler(name, event, duplicate)
             if self.ack and isinstance(event_id, str):
                 self._ack(event_id)

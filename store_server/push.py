@@ -174,6 +174,9 @@ def deliver(app: Flask, occurrences: list[Occurrence]) -> None:
             else:
                 outbox.drop_for(r, keys, devices, pseudo)
                 body = revoke_payload(pseudo, o.event.zone, o.event.reason)
+            # When it happened: an occurrence delivered again after a failure (events.flush)
+            # gets new event ids, and (type, subscriber, zone, at) still tells it is the same.
+            body["at"] = o.event.at
             for d in devices:
                 items.append((d, body))
                 meta.append((o, pseudo))

@@ -24,6 +24,8 @@ from store_server.crypto import pseudonym
 from store_server.device_client import DeviceConnection
 from store_server.models import Merchant, Subscriber
 from store_server.occupancy import end_presence
+from store_server.presence import PresenceEvent
+from store_server.push import Occurrence, deliver
 from store_server.topology import get_topology
 
 pytestmark = [pytest.mark.e2e, pytest.mark.privacy]
@@ -231,7 +233,7 @@ def test_payload_minimised_per_scope_with_expiry(app, live_server, db, devices):
     enter(live_server.url, world, "seat", "ann", "bob")
     got = {e["subscriber"]: e for e in (dev.next(), dev.next())}
     ann, bob = got[world.pseudonym("ann")], got[world.pseudonym("bob")]
-    base = {"type", "scope", "subscriber", "zone", "expires_at", "event_id", "received_at"}
+    base = {"type", "scope", "subscriber", "zone", "expires_at", "at", "event_id", "received_at"}
     assert set(ann) == base | {"playlist"} and ann["scope"] == "playlist"
     assert set(ann["playlist"]) == {"ref", "title", "tracks"}
     assert all(set(t) <= {"id", "title", "artist", "explicit"} for t in ann["playlist"]["tracks"])
@@ -394,3 +396,29 @@ def test_disclosures_expire_when_the_consent_does(app, live_server, db, devices)
     # Well before the hour-long push TTL: what the person allowed ends with their consent.
     assert dev.next()["expires_at"] == pytest.approx(until.timestamp(), abs=0.01)
     assert dev.next_queue()["expires_at"] == pytest.approx(until.timestamp(), abs=0.01)
+
+
+def test_an_occurrence_delivered_again_is_recognised_as_a_duplicate(app, live_server, db):
+    world = build_world(app, db, people=(("dup", "playlist"),))
+    got: queue.Queue = queue.Queue()
+    conn = DeviceConnection(live_server.url, world.token("seat"), lambda *e: got.put(e))
+    conn.connect()
+    try:
+        consent = {"m": world.merchant_id, "share": "playlist", "stats": False, "until": None}
+        consent["receipt"] = str(uuid.uuid4())
+        t = time.time()
+        event = PresenceEvent("enter", "seat", t, t)
+        o = Occurrence(
+            world.people["dup"].id, get_topology(app).venue(world.venue_id), consent, event
+        )
+        # What the pending-events retry does after a delivery that failed half way.
+        deliver(app, [o])
+        deliver(app, [o])
+        conn.sync()
+        pushes = [(e, dup) for name, e, dup in list(got.queue) if name == "event"]
+        assert [dup for _, dup in pushes] == [False, True]
+        first, second = (e for e, _ in pushes)
+        assert first["event_id"] != second["event_id"] and first["at"] == second["at"] == t
+        assert conn.duplicates == 1
+    finally:
+        conn.close()
