@@ -70,22 +70,16 @@ server.serve_forever()
 """
 
 
-# The app fixes threading mode; for the comparison the factory's SocketIO gets gevent instead,
-# after monkey patching (which Redis' pub/sub manager and the SQL driver then rely on).
+# gevent as serve.py runs it in production: monkey patching first (Redis' pub/sub manager and
+# the SQL driver rely on it), then the app in SOCKETIO_ASYNC_MODE=gevent.
 GEVENT_SERVER = """
 from gevent import monkey
 monkey.patch_all()
 import json, logging, os
-import flask_socketio
-_init = flask_socketio.SocketIO.__init__
-def _gevent(self, app=None, **kw):
-    kw["async_mode"] = "gevent"
-    _init(self, app, **kw)
-flask_socketio.SocketIO.__init__ = _gevent
 from gevent.pywsgi import WSGIServer
 from store_server.app import create_app
 logging.getLogger("store_server").setLevel(logging.WARNING)
-app = create_app(json.loads(os.environ["CM_CONFIG"]))
+app = create_app({**json.loads(os.environ["CM_CONFIG"]), "SOCKETIO_ASYNC_MODE": "gevent"})
 server = WSGIServer(("127.0.0.1", int(os.environ["CM_PORT"])), app, log=None)
 print("ready", flush=True)
 server.serve_forever()

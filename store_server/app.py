@@ -8,6 +8,7 @@ from typing import Any
 import redis
 from flask import Flask, jsonify
 from flask_socketio import SocketIO
+from socketio import RedisManager
 from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException
@@ -29,10 +30,12 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     db.init_app(app)
     redis_store.init_app(app)
     app.extensions["cm_topology"] = Topology(app)
+    queue_url = app.config["SOCKETIO_MESSAGE_QUEUE"]
     socketio = SocketIO(
         app,
-        async_mode="threading",
-        message_queue=app.config["SOCKETIO_MESSAGE_QUEUE"],
+        async_mode=app.config["SOCKETIO_ASYNC_MODE"],
+        # Flask-SocketIO picks Kombu for non-redis:// URLs; the embedded server is unix://.
+        client_manager=RedisManager(queue_url, channel=_channel(app)) if queue_url else None,
         cors_allowed_origins=[],
     )
     devices.register(app, socketio)
@@ -57,6 +60,11 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         return jsonify({"status": "ok" if ok else "degraded", **checks}), 200 if ok else 503
 
     return app
+
+
+def _channel(app: Flask) -> str:
+    """Message-queue channel per key prefix, so deployments sharing a Redis never cross-talk."""
+    return "cmood-" + app.config["REDIS_PREFIX"].rstrip(":")
 
 
 def _register_errors(app: Flask) -> None:

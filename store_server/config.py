@@ -31,6 +31,8 @@ def from_env(env: dict[str, str] | None = None) -> dict[str, Any]:
         "REDIS_EMBEDDED_PATH": str(var / "redis.db"),
         "REDIS_PREFIX": e.get("REDIS_PREFIX", "cm:"),
         "SOCKETIO_MESSAGE_QUEUE": e.get("SOCKETIO_MESSAGE_QUEUE") or None,
+        # threading for tests and the demo; gevent in production (measured: README, issue 5).
+        "SOCKETIO_ASYNC_MODE": e.get("SOCKETIO_ASYNC_MODE", "threading"),
         "VAR_DIR": str(var),
         "INGEST_MAX_SKEW_S": int(e.get("INGEST_MAX_SKEW_S", "300")),
         "INGEST_MAX_BATCH": int(e.get("INGEST_MAX_BATCH", "1000")),

@@ -1,0 +1,43 @@
+"""Production web process: the store server and the portal on HOST:PORT.
+
+SOCKETIO_ASYNC_MODE=gevent (the production choice, measured in the README) serves with gevent's
+WSGI server after monkey patching, which must happen before anything else is imported;
+`threading` serves with Werkzeug's threaded server. Background jobs run in `worker.py`.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+if os.environ.get("SOCKETIO_ASYNC_MODE") == "gevent":
+    from gevent import monkey
+
+    monkey.patch_all()
+
+
+def main() -> int:
+    """Serve until interrupted."""
+    from wsgi import build_app
+
+    host = os.environ.get("HOST", "127.0.0.1")
+    port = int(os.environ.get("PORT", "8000"))
+    app = build_app()
+    mode = app.config["SOCKETIO_ASYNC_MODE"]
+    if mode == "gevent":
+        from gevent.pywsgi import WSGIServer
+
+        server = WSGIServer((host, port), app, log=None)
+        server.start()
+    else:
+        from werkzeug.serving import make_server
+
+        server = make_server(host, port, app, threaded=True)
+    # Supervisors and tests wait for this line rather than polling the port.
+    print(f"serving http://{host}:{port} ({mode})", flush=True)
+    server.serve_forever()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,59 @@
+"""The production entry point under gevent: HTTP and a device's websocket both work."""
+
+from __future__ import annotations
+
+import os
+import queue
+import subprocess
+import sys
+import threading
+
+import pytest
+import requests
+import socketio
+
+from store_server.db import sessions, upgrade
+from store_server.seed import seed_demo
+from tests.conftest import REPO, free_port
+from wsgi import build_app
+
+pytestmark = pytest.mark.e2e
+
+
+def test_serve_py_under_gevent_serves_http_and_device_websockets(tmp_path):
+    db_url = f"sqlite:///{tmp_path / 'serve.db'}"
+    upgrade(db_url)
+    seed_app = build_app(
+        {"DATABASE_URL": db_url, "REDIS_URL": None, "REDIS_EMBEDDED_PATH": str(tmp_path / "r.db")}
+    )
+    with sessions(seed_app)() as db:
+        token = seed_demo(db, seed_app.config["DATA_KEY"]).devices["demo-car-tablet"]
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "DATABASE_URL")}
+    env.update(
+        SOCKETIO_ASYNC_MODE="gevent",
+        PORT=str(port),
+        DATABASE_URL=db_url,
+        CM_VAR_DIR=str(tmp_path),
+        LOG_LEVEL="WARNING",
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "serve.py"], cwd=REPO, env=env, stdout=subprocess.PIPE, text=True
+    )
+    lines: queue.Queue = queue.Queue()
+    threading.Thread(target=lambda: lines.put(proc.stdout.readline()), daemon=True).start()
+    hello: queue.Queue = queue.Queue()
+    client = socketio.Client(reconnection=False)
+    client.on("hello", hello.put, namespace="/device")
+    try:
+        url = f"http://127.0.0.1:{port}"
+        assert lines.get(timeout=60) == f"serving {url} (gevent)\n"
+        resp = requests.get(f"{url}/healthz", timeout=10)
+        assert resp.status_code == 200 and resp.json()["status"] == "ok"
+        client.connect(url, namespaces=["/device"], auth={"token": token}, transports=["websocket"])
+        assert hello.get(timeout=10) == {"device": "demo-car-tablet"}
+    finally:
+        client.disconnect()
+        proc.terminate()
+        proc.wait(10)
+        seed_app.extensions["cm_engine"].dispose()
