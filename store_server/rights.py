@@ -13,7 +13,8 @@ from flask import Flask
 from sqlalchemy import delete, or_, select
 from sqlalchemy.orm import Session
 
-from store_server import outbox
+from beacons import provisioning
+from store_server import outbox, services
 from store_server.crypto import pseudonym
 from store_server.db import sessions
 from store_server.jobs import refresh_resolver
@@ -200,3 +201,37 @@ def erase(app: Flask, subscriber_id: int) -> bool:
         db.add(AuditEntry(action="erased", subscriber_id=None, reason="subscriber request"))
         db.commit()
     return True
+
+
+def replace_emitter(
+    app: Flask, subscriber_id: int, issue_new: bool
+) -> provisioning.Provisioning | None:
+    """Revoke every emitter key of a subscriber (a lost phone or wearable), effective at the
+    resolver at once; with `issue_new`, provision a fresh key and return its document."""
+    doc = None
+    with sessions(app)() as db:
+        sub = db.get(Subscriber, subscriber_id)
+        if sub is None:
+            return None
+        now = utcnow()
+        for k in db.scalars(
+            select(EmitterKey).where(
+                EmitterKey.subscriber_id == subscriber_id, EmitterKey.revoked_at.is_(None)
+            )
+        ):
+            k.revoked_at = now
+        if issue_new:
+            row, key = services.provision_emitter(db, app.config["DATA_KEY"], sub)
+            doc = provisioning.build(
+                key,
+                row.exponent,
+                row.time_base,
+                app.config["OPTIN_RESOLVER_ID"],
+                f"em-{row.id}",
+                int(now.timestamp()),
+            )
+        db.commit()
+    refresh_resolver(app)
+    # Whoever holds the old key must not stay present under this subscriber's consent.
+    end_presence(app, subscriber_id, "key_revoked")
+    return doc

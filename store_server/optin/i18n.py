@@ -147,6 +147,24 @@ TEXTS: dict[str, tuple[str, str]] = {
         "Scannez ce code avec l'application Collective Mood de votre téléphone ou objet connecté. Il contient une clé secrète : ne le montrez à personne. Il n'est affiché qu'une fois.",
         "Scan this code with the Collective Mood app on your phone or wearable. It holds a secret key: show it to nobody. It is shown only once.",
     ),
+    "emitter_lost_h": ("Téléphone ou objet perdu ?", "Lost your phone or wearable?"),
+    "emitter_lost_help": (
+        "Révoquez sa clé : il cesse aussitôt d'être reconnu chez les commerçants. Vous pouvez en configurer un nouveau.",
+        "Revoke its key: it stops being recognised at merchants at once. You can set up a new one.",
+    ),
+    "emitter_replace_btn": (
+        "Révoquer et configurer un nouvel émetteur",
+        "Revoke and set up a new emitter",
+    ),
+    "emitter_revoke_btn": ("Révoquer seulement", "Revoke only"),
+    "emitter_revoked_msg": (
+        "La clé de votre émetteur est révoquée : il n'est plus reconnu nulle part.",
+        "Your emitter's key is revoked: it is no longer recognised anywhere.",
+    ),
+    "emitter_replaced_msg": (
+        "L'ancienne clé est révoquée. Voici la nouvelle :",
+        "The old key is revoked. Here is the new one:",
+    ),
     "emitter_known": (
         "Votre émetteur est déjà configuré ; il n'y a rien à faire.",
         "Your emitter is already set up; nothing to do.",

@@ -3,11 +3,13 @@ export and erasure."""
 
 from __future__ import annotations
 
+import base64
 import json
 
 from flask import Blueprint, Response, current_app, make_response, redirect, request, url_for
 from sqlalchemy import select
 
+from beacons import provisioning
 from store_server import rights
 from store_server.db import get_db
 from store_server.directory import get_directory
@@ -134,6 +136,31 @@ def withdraw_all() -> Response:
     get_db().rollback()
     rights.withdraw(current_app, sub.id)
     return redirect(url_for("rights.dashboard", done="withdrawn"), 303)
+
+
+@bp.post("/emitter/revoke")
+def emitter_revoke() -> Response:
+    """Lost phone or wearable: its key stops resolving at once; no new key."""
+    sub = _checked_post()
+    if isinstance(sub, Response):
+        return sub
+    get_db().rollback()
+    rights.replace_emitter(current_app, sub.id, issue_new=False)
+    return redirect(url_for("rights.dashboard", done="emitter_revoked"), 303)
+
+
+@bp.post("/emitter/replace")
+def emitter_replace() -> Response:
+    """Revoke the current key and show a new provisioning code, once."""
+    sub = _checked_post()
+    if isinstance(sub, Response):
+        return sub
+    get_db().rollback()
+    doc = rights.replace_emitter(current_app, sub.id, issue_new=True)
+    if doc is None:
+        return message(404, "not_found_h", "no_data")
+    qr = base64.b64encode(provisioning.qr_svg(doc)).decode()
+    return render("optin/emitter.html", qr=qr, provisioning_json=provisioning.serialise(doc))
 
 
 @bp.post("/home-area")
