@@ -40,6 +40,7 @@ from store_server.config import REPO
 from store_server.db import get_db
 from store_server.models import Device, Merchant, Scanner, Venue, utcnow
 from store_server.occupancy import present
+from store_server.push import current_queues, refresh_queues
 from store_server.redis_store import get_keys, get_redis
 from store_server.topology import get_topology
 
@@ -69,7 +70,32 @@ def live(venue_id: int):  # type: ignore[no-untyped-def]
     """Who is present now, kept current over Socket.IO."""
     venue = own_venue(venue_id)
     people = present(current_app, venue.id)
-    return render_template("live.html", venue=venue, people=people, server_now=time.time())
+    queues = current_queues(current_app, venue.id)
+    return render_template(
+        "live.html", venue=venue, people=people, queues=queues, server_now=time.time()
+    )
+
+
+@bp.post("/venues/<int:venue_id>/veto")
+@login_required
+def veto(venue_id: int):  # type: ignore[no-untyped-def]
+    """Veto a track from the live page: it leaves every queue of the merchant at once."""
+    venue = own_venue(venue_id)
+    body = request.get_json(silent=True)
+    track = body.get("track") if isinstance(body, dict) else None
+    if not isinstance(track, str) or not rules.TRACK_ID.match(track):
+        return jsonify({"error": t("rules_bad_track", track=str(track)[:80])}), 400
+    merchant = get_db().get(Merchant, venue.merchant_id)
+    vetoes = list((merchant.rules or {}).get("veto", []))
+    if track not in vetoes:
+        if len(vetoes) >= rules.MAX_VETOES:
+            return jsonify({"error": t("rules_too_many", n=rules.MAX_VETOES)}), 400
+        merchant.rules = rules.merged(merchant.rules, {"veto": [*vetoes, track]})
+        get_db().commit()
+    # Every venue of the merchant plays under the same rules: each hears the new queues now.
+    for v in get_db().scalars(select(Venue).where(Venue.merchant_id == venue.merchant_id)):
+        refresh_queues(current_app, v.id)
+    return jsonify({"ok": True, "veto": track})
 
 
 @bp.get("/venues/<int:venue_id>/present.json")

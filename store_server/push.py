@@ -27,7 +27,7 @@ from store_server.models import AuditEntry, Merchant, Subscriber, Visit
 from store_server.payloads import push_payload, queue_payload, revoke_payload
 from store_server.presence import PresenceEvent
 from store_server.redis_store import get_keys, get_redis
-from store_server.topology import VenueInfo
+from store_server.topology import VenueInfo, get_topology
 
 log = logging.getLogger(__name__)
 NAMESPACE = "/device"
@@ -102,18 +102,26 @@ def _emit(sio: Any, items: list[tuple[int, dict[str, Any]]], event_ids: list[str
         )
 
 
-def _queues(
-    app: Flask, db: Session, occurrences: list[Occurrence], subs: dict[int, Subscriber], now: float
-) -> list[tuple[int, dict[str, Any]]]:
-    """The new blended queue of every zone (with devices) someone entered or left."""
-    r, keys, ttl = get_redis(app), get_keys(app), app.config["PUSH_TTL_S"]
-    rooms = {
+def _rooms(occurrences: list[Occurrence]) -> dict[tuple[int, str], VenueInfo]:
+    """The zones (with devices) someone entered or left."""
+    return {
         (o.venue.id, o.event.zone): o.venue
         for o in occurrences
         if o.venue.devices_by_zone.get(o.event.zone)
     }
+
+
+def _zone_queues(
+    app: Flask,
+    db: Session,
+    rooms: dict[tuple[int, str], VenueInfo],
+    subs: dict[int, Subscriber],
+    now: float,
+) -> list[tuple[VenueInfo, str, dict[str, Any]]]:
+    """The blended queue of each room, from who is present there now."""
     if not rooms:
         return []
+    r, keys, ttl = get_redis(app), get_keys(app), app.config["PUSH_TTL_S"]
     present = _present(r, keys, rooms)
     missing = {sub for members in present.values() for sub, _, _ in members} - set(subs)
     if missing:
@@ -125,7 +133,7 @@ def _queues(
     rules = dict(
         db.execute(select(Merchant.id, Merchant.rules).where(Merchant.id.in_(merchants))).all()
     )
-    items: list[tuple[int, dict[str, Any]]] = []
+    out = []
     for (venue_id, zone), venue in rooms.items():
         members = [
             _member(subs[sub], pseudonym(venue.merchant_key, subs[sub].public_id), c, now - t)
@@ -137,8 +145,42 @@ def _queues(
         body = queue_payload(
             zone, [m.pseudonym for m in members], queue, now, expiry(now, ttl, consents)
         )
-        items.extend((d, body) for d in venue.devices_by_zone[zone])
-    return items
+        out.append((venue, zone, body))
+    return out
+
+
+def _send_queues(app: Flask, queues: list[tuple[VenueInfo, str, dict[str, Any]]]) -> int:
+    """Queue bodies to the zones' devices (outbox, then emit) and to the venue's portal room."""
+    r, keys, sio = get_redis(app), get_keys(app), app.extensions["socketio"]
+    items = [(d, body) for venue, zone, body in queues for d in venue.devices_by_zone[zone]]
+    maxlen, ttl = app.config["OUTBOX_MAXLEN"], app.config["PUSH_TTL_S"]
+    _emit(sio, items, outbox.append_many(r, keys, items, maxlen, ttl))
+    for venue, _zone, body in queues:
+        # Staff see what their own devices play: the same merchant, the same scope.
+        sio.emit("queue", {**body, "venue_id": venue.id}, to=venue_room(venue.id), namespace=PORTAL)
+    return len(items)
+
+
+def _venue_rooms(app: Flask, venue_id: int) -> dict[tuple[int, str], VenueInfo]:
+    venue = get_topology(app).venue(venue_id)
+    if venue is None:
+        return {}
+    return {(venue.id, zone): venue for zone in venue.devices_by_zone}
+
+
+def current_queues(app: Flask, venue_id: int) -> dict[str, dict[str, Any]]:
+    """Zone -> the blended queue its devices play now (for the portal's first paint)."""
+    with sessions(app)() as db:
+        queues = _zone_queues(app, db, _venue_rooms(app, venue_id), {}, time.time())
+    return {zone: body for _venue, zone, body in queues}
+
+
+def refresh_queues(app: Flask, venue_id: int) -> dict[str, dict[str, Any]]:
+    """Recompute and send every zone's queue of a venue (after the merchant's rules changed)."""
+    with sessions(app)() as db:
+        queues = _zone_queues(app, db, _venue_rooms(app, venue_id), {}, time.time())
+    _send_queues(app, queues)
+    return {zone: body for _venue, zone, body in queues}
 
 
 def deliver(app: Flask, occurrences: list[Occurrence]) -> None:
@@ -195,8 +237,7 @@ def deliver(app: Flask, occurrences: list[Occurrence]) -> None:
                 }
                 sio.emit("presence", portal_event, to=venue_room(o.venue.id), namespace=PORTAL)
         # Derived from pushes already audited for these devices: queues are not audited again.
-        queue_items = _queues(app, db, occurrences, subs, now)
-        _emit(sio, queue_items, outbox.append_many(r, keys, queue_items, maxlen, ttl))
+        queued = _send_queues(app, _zone_queues(app, db, _rooms(occurrences), subs, now))
         for (device_id, body), (o, pseudo), event_id in zip(items, meta, event_ids, strict=True):
             db.add(
                 AuditEntry(
@@ -227,5 +268,5 @@ def deliver(app: Flask, occurrences: list[Occurrence]) -> None:
         db.commit()
     log.info(
         "delivered",
-        extra={"events": len(occurrences), "device_events": len(items) + len(queue_items)},
+        extra={"events": len(occurrences), "device_events": len(items) + queued},
     )

@@ -90,6 +90,56 @@
     else remove(ev.subscriber);
     refresh();
   });
+  // What each zone's devices play now; a veto removes the track everywhere at once.
+  var queues = document.getElementById("queues");
+  var queuesEmpty = document.getElementById("queues-empty");
+  function showQueue(ev) {
+    var box = queues.querySelector('[data-zone="' + CSS.escape(ev.zone) + '"]');
+    if (!box) {
+      box = document.createElement("div");
+      box.className = "zone-queue";
+      box.dataset.zone = ev.zone;
+      var h = document.createElement("h3");
+      h.textContent = ev.zone;
+      box.appendChild(h);
+      queues.appendChild(box);
+    }
+    var ol = document.createElement("ol");
+    ol.className = "tracks";
+    ((ev.queue || {}).tracks || []).forEach(function (tr) {
+      var li = document.createElement("li");
+      li.dataset.track = tr.id;
+      var span = document.createElement("span");
+      span.className = "track";
+      span.textContent = tr.title + " — " + tr.artist;
+      var b = document.createElement("button");
+      b.type = "button";
+      b.className = "veto";
+      b.dataset.track = tr.id;
+      b.textContent = S.veto;
+      li.appendChild(span);
+      li.appendChild(b);
+      ol.appendChild(li);
+    });
+    var old = box.querySelector("ol.tracks");
+    if (old) old.replaceWith(ol); else box.appendChild(ol);
+    queuesEmpty.hidden = queues.querySelector("ol.tracks li") !== null;
+  }
+  queues.addEventListener("click", function (e) {
+    var b = e.target.closest("button.veto");
+    if (!b) return;
+    b.disabled = true;
+    fetch(data.veto_url, {
+      method: "POST",
+      credentials: "same-origin",
+      headers: { "Content-Type": "application/json", "X-CSRF-Token": data.csrf },
+      body: JSON.stringify({ track: b.dataset.track })
+    }).then(function (r) { if (!r.ok) b.disabled = false; });
+  });
+  socket.on("queue", function (ev) {
+    if (ev.venue_id !== data.venue) return;
+    showQueue(ev);
+  });
   refresh();
   setInterval(refresh, 1000);
 })();

@@ -113,6 +113,16 @@ def test_pairing_then_live_view_and_device_follow_a_subscriber(context, portal_s
         expect(device.locator("#queue-volume")).to_have_text("Volume capped at 70 %")
         screenshot(device, "06-device-push")
 
+        # The live page shows what the chair plays, and a veto there reaches the device at once.
+        playing = live.locator('#queues .zone-queue[data-zone="chair-1"] li')
+        expect(playing).to_have_count(1)
+        expect(playing.first).to_have_attribute("data-track", "trk:1001")
+        screenshot(live, "04b-live-playing")
+        playing.first.get_by_role("button", name="Veto").click()
+        expect(playing).to_have_count(0)
+        expect(queue).to_have_count(0)
+        expect(live.locator("#queues-empty")).to_be_visible()
+
         # Nobody is heard any more: the exit reaches both screens without a reload.
         expect(row).to_have_count(0, timeout=EXIT_WAIT_MS)
         expect(live.locator("#live-empty")).to_be_visible()
@@ -120,6 +130,11 @@ def test_pairing_then_live_view_and_device_follow_a_subscriber(context, portal_s
         expect(card).to_have_count(0, timeout=EXIT_WAIT_MS)
         expect(device.locator("#device-waiting")).to_be_visible()
         expect(device.locator("#queue-panel")).to_be_hidden()
+        # Put the rules back as other tests expect them (the veto above persisted).
+        owner.goto(f"/portal/venues/{world.salon_venue}/devices")
+        owner.get_by_label("Vetoed tracks").fill("trk:1002")
+        owner.get_by_role("button", name="Save").click()
+        expect(owner.get_by_role("status").first).to_have_text("Playback rules saved.")
     finally:
         device_ctx.close()
 
