@@ -41,6 +41,7 @@ from store_server.db import get_db
 from store_server.models import Device, Merchant, Scanner, Venue, utcnow
 from store_server.occupancy import present
 from store_server.push import current_queues, refresh_queues
+from store_server.push import skip as push_skip
 from store_server.redis_store import get_keys, get_redis
 from store_server.topology import get_topology
 
@@ -74,6 +75,20 @@ def live(venue_id: int):  # type: ignore[no-untyped-def]
     return render_template(
         "live.html", venue=venue, people=people, queues=queues, server_now=time.time()
     )
+
+
+@bp.post("/venues/<int:venue_id>/skip")
+@login_required
+def skip(venue_id: int):  # type: ignore[no-untyped-def]
+    """Skip the track a zone plays now, this once (a veto removes it for good)."""
+    venue = own_venue(venue_id)
+    body = request.get_json(silent=True)
+    zone = body.get("zone") if isinstance(body, dict) else None
+    track = body.get("track") if isinstance(body, dict) else None
+    zones = {z.name for z in venue.zones}
+    if zone not in zones or not isinstance(track, str) or not rules.TRACK_ID.match(track):
+        return jsonify({"error": t("live_bad_skip")}), 400
+    return jsonify({"ok": True, "devices": push_skip(current_app, venue.id, zone, track)})
 
 
 @bp.post("/venues/<int:venue_id>/veto")

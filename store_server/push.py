@@ -168,6 +168,19 @@ def _venue_rooms(app: Flask, venue_id: int) -> dict[tuple[int, str], VenueInfo]:
     return {(venue.id, zone): venue for zone in venue.devices_by_zone}
 
 
+def skip(app: Flask, venue_id: int, zone: str, track: str) -> int:
+    """Tell a zone's devices to skip the track now playing (outboxed like every device event);
+    returns how many devices were told."""
+    venue = get_topology(app).venue(venue_id)
+    devices = venue.devices_by_zone.get(zone, []) if venue else []
+    body = {"type": "control", "action": "skip", "zone": zone, "track": track}
+    r, keys = get_redis(app), get_keys(app)
+    items = [(d, body) for d in devices]
+    ids = outbox.append_many(r, keys, items, app.config["OUTBOX_MAXLEN"], app.config["PUSH_TTL_S"])
+    _emit(app.extensions["socketio"], items, ids)
+    return len(items)
+
+
 def current_queues(app: Flask, venue_id: int) -> dict[str, dict[str, Any]]:
     """Zone -> the blended queue its devices play now (for the portal's first paint)."""
     with sessions(app)() as db:

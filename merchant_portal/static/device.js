@@ -74,9 +74,18 @@
     vol.textContent = vol.hidden ? "" : S.volume.replace("{v}", q.volume_max);
     document.getElementById("queue-panel").hidden = list.children.length === 0;
   }
+  function skipTrack(track) {
+    // Staff skipped the track now playing here: move on to the next one (not a veto).
+    var list = document.getElementById("queue");
+    for (var i = 0; i < list.children.length; i++) {
+      if (list.children[i].dataset.track === track) { list.children[i].remove(); break; }
+    }
+    document.getElementById("queue-panel").hidden = list.children.length === 0;
+  }
   function onEvent(ev) {
     if (ev.type === "push") showPush(ev);
     else if (ev.type === "revoke") { var li = find(ev.subscriber); if (li) li.remove(); }
+    else if (ev.type === "control" && ev.action === "skip") skipTrack(ev.track);
     refresh();
     // Ack only after the page obeyed: the server keeps unacked events for a reconnect.
     socket.emit("ack", { event_id: ev.event_id });

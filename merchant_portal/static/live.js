@@ -93,6 +93,14 @@
   // What each zone's devices play now; a veto removes the track everywhere at once.
   var queues = document.getElementById("queues");
   var queuesEmpty = document.getElementById("queues-empty");
+  function button(cls, label, track) {
+    var b = document.createElement("button");
+    b.type = "button";
+    b.className = cls;
+    b.dataset.track = track;
+    b.textContent = label;
+    return b;
+  }
   function showQueue(ev) {
     var box = queues.querySelector('[data-zone="' + CSS.escape(ev.zone) + '"]');
     if (!box) {
@@ -106,35 +114,48 @@
     }
     var ol = document.createElement("ol");
     ol.className = "tracks";
-    ((ev.queue || {}).tracks || []).forEach(function (tr) {
+    ((ev.queue || {}).tracks || []).forEach(function (tr, i) {
       var li = document.createElement("li");
       li.dataset.track = tr.id;
       var span = document.createElement("span");
       span.className = "track";
       span.textContent = tr.title + " — " + tr.artist;
-      var b = document.createElement("button");
-      b.type = "button";
-      b.className = "veto";
-      b.dataset.track = tr.id;
-      b.textContent = S.veto;
       li.appendChild(span);
-      li.appendChild(b);
+      if (i === 0) li.appendChild(button("skip", S.skip, tr.id));
+      li.appendChild(button("veto", S.veto, tr.id));
       ol.appendChild(li);
     });
     var old = box.querySelector("ol.tracks");
     if (old) old.replaceWith(ol); else box.appendChild(ol);
     queuesEmpty.hidden = queues.querySelector("ol.tracks li") !== null;
   }
-  queues.addEventListener("click", function (e) {
-    var b = e.target.closest("button.veto");
-    if (!b) return;
-    b.disabled = true;
-    fetch(data.veto_url, {
+  function post(url, body) {
+    return fetch(url, {
       method: "POST",
       credentials: "same-origin",
       headers: { "Content-Type": "application/json", "X-CSRF-Token": data.csrf },
-      body: JSON.stringify({ track: b.dataset.track })
-    }).then(function (r) { if (!r.ok) b.disabled = false; });
+      body: JSON.stringify(body)
+    });
+  }
+  queues.addEventListener("click", function (e) {
+    var b = e.target.closest("button.veto, button.skip");
+    if (!b) return;
+    b.disabled = true;
+    var li = b.closest("li");
+    if (b.classList.contains("veto")) {
+      post(data.veto_url, { track: b.dataset.track })
+        .then(function (r) { if (!r.ok) b.disabled = false; });
+      return;
+    }
+    var zone = b.closest(".zone-queue").dataset.zone;
+    post(data.skip_url, { zone: zone, track: b.dataset.track }).then(function (r) {
+      if (!r.ok) { b.disabled = false; return; }
+      // The devices move on; so does this view, until the zone's next queue arrives.
+      var next = li.nextElementSibling;
+      li.remove();
+      if (next) next.insertBefore(button("skip", S.skip, next.dataset.track), next.lastChild);
+      queuesEmpty.hidden = queues.querySelector("ol.tracks li") !== null;
+    });
   });
   socket.on("queue", function (ev) {
     if (ev.venue_id !== data.venue) return;
