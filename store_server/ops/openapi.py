@@ -404,6 +404,7 @@ def _operations() -> dict[tuple[str, str], tuple[str, dict[str, Any]]]:
                     ),
                     "400": _error("No code, or not a string of at most 32 characters"),
                     "404": _error("Unknown, used or expired code"),
+                    "413": _error("The body is larger than the configured limit"),
                     "429": _error("Too many failed codes from this address"),
                 },
             },

@@ -140,7 +140,7 @@ def test_composed_portal_json_endpoints_documented_and_conforming(stack, tmp_pat
         schema = schemathesis.openapi.from_wsgi("/openapi.json", app, config=CONFIG)
         for path, method, modes, expected in (
             ("/portal/venues/{venue_id}/present.json", "GET", ["positive"], {302, 404}),
-            ("/portal/device/pair", "POST", ["positive", "negative"], {400, 404, 429}),
+            ("/portal/device/pair", "POST", ["positive", "negative"], {400, 404, 413, 429}),
         ):
             for mode in modes:
                 fuzz(
