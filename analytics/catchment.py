@@ -41,7 +41,9 @@ class Catchment:
     polygon: BaseGeometry | None  # union of the cells inside the catchment, input CRS
     share: float  # share of all consented visits the catchment holds
     k: int
-    suppressed_visits: int  # visits from cells that could not reach k
+    # visits from cells that could not reach k; None when fewer than k people made them, since
+    # "3 visits were left out" would then describe one to four people
+    suppressed_visits: int | None
 
 
 def adjacency(areas: gpd.GeoDataFrame, code: str = "code", min_border_m: float = 50.0) -> dict:
@@ -206,7 +208,8 @@ def catchment(
     keep = (stats["subscribers"] >= threshold) & (true_people >= k)
     published = stats[keep].copy()
     total_visits = float(stats["visits"].sum())
-    suppressed_visits = int(stats.loc[~keep, "visits"].sum())
+    suppressed_people = int(true_people[~keep].sum())
+    suppressed_visits = None if 0 < suppressed_people < k else int(stats.loc[~keep, "visits"].sum())
     published["new"] = published["subscribers"] - published["returning"]
     # a split with either side under k would itself be a small cell, so it is withheld
     thin = (published["returning"] < k) | (published["new"] < k)
