@@ -32,6 +32,7 @@ def encode(o: Occurrence) -> str:
             "v": o.venue.id,
             "c": o.consent,
             "e": [e.kind, e.zone, e.at, e.since, e.reason],
+            "d": o.disclose,
         }
     )
 
@@ -71,7 +72,7 @@ def flush(app: Flask, min_age_s: float = RETRY_AFTER_S, limit: int = 200) -> int
             continue  # the venue is gone: nobody left to deliver to
         kind, zone, at, since, reason = doc["e"]
         event = PresenceEvent(kind, zone, at, since, reason)
-        occurrences.append(Occurrence(doc["s"], venue, doc["c"], event))
+        occurrences.append(Occurrence(doc["s"], venue, doc["c"], event, doc.get("d", True)))
     deliver(app, occurrences)
     r.xdel(keys.pending_events(), *ids)
     log.info("redelivered pending presence events", extra={"count": len(ids)})

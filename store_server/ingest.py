@@ -10,6 +10,7 @@ import json
 import math
 import re
 import threading
+import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,6 +32,7 @@ KINDS = {"eid": HEX16, "ibeacon": HEX40}
 
 
 MAX_RETRIES = 8
+STALE_S = 60.0  # older presence events come from a scanner's backlog, not from now
 BATCH_PENDING, BATCH_DONE = "pending", "done"
 PENDING_TTL_S = 60
 _LOCKS: dict[int, threading.Lock] = defaultdict(threading.Lock)
@@ -180,6 +182,7 @@ def _fold(
     subs = sorted(by_sub)
     occurrences: list[Occurrence] = []
     event_ids: list[str] = []
+    wall = time.time()
     tkey = keys.tracks(venue.id) if venue else ""
     # Optimistic concurrency: another process (or the exit sweeper) may update the same states;
     # WATCH makes the write fail rather than lose its update, and we recompute. The in-process
@@ -200,11 +203,12 @@ def _fold(
                         state, events = advance(venue, scanner.name, prev, by_sub[sub])
                         if any(e.kind == "enter" for e in events):
                             state["c"] = consents[sub]
-                        for e in events:
-                            # An exit revokes under the consent its enter was disclosed under.
-                            occurrences.append(
-                                Occurrence(sub, venue, state.get("c", consents[sub]), e)
-                            )
+                        # An exit revokes under the consent its enter was disclosed under.
+                        consent = state.get("c", consents[sub])
+                        occurrences.extend(
+                            Occurrence(sub, venue, consent, e, d)
+                            for e, d in disclosures(state, prev.get("h", False), events, wall)
+                        )
                         pipe.hset(tkey, str(sub), json.dumps(state))
                         pipe.zadd(keys.last_seen(), {f"{venue.id}:{sub}": state["p"]["last"]})
                     if dropped and venue:
@@ -221,6 +225,29 @@ def _fold(
     resolved = len(sightings) - dropped
     outcome = Outcome(len(sightings), resolved=resolved, dropped=dropped, event_ids=event_ids)
     return outcome, occurrences, False
+
+
+def disclosures(
+    state: dict[str, Any], historic: bool, events: list[presence.PresenceEvent], wall: float
+) -> list[tuple[presence.PresenceEvent, bool]]:
+    """Which events may reach devices: an enter already over by the time it arrives (a scanner's
+    backlog after an outage) is recorded for statistics but never pushed, nor is its exit
+    revoked; if such a presence is still going on live, it is disclosed now as a fresh enter.
+    Sets state["h"] while the current presence is undisclosed."""
+    out = []
+    for e in events:
+        if e.kind == "exit":
+            out.append((e, not historic))
+        else:
+            historic = wall - e.at > STALE_S
+            out.append((e, not historic))
+    p = state.get("p", {})
+    if historic and p.get("zone") and wall - p.get("last", 0.0) <= STALE_S:
+        fresh = presence.PresenceEvent("enter", p["zone"], p["last"], p["since"])
+        out.append((fresh, True))
+        historic = False
+    state["h"] = historic
+    return out
 
 
 def advance(

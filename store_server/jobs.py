@@ -59,7 +59,10 @@ def sweep_once(app: Flask, now: float | None = None) -> int:
                         pipe.hdel(keys.tracks(venue_id), str(sub))
                         pipe.zrem(keys.last_seen(), member)
                     occurrences.extend(
-                        Occurrence(sub, venue, state["c"], e) for e in events if state.get("c")
+                        # A presence never disclosed (scanner backlog) is never revoked either.
+                        Occurrence(sub, venue, state["c"], e, not state.get("h"))
+                        for e in events
+                        if state.get("c")
                     )
                 pending.queue(pipe, keys, occurrences)
                 event_ids = pending.committed_ids(pipe.execute(), len(occurrences))

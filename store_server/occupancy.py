@@ -76,7 +76,8 @@ def end_presence(app: Flask, subscriber_id: int, reason: str) -> int:
         zone = state.get("p", {}).get("zone")
         if zone and state.get("c"):
             event = PresenceEvent("exit", zone, now, state["p"]["since"], reason)
-            occurrences.append(Occurrence(subscriber_id, venue, state["c"], event))
+            disclose = not state.get("h")
+            occurrences.append(Occurrence(subscriber_id, venue, state["c"], event, disclose))
     pending.queue(pipe, keys, occurrences)
     event_ids = pending.committed_ids(pipe.execute(), len(occurrences))
     pending.deliver_now(app, occurrences, event_ids)

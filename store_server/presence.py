@@ -71,5 +71,6 @@ def sweep(
         # Heard but never entered: forget quickly so no ghost state lingers.
         return (None, []) if now - last >= max(limit, 5.0) else (state, [])
     if now - last >= limit:
-        return None, [PresenceEvent("exit", current, now, state["since"], "absent")]
+        # The presence ended when they were last heard, not when the sweep noticed.
+        return None, [PresenceEvent("exit", current, last, state["since"], "absent")]
     return state, []

@@ -42,6 +42,8 @@ class Occurrence:
     venue: VenueInfo
     consent: dict[str, Any]
     event: PresenceEvent
+    # False for a presence replayed from a scanner's backlog: recorded (visits), never disclosed.
+    disclose: bool = True
 
 
 def device_room(device_id: int) -> str:
@@ -213,7 +215,7 @@ def deliver(app: Flask, occurrences: list[Occurrence]) -> None:
         meta: list[tuple[Occurrence, str]] = []
         for o in occurrences:
             sub = subs.get(o.subscriber_id)
-            if sub is None:
+            if sub is None or not o.disclose:
                 continue  # erased meanwhile: nothing may be disclosed
             pseudo = pseudonym(o.venue.merchant_key, sub.public_id)
             devices = o.venue.devices_by_zone.get(o.event.zone, [])
@@ -239,7 +241,7 @@ def deliver(app: Flask, occurrences: list[Occurrence]) -> None:
         event_ids = outbox.append_many(r, keys, items, maxlen, ttl)
         _emit(sio, items, event_ids)
         for o in occurrences:
-            if o.subscriber_id in subs:
+            if o.subscriber_id in subs and o.disclose:
                 portal_event = {
                     "venue_id": o.venue.id,
                     "kind": o.event.kind,
@@ -250,7 +252,8 @@ def deliver(app: Flask, occurrences: list[Occurrence]) -> None:
                 }
                 sio.emit("presence", portal_event, to=venue_room(o.venue.id), namespace=PORTAL)
         # Derived from pushes already audited for these devices: queues are not audited again.
-        queued = _send_queues(app, _zone_queues(app, db, _rooms(occurrences), subs, now))
+        disclosed = [o for o in occurrences if o.disclose]
+        queued = _send_queues(app, _zone_queues(app, db, _rooms(disclosed), subs, now))
         for (device_id, body), (o, pseudo), event_id in zip(items, meta, event_ids, strict=True):
             db.add(
                 AuditEntry(

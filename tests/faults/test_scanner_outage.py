@@ -57,12 +57,6 @@ def test_queued_batches_arrive_and_count(stack):
         assert resp.status_code == 200 and resp.get_json() == {"accepted": 4, "duplicate": False}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="presence is stepped through old timestamps but its events are delivered as if they "
-    "were now: a visit that ended ten minutes ago pushes alice's playlist to the chair today, "
-    "and the sweep that closes it records ended_at = sweep time (dwell 10 min, not 9 s)",
-)
 def test_a_visit_long_over_is_recorded_not_pushed(stack):
     client = stack.app.test_client()
     start = time.time() - OFFLINE_S
