@@ -1,6 +1,7 @@
 """Store server command line: `python -m store_server <command>`.
 
-Commands: retention (purge what is past the retention period). Each exits 0 on success and
+Commands: retention (purge what is past the retention period), doctor (check configuration,
+migrations, Redis, clocks and scanners, and say what to fix). Each exits 0 on success and
 prints one JSON object; failures are one line on stderr and exit status 1 (2 for usage errors).
 """
 
@@ -46,11 +47,18 @@ def parser() -> argparse.ArgumentParser:
         help="retention period in days (default: RETENTION_DAYS, 90)",
     )
     r.set_defaults(func=_retention)
+    # Listed for --help; its own options are parsed by store_server.doctor (see main).
+    sub.add_parser("doctor", help="check the deployment and print what to fix", add_help=False)
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; returns the process exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["doctor"]:
+        from store_server import doctor
+
+        return doctor.main(argv[1:])
     args = parser().parse_args(argv)
     func: Callable[[argparse.Namespace], int] = args.func
     try:

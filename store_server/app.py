@@ -70,7 +70,9 @@ def _channel(app: Flask) -> str:
 def _register_errors(app: Flask) -> None:
     @app.errorhandler(HTTPException)
     def _http(e: HTTPException):  # type: ignore[no-untyped-def]
-        return jsonify({"error": e.description or e.name}), e.code
+        # Keep the exception's own headers (Allow on 405, WWW-Authenticate on 401).
+        headers = [(k, v) for k, v in e.get_headers() if k.lower() != "content-type"]
+        return jsonify({"error": e.description or e.name}), e.code, headers
 
     @app.errorhandler(redis.exceptions.ConnectionError)
     @app.errorhandler(redis.exceptions.TimeoutError)

@@ -45,4 +45,6 @@ def from_env(env: dict[str, str] | None = None) -> dict[str, Any]:
         "OUTBOX_MAXLEN": int(e.get("OUTBOX_MAXLEN", "1000")),
         "BACKGROUND_JOBS": e.get("BACKGROUND_JOBS", "1") == "1",
         "LOG_LEVEL": e.get("LOG_LEVEL", "INFO"),
+        # When set, /metrics requires `Authorization: Bearer <token>`.
+        "METRICS_TOKEN": e.get("METRICS_TOKEN") or None,
     }

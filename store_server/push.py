@@ -282,6 +282,9 @@ def deliver(app: Flask, occurrences: list[Occurrence]) -> None:
                     )
                 )
         db.commit()
+    metrics = app.extensions.get("cm_metrics")
+    if metrics is not None:
+        metrics.push_seconds.observe(time.time() - now)
     log.info(
         "delivered",
         extra={"events": len(occurrences), "device_events": len(items) + queued},

@@ -1,0 +1,39 @@
+"""`python -m store_server <command>` as operators type it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+from tests.conftest import REPO
+
+
+def run(*args: str, tmp) -> subprocess.CompletedProcess:  # type: ignore[no-untyped-def]
+    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "DATABASE_URL")}
+    env["CM_VAR_DIR"] = str(tmp)
+    return subprocess.run(
+        [sys.executable, "-m", "store_server", *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_doctor_subcommand_reports_what_to_fix_as_json(tmp_path):
+    proc = run("doctor", "--json", tmp=tmp_path)
+    assert proc.returncode == 1  # a fresh var/ has no migrated database and default secrets
+    doc = json.loads(proc.stdout)
+    failing = {f["check"] for f in doc["findings"] if f["status"] != "ok"}
+    assert "config.SECRET_KEY" in failing
+    assert all(f.get("fix") for f in doc["findings"] if f["status"] == "fail")
+
+
+def test_unknown_command_is_one_line_and_exit_2(tmp_path):
+    proc = run("frobnicate", tmp=tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1].startswith("python -m store_server: error:")
+    assert "Traceback" not in proc.stderr
