@@ -5,6 +5,9 @@ from __future__ import annotations
 import pytest
 import requests
 
+from store_server import services
+from store_server.db import sessions
+from store_server.models import Device
 from tests.helpers import DeviceClient
 from tests.merchant_portal.conftest import CAR_LOGIN, SALON_LOGIN, csrf_of
 
@@ -25,9 +28,17 @@ def session_of(url: str, email: str, password: str) -> requests.Session:
     return s
 
 
-def test_skip_tells_the_zones_device_and_is_refused_elsewhere(portal_server, world):
+def fresh_token(app, device_id: int) -> str:  # type: ignore[no-untyped-def]
+    """Rotate a device's token (other tests pair and rotate the demo devices too)."""
+    with sessions(app)() as db:
+        token = services.issue_device_token(db.get(Device, device_id))
+        db.commit()
+    return token
+
+
+def test_skip_tells_the_zones_device_and_is_refused_elsewhere(portal_app, portal_server, world):
     url, venue = portal_server.url, world.salon_venue
-    device = DeviceClient(url, world.demo.devices["demo-chair-2-speaker"])
+    device = DeviceClient(url, fresh_token(portal_app, world.devices["demo-chair-2-speaker"]))
     try:
         staff = session_of(url, *SALON_LOGIN)
         token = csrf_of(staff.get(f"{url}/portal/venues/{venue}/live", timeout=10).text)
