@@ -1,7 +1,8 @@
 """Sighting batches to presence events: validate, deduplicate, resolve, position, presence.
 
-Three Redis round trips per batch whatever its size: (1) replay/duplicate checks plus the resolver
-lookup, (2) the tracking states of the subscribers heard, (3) one transaction writing states back.
+Four Redis round trips per batch whatever its size: (1) replay/duplicate checks, the batch claim
+and the resolver lookup, (2) WATCH and (3) the tracking states of the subscribers heard, (4) one
+transaction writing them back with the batch marker and the presence events.
 """
 
 from __future__ import annotations
@@ -165,9 +166,10 @@ def _fold(
     by_sub: dict[int, list[Sighting]] = defaultdict(list)
     consents: dict[int, dict[str, Any]] = {}
     dropped = 0
+    # One decode per identifier, not per sighting: a batch hears each emitter many times.
+    decoded = {i: json.loads(raw) for i, raw in entries.items() if raw}
     for s in sightings:
-        raw = entries.get(s.id)
-        entry = json.loads(raw) if raw else None
+        entry = decoded.get(s.id)
         consent = (
             applicable_consent(entry, venue.merchant_id, s.ts)
             if entry and venue and venue.merchant_active
