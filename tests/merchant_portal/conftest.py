@@ -7,7 +7,6 @@ import json
 import os
 import re
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +16,6 @@ import geopandas as gpd
 import numpy as np
 import pandas as pd
 import pytest
-import requests
 from shapely.geometry import box
 from sqlalchemy import select
 
@@ -25,14 +23,13 @@ from analytics.hierarchy import parse_hierarchy
 from analytics.models import Report
 from analytics.privacy import PrivacyLedger
 from analytics.reports import weekly_report
-from beacons.eid import compute_eid
-from beacons.signing import signed_headers
 from store_server import jobs, services
 from store_server.db import sessions, upgrade
 from store_server.models import Merchant, Venue
 from store_server.redis_store import get_keys, get_redis
 from store_server.seed import CAR_LOGIN, SALON_LOGIN, DemoWorld, seed_demo
 from tests.conftest import LiveServer, drop_keys, fresh_database, make_config
+from tests.helpers import eid_rows, post_batch
 from wsgi import build_app
 
 REPO = Path(__file__).resolve().parents[2]
@@ -164,32 +161,6 @@ def salon(client: Any, world: PortalWorld, signed_in: dict[str, str]) -> Any:
 def salon_staff(client: Any, world: PortalWorld, signed_in: dict[str, str]) -> Any:
     """A test client signed in as a salon employee (not the owner)."""
     return _as(client, signed_in, *SALON_STAFF_LOGIN)
-
-
-def eid_rows(emitter: tuple[bytes, int, int], start: float, rssi: int) -> list[dict]:
-    """Four seconds of an emitter's rotating identifiers, heard at one RSSI."""
-    key, k, base = emitter
-    return [
-        {
-            "ts": start + d,
-            "kind": "eid",
-            "id": compute_eid(key, k, int(start + d) - base).hex(),
-            "rssi": rssi,
-            "tx_power": -20,
-        }
-        for d in (0, 1, 2, 3)
-    ]
-
-
-def post_batch(url: str, scanner: str, secret: str, rows: list[dict]) -> requests.Response:
-    """What a scanner daemon sends: one signed sightings batch over real HTTP."""
-    body = json.dumps({"batch_id": uuid.uuid4().hex, "sent_at": time.time(), "sightings": rows})
-    return requests.post(
-        f"{url}/api/v1/sightings",
-        data=body.encode(),
-        headers=signed_headers(scanner, secret, body.encode()),
-        timeout=10,
-    )
 
 
 def hang_up(sio: Any) -> None:

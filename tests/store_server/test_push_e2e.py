@@ -13,12 +13,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-import requests
 from shapely.geometry import box
 from sqlalchemy.orm import Session
 
 from beacons.eid import compute_eid
-from beacons.signing import signed_headers
 from store_server import jobs, services
 from store_server.crypto import pseudonym
 from store_server.device_client import DeviceConnection
@@ -27,6 +25,7 @@ from store_server.occupancy import end_presence
 from store_server.presence import PresenceEvent
 from store_server.push import Occurrence, deliver
 from store_server.topology import get_topology
+from tests.helpers import post_batch
 
 pytestmark = [pytest.mark.e2e, pytest.mark.privacy]
 
@@ -139,17 +138,6 @@ def add_person(
     services.grant_consent(db, sub, merchant, scope, False, valid_until)
     world.people[name] = Person(sub.id, sub.public_id, key, scope, name)
     return world.people[name]
-
-
-def post_batch(url: str, scanner: str, secret: str, rows: list[dict]) -> requests.Response:
-    """One signed sighting batch, as a scanner daemon sends it."""
-    body = json.dumps({"batch_id": uuid.uuid4().hex, "sent_at": time.time(), "sightings": rows})
-    return requests.post(
-        f"{url}/api/v1/sightings",
-        data=body.encode(),
-        headers=signed_headers(scanner, secret, body.encode()),
-        timeout=10,
-    )
 
 
 def sightings(people: list[Person], t: float) -> list[dict[str, Any]]:
