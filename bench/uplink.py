@@ -89,7 +89,8 @@ def store_server_rate(tmp: Path, total: int, batch: int) -> dict:
     upgrade(db_url)
     app = create_app(
         {"DATABASE_URL": db_url, "REDIS_URL": None, "REDIS_EMBEDDED_PATH": str(tmp / "r.db"),
-         "REDIS_PREFIX": "bench:", "SECRET_KEY": "bench", "DATA_KEY": "bench-data-key"}
+         "REDIS_PREFIX": "bench:", "SECRET_KEY": "bench", "DATA_KEY": "bench-data-key",
+         "INGEST_RATE_PER_MIN": 0}
     )  # fmt: skip
     with sessions(app)() as db:
         merchant = services.create_merchant(db, "bench", "Bench", "salon")

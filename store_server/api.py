@@ -101,9 +101,16 @@ def sightings():  # type: ignore[no-untyped-def]
         batch_id,
         rows,
         cfg["BATCH_ID_TTL_S"],
+        rate_limit=cfg["INGEST_RATE_PER_MIN"],
     )
     if replayed:
         raise ApiError(409, "nonce already used: request replayed")
+    if outcome.limited:
+        raise ApiError(
+            429,
+            "too many batches from this scanner: slow down",
+            retry_after_s=int(60 - time.time() % 60) + 1,
+        )
     g.ingest_outcome = outcome
     if outcome.in_progress:
         raise ApiError(503, "this batch is being processed: retry shortly", retry_after_s=1)

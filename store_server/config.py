@@ -37,6 +37,9 @@ def from_env(env: dict[str, str] | None = None) -> dict[str, Any]:
         "INGEST_MAX_SKEW_S": int(e.get("INGEST_MAX_SKEW_S", "300")),
         "INGEST_MAX_BATCH": int(e.get("INGEST_MAX_BATCH", "1000")),
         "INGEST_MAX_BODY": int(e.get("INGEST_MAX_BODY", str(256 * 1024))),
+        # Batches per scanner per minute: a daemon sends about one a second, and a ten-minute
+        # backlog drains in seconds under this; 0 = no limit.
+        "INGEST_RATE_PER_MIN": int(e.get("INGEST_RATE_PER_MIN", "6000")),
         "BATCH_ID_TTL_S": int(e.get("BATCH_ID_TTL_S", str(7 * 86400))),
         "RESOLVER_REFRESH_S": float(e.get("RESOLVER_REFRESH_S", "60")),
         "RESOLVER_WINDOW": int(e.get("RESOLVER_WINDOW", "2")),

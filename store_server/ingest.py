@@ -65,6 +65,7 @@ class Outcome:
     accepted: int
     duplicate: bool = False
     in_progress: bool = False  # a duplicate whose first attempt has not committed yet
+    limited: bool = False  # over the scanner's rate limit: nothing was done
     event_ids: list[str] = field(default_factory=list)  # pending presence events to deliver
     resolved: int = 0
     dropped: int = 0
@@ -114,9 +115,12 @@ def process(
     batch_id: str,
     sightings: list[Sighting],
     batch_ttl: int,
+    *,
+    rate_limit: int = 0,
 ) -> tuple[Outcome, list[Occurrence], bool]:
     """Run one batch through resolution, positioning and presence; returns (outcome, events,
-    replayed) where replayed means the nonce was seen before and nothing was done."""
+    replayed) where replayed means the nonce was seen before and nothing was done. With
+    `rate_limit`, a scanner sending more batches than that per minute is told to slow down."""
     venue = topo.venue(scanner.venue_id)
     ids = sorted({s.id for s in sightings})
     bkey = keys.batch(scanner.id, batch_id)
@@ -128,9 +132,18 @@ def process(
     pipe.set(bkey, BATCH_PENDING, nx=True, ex=PENDING_TTL_S)
     if ids:
         pipe.hmget(keys.resolver(), ids)
+    if rate_limit:
+        # Counted after authentication, so nobody can spend a real scanner's quota.
+        window = keys.ratelimit(f"ingest:{scanner.id}:{int(time.time() // 60)}")
+        pipe.incr(window)
+        pipe.expire(window, 120)
     res = pipe.execute()
     if not res[0]:
         return Outcome(0), [], True
+    if rate_limit and res[-2] > rate_limit:
+        if res[2]:
+            _release(r, bkey)
+        return Outcome(0, limited=True), [], False
     if res[1] == BATCH_DONE:
         return Outcome(len(sightings), duplicate=True), [], False
     if not res[2]:
