@@ -45,7 +45,7 @@ def queue(pipe: redis.client.Pipeline, keys: Keys, occurrences: list[Occurrence]
 
 def committed_ids(results: list[Any], count: int) -> list[str]:
     """The stream ids of the `count` events queued last in a pipeline's results."""
-    return [r for r in results[-count:]] if count else []
+    return list(results[-count:]) if count else []
 
 
 def deliver_now(app: Flask, occurrences: list[Occurrence], ids: list[str]) -> None:

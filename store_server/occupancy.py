@@ -26,8 +26,8 @@ def present(app: Flask, venue_id: int) -> list[dict[str, Any]]:
     if venue is None:
         return []
     states = get_redis(app).hgetall(get_keys(app).tracks(venue_id))
-    entered = {int(sub): json.loads(raw)["p"] for sub, raw in states.items() if '"zone"' in raw}
-    entered = {s: p for s, p in entered.items() if p.get("zone")}
+    tracks = {int(sub): json.loads(raw).get("p", {}) for sub, raw in states.items()}
+    entered = {s: p for s, p in tracks.items() if p.get("zone")}
     if not entered:
         return []
     with sessions(app)() as db:
@@ -62,10 +62,11 @@ def end_presence(app: Flask, subscriber_id: int, reason: str) -> int:
     now = time.time()
     occurrences: list[Occurrence] = []
     pipe = r.pipeline(transaction=True)
-    raws = []
-    for m in members:
-        venue_id = int(m.split(":")[0])
-        raws.append((m, venue_id, r.hget(keys.tracks(venue_id), str(subscriber_id))))
+    venue_ids = [int(m.split(":")[0]) for m in members]
+    reader = r.pipeline(transaction=False)
+    for venue_id in venue_ids:
+        reader.hget(keys.tracks(venue_id), str(subscriber_id))
+    raws = list(zip(members, venue_ids, reader.execute() if members else [], strict=True))
     for m, venue_id, raw in raws:
         pipe.hdel(keys.tracks(venue_id), str(subscriber_id))
         pipe.zrem(keys.last_seen(), m)

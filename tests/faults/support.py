@@ -268,3 +268,14 @@ class TcpProxy:
         self._closed = True
         self.cut()
         self._listener.close()
+
+
+def wait_for(predicate, timeout: float) -> bool:  # type: ignore[no-untyped-def]
+    """Poll a condition other processes bring about (they give no signal to wait on); bounded."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(redis_lib.RedisError):  # the store may still be coming back
+            if predicate():
+                return True
+        time.sleep(0.05)
+    return False

@@ -10,7 +10,6 @@ import logging
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -19,7 +18,7 @@ import redis as redis_lib
 from store_server.app import create_app
 from store_server.db import sessions, upgrade
 from tests.conftest import REPO, LiveServer, free_port, fresh_database, make_config
-from tests.faults.support import RedisServer
+from tests.faults.support import RedisServer, wait_for
 from tests.store_server.test_push_e2e import Device, build_world, enter
 
 pytestmark = pytest.mark.faults
@@ -39,19 +38,6 @@ def subscribers(client: redis_lib.Redis) -> int:
     """Processes listening on the Socket.IO queue's channel(s)."""
     channels = client.pubsub_channels()
     return sum(n for _, n in client.pubsub_numsub(*channels)) if channels else 0
-
-
-def wait_until(predicate, timeout: float) -> bool:  # type: ignore[no-untyped-def]
-    """Poll a condition other processes bring about (their listeners give no signal here)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if predicate():
-                return True
-        except redis_lib.RedisError:
-            pass  # still coming back
-        time.sleep(0.05)
-    return False
 
 
 def test_pushes_cross_processes_again_after_redis_restarts(tmp_path: Path):
@@ -79,13 +65,13 @@ def test_pushes_cross_processes_again_after_redis_restarts(tmp_path: Path):
             world = build_world(app, db, people=(("ana", "playlist"), ("ben", "preferences")))
         device = Device(a.url, world.token("seat"))
         # A listens since its device connected; B, with no client of its own, only publishes.
-        assert wait_until(lambda: subscribers(probe) == 1, 10)
+        assert wait_for(lambda: subscribers(probe) == 1, 10)
         enter(url_b, world, "seat", "ana")
         assert device.next()["subscriber"] == world.pseudonym("ana")
 
         server.kill()
         server.start()  # same port and data: the queue's listeners must find it again
-        assert wait_until(lambda: subscribers(probe) == 1, 30), "A's listener did not come back"
+        assert wait_for(lambda: subscribers(probe) == 1, 30), "A's listener did not come back"
         enter(url_b, world, "seat", "ben")  # ingested by B, pushed to the device on A
         push = device.next(timeout=15)
         assert push["type"] == "push" and push["subscriber"] == world.pseudonym("ben")

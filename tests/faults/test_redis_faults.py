@@ -3,7 +3,6 @@ batches the scanners kept are processed exactly once. Each test runs its own red
 
 from __future__ import annotations
 
-import contextlib
 import threading
 import time
 import uuid
@@ -11,7 +10,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import redis as redis_lib
 import requests
 from werkzeug.serving import make_server
 
@@ -26,6 +24,7 @@ from tests.faults.support import (
     make_stack,
     signed,
     stranger_rows,
+    wait_for,
 )
 
 pytestmark = pytest.mark.faults
@@ -184,14 +183,3 @@ def test_redis_restarted_empty_resolver_and_presence_rebuild(tmp_path):
         served.stop()
         stack.close()
         server.kill()
-
-
-def wait_for(predicate, timeout: float) -> bool:  # type: ignore[no-untyped-def]
-    """Poll a condition that has no event to wait on (another process's state)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with contextlib.suppress(redis_lib.RedisError):  # the store may still be coming back
-            if predicate():
-                return True
-        time.sleep(0.05)
-    return False
