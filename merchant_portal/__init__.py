@@ -11,6 +11,7 @@ from merchant_portal import auth, operator, sockets, views
 from merchant_portal.blueprint import bp
 from merchant_portal.pairing import PairingCodes
 from merchant_portal.throttle import Throttle
+from store_server.redis_store import get_keys, get_redis
 
 __all__ = ["auth", "bp", "init_app", "operator", "views"]
 
@@ -35,9 +36,16 @@ def init_app(app: Flask) -> None:
     app.config["PERMANENT_SESSION_LIFETIME"] = min(
         app.config["PERMANENT_SESSION_LIFETIME"], timedelta(hours=12)
     )
-    app.extensions["cm_portal_pairing"] = PairingCodes()
+    # In Redis, not in this process: behind several workers a code shown by one is redeemed on
+    # another, and a guesser spreading attempts over workers still meets one limit.
+    redis_client, keys, secret = lambda: get_redis(app), get_keys(app), app.config["SECRET_KEY"]
+    app.extensions["cm_portal_pairing"] = PairingCodes(redis_client, keys, secret)
     # Ten wrong passwords per account, twenty wrong codes per address, per five minutes.
-    app.extensions["cm_portal_login_throttle"] = Throttle(10, 300.0)
-    app.extensions["cm_portal_pair_throttle"] = Throttle(20, 300.0)
+    app.extensions["cm_portal_login_throttle"] = Throttle(
+        redis_client, keys, secret, "login", 10, 300.0
+    )
+    app.extensions["cm_portal_pair_throttle"] = Throttle(
+        redis_client, keys, secret, "pair", 20, 300.0
+    )
     app.register_blueprint(bp)
     sockets.register(app, app.extensions["socketio"])

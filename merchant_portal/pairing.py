@@ -1,15 +1,23 @@
 """Short pairing codes: staff read one off the portal and type it on the device, once.
 
 The code maps to a device id only (never to a token): the token is issued when the code is
-redeemed, so no bearer token waits anywhere in clear. Codes live in this process's memory, which
-is enough for the one-process deployment; several portal processes would need a shared store.
+redeemed, so no bearer token waits anywhere in clear. Codes live in Redis, so a code shown by one
+store server worker is redeemed on whichever worker the device reaches; Redis sees only an HMAC
+of each code, never the code itself.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import math
 import secrets
-import threading
 import time
+from collections.abc import Callable
+
+import redis
+
+from store_server.keys import Keys
 
 # No 0/O, 1/I/L: read aloud or off a screen without mistakes.
 ALPHABET = "ABCDEFGHJKMNPQRSTUVWXYZ23456789"
@@ -18,38 +26,60 @@ TTL_S = 600.0
 
 
 class PairingCodes:
-    """Single-use, expiring codes for pairing devices."""
+    """Single-use, expiring codes for pairing devices, shared by every worker through Redis."""
 
-    def __init__(self, ttl_s: float = TTL_S) -> None:
+    def __init__(
+        self,
+        client: Callable[[], redis.Redis],
+        keys: Keys,
+        secret: str,
+        ttl_s: float = TTL_S,
+    ) -> None:
+        # A getter rather than a client: the app's client may be replaced (tests, reconnects).
+        self._client, self._keys, self._secret = client, keys, secret.encode()
         self.ttl_s = ttl_s
-        self._lock = threading.Lock()
-        self._codes: dict[str, tuple[int, float]] = {}
 
     def issue(self, device_id: int, now: float | None = None) -> str:
         """A new code for a device; any earlier code of that device stops working."""
         now = time.time() if now is None else now
         code = "".join(secrets.choice(ALPHABET) for _ in range(LENGTH))
-        with self._lock:
-            self._purge(now)
-            for c, (d, _exp) in list(self._codes.items()):
-                if d == device_id:
-                    del self._codes[c]
-            self._codes[code] = (device_id, now + self.ttl_s)
+        code_key = self._keys.pairing_code(self._digest(code))
+        device_key = self._keys.pairing_device(device_id)
+        # The expiry travels in the value too, so `now` decides (Redis' TTL only cleans up).
+        value = f"{device_id}:{now + self.ttl_s!r}"
+        ttl = max(1, math.ceil(self.ttl_s))
+
+        def replace(pipe: redis.client.Pipeline) -> None:
+            previous = pipe.get(device_key)
+            pipe.multi()
+            if previous:
+                pipe.delete(previous)
+            pipe.set(code_key, value, ex=ttl)
+            pipe.set(device_key, code_key, ex=ttl)
+
+        # WATCH on the device's pointer: two concurrent issues cannot both leave a live code.
+        self._client().transaction(replace, device_key)
         return code
 
     def redeem(self, code: str, now: float | None = None) -> int | None:
         """The device id the code was issued for, consuming it; None if unknown or expired."""
         now = time.time() if now is None else now
         code = normalise(code)
-        with self._lock:
-            self._purge(now)
-            hit = self._codes.pop(code, None)
-        return hit[0] if hit else None
+        if not code:
+            return None
+        code_key = self._keys.pairing_code(self._digest(code))
+        # GET and DEL in one MULTI: of two workers redeeming at once, exactly one sees the value.
+        pipe = self._client().pipeline(transaction=True)
+        pipe.get(code_key)
+        pipe.delete(code_key)
+        value, _deleted = pipe.execute()
+        if not value:
+            return None
+        device_id, expires = value.split(":", 1)
+        return int(device_id) if float(expires) > now else None
 
-    def _purge(self, now: float) -> None:
-        for c, (_d, expires) in list(self._codes.items()):
-            if expires <= now:
-                del self._codes[c]
+    def _digest(self, code: str) -> str:
+        return hmac.new(self._secret, code.encode(), hashlib.sha256).hexdigest()[:32]
 
 
 def normalise(code: str) -> str:

@@ -62,6 +62,18 @@ class Keys:
         """Stream: verified sighting batches of one venue partition, drained by ingest workers."""
         return f"{self.prefix}ingest:{partition}"
 
+    def pairing_code(self, digest: str) -> str:
+        """Device id and expiry of one unredeemed pairing code, keyed by the code's HMAC."""
+        return f"{self.prefix}pairing:code:{digest}"
+
+    def pairing_device(self, device_id: int) -> str:
+        """Which pairing-code key a device's current code lives at (a newer one replaces it)."""
+        return f"{self.prefix}pairing:device:{device_id}"
+
+    def failures(self, scope: str, digest: str) -> str:
+        """Sorted set of recent failed attempts (sign-in, pairing) of one HMAC-keyed identity."""
+        return f"{self.prefix}failures:{scope}:{digest}"
+
     def pattern(self) -> str:
         """SCAN pattern matching every key of this prefix."""
         return f"{self.prefix}*"

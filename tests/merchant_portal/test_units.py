@@ -12,10 +12,11 @@ from merchant_portal.i18n import CATALOGUE, translate
 from merchant_portal.pairing import ALPHABET, LENGTH, PairingCodes, grouped, normalise
 from merchant_portal.qr import optin_link, qr_svg
 from merchant_portal.throttle import Throttle
+from store_server.redis_store import get_keys, get_redis
 
 
-def test_pairing_codes_are_single_use_and_expire():
-    codes = PairingCodes(ttl_s=600)
+def test_pairing_codes_are_single_use_and_expire(portal_app):
+    codes = PairingCodes(lambda: get_redis(portal_app), get_keys(portal_app), "k", ttl_s=600)
     code = codes.issue(7, now=1000.0)
     assert len(code) == LENGTH and set(code) <= set(ALPHABET)
     assert codes.redeem(grouped(code).lower(), now=1001.0) == 7
@@ -24,8 +25,8 @@ def test_pairing_codes_are_single_use_and_expire():
     assert codes.redeem(late, now=1600.0) is None
 
 
-def test_a_new_code_cancels_the_previous_one_of_that_device():
-    codes = PairingCodes()
+def test_a_new_code_cancels_the_previous_one_of_that_device(portal_app):
+    codes = PairingCodes(lambda: get_redis(portal_app), get_keys(portal_app), "k")
     first, second = codes.issue(3), codes.issue(3)
     other = codes.issue(4)
     assert codes.redeem(first) is None
@@ -64,8 +65,8 @@ def test_both_languages_have_every_string_with_the_same_placeholders():
     assert translate("de", "sign_in") == "Sign in"
 
 
-def test_throttle_counts_failures_in_a_sliding_window():
-    th = Throttle(limit=2, window_s=10)
+def test_throttle_counts_failures_in_a_sliding_window(portal_app):
+    th = Throttle(lambda: get_redis(portal_app), get_keys(portal_app), "k", "unit", 2, 10)
     th.fail("a", now=0.0)
     assert not th.blocked("a", now=1.0)
     th.fail("a", now=1.0)
