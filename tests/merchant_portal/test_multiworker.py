@@ -22,8 +22,10 @@ SHARED = ("TESTING", "DATABASE_URL", "REDIS_PREFIX", "SECRET_KEY", "DATA_KEY")
 
 @pytest.fixture(scope="module")
 def worker2(portal_app: Any) -> Iterator[Any]:
-    """A second worker: a new app on the first one's database and Redis (and key prefix)."""
+    """A second worker: a new app on the first one's database and Redis (and key prefix),
+    behind nginx as in docker/compose.yaml (one trusted proxy hop)."""
     config = {k: portal_app.config[k] for k in SHARED}
+    config["PROXY_HOPS"] = 1
     # An embedded Redis is reached by other processes through its unix socket.
     config["REDIS_URL"] = portal_app.config["REDIS_URL"] or embedded_url(get_redis(portal_app))
     application = build_app(config)
@@ -103,3 +105,16 @@ def test_pairing_failures_on_two_workers_add_up(portal_app: Any, worker2: Any) -
     assert all(
         c.post("/portal/device/pair", json={"code": "x"}).status_code == 429 for c in clients
     )
+
+
+def test_behind_nginx_each_client_address_has_its_own_pairing_throttle(worker2: Any) -> None:
+    proxy = from_address(worker2, "10.0.0.2")  # every request arrives from nginx
+
+    def pair(client_addr: str) -> int:
+        headers = {"X-Forwarded-For": client_addr}
+        return proxy.post("/portal/device/pair", json={"code": "ZZZZ"}, headers=headers).status_code
+
+    assert [pair("198.51.100.1") for _ in range(20)] == [404] * 20
+    assert pair("198.51.100.1") == 429
+    # Another client behind the same proxy is not locked out by the first one's guesses.
+    assert pair("198.51.100.2") == 404
