@@ -1,21 +1,23 @@
 """Sighting batches to presence events: validate, deduplicate, resolve, position, presence.
 
-Four Redis round trips per batch whatever its size: (1) replay/duplicate checks, the batch claim
-and the resolver lookup, (2) WATCH and (3) the tracking states of the subscribers heard, (4) one
-transaction writing them back with the batch marker and the presence events.
+Two Redis round trips per batch whatever its size: (1) one script for the replay/duplicate
+checks, the batch claim, the rate limit, the resolver lookup and the tracking states of the
+subscribers heard, (2) one transaction writing the states back (compare-and-set against what (1)
+read), the batch marker and the presence events. Positioning estimates each second once, when it
+is complete (see advance), so most batches only append readings to a subscriber's state.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import re
 import threading
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
+import orjson
 import redis
 
 from store_server import events as pending
@@ -36,10 +38,16 @@ MAX_RETRIES = 8
 STALE_S = 60.0  # older presence events come from a scanner's backlog, not from now
 BATCH_PENDING, BATCH_DONE = "pending", "done"
 PENDING_TTL_S = 60
-_LOCKS: dict[int, threading.Lock] = defaultdict(threading.Lock)
+# More than the tracker's staleness time (10 s by default): see _idle.
+IDLE_STEPS = 60
+# Zones that enter faster than this cannot wait for a second to complete (see advance).
+IMMEDIATE_BELOW_S = 2.0
+# Re-entrant: a call nested in this thread (a test standing in for another process between a
+# batch's read and write) must not deadlock.
+_LOCKS: dict[int, threading.RLock] = defaultdict(threading.RLock)
 
 
-def _venue_lock(venue_id: int) -> threading.Lock:
+def _venue_lock(venue_id: int) -> threading.RLock:
     """One lock per venue in this process: batches of one venue fold into its states in turn."""
     return _LOCKS[venue_id]
 
@@ -48,9 +56,8 @@ class BadBatch(ValueError):
     """The batch itself is invalid and will never be accepted."""
 
 
-@dataclass(frozen=True)
-class Sighting:
-    """One validated programme frame heard by a scanner."""
+class Sighting(NamedTuple):
+    """One validated programme frame heard by a scanner (a tuple: hundreds per batch)."""
 
     ts: float
     kind: str
@@ -85,24 +92,114 @@ def parse_batch(
         raise BadBatch("sightings must be a list")
     if len(rows) > max_batch:
         raise BadBatch(f"batch holds {len(rows)} sightings, the limit is {max_batch}")
+    # Old sightings are legitimate (a scanner back from an outage) but not from the future.
+    lo, hi = now - 7 * 86400, now + max_skew
+    valid_ids: set[tuple[Any, Any]] = set()  # a batch hears each emitter many times
     out = []
+    append = out.append
     for i, row in enumerate(rows):
-        if not isinstance(row, dict):
-            raise BadBatch(f"sightings[{i}] must be an object")
-        ts, kind, ident, rssi = row.get("ts"), row.get("kind"), row.get("id"), row.get("rssi")
-        if isinstance(ts, bool) or not isinstance(ts, int | float) or not math.isfinite(ts):
-            raise BadBatch(f"sightings[{i}].ts must be a number")
-        # Old sightings are legitimate (a scanner back from an outage) but not from the future.
-        if ts > now + max_skew or ts < now - 7 * 86400:
-            raise BadBatch(f"sightings[{i}].ts is outside the accepted range")
-        if kind not in KINDS:
-            raise BadBatch(f"sightings[{i}].kind must be one of {sorted(KINDS)}")
-        if not isinstance(ident, str) or not KINDS[kind].match(ident):
-            raise BadBatch(f"sightings[{i}].id is not a valid {kind} identifier")
-        if isinstance(rssi, bool) or not isinstance(rssi, int | float) or not -130 <= rssi <= 20:
-            raise BadBatch(f"sightings[{i}].rssi must be a number between -130 and 20")
-        out.append(Sighting(float(ts), kind, ident, float(rssi)))
+        # Fast path for the common, valid row; anything else gets the full check and its reason.
+        # Exact types: bool is an int subclass, and NaN fails every comparison.
+        if type(row) is dict:
+            ts, kind, ident, rssi = row.get("ts"), row.get("kind"), row.get("id"), row.get("rssi")
+            tt, rt = type(ts), type(rssi)
+            if (
+                (tt is float or tt is int)
+                and lo <= ts <= hi
+                and (rt is float or rt is int)
+                and -130 <= rssi <= 20
+            ):
+                key = (kind, ident)
+                if (
+                    type(kind) is str
+                    and type(ident) is str
+                    and (key in valid_ids or (kind in KINDS and KINDS[kind].match(ident)))
+                ):
+                    valid_ids.add(key)
+                    append(Sighting(float(ts), kind, ident, float(rssi)))
+                    continue
+        append(_checked_row(i, row, lo, hi))
     return batch_id, out
+
+
+def _checked_row(i: int, row: Any, lo: float, hi: float) -> Sighting:
+    """One row through every check, raising BadBatch with the first reason it fails."""
+    if not isinstance(row, dict):
+        raise BadBatch(f"sightings[{i}] must be an object")
+    ts, kind, ident, rssi = row.get("ts"), row.get("kind"), row.get("id"), row.get("rssi")
+    if isinstance(ts, bool) or not isinstance(ts, int | float) or not math.isfinite(ts):
+        raise BadBatch(f"sightings[{i}].ts must be a number")
+    if not lo <= ts <= hi:
+        raise BadBatch(f"sightings[{i}].ts is outside the accepted range")
+    if not isinstance(kind, str) or kind not in KINDS:
+        raise BadBatch(f"sightings[{i}].kind must be one of {sorted(KINDS)}")
+    if not isinstance(ident, str) or not KINDS[kind].match(ident):
+        raise BadBatch(f"sightings[{i}].id is not a valid {kind} identifier")
+    if isinstance(rssi, bool) or not isinstance(rssi, int | float) or not -130 <= rssi <= 20:
+        raise BadBatch(f"sightings[{i}].rssi must be a number between -130 and 20")
+    return Sighting(float(ts), kind, ident, float(rssi))
+
+
+# Round trip 1, atomically: replay refusal, the batch claim, the rate limit, the resolver lookup
+# and the tracking states of the subscribers the identifiers resolve to. Reading the states here
+# rather than after resolution saves a round trip; a subscriber whose consent turns out not to
+# cover this venue only costs an unused read.
+_CLAIM_LUA = """
+if not redis.call('SET', KEYS[1], 1, 'NX', 'EX', ARGV[1]) then return {0} end
+local status = redis.call('GET', KEYS[2])
+local claimed = redis.call('SET', KEYS[2], ARGV[4], 'NX', 'EX', ARGV[2])
+local limit = tonumber(ARGV[3])
+if limit > 0 then
+  local n = redis.call('INCR', KEYS[5])
+  redis.call('EXPIRE', KEYS[5], 120)
+  if n > limit then
+    if claimed then redis.call('DEL', KEYS[2]) end
+    return {3}
+  end
+end
+if status == ARGV[5] then return {1} end
+if not claimed then return {2} end
+if #ARGV < 6 then return {4, {}, {}, {}} end
+local entries = redis.call('HMGET', KEYS[3], unpack(ARGV, 6))
+local subs, seen = {}, {}
+for i = 1, #entries do
+  local e = entries[i]
+  if e then
+    local s = cjson.decode(e)['s']
+    if s and not seen[s] then
+      seen[s] = true
+      subs[#subs + 1] = string.format('%d', s)
+    end
+  end
+end
+local states = {}
+if #subs > 0 then states = redis.call('HMGET', KEYS[4], unpack(subs)) end
+return {4, entries, subs, states}
+"""
+REPLAYED, DUPLICATE, IN_PROGRESS, LIMITED, CLAIMED = 0, 1, 2, 3, 4
+
+# Round trip 2, in one transaction: compare-and-set of the states read in round trip 1 (a state
+# another process or the exit sweeper changed meanwhile fails the whole write, and the batch is
+# folded again from fresh states), the last-seen index, the dropped counter, the batch marker and
+# the pending presence events (as events.queue writes them).
+_WRITE_LUA = """
+local n = tonumber(ARGV[1])
+for i = 0, n - 1 do
+  local b = 2 + i * 5
+  if (redis.call('HGET', KEYS[1], ARGV[b]) or '') ~= ARGV[b + 1] then return {0} end
+end
+for i = 0, n - 1 do
+  local b = 2 + i * 5
+  redis.call('HSET', KEYS[1], ARGV[b], ARGV[b + 2])
+  redis.call('ZADD', KEYS[2], ARGV[b + 4], ARGV[b + 3])
+end
+local j = 2 + n * 5
+if tonumber(ARGV[j]) > 0 then redis.call('INCRBY', KEYS[4], ARGV[j]) end
+redis.call('SET', KEYS[3], ARGV[j + 2], 'EX', ARGV[j + 1])
+local ids = {}
+for k = j + 3, #ARGV do ids[#ids + 1] = redis.call('XADD', KEYS[5], '*', 'o', ARGV[k]) end
+return {1, ids}
+"""
 
 
 def process(
@@ -124,36 +221,45 @@ def process(
     venue = topo.venue(scanner.venue_id)
     ids = sorted({s.id for s in sightings})
     bkey = keys.batch(scanner.id, batch_id)
-    pipe = r.pipeline(transaction=False)
-    pipe.set(keys.nonce(scanner.id, nonce), 1, nx=True, ex=nonce_ttl)
-    # Claim the batch for the time it takes to process it: a retry racing this attempt must
-    # neither be processed twice nor be acknowledged before this attempt has really committed.
-    pipe.get(bkey)
-    pipe.set(bkey, BATCH_PENDING, nx=True, ex=PENDING_TTL_S)
-    if ids:
-        pipe.hmget(keys.resolver(), ids)
-    if rate_limit:
-        # Counted after authentication, so nobody can spend a real scanner's quota.
-        window = keys.ratelimit(f"ingest:{scanner.id}:{int(time.time() // 60)}")
-        pipe.incr(window)
-        pipe.expire(window, 120)
-    res = pipe.execute()
-    if not res[0]:
-        return Outcome(0), [], True
-    if rate_limit and res[-2] > rate_limit:
-        if res[2]:
+    tkey = keys.tracks(venue.id if venue else 0)
+    # Counted after authentication, so nobody can spend a real scanner's quota.
+    window = keys.ratelimit(f"ingest:{scanner.id}:{int(time.time() // 60)}")
+    # Batches of one venue fold into its states in turn in this process, from their claim on:
+    # the compare-and-set then only fails on another process's (or the sweeper's) write.
+    with _venue_lock(venue.id if venue else 0):
+        # Claim the batch for the time it takes to process it: a retry racing this attempt must
+        # neither be processed twice nor be acknowledged before this attempt really committed.
+        res = r.eval(
+            _CLAIM_LUA,
+            5,
+            keys.nonce(scanner.id, nonce),
+            bkey,
+            keys.resolver(),
+            tkey,
+            window,
+            nonce_ttl,
+            PENDING_TTL_S,
+            rate_limit,
+            BATCH_PENDING,
+            BATCH_DONE,
+            *ids,
+        )
+        code = int(res[0])
+        if code == REPLAYED:
+            return Outcome(0), [], True
+        if code == LIMITED:
+            return Outcome(0, limited=True), [], False
+        if code == DUPLICATE:
+            return Outcome(len(sightings), duplicate=True), [], False
+        if code == IN_PROGRESS:
+            return Outcome(0, duplicate=True, in_progress=True), [], False
+        entries = dict(zip(ids, res[1], strict=True))
+        states = dict(zip(res[2], res[3], strict=True))
+        try:
+            return _fold(r, keys, venue, scanner, bkey, batch_ttl, sightings, entries, states)
+        except BaseException:
             _release(r, bkey)
-        return Outcome(0, limited=True), [], False
-    if res[1] == BATCH_DONE:
-        return Outcome(len(sightings), duplicate=True), [], False
-    if not res[2]:
-        return Outcome(0, duplicate=True, in_progress=True), [], False
-    entries = dict(zip(ids, res[3], strict=True)) if ids else {}
-    try:
-        return _fold(r, keys, venue, scanner, bkey, batch_ttl, sightings, entries)
-    except BaseException:
-        _release(r, bkey)
-        raise
+            raise
 
 
 def _release(r: redis.Redis, bkey: str) -> None:
@@ -165,6 +271,49 @@ def _release(r: redis.Redis, bkey: str) -> None:
         pass  # the claim expires by itself
 
 
+def _resolve(
+    venue: VenueInfo | None, sightings: list[Sighting], entries: dict[str, str | None]
+) -> tuple[dict[int, list[Sighting]], dict[int, dict[str, Any]], int]:
+    """Sightings per consented subscriber, the consent of each, and how many were dropped."""
+    if venue is None or not venue.merchant_active:
+        return {}, {}, len(sightings)
+    by_id: dict[str, list[Sighting]] = defaultdict(list)
+    for s in sightings:
+        by_id[s.id].append(s)
+    by_sub: dict[int, list[Sighting]] = defaultdict(list)
+    consents: dict[int, dict[str, Any]] = {}
+    dropped = 0
+    merchant = venue.merchant_id
+    for ident, rows in by_id.items():
+        raw = entries.get(ident)
+        if not raw:
+            dropped += len(rows)  # nobody we may know: counted, never kept
+            continue
+        # One decode and, unless a consent starts or ends within the batch, one consent
+        # decision per identifier: a batch hears each emitter many times.
+        entry = _loads(raw)
+        sub = entry["s"]
+        lo, hi = min(r.ts for r in rows), max(r.ts for r in rows)
+        edges = [c["until"] for c in entry["c"] if c["until"] is not None]
+        edges += [(c["from"] or 0) - 1 for c in entry["c"]]
+        if any(lo <= e <= hi for e in edges):
+            for row in rows:
+                consent = applicable_consent(entry, merchant, row.ts)
+                if consent is None:
+                    dropped += 1
+                else:
+                    by_sub[sub].append(row)
+                    consents[sub] = consent
+            continue
+        consent = applicable_consent(entry, merchant, hi)
+        if consent is None:
+            dropped += len(rows)
+        else:
+            by_sub[sub].extend(rows)
+            consents[sub] = consent
+    return by_sub, consents, dropped
+
+
 def _fold(
     r: redis.Redis,
     keys: Keys,
@@ -174,71 +323,53 @@ def _fold(
     batch_ttl: int,
     sightings: list[Sighting],
     entries: dict[str, str | None],
+    states: dict[str, str | None],
 ) -> tuple[Outcome, list[Occurrence], bool]:
     """Resolve, position and fold one claimed batch; the last write marks the batch done."""
-    by_sub: dict[int, list[Sighting]] = defaultdict(list)
-    consents: dict[int, dict[str, Any]] = {}
-    dropped = 0
-    # One decode per identifier, not per sighting: a batch hears each emitter many times.
-    decoded = {i: json.loads(raw) for i, raw in entries.items() if raw}
-    for s in sightings:
-        entry = decoded.get(s.id)
-        consent = (
-            applicable_consent(entry, venue.merchant_id, s.ts)
-            if entry and venue and venue.merchant_active
-            else None
-        )
-        if consent is None:
-            dropped += 1  # nobody we may know: counted, never kept
-            continue
-        by_sub[entry["s"]].append(s)
-        consents[entry["s"]] = consent
-
+    by_sub, consents, dropped = _resolve(venue, sightings, entries)
     subs = sorted(by_sub)
+    fields = [str(s) for s in subs]
+    tkey = keys.tracks(venue.id if venue else 0)
+    dkey = keys.dropped(venue.id if venue else 0)
+    if venue is None:
+        dropped = 0  # nowhere to count them: the venue is gone
     occurrences: list[Occurrence] = []
     event_ids: list[str] = []
-    wall = time.time()
-    tkey = keys.tracks(venue.id) if venue else ""
-    # Optimistic concurrency: another process (or the exit sweeper) may update the same states;
-    # WATCH makes the write fail rather than lose its update, and we recompute. The in-process
-    # lock keeps the retries for cross-process races only.
-    with _venue_lock(venue.id if venue else 0):
-        for _attempt in range(MAX_RETRIES):
-            occurrences = []
-            try:
-                with r.pipeline(transaction=True) as pipe:
-                    if subs:
-                        pipe.watch(tkey)
-                        states = pipe.hmget(tkey, [str(s) for s in subs])
-                    else:
-                        states = []
-                    pipe.multi()
-                    for sub, raw in zip(subs, states, strict=True):
-                        prev = json.loads(raw) if raw else {}
-                        state, events = advance(venue, scanner.name, prev, by_sub[sub])
-                        if any(e.kind == "enter" for e in events):
-                            state["c"] = consents[sub]
-                        # An exit revokes under the consent its enter was disclosed under.
-                        consent = state.get("c", consents[sub])
-                        occurrences.extend(
-                            Occurrence(sub, venue, consent, e, d)
-                            for e, d in disclosures(state, prev.get("h", False), events, wall)
-                        )
-                        pipe.hset(tkey, str(sub), json.dumps(state))
-                        pipe.zadd(keys.last_seen(), {f"{venue.id}:{sub}": state["p"]["last"]})
-                    if dropped and venue:
-                        pipe.incrby(keys.dropped(venue.id), dropped)
-                    pipe.set(bkey, BATCH_DONE, ex=batch_ttl)
-                    pending.queue(pipe, keys, occurrences)
-                    results = pipe.execute()
-                    event_ids = pending.committed_ids(results, len(occurrences))
-                break
-            except redis.WatchError:
-                continue
-        else:
-            raise redis.exceptions.ConnectionError("tracking state kept changing; retry later")
-    resolved = len(sightings) - dropped
-    outcome = Outcome(len(sightings), resolved=resolved, dropped=dropped, event_ids=event_ids)
+    for _attempt in range(MAX_RETRIES):
+        occurrences = []
+        args: list[Any] = [len(subs)]
+        wall = time.time()
+        for sub, field_ in zip(subs, fields, strict=True):
+            assert venue is not None  # subscribers resolve only at a live venue
+            raw = states.get(field_)
+            prev = _loads(raw) if raw else {}
+            state, events = advance(venue, scanner.name, prev, by_sub[sub])
+            if any(e.kind == "enter" for e in events):
+                state["c"] = consents[sub]
+            # An exit revokes under the consent its enter was disclosed under.
+            consent = state.get("c", consents[sub])
+            occurrences.extend(
+                Occurrence(sub, venue, consent, e, d)
+                for e, d in disclosures(state, prev.get("h", False), events, wall)
+            )
+            last = state["p"]["last"]
+            args += (field_, raw or "", _dumps(state), f"{venue.id}:{sub}", repr(last))
+        args += (dropped, batch_ttl, BATCH_DONE)
+        args += [pending.encode(o) for o in occurrences]
+        pipe = r.pipeline(transaction=True)
+        pipe.eval(_WRITE_LUA, 5, tkey, keys.last_seen(), bkey, dkey, keys.pending_events(), *args)
+        written = pipe.execute()[0]
+        if int(written[0]):
+            event_ids = written[1]
+            break
+        # Another writer changed one of these states since they were read: fold again.
+        states = dict(zip(fields, r.hmget(tkey, fields) if fields else [], strict=True))
+    else:
+        raise redis.exceptions.ConnectionError("tracking state kept changing; retry later")
+    resolved = len(sightings) - dropped if venue else 0
+    outcome = Outcome(
+        len(sightings), resolved=resolved, dropped=len(sightings) - resolved, event_ids=event_ids
+    )
     return outcome, occurrences, False
 
 
@@ -268,19 +399,131 @@ def disclosures(
 def advance(
     venue: VenueInfo, scanner: str, state: dict[str, Any], sightings: list[Sighting]
 ) -> tuple[dict[str, Any], list[presence.PresenceEvent]]:
-    """Fold one subscriber's sightings from one scanner into its tracking and presence state."""
-    readings = sorted((s.ts, scanner, s.rssi) for s in sightings)
-    pstate = state.get("p", {})
-    tstate = state.get("t")
+    """Fold one subscriber's sightings from one scanner into its tracking and presence state.
+
+    Positioning runs once per second of readings, exactly as `positioning predict` replays a
+    recording: second k holds the readings with k-1 < ts <= k and is estimated at `now = k`.
+    Readings of the newest second heard are kept in the state ("b") until a reading of a later
+    second arrives from any scanner, so the estimate of a second uses every scanner's readings
+    of it, not only the first batch's; most batches just append to that buffer. A reading of a
+    second already estimated (a slow scanner) joins the next one. Presence steps once per second
+    with readings, at that second. Waiting for a second to complete delays presence by up to a
+    batch interval, so a venue with a zone that enters in under IMMEDIATE_BELOW_S seconds folds
+    each batch at once instead (see _advance_now)."""
+    if not sightings:
+        return dict(state), []
+    if min((t.enter_stable_s for t in venue.timings.values()), default=0.0) < IMMEDIATE_BELOW_S:
+        return _advance_now(venue, scanner, state, sightings)
+    out = dict(state)
+    names: list[str] = list(out.get("bs", ()))
+    if scanner not in names:
+        names.append(scanner)
+    ceil = math.ceil
+    top = max(ceil(s.ts) for s in sightings)
+    open_k = out.get("bk")
+    if open_k is not None and top <= open_k:
+        # The newest second is still open: append, parse nothing, estimate nothing.
+        out["b"] = out["b"] + ";" + _segment(names.index(scanner), sightings)
+        out["bs"] = names
+        return out, []
+    readings = _buffered(out.get("b", ""), names)
+    readings += [(s.ts, scanner, s.rssi) for s in sightings]
+    keep = [s for s in sightings if ceil(s.ts) >= top]
+    out["b"], out["bs"], out["bk"] = _segment(0, keep), [scanner], top
+    done = [x for x in readings if ceil(x[0]) < top]
+    pstate = out.get("p") or {}
     events: list[presence.PresenceEvent] = []
-    # One estimate per second of readings keeps presence timing independent of batch size.
-    for second in sorted({math.floor(ts) for ts, _, _ in readings}):
-        chunk = [x for x in readings if math.floor(x[0]) == second]
+    if done:
+        last = out.get("k")
+        by_sec: dict[int, list[tuple[float, str, float]]] = defaultdict(list)
+        for x in done:
+            k = ceil(x[0])
+            by_sec[k if last is None or k > last else last + 1].append(x)
+        model, timings = venue.model, venue.timings
+        tstate = out.get("t")
+        prev = min(by_sec) - 1 if last is None else last
+        for k in sorted(by_sec):
+            tstate = _idle(model, tstate, prev + 1, k)
+            tstate, est = track(model, tstate, by_sec[k], float(k))
+            pstate, evs = presence.step(pstate, est.zone if est else None, float(k), timings)
+            events.extend(evs)
+            prev = k
+        out["t"] = _idle(model, tstate, prev + 1, top)
+        out["k"] = top - 1
+    elif "last" not in pstate:
+        # Heard, nothing estimated yet: the sweeper forgets this state if nothing follows.
+        pstate = {**pstate, "last": float(top - 1)}
+    out["p"] = pstate
+    return out, events
+
+
+def _advance_now(
+    venue: VenueInfo, scanner: str, state: dict[str, Any], sightings: list[Sighting]
+) -> tuple[dict[str, Any], list[presence.PresenceEvent]]:
+    """advance() for venues that must react within the batch: one estimate per second of
+    readings in this batch, at its newest reading (the tracker itself updates its position at
+    most once per second, so batch size still does not change the estimates' rate)."""
+    out = dict(state)
+    readings = _buffered(out.pop("b", ""), list(out.pop("bs", ())))  # the venue's zones changed
+    for key in ("bk", "k"):
+        out.pop(key, None)
+    readings = sorted(readings + [(s.ts, scanner, s.rssi) for s in sightings])
+    pstate = out.get("p", {})
+    tstate = out.get("t")
+    events: list[presence.PresenceEvent] = []
+    by_sec: dict[int, list[tuple[float, str, float]]] = defaultdict(list)
+    for x in readings:
+        by_sec[math.floor(x[0])].append(x)
+    for second in sorted(by_sec):
+        chunk = by_sec[second]
         now = chunk[-1][0]
         tstate, est = track(venue.model, tstate, chunk, now)
-        zone = est.zone if est else None
-        pstate, evs = presence.step(pstate, zone, now, venue.timings)
+        pstate, evs = presence.step(pstate, est.zone if est else None, now, venue.timings)
         events.extend(evs)
-    out = dict(state)
     out["t"], out["p"] = tstate, pstate
     return out, events
+
+
+def _idle(
+    model: Any, tstate: dict[str, Any] | None, first: int, stop: int
+) -> dict[str, Any] | None:
+    """Track the seconds first..stop-1 in which nothing was heard, as predict does. After
+    IDLE_STEPS silent seconds the tracker has long gone stale and idempotent, so a long gap
+    costs no more than that."""
+    for k in range(first, min(stop, first + IDLE_STEPS)):
+        tstate, _ = track(model, tstate, [], float(k))
+    return tstate
+
+
+def _segment(index: int, sightings: list[Sighting]) -> str:
+    """One scanner's readings as `index|ts,rssi,ts,rssi...` (repr: floats round-trip exactly)."""
+    return f"{index}|" + ",".join([f"{s.ts!r},{s.rssi!r}" for s in sightings])
+
+
+def _buffered(buf: str, names: list[str]) -> list[tuple[float, str, float]]:
+    """The (ts, scanner, rssi) readings of a buffer written by _segment."""
+    out: list[tuple[float, str, float]] = []
+    for seg in buf.split(";") if buf else ():
+        index, _, data = seg.partition("|")
+        if not data:
+            continue
+        name = names[int(index)]
+        vals = list(map(float, data.split(",")))
+        out.extend(zip(vals[0::2], [name] * (len(vals) // 2), vals[1::2], strict=True))
+    return out
+
+
+def _loads(raw: str | bytes) -> Any:
+    """Decode stored JSON (orjson: several times faster than json on the hot path)."""
+    return orjson.loads(raw)
+
+
+def _dumps(doc: Any) -> bytes:
+    """Encode a state as compact JSON that json.loads reads too (numpy scalars as numbers)."""
+    return orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY, default=_json_default)
+
+
+def _json_default(o: Any) -> Any:
+    if hasattr(o, "tolist"):
+        return o.tolist()
+    raise TypeError(f"{type(o).__name__} is not JSON serialisable")

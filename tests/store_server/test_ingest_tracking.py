@@ -1,0 +1,153 @@
+"""Live tracking in ingest gives the CLI's per-second estimates, however scanners cut their
+batches; a state changed by another writer between a batch's read and write is never lost."""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+import uuid
+from collections.abc import Iterator
+
+import pandas as pd
+import pytest
+from shapely.geometry import box
+
+from beacons.simulator import Leg, SimEmitter, World
+from beacons.sources.simulated import SimulatedSource
+from store_server import ingest
+from store_server.ingest import Sighting, advance
+from store_server.positioning.live import VenueModel
+from store_server.positioning.predict import predict
+from store_server.presence import ZoneTiming
+from store_server.redis_store import get_keys, get_redis
+from store_server.topology import VenueInfo, get_topology
+from tests.faults.support import Stack, eid_rows, make_stack
+
+CHAIR = ZoneTiming(enter_stable_s=3.0, exit_absent_s=8.0)
+SCANNERS = {"s1": (1.5, 1.5), "s2": (6.0, 1.5), "s3": (3.5, 4.0)}
+ZONES = {"chair-1": box(0.5, 0.5, 2.5, 2.5), "chair-2": box(5.0, 0.5, 7.0, 2.5)}
+START = 1_800_000_000.0
+
+
+def recording() -> pd.DataFrame:
+    """A simulated walk from chair 1 to chair 2 heard by three scanners, in time order."""
+    legs = [
+        Leg(0, 20, "salon", 1.5, 1.5),
+        Leg(20, 24, "salon", 1.5, 1.5, 6.0, 1.5),
+        Leg(24, 45, "salon", 6.0, 1.5),
+    ]
+    world = World([SimEmitter(bytes(16), 10, legs)], START)
+    rows = []
+    for i, (name, (x, y)) in enumerate(SCANNERS.items()):
+        src = SimulatedSource(world, "salon", x, y, seed=i, t0=START, clock=lambda: START)
+        rows += [(a.ts, name, "e", float(a.rssi)) for a in src.adverts_until(START + 45)]
+    df = pd.DataFrame(rows, columns=["ts", "scanner", "emitter", "rssi"])
+    return df.sort_values("ts", kind="stable").reset_index(drop=True)
+
+
+def batches(df: pd.DataFrame, seed: int) -> Iterator[tuple[str, list[Sighting]]]:
+    """Per-scanner batches of random length in arrival order, none spanning a second."""
+    rng = random.Random(seed)
+    batch: list[Sighting] = []
+    scanner, second = None, None
+    for ts, name, rssi in zip(df["ts"], df["scanner"], df["rssi"], strict=True):
+        sec = -int(-ts // 1)
+        if batch and (name != scanner or sec != second or rng.random() < 0.3):
+            yield scanner, batch
+            batch = []
+        scanner, second = name, sec
+        batch.append(Sighting(float(ts), "eid", "0" * 16, float(rssi)))
+    if batch:
+        yield scanner, batch
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_live_estimates_are_the_cli_predict_estimates(seed):
+    df = recording()
+    model = VenueModel.uncalibrated(SCANNERS, ZONES)
+    expected, _ = predict(model, df)
+    by_second = {
+        int(ts): (x, y, z)
+        for ts, x, y, z in zip(
+            expected["ts"], expected["x"], expected["y"], expected["zone"], strict=True
+        )
+    }
+    venue = VenueInfo(1, 1, b"k" * 32, True, model, {z: CHAIR for z in ZONES})
+    state: dict = {}
+    compared = 0
+    for scanner, batch in batches(df, seed):
+        before = state.get("k")
+        state, _ = advance(venue, scanner, state, batch)
+        # Round trip through storage, as between two batches.
+        state = json.loads(ingest._dumps(state))
+        if state.get("k") != before and state.get("t", {}).get("e"):
+            x, y, zone = state["t"]["e"]
+            assert (x, y, zone) == by_second[state["k"]], state["k"]
+            compared += 1
+    assert compared >= 40  # every second but the last, still open
+
+
+def test_presence_steps_once_per_second_whatever_the_batching():
+    df = recording()
+    venue = VenueInfo(
+        1, 1, b"k" * 32, True, VenueModel.uncalibrated(SCANNERS, ZONES), {z: CHAIR for z in ZONES}
+    )
+    outcomes = []
+    for seed in (3, 4):
+        state: dict = {}
+        events = []
+        for scanner, batch in batches(df, seed):
+            state, evs = advance(venue, scanner, state, batch)
+            events += [(e.kind, e.zone, e.at) for e in evs]
+        outcomes.append((events, state["p"]))
+    assert outcomes[0] == outcomes[1]
+    assert [k for k, _, _ in outcomes[0][0]][:1] == ["enter"]
+    assert all(at == int(at) for _, _, at in outcomes[0][0])  # stamped at whole seconds
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """A store server of this module's own: no background jobs touch its keys."""
+    s = make_stack(tmp_path_factory.mktemp("ingest_tracking"))
+    yield s
+    s.close()
+
+
+def test_a_state_written_meanwhile_is_folded_in_not_overwritten(stack):
+    app, keys = stack.app, get_keys(stack.app)
+    topo = get_topology(app)
+    scanner = topo.scanner("demo-salon-scanner-1")
+    assert scanner is not None
+    tkey = keys.tracks(scanner.venue_id)
+
+    def run(r, rows):  # type: ignore[no-untyped-def]
+        _, parsed = ingest.parse_batch(
+            {"batch_id": uuid.uuid4().hex, "sightings": rows}, 1000, time.time(), 300
+        )
+        outcome, _, _ = ingest.process(
+            r, keys, topo, scanner, uuid.uuid4().hex, 600, uuid.uuid4().hex, parsed, 3600
+        )
+        return outcome
+
+    now = time.time()
+    assert run(get_redis(app), eid_rows(stack.world.emitters["alice"], now, 2)).resolved == 2
+    (sub,) = get_redis(app).hkeys(tkey)
+    writes = []
+
+    class OtherWriter(type(get_redis(app))):  # type: ignore[misc]
+        """Another process updates alice's state between this batch's read and its write."""
+
+        def pipeline(self, transaction=True, shard_hint=None):  # type: ignore[no-untyped-def]
+            if transaction and not writes:
+                raw = get_redis(app).hget(tkey, sub)
+                writes.append(raw)
+                get_redis(app).hset(tkey, sub, json.dumps({**json.loads(raw), "x": "theirs"}))
+            return super().pipeline(transaction, shard_hint)
+
+    racing = OtherWriter(connection_pool=get_redis(app).connection_pool)
+    outcome = run(racing, eid_rows(stack.world.emitters["alice"], now + 2, 2))
+    assert writes and outcome.resolved == 2
+    final = json.loads(get_redis(app).hget(tkey, sub))
+    assert final["x"] == "theirs"  # their write survived; ours was folded on top of it
+    assert final["p"]["last"] >= json.loads(writes[0])["p"]["last"]
