@@ -75,6 +75,9 @@ def load_session() -> SubscriberSession:
 def sign_in(directory_id: str) -> None:
     """Start a signed-in session with a new CSRF token (no fixation of a pre-sign-in token)."""
     sess = load_session()
+    # A fresh session: an auditor signed in on this browser before must not stay signed in for
+    # the subscriber who signs in now (auditor sign-in likewise ends a subscriber's session).
+    sess.staff_id = None
     sess.directory_id, sess.csrf, sess.modified = directory_id, secrets.token_urlsafe(24), True
 
 
