@@ -1,9 +1,9 @@
 """Push latency: sighting POST → merchant device, under load, with D connected devices.
 
     .venv/bin/python bench/push_latency.py [--devices 2000] [--rate 500] [--duration 30]
-        [--workers 1] [--devices-per-zone 10] [--client-procs 4] [--async-mode threading|gevent]
+        [--workers 1] [--devices-per-zone 10] [--client-procs 4] [--async-mode gevent|threading]
 
-Starts W store server processes (threaded Flask-SocketIO, the mode the app uses; with W > 1 they
+Starts W store server processes (gevent, as serve.py runs in production; with W > 1 they
 share the Socket.IO Redis message queue) on real Redis (REDIS_URL, else an embedded server on a
 loopback port) and SQL (DATABASE_URL gets a fresh database; else SQLite), seeds bench venues whose
 zones enter at once (no stability delay), connects D devices (python-socketio, websocket
@@ -18,8 +18,10 @@ object as its last line: p50_ms, p99_ms, delivered, lost, duplicates, echo_p50_m
 devices (connected at the end), rss_kib_per_device (server RSS growth from connecting the
 devices, per device) and more.
 
-`--async-mode gevent` runs the same app under gevent (monkey patched, gevent's WSGI server) for
-comparison; the app itself is built in threading mode.
+`--async-mode threading` runs the same app on Werkzeug's threaded server instead, for comparison.
+Every run also prints `server_cpu_ms_per_post`: the server's CPU time per POST (each causing
+`devices-per-zone` pushes and as many queue events and acks), which does not depend on what else
+the machine runs meanwhile.
 """
 
 from __future__ import annotations
@@ -81,6 +83,7 @@ from store_server.app import create_app
 logging.getLogger("store_server").setLevel(logging.WARNING)
 app = create_app({**json.loads(os.environ["CM_CONFIG"]), "SOCKETIO_ASYNC_MODE": "gevent"})
 server = WSGIServer(("127.0.0.1", int(os.environ["CM_PORT"])), app, log=None)
+server.start()  # listening before "ready", so the first request cannot be refused
 print("ready", flush=True)
 server.serve_forever()
 """
@@ -350,6 +353,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             else:
                 failures += 1
 
+    cpu_before = sum(sum(p.cpu_times()[:2]) for p in procs)
     start = time.monotonic()
     total = people - 1
     with ThreadPoolExecutor(args.post_threads) as pool:
@@ -361,6 +365,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             pool.submit(fire, k)
     load_s = time.monotonic() - start
     time.sleep(args.grace)  # stragglers; the figure counts whatever arrives by then
+    # Server CPU per POST: what the code costs, whatever else the machine is doing meanwhile.
+    cpu_s = sum(sum(p.cpu_times()[:2]) for p in procs) - cpu_before
     echo_parent.send("stop")
     echo_rtts = echo_parent.recv()
     latencies: list[float] = []
@@ -417,6 +423,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "p50_ms": pct(latencies, 0.5),
         "p99_ms": pct(latencies, 0.99),
         "max_ms": round(max(latencies), 2) if latencies else None,
+        "server_cpu_ms_per_post": round(cpu_s * 1000 / max(len(post_ms), 1), 2),
         "post_p50_ms": pct(post_ms, 0.5),
         "post_p99_ms": pct(post_ms, 0.99),
         "echo_p50_ms": pct(echo_rtts, 0.5),
@@ -446,8 +453,8 @@ def main() -> None:
     ap.add_argument(
         "--async-mode",
         choices=("threading", "gevent"),
-        default="threading",
-        help="server mode (the app uses threading; gevent needs `pip install gevent`)",
+        default="gevent",
+        help="server mode: gevent as serve.py runs in production, or Werkzeug threads",
     )
     ap.add_argument("--grace", type=float, default=3.0, help="seconds to wait for stragglers")
     args = ap.parse_args()

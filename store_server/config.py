@@ -46,6 +46,9 @@ def from_env(env: dict[str, str] | None = None) -> dict[str, Any]:
         "SWEEP_INTERVAL_S": float(e.get("SWEEP_INTERVAL_S", "0.5")),
         "PUSH_TTL_S": int(e.get("PUSH_TTL_S", "3600")),
         "OUTBOX_MAXLEN": int(e.get("OUTBOX_MAXLEN", "1000")),
+        # Above the number of requests a worker serves at once: a smaller pool makes every burst
+        # open and close overflow connections, measured as the largest cost of a push under load.
+        "SQL_POOL_SIZE": int(e.get("SQL_POOL_SIZE", "16")),
         "BACKGROUND_JOBS": e.get("BACKGROUND_JOBS", "1") == "1",
         "LOG_LEVEL": e.get("LOG_LEVEL", "INFO"),
         # When set, /metrics requires `Authorization: Bearer <token>`.

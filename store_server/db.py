@@ -14,7 +14,7 @@ from sqlalchemy.pool import NullPool
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
 
-def make_engine(url: str, *, pooled: bool = True) -> Engine:
+def make_engine(url: str, *, pooled: bool = True, pool_size: int = 10) -> Engine:
     """Engine with the settings each backend needs (SQLite: foreign keys, WAL, threads)."""
     extra: dict = {} if pooled else {"poolclass": NullPool}
     if url.startswith("sqlite"):
@@ -35,12 +35,12 @@ def make_engine(url: str, *, pooled: bool = True) -> Engine:
         return engine
     if not pooled:
         return create_engine(url, **extra)
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    return create_engine(url, pool_pre_ping=True, pool_size=pool_size, max_overflow=pool_size)
 
 
 def init_app(app: Flask) -> None:
     """Create the engine once per app and close the request's session at teardown."""
-    engine = make_engine(app.config["DATABASE_URL"])
+    engine = make_engine(app.config["DATABASE_URL"], pool_size=app.config.get("SQL_POOL_SIZE", 10))
     app.extensions["cm_engine"] = engine
     app.extensions["cm_sessions"] = sessionmaker(engine, expire_on_commit=False)
     app.teardown_appcontext(_close_db)

@@ -7,6 +7,7 @@ import logging
 import time
 from typing import Any
 
+import redis
 from flask import Flask, request
 from flask_socketio import ConnectionRefusedError, SocketIO, join_room
 from sqlalchemy import select
@@ -77,15 +78,22 @@ def register(app: Flask, socketio: SocketIO) -> None:
     def _disconnect(*_args: Any) -> None:
         connected.pop(request.sid, None)
 
-    @socketio.on("ack", namespace=NAMESPACE)
-    def _ack(data: Any) -> dict[str, Any]:
-        device_id = connected.get(request.sid)
+    # Registered on the Socket.IO server itself, not through Flask-SocketIO: an ack needs no
+    # request or session context, and building one per ack was a large share of a loaded
+    # server's time (every device acks every event).
+    @socketio.server.on("ack", namespace=NAMESPACE)
+    def _ack(sid: str, data: Any = None) -> dict[str, Any]:
+        device_id = connected.get(sid)
         event_id = data.get("event_id") if isinstance(data, dict) else None
         if device_id is None:
             return {"ok": False, "error": "not authenticated"}
         if not isinstance(event_id, str) or not outbox.STREAM_ID.match(event_id):
             return {"ok": False, "error": "event_id must be a stream id"}
-        outbox.ack(get_redis(app), get_keys(app), device_id, event_id)
+        try:
+            outbox.ack(get_redis(app), get_keys(app), device_id, event_id)
+        except redis.RedisError:
+            # Unacknowledged events stay in the outbox and replay once: never lost.
+            return {"ok": False, "error": "temporarily unavailable, ack again later"}
         return {"ok": True}
 
     @socketio.on("rotate_token", namespace=NAMESPACE)

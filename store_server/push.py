@@ -16,7 +16,7 @@ from typing import Any
 
 import redis
 from flask import Flask
-from sqlalchemy import select
+from sqlalchemy import Row, insert, select
 from sqlalchemy.orm import Session
 
 from store_server import blend, outbox
@@ -86,7 +86,19 @@ def _present(
     return out
 
 
-def _member(sub: Subscriber, pseudo: str, consent: dict[str, Any], dwell: float) -> blend.Member:
+# Only the columns a disclosure may use: no ORM objects on the hot path, and nothing (name, email,
+# directory id) that a payload must never carry is even loaded.
+PROFILE = (Subscriber.id, Subscriber.public_id, Subscriber.playlists, Subscriber.taste)
+
+
+def _profiles(db: Session, ids: set[int]) -> dict[int, Row[Any]]:
+    """id -> (id, public_id, playlists, taste) of the subscribers that still exist."""
+    if not ids:
+        return {}
+    return {row.id: row for row in db.execute(select(*PROFILE).where(Subscriber.id.in_(ids)))}
+
+
+def _member(sub: Row[Any], pseudo: str, consent: dict[str, Any], dwell: float) -> blend.Member:
     """What a blend may use of one present subscriber: exactly their consent scope."""
     if consent["share"] == "playlist":
         pl = sub.playlists[0] if sub.playlists else {}
@@ -117,7 +129,7 @@ def _zone_queues(
     app: Flask,
     db: Session,
     rooms: dict[tuple[int, str], VenueInfo],
-    subs: dict[int, Subscriber],
+    subs: dict[int, Row[Any]],
     now: float,
 ) -> list[tuple[VenueInfo, str, dict[str, Any]]]:
     """The blended queue of each room, from who is present there now."""
@@ -127,10 +139,7 @@ def _zone_queues(
     present = _present(r, keys, rooms)
     missing = {sub for members in present.values() for sub, _, _ in members} - set(subs)
     if missing:
-        subs = {
-            **subs,
-            **{s.id: s for s in db.scalars(select(Subscriber).where(Subscriber.id.in_(missing)))},
-        }
+        subs = {**subs, **_profiles(db, missing)}
     merchants = {v.merchant_id for v in rooms.values()}
     rules = dict(
         db.execute(select(Merchant.id, Merchant.rules).where(Merchant.id.in_(merchants))).all()
@@ -210,7 +219,7 @@ def deliver(app: Flask, occurrences: list[Occurrence]) -> None:
     sio = app.extensions["socketio"]
     with sessions(app)() as db:
         ids = {o.subscriber_id for o in occurrences}
-        subs = {s.id: s for s in db.scalars(select(Subscriber).where(Subscriber.id.in_(ids)))}
+        subs = _profiles(db, ids)
         items: list[tuple[int, dict[str, Any]]] = []
         meta: list[tuple[Occurrence, str]] = []
         for o in occurrences:
@@ -254,33 +263,39 @@ def deliver(app: Flask, occurrences: list[Occurrence]) -> None:
         # Derived from pushes already audited for these devices: queues are not audited again.
         disclosed = [o for o in occurrences if o.disclose]
         queued = _send_queues(app, _zone_queues(app, db, _rooms(disclosed), subs, now))
-        for (device_id, body), (o, pseudo), event_id in zip(items, meta, event_ids, strict=True):
-            db.add(
-                AuditEntry(
-                    subscriber_id=o.subscriber_id,
-                    action=body["type"],
-                    pseudonym=pseudo,
-                    merchant_id=o.venue.merchant_id,
-                    device_id=device_id,
-                    scope=o.consent["share"] if body["type"] == "push" else None,
-                    receipt_id=o.consent["receipt"],
-                    event_id=event_id,
-                    reason=body.get("reason"),
-                )
-            )
-        for o in occurrences:
-            if o.event.kind == "exit" and o.consent.get("stats") and o.subscriber_id in subs:
-                db.add(
-                    Visit(
-                        subscriber_id=o.subscriber_id,
-                        merchant_id=o.venue.merchant_id,
-                        venue_id=o.venue.id,
-                        zone=o.event.zone,
-                        started_at=datetime.fromtimestamp(o.event.since, UTC),
-                        ended_at=datetime.fromtimestamp(o.event.at, UTC),
-                        dwell_s=max(0.0, o.event.at - o.event.since),
-                    )
-                )
+        # Bulk inserts: one statement per table, whatever the number of devices and visits.
+        audit = [
+            {
+                "at": datetime.fromtimestamp(now, UTC),
+                "subscriber_id": o.subscriber_id,
+                "action": body["type"],
+                "pseudonym": pseudo,
+                "merchant_id": o.venue.merchant_id,
+                "device_id": device_id,
+                "scope": o.consent["share"] if body["type"] == "push" else None,
+                "receipt_id": o.consent["receipt"],
+                "event_id": event_id,
+                "reason": body.get("reason"),
+            }
+            for (device_id, body), (o, pseudo), event_id in zip(items, meta, event_ids, strict=True)
+        ]
+        visits = [
+            {
+                "subscriber_id": o.subscriber_id,
+                "merchant_id": o.venue.merchant_id,
+                "venue_id": o.venue.id,
+                "zone": o.event.zone,
+                "started_at": datetime.fromtimestamp(o.event.since, UTC),
+                "ended_at": datetime.fromtimestamp(o.event.at, UTC),
+                "dwell_s": max(0.0, o.event.at - o.event.since),
+            }
+            for o in occurrences
+            if o.event.kind == "exit" and o.consent.get("stats") and o.subscriber_id in subs
+        ]
+        if audit:
+            db.execute(insert(AuditEntry), audit)
+        if visits:
+            db.execute(insert(Visit), visits)
         db.commit()
     metrics = app.extensions.get("cm_metrics")
     if metrics is not None:
