@@ -9,11 +9,28 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import Any
 
 if os.environ.get("SOCKETIO_ASYNC_MODE") == "gevent":
     from gevent import monkey
 
     monkey.patch_all()
+
+
+def gevent_server(host: str, port: int, app: Any) -> Any:
+    """gevent's WSGI server, replying without Nagle's delay: pywsgi writes a response's headers
+    and body separately, and the body would otherwise wait for the client's delayed ACK (40 ms
+    on Linux) on every keep-alive request."""
+    import socket
+
+    from gevent.pywsgi import WSGIServer
+
+    class NoDelayServer(WSGIServer):
+        def handle(self, sock: Any, address: Any) -> None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            super().handle(sock, address)
+
+    return NoDelayServer((host, port), app, log=None)
 
 
 def main() -> int:
@@ -25,9 +42,7 @@ def main() -> int:
     app = build_app()
     mode = app.config["SOCKETIO_ASYNC_MODE"]
     if mode == "gevent":
-        from gevent.pywsgi import WSGIServer
-
-        server = WSGIServer((host, port), app, log=None)
+        server = gevent_server(host, port, app)
         server.start()
     else:
         from werkzeug.serving import make_server

@@ -178,9 +178,9 @@ def serve(args: argparse.Namespace) -> int:
         return {"sends": CountingConnection.sends}
 
     if args.server == "gevent":
-        from gevent.pywsgi import WSGIServer
+        from serve import gevent_server  # production's server, exactly
 
-        server: Any = WSGIServer(("127.0.0.1", cfg["BENCH_PORT"]), app, log=None)
+        server: Any = gevent_server("127.0.0.1", cfg["BENCH_PORT"], app)
         server.start()
     else:
         from werkzeug.serving import make_server
