@@ -11,6 +11,13 @@ from store_server.positioning import pathloss
 from store_server.positioning.fingerprint import reference_fingerprints
 
 HEIGHTS_M = (0.0, 0.5, 1.0, 1.5, 2.0, 2.5)
+# Directional antenna gain per scanner: Fourier terms of the bearing, ridge-shrunk to isotropic.
+ANTENNA_HARMONICS = 0
+ANTENNA_RIDGE = 5.0
+# A survey map's errors are spatially correlated: an emitter lingering near a badly mapped spot
+# sees the same error second after second, which independent-reading evidence would count anew
+# each time. Its likelihood is tempered (measured: LOTO and the simulated rooms both gain).
+SURVEY_TEMPER = 0.7
 
 
 def fit(
@@ -23,6 +30,7 @@ def fit(
     df = df.dropna(subset=["ts", "rssi", "x", "y"])
     df = df.loc[df["scanner"].isin(list(scanners))]
     params = dict(params or {})
+    params.setdefault("temper", SURVEY_TEMPER)
     if "height_m" not in params:
         params["height_m"] = fit_height(df, scanners)
     height = float(params["height_m"])
@@ -31,7 +39,7 @@ def fit(
     pooled_scale = None
     if len(df) >= 20:
         d_all = _distances(df, scanners, height)
-        a, n, pooled_scale = pathloss.fit(d_all, df["rssi"].to_numpy(float), prior_weight=5.0)
+        a, n, pooled_scale, _ = pathloss.fit(d_all, df["rssi"].to_numpy(float), prior_weight=5.0)
         pooled = (a, n)
     fitted: dict[str, list[float]] = {}
     for s in names:
@@ -42,13 +50,16 @@ def fit(
             if pooled_scale is not None:
                 fitted[s] = [round(pooled[0], 3), round(pooled[1], 4), round(pooled_scale, 3)]
             continue
-        a, n, scale = pathloss.fit(
+        a, n, scale, gains = pathloss.fit(
             _distances(sub, scanners, height),
             sub["rssi"].to_numpy(float),
             pooled,
             prior_weight=float(params.get("n_prior_weight", 20.0)),
+            bearing=_bearings(sub, scanners),
+            harmonics=int(params.get("antenna_harmonics", ANTENNA_HARMONICS)),
+            gain_weight=float(params.get("antenna_ridge", ANTENNA_RIDGE)),
         )
-        fitted[s] = [round(a, 3), round(n, 4), round(scale, 3)]
+        fitted[s] = [round(a, 3), round(n, 4), round(scale, 3)] + [round(g, 3) for g in gains]
     pos, rssi = reference_fingerprints(df, names)
     return {
         "version": 1,
@@ -81,7 +92,7 @@ def fit_height(
             if len(sub) < 5:
                 continue
             d = _distances(sub, scanners, h)
-            a, n, _ = pathloss.fit(d, sub["rssi"].to_numpy(float), prior_weight=1.0)
+            a, n, _, _ = pathloss.fit(d, sub["rssi"].to_numpy(float), prior_weight=1.0)
             r = sub["rssi"].to_numpy(float) - pathloss.expected_rssi(d, a, n)
             err += float(np.sum(np.minimum(r**2, 100.0)))
         if err < best_err - 1e-9:
@@ -96,3 +107,9 @@ def _distances(
     sy = df["scanner"].map(lambda s: scanners[s][1]).to_numpy(float)
     d = np.hypot(df["x"].to_numpy(float) - sx, df["y"].to_numpy(float) - sy)
     return np.hypot(d, height)
+
+
+def _bearings(df: pd.DataFrame, scanners: dict[str, tuple[float, float]]) -> np.ndarray:
+    sx = df["scanner"].map(lambda s: scanners[s][0]).to_numpy(float)
+    sy = df["scanner"].map(lambda s: scanners[s][1]).to_numpy(float)
+    return np.arctan2(df["y"].to_numpy(float) - sy, df["x"].to_numpy(float) - sx)

@@ -39,7 +39,7 @@ DEFAULTS: dict[str, float] = {
     "dwell_s": 0.0,
     "zone_mode": 1,
     "switch_m": 0.8,
-    "switch_dwell_s": 3.0,
+    "switch_dwell_s": 4.0,
     "switch_sd": 2.5,
     "min_mass": 0.3,
     "drift_prior_db": 3.0,
@@ -51,6 +51,7 @@ DEFAULTS: dict[str, float] = {
     "update_s": 1.0,
     "bandwidth_m": 0.7,
     "shrink": 0.5,
+    "map_var_frac": 0.16,
     "default_sigma_db": 6.0,
     "height_m": 0.0,
     "knn_weight": 0.0,
@@ -68,6 +69,8 @@ class Runtime:
     grid: Grid
     mu: np.ndarray
     sigma: np.ndarray
+    cell_inv_sigma: np.ndarray
+    cell_log_ratio: np.ndarray
     cell_logprior: np.ndarray
     zones: dict[str, BaseGeometry]
     zone_radius: dict[str, float]
@@ -92,7 +95,11 @@ def build_runtime(
     a = np.array([pl.get(s, [pathloss.DEFAULT_RSSI_1M])[0] for s in names], dtype=float)
     n = np.array([pl.get(s, [0, pathloss.DEFAULT_N])[1] for s in names], dtype=float)
     sigma = np.array([pl.get(s, [0, 0, params["default_sigma_db"]])[2] for s in names], dtype=float)
-    mu = _expected(grid.cells, pos, a, n, params["height_m"])
+    gains = [pl.get(s, [])[3:] for s in names]
+    harm = max((len(g) for g in gains), default=0) // 2
+    gain = np.array([list(g) + [0.0] * (2 * harm - len(g)) for g in gains], dtype=float)
+    gain = gain.reshape(len(names), 2 * harm)
+    mu = _expected(grid.cells, pos, a, n, params["height_m"], gain)
     fp = calibration.get("fingerprints")
     ref_pos = np.empty((0, 2))
     ref = np.empty((0, len(names)))
@@ -101,8 +108,22 @@ def build_runtime(
         cols = [fp["scanners"].index(s) if s in fp["scanners"] else -1 for s in names]
         raw = np.array([[np.nan if v is None else v for v in row] for row in fp["rssi"]], float)
         ref = np.column_stack([raw[:, c] if c >= 0 else np.full(len(raw), np.nan) for c in cols])
-        resid = ref - _expected(ref_pos, pos, a, n, params["height_m"])
-        mu = mu + residual_map(grid.cells, ref_pos, resid, params["bandwidth_m"], params["shrink"])
+        resid = ref - _expected(ref_pos, pos, a, n, params["height_m"], gain)
+        support = np.zeros_like(mu)
+        rmap = residual_map(
+            grid.cells, ref_pos, resid, params["bandwidth_m"], params["shrink"], support
+        )
+        mu = mu + rmap
+        if params["map_var_frac"] > 0:
+            # Where nobody walked the map is only path loss: its error adds to the reading noise,
+            # so an extrapolated cell is judged less sharply than a surveyed one (variance
+            # growing with the kernel's shrinkage towards path loss).
+            # Relative to the scanner's own scatter, so a survey that showed little scatter is
+            # not overruled by the extrapolated cells around it.
+            extra = params["map_var_frac"] * params["shrink"] / (support + params["shrink"])
+            cell_sigma = np.maximum(sigma, 1.0)[None, :] * np.sqrt(1.0 + extra)
+    if not (fp and fp.get("pos")) or params["map_var_frac"] <= 0:
+        cell_sigma = np.broadcast_to(np.maximum(sigma, 1.0)[None, :], mu.shape).copy()
     lp = np.where(grid.zone_index >= 0, 0.0, params["outside_logprior"]) if zones else None
     radius = {
         z: float(calibration.get("zone_max_radius", {}).get(z, params["zone_radius_m"]))
@@ -112,8 +133,10 @@ def build_runtime(
         scanners=names,
         index={s: i for i, s in enumerate(names)},
         grid=grid,
-        mu=mu,
+        mu=mu.astype(np.float32),
         sigma=np.maximum(sigma, 1.0),
+        cell_inv_sigma=(1.0 / cell_sigma).astype(np.float32),
+        cell_log_ratio=np.log(cell_sigma / np.maximum(sigma, 1.0)[None, :]).astype(np.float32),
         cell_logprior=lp if lp is not None else np.zeros(grid.cells.shape[0]),
         zones=dict(zones),
         zone_radius=radius,
@@ -126,12 +149,22 @@ def build_runtime(
 
 
 def _expected(
-    points: np.ndarray, pos: np.ndarray, a: np.ndarray, n: np.ndarray, height: float = 0.0
+    points: np.ndarray,
+    pos: np.ndarray,
+    a: np.ndarray,
+    n: np.ndarray,
+    height: float = 0.0,
+    gain: np.ndarray | None = None,
 ) -> np.ndarray:
-    d = np.hypot(points[:, None, 0] - pos[None, :, 0], points[:, None, 1] - pos[None, :, 1])
+    dx = points[:, None, 0] - pos[None, :, 0]
+    dy = points[:, None, 1] - pos[None, :, 1]
     # Scanners hang above the emitters: the radio distance never drops below the height gap.
-    d = np.hypot(d, height)
-    return pathloss.expected_rssi(d, 0.0, 1.0) * n[None, :] + a[None, :]
+    d = np.hypot(np.hypot(dx, dy), height)
+    out = pathloss.expected_rssi(d, 0.0, 1.0) * n[None, :] + a[None, :]
+    if gain is not None and gain.shape[1]:
+        basis = pathloss.directional(np.arctan2(dy, dx), gain.shape[1] // 2)
+        out = out + np.einsum("psk,sk->ps", basis, gain)
+    return out
 
 
 def step(
@@ -140,8 +173,11 @@ def step(
     """Advance one emitter's state to `now`; returns the new state and (x, y, zone) or None."""
     p = rt.params
     st: dict[str, Any] = dict(state or {})
-    filt: dict[str, list[float]] = {k: list(v) for k, v in st.get("f", {}).items()}
     heard = st.get("h")
+    # Filter entries keep their reading time as an age before `h` (short JSON, not an epoch).
+    filt: dict[str, list[float]] = {
+        k: [v[0], heard - v[1]] for k, v in st.get("f", {}).items() if heard is not None
+    }
     sums: dict[str, list[float]] = {k: list(v) for k, v in st.get("q", {}).items()}
     for ts, raw_scanner, rssi in sorted(readings, key=lambda r: r[0]):
         scanner = str(raw_scanner)
@@ -154,7 +190,9 @@ def step(
         filt[scanner] = filtering.update(prev, float(ts), float(rssi), p["tau_s"])
         heard = float(ts) if heard is None else max(heard, float(ts))
     filt = {k: v for k, v in filt.items() if now - v[1] <= p["stale_s"]}
-    st["f"] = {k: [round(v[0], 2), round(v[1], 3)] for k, v in filt.items()}
+    if heard is not None:
+        heard = round(heard, 3)
+    st["f"] = {k: [round(v[0], 2), round(heard - v[1], 2)] for k, v in filt.items()}
     st["h"] = heard
     last_t = st.get("t")
     if last_t is not None and now - float(last_t) < p["update_s"] and "e" in st:
@@ -189,25 +227,33 @@ def step(
             offsets[rt.index[s]], off_var[rt.index[s]] = ov[0], ov[1]
     own = st.get("k", [0.0, p["emitter_prior_db"] ** 2])
     common = float(rt.emitter_offsets.get(str(st.get("type", "")), 0.0)) + float(own[0])
-    mu_sel = rt.mu[:, idx]
-    resid = (val - offsets[idx] - common)[None, :] - mu_sel
-    inv_sig = 1.0 / rt.sigma[idx]
+    target = (val - offsets[idx] - common).astype(np.float32)
+    weights = p["temper"] * counts ** p["count_pow"]
+    # Huber loss per reading: quadratic near the map, linear in the multipath tails. Worked in
+    # place on one (cells, readings) float32 array: this is the hot loop of live ingest.
+    per = rt.mu[:, idx]
+    per -= target
     if p["common_sigma_db"] > 0:
         # Emitters differ in transmit power and body shadowing moves every scanner alike: let
         # each cell explain a shared offset, shrunk towards 0, so the shape of the RSSI vector
         # matters more than its level.
-        prec = inv_sig**2
-        shared = (resid @ prec) / (prec.sum() + p["common_sigma_db"] ** -2)
-        resid = resid - shared[:, None]
+        prec = 1.0 / rt.sigma[idx] ** 2
+        shared = -(per @ prec) / (prec.sum() + p["common_sigma_db"] ** -2)
+        per += shared[:, None].astype(np.float32)
         common_pen = 0.5 * (shared / p["common_sigma_db"]) ** 2
     else:
         common_pen = 0.0
-    # Huber loss per reading: quadratic near the map, linear in the multipath tails.
-    ar = np.abs(resid) * inv_sig
-    hk = np.minimum(ar, p["huber_k"])
-    per = hk * (ar - 0.5 * hk)
-    weights = p["temper"] * counts ** p["count_pow"]
-    logpost = rt.cell_logprior - (per @ weights + p["temper"] * common_pen)
+    np.abs(per, out=per)
+    per *= rt.cell_inv_sigma[:, idx]
+    hk = np.minimum(per, np.float32(p["huber_k"]))
+    per -= 0.5 * hk
+    per *= hk
+    full = np.zeros(len(rt.scanners), dtype=np.float32)
+    full[idx] = weights
+    # Per-cell scale (map uncertainty) comes with its log-normaliser, so vague cells pay for it.
+    logpost = rt.cell_logprior - (
+        per @ weights.astype(np.float32) + rt.cell_log_ratio @ full + p["temper"] * common_pen
+    )
     if p["knn_weight"] > 0 and rt.ref_pos.shape[0] >= p["knn_k"]:
         logpost = logpost + _knn_term(rt, idx, val - offsets[idx] - common)
     cells = rt.grid.cells
@@ -252,7 +298,6 @@ def step(
 
     zone = None
     if rt.zones:
-        probs = _zone_probs(rt, w, mean)
         current = st.get("z")
         if p["zone_mode"] == 1:
             dist = shapely.distance(rt.zone_array, shapely.points(float(mean[0]), float(mean[1])))
@@ -272,7 +317,7 @@ def step(
             zone, pending = hysteresis.decide(
                 current if "z" in st else None,
                 st.get("c"),
-                probs,
+                _zone_probs(rt, w, mean),
                 dt,
                 p_enter=p["p_enter"],
                 margin=p["margin"],
@@ -289,11 +334,12 @@ def step(
         # Judge each scanner against the position the others give: otherwise an offset can
         # talk the estimate into a wrong place and then confirm itself there.
         sel, _ = active
-        loo = logpost[sel, None] + per[sel] * weights[None, :]
+        mu_act = rt.mu[sel][:, idx]
+        loo = logpost[sel, None] + (per[sel] + rt.cell_log_ratio[sel][:, idx]) * weights[None, :]
         loo = np.exp(loo - loo.max(axis=0, keepdims=True))
         loo /= loo.sum(axis=0, keepdims=True)
-        seen = (loo * mu_sel[sel]).sum(axis=0)
-        spread = (loo * (mu_sel[sel] - seen[None, :]) ** 2).sum(axis=0)
+        seen = (loo * mu_act).sum(axis=0)
+        spread = (loo * (mu_act - seen[None, :]) ** 2).sum(axis=0)
         noise = rt.sigma[idx] ** 2 / counts + spread + p["drift_floor_db"] ** 2
         if p["emitter_prior_db"] > 0 and idx.size >= 3:
             # This emitter's own transmit power (phones differ by up to ~10 dB): a level shared
@@ -307,10 +353,16 @@ def step(
             st["k"] = [round(float(own[0]) + shift, 2), round(own_var, 3)]
         var = np.minimum(off_var[idx] + p["drift_q_db2"] * dt, p["drift_prior_db"] ** 2)
         offsets[idx], off_var[idx] = drift.kalman(offsets[idx], var, val, seen + common, noise)
+        # One conversion to Python floats for the whole vector, not two per scanner.
+        learnt = np.flatnonzero(off_var < p["drift_prior_db"] ** 2)
         st["o"] = {
-            s: [round(float(offsets[i]), 2), round(float(off_var[i]), 3)]
-            for s, i in rt.index.items()
-            if off_var[i] < p["drift_prior_db"] ** 2
+            rt.scanners[i]: [o, v]
+            for i, o, v in zip(
+                learnt.tolist(),
+                np.round(offsets[learnt], 2).tolist(),
+                np.round(off_var[learnt], 3).tolist(),
+                strict=True,
+            )
         }
     st["e"] = [round(float(mean[0]), 3), round(float(mean[1]), 3), zone or ""]
     return st, (float(mean[0]), float(mean[1]), zone)

@@ -32,8 +32,12 @@ def residual_map(
     ref_resid: np.ndarray,
     bandwidth: float,
     shrink: float,
+    support: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Kernel-smoothed path-loss residual per cell and scanner, shrunk to 0 far from the survey."""
+    """Kernel-smoothed path-loss residual per cell and scanner, shrunk to 0 far from the survey.
+
+    If support (cells, scanners) is given it is filled with the survey weight behind each value
+    (0 where nobody walked), so the caller can tell a measured map from an extrapolated one."""
     out = np.zeros((cells.shape[0], ref_resid.shape[1]))
     if ref_pos.shape[0] == 0:
         return out
@@ -48,5 +52,8 @@ def residual_map(
         if j.size == 0:
             continue
         w = np.exp(-0.5 * (d / bandwidth) ** 2)[:, None] * known[j]
-        out[i] = (w * filled[j]).sum(axis=0) / (w.sum(axis=0) + shrink)
+        ws = w.sum(axis=0)
+        out[i] = (w * filled[j]).sum(axis=0) / (ws + shrink)
+        if support is not None:
+            support[i] = ws
     return out

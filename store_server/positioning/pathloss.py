@@ -22,29 +22,50 @@ def distance_from_rssi(
     return float(10.0 ** ((rssi_1m - rssi) / (10.0 * n)))
 
 
+def directional(bearing: np.ndarray, harmonics: int) -> np.ndarray:
+    """Fourier basis of the bearing from scanner to emitter: cos θ, sin θ, cos 2θ, sin 2θ, ..."""
+    b = np.asarray(bearing, dtype=float)
+    cols = []
+    for h in range(1, harmonics + 1):
+        cols += [np.cos(h * b), np.sin(h * b)]
+    return np.stack(cols, axis=-1) if cols else np.zeros((*b.shape, 0))
+
+
 def fit(
     distance: np.ndarray,
     rssi: np.ndarray,
     prior: tuple[float, float] = (DEFAULT_RSSI_1M, DEFAULT_N),
     prior_weight: float = 20.0,
     n_bounds: tuple[float, float] = (1.2, 5.0),
-) -> tuple[float, float, float]:
-    """Huber-robust fit of (rssi_1m, n), shrunk towards a prior; returns also the residual scale."""
+    bearing: np.ndarray | None = None,
+    harmonics: int = 0,
+    gain_weight: float = 5.0,
+) -> tuple[float, float, float, list[float]]:
+    """Huber-robust fit of (rssi_1m, n), shrunk towards a prior; returns also the residual scale
+    and, with harmonics > 0 and bearings given, the antenna's directional gain coefficients.
+
+    Real scanners are not isotropic (antenna pattern, enclosure, the wall they hang on): a gain
+    that varies smoothly with the bearing is fitted as a short Fourier series, shrunk to 0."""
     x = -10.0 * np.log10(np.maximum(np.asarray(distance, dtype=float), MIN_DISTANCE_M))
     y = np.asarray(rssi, dtype=float)
     a_prior, n_prior = prior
-    design = np.column_stack([np.ones_like(x), x])
+    extra = directional(bearing, harmonics) if bearing is not None and harmonics > 0 else None
+    design = np.column_stack([np.ones_like(x), x] + ([extra] if extra is not None else []))
+    k_extra = design.shape[1] - 2
+    ridge = prior_weight * np.diag([0.01, 1.0] + [0.0] * k_extra)
+    ridge[2:, 2:] = gain_weight * np.eye(k_extra)
+    target = np.concatenate([prior_weight * np.array([0.01 * a_prior, n_prior]), np.zeros(k_extra)])
     w = np.ones_like(y)
-    coef = np.array([a_prior, n_prior])
+    coef = np.array([a_prior, n_prior] + [0.0] * k_extra)
     scale = 5.0
     for _ in range(8):
         # The prior acts as pseudo-observations so a scanner with few readings stays sensible.
-        lhs = design.T @ (design * w[:, None]) + prior_weight * np.diag([0.01, 1.0])
-        rhs = design.T @ (w * y) + prior_weight * np.array([0.01 * a_prior, n_prior])
+        lhs = design.T @ (design * w[:, None]) + ridge
+        rhs = design.T @ (w * y) + target
         coef = np.linalg.solve(lhs, rhs)
         coef[1] = float(np.clip(coef[1], *n_bounds))
         resid = y - design @ coef
         scale = max(1.4826 * float(np.median(np.abs(resid - np.median(resid)))), 1.0)
         k = 1.5 * scale
         w = np.where(np.abs(resid) <= k, 1.0, k / np.maximum(np.abs(resid), 1e-9))
-    return float(coef[0]), float(coef[1]), scale
+    return float(coef[0]), float(coef[1]), scale, [float(v) for v in coef[2:]]

@@ -16,7 +16,7 @@ def test_pathloss_fit_recovers_parameters_despite_outliers() -> None:
     d = rng.uniform(0.5, 15, 800)
     rssi = pathloss.expected_rssi(d, -55.0, 2.2) + rng.normal(0, 3, d.size)
     rssi[:60] -= 25  # deep fades
-    a, n, scale = pathloss.fit(d, rssi, prior_weight=1.0)
+    a, n, scale, _ = pathloss.fit(d, rssi, prior_weight=1.0)
     assert abs(a - -55.0) < 1.0
     assert abs(n - 2.2) < 0.15
     assert 2.0 < scale < 4.5
@@ -133,3 +133,13 @@ def test_common_level_moves_towards_the_shared_innovation() -> None:
     assert -9.0 < shift < -8.0 and var < 2.0
     shift, _ = drift.common(np.array([-8.0, -10.0, -9.0]), np.array([4.0, 4.0, 4.0]), 0.01)
     assert -0.1 < shift < 0.0
+
+
+def test_pathloss_fit_recovers_a_directional_antenna_gain() -> None:
+    rng = np.random.default_rng(1)
+    d = rng.uniform(0.5, 15, 1500)
+    bearing = rng.uniform(-np.pi, np.pi, d.size)
+    rssi = pathloss.expected_rssi(d, -55.0, 2.2) + 4.0 * np.cos(bearing) + rng.normal(0, 3, d.size)
+    a, n, _, gains = pathloss.fit(d, rssi, prior_weight=1.0, bearing=bearing, harmonics=1)
+    assert abs(a + 55.0) < 1.5 and abs(n - 2.2) < 0.2
+    assert abs(gains[0] - 4.0) < 0.5 and abs(gains[1]) < 0.5
