@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import re
+import secrets
 import threading
 import time
 from collections import defaultdict
@@ -40,6 +41,8 @@ BATCH_PENDING, BATCH_DONE = "pending", "done"
 PENDING_TTL_S = 60
 # More than the tracker's staleness time (10 s by default): see _idle.
 IDLE_STEPS = 60
+VERSION_HEAD = '{"v":"'
+VERSION_LEN = len(VERSION_HEAD) + 16 + 1  # '{"v":"' + 16 hex digits + '"', as orjson writes it
 # Zones that enter faster than this cannot wait for a second to complete (see advance).
 IMMEDIATE_BELOW_S = 2.0
 # Re-entrant: a call nested in this thread (a test standing in for another process between a
@@ -181,12 +184,19 @@ REPLAYED, DUPLICATE, IN_PROGRESS, LIMITED, CLAIMED = 0, 1, 2, 3, 4
 # Round trip 2, in one transaction: compare-and-set of the states read in round trip 1 (a state
 # another process or the exit sweeper changed meanwhile fails the whole write, and the batch is
 # folded again from fresh states), the last-seen index, the dropped counter, the batch marker and
-# the pending presence events (as events.queue writes them).
+# the pending presence events (as events.queue writes them). Each write starts the state with a
+# fresh random version ("v"), so the comparison sends that prefix, not the whole state back;
+# only ingest writes states (others delete them), so a new version means a new write.
 _WRITE_LUA = """
 local n = tonumber(ARGV[1])
 for i = 0, n - 1 do
   local b = 2 + i * 5
-  if (redis.call('HGET', KEYS[1], ARGV[b]) or '') ~= ARGV[b + 1] then return {0} end
+  local expected = ARGV[b + 1]
+  local current = redis.call('HGET', KEYS[1], ARGV[b]) or ''
+  if #expected == 23 and string.sub(expected, 1, 6) == '{"v":"' then
+    current = string.sub(current, 1, 23)
+  end
+  if current ~= expected then return {0} end
 end
 for i = 0, n - 1 do
   local b = 2 + i * 5
@@ -343,7 +353,7 @@ def _fold(
             assert venue is not None  # subscribers resolve only at a live venue
             raw = states.get(field_)
             prev = _loads(raw) if raw else {}
-            state, events = advance(venue, scanner.name, prev, by_sub[sub])
+            state, events = advance(venue, scanner.name, prev, by_sub[sub], _phase(sub))
             if any(e.kind == "enter" for e in events):
                 state["c"] = consents[sub]
             # An exit revokes under the consent its enter was disclosed under.
@@ -353,7 +363,8 @@ def _fold(
                 for e, d in disclosures(state, prev.get("h", False), events, wall)
             )
             last = state["p"]["last"]
-            args += (field_, raw or "", _dumps(state), f"{venue.id}:{sub}", repr(last))
+            state = {"v": secrets.token_hex(8), **{k: v for k, v in state.items() if k != "v"}}
+            args += (field_, _version(raw), _dumps(state), f"{venue.id}:{sub}", repr(last))
         args += (dropped, batch_ttl, BATCH_DONE)
         args += [pending.encode(o) for o in occurrences]
         pipe = r.pipeline(transaction=True)
@@ -397,44 +408,51 @@ def disclosures(
 
 
 def advance(
-    venue: VenueInfo, scanner: str, state: dict[str, Any], sightings: list[Sighting]
+    venue: VenueInfo,
+    scanner: str,
+    state: dict[str, Any],
+    sightings: list[Sighting],
+    phase: float = 0.0,
 ) -> tuple[dict[str, Any], list[presence.PresenceEvent]]:
     """Fold one subscriber's sightings from one scanner into its tracking and presence state.
 
     Positioning runs once per second of readings, exactly as `positioning predict` replays a
     recording: second k holds the readings with k-1 < ts <= k and is estimated at `now = k`.
-    Readings of the newest second heard are kept in the state ("b") until a reading of a later
-    second arrives from any scanner, so the estimate of a second uses every scanner's readings
-    of it, not only the first batch's; most batches just append to that buffer. A reading of a
-    second already estimated (a slow scanner) joins the next one. Presence steps once per second
-    with readings, at that second. Waiting for a second to complete delays presence by up to a
-    batch interval, so a venue with a zone that enters in under IMMEDIATE_BELOW_S seconds folds
-    each batch at once instead (see _advance_now)."""
+    Readings are kept in the state ("b") until second k is complete, which is when a reading
+    later than k + `phase` arrives from any scanner, so the estimate of a second uses every
+    scanner's readings of it, not only the first batch's; most batches just append to that
+    buffer. A reading of a second already estimated (a slow scanner) joins the next one.
+    Presence steps once per second with readings, at that second. `phase` (0 to 1, per
+    subscriber) spreads the estimates of a venue's subscribers over the second instead of all of
+    them at its start. Waiting for a second to complete delays presence by up to a batch
+    interval, so a venue with a zone that enters in under IMMEDIATE_BELOW_S seconds folds each
+    batch at once instead (see _advance_now)."""
     if not sightings:
         return dict(state), []
     if min((t.enter_stable_s for t in venue.timings.values()), default=0.0) < IMMEDIATE_BELOW_S:
         return _advance_now(venue, scanner, state, sightings)
     out = dict(state)
-    names: list[str] = list(out.get("bs", ()))
-    if scanner not in names:
-        names.append(scanner)
+    out.pop("bk", None)  # written by an earlier version
     ceil = math.ceil
-    top = max(ceil(s.ts) for s in sightings)
-    open_k = out.get("bk")
-    if open_k is not None and top <= open_k:
-        # The newest second is still open: append, parse nothing, estimate nothing.
-        out["b"] = out["b"] + ";" + _segment(names.index(scanner), sightings)
+    last = out.get("k")
+    due = ceil(max(s.ts for s in sightings) - phase) - 1  # the last complete second
+    if last is not None and due <= last:
+        # Nothing newly complete: append, parse nothing, estimate nothing.
+        names: list[str] = list(out.get("bs", ()))
+        if scanner not in names:
+            names.append(scanner)
+        seg = _segment(names.index(scanner), sightings)
+        out["b"] = f"{out['b']};{seg}" if out.get("b") else seg
         out["bs"] = names
         return out, []
-    readings = _buffered(out.get("b", ""), names)
+    readings = _buffered(out.get("b", ""), list(out.get("bs", ())))
     readings += [(s.ts, scanner, s.rssi) for s in sightings]
-    keep = [s for s in sightings if ceil(s.ts) >= top]
-    out["b"], out["bs"], out["bk"] = _segment(0, keep), [scanner], top
-    done = [x for x in readings if ceil(x[0]) < top]
+    due = ceil(max(x[0] for x in readings) - phase) - 1
+    done = [x for x in readings if ceil(x[0]) <= due]
+    out["b"], out["bs"] = _encode([x for x in readings if ceil(x[0]) > due])
     pstate = out.get("p") or {}
     events: list[presence.PresenceEvent] = []
     if done:
-        last = out.get("k")
         by_sec: dict[int, list[tuple[float, str, float]]] = defaultdict(list)
         for x in done:
             k = ceil(x[0])
@@ -448,11 +466,11 @@ def advance(
             pstate, evs = presence.step(pstate, est.zone if est else None, float(k), timings)
             events.extend(evs)
             prev = k
-        out["t"] = _idle(model, tstate, prev + 1, top)
-        out["k"] = top - 1
+        out["t"] = _idle(model, tstate, prev + 1, due + 1)
+        out["k"] = max(due, prev)
     elif "last" not in pstate:
         # Heard, nothing estimated yet: the sweeper forgets this state if nothing follows.
-        pstate = {**pstate, "last": float(top - 1)}
+        pstate = {**pstate, "last": float(due)}
     out["p"] = pstate
     return out, events
 
@@ -484,6 +502,19 @@ def _advance_now(
     return out, events
 
 
+def _version(raw: str | None) -> str:
+    """What the write compares a state against: its version prefix, else all of it ('' if none)."""
+    if raw and raw.startswith(VERSION_HEAD):
+        return raw[:VERSION_LEN]
+    return raw or ""
+
+
+def _phase(subscriber_id: int) -> float:
+    """Where in each second a subscriber's estimate falls: golden-ratio steps spread a venue's
+    subscribers evenly, so that a second's positioning work does not all land at its start."""
+    return (subscriber_id * 0.6180339887498949) % 1.0
+
+
 def _idle(
     model: Any, tstate: dict[str, Any] | None, first: int, stop: int
 ) -> dict[str, Any] | None:
@@ -498,6 +529,17 @@ def _idle(
 def _segment(index: int, sightings: list[Sighting]) -> str:
     """One scanner's readings as `index|ts,rssi,ts,rssi...` (repr: floats round-trip exactly)."""
     return f"{index}|" + ",".join([f"{s.ts!r},{s.rssi!r}" for s in sightings])
+
+
+def _encode(readings: list[tuple[float, str, float]]) -> tuple[str, list[str]]:
+    """A buffer and its scanner names for (ts, scanner, rssi) readings."""
+    names: list[str] = []
+    by_scanner: dict[str, list[Sighting]] = defaultdict(list)
+    for ts, scanner, rssi in readings:
+        if scanner not in by_scanner:
+            names.append(scanner)
+        by_scanner[scanner].append(Sighting(ts, "", "", rssi))
+    return ";".join(_segment(i, by_scanner[n]) for i, n in enumerate(names)), names
 
 
 def _buffered(buf: str, names: list[str]) -> list[tuple[float, str, float]]:
