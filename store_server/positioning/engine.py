@@ -26,10 +26,12 @@ DEFAULTS: dict[str, float] = {
     "temper": 1.0,
     "huber_k": 1.5,
     "speed_mps": 0.8,
-    "accel_mps2": 0.1,
+    "accel_mps2": 0.05,
     "damping_s": 0.0,
     "adapt_gate": 4.0,
     "common_sigma_db": 0.0,
+    "level_marginal": 0.0,
+    "level_min_db": 0.5,
     "new_only": 0.0,
     "count_pow": 0.5,
     "outside_logprior": -2.0,
@@ -233,14 +235,20 @@ def step(
     # place on one (cells, readings) float32 array: this is the hot loop of live ingest.
     per = rt.mu[:, idx]
     per -= target
-    if p["common_sigma_db"] > 0:
+    level_sd = p["common_sigma_db"]
+    if p["level_marginal"] and p["emitter_prior_db"] > 0:
+        # Until this emitter's own level is learnt, let each cell explain the shared offset
+        # that the level's remaining uncertainty allows: a phone 6 dB louder than the survey's
+        # must not be pulled towards the scanners while the filter finds that out.
+        level_sd = max(level_sd, float(np.sqrt(own[1])))
+    if level_sd > p["level_min_db"]:
         # Emitters differ in transmit power and body shadowing moves every scanner alike: let
-        # each cell explain a shared offset, shrunk towards 0, so the shape of the RSSI vector
-        # matters more than its level.
-        prec = 1.0 / rt.sigma[idx] ** 2
-        shared = -(per @ prec) / (prec.sum() + p["common_sigma_db"] ** -2)
-        per += shared[:, None].astype(np.float32)
-        common_pen = 0.5 * (shared / p["common_sigma_db"]) ** 2
+        # each cell explain a shared offset, shrunk towards 0 with sd level_sd, so the shape of
+        # the RSSI vector matters more than its level.
+        prec = (1.0 / rt.sigma[idx] ** 2).astype(np.float32)
+        shared = per @ (prec / -(prec.sum() + level_sd**-2))
+        per += shared[:, None]
+        common_pen = (0.5 / level_sd**2) * shared.astype(float) ** 2
     else:
         common_pen = 0.0
     np.abs(per, out=per)
