@@ -42,11 +42,15 @@ def kalman(
     return np.clip(offsets + gain * innovation, -CLIP_DB, CLIP_DB), (1.0 - gain) * variances
 
 
-def common(innovations: np.ndarray, noise_var: np.ndarray, variance: float) -> tuple[float, float]:
-    """Kalman step for a level shared by every scanner; returns (shift, new variance)."""
+def common(
+    innovations: np.ndarray, noise_var: np.ndarray, variance: float, coherent_var: float = 0.0
+) -> tuple[float, float]:
+    """Kalman step for a level shared by every scanner; returns (shift, new variance).
+
+    coherent_var is noise shared by all scanners (it does not shrink with their number)."""
     precision = float(np.sum(1.0 / noise_var))
     level = float(np.sum(np.clip(innovations, -15.0, 15.0) / noise_var)) / precision
-    gain = variance / (variance + 1.0 / precision)
+    gain = variance / (variance + 1.0 / precision + coherent_var)
     return gain * level, (1.0 - gain) * variance
 
 

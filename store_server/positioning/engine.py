@@ -24,7 +24,7 @@ DEFAULTS: dict[str, float] = {
     "tau_s": 0.3,
     "max_age_s": 3.0,
     "temper": 1.0,
-    "huber_k": 1.5,
+    "huber_k": 2.0,
     "speed_mps": 0.8,
     "accel_mps2": 0.05,
     "damping_s": 0.0,
@@ -32,6 +32,7 @@ DEFAULTS: dict[str, float] = {
     "common_sigma_db": 0.0,
     "level_marginal": 0.0,
     "level_min_db": 0.5,
+    "level_coherent": 1.0,
     "new_only": 0.0,
     "count_pow": 0.5,
     "outside_logprior": -2.0,
@@ -352,10 +353,19 @@ def step(
         if p["emitter_prior_db"] > 0 and idx.size >= 3:
             # This emitter's own transmit power (phones differ by up to ~10 dB): a level shared
             # by all scanners, learnt before the per-scanner offsets take the remainder.
+            coherent = 0.0
+            if p["level_coherent"]:
+                # A position error moves every scanner's expected level the same way (an
+                # emitter at the wall looks like a quieter one in the middle): that part of the
+                # uncertainty does not average out over scanners, so it slows the level down.
+                wa = active[1]
+                level = mu_act @ (1.0 / noise / np.sum(1.0 / noise))
+                coherent = float(wa @ (level - wa @ level) ** 2)
             shift, own_var = drift.common(
                 val - seen - common - offsets[idx],
                 noise,
                 min(float(own[1]) + p["emitter_q_db2"] * dt, p["emitter_prior_db"] ** 2),
+                coherent,
             )
             common += shift
             st["k"] = [round(float(own[0]) + shift, 2), round(own_var, 3)]

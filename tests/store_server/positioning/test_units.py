@@ -143,3 +143,26 @@ def test_pathloss_fit_recovers_a_directional_antenna_gain() -> None:
     a, n, _, gains = pathloss.fit(d, rssi, prior_weight=1.0, bearing=bearing, harmonics=1)
     assert abs(a + 55.0) < 1.5 and abs(n - 2.2) < 0.2
     assert abs(gains[0] - 4.0) < 0.5 and abs(gains[1]) < 0.5
+
+
+def test_coherent_noise_slows_the_common_level() -> None:
+    innov = np.full(12, -3.0)
+    noise = np.full(12, 25.0)
+    free, _ = drift.common(innov, noise, 36.0)
+    slowed, var = drift.common(innov, noise, 36.0, coherent_var=20.0)
+    assert -3.0 < free < slowed < 0.0 and var > 0.0
+
+
+def test_radio_map_is_vaguer_where_nobody_walked() -> None:
+    from store_server.positioning import simulate
+    from store_server.positioning.live import VenueModel
+
+    venue = simulate.flat()
+    survey = venue.readings(simulate.survey_path(), emitter="ref", seed=1)
+    kitchen = survey[(survey["x"] < 4.0) & (survey["y"] < 4.0)]
+    rt = VenueModel.calibrate(venue.scanners, venue.zones, kitchen).runtime()
+    cells = rt.grid.cells
+    near = np.argmin(np.hypot(cells[:, 0] - 2.0, cells[:, 1] - 2.0))
+    far = np.argmin(np.hypot(cells[:, 0] - 10.5, cells[:, 1] - 2.0))
+    assert (rt.cell_inv_sigma[near] > rt.cell_inv_sigma[far]).all()
+    assert (rt.cell_log_ratio[far] > 0).all() and rt.cell_log_ratio.dtype == np.float32
