@@ -353,7 +353,7 @@ def _fold(
             assert venue is not None  # subscribers resolve only at a live venue
             raw = states.get(field_)
             prev = _loads(raw) if raw else {}
-            state, events = advance(venue, scanner.name, prev, by_sub[sub], _phase(sub))
+            state, events = advance(venue, scanner.name, prev, by_sub[sub])
             if any(e.kind == "enter" for e in events):
                 state["c"] = consents[sub]
             # An exit revokes under the consent its enter was disclosed under.
@@ -408,25 +408,19 @@ def disclosures(
 
 
 def advance(
-    venue: VenueInfo,
-    scanner: str,
-    state: dict[str, Any],
-    sightings: list[Sighting],
-    phase: float = 0.0,
+    venue: VenueInfo, scanner: str, state: dict[str, Any], sightings: list[Sighting]
 ) -> tuple[dict[str, Any], list[presence.PresenceEvent]]:
     """Fold one subscriber's sightings from one scanner into its tracking and presence state.
 
     Positioning runs once per second of readings, exactly as `positioning predict` replays a
     recording: second k holds the readings with k-1 < ts <= k and is estimated at `now = k`.
     Readings are kept in the state ("b") until second k is complete, which is when a reading
-    later than k + `phase` arrives from any scanner, so the estimate of a second uses every
-    scanner's readings of it, not only the first batch's; most batches just append to that
-    buffer. A reading of a second already estimated (a slow scanner) joins the next one.
-    Presence steps once per second with readings, at that second. `phase` (0 to 1, per
-    subscriber) spreads the estimates of a venue's subscribers over the second instead of all of
-    them at its start. Waiting for a second to complete delays presence by up to a batch
-    interval, so a venue with a zone that enters in under IMMEDIATE_BELOW_S seconds folds each
-    batch at once instead (see _advance_now)."""
+    of a later second arrives from any scanner, so the estimate of a second uses every scanner's
+    readings of it, not only the first batch's; most batches just append to that buffer. A
+    reading of a second already estimated (a slow scanner) joins the next one. Presence steps
+    once per second with readings, at that second. Waiting for a second to complete delays
+    presence by up to a batch interval, so a venue with a zone that enters in under
+    IMMEDIATE_BELOW_S seconds folds each batch at once instead (see _advance_now)."""
     if not sightings:
         return dict(state), []
     if min((t.enter_stable_s for t in venue.timings.values()), default=0.0) < IMMEDIATE_BELOW_S:
@@ -435,7 +429,7 @@ def advance(
     out.pop("bk", None)  # written by an earlier version
     ceil = math.ceil
     last = out.get("k")
-    due = ceil(max(s.ts for s in sightings) - phase) - 1  # the last complete second
+    due = max(ceil(s.ts) for s in sightings) - 1  # the last complete second
     if last is not None and due <= last:
         # Nothing newly complete: append, parse nothing, estimate nothing.
         names: list[str] = list(out.get("bs", ()))
@@ -447,7 +441,7 @@ def advance(
         return out, []
     readings = _buffered(out.get("b", ""), list(out.get("bs", ())))
     readings += [(s.ts, scanner, s.rssi) for s in sightings]
-    due = ceil(max(x[0] for x in readings) - phase) - 1
+    due = ceil(max(x[0] for x in readings)) - 1
     done = [x for x in readings if ceil(x[0]) <= due]
     out["b"], out["bs"] = _encode([x for x in readings if ceil(x[0]) > due])
     pstate = out.get("p") or {}
@@ -507,12 +501,6 @@ def _version(raw: str | None) -> str:
     if raw and raw.startswith(VERSION_HEAD):
         return raw[:VERSION_LEN]
     return raw or ""
-
-
-def _phase(subscriber_id: int) -> float:
-    """Where in each second a subscriber's estimate falls: golden-ratio steps spread a venue's
-    subscribers evenly, so that a second's positioning work does not all land at its start."""
-    return (subscriber_id * 0.6180339887498949) % 1.0
 
 
 def _idle(

@@ -63,8 +63,8 @@ def batches(df: pd.DataFrame, seed: int) -> Iterator[tuple[str, list[Sighting]]]
         yield scanner, batch
 
 
-@pytest.mark.parametrize(("seed", "phase"), [(1, 0.0), (2, 0.0), (3, 0.37), (4, 0.95)])
-def test_live_estimates_are_the_cli_predict_estimates(seed, phase):
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_live_estimates_are_the_cli_predict_estimates(seed):
     df = recording()
     model = VenueModel.uncalibrated(SCANNERS, ZONES)
     expected, _ = predict(model, df)
@@ -79,7 +79,7 @@ def test_live_estimates_are_the_cli_predict_estimates(seed, phase):
     compared = 0
     for scanner, batch in batches(df, seed):
         before = state.get("k")
-        state, _ = advance(venue, scanner, state, batch, phase)
+        state, _ = advance(venue, scanner, state, batch)
         # Round trip through storage, as between two batches.
         state = json.loads(ingest._dumps(state))
         if state.get("k") != before and state.get("t", {}).get("e"):
