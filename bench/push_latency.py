@@ -72,17 +72,17 @@ server.serve_forever()
 """
 
 
-# gevent as serve.py runs it in production: monkey patching first (Redis' pub/sub manager and
+# gevent exactly as serve.py runs it in production: monkey patching first (Redis' pub/sub manager and
 # the SQL driver rely on it), then the app in SOCKETIO_ASYNC_MODE=gevent.
 GEVENT_SERVER = """
 from gevent import monkey
 monkey.patch_all()
 import json, logging, os
-from gevent.pywsgi import WSGIServer
+from serve import gevent_server  # production's server, exactly (TCP_NODELAY included)
 from store_server.app import create_app
 logging.getLogger("store_server").setLevel(logging.WARNING)
 app = create_app({**json.loads(os.environ["CM_CONFIG"]), "SOCKETIO_ASYNC_MODE": "gevent"})
-server = WSGIServer(("127.0.0.1", int(os.environ["CM_PORT"])), app, log=None)
+server = gevent_server("127.0.0.1", int(os.environ["CM_PORT"]), app)
 server.start()  # listening before "ready", so the first request cannot be refused
 print("ready", flush=True)
 server.serve_forever()
