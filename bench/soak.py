@@ -15,14 +15,16 @@ for `away-s` (its presence ends through the sweeper), then heard by another scan
 posts one signed batch a second of what it hears, as the daemon does; devices are python-socketio
 clients on the websocket transport in four client processes.
 
-Each visit must reach every device of its zone as one push, and its end as one revoke. After the
-load the bench waits for the last exits, then counts: `lost` (push/revoke events expected by a
-device but not received), `duplicates` (received again, by event id or occurrence), `errors`
-(HTTP non-2xx or failed POSTs, plus device connection failures and drops), `unexpected` (a
-presence that ended and began again within one visit because a batch was processed later than
-the zone's absence time). Memory: the web and jobs processes' resident set together after
-warm-up (`rss_start_kib`) and at the end (`rss_end_kib`), growth in per cent. Prints one JSON
-object as its last line.
+Each visit must reach every device of its zone as one push, and its end as one revoke, unless the
+server got all its batches too late to disclose it (`visits_withheld_stale`, see ingest.STALE_S;
+visits near that limit are `visits_not_judged`). After the load the bench waits for the last
+exits, then counts: `lost` (push/revoke events expected by a device but not received),
+`duplicates` (received again, by event id or occurrence: the reference client drops them),
+`errors` (HTTP non-2xx or failed POSTs, plus device connection failures and drops),
+`unexpected` (a presence that ended and began again within one visit because its batches were
+processed later than the zone's absence time: `scanner_lag_*_s` tells how late batches left).
+Memory: the web and jobs processes' resident set together after warm-up (`rss_start_kib`) and
+at the end (`rss_end_kib`), growth in per cent. Prints one JSON object as its last line.
 
 Other engineers' tests share the machine's PostgreSQL, and the two server processes may hold
 60 of its connections: the recorded run used its own PostgreSQL and Redis on spare ports
@@ -65,6 +67,7 @@ from store_server.app import create_app
 from store_server.crypto import pseudonym
 from store_server.db import sessions, upgrade
 from store_server.device_client import DeviceConnection
+from store_server.ingest import STALE_S
 
 REPO = Path(__file__).resolve().parents[1]
 ZONE = "chair"
@@ -274,11 +277,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     move = Movement(t0, args.emitters, args.scanners, args.visit_s, args.away_s)
     emitters = world["emitters"]
     eids: dict[tuple[int, int], str] = {}
-    visits: set[tuple[int, int, int]] = set()  # (emitter, visit number, zone) accepted
+    # (emitter, visit number, zone) -> [earliest lag at which one of its accepted batches was
+    # sent, and at which one was answered]: whether the server had to disclose it.
+    visits: dict[tuple[int, int, int], list[float]] = {}
     lock = threading.Lock()
     stats = Counter()
     http_errors: Counter[str] = Counter()
     post_ms: list[tuple[float, float]] = []  # (seconds into the run, latency ms)
+    # How late each batch left: a scanner posts one batch at a time, so a slow server delays
+    # its next batches and their sightings arrive old (past the zone's absence time, a presence
+    # ends and begins again: `unexpected`; past ingest.STALE_S, a visit is not disclosed).
+    lag_s: list[float] = []
     stop = threading.Event()
     end = t0 + args.duration
 
@@ -303,7 +312,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 for back in (0.8, 0.3):  # two advertisements per emitter per second
                     ts = tick - back
                     rows.append({"ts": ts, "kind": "eid", "id": eid(e, int(ts)), "rssi": -45})
-            doc = {"batch_id": uuid.uuid4().hex, "sent_at": time.time(), "sightings": rows}
+            sent = time.time()
+            doc = {"batch_id": uuid.uuid4().hex, "sent_at": sent, "sightings": rows}
             body = json.dumps(doc, separators=(",", ":")).encode()
             started = time.perf_counter()
             try:
@@ -322,10 +332,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             ms = (time.perf_counter() - started) * 1000
             with lock:
                 post_ms.append((tick - t0, ms))
+                lag_s.append(sent - tick)
                 stats["posts"] += 1
                 if code == 200:
                     stats["sightings"] += accepted
-                    visits.update((e, c, z) for e, c in heard)
+                    done = time.time() - tick
+                    for e, c in heard:
+                        lags = visits.setdefault((e, c, z), [math.inf, math.inf])
+                        lags[0], lags[1] = min(lags[0], sent - tick), min(lags[1], done)
                 else:
                     http_errors[str(code)] += 1
             tick += 1.0
@@ -356,8 +370,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     cpu_end = sum(p.cpu_times().user + p.cpu_times().system for p in procs)
     load_end = os.getloadavg()
 
+    # A visit must be pushed (and revoked) if a batch of it was answered within STALE_S of its
+    # sightings, must not be if every batch left later than that (a backlog is recorded, not
+    # disclosed); in between the server may do either, and the bench does not judge.
+    disclosed = {v for v, (_sent, done) in visits.items() if done <= STALE_S}
+    withheld = {v for v, (sent, _done) in visits.items() if sent > STALE_S}
+    uncertain = set(visits) - disclosed - withheld
     # Every visit ends through the sweeper exit_s after its last sighting: wait for the revokes.
-    expected_total = len(visits) * 2 * per_zone
+    expected_total = len(disclosed) * 2 * per_zone
     settle_deadline = time.monotonic() + args.exit_s + args.grace
     received = 0
     while time.monotonic() < settle_deadline:
@@ -375,10 +395,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     by_zone: dict[int, list[int]] = {}
     for i, z, _ in tokens:
         by_zone.setdefault(z, []).append(i)
-    for e, _cycle, z in visits:
+    for e, _cycle, z in disclosed:
         for i in by_zone.get(z, []):
             expected[(i, "push", pseudo_of[e])] += 1
             expected[(i, "revoke", pseudo_of[e])] += 1
+    skip = {
+        (i, kind, pseudo_of[e])
+        for e, _cycle, z in uncertain
+        for i in by_zone.get(z, [])
+        for kind in ("push", "revoke")
+    }
     got: Counter[tuple[int, str, str]] = Counter()
     duplicates = drops = still = queues = 0
     for _, parent in clients:
@@ -392,9 +418,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 duplicates += 1
             else:
                 got[(i, kind, subscriber)] += 1
-    lost = sum(max(0, c - got[k]) for k, c in expected.items())
-    unexpected = sum(max(0, c - expected[k]) for k, c in got.items())
-    misrouted = sum(c for (i, _k, s), c in got.items() if (i, "push", s) not in expected)
+    lost_by_type: Counter[str] = Counter()
+    for k, c in expected.items():
+        if k not in skip:
+            lost_by_type[k[1]] += max(0, c - got[k])
+    lost = sum(lost_by_type.values())
+    unexpected = sum(max(0, c - expected[k]) for k, c in got.items() if k not in skip)
+    # Events about someone who never visited the device's zone: isolation broken.
+    visited = {(i, pseudo_of[e]) for e, _cycle, z in visits for i in by_zone.get(z, [])}
+    misrouted = sum(c for (i, _k, s), c in got.items() if (i, s) not in visited)
 
     for p in (web, worker):
         p.terminate()
@@ -447,13 +479,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "post_p50_ms": pct([ms for at, ms in post_ms if at >= warmup], 0.5),
         "post_p99_ms": pct([ms for at, ms in post_ms if at >= warmup], 0.99),
         "post_max_ms": round(max((ms for _, ms in post_ms), default=0.0), 1),
+        "scanner_lag_p99_s": pct(lag_s, 0.99),
+        "scanner_lag_max_s": round(max(lag_s, default=0.0), 1),
         "sightings": stats["sightings"],
         "visits": len(visits),
+        "visits_withheld_stale": len(withheld),
+        "visits_not_judged": len(uncertain),
         "expected": expected_total,
         "pushes": sum(c for (_i, k, _s), c in got.items() if k == "push"),
         "revokes": sum(c for (_i, k, _s), c in got.items() if k == "revoke"),
         "queues": queues,
         "lost": lost,
+        "lost_pushes": lost_by_type["push"],
+        "lost_revokes": lost_by_type["revoke"],
         "duplicates": duplicates,
         # Events beyond one push and one revoke per visit: a presence that ended and began again
         # within one visit (a batch processed later than the zone's absence time).
