@@ -15,6 +15,7 @@ from werkzeug.exceptions import HTTPException
 
 from store_server import api, db, devices, ops, optin, redis_store
 from store_server.config import from_env
+from store_server.sio_json import FastJSON, FastPacket
 from store_server.topology import Topology
 
 log = logging.getLogger(__name__)
@@ -37,6 +38,8 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         # Flask-SocketIO picks Kombu for non-redis:// URLs; the embedded server is unix://.
         client_manager=RedisManager(queue_url, channel=_channel(app)) if queue_url else None,
         cors_allowed_origins=[],
+        serializer=FastPacket,
+        json=FastJSON,
     )
     devices.register(app, socketio)
     app.register_blueprint(api.bp)

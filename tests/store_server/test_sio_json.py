@@ -1,0 +1,42 @@
+"""The orjson-backed Socket.IO packet encodes exactly what the library's own packet does."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from socketio.packet import BINARY_EVENT, EVENT, Packet
+
+from store_server.sio_json import FastJSON, FastPacket
+
+PAYLOADS = [
+    ["event", {"type": "push", "subscriber": "abc", "expires_at": 1795.5, "tracks": [{"id": "t"}]}],
+    ["queue", {"members": ["a", "b"], "queue": {"tracks": [], "genres": {"pop": 0.6}}}],
+    ["hello", {"device": "Fauteuil é"}],
+    ["odd", {1: "int keys go through the standard json module"}],
+]
+
+
+@pytest.mark.parametrize("data", PAYLOADS)
+def test_encodes_like_the_library(data):
+    fast = FastPacket(EVENT, data=data, namespace="/device", id=7)
+    slow = Packet(EVENT, data=data, namespace="/device", id=7)
+    assert fast.packet_type == slow.packet_type == EVENT
+    assert json.loads(fast.encode()[len("2/device,7") :]) == json.loads(
+        slow.encode()[len("2/device,7") :]
+    )
+
+
+def test_bytes_still_travel_as_binary_attachments():
+    data = ["blob", {"raw": b"\x00\x01"}]
+    fast = FastPacket(EVENT, data=data, namespace="/device")
+    assert fast.packet_type == BINARY_EVENT
+    assert fast.encode() == Packet(EVENT, data=data, namespace="/device").encode()
+
+
+def test_round_trip_and_bad_input():
+    text = FastJSON.dumps({"a": [1, 2.5, None, "é"]})
+    assert FastJSON.loads(text) == {"a": [1, 2.5, None, "é"]}
+    assert FastJSON.loads(b"[NaN]")[0] != 0  # the standard module's extension still parses
+    with pytest.raises(ValueError):
+        FastJSON.loads("{not json")
