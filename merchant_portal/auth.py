@@ -3,10 +3,23 @@
 from __future__ import annotations
 
 import functools
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from flask import abort, current_app, flash, g, redirect, render_template, request, session, url_for
+from flask import (
+    Response,
+    abort,
+    current_app,
+    flash,
+    g,
+    jsonify,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
+)
 from sqlalchemy import select
 from werkzeug.security import check_password_hash, generate_password_hash
 
@@ -14,6 +27,12 @@ from merchant_portal.blueprint import MERCHANT_ROLES, bp, t
 from merchant_portal.sockets import disconnect_staff
 from store_server.db import get_db
 from store_server.models import Device, Merchant, Scanner, StaffUser, Venue
+from store_server.sessions import (
+    RETRY_AFTER_S,
+    SessionStoreUnavailable,
+    get_registry,
+    staff_principal,
+)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -22,15 +41,57 @@ _DUMMY_HASH = generate_password_hash("no-such-user")
 
 
 def current_staff() -> StaffUser | None:
-    """The signed-in staff member of this request, or None."""
+    """The signed-in staff member of this request, or None (503 if sign-ins cannot be checked)."""
     if "staff" not in g:
         staff_id = session.get("staff_id")
-        staff = get_db().get(StaffUser, staff_id) if isinstance(staff_id, int) else None
+        staff = None
+        # The signed cookie alone is not enough: its session id must still be live in Redis,
+        # so a copy of the cookie stops working once that session is signed out.
+        if isinstance(staff_id, int) and _live(staff_id):
+            staff = get_db().get(StaffUser, staff_id)
         # A password change (or reset) ends every session signed in with the old one.
         if staff is not None and session.get("pw") != password_mark(staff):
             staff = None
         g.staff = staff
     return g.staff
+
+
+def _idle_s() -> int:
+    return int(current_app.permanent_session_lifetime.total_seconds())
+
+
+def _live(staff_id: int) -> bool:
+    try:
+        return get_registry().check(
+            session.get("sid"), staff_principal(staff_id), session.get("t"), _idle_s()
+        )
+    except SessionStoreUnavailable:
+        abort(session_store_down())
+
+
+def session_store_down() -> Response:
+    """503 for a signed-in request whose session cannot be checked: refused, never let through."""
+    message = {
+        "fr": "Vérification de la connexion momentanément impossible, réessayez dans un instant.",
+        "en": "Sign-in check unavailable, please retry in a moment.",
+    }.get(g.get("lang", "en"), SessionStoreUnavailable.description)
+    if request.accept_mimetypes.best == "application/json" or request.is_json:
+        resp = jsonify({"error": message})
+    else:
+        resp = current_app.make_response(render_template("error.html", message=message))
+    resp.status_code = 503
+    resp.headers["Retry-After"] = str(RETRY_AFTER_S)
+    return resp
+
+
+def _end_this_session() -> None:
+    # Sign-out ends this browser's session only; the person's other sessions stay signed in.
+    staff_id = session.get("staff_id")
+    if isinstance(staff_id, int):
+        try:
+            get_registry().end(session.get("sid"), staff_principal(staff_id))
+        except SessionStoreUnavailable:
+            abort(session_store_down())
 
 
 def password_mark(staff: StaffUser) -> str:
@@ -127,10 +188,17 @@ def login():  # type: ignore[no-untyped-def]
         return render_template("login.html", error=t("login_failed"), email=email), 401
     throttle.clear(email)
     lang = session.get("lang")
+    # Signing in again in this browser ends the session it held (no copy of it lives on).
+    _end_this_session()
+    try:
+        sid = get_registry().start(staff_principal(user.id), _idle_s())
+    except SessionStoreUnavailable:
+        abort(session_store_down())
     # A fresh session at sign-in defeats fixation of a session planted before it.
     session.clear()
     session.permanent = True
     session["staff_id"] = user.id
+    session["sid"], session["t"] = sid, int(time.time())
     session["pw"] = password_mark(user)
     if lang:
         session["lang"] = lang
@@ -141,7 +209,8 @@ def login():  # type: ignore[no-untyped-def]
 
 @bp.post("/logout")
 def logout():  # type: ignore[no-untyped-def]
-    """Forget the session and close its live connections."""
+    """End this session server-side (copies of its cookie die too), close its live connections."""
+    _end_this_session()
     staff_id = session.get("staff_id")
     if isinstance(staff_id, int):
         disconnect_staff(current_app._get_current_object(), staff_id)  # type: ignore[attr-defined]

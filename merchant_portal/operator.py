@@ -3,6 +3,7 @@ them, and watch programme-wide health in counts only, never a subscriber."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import re
 import secrets
@@ -14,9 +15,10 @@ from flask import abort, current_app, flash, redirect, render_template, request,
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
+from werkzeug.exceptions import HTTPException
 from werkzeug.security import generate_password_hash
 
-from merchant_portal.auth import current_staff
+from merchant_portal.auth import current_staff, session_store_down
 from merchant_portal.blueprint import bp, t
 from merchant_portal.health import scanner_status
 from merchant_portal.views import drop_device_sockets
@@ -24,6 +26,7 @@ from store_server import services
 from store_server.db import get_db
 from store_server.models import Device, Merchant, Scanner, StaffUser, Venue
 from store_server.redis_store import get_keys, get_redis
+from store_server.sessions import SessionStoreUnavailable, end_all_sessions, staff_principal
 from store_server.topology import get_topology
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -59,6 +62,14 @@ def invite_link(user: StaffUser) -> str:
     # Bound to the current hash, so using it (which changes the hash) spends it.
     token = _serializer().dumps({"u": user.id, "h": user.password_hash[-16:]})
     return url_for("portal.invite", token=token, _external=True)
+
+
+def _end_all(staff_id: int) -> None:
+    """End every sign-in of this staff account; 503 if the session store is unreachable."""
+    try:
+        end_all_sessions(current_app._get_current_object(), staff_principal(staff_id))  # type: ignore[attr-defined]
+    except SessionStoreUnavailable:
+        abort(session_store_down())
 
 
 def _health() -> dict[int, dict[str, int]]:
@@ -182,7 +193,14 @@ def invite(token: str):  # type: ignore[no-untyped-def]
         return render_template(
             "invite.html", email=user.email, error=t("op_bad_password", n=MIN_PASSWORD)
         ), 400
+    # A new password ends every session of the old one (portal and auditor view alike): ended
+    # before the change is committed, so a store outage changes nothing, and again after it,
+    # for a sign-in with the old password that raced in between.
+    _end_all(user.id)
     user.password_hash = generate_password_hash(password)
     get_db().commit()
+    # The password is changed whatever happens now; portal sessions still die by their mark.
+    with contextlib.suppress(HTTPException):
+        _end_all(user.id)
     flash(t("op_password_set"))
     return redirect(url_for("portal.login"))

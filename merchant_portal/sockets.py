@@ -16,6 +16,7 @@ from merchant_portal.blueprint import MERCHANT_ROLES
 from store_server.db import sessions
 from store_server.models import Merchant, StaffUser, Venue
 from store_server.push import PORTAL, venue_room
+from store_server.sessions import SessionStoreUnavailable, get_registry, staff_principal
 
 
 def staff_venue(app: Flask, staff_id: Any, venue_id: Any, mark: Any = None) -> int | None:
@@ -57,6 +58,16 @@ def register(app: Flask, socketio: SocketIO) -> None:
     def _connect(auth: Any = None) -> None:
         venue_id = auth.get("venue") if isinstance(auth, dict) else None
         staff_id = session.get("staff_id")
+        # A signed-out session (or a copy of its cookie) is refused like an anonymous one.
+        idle_s = int(app.permanent_session_lifetime.total_seconds())
+        try:
+            live = isinstance(staff_id, int) and get_registry(app).check(
+                session.get("sid"), staff_principal(staff_id), session.get("t"), idle_s
+            )
+        except SessionStoreUnavailable:
+            raise ConnectionRefusedError("sign-in check unavailable, retry later") from None
+        if not live:
+            raise ConnectionRefusedError("not signed in or not your venue")
         # Unknown, foreign and malformed venues are refused alike: nothing is confirmed.
         allowed = staff_venue(app, staff_id, venue_id, session.get("pw"))
         if allowed is None:

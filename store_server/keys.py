@@ -74,6 +74,14 @@ class Keys:
         """Sorted set of recent failed attempts (sign-in, pairing) of one HMAC-keyed identity."""
         return f"{self.prefix}failures:{scope}:{digest}"
 
+    def session(self, digest: str) -> str:
+        """Live sign-in (portal, auditor, subscriber), keyed by its id's HMAC; holds its owner's."""
+        return f"{self.prefix}session:{digest}"
+
+    def sessions_of(self, digest: str) -> str:
+        """Set of one principal's live session-id HMACs, so a password change ends them all."""
+        return f"{self.prefix}sessions:{digest}"
+
     def pattern(self) -> str:
         """SCAN pattern matching every key of this prefix."""
         return f"{self.prefix}*"

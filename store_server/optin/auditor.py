@@ -16,6 +16,7 @@ from store_server.optin.web import (
     load_session,
     rate_limited,
     save_session,
+    sign_in_staff,
     sign_out,
 )
 from store_server.rights import consent_status
@@ -54,9 +55,7 @@ def signin() -> Response:
         if u is None or not ok or u.role not in ROLES:
             error = "bad_credentials"
         else:
-            sign_out()
-            sess = load_session()
-            sess.staff_id, sess.modified = u.id, True
+            sign_in_staff(u.id)
             return redirect(url_for("auditor.index"), 303)
     status = {"csrf": 400, "rate_limited": 429}.get(error or "", 401)
     return render("optin/auditor_signin.html", status, error=error)

@@ -21,6 +21,7 @@ from flask import Flask, Response, current_app, g, request
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 
 from store_server.redis_store import get_keys, get_redis
+from store_server.sessions import get_registry, staff_principal, subscriber_principal
 
 log = logging.getLogger(__name__)
 
@@ -33,17 +34,35 @@ LANGS = ("fr", "en")
 
 @dataclass
 class SubscriberSession:
-    """What the cookie carries: the signed-in account, the CSRF token and the language."""
+    """What the cookie carries: the signed-in account, the CSRF token and the language, and for a
+    signed-in account the id of its server-side session and when it started."""
 
     directory_id: str | None = None
     csrf: str = field(default_factory=lambda: secrets.token_urlsafe(24))
     lang: str | None = None
     staff_id: int | None = None  # an auditor signed in to the auditor view
+    sid: str | None = None  # server-side session id (store_server.sessions), when signed in
+    started: int | None = None
     modified: bool = False
 
     def to_json(self) -> dict[str, Any]:
         """Cookie payload."""
-        return {"d": self.directory_id, "c": self.csrf, "l": self.lang, "a": self.staff_id}
+        return {
+            "d": self.directory_id,
+            "c": self.csrf,
+            "l": self.lang,
+            "a": self.staff_id,
+            "s": self.sid,
+            "t": self.started,
+        }
+
+    def principal(self) -> str | None:
+        """Whose sign-in this cookie carries (auditor or subscriber; one at a time), if anyone's."""
+        if self.staff_id is not None:
+            return staff_principal(self.staff_id)
+        if self.directory_id is not None:
+            return subscriber_principal(self.directory_id)
+        return None
 
 
 def _serializer(app: Flask) -> URLSafeTimedSerializer:
@@ -56,7 +75,8 @@ def cookie_name(app: Flask) -> str:
 
 
 def load_session() -> SubscriberSession:
-    """The request's subscriber session (a fresh anonymous one if absent, expired or forged)."""
+    """The request's subscriber session (a fresh anonymous one if absent, expired, forged or
+    signed out); raises SessionStoreUnavailable (503) when a sign-in cannot be checked."""
     if "cm_sub" in g:
         return g.cm_sub
     app = current_app
@@ -65,26 +85,53 @@ def load_session() -> SubscriberSession:
     if raw:
         try:
             data = _serializer(app).loads(raw, max_age=app.config["OPTIN_SESSION_MAX_AGE_S"])
-            sess = SubscriberSession(data.get("d"), data["c"], data.get("l"), data.get("a"))
+            sess = SubscriberSession(
+                data.get("d"), data["c"], data.get("l"), data.get("a"), data.get("s"), data.get("t")
+            )
         except (BadSignature, KeyError, TypeError, AttributeError):
             sess = SubscriberSession(modified=True)
+    principal = sess.principal()
+    # A signed-in cookie counts only while its session id is live in Redis: signed out (here or
+    # by a password change) means anonymous, even for a copy of the cookie taken before.
+    if principal is not None and not get_registry(app).check(
+        sess.sid, principal, sess.started, app.config["OPTIN_SESSION_MAX_AGE_S"]
+    ):
+        sess = SubscriberSession(lang=sess.lang, modified=True)
     g.cm_sub = sess
     return sess
 
 
 def sign_in(directory_id: str) -> None:
     """Start a signed-in session with a new CSRF token (no fixation of a pre-sign-in token)."""
-    sess = load_session()
     # A fresh session: an auditor signed in on this browser before must not stay signed in for
     # the subscriber who signs in now (auditor sign-in likewise ends a subscriber's session).
-    sess.staff_id = None
-    sess.directory_id, sess.csrf, sess.modified = directory_id, secrets.token_urlsafe(24), True
+    _start(subscriber_principal(directory_id))
+    sess = load_session()
+    sess.directory_id = directory_id
+
+
+def sign_in_staff(staff_id: int) -> None:
+    """Start an auditor's signed-in session in this cookie, ending whoever's it held."""
+    _start(staff_principal(staff_id))
+    sess = load_session()
+    sess.staff_id = staff_id
+
+
+def _start(principal: str) -> None:
+    sign_out()
+    sess = load_session()
+    app = current_app
+    sess.sid = get_registry(app).start(principal, app.config["OPTIN_SESSION_MAX_AGE_S"])
+    sess.started = int(time.time())
 
 
 def sign_out() -> None:
-    """Forget the signed-in account and rotate the CSRF token."""
+    """End this cookie's session server-side (only this one), forget it, rotate the CSRF token."""
     sess = load_session()
-    sess.directory_id, sess.staff_id = None, None
+    principal = sess.principal()
+    if principal is not None:
+        get_registry(current_app).end(sess.sid, principal)
+    sess.directory_id, sess.staff_id, sess.sid, sess.started = None, None, None, None
     sess.csrf, sess.modified = secrets.token_urlsafe(24), True
 
 

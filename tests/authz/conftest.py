@@ -125,6 +125,21 @@ class World:
         _own_consent(self.app, p, username)
         return self.capture(p, c)
 
+    def fresh_session(self, role: str) -> Principal:
+        """The role signed in again in a browser of its own: a cell that signs in or out ends
+        that browser's server-side session, which must not be the one every other cell uses."""
+        p = self.principals[role]
+        if role in ("sub", "sub2"):
+            return self.fresh_subscriber(role)
+        if role not in STAFF_ROLES:
+            return p
+        fresh = Principal(role, _ip(), p.credentials)
+        c = fresh.client(self.app)
+        portal_login(c, *fresh.credentials)
+        if role == "auditor":
+            auditor_login(c, *fresh.credentials)
+        return self.capture(fresh, c)
+
     def fresh_device(self, paired: bool = False) -> tuple[int, str | None]:
         """A new device in A's scratch zone; with its token when paired."""
         with sessions(self.app)() as db:
@@ -303,7 +318,7 @@ def world(authz_app: Flask) -> World:
         p[role] = Principal(role, _ip(), creds)
     for role in ("anon", "scanner", "device", "scraper"):
         w.capture(p[role], p[role].client(app))
-    for role in ("owner", "staff", "rival", "suspended", "operator", "auditor"):
+    for role in STAFF_ROLES:
         c = p[role].client(app)
         portal_login(c, *p[role].credentials)
         if role == "auditor":
@@ -336,7 +351,18 @@ def authz_server(authz_app: Flask, world: World) -> Iterator[LiveServer]:
     server.stop()
 
 
+STAFF_ROLES = ("owner", "staff", "rival", "suspended", "operator", "auditor")
 # Which cells get objects of their own (by endpoint), so that cells stay independent.
+# Signing in or out ends the browser's server-side session: those cells sign in afresh.
+FRESH_SESSION = {
+    "portal.login",
+    "portal.logout",
+    "auditor.signin",
+    "auditor.signout",
+    "rights.signin",
+    "rights.signout",
+    "optin.signin",
+}
 FRESH_DEVICE = {"portal.pair", "portal.rotate", "portal.revoke"}
 # Subscriber endpoints that change the signed-in subscriber: those roles act as a fresh one.
 FRESH_SELF = {
@@ -372,6 +398,8 @@ def build_cell(w: World, method: str, endpoint: str, rule: str, role: str) -> Ce
     p = w.principals[role]
     if role in FRESH_SELF.get(endpoint, ()):
         p = w.fresh_subscriber(role)
+    elif endpoint in FRESH_SESSION:
+        p = w.fresh_session(role)
     target = p if p.role == "sub" and p is not w.principals["sub"] else w.principals["sub"]
     device_id = w.fresh_device()[0] if endpoint in FRESH_DEVICE else None
     # Accepting an invitation spends it; reading one does not.

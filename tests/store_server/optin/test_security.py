@@ -226,6 +226,7 @@ def test_same_site_next_is_honoured(app):
 
 def test_forged_or_foreign_session_cookie_is_anonymous(app):
     from store_server.optin.web import cookie_name
+    from store_server.sessions import get_registry, subscriber_principal
 
     user, _pw = make_account(app)
     client = new_client(app)
@@ -236,9 +237,14 @@ def test_forged_or_foreign_session_cookie_is_anonymous(app):
     assert client.get("/me/").status_code == 303
     client.set_cookie(cookie_name(app), "garbage", domain="localhost")
     assert client.get("/me/").status_code == 303
-    # The same cookie signed with the app's key is accepted: the refusals above are the key's.
+    # Signed with the app's key but naming no live server-side session: still anonymous.
     genuine = URLSafeTimedSerializer(app.config["SECRET_KEY"], salt="cm-subscriber-session")
     payload = {"d": f"dir:{user}", "c": "x", "l": "en", "a": None}
+    client.set_cookie(cookie_name(app), genuine.dumps(payload), domain="localhost")
+    assert client.get("/me/").status_code == 303
+    # With a live session id it is accepted: the refusals above are the key's and the session's.
+    sid = get_registry(app).start(subscriber_principal(f"dir:{user}"), 60)
+    payload |= {"s": sid, "t": int(time.time())}
     client.set_cookie(cookie_name(app), genuine.dumps(payload), domain="localhost")
     assert client.get("/me/").status_code == 200
 
