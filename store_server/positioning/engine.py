@@ -19,6 +19,7 @@ from store_server.positioning.grid import Grid, build
 # damping_s (velocity decay: sluggish), common_sigma_db (level-free likelihood: the level is
 # informative), knn_weight (signal-space kNN fused into the grid: worse on both), new_only (each
 # reading once: equal, the once-per-second buffering already keeps evidence from double counting).
+# The per-change LOTO / rooms figures are in README.md ("What was tried").
 DEFAULTS: dict[str, float] = {
     "grid_step": 0.4,
     "tau_s": 0.3,
@@ -30,8 +31,8 @@ DEFAULTS: dict[str, float] = {
     "damping_s": 0.0,
     "adapt_gate": 4.0,
     "common_sigma_db": 0.0,
-    "level_marginal": 0.0,
-    "level_min_db": 0.5,
+    "level_marginal": 1.0,
+    "level_min_db": 1.5,
     "level_coherent": 1.0,
     "new_only": 0.0,
     "count_pow": 0.5,
@@ -237,10 +238,18 @@ def step(
     per = rt.mu[:, idx]
     per -= target
     level_sd = p["common_sigma_db"]
-    if p["level_marginal"] and p["emitter_prior_db"] > 0:
+    if (
+        p["level_marginal"]
+        and p["emitter_prior_db"] > 0
+        and p["drift_prior_db"] > 0
+        and idx.size >= 3
+    ):
         # Until this emitter's own level is learnt, let each cell explain the shared offset
         # that the level's remaining uncertainty allows: a phone 6 dB louder than the survey's
-        # must not be pulled towards the scanners while the filter finds that out.
+        # must not be pulled towards the scanners while the filter finds that out, nor a
+        # walker at a wall be taken for a quieter phone in the middle. Only while the level is
+        # being learnt (drift on, >= 3 scanners: one scanner cannot tell level from distance),
+        # and off once it is known to level_min_db (then the level is informative).
         level_sd = max(level_sd, float(np.sqrt(own[1])))
     if level_sd > p["level_min_db"]:
         # Emitters differ in transmit power and body shadowing moves every scanner alike: let

@@ -204,3 +204,29 @@ def test_loose_inputs_numeric_ids_nan_rows_multipolygons_and_no_zones() -> None:
     assert est is not None and est.zone == "ends" and est.x < 2.0
     _, est = track(VenueModel.uncalibrated(scanners, {}), None, [(0.5, "1", -50.0)], 1.0)
     assert est is not None and est.zone is None
+
+
+def test_a_phone_of_unknown_level_is_placed_better_while_its_level_is_integrated_out() -> None:
+    venue = simulate.flat()
+    survey = _survey(venue)
+    errors = {}
+    for marginal in (0.0, 1.0):
+        model = VenueModel.calibrate(
+            venue.scanners, venue.zones, survey, {"level_marginal": marginal}
+        )
+        err = []
+        spots = [(2.0, 2.0), (6.5, 2.0), (10.5, 2.0), (2.0, 8.0), (9.0, 5.5)]
+        cases = [(lvl, spot) for lvl in (8.0, -6.0) for spot in spots]
+        for seed, (level, (x, y)) in enumerate(cases):
+            # A loud or quiet phone standing still, tracked from its first second.
+            path = simulate.walk([(x, y), (x + 0.01, y)], speed=0.001, t0=1e6)
+            rows = venue.readings(path, seed=seed, drift=dict.fromkeys(venue.scanners, level))
+            state = None
+            for k in range(int(rows["ts"].min()) + 1, int(rows["ts"].min()) + 6):
+                batch = rows.loc[(rows["ts"] > k - 1) & (rows["ts"] <= k)]
+                readings = list(zip(batch["ts"], batch["scanner"], batch["rssi"], strict=True))
+                state, est = track(model, state, readings, float(k))
+                assert est is not None
+                err.append(np.hypot(est.x - x, est.y - y))
+        errors[marginal] = float(np.mean(err))
+    assert errors[1.0] < 0.95 * errors[0.0], errors
