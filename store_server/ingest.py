@@ -429,7 +429,7 @@ def advance(
     out.pop("bk", None)  # written by an earlier version
     ceil = math.ceil
     last = out.get("k")
-    due = max(ceil(s.ts) for s in sightings) - 1  # the last complete second
+    due = ceil(max([s.ts for s in sightings])) - 1  # the last complete second
     if last is not None and due <= last:
         # Nothing newly complete: append, parse nothing, estimate nothing.
         names: list[str] = list(out.get("bs", ()))
