@@ -72,8 +72,8 @@ server.serve_forever()
 """
 
 
-# gevent exactly as serve.py runs it in production: monkey patching first (Redis' pub/sub manager and
-# the SQL driver rely on it), then the app in SOCKETIO_ASYNC_MODE=gevent.
+# gevent exactly as serve.py runs it in production: monkey patching first (Redis' pub/sub manager
+# and the SQL driver rely on it), then the app in SOCKETIO_ASYNC_MODE=gevent.
 GEVENT_SERVER = """
 from gevent import monkey
 monkey.patch_all()
