@@ -35,7 +35,8 @@ from merchant_portal.blueprint import bp, t
 from merchant_portal.health import SILENT_AFTER_S, scanner_status
 from merchant_portal.pairing import TTL_S, PairingCodes, grouped
 from merchant_portal.qr import optin_link, qr_svg
-from store_server import services
+from store_server import devices as store_devices
+from store_server import outbox, services
 from store_server.config import REPO
 from store_server.db import get_db
 from store_server.models import Device, Merchant, Scanner, Venue, utcnow
@@ -45,7 +46,6 @@ from store_server.push import skip as push_skip
 from store_server.redis_store import get_keys, get_redis
 from store_server.topology import get_topology
 
-DEVICE_NAMESPACE = "/device"
 # The shared home-area polygons, where CI and the dev box lay them out beside the checkout.
 DEFAULT_AREAS = REPO.parent / "shared" / "data" / "geo" / "paris-petite-couronne.geojson"
 
@@ -172,13 +172,9 @@ def devices(venue_id: int):  # type: ignore[no-untyped-def]
 
 
 def drop_device_sockets(device_ids: set[int]) -> None:
-    """Disconnect these devices' live sockets now."""
+    """Disconnect these devices' live sockets now, on every worker."""
     # A revoked or re-keyed device must stop at once, not at its next reconnect.
-    sio = current_app.extensions["socketio"]
-    connected = current_app.extensions.get("cm_connected_devices", {})
-    for sid, d in list(connected.items()):
-        if d in device_ids:
-            sio.server.disconnect(sid, namespace=DEVICE_NAMESPACE)
+    store_devices.drop_sockets(current_app, device_ids)
 
 
 @bp.post("/devices/<int:device_id>/pair")
@@ -218,6 +214,8 @@ def revoke(device_id: int):  # type: ignore[no-untyped-def]
     get_db().commit()
     get_topology(current_app).invalidate()
     drop_device_sockets({device.id})
+    # What it had not fetched yet is no longer its to receive.
+    outbox.clear(get_redis(current_app), get_keys(current_app), [device.id])
     flash(t("revoked_done", device=device.name))
     return redirect(url_for("portal.devices", venue_id=device.venue_id))
 

@@ -82,6 +82,10 @@ class Keys:
         """Set of one principal's live session-id HMACs, so a password change ends them all."""
         return f"{self.prefix}sessions:{digest}"
 
+    def device_sockets(self, device_id: int) -> str:
+        """Set of a device's live Socket.IO session ids, whichever worker holds them."""
+        return f"{self.prefix}device:{device_id}:sockets"
+
     def pattern(self) -> str:
         """SCAN pattern matching every key of this prefix."""
         return f"{self.prefix}*"

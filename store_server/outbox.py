@@ -81,3 +81,9 @@ def drop_for(r: redis.Redis, keys: Keys, device_ids: list[int], pseudonym: str) 
             pipe.xdel(keys.outbox(d), entry_id)
         pipe.execute()
     return len(doomed)
+
+
+def clear(r: redis.Redis, keys: Keys, device_ids: list[int]) -> None:
+    """Forget everything pending for these devices (revoked: they may receive nothing more)."""
+    if device_ids:
+        r.delete(*(keys.outbox(d) for d in device_ids))

@@ -15,9 +15,11 @@ import pytest
 
 from store_server.app import create_app
 from store_server.db import sessions, upgrade
+from store_server.devices import drop_sockets
 from store_server.occupancy import end_presence
 from store_server.redis_store import get_keys, get_redis
 from tests.conftest import REPO, LiveServer, drop_keys, free_port, fresh_database, make_config
+from tests.faults.support import wait_for
 from tests.store_server.test_push_e2e import Device, build_world, enter
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -110,3 +112,22 @@ def test_device_on_a_receives_what_sightings_on_b_caused(two_processes):
             on_b.close()
     finally:
         on_a.close()
+
+
+def test_revoke_served_by_a_disconnects_the_device_on_b(two_processes):
+    app, _url_a, url_b = two_processes
+    with sessions(app)() as db:
+        world = build_world(app, db, people=(("ana", "playlist"),))
+    device_id = world.devices["seat"][0][0]
+    on_b = Device(url_b, world.token("seat"))
+    try:
+        assert on_b.drained()  # connected, and known to every worker through Redis
+        keys = get_keys(app)
+        assert get_redis(app).scard(keys.device_sockets(device_id)) == 1
+        # Process A holds no socket of this device: the disconnect travels by the message queue.
+        assert app.extensions["cm_connected_devices"] == {}
+        assert drop_sockets(app, {device_id}) == 1
+        assert wait_for(lambda: not on_b.sio.connected, timeout=5.0)
+        assert get_redis(app).exists(keys.device_sockets(device_id)) == 0
+    finally:
+        on_b.close()
