@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 
 _TRIU = np.triu_indices(4)
+_TRIL = (_TRIU[1], _TRIU[0])
+# The x and y blocks of the white-acceleration noise (position, velocity pairs).
+_QX = np.ix_([0, 2], [0, 2])
+_QY = np.ix_([1, 3], [1, 3])
 
 
 def predict(
@@ -14,6 +20,13 @@ def predict(
 
     With damping_s > 0 the velocity decays with that time constant: people stop, and a pure
     constant-velocity prior would carry them on through the wall."""
+    f, q = _transition(float(dt), float(accel), float(damping_s))
+    return f @ m, f @ cov @ f.T + q
+
+
+@lru_cache(maxsize=64)
+def _transition(dt: float, accel: float, damping_s: float) -> tuple[np.ndarray, np.ndarray]:
+    """Transition and noise matrices: cached, as live ingest steps every emitter by dt = 1 s."""
     f = np.eye(4)
     decay = float(np.exp(-dt / damping_s)) if damping_s > 0 else 1.0
     travel = damping_s * (1.0 - decay) if damping_s > 0 else dt
@@ -21,9 +34,12 @@ def predict(
     f[2, 2] = f[3, 3] = decay
     q1 = np.array([[dt**3 / 3, dt**2 / 2], [dt**2 / 2, dt]]) * accel**2
     q = np.zeros((4, 4))
-    q[np.ix_([0, 2], [0, 2])] = q1
-    q[np.ix_([1, 3], [1, 3])] = q1
-    return f @ m, f @ cov @ f.T + q
+    q[_QX] = q1
+    q[_QY] = q1
+    # Shared between calls: read-only, so no caller can alter the cached copy.
+    f.flags.writeable = False
+    q.flags.writeable = False
+    return f, q
 
 
 def condition(
@@ -45,11 +61,12 @@ def condition(
 
 def pack(cov: np.ndarray) -> list[float]:
     """Upper triangle of a 4x4 covariance, for a compact JSON state."""
-    return [round(float(v), 5) for v in cov[_TRIU]]
+    return [round(v, 5) for v in cov[_TRIU].tolist()]
 
 
 def unpack(values: list[float]) -> np.ndarray:
     """Inverse of pack."""
-    out = np.zeros((4, 4))
+    out = np.empty((4, 4))
     out[_TRIU] = values
-    return out + np.triu(out, 1).T
+    out[_TRIL] = values
+    return out
