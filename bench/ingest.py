@@ -185,7 +185,9 @@ def serve(args: argparse.Namespace) -> int:
         return {"sends": CountingConnection.sends}
 
     if args.server == "gevent":
-        from serve import gevent_server  # production's server, exactly
+        from serve import gevent_server, tune_gc  # production's server, exactly
+
+        tune_gc()
 
         server: Any = gevent_server("127.0.0.1", cfg["BENCH_PORT"], app)
         server.start()

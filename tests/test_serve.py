@@ -57,3 +57,19 @@ def test_serve_py_under_gevent_serves_http_and_device_websockets(tmp_path):
         proc.terminate()
         proc.wait(10)
         seed_app.extensions["cm_engine"].dispose()
+
+
+def test_tune_gc_freezes_start_up_objects_and_raises_the_young_threshold(monkeypatch):
+    import gc
+
+    from serve import tune_gc
+
+    before = gc.get_threshold()
+    monkeypatch.setenv("GC_GEN0_THRESHOLD", "40000")
+    try:
+        tune_gc()
+        assert gc.get_threshold() == (40000, 10, 10)
+        assert gc.get_freeze_count() > 0  # start-up objects are out of every collection
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
