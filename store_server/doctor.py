@@ -111,6 +111,13 @@ def check_config(report: Report, cfg: dict[str, Any], env: Mapping[str, str], pr
             "unset: pushes reach only devices connected to the same process",
             "set it to the Redis URL when running more than one store server process",
         )
+    if not cfg.get("METRICS_TOKEN"):
+        report.add(
+            "config.METRICS_TOKEN",
+            WARN,
+            "unset: /metrics answers anyone who reaches it",
+            "set METRICS_TOKEN and give Prometheus the same bearer token",
+        )
     skew = cfg["INGEST_MAX_SKEW_S"]
     if not 30 <= skew <= 900:
         report.add(

@@ -187,3 +187,14 @@ def test_runs_as_a_module_and_prints_what_to_fix(stack):
     assert "FAIL  config.SECRET_KEY: default or placeholder value" in proc.stdout
     assert "fix: export SECRET_KEY" in proc.stdout
     assert proc.stdout.rstrip().endswith("something to fix: see FAIL lines above")
+
+
+def test_open_metrics_endpoint_is_a_warning_with_a_fix(stack, capsys):
+    beat_all(stack)
+    env = env_for(stack)
+    env.pop("METRICS_TOKEN", None)
+    _, found = run(capsys, env)
+    assert found["config.METRICS_TOKEN"]["status"] == "warn"
+    assert "bearer token" in found["config.METRICS_TOKEN"]["fix"]
+    _, found = run(capsys, {**env, "METRICS_TOKEN": "t" * 32})
+    assert "config.METRICS_TOKEN" not in found
