@@ -137,6 +137,32 @@ def stores(tmp: Path) -> tuple[str, str, Any]:
     return db_url, redis_url, cleanup
 
 
+def consenting_subscriber(
+    db: Any, key: str, merchant: Any, name: str, tracks: int, statistics: bool
+) -> tuple[bytes, str]:
+    """A subscriber with one playlist, an emitter and playlist consent at `merchant`; returns
+    (emitter identity key, their pseudonym at that merchant)."""
+    sub = services.create_subscriber(
+        db,
+        name,
+        name.title(),
+        [
+            {
+                "id": f"pl:{name}",
+                "title": f"Mix {name}",
+                "tracks": [
+                    {"id": f"t:{name}:{j}", "title": "x", "artist": "y", "explicit": False}
+                    for j in range(tracks)
+                ],
+            }
+        ],
+        {"genres": {"pop": 0.6, "jazz": 0.4}, "mood": "calm"},
+    )
+    _, ekey = services.provision_emitter(db, key, sub)
+    services.grant_consent(db, sub, merchant, "playlist", statistics, None)
+    return ekey, pseudonym(merchant.pseudonym_key, sub.public_id)
+
+
 def seed(app: Any, zones: int, per_zone: int, per_venue: int, people: int) -> dict[str, Any]:
     """Bench venues (zones 20 m apart, one scanner each), devices and consenting subscribers."""
     key = app.config["DATA_KEY"]
@@ -169,25 +195,7 @@ def seed(app: Any, zones: int, per_zone: int, per_venue: int, people: int) -> di
             else:
                 out["echo_token"] = devices[0]
         for n in range(people):
-            sub = services.create_subscriber(
-                db,
-                f"bench:{n}",
-                f"Bench {n}",
-                [
-                    {
-                        "id": f"pl:{n}",
-                        "title": f"Mix {n}",
-                        "tracks": [
-                            {"id": f"t:{n}:{j}", "title": "x", "artist": "y", "explicit": False}
-                            for j in range(10)
-                        ],
-                    }
-                ],
-                {"genres": {"pop": 0.6, "jazz": 0.4}, "mood": "calm"},
-            )
-            _, ekey = services.provision_emitter(db, key, sub)
-            services.grant_consent(db, sub, m, "playlist", False, None)
-            out["people"].append((ekey, pseudonym(m.pseudonym_key, sub.public_id)))
+            out["people"].append(consenting_subscriber(db, key, m, f"bench:{n}", 10, False))
         db.commit()
     jobs.refresh_resolver(app)
     return out

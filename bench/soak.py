@@ -57,14 +57,13 @@ import numpy as np
 import psutil
 import redis
 import requests
-from push_latency import free_port, pct, stores
+from push_latency import consenting_subscriber, free_port, pct, stores
 from shapely.geometry import box
 
 from beacons.eid import compute_eid
 from beacons.signing import signed_headers
 from store_server import jobs, services
 from store_server.app import create_app
-from store_server.crypto import pseudonym
 from store_server.db import sessions, upgrade
 from store_server.device_client import DeviceConnection
 from store_server.ingest import STALE_S
@@ -90,25 +89,7 @@ def seed(app: Any, scanners: int, per_zone: int, emitters: int, exit_s: float) -
                 d = services.add_device(db, venue, zone, f"soak-{z}-{k}")
                 out["tokens"].append((z, services.issue_device_token(d)))
         for n in range(emitters):
-            sub = services.create_subscriber(
-                db,
-                f"soak:{n}",
-                f"Soak {n}",
-                [
-                    {
-                        "id": f"pl:{n}",
-                        "title": f"Mix {n}",
-                        "tracks": [
-                            {"id": f"t:{n}:{j}", "title": "x", "artist": "y", "explicit": False}
-                            for j in range(5)
-                        ],
-                    }
-                ],
-                {"genres": {"pop": 0.6, "jazz": 0.4}, "mood": "calm"},
-            )
-            _, ekey = services.provision_emitter(db, key, sub)
-            services.grant_consent(db, sub, m, "playlist", n % 2 == 0, None)
-            out["emitters"].append((ekey, pseudonym(m.pseudonym_key, sub.public_id)))
+            out["emitters"].append(consenting_subscriber(db, key, m, f"soak:{n}", 5, n % 2 == 0))
         db.commit()
     jobs.refresh_resolver(app)
     return out

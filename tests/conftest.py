@@ -4,9 +4,13 @@ clients, and a live server on a spare port."""
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import secrets
 import socket
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -84,6 +88,63 @@ def app_config(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, A
     upgrade(db_url)
     yield make_config(tmp, db_url, os.environ.get("REDIS_URL") or None)
     drop()
+
+
+# Another store server process on the same configuration: the same app factory, its own port,
+# no background jobs (multi-process and message-queue tests).
+SECOND_PROCESS = """
+import json, os
+from werkzeug.serving import make_server
+from store_server.app import create_app
+app = create_app(json.loads(os.environ["CM_CONFIG"]))
+server = make_server("127.0.0.1", int(os.environ["CM_PORT"]), app, threaded=True)
+print("ready", flush=True)
+server.serve_forever()
+"""
+
+
+@contextlib.contextmanager
+def second_process(config: dict[str, Any], stderr: Any = None) -> Iterator[str]:
+    """Run a second store server process on `config` until the block ends; yields its URL."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SECOND_PROCESS],
+        cwd=REPO,
+        env={**os.environ, "CM_CONFIG": json.dumps(config), "CM_PORT": str(port)},
+        stdout=subprocess.PIPE,
+        stderr=stderr,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+
+@contextlib.contextmanager
+def composed_app(tmp: Path, **overrides: Any) -> Iterator[Any]:
+    """The composed app (wsgi.build_app: store server and portal) on a fresh migrated database
+    and its own Redis prefix; its keys, connections, embedded Redis and database go afterwards."""
+    from wsgi import build_app  # the composition root; only the tests that need it pay for it
+
+    db_url, drop = fresh_database(tmp, os.environ.get("DATABASE_URL"))
+    upgrade(db_url)
+    application = build_app(
+        {**make_config(tmp, db_url, os.environ.get("REDIS_URL") or None), **overrides}
+    )
+    try:
+        yield application
+    finally:
+        r = get_redis(application)
+        drop_keys(r, get_keys(application).pattern())
+        application.extensions["cm_engine"].dispose()
+        # Stop an embedded Redis now rather than in an exit hook after logging has closed.
+        getattr(r, "_cleanup", lambda: None)()
+        drop()
 
 
 @pytest.fixture(scope="session")

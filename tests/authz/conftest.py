@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import re
 import secrets
 import time
@@ -32,16 +31,14 @@ from analytics.models import Report
 from beacons.signing import signed_headers
 from merchant_portal.operator import invite_link
 from store_server import services
-from store_server.db import sessions, upgrade
+from store_server.db import sessions
 from store_server.models import Consent, Merchant, Subscriber, Venue, Zone
 from store_server.optin.links import make_token
 from store_server.optin.web import cookie_name
 from store_server.positioning import simulate
-from store_server.redis_store import get_keys, get_redis
 from store_server.seed import CAR_LOGIN, SALON_LOGIN, seed_demo
-from tests.conftest import LiveServer, drop_keys, fresh_database, make_config
+from tests.conftest import LiveServer, composed_app
 from tests.store_server.optin.helpers import make_account, opt_in
-from wsgi import build_app
 
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 NONCE = re.compile(r'name="nonce" value="([^"]+)"')
@@ -211,18 +208,8 @@ def auditor_login(c: FlaskClient, email: str, password: str) -> None:
 def authz_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Flask]:
     """The composed app (every route and namespace) on a fresh database and Redis prefix, with
     the metrics endpoint behind a bearer token as in production."""
-    tmp = tmp_path_factory.mktemp("authz")
-    db_url, drop = fresh_database(tmp, os.environ.get("DATABASE_URL"))
-    upgrade(db_url)
-    config = make_config(tmp, db_url, os.environ.get("REDIS_URL") or None)
-    config["METRICS_TOKEN"] = METRICS_TOKEN
-    application = build_app(config)
-    yield application
-    r = get_redis(application)
-    drop_keys(r, get_keys(application).pattern())
-    application.extensions["cm_engine"].dispose()
-    getattr(r, "_cleanup", lambda: None)()
-    drop()
+    with composed_app(tmp_path_factory.mktemp("authz"), METRICS_TOKEN=METRICS_TOKEN) as app:
+        yield app
 
 
 @pytest.fixture(scope="session")

@@ -5,11 +5,9 @@ process still reaches a device connected to the other, without restarting either
 from __future__ import annotations
 
 import atexit
-import json
 import logging
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -17,21 +15,11 @@ import redis as redis_lib
 
 from store_server.app import create_app
 from store_server.db import sessions, upgrade
-from tests.conftest import REPO, LiveServer, free_port, fresh_database, make_config
+from tests.conftest import LiveServer, fresh_database, make_config, second_process
 from tests.faults.support import RedisServer, wait_for
 from tests.store_server.test_push_e2e import Device, build_world, enter
 
 pytestmark = pytest.mark.faults
-
-SECOND = """
-import json, os
-from werkzeug.serving import make_server
-from store_server.app import create_app
-app = create_app(json.loads(os.environ["CM_CONFIG"]))
-server = make_server("127.0.0.1", int(os.environ["CM_PORT"]), app, threaded=True)
-print("ready", flush=True)
-server.serve_forever()
-"""
 
 
 def subscribers(client: redis_lib.Redis) -> int:
@@ -47,41 +35,27 @@ def test_pushes_cross_processes_again_after_redis_restarts(tmp_path: Path):
     config = {**make_config(tmp_path, db_url, server.url), "SOCKETIO_MESSAGE_QUEUE": server.url}
     app = create_app(config)
     a = LiveServer(app).start()
-    port = free_port()
-    b = subprocess.Popen(
-        [sys.executable, "-c", SECOND],
-        cwd=REPO,
-        env={**os.environ, "CM_CONFIG": json.dumps(config), "CM_PORT": str(port)},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    url_b = f"http://127.0.0.1:{port}"
     probe = redis_lib.Redis(port=server.port, decode_responses=True)
     device = None
     try:
-        assert b.stdout is not None and b.stdout.readline().strip() == "ready"
-        with sessions(app)() as db:
-            world = build_world(app, db, people=(("ana", "playlist"), ("ben", "preferences")))
-        device = Device(a.url, world.token("seat"))
-        # A listens since its device connected; B, with no client of its own, only publishes.
-        assert wait_for(lambda: subscribers(probe) == 1, 10)
-        enter(url_b, world, "seat", "ana")
-        assert device.next()["subscriber"] == world.pseudonym("ana")
+        with second_process(config, stderr=subprocess.DEVNULL) as url_b:
+            with sessions(app)() as db:
+                world = build_world(app, db, people=(("ana", "playlist"), ("ben", "preferences")))
+            device = Device(a.url, world.token("seat"))
+            # A listens since its device connected; B, with no client of its own, only publishes.
+            assert wait_for(lambda: subscribers(probe) == 1, 10)
+            enter(url_b, world, "seat", "ana")
+            assert device.next()["subscriber"] == world.pseudonym("ana")
 
-        server.kill()
-        server.start()  # same port and data: the queue's listeners must find it again
-        assert wait_for(lambda: subscribers(probe) == 1, 30), "A's listener did not come back"
-        enter(url_b, world, "seat", "ben")  # ingested by B, pushed to the device on A
-        push = device.next(timeout=15)
-        assert push["type"] == "push" and push["subscriber"] == world.pseudonym("ben")
+            server.kill()
+            server.start()  # same port and data: the queue's listeners must find it again
+            assert wait_for(lambda: subscribers(probe) == 1, 30), "A's listener did not come back"
+            enter(url_b, world, "seat", "ben")  # ingested by B, pushed to the device on A
+            push = device.next(timeout=15)
+            assert push["type"] == "push" and push["subscriber"] == world.pseudonym("ben")
     finally:
         if device is not None:
             device.close()
-        b.terminate()
-        b.wait(10)
-        if b.stdout is not None:
-            b.stdout.close()
         a.stop()
         app.extensions["cm_engine"].dispose()
         drop()

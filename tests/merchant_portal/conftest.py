@@ -4,7 +4,6 @@ world, a live server with background jobs, signed sighting batches, and a headle
 from __future__ import annotations
 
 import json
-import os
 import re
 import time
 from collections.abc import Iterator
@@ -24,13 +23,11 @@ from analytics.models import Report
 from analytics.privacy import PrivacyLedger
 from analytics.reports import weekly_report
 from store_server import jobs, services
-from store_server.db import sessions, upgrade
+from store_server.db import sessions
 from store_server.models import Merchant, Venue
-from store_server.redis_store import get_keys, get_redis
 from store_server.seed import CAR_LOGIN, SALON_LOGIN, DemoWorld, seed_demo
-from tests.conftest import LiveServer, drop_keys, fresh_database, make_config
+from tests.conftest import LiveServer, composed_app
 from tests.helpers import eid_rows, post_batch
-from wsgi import build_app
 
 REPO = Path(__file__).resolve().parents[2]
 SCREENSHOTS = REPO / "artifacts" / "screenshots"
@@ -56,18 +53,8 @@ class PortalWorld:
 @pytest.fixture(scope="session")
 def portal_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """The composed app (wsgi.build_app) on a fresh migrated database and its own Redis prefix."""
-    tmp = tmp_path_factory.mktemp("portal")
-    db_url, drop = fresh_database(tmp, os.environ.get("DATABASE_URL"))
-    upgrade(db_url)
-    config = make_config(tmp, db_url, os.environ.get("REDIS_URL") or None)
-    application = build_app(config)
-    yield application
-    r = get_redis(application)
-    drop_keys(r, get_keys(application).pattern())
-    application.extensions["cm_engine"].dispose()
-    # Stop an embedded Redis now rather than in an exit hook after logging has closed.
-    getattr(r, "_cleanup", lambda: None)()
-    drop()
+    with composed_app(tmp_path_factory.mktemp("portal")) as app:
+        yield app
 
 
 @pytest.fixture(scope="session")

@@ -3,10 +3,7 @@ device connected to one receives what sightings ingested by the other caused."""
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,23 +15,19 @@ from store_server.db import sessions, upgrade
 from store_server.devices import drop_sockets
 from store_server.occupancy import end_presence
 from store_server.redis_store import get_keys, get_redis
-from tests.conftest import REPO, LiveServer, drop_keys, free_port, fresh_database, make_config
+from tests.conftest import (
+    LiveServer,
+    drop_keys,
+    free_port,
+    fresh_database,
+    make_config,
+    second_process,
+)
 from tests.faults.support import wait_for
 from tests.store_server.test_push_e2e import Device, build_world, enter
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 _KEEP_UNTIL_EXIT: list[Any] = []
-
-# The second process: the same app factory and configuration, its own port, no background jobs.
-SECOND = """
-import json, os
-from werkzeug.serving import make_server
-from store_server.app import create_app
-app = create_app(json.loads(os.environ["CM_CONFIG"]))
-server = make_server("127.0.0.1", int(os.environ["CM_PORT"]), app, threaded=True)
-print("ready", flush=True)
-server.serve_forever()
-"""
 
 
 def shared_redis_url(tmp: Path) -> tuple[str, Any]:
@@ -63,20 +56,10 @@ def two_processes(tmp_path: Path) -> Iterator[tuple[Any, str, str]]:
     config = {**make_config(tmp_path, db_url, redis_url), "SOCKETIO_MESSAGE_QUEUE": redis_url}
     app = create_app(config)
     a = LiveServer(app).start()
-    port = free_port()
-    b = subprocess.Popen(
-        [sys.executable, "-c", SECOND],
-        cwd=REPO,
-        env={**os.environ, "CM_CONFIG": json.dumps(config), "CM_PORT": str(port)},
-        stdout=subprocess.PIPE,
-        text=True,
-    )
     try:
-        assert b.stdout is not None and b.stdout.readline().strip() == "ready"
-        yield app, a.url, f"http://127.0.0.1:{port}"
+        with second_process(config) as url_b:
+            yield app, a.url, url_b
     finally:
-        b.terminate()
-        b.wait(10)
         a.stop()
         drop_keys(get_redis(app), get_keys(app).pattern())
         app.extensions["cm_engine"].dispose()
