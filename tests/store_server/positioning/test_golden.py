@@ -98,8 +98,10 @@ def test_step_reproduces_recorded_estimates(
             got.append((k - start, est.x, est.y, est.zone))
     assert [(g[0], g[3]) for g in got] == [(e[0], e[3]) for e in estimates]
     for g, e in zip(got, estimates, strict=True):
-        # 1e-9 m: only float summation order may differ, never the arithmetic.
-        assert g[1] == pytest.approx(e[1], abs=1e-9) and g[2] == pytest.approx(e[2], abs=1e-9), g
+        # 1e-6 m: only float summation order may differ, never the arithmetic. OpenBLAS picks its
+        # float32 kernels for the CPU it runs on (Haswell vs AVX-512 move these by ~1e-8 m),
+        # while a real change of the arithmetic moves them by far more than a micrometre.
+        assert g[1] == pytest.approx(e[1], abs=1e-6) and g[2] == pytest.approx(e[2], abs=1e-6), g
     assert state is not None
     # The learnt levels are stored rounded (0.01 dB, 0.001 dB^2): equal once rounded.
     assert {"o": state["o"], "k": state.get("k")} == learnt
