@@ -14,6 +14,7 @@ from flask_socketio import ConnectionRefusedError, SocketIO, join_room
 from sqlalchemy import select
 
 from store_server import outbox, services
+from store_server.batching import GroupCommit
 from store_server.crypto import token_hash
 from store_server.db import sessions
 from store_server.models import Device, Venue
@@ -90,6 +91,10 @@ def register(app: Flask, socketio: SocketIO) -> None:
     """Attach the device namespace's handlers to this app's Socket.IO server."""
     connected: dict[str, int] = {}
     app.extensions["cm_connected_devices"] = connected
+    # Every device acks every event: acks arriving together share one Redis round trip.
+    acks: GroupCommit[tuple[int, str], bool] = GroupCommit(
+        lambda items: outbox.ack_many(get_redis(app), get_keys(app), items)
+    )
 
     @socketio.on("connect", namespace=NAMESPACE)
     def _connect(auth: Any = None) -> None:
@@ -123,7 +128,7 @@ def register(app: Flask, socketio: SocketIO) -> None:
         if not isinstance(event_id, str) or not outbox.STREAM_ID.match(event_id):
             return {"ok": False, "error": "event_id must be a stream id"}
         try:
-            outbox.ack(get_redis(app), get_keys(app), device_id, event_id)
+            acks.submit((device_id, event_id))
         except redis.RedisError:
             # Unacknowledged events stay in the outbox and replay once: never lost.
             return {"ok": False, "error": "temporarily unavailable, ack again later"}

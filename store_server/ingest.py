@@ -9,6 +9,7 @@ is complete (see advance), so most batches only append readings to a subscriber'
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
 import secrets
@@ -98,7 +99,8 @@ def parse_batch(
     # Old sightings are legitimate (a scanner back from an outage) but not from the future.
     lo, hi = now - 7 * 86400, now + max_skew
     valid_ids: set[tuple[Any, Any]] = set()  # a batch hears each emitter many times
-    out = []
+    out: list[Sighting] = []
+    new_tuple = tuple.__new__
     append = out.append
     for i, row in enumerate(rows):
         # Fast path for the common, valid row; anything else gets the full check and its reason.
@@ -119,7 +121,8 @@ def parse_batch(
                     and (key in valid_ids or (kind in KINDS and KINDS[kind].match(ident)))
                 ):
                     valid_ids.add(key)
-                    append(Sighting(float(ts), kind, ident, float(rssi)))
+                    # tuple.__new__: a NamedTuple's own __new__ is Python code, run 200 times.
+                    append(new_tuple(Sighting, (float(ts), kind, ident, float(rssi))))
                     continue
         append(_checked_row(i, row, lo, hi))
     return batch_id, out
@@ -212,6 +215,21 @@ return {1, ids}
 """
 
 
+# SHA-1 is how Redis names scripts, not a security measure here.
+CLAIM_SHA = hashlib.sha1(_CLAIM_LUA.encode(), usedforsecurity=False).hexdigest()
+WRITE_SHA = hashlib.sha1(_WRITE_LUA.encode(), usedforsecurity=False).hexdigest()
+_SHAS = {_CLAIM_LUA: CLAIM_SHA, _WRITE_LUA: WRITE_SHA}
+
+
+def _run_script(r: redis.Redis, text: str, numkeys: int, *keys_and_args: Any) -> Any:
+    """EVALSHA of a script (Redis hashes and parses an EVAL's text on every call; a script is
+    atomic on its own, so no MULTI/EXEC around it), EVAL once if this server lacks it."""
+    try:
+        return r.evalsha(_SHAS[text], numkeys, *keys_and_args)
+    except redis.exceptions.NoScriptError:
+        return r.eval(text, numkeys, *keys_and_args)  # loads it for the next calls too
+
+
 def process(
     r: redis.Redis,
     keys: Keys,
@@ -239,7 +257,8 @@ def process(
     with _venue_lock(venue.id if venue else 0):
         # Claim the batch for the time it takes to process it: a retry racing this attempt must
         # neither be processed twice nor be acknowledged before this attempt really committed.
-        res = r.eval(
+        res = _run_script(
+            r,
             _CLAIM_LUA,
             5,
             keys.nonce(scanner.id, nonce),
@@ -367,9 +386,9 @@ def _fold(
             args += (field_, _version(raw), _dumps(state), f"{venue.id}:{sub}", repr(last))
         args += (dropped, batch_ttl, BATCH_DONE)
         args += [pending.encode(o) for o in occurrences]
-        pipe = r.pipeline(transaction=True)
-        pipe.eval(_WRITE_LUA, 5, tkey, keys.last_seen(), bkey, dkey, keys.pending_events(), *args)
-        written = pipe.execute()[0]
+        written = _run_script(
+            r, _WRITE_LUA, 5, tkey, keys.last_seen(), bkey, dkey, keys.pending_events(), *args
+        )
         if int(written[0]):
             event_ids = written[1]
             break
@@ -520,14 +539,15 @@ def _segment(index: int, sightings: list[Sighting]) -> str:
 
 
 def _encode(readings: list[tuple[float, str, float]]) -> tuple[str, list[str]]:
-    """A buffer and its scanner names for (ts, scanner, rssi) readings."""
-    names: list[str] = []
-    by_scanner: dict[str, list[Sighting]] = defaultdict(list)
+    """A buffer and its scanner names for (ts, scanner, rssi) readings (as _segment writes)."""
+    by_scanner: dict[str, list[str]] = {}
     for ts, scanner, rssi in readings:
-        if scanner not in by_scanner:
-            names.append(scanner)
-        by_scanner[scanner].append(Sighting(ts, "", "", rssi))
-    return ";".join(_segment(i, by_scanner[n]) for i, n in enumerate(names)), names
+        vals = by_scanner.get(scanner)
+        if vals is None:
+            vals = by_scanner[scanner] = []
+        vals.append(f"{ts!r},{rssi!r}")
+    names = list(by_scanner)  # first-heard order, as dicts keep insertion order
+    return ";".join(f"{i}|" + ",".join(by_scanner[n]) for i, n in enumerate(names)), names
 
 
 def _buffered(buf: str, names: list[str]) -> list[tuple[float, str, float]]:

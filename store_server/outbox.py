@@ -6,10 +6,10 @@ appended before it is emitted and removed only on acknowledgement; reconnects re
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Any
 
+import orjson
 import redis
 
 from store_server.keys import Keys
@@ -23,9 +23,14 @@ def append_many(
     """Append (device id, event) pairs in one round trip; returns the stream ids (event ids)."""
     if not items:
         return []
+    # A zone's devices get the same body: encoded once (orjson), not once per device.
+    encoded: dict[int, bytes] = {}
     pipe = r.pipeline(transaction=False)
     for device_id, event in items:
-        pipe.xadd(keys.outbox(device_id), {"e": json.dumps(event)}, maxlen=maxlen, approximate=True)
+        raw = encoded.get(id(event))
+        if raw is None:
+            raw = encoded[id(event)] = orjson.dumps(event)
+        pipe.xadd(keys.outbox(device_id), {"e": raw}, maxlen=maxlen, approximate=True)
     for device_id in dict.fromkeys(d for d, _ in items):
         pipe.expire(keys.outbox(device_id), ttl_s)
     return pipe.execute()[: len(items)]
@@ -37,7 +42,7 @@ def pending(r: redis.Redis, keys: Keys, device_id: int, now: float) -> list[dict
     key = keys.outbox(device_id)
     revokes, others, queues, doomed = [], [], [], []
     for entry_id, fields in r.xrange(key):
-        event = json.loads(fields["e"])
+        event = orjson.loads(fields["e"])
         event["event_id"] = entry_id
         if event.get("expires_at") is not None and event["expires_at"] <= now:
             doomed.append(entry_id)
@@ -56,9 +61,23 @@ def pending(r: redis.Redis, keys: Keys, device_id: int, now: float) -> list[dict
 
 def ack(r: redis.Redis, keys: Keys, device_id: int, event_id: str) -> bool:
     """Remove an acknowledged event; False when the id is malformed or already gone."""
-    if not isinstance(event_id, str) or not STREAM_ID.match(event_id):
-        return False
-    return bool(r.xdel(keys.outbox(device_id), event_id))
+    return ack_many(r, keys, [(device_id, event_id)])[0]
+
+
+def ack_many(r: redis.Redis, keys: Keys, acks: list[tuple[int, str]]) -> list[bool]:
+    """Remove acknowledged (device id, event id) pairs in one round trip; False for an id that
+    is malformed or already gone."""
+    valid = [(d, e) for d, e in acks if isinstance(e, str) and STREAM_ID.match(e)]
+    removed: list[int] = []
+    if valid:
+        pipe = r.pipeline(transaction=False)
+        for d, e in valid:
+            pipe.xdel(keys.outbox(d), e)
+        removed = pipe.execute()
+    found = iter(removed)
+    return [
+        bool(next(found)) if isinstance(e, str) and STREAM_ID.match(e) else False for _d, e in acks
+    ]
 
 
 def drop_for(r: redis.Redis, keys: Keys, device_ids: list[int], pseudonym: str) -> int:
@@ -72,7 +91,7 @@ def drop_for(r: redis.Redis, keys: Keys, device_ids: list[int], pseudonym: str) 
     doomed: list[tuple[int, str]] = []
     for d, entries in zip(device_ids, pipe.execute(), strict=True):
         for entry_id, fields in entries:
-            event = json.loads(fields["e"])
+            event = orjson.loads(fields["e"])
             if event.get("subscriber") == pseudonym or pseudonym in event.get("members", ()):
                 doomed.append((d, entry_id))
     if doomed:

@@ -508,32 +508,51 @@ def _fold(
     clip = filtering.CLIP_DB
     tau = max(tau, 1e-6)
     reset = 5.0 * tau
-    for ts, raw_scanner, rssi in sorted(readings, key=_first):
+    exp = math.exp
+    # Scanners' filters are independent: each scanner's readings are folded in time order (the
+    # order of the sorted whole) with its filter in local variables, not a dict round per reading.
+    groups: dict[str, list[tuple[float, str, float]]] = {}
+    for reading in sorted(readings, key=_first):
+        raw_scanner = reading[1]
         scanner = raw_scanner if type(raw_scanner) is str else str(raw_scanner)
-        if scanner not in index or not math.isfinite(rssi):
+        group = groups.get(scanner)
+        if group is None:
+            group = groups[scanner] = []
+        group.append(reading)
+    for scanner, rows in groups.items():
+        if scanner not in index:
             continue
-        ts = float(ts)
-        rssi = float(rssi)
         prev = filt.get(scanner)
-        acc = sums.get(scanner)
-        if acc is None:
-            acc = sums[scanner] = [0.0, 0.0]
-        if prev is None:
-            acc[0] += rssi
-            filt[scanner] = [rssi, ts]
-        else:
+        have = prev is not None
+        value = last = 0.0
+        if prev is not None:
             value, last = float(prev[0]), float(prev[1])
-            gap = ts - last
-            acc[0] += rssi if gap > 5.0 else value + max(-clip, min(clip, rssi - value))
-            dt = max(gap, 0.0)
-            if dt > reset:
-                filt[scanner] = [rssi, max(ts, last)]
+        acc = sums.get(scanner)
+        s0, s1 = (acc[0], acc[1]) if acc is not None else (0.0, 0.0)
+        folded = False
+        for ts, _, rssi in rows:
+            if not math.isfinite(rssi):
+                continue
+            ts = float(ts)
+            rssi = float(rssi)
+            folded = True
+            if not have:
+                s0 += rssi
+                value, last, have = rssi, ts, True
             else:
-                alpha = 1.0 - math.exp(-(dt + 0.25) / tau)
-                innovation = max(-clip, min(clip, rssi - value))
-                filt[scanner] = [value + alpha * innovation, max(ts, last)]
-        acc[1] += 1.0
-        heard = ts if heard is None else max(heard, ts)
+                gap = ts - last
+                s0 += rssi if gap > 5.0 else value + max(-clip, min(clip, rssi - value))
+                dt = max(gap, 0.0)
+                if dt > reset:
+                    value, last = rssi, max(ts, last)
+                else:
+                    alpha = 1.0 - exp(-(dt + 0.25) / tau)
+                    value, last = value + alpha * max(-clip, min(clip, rssi - value)), max(ts, last)
+            s1 += 1.0
+            heard = ts if heard is None else max(heard, ts)
+        if folded:
+            filt[scanner] = [value, last]
+            sums[scanner] = [s0, s1]
     return heard
 
 

@@ -13,7 +13,7 @@ import pytest
 import requests
 from werkzeug.serving import make_server
 
-from store_server import jobs
+from store_server import ingest, jobs
 from store_server.redis_store import get_keys, get_redis
 from tests.conftest import free_port
 from tests.faults.support import (
@@ -122,12 +122,11 @@ def test_redis_dying_between_reads_and_writes_loses_nothing(stack, redis_server)
 
         armed = True
 
-        def pipeline(self, transaction=True, shard_hint=None):  # type: ignore[no-untyped-def]
-            pipe = super().pipeline(transaction, shard_hint)
-            if transaction and DiesBeforeWriting.armed:
+        def evalsha(self, sha, *args):  # type: ignore[no-untyped-def]
+            if sha == ingest.WRITE_SHA and DiesBeforeWriting.armed:
                 DiesBeforeWriting.armed = False
                 redis_server.kill()
-            return pipe
+            return super().evalsha(sha, *args)
 
     stack.app.extensions["cm_redis"] = DiesBeforeWriting(connection_pool=r.connection_pool)
     served = Served(stack)

@@ -457,16 +457,16 @@ def test_retry_racing_the_first_attempt_is_not_counted_twice(stack):
 
     class RetryArrives(type(client)):  # type: ignore[misc]
         """The app's own client class; the retry lands between the first attempt's read of the
-        tracking states and its write (the write transaction), as a scanner that timed out
+        tracking states and its write (the write script), as a scanner that timed out
         would make it land from another worker."""
 
         fired = False
 
-        def pipeline(self, transaction=True, shard_hint=None):  # type: ignore[no-untyped-def]
-            if transaction and not RetryArrives.fired:
+        def evalsha(self, sha, *args):  # type: ignore[no-untyped-def]
+            if sha == ingest.WRITE_SHA and not RetryArrives.fired:
                 RetryArrives.fired = True
                 outcomes.append(run(get_redis(app)))
-            return super().pipeline(transaction, shard_hint)
+            return super().evalsha(sha, *args)
 
     def run(r):  # type: ignore[no-untyped-def]
         outcome, _, _ = ingest.process(

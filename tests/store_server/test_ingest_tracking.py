@@ -140,8 +140,8 @@ def test_a_state_written_meanwhile_is_folded_in_not_overwritten(stack, writer):
     class OtherWriter(type(get_redis(app))):  # type: ignore[misc]
         """Another process updates alice's state between this batch's read and its write."""
 
-        def pipeline(self, transaction=True, shard_hint=None):  # type: ignore[no-untyped-def]
-            if transaction and not writes:
+        def evalsha(self, sha, *args):  # type: ignore[no-untyped-def]
+            if sha == ingest.WRITE_SHA and not writes:
                 raw = get_redis(app).hget(tkey, sub)
                 writes.append(raw)
                 theirs = {**json.loads(raw), "x": "theirs"}
@@ -150,7 +150,7 @@ def test_a_state_written_meanwhile_is_folded_in_not_overwritten(stack, writer):
                 else:  # any other encoding of a changed state
                     new = json.dumps(theirs).encode()
                 get_redis(app).hset(tkey, sub, new)
-            return super().pipeline(transaction, shard_hint)
+            return super().evalsha(sha, *args)
 
     racing = OtherWriter(connection_pool=get_redis(app).connection_pool)
     outcome = run(racing, eid_rows(stack.world.emitters["alice"], now + 2, 2))
