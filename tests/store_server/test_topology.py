@@ -1,0 +1,78 @@
+"""Topology cache: scanners reload together, secrets change at once in this process, and unknown
+names stay unknown."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+import uuid
+from collections.abc import Iterator
+
+from sqlalchemy import event
+
+from store_server import services
+from store_server.db import sessions
+from store_server.models import Scanner
+from store_server.topology import TTL_S, Topology
+
+
+def _venue_with_scanners(app, n: int) -> tuple[list[str], dict[str, str]]:  # type: ignore[no-untyped-def]
+    tag = uuid.uuid4().hex[:8]
+    with sessions(app)() as db:
+        merchant = services.create_merchant(db, f"topo-{tag}", "Topology test", "shop")
+        venue = services.create_venue(db, merchant, "Shop", "shop")
+        secrets = {}
+        for i in range(n):
+            name = f"topo-{tag}-{i}"
+            _, secrets[name] = services.add_scanner(
+                db, app.config["DATA_KEY"], venue, name, float(i), 0.0
+            )
+        db.commit()
+    return list(secrets), secrets
+
+
+@contextlib.contextmanager
+def _statements(app) -> Iterator[list[str]]:  # type: ignore[no-untyped-def]
+    """The SQL statements the app runs meanwhile."""
+    seen: list[str] = []
+
+    def record(_conn, _cursor, statement, *_args) -> None:  # type: ignore[no-untyped-def]
+        seen.append(statement)
+
+    engine = app.extensions["cm_engine"]
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        yield seen
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+
+
+def test_a_stale_scanner_reloads_every_half_stale_one_in_one_query(app) -> None:  # type: ignore[no-untyped-def]
+    names, secrets = _venue_with_scanners(app, 5)
+    topo = Topology(app)
+    for n in names:
+        assert topo.scanner(n).secret == secrets[n]
+    # Every entry is now older than the TTL: the next lookup reloads them all at once.
+    for n in names:
+        t, info = topo._scanners[n]
+        topo._scanners[n] = (t - TTL_S - 1, info)
+    with _statements(app) as seen:
+        assert topo.scanner(names[0]).secret == secrets[names[0]]
+        for n in names[1:]:
+            assert topo.scanner(n).secret == secrets[n]
+    assert len([s for s in seen if "FROM scanners" in s]) == 1
+    assert all(time.monotonic() - topo._scanners[n][0] < TTL_S for n in names)
+
+
+def test_a_rotated_secret_and_an_unknown_name_after_invalidation(app) -> None:  # type: ignore[no-untyped-def]
+    names, secrets = _venue_with_scanners(app, 2)
+    topo = Topology(app)
+    assert topo.scanner(names[0]).secret == secrets[names[0]]
+    assert topo.scanner("no-such-scanner-" + uuid.uuid4().hex) is None
+    with sessions(app)() as db:
+        s = db.query(Scanner).filter_by(name=names[0]).one()
+        new = services.rotate_scanner_secret(db, app.config["DATA_KEY"], s)
+        db.commit()
+    topo.invalidate()  # what a setup change in this process does
+    assert topo.scanner(names[0]).secret == new != secrets[names[0]]
+    assert topo.scanner(names[1]).secret == secrets[names[1]]
