@@ -171,10 +171,16 @@ local subs, seen = {}, {}
 for i = 1, #entries do
   local e = entries[i]
   if e then
-    local s = cjson.decode(e)['s']
+    -- The subscriber id leads every entry (resolver.py writes {"s": ...} first): matched, not
+    -- decoded, which was most of this script's time.
+    local s = string.match(e, '^{"s": ?(%d+)')
+    if not s then
+      local d = cjson.decode(e)['s']
+      s = d and string.format('%d', d)
+    end
     if s and not seen[s] then
       seen[s] = true
-      subs[#subs + 1] = string.format('%d', s)
+      subs[#subs + 1] = s
     end
   end
 end
@@ -201,10 +207,21 @@ for i = 0, n - 1 do
   end
   if current ~= expected then return {0} end
 end
-for i = 0, n - 1 do
-  local b = 2 + i * 5
-  redis.call('HSET', KEYS[1], ARGV[b], ARGV[b + 2])
-  redis.call('ZADD', KEYS[2], ARGV[b + 4], ARGV[b + 3])
+if n > 0 then
+  -- One HSET and one ZADD for all subscribers: a call from Lua costs more than its argument.
+  local fields, scores = {}, {}
+  for i = 0, n - 1 do
+    local b = 2 + i * 5
+    fields[#fields + 1] = ARGV[b]
+    fields[#fields + 1] = ARGV[b + 2]
+    scores[#scores + 1] = ARGV[b + 4]
+    scores[#scores + 1] = ARGV[b + 3]
+  end
+  -- In chunks: Lua's unpack is limited to a few thousand values.
+  for c = 1, #fields, 4000 do
+    redis.call('HSET', KEYS[1], unpack(fields, c, math.min(c + 3999, #fields)))
+    redis.call('ZADD', KEYS[2], unpack(scores, c, math.min(c + 3999, #scores)))
+  end
 end
 local j = 2 + n * 5
 if tonumber(ARGV[j]) > 0 then redis.call('INCRBY', KEYS[4], ARGV[j]) end
@@ -460,15 +477,16 @@ def advance(
         return out, []
     readings = _buffered(out.get("b", ""), list(out.get("bs", ())))
     readings += [(s.ts, scanner, s.rssi) for s in sightings]
-    due = ceil(max(x[0] for x in readings)) - 1
-    done = [x for x in readings if ceil(x[0]) <= due]
-    out["b"], out["bs"] = _encode([x for x in readings if ceil(x[0]) > due])
+    # Each reading's second, once (ceil is monotonic: the last second is the max of them).
+    secs = [ceil(x[0]) for x in readings]
+    due = max(secs) - 1
+    done = [(k, x) for k, x in zip(secs, readings, strict=True) if k <= due]
+    out["b"], out["bs"] = _encode([x for k, x in zip(secs, readings, strict=True) if k > due])
     pstate = out.get("p") or {}
     events: list[presence.PresenceEvent] = []
     if done:
         by_sec: dict[int, list[tuple[float, str, float]]] = defaultdict(list)
-        for x in done:
-            k = ceil(x[0])
+        for k, x in done:
             by_sec[k if last is None or k > last else last + 1].append(x)
         model, timings = venue.model, venue.timings
         tstate = out.get("t")

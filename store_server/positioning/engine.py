@@ -530,6 +530,8 @@ def _fold(
         acc = sums.get(scanner)
         s0, s1 = (acc[0], acc[1]) if acc is not None else (0.0, 0.0)
         folded = False
+        # Conditionals rather than max/min calls: the same values, at a fraction of the cost
+        # of a builtin call, five of which ran per reading.
         for ts, _, rssi in rows:
             if not math.isfinite(rssi):
                 continue
@@ -541,15 +543,19 @@ def _fold(
                 value, last, have = rssi, ts, True
             else:
                 gap = ts - last
-                s0 += rssi if gap > 5.0 else value + max(-clip, min(clip, rssi - value))
-                dt = max(gap, 0.0)
+                step = rssi - value
+                step = (step if step < clip else clip) if step > -clip else -clip
+                s0 += rssi if gap > 5.0 else value + step
+                dt = gap if gap > 0.0 else 0.0
                 if dt > reset:
-                    value, last = rssi, max(ts, last)
+                    value = rssi
                 else:
-                    alpha = 1.0 - exp(-(dt + 0.25) / tau)
-                    value, last = value + alpha * max(-clip, min(clip, rssi - value)), max(ts, last)
+                    value += (1.0 - exp(-(dt + 0.25) / tau)) * step
+                if ts > last:
+                    last = ts
             s1 += 1.0
-            heard = ts if heard is None else max(heard, ts)
+            if heard is None or ts > heard:
+                heard = ts
         if folded:
             filt[scanner] = [value, last]
             sums[scanner] = [s0, s1]
