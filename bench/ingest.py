@@ -61,7 +61,7 @@ from store_server.db import sessions, upgrade
 from store_server.push import deliver
 from store_server.redis_store import embedded_url, get_keys, get_redis
 from store_server.topology import get_topology
-from tests.conftest import free_port, fresh_database, make_config
+from tests.conftest import drop_keys, free_port, fresh_database, make_config
 
 VENUES, SCANNERS_PER_VENUE, EMITTERS = 5, 4, 500
 BATCH = 200
@@ -514,6 +514,9 @@ def main(argv: list[str] | None = None) -> int:
         if server is not None:
             server.kill()
             server.wait()
+        # Its keys would otherwise linger on a shared Redis (hundreds of thousands, expiring
+        # under the next run's feet).
+        drop_keys(get_redis(app), get_keys(app).pattern())
         app.extensions["cm_engine"].dispose()
         drop()
     result = {

@@ -67,6 +67,8 @@ from store_server.config import normalise_db_url
 from store_server.crypto import pseudonym
 from store_server.db import sessions, upgrade
 from store_server.device_client import DeviceConnection, SerialClient
+from store_server.redis_store import get_keys, get_redis
+from tests.conftest import drop_keys
 
 REPO = Path(__file__).resolve().parents[1]
 SERVER = """
@@ -429,6 +431,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     for proc, _, _ in clients:
         proc.join(5)
     echo.join(5)
+    # Its keys would otherwise linger on a shared Redis (outboxes, states, events), expiring
+    # under the next run's feet.
+    drop_keys(get_redis(app), get_keys(app).pattern())
     app.extensions["cm_engine"].dispose()
     cleanup()
     return {
