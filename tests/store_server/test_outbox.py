@@ -76,3 +76,23 @@ def test_outbox_expires_and_is_bounded(redis):
     # Approximate trimming: bounded near the limit, never unbounded.
     assert redis.xlen(keys.outbox(1)) < 300
     redis.delete(keys.outbox(1))
+
+
+def test_ack_many_answers_each_ack_in_order_in_one_round_trip(redis):
+    keys = _keys()
+    ids = outbox.append_many(redis, keys, [(1, push("a")), (2, push("b")), (1, push("c"))], 100, 60)
+    acks = [(1, ids[0]), (2, "nope"), (2, ids[1]), (1, ids[0]), (2, ids[2]), (1, ids[2])]
+    # (2, ids[2]): a real id, but another device's; it must not remove device 1's event.
+    assert outbox.ack_many(redis, keys, acks) == [True, False, True, False, False, True]
+    assert redis.xlen(keys.outbox(1)) == 0 and redis.xlen(keys.outbox(2)) == 0
+    redis.delete(keys.outbox(1), keys.outbox(2))
+
+
+def test_a_zone_body_is_stored_for_each_device_under_its_stream_id(redis):
+    keys = _keys()
+    body = queue(["a", "b"])
+    ids = outbox.append_many(redis, keys, [(d, body) for d in (1, 2, 3)], 100, 60)
+    for d, event_id in zip((1, 2, 3), ids, strict=True):
+        (got,) = outbox.pending(redis, keys, d, time.time())
+        assert got == {**body, "event_id": event_id}
+    redis.delete(*(keys.outbox(d) for d in (1, 2, 3)))
