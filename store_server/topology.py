@@ -11,6 +11,7 @@ are built once.
 from __future__ import annotations
 
 import json
+import random
 import threading
 import time
 from dataclasses import dataclass, field
@@ -59,6 +60,7 @@ class Topology:
     def __init__(self, app: Flask) -> None:
         self._app = app
         self._lock = threading.Lock()
+        # name / id -> (when the entry goes stale, on the monotonic clock; the info)
         self._scanners: dict[str, tuple[float, ScannerInfo | None]] = {}
         self._venues: dict[int, tuple[float, VenueInfo | None]] = {}
         self._models: dict[int, tuple[str, VenueModel]] = {}
@@ -88,7 +90,7 @@ class Topology:
     def scanner(self, name: str) -> ScannerInfo | None:
         """The scanner with this name, or None if unknown."""
         hit = self._scanners.get(name)
-        if hit and time.monotonic() - hit[0] < TTL_S:
+        if hit and time.monotonic() < hit[0]:
             return hit[1]
         if not self._claim(("scanner", name), hit is not None):
             return hit[1]  # type: ignore[index]
@@ -103,7 +105,9 @@ class Topology:
         of many scanners would otherwise reload one scanner per request all the time."""
         now = time.monotonic()
         names = {name} | {
-            n for n, (t, info) in list(self._scanners.items()) if info and now - t > TTL_S / 2
+            n
+            for n, (until, info) in list(self._scanners.items())
+            if info and until - now < TTL_S / 2
         }
         with sessions(self._app)() as db:
             rows = db.execute(
@@ -114,7 +118,7 @@ class Topology:
         found = {row.name: row for row in rows}
         for n in names:
             row = found.get(n)
-            self._scanners[n] = (now, None if row is None else self._info(row))
+            self._scanners[n] = (_stale_at(now), None if row is None else self._info(row))
         return self._scanners[name][1]
 
     def _info(self, row: Any) -> ScannerInfo:
@@ -131,7 +135,7 @@ class Topology:
     def venue(self, venue_id: int) -> VenueInfo | None:
         """The venue's info, or None if it no longer exists."""
         hit = self._venues.get(venue_id)
-        if hit and time.monotonic() - hit[0] < TTL_S:
+        if hit and time.monotonic() < hit[0]:
             return hit[1]
         if not self._claim(("venue", venue_id), hit is not None):
             return hit[1]  # type: ignore[index]
@@ -139,7 +143,7 @@ class Topology:
             with sessions(self._app)() as db:
                 v = db.get(Venue, venue_id)
                 info = None if v is None else _venue_info(db, v, self._model(v))
-            self._venues[venue_id] = (time.monotonic(), info)
+            self._venues[venue_id] = (_stale_at(time.monotonic()), info)
         finally:
             self._done(("venue", venue_id))
         return info
@@ -159,6 +163,13 @@ class Topology:
         )
         self._models[v.id] = (sig, model)
         return model
+
+
+def _stale_at(now: float) -> float:
+    """When an entry loaded now goes stale: 70-100 % of TTL_S, at random. Entries loaded together
+    (a server's first requests, a warm-up) would otherwise go stale together, and every TTL the
+    requests of that moment would pay all the venue reloads (a few ms each) at once."""
+    return now + TTL_S * (0.7 + 0.3 * random.random())
 
 
 def _venue_info(db, v: Venue, model: VenueModel) -> VenueInfo:
