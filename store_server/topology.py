@@ -28,6 +28,7 @@ from store_server.positioning.live import VenueModel
 from store_server.presence import ZoneTiming
 
 TTL_S = 10.0
+_JITTER = random.Random()  # its own generator: seeding the global one (tests do) leaves it be
 
 
 @dataclass
@@ -169,7 +170,7 @@ def _stale_at(now: float) -> float:
     """When an entry loaded now goes stale: 70-100 % of TTL_S, at random. Entries loaded together
     (a server's first requests, a warm-up) would otherwise go stale together, and every TTL the
     requests of that moment would pay all the venue reloads (a few ms each) at once."""
-    return now + TTL_S * (0.7 + 0.3 * random.random())
+    return now + TTL_S * (0.7 + 0.3 * _JITTER.random())
 
 
 def _venue_info(db, v: Venue, model: VenueModel) -> VenueInfo:
