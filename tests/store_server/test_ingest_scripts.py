@@ -1,0 +1,70 @@
+"""The two ingest scripts on a real Redis, at their edges: resolver entries not in resolver.py's
+key order, and more states in one write than Lua's unpack takes at once."""
+
+from __future__ import annotations
+
+import json
+import time
+
+from store_server import ingest
+from store_server.keys import Keys
+
+
+def _keys() -> Keys:
+    return Keys(f"cmt:scripts:{time.monotonic_ns()}:")
+
+
+def _claim(redis, keys: Keys, ids: list[str]) -> list:  # type: ignore[no-untyped-def]
+    return ingest._run_script(
+        redis,
+        ingest._CLAIM_LUA,
+        5,
+        keys.nonce(1, "n" * 16),
+        keys.batch(1, "b" * 16),
+        keys.resolver(),
+        keys.tracks(1),
+        keys.ratelimit("scripts"),
+        600,
+        120,
+        0,
+        ingest.BATCH_PENDING,
+        ingest.BATCH_DONE,
+        *ids,
+    )
+
+
+def test_claim_finds_each_subscriber_once_whatever_the_entry_key_order(redis) -> None:  # type: ignore[no-untyped-def]
+    keys = _keys()
+    redis.hset(
+        keys.resolver(),
+        mapping={
+            "aa": json.dumps({"s": 7, "e": 1, "c": []}),  # as resolver.py writes it
+            "bb": json.dumps({"e": 2, "c": [], "s": 8}),  # any other order: decoded instead
+            "cc": json.dumps({"s": 7, "e": 3, "c": []}),  # a second identifier of 7
+        },
+    )
+    redis.hset(keys.tracks(1), mapping={"7": '{"v":"x"}', "8": '{"v":"y"}'})
+    code, entries, subs, states = _claim(redis, keys, ["aa", "bb", "cc", "zz"])
+    assert code == ingest.CLAIMED
+    assert entries[3] is None  # nobody we may know: no subscriber for it
+    assert subs == ["7", "8"] and states == ['{"v":"x"}', '{"v":"y"}']
+    redis.delete(*redis.keys(keys.pattern()))
+
+
+def test_write_sets_more_states_than_one_unpack_takes(redis) -> None:  # type: ignore[no-untyped-def]
+    keys = _keys()
+    n = 4500  # 9,000 field/value values: over the 8,000 that one unpack may return
+    args: list = [n]
+    for i in range(n):
+        args += [str(i), "", json.dumps({"v": f"{i:016x}"}), f"1:{i}", "1795932052.5"]
+    args += [0, 60, ingest.BATCH_DONE]
+    tkey, batch = keys.tracks(1), keys.batch(1, "c" * 16)
+    written = ingest._run_script(
+        redis, ingest._WRITE_LUA, 5, tkey, keys.last_seen(), batch, keys.dropped(1),
+        keys.pending_events(), *args,
+    )  # fmt: skip
+    assert int(written[0]) == 1
+    assert redis.hlen(tkey) == n and redis.zcard(keys.last_seen()) == n
+    assert json.loads(redis.hget(tkey, str(n - 1))) == {"v": f"{n - 1:016x}"}
+    assert redis.get(batch) == ingest.BATCH_DONE
+    redis.delete(*redis.keys(keys.pattern()))
