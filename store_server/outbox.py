@@ -67,17 +67,13 @@ def ack(r: redis.Redis, keys: Keys, device_id: int, event_id: str) -> bool:
 def ack_many(r: redis.Redis, keys: Keys, acks: list[tuple[int, str]]) -> list[bool]:
     """Remove acknowledged (device id, event id) pairs in one round trip; False for an id that
     is malformed or already gone."""
-    valid = [(d, e) for d, e in acks if isinstance(e, str) and STREAM_ID.match(e)]
-    removed: list[int] = []
-    if valid:
-        pipe = r.pipeline(transaction=False)
-        for d, e in valid:
+    valid = [isinstance(e, str) and bool(STREAM_ID.match(e)) for _d, e in acks]
+    pipe = r.pipeline(transaction=False)
+    for (d, e), ok in zip(acks, valid, strict=True):
+        if ok:
             pipe.xdel(keys.outbox(d), e)
-        removed = pipe.execute()
-    found = iter(removed)
-    return [
-        bool(next(found)) if isinstance(e, str) and STREAM_ID.match(e) else False for _d, e in acks
-    ]
+    removed = iter(pipe.execute() if any(valid) else [])
+    return [ok and bool(next(removed)) for ok in valid]
 
 
 def drop_for(r: redis.Redis, keys: Keys, device_ids: list[int], pseudonym: str) -> int:

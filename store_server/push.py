@@ -254,7 +254,7 @@ def deliver(app: Flask, occurrences: list[Occurrence]) -> None:
     # pushes and the blended queues need (the states are committed: ingest wrote them first).
     disclosed = [o for o in occurrences if o.disclose]
     rooms = _rooms(disclosed)
-    present = _present(r, keys, rooms) if rooms else {}
+    present = _present(r, keys, rooms)
     with sessions(app)() as db:
         ids = {o.subscriber_id for o in occurrences}
         ids |= {sub for members in present.values() for sub, _, _ in members}

@@ -16,7 +16,8 @@ from store_server.models import Scanner
 from store_server.topology import TTL_S, Topology
 
 
-def _venue_with_scanners(app, n: int) -> tuple[list[str], dict[str, str]]:  # type: ignore[no-untyped-def]
+def _venue_with_scanners(app, n: int) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    """A new venue with n scanners: name -> secret."""
     tag = uuid.uuid4().hex[:8]
     with sessions(app)() as db:
         merchant = services.create_merchant(db, f"topo-{tag}", "Topology test", "shop")
@@ -28,7 +29,7 @@ def _venue_with_scanners(app, n: int) -> tuple[list[str], dict[str, str]]:  # ty
                 db, app.config["DATA_KEY"], venue, name, float(i), 0.0
             )
         db.commit()
-    return list(secrets), secrets
+    return secrets
 
 
 @contextlib.contextmanager
@@ -48,7 +49,8 @@ def _statements(app) -> Iterator[list[str]]:  # type: ignore[no-untyped-def]
 
 
 def test_a_stale_scanner_reloads_every_half_stale_one_in_one_query(app) -> None:  # type: ignore[no-untyped-def]
-    names, secrets = _venue_with_scanners(app, 5)
+    secrets = _venue_with_scanners(app, 5)
+    names = list(secrets)
     topo = Topology(app)
     for n in names:
         assert topo.scanner(n).secret == secrets[n]
@@ -66,7 +68,8 @@ def test_a_stale_scanner_reloads_every_half_stale_one_in_one_query(app) -> None:
 
 
 def test_a_rotated_secret_and_an_unknown_name_after_invalidation(app) -> None:  # type: ignore[no-untyped-def]
-    names, secrets = _venue_with_scanners(app, 2)
+    secrets = _venue_with_scanners(app, 2)
+    names = list(secrets)
     topo = Topology(app)
     assert topo.scanner(names[0]).secret == secrets[names[0]]
     assert topo.scanner("no-such-scanner-" + uuid.uuid4().hex) is None
