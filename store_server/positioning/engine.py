@@ -298,16 +298,14 @@ def step(
             # A manoeuvre (turn, start, stop) shows as radio evidence far outside the predicted
             # spread: widen the prior then, so a smooth walk can use a stiff motion model.
             ml, cl, _ = _moments(cells, logpost)
-            gap = ml - kf[0][:2]
-            nis = float(gap @ np.linalg.solve(kf[1][:2, :2] + cl, gap))
+            g0, g1 = float(ml[0] - kf[0][0]), float(ml[1] - kf[0][1])
+            nis = motion.mahalanobis2(kf[1][:2, :2] + cl, g0, g1)
             if nis > p["adapt_gate"]:
                 kf = (kf[0], kf[1] * (nis / p["adapt_gate"]))
-        inv = np.linalg.inv(kf[1][:2, :2])
+        i00, i01, i11 = motion.inverse2(kf[1][:2, :2])
         dx = rt.cell_x - kf[0][0]
         dy = rt.cell_y - kf[0][1]
-        logpost = logpost - 0.5 * (
-            inv[0, 0] * dx * dx + 2 * inv[0, 1] * dx * dy + inv[1, 1] * dy * dy
-        )
+        logpost = logpost - 0.5 * (i00 * dx * dx + 2 * i01 * dx * dy + i11 * dy * dy)
     mean, cov, active = _moments(cells, logpost)
     sel = active[0]
     # Zone masses are summed over the active cells only: bincount adds in cell order, and the
