@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 import redis
 from flask import Flask
-from sqlalchemy import JSON, Row, cast, insert, literal, null, select, union_all
+from sqlalchemy import JSON, Row, bindparam, cast, insert, literal, null, select, union_all
 from sqlalchemy.orm import Session
 
 from store_server import blend, outbox
@@ -91,11 +91,29 @@ def _present(
 PROFILE = (Subscriber.id, Subscriber.public_id, Subscriber.playlists, Subscriber.taste)
 
 
+# Built once, run with the ids as expanding parameters: a statement built per call made new
+# bind parameters whose reference cycles were most of a loaded server's cyclic garbage, and the
+# garbage collector's pauses sat in the push latency tail (bench/push_latency.py).
+_IDS = bindparam("ids", expanding=True)
+_MERCHANTS = bindparam("merchants", expanding=True)
+_PROFILES = select(*PROFILE).where(Subscriber.id.in_(_IDS))
+_RULES = select(Merchant.id, Merchant.rules).where(Merchant.id.in_(_MERCHANTS))
+_NO_JSON = cast(null(), JSON)
+_PROFILES_AND_RULES = union_all(
+    select(literal("s").label("kind"), *PROFILE, _NO_JSON.label("rules")).where(
+        Subscriber.id.in_(_IDS)
+    ),
+    select(literal("m"), Merchant.id, null(), _NO_JSON, _NO_JSON, Merchant.rules).where(
+        Merchant.id.in_(_MERCHANTS)
+    ),
+)
+
+
 def _profiles(db: Session, ids: set[int]) -> dict[int, Row[Any]]:
     """id -> (id, public_id, playlists, taste) of the subscribers that still exist."""
     if not ids:
         return {}
-    return {row.id: row for row in db.execute(select(*PROFILE).where(Subscriber.id.in_(ids)))}
+    return {row.id: row for row in db.execute(_PROFILES, {"ids": sorted(ids)})}
 
 
 def _profiles_and_rules(
@@ -107,16 +125,8 @@ def _profiles_and_rules(
         return _profiles(db, ids), {}
     if not ids:
         return {}, _rules(db, merchants)
-    no_json = cast(null(), JSON)
     rows = db.execute(
-        union_all(
-            select(literal("s").label("kind"), *PROFILE, no_json.label("rules")).where(
-                Subscriber.id.in_(ids)
-            ),
-            select(literal("m"), Merchant.id, null(), no_json, no_json, Merchant.rules).where(
-                Merchant.id.in_(merchants)
-            ),
-        )
+        _PROFILES_AND_RULES, {"ids": sorted(ids), "merchants": sorted(merchants)}
     ).all()
     subs = {row.id: row for row in rows if row.kind == "s"}
     return subs, {row.id: row.rules for row in rows if row.kind == "m"}
@@ -124,9 +134,7 @@ def _profiles_and_rules(
 
 def _rules(db: Session, merchants: set[int]) -> dict[int, Any]:
     """Merchant id -> its rules JSON."""
-    return dict(
-        db.execute(select(Merchant.id, Merchant.rules).where(Merchant.id.in_(merchants))).all()
-    )
+    return dict(db.execute(_RULES, {"merchants": sorted(merchants)}).all())
 
 
 def _member(sub: Row[Any], pseudo: str, consent: dict[str, Any], dwell: float) -> blend.Member:

@@ -56,6 +56,8 @@ GET    /readyz                                             ok    ok      ok     
 GET    /openapi.json                                       ok    ok      ok     ok    ok    ok    ok        ok       ok      ok    ok    ok
 GET    /metrics                                            401   401     401    401   401   401   401       401      401     401   401   ok
 GET    /static/<path:filename>                             404   404     404    404   404   404   404       404      404     404   404   404
+GET    /socket.io/                                         400   400     400    400   400   400   400       400      400     400   400   400
+POST   /socket.io/                                         400   400     400    400   400   400   400       400      400     400   400   400
 POST   /api/v1/sightings                                   401   ok      401    401   401   401   401       401      401     401   401   401
 POST   /api/v1/heartbeat                                   401   ok      401    401   401   401   401       401      401     401   401   401
 GET    /auditor/                                           login login   login  login login login login     login    ok      login login login
