@@ -62,8 +62,8 @@ def condition(
 def inverse2(cov: np.ndarray) -> tuple[float, float, float]:
     """(a, b, c) of the inverse [[a, b], [b, c]] of a symmetric positive-definite 2x2 matrix.
 
-    Written out: LAPACK's general inverse and solve cost 15-30 us each on a 2x2, twice per
-    tracking step of live ingest."""
+    Written out: LAPACK's general inverse and solve cost 15-30 us each on a 2x2, and a tracking
+    step of live ingest needs three (the manoeuvre gate, the motion prior, the conditioning)."""
     s00, s01, s11 = float(cov[0, 0]), float(cov[0, 1]), float(cov[1, 1])
     det = s00 * s11 - s01 * s01
     return s11 / det, -s01 / det, s00 / det
