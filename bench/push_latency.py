@@ -12,8 +12,9 @@ pushes per second result: each POST puts one new subscriber in one zone, which p
 zone's `devices-per-zone` devices (and sends them its new blended queue). One more client measures
 a bare Socket.IO round trip throughout (echo).
 
-Latency is from just before the POST is sent to the device receiving the push (the server emits
-before it answers, so "POST accepted" can only be bounded from the sending side). Prints one JSON
+Latency is from just before the POST is sent (once the batch is built and signed, which is the
+scanner's work) to the device receiving the push (the server emits before it answers, so "POST
+accepted" can only be bounded from the sending side). Prints one JSON
 object as its last line: p50_ms, p99_ms, delivered, lost, duplicates, echo_p50_ms, echo_p99_ms,
 devices (connected at the end), rss_kib_per_device (server RSS growth from connecting the
 devices, per device) and more.
@@ -277,17 +278,24 @@ def pct(values: list[float], q: float) -> float | None:
     return round(s[min(len(s) - 1, int(q * len(s)))], 2)
 
 
-def post(session: requests.Session, url: str, scanner: tuple[str, str], key: bytes) -> int:
-    """One signed batch with one sighting of one subscriber, right next to the scanner."""
+def post(
+    session: requests.Session, url: str, scanner: tuple[str, str], key: bytes
+) -> tuple[int, float]:
+    """One signed batch with one sighting of one subscriber, right next to the scanner; returns
+    the status and when it was sent (after the scanner's work of building and signing it)."""
     t = time.time()
     rows = [{"ts": t, "kind": "eid", "id": compute_eid(key, 10, int(t)).hex(), "rssi": -40}]
     body = json.dumps({"batch_id": uuid.uuid4().hex, "sent_at": t, "sightings": rows}).encode()
-    return session.post(
-        f"{url}/api/v1/sightings",
-        data=body,
-        headers=signed_headers(scanner[0], scanner[1], body),
-        timeout=30,
-    ).status_code
+    request = session.prepare_request(
+        requests.Request(
+            "POST",
+            f"{url}/api/v1/sightings",
+            data=body,
+            headers=signed_headers(scanner[0], scanner[1], body),
+        )
+    )
+    sent = time.time()
+    return session.send(request, timeout=30).status_code, sent
 
 
 def warm(urls: list[str], scanners: list[tuple[str, str]]) -> None:
@@ -388,7 +396,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         local.s = session
         t = time.time()
         try:
-            code = post(session, urls[k % len(urls)], world["zones"][z], key)
+            code, t = post(session, urls[k % len(urls)], world["zones"][z], key)
         except requests.RequestException:
             code = 0
         with lock:
