@@ -125,7 +125,10 @@ def test_batches_close_on_age_when_traffic_is_thin(tmp_path: Path) -> None:
         srv.stop()
     for batch in list(srv.batches.values())[:3]:
         span = batch[-1]["ts"] - batch[0]["ts"]
-        assert 0 < len(batch) < 1000 and span <= 0.3 + 0.05
+        # Closed by age, not size: a batch that never closed on age would span the whole run.
+        # The bound leaves the daemon's threads a scheduling delay on a loaded 2-core machine
+        # (one CI run saw 0.42 s against 0.35).
+        assert 0 < len(batch) < 1000 and span <= 2 * 0.3
 
 
 def test_no_ble_address_reaches_the_queue_the_capture_or_the_logs(
