@@ -70,6 +70,7 @@ from store_server.db import sessions, upgrade
 from store_server.device_client import DeviceConnection, SerialClient
 from store_server.redis_store import get_keys, get_redis
 from tests.conftest import drop_keys
+from tests.helpers import post_batch
 
 REPO = Path(__file__).resolve().parents[1]
 SERVER = """
@@ -302,17 +303,9 @@ def warm(urls: list[str], scanners: list[tuple[str, str]]) -> None:
     """An empty signed batch from every scanner to every worker: each loads (and caches) the
     scanner, its venue and the venue's positioning model, as a server in service has, so the
     first pushes do not measure a cold start."""
-    with requests.Session() as s:
-        for url in urls:
-            for scanner in scanners:
-                body = json.dumps({"batch_id": uuid.uuid4().hex, "sightings": []}).encode()
-                resp = s.post(
-                    f"{url}/api/v1/sightings",
-                    data=body,
-                    headers=signed_headers(scanner[0], scanner[1], body),
-                    timeout=30,
-                )
-                resp.raise_for_status()
+    for url in urls:
+        for name, secret in scanners:
+            post_batch(url, name, secret, []).raise_for_status()
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:

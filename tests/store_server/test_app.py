@@ -4,9 +4,7 @@ events leave no cyclic garbage behind (the collector's pauses stall every push i
 from __future__ import annotations
 
 import gc
-from collections.abc import Iterator
 
-import pytest
 import socketio
 from flask import request
 from werkzeug.exceptions import NotFound
@@ -25,21 +23,6 @@ def test_socketio_path_is_still_answered_by_engineio(client):
     resp = client.get("/socket.io/")
     assert resp.status_code == 400
     assert b"Socket.IO endpoint" not in resp.data
-
-
-@pytest.fixture
-def saved_garbage() -> Iterator[list]:
-    """gc.garbage filled with what the collector finds unreachable (nothing is freed meanwhile)."""
-    gc.collect()
-    gc.garbage.clear()
-    flags = gc.get_debug()
-    gc.set_debug(gc.DEBUG_SAVEALL)
-    try:
-        yield gc.garbage
-    finally:
-        gc.set_debug(flags)
-        gc.garbage.clear()
-        gc.collect()
 
 
 def test_device_connects_leave_no_routing_exceptions_to_collect(
