@@ -9,7 +9,6 @@ is complete (see advance), so most batches only append readings to a subscriber'
 
 from __future__ import annotations
 
-import hashlib
 import math
 import re
 import secrets
@@ -29,6 +28,7 @@ from store_server import presence
 from store_server.keys import Keys
 from store_server.positioning.live import track
 from store_server.push import Occurrence
+from store_server.redis_store import run_script, script_sha
 from store_server.resolver import applicable_consent
 from store_server.topology import ScannerInfo, Topology, VenueInfo
 
@@ -195,13 +195,15 @@ REPLAYED, DUPLICATE, IN_PROGRESS, LIMITED, CLAIMED = 0, 1, 2, 3, 4
 # Round trip 2, in one transaction: compare-and-set of the states read in round trip 1 (a state
 # another process or the exit sweeper changed meanwhile fails the whole write, and the batch is
 # folded again from fresh states), the last-seen index, the dropped counter, the batch marker and
-# the pending presence events (as events.queue writes them). Each write starts the state with a
+# the pending presence events (as events.queue writes them), and each subscriber's entry in the
+# venue's occupant index (keys.occupants: their zone, or none). Each write starts the state with a
 # fresh random version ("v"), so the comparison sends that prefix, not the whole state back;
 # only ingest writes states (others delete them), so a new version means a new write.
 _WRITE_LUA = """
 local n = tonumber(ARGV[1])
+local W = 6
 for i = 0, n - 1 do
-  local b = 2 + i * 5
+  local b = 2 + i * W
   local expected = ARGV[b + 1]
   local current = redis.call('HGET', KEYS[1], ARGV[b]) or ''
   if #expected == 23 and string.sub(expected, 1, 6) == '{"v":"' then
@@ -209,23 +211,34 @@ for i = 0, n - 1 do
   end
   if current ~= expected then return {0} end
 end
+-- In chunks: Lua's unpack is limited to a few thousand values.
+local function chunked(cmd, key, values)
+  for c = 1, #values, 4000 do
+    redis.call(cmd, key, unpack(values, c, math.min(c + 3999, #values)))
+  end
+end
 if n > 0 then
   -- One HSET and one ZADD for all subscribers: a call from Lua costs more than its argument.
-  local fields, scores = {}, {}
+  local fields, scores, placed, gone = {}, {}, {}, {}
   for i = 0, n - 1 do
-    local b = 2 + i * 5
+    local b = 2 + i * W
     fields[#fields + 1] = ARGV[b]
     fields[#fields + 1] = ARGV[b + 2]
     scores[#scores + 1] = ARGV[b + 4]
     scores[#scores + 1] = ARGV[b + 3]
+    if ARGV[b + 5] == '' then
+      gone[#gone + 1] = ARGV[b]
+    else
+      placed[#placed + 1] = ARGV[b]
+      placed[#placed + 1] = ARGV[b + 5]
+    end
   end
-  -- In chunks: Lua's unpack is limited to a few thousand values.
-  for c = 1, #fields, 4000 do
-    redis.call('HSET', KEYS[1], unpack(fields, c, math.min(c + 3999, #fields)))
-    redis.call('ZADD', KEYS[2], unpack(scores, c, math.min(c + 3999, #scores)))
-  end
+  chunked('HSET', KEYS[1], fields)
+  chunked('ZADD', KEYS[2], scores)
+  chunked('HSET', KEYS[6], placed)
+  chunked('HDEL', KEYS[6], gone)
 end
-local j = 2 + n * 5
+local j = 2 + n * W
 if tonumber(ARGV[j]) > 0 then redis.call('INCRBY', KEYS[4], ARGV[j]) end
 redis.call('SET', KEYS[3], ARGV[j + 2], 'EX', ARGV[j + 1])
 local ids = {}
@@ -234,19 +247,13 @@ return {1, ids}
 """
 
 
-# SHA-1 is how Redis names scripts, not a security measure here.
-CLAIM_SHA = hashlib.sha1(_CLAIM_LUA.encode(), usedforsecurity=False).hexdigest()
-WRITE_SHA = hashlib.sha1(_WRITE_LUA.encode(), usedforsecurity=False).hexdigest()
-_SHAS = {_CLAIM_LUA: CLAIM_SHA, _WRITE_LUA: WRITE_SHA}
+CLAIM_SHA = script_sha(_CLAIM_LUA)
+WRITE_SHA = script_sha(_WRITE_LUA)
 
 
 def _run_script(r: redis.Redis, text: str, numkeys: int, *keys_and_args: Any) -> Any:
-    """EVALSHA of a script (Redis hashes and parses an EVAL's text on every call; a script is
-    atomic on its own, so no MULTI/EXEC around it), EVAL once if this server lacks it."""
-    try:
-        return r.evalsha(_SHAS[text], numkeys, *keys_and_args)
-    except redis.exceptions.NoScriptError:
-        return r.eval(text, numkeys, *keys_and_args)  # loads it for the next calls too
+    """redis_store.run_script: EVALSHA, EVAL once if the server lacks the script."""
+    return run_script(r, text, numkeys, *keys_and_args)
 
 
 def process(
@@ -402,11 +409,21 @@ def _fold(
             )
             last = state["p"]["last"]
             state = {"v": secrets.token_hex(8), **{k: v for k, v in state.items() if k != "v"}}
-            args += (field_, _version(raw), _dumps(state), f"{venue.id}:{sub}", repr(last))
+            zone = (state.get("p") or {}).get("zone") or ""
+            args += (field_, _version(raw), _dumps(state), f"{venue.id}:{sub}", repr(last), zone)
         args += (dropped, batch_ttl, BATCH_DONE)
         args += [pending.encode(o) for o in occurrences]
         written = _run_script(
-            r, _WRITE_LUA, 5, tkey, keys.last_seen(), bkey, dkey, keys.pending_events(), *args
+            r,
+            _WRITE_LUA,
+            6,
+            tkey,
+            keys.last_seen(),
+            bkey,
+            dkey,
+            keys.pending_events(),
+            keys.occupants(venue.id if venue else 0),
+            *args,
         )
         if int(written[0]):
             event_ids = written[1]

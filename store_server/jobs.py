@@ -57,6 +57,7 @@ def sweep_once(app: Flask, now: float | None = None) -> int:
                     pstate, events = presence.sweep(state.get("p", {}), now, venue.timings)
                     if pstate is None:
                         pipe.hdel(keys.tracks(venue_id), str(sub))
+                        pipe.hdel(keys.occupants(venue_id), str(sub))
                         pipe.zrem(keys.last_seen(), member)
                     occurrences.extend(
                         # A presence never disclosed (scanner backlog) is never revoked either.

@@ -30,6 +30,13 @@ class Keys:
         """Hash: subscriber id -> positioning and presence state at one venue."""
         return f"{self.prefix}track:{venue_id}"
 
+    def occupants(self, venue_id: int) -> str:
+        """Hash: subscriber id -> the zone their state at this venue is in (only those in one).
+
+        An index for finding a zone's occupants without reading every state of the venue;
+        the state stays the truth, so a stale entry is harmless and is read past."""
+        return f"{self.prefix}occupants:{venue_id}"
+
     def last_seen(self) -> str:
         """Sorted set of `venue:subscriber` by last sighting time, for the exit sweeper."""
         return f"{self.prefix}lastseen"

@@ -69,6 +69,7 @@ def end_presence(app: Flask, subscriber_id: int, reason: str) -> int:
     raws = list(zip(members, venue_ids, reader.execute() if members else [], strict=True))
     for m, venue_id, raw in raws:
         pipe.hdel(keys.tracks(venue_id), str(subscriber_id))
+        pipe.hdel(keys.occupants(venue_id), str(subscriber_id))
         pipe.zrem(keys.last_seen(), m)
         venue = topo.venue(venue_id)
         if raw is None or venue is None:

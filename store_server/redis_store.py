@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import hashlib
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -143,3 +144,23 @@ def embedded_url(client: redis.Redis) -> str | None:
     """unix:// URL of an embedded server, so other processes can share it (None if external)."""
     sock = getattr(client, "socket_file", None)
     return f"unix://{sock}" if sock else None
+
+
+_SHAS: dict[str, str] = {}
+
+
+def script_sha(text: str) -> str:
+    """The name Redis gives a script (SHA-1 of its text; how Redis names it, not security)."""
+    sha = _SHAS.get(text)
+    if sha is None:
+        sha = _SHAS[text] = hashlib.sha1(text.encode(), usedforsecurity=False).hexdigest()
+    return sha
+
+
+def run_script(r: redis.Redis, text: str, numkeys: int, *keys_and_args: Any) -> Any:
+    """EVALSHA of a script (Redis hashes and parses an EVAL's text on every call; a script is
+    atomic on its own, so no MULTI/EXEC around it), EVAL once if this server lacks it."""
+    try:
+        return r.evalsha(script_sha(text), numkeys, *keys_and_args)
+    except redis.exceptions.NoScriptError:
+        return r.eval(text, numkeys, *keys_and_args)  # loads it for the next calls too

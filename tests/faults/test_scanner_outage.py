@@ -17,6 +17,7 @@ from store_server import jobs
 from store_server.db import sessions
 from store_server.models import Consent, Device, Visit, utcnow
 from store_server.redis_store import get_keys, get_redis
+from store_server.topology import get_topology
 from tests.faults.support import Stack, batch_body, eid_rows, make_stack, signed
 
 pytestmark = pytest.mark.faults
@@ -67,7 +68,12 @@ def test_a_visit_long_over_is_recorded_not_pushed(stack):
     )
     assert resp.status_code == 200
     assert [e for e in chair1_events(stack) if e["type"] == "push"] == []
+    r, keys = get_redis(stack.app), get_keys(stack.app)
+    venue = get_topology(stack.app).scanner(SCANNER).venue_id
+    assert list(r.hvals(keys.occupants(venue))) == ["chair-1"]
     jobs.sweep_once(stack.app)
+    # The exit forgot her state, and her entry in the occupant index with it.
+    assert r.hlen(keys.tracks(venue)) == 0 and r.hlen(keys.occupants(venue)) == 0
     with sessions(stack.app)() as db:
         visits = db.scalars(select(Visit)).all()
     assert len(visits) == 1

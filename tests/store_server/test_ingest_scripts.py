@@ -56,15 +56,19 @@ def test_write_sets_more_states_than_one_unpack_takes(redis) -> None:  # type: i
     n = 4500  # 9,000 field/value values: over the 8,000 that one unpack may return
     args: list = [n]
     for i in range(n):
-        args += [str(i), "", json.dumps({"v": f"{i:016x}"}), f"1:{i}", "1795932052.5"]
+        zone = f"zone-{i % 3}" if i % 2 else ""
+        args += [str(i), "", json.dumps({"v": f"{i:016x}"}), f"1:{i}", "1795932052.5", zone]
     args += [0, 60, ingest.BATCH_DONE]
     tkey, batch = keys.tracks(1), keys.batch(1, "c" * 16)
     written = ingest._run_script(
-        redis, ingest._WRITE_LUA, 5, tkey, keys.last_seen(), batch, keys.dropped(1),
-        keys.pending_events(), *args,
+        redis, ingest._WRITE_LUA, 6, tkey, keys.last_seen(), batch, keys.dropped(1),
+        keys.pending_events(), keys.occupants(1), *args,
     )  # fmt: skip
     assert int(written[0]) == 1
     assert redis.hlen(tkey) == n and redis.zcard(keys.last_seen()) == n
+    # Only subscribers in a zone are in the occupant index, under that zone.
+    assert redis.hlen(keys.occupants(1)) == n // 2
+    assert redis.hget(keys.occupants(1), str(n - 1)) == f"zone-{(n - 1) % 3}"
     assert json.loads(redis.hget(tkey, str(n - 1))) == {"v": f"{n - 1:016x}"}
     assert redis.get(batch) == ingest.BATCH_DONE
     redis.delete(*redis.keys(keys.pattern()))

@@ -25,6 +25,7 @@ from store_server.occupancy import end_presence
 from store_server.presence import PresenceEvent
 from store_server.push import Occurrence, deliver
 from store_server.topology import get_topology
+from tests.faults.support import wait_for
 from tests.helpers import post_batch
 
 pytestmark = [pytest.mark.e2e, pytest.mark.privacy]
@@ -410,3 +411,30 @@ def test_an_occurrence_delivered_again_is_recognised_as_a_duplicate(app, live_se
         assert conn.duplicates == 1
     finally:
         conn.close()
+
+
+def test_queues_read_only_the_zones_occupants(app, live_server, db, devices):
+    """The occupant index follows enters and ends; a blended queue is built from the states it
+    points to, and an entry whose state is gone or in another zone is read past."""
+    from store_server.redis_store import get_keys, get_redis
+
+    world = build_world(app, db, zones=("seat", "sofa"), people=(("al", "playlist"),))
+    r, keys = get_redis(app), get_keys(app)
+    index = keys.occupants(world.venue_id)
+    al = world.people["al"]
+    sofa = devices(live_server.url, world.token("sofa"))
+
+    enter(live_server.url, world, "seat", "al")
+    assert wait_for(lambda: r.hgetall(index) == {str(al.id): "seat"}, 10)
+    # Entries the states contradict: a subscriber whose state is gone, and al, whose state is
+    # in the seat. Neither belongs in the sofa's queue.
+    r.hset(index, mapping={"999999": "sofa", str(al.id): "sofa"})
+    venue = get_topology(app).venue(world.venue_id)
+    consent = json.loads(r.hget(keys.tracks(world.venue_id), str(al.id)))["c"]
+    gone = PresenceEvent("exit", "sofa", time.time(), time.time() - 5)
+    deliver(app, [Occurrence(al.id, venue, consent, gone, True)])
+    assert sofa.next_queue()["members"] == []
+
+    end_presence(app, al.id, "withdrawn")
+    assert str(al.id) not in r.hgetall(index)
+    assert r.hget(keys.tracks(world.venue_id), str(al.id)) is None

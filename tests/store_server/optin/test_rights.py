@@ -183,6 +183,7 @@ def test_erasure_leaves_only_a_tombstone(app, live_server, db, redis):
     # Subscriber ids appear in Redis as hash fields and set members: none is hers.
     for venue_key in redis.scan_iter(match=get_keys(app).tracks(live.shop.venue_id)):
         assert str(sid) not in redis.hkeys(venue_key)
+    assert str(sid) not in redis.hkeys(get_keys(app).occupants(live.shop.venue_id))
     assert not [m for m in redis.zrange(get_keys(app).last_seen(), 0, -1) if m.endswith(f":{sid}")]
     assert db.get(Subscriber, sid) is None
     assert db.scalar(select(AuditEntry).where(AuditEntry.subscriber_id == sid)) is None
