@@ -58,6 +58,9 @@ def main() -> int:
     port = int(os.environ.get("PORT", "8000"))
     app = build_app()
     mode = app.config["SOCKETIO_ASYNC_MODE"]
+    from store_server.positioning import kernels
+
+    kernels.warm()  # before serving: compiling would otherwise hold up the first batch
     tune_gc()
     if mode == "gevent":
         server = gevent_server(host, port, app)

@@ -11,7 +11,7 @@ import numpy as np
 import shapely
 from shapely.geometry.base import BaseGeometry
 
-from store_server.positioning import drift, filtering, hysteresis, motion, pathloss
+from store_server.positioning import drift, filtering, hysteresis, kernels, motion, pathloss
 from store_server.positioning.fingerprint import residual_map
 from store_server.positioning.grid import Grid, build
 
@@ -21,6 +21,8 @@ from store_server.positioning.grid import Grid, build
 # informative), knn_weight (signal-space kNN fused into the grid: worse on both), new_only (each
 # reading once: equal, the once-per-second buffering already keeps evidence from double counting).
 # The per-change LOTO / rooms figures are in README.md ("What was tried").
+# Cells more than this far below the posterior's top (in log density) weigh nothing.
+SPAN = 30.0
 DEFAULTS: dict[str, float] = {
     "grid_step": 0.4,
     "tau_s": 0.3,
@@ -234,18 +236,9 @@ def step(
     common = float(rt.emitter_offsets.get(str(st.get("type", "")), 0.0)) + float(own[0])
     target = (val - offsets[idx] - common).astype(np.float32)
     if counts is None:
-        # Every weight is temper * 1 ** count_pow == temper exactly; with temper 1 (the default)
-        # the products by the weights below are identities and are skipped.
-        weights = np.full(idx.size, float(p["temper"]))
-        unit = p["temper"] == 1.0
+        weights = np.full(idx.size, float(p["temper"]))  # temper * 1 ** count_pow
     else:
         weights = p["temper"] * counts ** p["count_pow"]
-        unit = False
-    # Huber loss per reading: quadratic near the map, linear in the multipath tails. Worked in
-    # place on one (cells, readings) float32 array: this is the hot loop of live ingest. The
-    # map columns are kept: the drift step below reads them again.
-    mu_idx = rt.mu[:, idx]
-    per = mu_idx - target
     level_sd = p["common_sigma_db"]
     if (
         p["level_marginal"]
@@ -260,30 +253,34 @@ def step(
         # being learnt (drift on, >= 3 scanners: one scanner cannot tell level from distance),
         # and off once it is known to level_min_db (then the level is informative).
         level_sd = max(level_sd, float(np.sqrt(own[1])))
+    coef = np.zeros(idx.size, dtype=np.float32)
+    pen_scale = 0.0
     if level_sd > p["level_min_db"]:
         # Emitters differ in transmit power and body shadowing moves every scanner alike: let
         # each cell explain a shared offset, shrunk towards 0 with sd level_sd, so the shape of
         # the RSSI vector matters more than its level.
         prec = (1.0 / rt.sigma[idx] ** 2).astype(np.float32)
-        shared = per @ (prec / -(prec.sum() + level_sd**-2))
-        per += shared[:, None]
-        common_pen = (0.5 / level_sd**2) * shared.astype(float) ** 2
-    else:
-        common_pen = 0.0
-    np.abs(per, out=per)
-    per *= rt.cell_inv_sigma[:, idx]
-    hk = np.minimum(per, np.float32(p["huber_k"]))
-    per -= 0.5 * hk
-    per *= hk
-    full = np.zeros(len(rt.scanners), dtype=np.float32)
-    full[idx] = weights
-    # Per-cell scale (map uncertainty) comes with its log-normaliser, so vague cells pay for it.
-    logpost = rt.cell_logprior - (
-        per @ weights.astype(np.float32) + rt.cell_log_ratio @ full + p["temper"] * common_pen
+        coef = prec / -(prec.sum() + level_sd**-2)
+        pen_scale = p["temper"] * 0.5 / level_sd**2
+    # Huber loss per reading, quadratic near the map, linear in the multipath tails; per-cell
+    # scale (map uncertainty) comes with its log-normaliser, so vague cells pay for it. One
+    # compiled pass over the cells (kernels.py); each reading's loss is kept for the drift step.
+    per = np.empty((rt.mu.shape[0], idx.size), dtype=np.float32)
+    logpost = kernels.likelihood(
+        rt.mu,
+        rt.cell_inv_sigma,
+        rt.cell_log_ratio,
+        rt.cell_logprior,
+        idx,
+        target,
+        weights.astype(np.float32),
+        coef,
+        pen_scale,
+        p["huber_k"],
+        per,
     )
     if p["knn_weight"] > 0 and rt.ref_pos.shape[0] >= p["knn_k"]:
         logpost = logpost + _knn_term(rt, idx, val - offsets[idx] - common)
-    cells = rt.grid.cells
     dt = 0.0 if last_t is None else max(now - float(last_t), 0.0)
     kf = None
     if "m" in st and "P" in st and len(st["m"]) == 4:
@@ -297,22 +294,19 @@ def step(
         if p["adapt_gate"] > 0:
             # A manoeuvre (turn, start, stop) shows as radio evidence far outside the predicted
             # spread: widen the prior then, so a smooth walk can use a stiff motion model.
-            ml, cl, _ = _moments(cells, logpost)
-            g0, g1 = float(ml[0] - kf[0][0]), float(ml[1] - kf[0][1])
-            nis = motion.mahalanobis2(kf[1][:2, :2] + cl, g0, g1)
+            lx, ly, lxx, lxy, lyy, _ = kernels.moments(logpost, rt.cell_x, rt.cell_y, SPAN)
+            g0, g1 = lx - float(kf[0][0]), ly - float(kf[0][1])
+            nis = motion.mahalanobis2(kf[1][:2, :2] + np.array([[lxx, lxy], [lxy, lyy]]), g0, g1)
             if nis > p["adapt_gate"]:
                 kf = (kf[0], kf[1] * (nis / p["adapt_gate"]))
         i00, i01, i11 = motion.inverse2(kf[1][:2, :2])
-        dx = rt.cell_x - kf[0][0]
-        dy = rt.cell_y - kf[0][1]
-        logpost = logpost - 0.5 * (i00 * dx * dx + 2 * i01 * dx * dy + i11 * dy * dy)
-    mean, cov, active = _moments(cells, logpost)
-    sel = active[0]
-    # Zone masses are summed over the active cells only: bincount adds in cell order, and the
-    # inactive cells' zero weights would add nothing, so the sums are the same.
-    bins = rt.zone_bin if sel is None else rt.zone_bin[sel]
-    cov[0, 0] += rt.grid.step**2 / 12.0
-    cov[1, 1] += rt.grid.step**2 / 12.0
+        kernels.add_prior(
+            logpost, rt.cell_x, rt.cell_y, float(kf[0][0]), float(kf[0][1]), i00, i01, i11
+        )
+    mx, my, sxx, sxy, syy, wts = kernels.moments(logpost, rt.cell_x, rt.cell_y, SPAN)
+    mean = np.array([mx, my])
+    pad = rt.grid.step**2 / 12.0
+    cov = np.array([[sxx + pad, sxy], [sxy, syy + pad]])
     if kf is None:
         m4 = np.array([mean[0], mean[1], 0.0, 0.0])
         p4 = np.zeros((4, 4))
@@ -327,13 +321,14 @@ def step(
     zone = None
     if rt.zones:
         current = st.get("z")
+        mass = np.bincount(rt.zone_bin, weights=wts, minlength=len(rt.grid.zone_names) + 1)
         if p["zone_mode"] == 1:
-            dist = shapely.distance(rt.zone_array, shapely.Point(float(mean[0]), float(mean[1])))
+            dist = shapely.distance(rt.zone_array, shapely.Point(mx, my))
             zone, pending = hysteresis.decide_spatial(
                 current if "z" in st else None,
                 st.get("c"),
                 dict(zip(rt.grid.zone_names, dist.tolist(), strict=True)),
-                _zone_mass(rt, bins, active[1]),
+                _zone_mass(rt, mass),
                 dt,
                 # An unsure position must move further before the zone follows it.
                 switch_m=max(
@@ -347,7 +342,7 @@ def step(
             zone, pending = hysteresis.decide(
                 current if "z" in st else None,
                 st.get("c"),
-                _zone_probs(rt, bins, active[1], mean),
+                _zone_probs(rt, mass, mean),
                 dt,
                 p_enter=p["p_enter"],
                 margin=p["margin"],
@@ -363,28 +358,9 @@ def step(
     if p["drift_prior_db"] > 0:
         # Judge each scanner against the position the others give: otherwise an offset can
         # talk the estimate into a wrong place and then confirm itself there.
-        # sel None: every cell is active, so nothing is gathered; else np.take, which gathers
-        # rows several times faster than fancy indexing (same values).
-        if sel is None:
-            mu_act, per_act, lp_act = mu_idx, per, logpost
-            ratio_act = rt.cell_log_ratio[:, idx]
-        else:
-            mu_act = np.take(mu_idx, sel, axis=0)
-            per_act = np.take(per, sel, axis=0)
-            lp_act = logpost[sel]
-            ratio_act = np.take(np.take(rt.cell_log_ratio, sel, axis=0), idx, axis=1)
-        loo = per_act + ratio_act
-        loo = lp_act[:, None] + (loo if unit else loo * weights[None, :])
-        # A maximum is exact in any order: take it along contiguous memory (a column-major
-        # copy), four times faster than numpy's strided reduction over the few columns.
-        loo -= np.asfortranarray(loo).max(axis=0, keepdims=True)
-        np.exp(loo, out=loo)
-        loo /= loo.sum(axis=0, keepdims=True)
-        seen = (loo * mu_act).sum(axis=0)
-        dev = mu_act - seen[None, :]
-        np.square(dev, out=dev)
-        dev *= loo
-        spread = dev.sum(axis=0)
+        seen, spread = kernels.leave_one_out(
+            logpost, per, rt.cell_log_ratio, rt.mu, idx, weights, wts
+        )
         noise = rt.sigma[idx] ** 2
         if counts is not None:
             noise = noise / counts
@@ -397,9 +373,7 @@ def step(
                 # A position error moves every scanner's expected level the same way (an
                 # emitter at the wall looks like a quieter one in the middle): that part of the
                 # uncertainty does not average out over scanners, so it slows the level down.
-                wa = active[1]
-                level = mu_act @ (1.0 / noise / np.sum(1.0 / noise))
-                coherent = float(wa @ (level - wa @ level) ** 2)
+                coherent = kernels.level_spread(rt.mu, idx, wts, 1.0 / noise / np.sum(1.0 / noise))
             shift, own_var = drift.common(
                 val - seen - common - offsets[idx],
                 noise,
@@ -425,31 +399,6 @@ def step(
     return st, (float(mean[0]), float(mean[1]), zone)
 
 
-def _moments(
-    cells: np.ndarray, logpost: np.ndarray, span: float = 30.0
-) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray | None, np.ndarray]]:
-    """Mean and covariance of the normalised posterior, computed on the cells that matter.
-
-    The active cells come back as (indices, weights), indices None when every cell is active."""
-    top = float(logpost.max())
-    keep = logpost > top - span
-    if keep.all():
-        # A flat posterior (often the radio evidence alone) keeps every cell: skip the gathers.
-        sel = None
-        w = logpost - top
-        pts = cells
-    else:
-        sel = np.flatnonzero(keep)
-        w = logpost[sel]
-        w -= top
-        pts = np.take(cells, sel, axis=0)
-    np.exp(w, out=w)
-    w /= w.sum()
-    mean = w @ pts
-    d = pts - mean
-    return mean, (d * w[:, None]).T @ d, (sel, w)
-
-
 def _knn_term(rt: Runtime, idx: np.ndarray, val: np.ndarray) -> np.ndarray:
     """Fingerprint kNN in signal space, as a Gaussian bump around the neighbours' positions."""
     p = rt.params
@@ -471,15 +420,16 @@ def _knn_term(rt: Runtime, idx: np.ndarray, val: np.ndarray) -> np.ndarray:
     return -p["knn_weight"] * 0.5 * dist2 / spread
 
 
-def _zone_mass(rt: Runtime, bins: np.ndarray, w: np.ndarray) -> dict[str, float]:
+def _zone_mass(rt: Runtime, mass: np.ndarray) -> dict[str, float]:
+    """Posterior mass per zone (bin 0 of `mass`: outside every zone) by name."""
     names = rt.grid.zone_names
-    mass = np.bincount(bins, weights=w, minlength=len(names) + 1).tolist()
-    return {hysteresis.NO_ZONE: mass[0]} | {name: mass[k + 1] for k, name in enumerate(names)}
+    out = mass.tolist()
+    return {hysteresis.NO_ZONE: out[0]} | {name: out[k + 1] for k, name in enumerate(names)}
 
 
-def _zone_probs(rt: Runtime, bins: np.ndarray, w: np.ndarray, mean: np.ndarray) -> dict[str, float]:
+def _zone_probs(rt: Runtime, mass: np.ndarray, mean: np.ndarray) -> dict[str, float]:
+    """Zone probabilities from the zone masses, within each zone's maximum radius."""
     names = rt.grid.zone_names
-    mass = np.bincount(bins, weights=w, minlength=len(names) + 1)
     probs = {hysteresis.NO_ZONE: float(mass[0])}
     pt = shapely.points(float(mean[0]), float(mean[1]))
     for k, name in enumerate(names):
