@@ -14,13 +14,13 @@ def _keys() -> Keys:
     return Keys(f"cmt:scripts:{time.monotonic_ns()}:")
 
 
-def _claim(redis, keys: Keys, ids: list[str]) -> list:  # type: ignore[no-untyped-def]
+def _claim(redis, keys: Keys, ids: list[str], held: tuple[str, ...] = (), batch: str = "b") -> list:  # type: ignore[no-untyped-def]
     return ingest._run_script(
         redis,
         ingest._CLAIM_LUA,
         5,
-        keys.nonce(1, "n" * 16),
-        keys.batch(1, "b" * 16),
+        keys.nonce(1, batch * 16),
+        keys.batch(1, batch * 16),
         keys.resolver(),
         keys.tracks(1),
         keys.ratelimit("scripts"),
@@ -29,6 +29,8 @@ def _claim(redis, keys: Keys, ids: list[str]) -> list:  # type: ignore[no-untype
         0,
         ingest.BATCH_PENDING,
         ingest.BATCH_DONE,
+        len(held) // 2,
+        *held,
         *ids,
     )
 
@@ -48,6 +50,26 @@ def test_claim_finds_each_subscriber_once_whatever_the_entry_key_order(redis) ->
     assert code == ingest.CLAIMED
     assert entries[3] is None  # nobody we may know: no subscriber for it
     assert subs == ["7", "8"] and states == ['{"v":"x"}', '{"v":"y"}']
+    redis.delete(*redis.keys(keys.pattern()))
+
+
+def test_claim_sends_a_held_state_back_as_its_version_until_it_changes(redis) -> None:  # type: ignore[no-untyped-def]
+    keys = _keys()
+    redis.hset(
+        keys.resolver(),
+        mapping={"aa": json.dumps({"s": 7, "c": []}), "bb": json.dumps({"s": 8, "c": []})},
+    )
+    mine = '{"v":"00000000000000aa","p":{}}'
+    redis.hset(keys.tracks(1), mapping={"7": mine, "8": '{"v":"00000000000000bb","p":{}}'})
+    version = mine[: ingest.VERSION_LEN]
+    # 7 is held at its current version: its version alone; 8 is not held: whole.
+    _, _, subs, states = _claim(redis, keys, ["aa", "bb"], ("7", version))
+    assert subs == ["7", "8"] and states == [version, '{"v":"00000000000000bb","p":{}}']
+    # Another writer changed 7: the whole new state comes back.
+    theirs = '{"v":"00000000000000cc","p":{"zone":"z"}}'
+    redis.hset(keys.tracks(1), "7", theirs)
+    _, _, subs, states = _claim(redis, keys, ["aa"], ("7", version), batch="c")
+    assert states == [theirs]
     redis.delete(*redis.keys(keys.pattern()))
 
 
