@@ -33,6 +33,17 @@ def gevent_server(host: str, port: int, app: Any) -> Any:
     return NoDelayServer((host, port), app, log=None)
 
 
+def start_up() -> None:
+    """What a worker does after building its app and before it listens (serve.py, and the
+    benchmarks' servers through this function): compile the positioning kernels (loading them
+    from numba's cache takes a few hundred ms, which would otherwise stall the first sighting
+    batch and every request behind it), then keep start-up objects out of the collector."""
+    from store_server.positioning import kernels
+
+    kernels.warm()
+    tune_gc()
+
+
 def tune_gc() -> None:
     """Keep the cyclic garbage collector out of the push latency tail.
 
@@ -58,10 +69,7 @@ def main() -> int:
     port = int(os.environ.get("PORT", "8000"))
     app = build_app()
     mode = app.config["SOCKETIO_ASYNC_MODE"]
-    from store_server.positioning import kernels
-
-    kernels.warm()  # before serving: compiling would otherwise hold up the first batch
-    tune_gc()
+    start_up()
     if mode == "gevent":
         server = gevent_server(host, port, app)
         server.start()

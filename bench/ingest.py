@@ -211,9 +211,9 @@ def serve(args: argparse.Namespace) -> int:
         return _quantiles_ms(out)
 
     if args.server == "gevent":
-        from serve import gevent_server, tune_gc  # production's server, exactly
+        from serve import gevent_server, start_up  # production's server, exactly
 
-        tune_gc()
+        start_up()
 
         server: Any = gevent_server("127.0.0.1", cfg["BENCH_PORT"], app)
         server.start()

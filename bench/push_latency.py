@@ -92,11 +92,11 @@ GEVENT_SERVER = """
 from gevent import monkey
 monkey.patch_all()
 import json, logging, os
-from serve import gevent_server, tune_gc  # production's server, exactly
+from serve import gevent_server, start_up  # production's server, exactly
 from store_server.app import create_app
 logging.getLogger("store_server").setLevel(logging.WARNING)
 app = create_app({**json.loads(os.environ["CM_CONFIG"]), "SOCKETIO_ASYNC_MODE": "gevent"})
-tune_gc()
+start_up()
 server = gevent_server("127.0.0.1", int(os.environ["CM_PORT"]), app)
 server.start()  # listening before "ready", so the first request cannot be refused
 print("ready", flush=True)

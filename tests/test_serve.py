@@ -91,3 +91,19 @@ def test_tune_gc_freezes_start_up_objects_and_raises_the_young_threshold(monkeyp
     finally:
         gc.unfreeze()
         gc.set_threshold(*before)
+
+
+def test_start_up_compiles_the_positioning_kernels_before_serving():
+    # A fresh interpreter: nothing has called a kernel yet, so only start_up can have compiled.
+    code = (
+        "import gc, serve\n"
+        "from store_server.positioning import kernels as k\n"
+        "fns = (k.likelihood, k.add_prior, k.moments, k.leave_one_out, k.level_spread)\n"
+        "assert not any(f.signatures for f in fns)\n"
+        "serve.start_up()\n"
+        "assert all(f.signatures for f in fns) and gc.get_freeze_count() > 0\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
