@@ -63,25 +63,33 @@ class StateCache:
     an unchanged state as its version alone (20 states of ~1.5 KB were most of what a claim
     returned, and decoding them a tenth of a batch's own work). A state another writer
     changed comes back whole; its random version guarantees the cached one is never mistaken
-    for it. Bounded: the least recently written go first."""
+    for it.
 
-    def __init__(self, size: int = 5_000) -> None:
-        self.size = size
-        self._states: dict[tuple[str, str], tuple[str, dict[str, Any]]] = {}
-        self._subs: dict[tuple[str, str], str] = {}  # (tracks key, identifier) -> subscriber
+    Bounded in number and in time: a copy not rewritten for `hold_s` seconds (the subscriber
+    left, withdrew or was erased) is dropped, identifiers with it, so no worker keeps a
+    tracking state in memory longer than that after Redis lost it."""
+
+    def __init__(
+        self, size: int = 5_000, hold_s: float = 30.0, clock: Any = time.monotonic
+    ) -> None:
+        self.size, self.hold_s, self._clock = size, hold_s, clock
+        # Write order = age order: re-written entries move to the end.
+        self._states: dict[tuple[str, str], tuple[str, dict[str, Any], float]] = {}
+        self._subs: dict[tuple[str, str], tuple[str, float]] = {}  # (tkey, identifier) -> sub
         self._lock = threading.Lock()
 
     def held(self, tkey: str, ids: list[str]) -> list[str]:
         """(subscriber, version) pairs, flat, of the states held for these identifiers."""
+        self.expire()
         out: list[str] = []
         seen: set[str] = set()
         for ident in ids:
-            sub = self._subs.get((tkey, ident))
-            if sub is not None and sub not in seen:
-                hit = self._states.get((tkey, sub))
+            hit_sub = self._subs.get((tkey, ident))
+            if hit_sub is not None and hit_sub[0] not in seen:
+                hit = self._states.get((tkey, hit_sub[0]))
                 if hit is not None:
-                    seen.add(sub)
-                    out += (sub, hit[0])
+                    seen.add(hit_sub[0])
+                    out += (hit_sub[0], hit[0])
         return out
 
     def get(self, tkey: str, field_: str, raw: str) -> dict[str, Any]:
@@ -94,19 +102,39 @@ class StateCache:
 
     def put(self, tkey: str, field_: str, state: dict[str, Any]) -> None:
         """Hold a state just written (never mutated afterwards: advance copies what it changes)."""
+        now = self._clock()
         with self._lock:
             self._states.pop((tkey, field_), None)
-            self._states[(tkey, field_)] = (f'{VERSION_HEAD}{state["v"]}"', state)
-            while len(self._states) > self.size:
-                del self._states[next(iter(self._states))]
+            self._states[(tkey, field_)] = (f'{VERSION_HEAD}{state["v"]}"', state, now)
+            _trim(self._states, self.size, now - self.hold_s)
 
     def learn(self, tkey: str, resolved: dict[str, int]) -> None:
-        """Remember which subscriber each identifier heard is (identifiers rotate: bounded)."""
+        """Remember which subscriber each identifier heard is."""
+        now = self._clock()
         with self._lock:
             for ident, sub in resolved.items():
-                self._subs[(tkey, ident)] = str(sub)
-            while len(self._subs) > 4 * self.size:
-                del self._subs[next(iter(self._subs))]
+                self._subs.pop((tkey, ident), None)
+                self._subs[(tkey, ident)] = (str(sub), now)
+            _trim(self._subs, 4 * self.size, now - self.hold_s)
+
+    def expire(self) -> None:
+        """Drop what is older than hold_s now (put and learn also do, as they go)."""
+        cutoff = self._clock() - self.hold_s
+        with self._lock:
+            _trim(self._states, self.size, cutoff)
+            _trim(self._subs, 4 * self.size, cutoff)
+
+    def forget(self, subscriber_id: int) -> None:
+        """Drop everything held about one subscriber (their presence ended here)."""
+        sub = str(subscriber_id)
+        with self._lock:
+            for key in [k for k in self._states if k[1] == sub]:
+                del self._states[key]
+            for key in [k for k, v in self._subs.items() if v[0] == sub]:
+                del self._subs[key]
+
+    def __len__(self) -> int:
+        return len(self._states) + len(self._subs)
 
     def clear(self) -> None:
         """Forget everything (a state held may always be fetched again)."""
@@ -115,7 +143,21 @@ class StateCache:
             self._subs.clear()
 
 
+def _trim(entries: dict[Any, tuple[Any, ...]], size: int, cutoff: float) -> None:
+    """Drop the oldest entries (first in the dict) beyond `size` or written before `cutoff`."""
+    while entries:
+        first = next(iter(entries))
+        if len(entries) <= size and entries[first][-1] >= cutoff:
+            return
+        del entries[first]
+
+
 _STATES = StateCache()
+
+
+def forget_held(subscriber_id: int) -> None:
+    """Drop this process's held copies of a subscriber's tracking states (withdrawal, erasure)."""
+    _STATES.forget(subscriber_id)
 
 
 class BadBatch(ValueError):

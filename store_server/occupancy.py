@@ -11,6 +11,7 @@ from flask import Flask
 from sqlalchemy import select
 
 from store_server import events as pending
+from store_server import ingest
 from store_server.crypto import pseudonym
 from store_server.db import sessions
 from store_server.models import Subscriber
@@ -82,5 +83,8 @@ def end_presence(app: Flask, subscriber_id: int, reason: str) -> int:
             occurrences.append(Occurrence(subscriber_id, venue, state["c"], event, disclose))
     pending.queue(pipe, keys, occurrences)
     event_ids = pending.committed_ids(pipe.execute(), len(occurrences))
+    # Other workers' copies are never used again (the state's version is gone) and age out
+    # within StateCache.hold_s; this process drops its own now.
+    ingest.forget_held(subscriber_id)
     pending.deliver_now(app, occurrences, event_ids)
     return len(occurrences)
