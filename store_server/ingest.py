@@ -698,38 +698,56 @@ def _idle(
 
 
 def _segment(index: int, sightings: list[Sighting]) -> str:
-    """One scanner's readings as `index|` + base64 of little-endian doubles ts, rssi, ts, ...
-    (exact, and packed in C: formatting two floats per reading as text, then parsing them
-    back, was a tenth of the ingest core's CPU)."""
-    return _packed(index, [v for s in sightings for v in (s[0], s[3])])
+    """One scanner's readings as a buffer segment (see _packed): exact, and packed in C
+    (formatting two floats per reading as text, then parsing them back, was a tenth of the
+    ingest core's CPU)."""
+    return _packed(index, [s[0] for s in sightings], [s[3] for s in sightings])
 
 
-def _packed(index: int, vals: list[float]) -> str:
-    """A buffer segment: the scanner's index, then its values as base64 of packed doubles."""
-    return f"{index}|" + b64encode(pack(f"<{len(vals)}d", *vals)).decode()
+def _packed(index: int, ts: list[float], rssi: list[float]) -> str:
+    """`index:` + base64 of the times as little-endian doubles then the RSSI as signed bytes
+    when every RSSI is a whole number of dBm (as radios report it: 9 bytes a reading instead
+    of 16, and the buffer is most of a tracking state), else `index|` + base64 of doubles
+    ts, rssi, ts, rssi..."""
+    n = len(ts)
+    if all(-128.0 <= r <= 127.0 and r.is_integer() for r in rssi):
+        return f"{index}:" + b64encode(pack(f"<{n}d{n}b", *ts, *map(int, rssi))).decode()
+    vals = [v for pair in zip(ts, rssi, strict=True) for v in pair]
+    return f"{index}|" + b64encode(pack(f"<{2 * n}d", *vals)).decode()
 
 
 def _encode(readings: list[tuple[float, str, float]]) -> tuple[str, list[str]]:
     """A buffer and its scanner names for (ts, scanner, rssi) readings (as _segment writes)."""
-    by_scanner: dict[str, list[float]] = {}
+    by_scanner: dict[str, tuple[list[float], list[float]]] = {}
     for ts, scanner, rssi in readings:
-        vals = by_scanner.get(scanner)
-        if vals is None:
-            vals = by_scanner[scanner] = []
-        vals += (ts, rssi)
+        cols = by_scanner.get(scanner)
+        if cols is None:
+            cols = by_scanner[scanner] = ([], [])
+        cols[0].append(ts)
+        cols[1].append(rssi)
     names = list(by_scanner)  # first-heard order, as dicts keep insertion order
-    return ";".join([_packed(i, by_scanner[n]) for i, n in enumerate(names)]), names
+    return ";".join([_packed(i, *by_scanner[n]) for i, n in enumerate(names)]), names
 
 
 def _buffered(buf: str, names: list[str]) -> list[tuple[float, str, float]]:
     """The (ts, scanner, rssi) readings of a buffer written by _segment; also reads the text
-    segments (`index|ts,rssi,ts,rssi...`) of states written before the packed format."""
+    segments (`index|ts,rssi,ts,rssi...`) of states written before the packed formats."""
     out: list[tuple[float, str, float]] = []
     for seg in buf.split(";") if buf else ():
-        index, _, data = seg.partition("|")
+        # Neither separator is in base64 or in a number: the first one found is the segment's.
+        index, sep, data = seg.partition("|")
+        if not sep:
+            index, sep, data = seg.partition(":")
         if not data:
             continue
         name = names[int(index)]
+        if sep == ":":
+            raw = b64decode(data)
+            n = len(raw) // 9
+            times = unpack(f"<{n}d", raw[: 8 * n])
+            levels = [float(v) for v in unpack(f"<{n}b", raw[8 * n :])]
+            out.extend(zip(times, [name] * n, levels, strict=True))
+            continue
         if "," in data:  # never in base64, always in a text segment
             vals: Any = list(map(float, data.split(",")))
         else:

@@ -121,12 +121,26 @@ def test_buffered_readings_come_back_exactly():
     assert ingest._buffered(f"{buf};{seg}", names)[-1] == (START + 0.7, "s2", -55.5)
 
 
+def test_whole_dbm_readings_pack_in_nine_bytes_each():
+    rows = [Sighting(START + k / 7, "eid", "0" * 16, float(-40 - k)) for k in range(10)]
+    seg = ingest._segment(0, rows)
+    assert seg.startswith("0:") and len(seg) <= 2 + 4 * ((9 * 10 + 2) // 3)
+    assert ingest._buffered(seg, ["s1"]) == [(r.ts, "s1", r.rssi) for r in rows]
+    # A fractional reading, or one beyond a signed byte (-130 dBm is accepted), keeps doubles.
+    for odd in (-60.5, -130.0):
+        mixed = [*rows[:3], Sighting(START + 1, "eid", "0" * 16, odd)]
+        seg = ingest._segment(0, mixed)
+        assert seg.startswith("0|")
+        assert ingest._buffered(seg, ["s1"]) == [(r.ts, "s1", r.rssi) for r in mixed]
+
+
 def test_a_text_buffer_of_an_earlier_version_is_still_read():
     """States written before the packed format hold `index|ts,rssi,...` segments; a packed
     segment appended after the upgrade joins them."""
     names = ["s1", "s2"]
     old = f"0|{START + 0.25!r},-60.0,{START + 0.5!r},-61.5;1|{START + 0.75!r},-70.0"
     new = ingest._segment(0, [Sighting(START + 0.9, "eid", "0" * 16, -62.0)])
+    assert new.startswith("0:")  # the compact form, after a text one
     assert ingest._buffered(f"{old};{new}", names) == [
         (START + 0.25, "s1", -60.0),
         (START + 0.5, "s1", -61.5),
