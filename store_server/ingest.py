@@ -237,7 +237,10 @@ def _checked_row(i: int, row: Any, lo: float, hi: float) -> Sighting:
     if not isinstance(row, dict):
         raise BadBatch(f"sightings[{i}] must be an object")
     ts, kind, ident, rssi = row.get("ts"), row.get("kind"), row.get("id"), row.get("rssi")
-    if isinstance(ts, bool) or not isinstance(ts, int | float) or not math.isfinite(ts):
+    # An int is always finite (and math.isfinite overflows on one too big for a float).
+    if isinstance(ts, bool) or not isinstance(ts, int | float):
+        raise BadBatch(f"sightings[{i}].ts must be a number")
+    if isinstance(ts, float) and not math.isfinite(ts):
         raise BadBatch(f"sightings[{i}].ts must be a number")
     if not lo <= ts <= hi:
         raise BadBatch(f"sightings[{i}].ts is outside the accepted range")
