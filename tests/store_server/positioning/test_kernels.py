@@ -105,15 +105,3 @@ def test_leave_one_out_and_level_spread_over_the_active_cells(grid):
     level = grid["mu"][:, idx] @ mix
     ref = float(active @ (level - active @ level) ** 2)
     assert kernels.level_spread(grid["mu"], idx, active, mix) == pytest.approx(ref, rel=1e-9)
-
-
-def test_warm_compiles_every_kernel():
-    kernels.warm()
-    for k in (
-        kernels.likelihood,
-        kernels.add_prior,
-        kernels.moments,
-        kernels.leave_one_out,
-        kernels.level_spread,
-    ):
-        assert k.signatures, k
