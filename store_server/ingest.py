@@ -713,7 +713,7 @@ def _packed(index: int, ts: list[float], rssi: list[float]) -> str:
     of 16, and the buffer is most of a tracking state), else `index|` + base64 of doubles
     ts, rssi, ts, rssi..."""
     n = len(ts)
-    if all(-128.0 <= r <= 127.0 and r.is_integer() for r in rssi):
+    if all(-128.0 <= r <= 127.0 and float(r).is_integer() for r in rssi):
         return f"{index}:" + b64encode(pack(f"<{n}d{n}b", *ts, *map(int, rssi))).decode()
     vals = [v for pair in zip(ts, rssi, strict=True) for v in pair]
     return f"{index}|" + b64encode(pack(f"<{2 * n}d", *vals)).decode()

@@ -126,6 +126,13 @@ def test_whole_dbm_readings_pack_in_nine_bytes_each():
     seg = ingest._segment(0, rows)
     assert seg.startswith("0:") and len(seg) <= 2 + 4 * ((9 * 10 + 2) // 3)
     assert ingest._buffered(seg, ["s1"]) == [(r.ts, "s1", r.rssi) for r in rows]
+    # Callers of advance may pass ints (parse_batch gives floats): the same, exactly.
+    ints = [Sighting(START, "eid", "0" * 16, -55), Sighting(START + 0.5, "eid", "0" * 16, -56)]
+    seg = ingest._segment(0, ints)
+    assert seg.startswith("0:") and ingest._buffered(seg, ["s1"]) == [
+        (START, "s1", -55.0),
+        (START + 0.5, "s1", -56.0),
+    ]
     # A fractional reading, or one beyond a signed byte (-130 dBm is accepted), keeps doubles.
     for odd in (-60.5, -130.0):
         mixed = [*rows[:3], Sighting(START + 1, "eid", "0" * 16, odd)]
