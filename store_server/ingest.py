@@ -3,8 +3,10 @@
 Two Redis round trips per batch whatever its size: (1) one script for the replay/duplicate
 checks, the batch claim, the rate limit, the resolver lookup and the tracking states of the
 subscribers heard, (2) one transaction writing the states back (compare-and-set against what (1)
-read), the batch marker and the presence events. Positioning estimates each second once, when it
-is complete (see advance), so most batches only append readings to a subscriber's state.
+read), the batch marker, the presence events and the venue's occupant index. Positioning
+estimates each second once, when it is complete (see advance), so most batches only append
+readings (packed, see _packed) to a subscriber's state; a state this process wrote last comes
+back from (1) as its version alone (StateCache).
 """
 
 from __future__ import annotations
