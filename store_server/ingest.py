@@ -369,11 +369,6 @@ CLAIM_SHA = script_sha(_CLAIM_LUA)
 WRITE_SHA = script_sha(_WRITE_LUA)
 
 
-def _run_script(r: redis.Redis, text: str, numkeys: int, *keys_and_args: Any) -> Any:
-    """redis_store.run_script: EVALSHA, EVAL once if the server lacks the script."""
-    return run_script(r, text, numkeys, *keys_and_args)
-
-
 def process(
     r: redis.Redis,
     keys: Keys,
@@ -402,7 +397,7 @@ def process(
     with _venue_lock(venue.id if venue else 0):
         # Claim the batch for the time it takes to process it: a retry racing this attempt must
         # neither be processed twice nor be acknowledged before this attempt really committed.
-        res = _run_script(
+        res = run_script(
             r,
             _CLAIM_LUA,
             5,
@@ -504,7 +499,7 @@ def _fold(
     states: dict[str, str | None],
 ) -> tuple[Outcome, list[Occurrence], bool]:
     """Resolve, position and fold one claimed batch; the last write marks the batch done."""
-    by_sub, consents, dropped, resolved = _resolve(venue, sightings, entries)
+    by_sub, consents, dropped, subscriber_of = _resolve(venue, sightings, entries)
     subs = sorted(by_sub)
     fields = [str(s) for s in subs]
     tkey = keys.tracks(venue.id if venue else 0)
@@ -538,11 +533,11 @@ def _fold(
             version = f"{(base + i) & 0xFFFFFFFFFFFFFFFF:016x}"
             state = {"v": version, **{k: v for k, v in state.items() if k != "v"}}
             written_states.append(state)
-            zone = (state.get("p") or {}).get("zone") or ""
+            zone = state["p"].get("zone") or ""
             args += (field_, _version(raw), _dumps(state), f"{venue.id}:{sub}", repr(last), zone)
         args += (dropped, batch_ttl, BATCH_DONE)
         args += [pending.encode(o) for o in occurrences]
-        written = _run_script(
+        written = run_script(
             r,
             _WRITE_LUA,
             6,
@@ -558,7 +553,7 @@ def _fold(
             event_ids = written[1]
             for field_, state in zip(fields, written_states, strict=True):
                 _STATES.put(tkey, field_, state)
-            _STATES.learn(tkey, resolved)
+            _STATES.learn(tkey, subscriber_of)
             break
         # Another writer changed one of these states since they were read: fold again.
         states = dict(zip(fields, r.hmget(tkey, fields) if fields else [], strict=True))

@@ -8,6 +8,7 @@ import time
 
 from store_server import ingest
 from store_server.keys import Keys
+from store_server.redis_store import run_script
 
 
 def _keys() -> Keys:
@@ -15,7 +16,7 @@ def _keys() -> Keys:
 
 
 def _claim(redis, keys: Keys, ids: list[str], held: tuple[str, ...] = (), batch: str = "b") -> list:  # type: ignore[no-untyped-def]
-    return ingest._run_script(
+    return run_script(
         redis,
         ingest._CLAIM_LUA,
         5,
@@ -82,7 +83,7 @@ def test_write_sets_more_states_than_one_unpack_takes(redis) -> None:  # type: i
         args += [str(i), "", json.dumps({"v": f"{i:016x}"}), f"1:{i}", "1795932052.5", zone]
     args += [0, 60, ingest.BATCH_DONE]
     tkey, batch = keys.tracks(1), keys.batch(1, "c" * 16)
-    written = ingest._run_script(
+    written = run_script(
         redis, ingest._WRITE_LUA, 6, tkey, keys.last_seen(), batch, keys.dropped(1),
         keys.pending_events(), keys.occupants(1), *args,
     )  # fmt: skip

@@ -221,12 +221,16 @@ def test_a_held_state_folds_exactly_as_one_read_whole(stack):
     emitter = stack.world.emitters["alice"]
     plan = [(scanners[k % 2], eid_rows(emitter, start + k, 3, rssi=-50 - k)) for k in range(12)]
 
+    sends: list[int] = []  # (subscriber, version) values each claim is sent
+
     def run(held: bool) -> dict:
         r.delete(tkey)
         ingest._STATES.clear()
         for scanner, rows in plan:
             if not held:
                 ingest._STATES.clear()
+            # What process() is about to send with this batch's claim.
+            sends.append(len(ingest._STATES.held(tkey, sorted({x["id"] for x in rows}))))
             _, parsed = ingest.parse_batch(
                 {"batch_id": uuid.uuid4().hex, "sightings": rows}, 1000, time.time(), 300
             )
@@ -237,21 +241,8 @@ def test_a_held_state_folds_exactly_as_one_read_whole(stack):
         (raw,) = r.hvals(tkey)
         return {k: v for k, v in json.loads(raw).items() if k != "v"}
 
-    sends = []
-    real = ingest.StateCache.held
-
-    def counted(self, tkey_, ids):  # type: ignore[no-untyped-def]
-        out = real(self, tkey_, ids)
-        sends.append(len(out))
-        return out
-
-    held_state = None
-    try:
-        ingest.StateCache.held = counted  # type: ignore[method-assign]
-        held_state = run(held=True)
-        assert sum(1 for n in sends if n) >= len(plan) - 1  # every batch after the first
-        whole_state = run(held=False)
-    finally:
-        ingest.StateCache.held = real  # type: ignore[method-assign]
+    held_state = run(held=True)
+    assert sum(1 for n in sends if n) >= len(plan) - 1  # every batch after the first
+    whole_state = run(held=False)
     assert held_state == whole_state
     assert held_state["t"]["e"]  # positions were estimated: the comparison covers tracking

@@ -24,6 +24,7 @@ from store_server.models import Merchant, Subscriber
 from store_server.occupancy import end_presence
 from store_server.presence import PresenceEvent
 from store_server.push import Occurrence, deliver
+from store_server.redis_store import get_keys, get_redis
 from store_server.topology import get_topology
 from tests.faults.support import wait_for
 from tests.helpers import post_batch
@@ -416,8 +417,6 @@ def test_an_occurrence_delivered_again_is_recognised_as_a_duplicate(app, live_se
 def test_queues_read_only_the_zones_occupants(app, live_server, db, devices):
     """The occupant index follows enters and ends; a blended queue is built from the states it
     points to, and an entry whose state is gone or in another zone is read past."""
-    from store_server.redis_store import get_keys, get_redis
-
     world = build_world(app, db, zones=("seat", "sofa"), people=(("al", "playlist"),))
     r, keys = get_redis(app), get_keys(app)
     index = keys.occupants(world.venue_id)
