@@ -15,6 +15,7 @@ import pytest
 from sqlalchemy import create_engine, func, select
 from sqlalchemy.engine import make_url
 
+from store_server import db
 from store_server.db import upgrade
 from store_server.models import AuditEntry, Device, Visit
 from store_server.redis_store import get_keys, get_redis
@@ -137,3 +138,41 @@ def test_enter_while_sql_down_is_delivered_after_recovery(proxied):
     assert retry.status_code == 200
     assert len(_chair1_pushes(proxied)) == 1
     assert proxied.count(AuditEntry) == audited + 1
+
+
+def test_pooled_connection_pinged_only_after_idling_and_replaced_if_dead(tmp_path, monkeypatch):
+    """No ping round trip for a connection used a moment ago; one that idled past PING_IDLE_S
+    and died meanwhile is replaced at checkout, unseen by the caller."""
+    base = os.environ.get("DATABASE_URL", "")
+    if not base.startswith(("postgresql", "postgres")):
+        pytest.skip("needs DATABASE_URL on PostgreSQL: the proxy sits in front of a server")
+    direct_url, drop = fresh_database(tmp_path, base)
+    url = make_url(direct_url)
+    proxy = TcpProxy((url.host or "127.0.0.1", url.port or 5432))
+    engine = db.make_engine(
+        url.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False),
+        pool_size=1,
+    )
+    pings: list[bool] = []
+    real_ping = engine.dialect.do_ping
+
+    def counted_ping(dbapi_conn: Any) -> bool:
+        pings.append(True)
+        return real_ping(dbapi_conn)
+
+    monkeypatch.setattr(engine.dialect, "do_ping", counted_ping)
+    try:
+        for _ in range(3):
+            with engine.connect() as c:
+                assert c.exec_driver_sql("select 1").scalar() == 1
+        assert pings == []
+        proxy.cut()  # kills the pooled connection
+        proxy.restore()
+        monkeypatch.setattr(db, "PING_IDLE_S", 0.0)  # as if it had idled since
+        with engine.connect() as c:
+            assert c.exec_driver_sql("select 1").scalar() == 1
+        assert pings == [True]
+    finally:
+        engine.dispose()
+        proxy.close()
+        drop()
