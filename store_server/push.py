@@ -17,12 +17,23 @@ from typing import Any
 import orjson
 import redis
 from flask import Flask
-from sqlalchemy import JSON, Row, bindparam, cast, insert, literal, null, select, union_all
+from sqlalchemy import (
+    JSON,
+    Connection,
+    Row,
+    bindparam,
+    cast,
+    insert,
+    literal,
+    null,
+    select,
+    union_all,
+)
 from sqlalchemy.orm import Session
 
 from store_server import blend, outbox
 from store_server.crypto import pseudonym
-from store_server.db import sessions
+from store_server.db import reading, sessions
 from store_server.keys import Keys
 from store_server.models import AuditEntry, Merchant, Subscriber, Visit
 from store_server.payloads import push_payload, queue_payload, revoke_payload
@@ -135,7 +146,7 @@ _PROFILES_AND_RULES = union_all(
 )
 
 
-def _profiles(db: Session, ids: set[int]) -> dict[int, Row[Any]]:
+def _profiles(db: Session | Connection, ids: set[int]) -> dict[int, Row[Any]]:
     """id -> (id, public_id, playlists, taste) of the subscribers that still exist."""
     if not ids:
         return {}
@@ -143,7 +154,7 @@ def _profiles(db: Session, ids: set[int]) -> dict[int, Row[Any]]:
 
 
 def _profiles_and_rules(
-    db: Session, ids: set[int], merchants: set[int]
+    db: Session | Connection, ids: set[int], merchants: set[int]
 ) -> tuple[dict[int, Row[Any]], dict[int, Any]]:
     """_profiles, and the rules of these merchants, in one round trip (a UNION ALL: every POST
     that changes a zone needs both, and each round trip costs more than the rows)."""
@@ -158,7 +169,7 @@ def _profiles_and_rules(
     return subs, {row.id: row.rules for row in rows if row.kind == "m"}
 
 
-def _rules(db: Session, merchants: set[int]) -> dict[int, Any]:
+def _rules(db: Session | Connection, merchants: set[int]) -> dict[int, Any]:
     """Merchant id -> its rules JSON."""
     return dict(db.execute(_RULES, {"merchants": sorted(merchants)}).all())
 
@@ -192,7 +203,7 @@ def _rooms(occurrences: list[Occurrence]) -> dict[tuple[int, str], VenueInfo]:
 
 def _zone_queues(
     app: Flask,
-    db: Session,
+    db: Session | Connection,
     rooms: dict[tuple[int, str], VenueInfo],
     subs: dict[int, Row[Any]],
     now: float,
@@ -261,14 +272,14 @@ def skip(app: Flask, venue_id: int, zone: str, track: str) -> int:
 
 def current_queues(app: Flask, venue_id: int) -> dict[str, dict[str, Any]]:
     """Zone -> the blended queue its devices play now (for the portal's first paint)."""
-    with sessions(app)() as db:
+    with reading(app) as db:
         queues = _zone_queues(app, db, _venue_rooms(app, venue_id), {}, time.time())
     return {zone: body for _venue, zone, body in queues}
 
 
 def refresh_queues(app: Flask, venue_id: int) -> dict[str, dict[str, Any]]:
     """Recompute and send every zone's queue of a venue (after the merchant's rules changed)."""
-    with sessions(app)() as db:
+    with reading(app) as db:
         queues = _zone_queues(app, db, _venue_rooms(app, venue_id), {}, time.time())
     _send_queues(app, queues)
     return {zone: body for _venue, zone, body in queues}
@@ -289,7 +300,9 @@ def deliver(app: Flask, occurrences: list[Occurrence]) -> None:
     disclosed = [o for o in occurrences if o.disclose]
     rooms = _rooms(disclosed)
     present = _present(r, keys, rooms)
-    with sessions(app)() as db:
+    # Reads in autocommit: the pushes wait for one SQL round trip, not for BEGIN as well; the
+    # audit and visits are written in a transaction of their own once the devices have them.
+    with reading(app) as db:
         ids = {o.subscriber_id for o in occurrences}
         ids |= {sub for members in present.values() for sub, _, _ in members}
         subs, rules = _profiles_and_rules(db, ids, {v.merchant_id for v in rooms.values()})
@@ -322,6 +335,9 @@ def deliver(app: Flask, occurrences: list[Occurrence]) -> None:
         maxlen = app.config["OUTBOX_MAXLEN"]
         event_ids = outbox.append_many(r, keys, items, maxlen, ttl)
         _emit(sio, items, event_ids)
+        # Let the sockets' writers send these now: the blended queues below are CPU work that
+        # would otherwise hold every push back until their own outbox write yields.
+        sio.sleep(0)
         for o in occurrences:
             if o.subscriber_id in subs and o.disclose:
                 portal_event = {
@@ -335,41 +351,43 @@ def deliver(app: Flask, occurrences: list[Occurrence]) -> None:
                 sio.emit("presence", portal_event, to=venue_room(o.venue.id), namespace=PORTAL)
         # Derived from pushes already audited for these devices: queues are not audited again.
         queued = _send_queues(app, _zone_queues(app, db, rooms, subs, now, present, rules))
-        # Bulk inserts: one statement per table, whatever the number of devices and visits.
-        audit = [
-            {
-                "at": datetime.fromtimestamp(now, UTC),
-                "subscriber_id": o.subscriber_id,
-                "action": body["type"],
-                "pseudonym": pseudo,
-                "merchant_id": o.venue.merchant_id,
-                "device_id": device_id,
-                "scope": o.consent["share"] if body["type"] == "push" else None,
-                "receipt_id": o.consent["receipt"],
-                "event_id": event_id,
-                "reason": body.get("reason"),
-            }
-            for (device_id, body), (o, pseudo), event_id in zip(items, meta, event_ids, strict=True)
-        ]
-        visits = [
-            {
-                "subscriber_id": o.subscriber_id,
-                "merchant_id": o.venue.merchant_id,
-                "venue_id": o.venue.id,
-                "zone": o.event.zone,
-                "started_at": datetime.fromtimestamp(o.event.since, UTC),
-                "ended_at": datetime.fromtimestamp(o.event.at, UTC),
-                "dwell_s": max(0.0, o.event.at - o.event.since),
-            }
-            for o in occurrences
-            if o.event.kind == "exit" and o.consent.get("stats") and o.subscriber_id in subs
-        ]
-        # Core inserts of plain rows: the ORM's bulk path cost several times more per POST.
-        if audit:
-            db.execute(insert(AuditEntry.__table__), audit)
-        if visits:
-            db.execute(insert(Visit.__table__), visits)
-        db.commit()
+    # Bulk inserts: one statement per table, whatever the number of devices and visits.
+    audit = [
+        {
+            "at": datetime.fromtimestamp(now, UTC),
+            "subscriber_id": o.subscriber_id,
+            "action": body["type"],
+            "pseudonym": pseudo,
+            "merchant_id": o.venue.merchant_id,
+            "device_id": device_id,
+            "scope": o.consent["share"] if body["type"] == "push" else None,
+            "receipt_id": o.consent["receipt"],
+            "event_id": event_id,
+            "reason": body.get("reason"),
+        }
+        for (device_id, body), (o, pseudo), event_id in zip(items, meta, event_ids, strict=True)
+    ]
+    visits = [
+        {
+            "subscriber_id": o.subscriber_id,
+            "merchant_id": o.venue.merchant_id,
+            "venue_id": o.venue.id,
+            "zone": o.event.zone,
+            "started_at": datetime.fromtimestamp(o.event.since, UTC),
+            "ended_at": datetime.fromtimestamp(o.event.at, UTC),
+            "dwell_s": max(0.0, o.event.at - o.event.since),
+        }
+        for o in occurrences
+        if o.event.kind == "exit" and o.consent.get("stats") and o.subscriber_id in subs
+    ]
+    # Core inserts of plain rows: the ORM's bulk path cost several times more per POST.
+    if audit or visits:
+        with sessions(app)() as db:
+            if audit:
+                db.execute(insert(AuditEntry.__table__), audit)
+            if visits:
+                db.execute(insert(Visit.__table__), visits)
+            db.commit()
     metrics = app.extensions.get("cm_metrics")
     if metrics is not None:
         metrics.push_seconds.observe(time.time() - now)
