@@ -18,6 +18,8 @@ import threading
 import time
 from base64 import b64decode, b64encode
 from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from struct import pack, unpack
 from typing import Any, NamedTuple
@@ -50,14 +52,49 @@ VERSION_HEAD = '{"v":"'
 VERSION_LEN = len(VERSION_HEAD) + 16 + 1  # '{"v":"' + 16 hex digits + '"', as orjson writes it
 # Zones that enter faster than this cannot wait for a second to complete (see advance).
 IMMEDIATE_BELOW_S = 2.0
-# Re-entrant: a call nested in this thread (a test standing in for another process between a
-# batch's read and write) must not deadlock.
-_LOCKS: dict[int, threading.RLock] = defaultdict(threading.RLock)
 
 
-def _venue_lock(venue_id: int) -> threading.RLock:
-    """One lock per venue in this process: batches of one venue fold into its states in turn."""
-    return _LOCKS[venue_id]
+class InFlight:
+    """The identifiers of the batches this process is folding, per venue. A batch waits only
+    for earlier batches of its venue that heard one of its identifiers (their states would
+    collide in the compare-and-set and be folded again), not for every batch of its venue: a
+    venue-wide lock queued unrelated batches behind each other's Redis round trips. First come,
+    first served: a batch also waits for an earlier one that is itself still waiting, so none
+    starves. Re-entrant: a call nested in the same thread or greenlet never waits for itself."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._next = 0
+        # venue -> ticket -> (owner, identifiers), for running and waiting batches alike.
+        self._batches: dict[int, dict[int, tuple[int, frozenset[str]]]] = defaultdict(dict)
+
+    @contextmanager
+    def hold(self, venue_id: int, ids: list[str]) -> Iterator[None]:
+        """Run the block once no earlier batch of this venue shares an identifier with `ids`."""
+        me, mine = threading.get_ident(), frozenset(ids)
+        with self._cond:
+            ticket, self._next = self._next, self._next + 1
+            batches = self._batches[venue_id]
+            batches[ticket] = (me, mine)
+            while any(
+                t < ticket and owner != me and not mine.isdisjoint(theirs)
+                for t, (owner, theirs) in batches.items()
+            ):
+                self._cond.wait()
+        try:
+            yield
+        finally:
+            with self._cond:
+                del batches[ticket]
+                if not batches:
+                    del self._batches[venue_id]
+                self._cond.notify_all()
+
+    def __len__(self) -> int:
+        return sum(len(b) for b in self._batches.values())
+
+
+_IN_FLIGHT = InFlight()
 
 
 class StateCache:
@@ -391,10 +428,12 @@ def process(
     tkey = keys.tracks(venue.id if venue else 0)
     # Counted after authentication, so nobody can spend a real scanner's quota.
     window = keys.ratelimit(f"ingest:{scanner.id}:{int(time.time() // 60)}")
-    # Batches of one venue fold into its states in turn in this process, from their claim on:
-    # the compare-and-set then only fails on another process's (or the sweeper's) write.
-    held = _STATES.held(tkey, ids)
-    with _venue_lock(venue.id if venue else 0):
+    # Batches of one venue that heard the same identifiers fold into their states in turn in
+    # this process, from their claim on: the compare-and-set then only fails on another
+    # process's (or the sweeper's) write.
+    with _IN_FLIGHT.hold(venue.id if venue else 0, ids):
+        # Read once the batches it waited for have written (and held) theirs.
+        held = _STATES.held(tkey, ids)
         # Claim the batch for the time it takes to process it: a retry racing this attempt must
         # neither be processed twice nor be acknowledged before this attempt really committed.
         res = run_script(
