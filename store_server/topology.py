@@ -1,9 +1,12 @@
 """Read-mostly venue topology (scanners, zones, devices, merchant) cached per process.
 
 The hot path must not query SQL per batch; a short TTL bounds staleness after setup changes, and
-changes made in this process invalidate at once. An expired entry is reloaded by one caller while
-the others keep using it (single flight): under load, every concurrent request reloading the same
-venue at once was measured as a large share of a push's cost. A venue's positioning model is
+changes made in this process invalidate at once. An entry that went stale less than a TTL ago is
+served as is while one background reload refreshes it (stale-while-revalidate): the request that
+happened to find it stale no longer waits for the reload's queries, which put a few ms into the
+push latency tail (bench/push_latency.py). Staler than that, one caller reloads it while the others
+keep using it (single flight): under load, every concurrent request reloading the same venue at
+once was measured as a large share of a push's cost. A venue's positioning model is
 reused across reloads while its calibration and geometry are unchanged, so its grid and radio map
 are built once.
 """
@@ -11,6 +14,7 @@ are built once.
 from __future__ import annotations
 
 import json
+import logging
 import random
 import threading
 import time
@@ -27,6 +31,7 @@ from store_server.models import Device, Scanner, Venue
 from store_server.positioning.live import VenueModel
 from store_server.presence import ZoneTiming
 
+log = logging.getLogger(__name__)
 TTL_S = 10.0
 _JITTER = random.Random()  # its own generator: seeding the global one (tests do) leaves it be
 
@@ -67,6 +72,7 @@ class Topology:
         self._models: dict[int, tuple[str, VenueModel]] = {}
         self._loading: set[tuple[str, object]] = set()
         self._secrets: dict[Any, str] = {}  # sealed -> unsealed scanner secret
+        self._reloads: set[threading.Thread] = set()
 
     def invalidate(self) -> None:
         """Forget everything (after a setup change in this process)."""
@@ -91,7 +97,11 @@ class Topology:
     def scanner(self, name: str) -> ScannerInfo | None:
         """The scanner with this name, or None if unknown."""
         hit = self._scanners.get(name)
-        if hit and time.monotonic() < hit[0]:
+        now = time.monotonic()
+        if hit and now < hit[0]:
+            return hit[1]
+        if hit and now < hit[0] + TTL_S:
+            self._revalidate(("scanner", name), self._load_scanners, name)
             return hit[1]
         if not self._claim(("scanner", name), hit is not None):
             return hit[1]  # type: ignore[index]
@@ -136,18 +146,52 @@ class Topology:
     def venue(self, venue_id: int) -> VenueInfo | None:
         """The venue's info, or None if it no longer exists."""
         hit = self._venues.get(venue_id)
-        if hit and time.monotonic() < hit[0]:
+        now = time.monotonic()
+        if hit and now < hit[0]:
+            return hit[1]
+        if hit and now < hit[0] + TTL_S:
+            self._revalidate(("venue", venue_id), self._load_venue, venue_id)
             return hit[1]
         if not self._claim(("venue", venue_id), hit is not None):
             return hit[1]  # type: ignore[index]
         try:
-            with sessions(self._app)() as db:
-                v = db.get(Venue, venue_id)
-                info = None if v is None else _venue_info(db, v, self._model(v))
-            self._venues[venue_id] = (_stale_at(time.monotonic()), info)
+            return self._load_venue(venue_id)
         finally:
             self._done(("venue", venue_id))
+
+    def _load_venue(self, venue_id: int) -> VenueInfo | None:
+        with sessions(self._app)() as db:
+            v = db.get(Venue, venue_id)
+            info = None if v is None else _venue_info(db, v, self._model(v))
+        self._venues[venue_id] = (_stale_at(time.monotonic()), info)
         return info
+
+    def _revalidate(self, key: tuple[str, object], load: Any, arg: Any) -> None:
+        """Reload a stale entry in the background, unless a reload of it is running already."""
+        if not self._claim(key, True):
+            return
+
+        def run() -> None:
+            try:
+                load(arg)
+            except Exception as e:  # the cached entry stays, and the next lookup tries again
+                log.warning("topology reload failed, cached entry kept: %s", e)
+            finally:
+                self._done(key)
+                with self._lock:
+                    self._reloads.discard(thread)
+
+        thread = threading.Thread(target=run, name="topology-reload", daemon=True)
+        with self._lock:
+            self._reloads.add(thread)
+        thread.start()
+
+    def wait_reloads(self, timeout: float = 10.0) -> None:
+        """Wait for the background reloads running now (tests; a clean shutdown)."""
+        with self._lock:
+            running = list(self._reloads)
+        for thread in running:
+            thread.join(timeout)
 
     def _model(self, v: Venue) -> VenueModel:
         """The venue's positioning model, the cached one while nothing it depends on changed."""

@@ -12,7 +12,7 @@ from sqlalchemy import event
 
 from store_server import services
 from store_server.db import sessions
-from store_server.models import Scanner
+from store_server.models import Scanner, Venue
 from store_server.topology import TTL_S, Topology
 
 
@@ -54,11 +54,13 @@ def test_a_stale_scanner_reloads_every_half_stale_one_in_one_query(app) -> None:
     topo = Topology(app)
     for n in names:
         assert topo.scanner(n).secret == secrets[n]
-    # Every entry is now stale: the next lookup reloads them all at once.
+    # Every entry is now stale: the next lookup reloads them all at once (in the background,
+    # as they went stale only a moment ago).
     for n in names:
         topo._scanners[n] = (time.monotonic() - 1, topo._scanners[n][1])
     with _statements(app) as seen:
         assert topo.scanner(names[0]).secret == secrets[names[0]]
+        topo.wait_reloads()
         for n in names[1:]:
             assert topo.scanner(n).secret == secrets[n]
     assert len([s for s in seen if "FROM scanners" in s]) == 1
@@ -80,3 +82,26 @@ def test_a_rotated_secret_and_an_unknown_name_after_invalidation(app) -> None:  
     topo.invalidate()  # what a setup change in this process does
     assert topo.scanner(names[0]).secret == new != secrets[names[0]]
     assert topo.scanner(names[1]).secret == secrets[names[1]]
+
+
+def test_a_just_stale_venue_is_served_while_it_reloads_and_a_long_stale_one_waits(app) -> None:  # type: ignore[no-untyped-def]
+    secrets = _venue_with_scanners(app, 1)
+    topo = Topology(app)
+    venue_id = topo.scanner(next(iter(secrets))).venue_id
+    first = topo.venue(venue_id)
+    with sessions(app)() as db:
+        merchant = db.get(Venue, venue_id).merchant
+        merchant.status = "suspended"  # changed by another process: no invalidation here
+        db.commit()
+    # Stale for a moment: the cached entry at once, without a query; the reload follows.
+    topo._venues[venue_id] = (time.monotonic() - 1, first)
+    with _statements(app) as seen:
+        assert topo.venue(venue_id) is first and first.merchant_active
+        topo.wait_reloads()
+    assert seen and topo.venue(venue_id).merchant_active is False
+    # Stale for longer than a TTL: the lookup itself reloads, nothing older is served.
+    with sessions(app)() as db:
+        db.get(Venue, venue_id).merchant.status = "active"
+        db.commit()
+    topo._venues[venue_id] = (time.monotonic() - TTL_S - 1, first)
+    assert topo.venue(venue_id).merchant_active is True
