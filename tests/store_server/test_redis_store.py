@@ -4,6 +4,7 @@ worker has more concurrent commands than connections."""
 
 from __future__ import annotations
 
+import importlib.metadata
 import shutil
 import subprocess
 import sys
@@ -136,3 +137,24 @@ def test_embedded_server_stops_quietly_at_exit_even_when_its_directory_is_gone(t
     )
     assert proc.returncode == 0, proc.stderr
     assert "shutdown failed" not in proc.stderr
+
+
+@pytest.mark.parametrize("kind", ["url", "sentinel"])
+def test_new_pool_connections_do_not_read_package_metadata(
+    own_redis: RedisServer, sentinel: int, tmp_path: Path, kind: str, monkeypatch
+) -> None:
+    """redis-py looks its version up in the installed packages' metadata for each connection
+    unless told it: a scan of site-packages whenever a loaded worker's pool grows."""
+    url = own_redis.url if kind == "url" else f"redis+sentinel://127.0.0.1:{sentinel}/0/cmtest"
+    r = connect(url, str(tmp_path / "unused.db"))
+    scans: list[str] = []
+    real_version = importlib.metadata.version
+    monkeypatch.setattr(
+        importlib.metadata, "version", lambda name: scans.append(name) or real_version(name)
+    )
+    held = [r.connection_pool.get_connection() for _ in range(3)]  # three new connections
+    for conn in held:
+        conn.send_command("PING")
+        assert conn.read_response() in (True, "PONG")
+        r.connection_pool.release(conn)
+    assert scans == []
