@@ -295,16 +295,14 @@ def deliver(app: Flask, occurrences: list[Occurrence]) -> None:
     now = time.time()
     ttl = app.config["PUSH_TTL_S"]
     sio = app.extensions["socketio"]
-    # Who is in the zones that change, read first so that one query loads every profile the
-    # pushes and the blended queues need (the states are committed: ingest wrote them first).
     disclosed = [o for o in occurrences if o.disclose]
     rooms = _rooms(disclosed)
-    present = _present(r, keys, rooms)
     # Reads in autocommit: the pushes wait for one SQL round trip, not for BEGIN as well; the
     # audit and visits are written in a transaction of their own once the devices have them.
+    # Who else is in the changed zones is read only once the pushes are out: the blended
+    # queues need it, the pushes do not.
     with reading(app) as db:
         ids = {o.subscriber_id for o in occurrences}
-        ids |= {sub for members in present.values() for sub, _, _ in members}
         subs, rules = _profiles_and_rules(db, ids, {v.merchant_id for v in rooms.values()})
         items: list[tuple[int, dict[str, Any]]] = []
         meta: list[tuple[Occurrence, str]] = []
@@ -350,6 +348,8 @@ def deliver(app: Flask, occurrences: list[Occurrence]) -> None:
                 }
                 sio.emit("presence", portal_event, to=venue_room(o.venue.id), namespace=PORTAL)
         # Derived from pushes already audited for these devices: queues are not audited again.
+        # The states are committed (ingest wrote them first), so the entrants are among these.
+        present = _present(r, keys, rooms)
         queued = _send_queues(app, _zone_queues(app, db, rooms, subs, now, present, rules))
     # Bulk inserts: one statement per table, whatever the number of devices and visits.
     audit = [
