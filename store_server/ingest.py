@@ -505,7 +505,8 @@ def _resolve(
         # decision per identifier: a batch hears each emitter many times.
         entry = _loads(raw)
         sub = resolved[ident] = entry["s"]
-        lo, hi = min(r.ts for r in rows), max(r.ts for r in rows)
+        times = [r[0] for r in rows]
+        lo, hi = min(times), max(times)
         edges = [c["until"] for c in entry["c"] if c["until"] is not None]
         edges += [(c["from"] or 0) - 1 for c in entry["c"]]
         if any(lo <= e <= hi for e in edges):
@@ -547,6 +548,7 @@ def _fold(
         dropped = 0  # nowhere to count them: the venue is gone
     occurrences: list[Occurrence] = []
     event_ids: list[str] = []
+    immediate = venue is not None and reacts_within_batch(venue)
     for _attempt in range(MAX_RETRIES):
         occurrences = []
         args: list[Any] = [len(subs)]
@@ -559,7 +561,7 @@ def _fold(
             assert venue is not None  # subscribers resolve only at a live venue
             raw = states.get(field_)
             prev = _STATES.get(tkey, field_, raw) if raw else {}
-            state, events = advance(venue, scanner.name, prev, by_sub[sub])
+            state, events = advance(venue, scanner.name, prev, by_sub[sub], immediate)
             if any(e.kind == "enter" for e in events):
                 state["c"] = consents[sub]
             # An exit revokes under the consent its enter was disclosed under.
@@ -629,7 +631,11 @@ def disclosures(
 
 
 def advance(
-    venue: VenueInfo, scanner: str, state: dict[str, Any], sightings: list[Sighting]
+    venue: VenueInfo,
+    scanner: str,
+    state: dict[str, Any],
+    sightings: list[Sighting],
+    immediate: bool | None = None,
 ) -> tuple[dict[str, Any], list[presence.PresenceEvent]]:
     """Fold one subscriber's sightings from one scanner into its tracking and presence state.
 
@@ -641,10 +647,13 @@ def advance(
     reading of a second already estimated (a slow scanner) joins the next one. Presence steps
     once per second with readings, at that second. Waiting for a second to complete delays
     presence by up to a batch interval, so a venue with a zone that enters in under
-    IMMEDIATE_BELOW_S seconds folds each batch at once instead (see _advance_now)."""
+    IMMEDIATE_BELOW_S seconds folds each batch at once instead (see _advance_now); `immediate`
+    is that test, when the caller made it already (once per batch, not per subscriber)."""
     if not sightings:
         return dict(state), []
-    if min((t.enter_stable_s for t in venue.timings.values()), default=0.0) < IMMEDIATE_BELOW_S:
+    if immediate is None:
+        immediate = reacts_within_batch(venue)
+    if immediate:
         return _advance_now(venue, scanner, state, sightings)
     out = dict(state)
     out.pop("bk", None)  # written by an earlier version
@@ -689,6 +698,11 @@ def advance(
         pstate = {**pstate, "last": float(due)}
     out["p"] = pstate
     return out, events
+
+
+def reacts_within_batch(venue: VenueInfo) -> bool:
+    """Whether a zone of the venue enters faster than a second could complete (see advance)."""
+    return min((t.enter_stable_s for t in venue.timings.values()), default=0.0) < IMMEDIATE_BELOW_S
 
 
 def _advance_now(
