@@ -253,18 +253,22 @@ class LiveServer:
         self._server = make_server("127.0.0.1", self.port, application, threaded=True)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._jobs: threading.Thread | None = None
 
     def start(self) -> LiveServer:
         """Serve and run the jobs."""
         self._thread.start()
-        jobs.start(self.app, self._stop)
+        self._jobs = jobs.start(self.app, self._stop)
         return self
 
     def stop(self) -> None:
-        """Stop serving and stop the jobs."""
+        """Stop serving and stop the jobs, waiting for a round under way: one still running
+        when the session's keys are dropped would write the resolver table back."""
         self._stop.set()
         self._server.shutdown()
         self._thread.join(5)
+        if self._jobs is not None:
+            self._jobs.join(30)
 
 
 @pytest.fixture(scope="session")
