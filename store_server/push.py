@@ -347,7 +347,7 @@ def deliver(app: Flask, occurrences: list[Occurrence]) -> None:
                     "reason": o.event.reason,
                 }
                 sio.emit("presence", portal_event, to=venue_room(o.venue.id), namespace=PORTAL)
-        # Derived from pushes already audited for these devices: queues are not audited again.
+        # Derived from the pushes these devices got (audited below): queues are not audited.
         # The states are committed (ingest wrote them first), so the entrants are among these.
         present = _present(r, keys, rooms)
         queued = _send_queues(app, _zone_queues(app, db, rooms, subs, now, present, rules))

@@ -18,6 +18,7 @@ import logging
 import random
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -94,22 +95,32 @@ class Topology:
         with self._lock:
             self._loading.discard(key)
 
-    def scanner(self, name: str) -> ScannerInfo | None:
-        """The scanner with this name, or None if unknown."""
-        hit = self._scanners.get(name)
+    def _lookup(
+        self,
+        entries: dict[Any, tuple[float, Any]],
+        kind: str,
+        key: Any,
+        load: Callable[[Any], Any],
+    ) -> Any:
+        """An entry of `entries`: fresh, else stale by under a TTL (a background reload follows),
+        else loaded by this caller unless another one is loading it already."""
+        hit = entries.get(key)
         now = time.monotonic()
         if hit and now < hit[0]:
             return hit[1]
         if hit and now < hit[0] + TTL_S:
-            self._revalidate(("scanner", name), self._load_scanners, name)
+            self._revalidate((kind, key), load, key)
             return hit[1]
-        if not self._claim(("scanner", name), hit is not None):
+        if not self._claim((kind, key), hit is not None):
             return hit[1]  # type: ignore[index]
         try:
-            info = self._load_scanners(name)
+            return load(key)
         finally:
-            self._done(("scanner", name))
-        return info
+            self._done((kind, key))
+
+    def scanner(self, name: str) -> ScannerInfo | None:
+        """The scanner with this name, or None if unknown."""
+        return self._lookup(self._scanners, "scanner", name, self._load_scanners)
 
     def _load_scanners(self, name: str) -> ScannerInfo | None:
         """Load `name`, and with it every known scanner past half its TTL, in one query: a venue
@@ -145,19 +156,7 @@ class Topology:
 
     def venue(self, venue_id: int) -> VenueInfo | None:
         """The venue's info, or None if it no longer exists."""
-        hit = self._venues.get(venue_id)
-        now = time.monotonic()
-        if hit and now < hit[0]:
-            return hit[1]
-        if hit and now < hit[0] + TTL_S:
-            self._revalidate(("venue", venue_id), self._load_venue, venue_id)
-            return hit[1]
-        if not self._claim(("venue", venue_id), hit is not None):
-            return hit[1]  # type: ignore[index]
-        try:
-            return self._load_venue(venue_id)
-        finally:
-            self._done(("venue", venue_id))
+        return self._lookup(self._venues, "venue", venue_id, self._load_venue)
 
     def _load_venue(self, venue_id: int) -> VenueInfo | None:
         with sessions(self._app)() as db:
@@ -166,7 +165,7 @@ class Topology:
         self._venues[venue_id] = (_stale_at(time.monotonic()), info)
         return info
 
-    def _revalidate(self, key: tuple[str, object], load: Any, arg: Any) -> None:
+    def _revalidate(self, key: tuple[str, object], load: Callable[[Any], Any], arg: Any) -> None:
         """Reload a stale entry in the background, unless a reload of it is running already."""
         if not self._claim(key, True):
             return
