@@ -24,12 +24,14 @@ from dataclasses import dataclass, field
 from struct import pack, unpack
 from typing import Any, NamedTuple
 
+import numpy as np
 import orjson
 import redis
 
 from store_server import events as pending
 from store_server import presence
 from store_server.keys import Keys
+from store_server.positioning.engine import Columns
 from store_server.positioning.live import track
 from store_server.push import Occurrence
 from store_server.redis_store import run_script, script_sha
@@ -669,25 +671,37 @@ def advance(
         out["b"] = f"{out['b']};{seg}" if out.get("b") else seg
         out["bs"] = names
         return out, []
-    readings = _buffered(out.get("b", ""), list(out.get("bs", ())))
-    readings += [(s.ts, scanner, s.rssi) for s in sightings]
+    # As columns (engine.Columns), in the order a list of the buffer's readings then the new
+    # ones would hold them: a second of one emitter is ~200 readings, a tuple each was most of
+    # the bookkeeping here.
+    names = list(out.get("bs", ()))
+    ts, rssi, which = _columns(out.get("b", ""), names)
+    if scanner not in names:
+        names.append(scanner)
+    ts = np.concatenate((ts, [s.ts for s in sightings]))
+    rssi = np.concatenate((rssi, [s.rssi for s in sightings]))
+    which = np.concatenate((which, np.full(len(sightings), names.index(scanner))))
     # Each reading's second, once (ceil is monotonic: the last second is the max of them).
-    secs = [ceil(x[0]) for x in readings]
-    due = max(secs) - 1
-    done = [(k, x) for k, x in zip(secs, readings, strict=True) if k <= due]
-    out["b"], out["bs"] = _encode([x for k, x in zip(secs, readings, strict=True) if k > due])
+    secs = np.ceil(ts).astype(np.int64)
+    due = int(secs.max()) - 1
+    done = secs <= due
+    keep = ~done
+    out["b"], out["bs"] = _encode_columns(ts[keep], rssi[keep], which[keep], names)
     pstate = out.get("p") or {}
     events: list[presence.PresenceEvent] = []
-    if done:
-        by_sec: dict[int, list[tuple[float, str, float]]] = defaultdict(list)
-        for k, x in done:
-            by_sec[k if last is None or k > last else last + 1].append(x)
+    if done.any():
+        # A reading of a second already estimated joins the next one.
+        late = secs[done] if last is None else np.maximum(secs[done], last + 1)
+        ts, rssi, which = ts[done], rssi[done], which[done]
         model, timings = venue.model, venue.timings
         tstate = out.get("t")
-        prev = min(by_sec) - 1 if last is None else last
-        for k in sorted(by_sec):
+        seconds = np.unique(late).tolist()
+        prev = seconds[0] - 1 if last is None else last
+        for k in seconds:
+            sel = late == k
             tstate = _idle(model, tstate, prev + 1, k)
-            tstate, est = track(model, tstate, by_sec[k], float(k))
+            chunk = Columns(ts[sel], rssi[sel], which[sel], names)
+            tstate, est = track(model, tstate, chunk, float(k))
             pstate, evs = presence.step(pstate, est.zone if est else None, float(k), timings)
             events.extend(evs)
             prev = k
@@ -808,6 +822,63 @@ def _buffered(buf: str, names: list[str]) -> list[tuple[float, str, float]]:
             vals = unpack(f"<{len(raw) // 8}d", raw)
         out.extend(zip(vals[0::2], [name] * (len(vals) // 2), vals[1::2], strict=True))
     return out
+
+
+def _columns(buf: str, names: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The readings of a buffer (as _buffered reads them) as columns: times, RSSI and each
+    reading's index into names. Packed segments are sliced as bytes and decoded once, not a
+    tuple per reading."""
+    times: list[bytes] = []
+    levels: list[bytes] = []
+    counts: list[int] = []
+    which: list[int] = []
+    for seg in buf.split(";") if buf else ():
+        index, sep, data = seg.partition(":")
+        if not sep:
+            # An older segment format (a state written before an upgrade): read as a whole.
+            rows = _buffered(buf, names)
+            slot = {name: i for i, name in enumerate(names)}
+            return (
+                np.array([r[0] for r in rows], dtype=np.float64),
+                np.array([r[2] for r in rows], dtype=np.float64),
+                np.array([slot[r[1]] for r in rows], dtype=np.int64),
+            )
+        raw = b64decode(data)
+        n = len(raw) // 9
+        times.append(raw[: 8 * n])
+        levels.append(raw[8 * n : 9 * n])
+        counts.append(n)
+        which.append(int(index))
+    return (
+        np.frombuffer(b"".join(times), dtype="<f8").astype(np.float64),
+        np.frombuffer(b"".join(levels), dtype=np.int8).astype(np.float64),
+        np.repeat(np.array(which, dtype=np.int64), counts),
+    )
+
+
+def _encode_columns(
+    ts: np.ndarray, rssi: np.ndarray, which: np.ndarray, names: list[str]
+) -> tuple[str, list[str]]:
+    """_encode for readings as columns: the same buffer, byte for byte."""
+    if not ts.size:
+        return "", []
+    order = list(dict.fromkeys(which.tolist()))  # first-heard order, as _encode keeps it
+    segments = []
+    for i, j in enumerate(order):
+        if len(order) == 1:
+            t, r = ts, rssi
+        else:
+            sel = which == j
+            t, r = ts[sel], rssi[sel]
+        # Whole dBm within a signed byte: the byte round trip is exact (anything else wraps,
+        # truncates or is NaN, and compares unequal).
+        levels = r.astype(np.int8)
+        if np.array_equal(levels, r):
+            segments.append(f"{i}:" + b64encode(t.tobytes() + levels.tobytes()).decode())
+        else:
+            raw = np.column_stack((t, r)).tobytes()
+            segments.append(f"{i}|" + b64encode(raw).decode())
+    return ";".join(segments), [names[j] for j in order]
 
 
 def _loads(raw: str | bytes) -> Any:

@@ -173,6 +173,67 @@ def level_spread(mu: np.ndarray, idx: np.ndarray, w: np.ndarray, mix: np.ndarray
     return out
 
 
+@numba.njit(**_JIT)
+def fold_filters(
+    ts: np.ndarray,
+    rssi: np.ndarray,
+    sidx: np.ndarray,
+    order: np.ndarray,
+    value: np.ndarray,
+    last: np.ndarray,
+    state: np.ndarray,
+    sums: np.ndarray,
+    seen: np.ndarray,
+    tau: float,
+    clip: float,
+) -> tuple[float, int]:
+    """Fold readings (taken in `order`, time-sorted) into each scanner's clipped exponential
+    filter (value, last) and step sums (sums[s] = total, count), in place: engine._fold's
+    arithmetic, one reading at a time in the same order, so the results are bitwise the same.
+
+    state[s] is 0 for a scanner with no filter yet, 1 with one, 2 once a reading was folded;
+    `seen` receives the scanners folded into (sidx >= 0, finite RSSI), in the order of their
+    first such reading. Returns the newest time folded (-inf if none) and how many `seen` holds."""
+    reset = 5.0 * tau
+    heard = -np.inf
+    n_seen = 0
+    for j in range(order.shape[0]):
+        i = order[j]
+        s = sidx[i]
+        r = rssi[i]
+        if s < 0 or not math.isfinite(r):
+            continue
+        if state[s] != 2:
+            seen[n_seen] = s
+            n_seen += 1
+        t = ts[i]
+        if state[s] == 0:
+            sums[s, 0] += r
+            value[s] = r
+            last[s] = t
+        else:
+            gap = t - last[s]
+            step = r - value[s]
+            if step > -clip:
+                if step >= clip:
+                    step = clip
+            else:
+                step = -clip
+            sums[s, 0] += r if gap > 5.0 else value[s] + step
+            dt = gap if gap > 0.0 else 0.0
+            if dt > reset:
+                value[s] = r
+            else:
+                value[s] += (1.0 - math.exp(-(dt + 0.25) / tau)) * step
+            if t > last[s]:
+                last[s] = t
+        state[s] = 2
+        sums[s, 1] += 1.0
+        if t > heard:
+            heard = t
+    return heard, n_seen
+
+
 def warm() -> None:
     """Compile (or load from the cache) every kernel now, on toy inputs: a server calls this at
     start-up, so its first sighting batch does not wait seconds for the compiler."""
@@ -185,3 +246,17 @@ def warm() -> None:
     *_, w = moments(logpost, xy, xy, 30.0)
     leave_one_out(logpost, per, cells, cells, idx, np.ones(1), w)
     level_spread(cells, idx, w, np.ones(1))
+    one_f, one_i = np.zeros(1), np.zeros(1, dtype=np.int64)
+    fold_filters(
+        one_f,
+        one_f,
+        one_i,
+        one_i,
+        one_f,
+        one_f,
+        np.zeros(1, dtype=np.int8),
+        np.zeros((1, 2)),
+        one_i,
+        1.0,
+        8.0,
+    )

@@ -86,7 +86,7 @@ class VenueModel:
 def track(
     model: VenueModel,
     state: dict[str, Any] | None,
-    readings: list[tuple[float, str, float]],
+    readings: engine.Readings,
     now: float,
 ) -> tuple[dict[str, Any], Estimate | None]:
     """Fold new (ts, scanner, rssi) readings into the state and estimate the current position."""

@@ -10,6 +10,7 @@ import time
 import uuid
 from collections.abc import Iterator
 
+import numpy as np
 import pandas as pd
 import pytest
 from shapely.geometry import box
@@ -154,6 +155,34 @@ def test_a_text_buffer_of_an_earlier_version_is_still_read():
         (START + 0.75, "s2", -70.0),
         (START + 0.9, "s1", -62.0),
     ]
+
+
+@pytest.mark.parametrize(
+    "segments",
+    [
+        [],
+        ["packed"],
+        ["packed", "packed-other-scanner", "doubles"],
+        ["text", "packed"],
+    ],
+)
+def test_a_buffer_read_as_columns_holds_the_same_readings(segments):
+    """advance reads a buffer as columns (_columns) and writes back what is left of it with
+    _encode_columns: the readings _buffered reads, and the buffer _encode writes, exactly."""
+    names = ["s1", "s2"]
+    whole = [Sighting(START + k / 7, "eid", "0" * 16, float(-40 - k)) for k in range(5)]
+    parts = {
+        "packed": ingest._segment(0, whole),
+        "packed-other-scanner": ingest._segment(1, whole[:2]),
+        "doubles": ingest._segment(0, [Sighting(START + 0.3, "eid", "0" * 16, -60.5)]),
+        "text": f"1|{START + 0.25!r},-60.0,{START + 0.5!r},-61.5",
+    }
+    buf = ";".join(parts[k] for k in segments)
+    ts, rssi, which = ingest._columns(buf, names)
+    rows = ingest._buffered(buf, names)
+    assert ts.dtype == rssi.dtype == np.float64
+    assert list(zip(ts.tolist(), [names[i] for i in which], rssi.tolist(), strict=True)) == rows
+    assert ingest._encode_columns(ts, rssi, which, names) == ingest._encode(rows)
 
 
 @pytest.fixture(scope="module")

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 from shapely.geometry import Polygon, box
 
-from store_server.positioning import drift, filtering, hysteresis, motion, pathloss
+from store_server.positioning import drift, engine, filtering, hysteresis, motion, pathloss
 from store_server.positioning.evaluate import evaluate
 from store_server.positioning.venue import zone_of
 
@@ -37,6 +38,45 @@ def test_filter_clips_a_multipath_spike_and_follows_a_real_change() -> None:
         entry = filtering.update(entry, 5.0 + t * 0.5, -60.0)
     assert abs(entry[0] - -60.0) < 0.5
     assert filtering.clipped(entry, 15.5, -20.0) == entry[0] + filtering.CLIP_DB
+
+
+def test_compiled_fold_is_the_filter_reading_by_reading() -> None:
+    """engine._fold (compiled) against filtering.update/clipped applied one reading at a time in
+    time order: the same floats, new scanners in first-heard order, unknown ones and non-finite
+    readings skipped."""
+    rng = np.random.default_rng(3)
+    names = ("a", "b", "c", "d")
+    rt = engine.Runtime.__new__(engine.Runtime)
+    object.__setattr__(rt, "scanners", names)
+    object.__setattr__(rt, "index", {n: i for i, n in enumerate(names)})
+    for _ in range(300):
+        filt = {"c": [-70.0, 1.0], "gone": [-60.0, 1.0]} if rng.random() < 0.5 else {}
+        sums = {"c": [-140.0, 2.0]} if filt else {}
+        readings = [
+            (
+                float(rng.choice([rng.uniform(0, 12), 3.0])),  # ties keep their order
+                str(rng.choice([*names, "stranger"])),
+                float(rng.choice([rng.integers(-95, -35), rng.uniform(-95, -35), np.nan])),
+            )
+            for _ in range(rng.integers(0, 30))
+        ]
+        want_f = {k: list(v) for k, v in filt.items()}
+        want_s = {k: list(v) for k, v in sums.items()}
+        heard = None
+        for ts, name, rssi in sorted(readings, key=lambda r: r[0]):
+            if name not in rt.index or not np.isfinite(rssi):
+                continue
+            acc = want_s.get(name, [0.0, 0.0])
+            want_s[name] = [acc[0] + filtering.clipped(want_f.get(name), ts, rssi), acc[1] + 1]
+            want_f[name] = filtering.update(want_f.get(name), ts, rssi, tau=0.8)
+            heard = ts if heard is None else max(heard, ts)
+        got = engine._fold(rt, filt, sums, None, readings, 0.8)
+        assert got == heard
+        assert list(filt) == list(want_f) and list(sums) == list(want_s)
+        for k in want_f:
+            assert filt[k] == pytest.approx(want_f[k], abs=1e-9)
+        for k in want_s:
+            assert sums[k] == pytest.approx(want_s[k], abs=1e-9)
 
 
 def test_hysteresis_keeps_zone_until_clearly_beaten() -> None:
