@@ -141,13 +141,16 @@ class StateCache:
                 return hit[1]
         return _loads(raw)
 
-    def put(self, tkey: str, field_: str, state: dict[str, Any]) -> None:
-        """Hold a state just written (never mutated afterwards: advance copies what it changes)."""
+    def put(self, tkey: str, fields: list[str], states: list[dict[str, Any]]) -> None:
+        """Hold the states a batch just wrote (never mutated afterwards: advance copies what it
+        changes); one lock and one trim per batch, not per state."""
         now = self._clock()
+        held = self._states
         with self._lock:
-            self._states.pop((tkey, field_), None)
-            self._states[(tkey, field_)] = (f'{VERSION_HEAD}{state["v"]}"', state, now)
-            _trim(self._states, self.size, now - self.hold_s)
+            for field_, state in zip(fields, states, strict=True):
+                held.pop((tkey, field_), None)
+                held[(tkey, field_)] = (f'{VERSION_HEAD}{state["v"]}"', state, now)
+            _trim(held, self.size, now - self.hold_s)
 
     def learn(self, tkey: str, resolved: dict[str, int]) -> None:
         """Remember which subscriber each identifier heard is."""
@@ -594,8 +597,7 @@ def _fold(
         )
         if int(written[0]):
             event_ids = written[1]
-            for field_, state in zip(fields, written_states, strict=True):
-                _STATES.put(tkey, field_, state)
+            _STATES.put(tkey, fields, written_states)
             _STATES.learn(tkey, subscriber_of)
             break
         # Another writer changed one of these states since they were read: fold again.

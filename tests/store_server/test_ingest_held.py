@@ -33,7 +33,7 @@ def _state(version: int) -> dict:
 def test_held_names_the_states_of_the_identifiers_heard_with_their_versions():
     cache = StateCache(clock=Clock())
     cache.learn("t:1", {"id-a": 7, "id-b": 7, "id-c": 8})
-    cache.put("t:1", "7", _state(0xAA))
+    cache.put("t:1", ["7"], [_state(0xAA)])
     pairs = cache.held("t:1", ["id-a", "id-b", "id-c", "id-z"])
     # 7 once (two identifiers of one subscriber), 8 not at all: nothing of 8 is held.
     assert pairs == ["7", '{"v":"00000000000000aa"']
@@ -53,9 +53,9 @@ def test_copies_expire_hold_s_after_their_last_write():
     clock = Clock()
     cache = StateCache(hold_s=30.0, clock=clock)
     cache.learn("t:1", {"id-a": 7, "id-b": 8})
-    cache.put("t:1", "7", _state(1))
+    cache.put("t:1", ["7"], [_state(1)])
     clock.now += 20
-    cache.put("t:1", "8", _state(2))  # 8 is still being heard
+    cache.put("t:1", ["8"], [_state(2)])  # 8 is still being heard
     clock.now += 15  # 35 s after 7's last write, 15 s after 8's
     assert cache.held("t:1", ["id-a", "id-b"]) == []  # the identifiers were learnt at 1000
     cache.learn("t:1", {"id-b": 8})
@@ -69,7 +69,7 @@ def test_copies_expire_hold_s_after_their_last_write():
 def test_the_least_recently_written_go_first_beyond_size():
     cache = StateCache(size=2, clock=Clock())
     for sub in ("1", "2", "1", "3"):  # 1 is re-written after 2: 2 is now the oldest
-        cache.put("t", sub, _state(int(sub)))
+        cache.put("t", [sub], [_state(int(sub))])
     assert sorted(k[1] for k in cache._states) == ["1", "3"]
 
 
