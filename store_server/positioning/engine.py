@@ -469,8 +469,8 @@ def _fold(
     """Fold readings, in time order, into the per-scanner filters and step sums; returns `heard`.
 
     filtering.clipped and filtering.update, compiled (kernels.fold_filters): this runs once per
-    sighting in live ingest, where a second of one emitter holds some 200 readings and the loop
-    in Python was half of a step's cost."""
+    sighting in live ingest, where a second of one emitter holds ~125 readings in
+    bench/ingest.py and the loop in Python cost ~50 us of a ~330 us step."""
     if not len(readings):
         return heard
     index = rt.index
