@@ -778,11 +778,20 @@ def _packed(index: int, ts: list[float], rssi: list[float]) -> str:
     when every RSSI is a whole number of dBm (as radios report it: 9 bytes a reading instead
     of 16, and the buffer is most of a tracking state), else `index|` + base64 of doubles
     ts, rssi, ts, rssi..."""
-    n = len(ts)
-    if all(-128.0 <= r <= 127.0 and float(r).is_integer() for r in rssi):
-        return f"{index}:" + b64encode(pack(f"<{n}d{n}b", *ts, *map(int, rssi))).decode()
+    try:
+        # A whole dBm within a signed byte is a key of _BYTE_OF; anything else (a fraction,
+        # -130, NaN) is not, and keeps doubles. One lookup a reading, not a test and a cast.
+        levels = bytes(map(_BYTE_OF.__getitem__, rssi))
+    except KeyError:
+        pass
+    else:
+        return f"{index}:" + b64encode(pack(f"<{len(ts)}d", *ts) + levels).decode()
     vals = [v for pair in zip(ts, rssi, strict=True) for v in pair]
-    return f"{index}|" + b64encode(pack(f"<{2 * n}d", *vals)).decode()
+    return f"{index}|" + b64encode(pack(f"<{len(vals)}d", *vals)).decode()
+
+
+# Whole dBm (float or int keys alike: they hash equal) -> its signed byte, as struct's "b" packs.
+_BYTE_OF = {float(v): v & 0xFF for v in range(-128, 128)}
 
 
 def _encode(readings: list[tuple[float, str, float]]) -> tuple[str, list[str]]:
