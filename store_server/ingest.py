@@ -794,19 +794,6 @@ def _packed(index: int, ts: list[float], rssi: list[float]) -> str:
 _BYTE_OF = {float(v): v & 0xFF for v in range(-128, 128)}
 
 
-def _encode(readings: list[tuple[float, str, float]]) -> tuple[str, list[str]]:
-    """A buffer and its scanner names for (ts, scanner, rssi) readings (as _segment writes)."""
-    by_scanner: dict[str, tuple[list[float], list[float]]] = {}
-    for ts, scanner, rssi in readings:
-        cols = by_scanner.get(scanner)
-        if cols is None:
-            cols = by_scanner[scanner] = ([], [])
-        cols[0].append(ts)
-        cols[1].append(rssi)
-    names = list(by_scanner)  # first-heard order, as dicts keep insertion order
-    return ";".join([_packed(i, *by_scanner[n]) for i, n in enumerate(names)]), names
-
-
 def _buffered(buf: str, names: list[str]) -> list[tuple[float, str, float]]:
     """The (ts, scanner, rssi) readings of a buffer written by _segment; also reads the text
     segments (`index|ts,rssi,ts,rssi...`) of states written before the packed formats."""
@@ -870,26 +857,13 @@ def _columns(buf: str, names: list[str]) -> tuple[np.ndarray, np.ndarray, np.nda
 def _encode_columns(
     ts: np.ndarray, rssi: np.ndarray, which: np.ndarray, names: list[str]
 ) -> tuple[str, list[str]]:
-    """_encode for readings as columns: the same buffer, byte for byte."""
-    if not ts.size:
-        return "", []
-    order = list(dict.fromkeys(which.tolist()))  # first-heard order, as _encode keeps it
+    """A buffer and its scanner names for readings as columns: a _packed segment per scanner,
+    numbered in first-heard order (as _segment numbers them)."""
+    order = list(dict.fromkeys(which.tolist()))
     segments = []
     for i, j in enumerate(order):
-        if len(order) == 1:
-            t, r = ts, rssi
-        else:
-            sel = which == j
-            t, r = ts[sel], rssi[sel]
-        # Whole dBm within a signed byte: the byte round trip is exact (anything else wraps,
-        # truncates or is NaN, and compares unequal).
-        levels = r.astype(np.int8)
-        if np.array_equal(levels, r):
-            raw = t.astype("<f8", copy=False).tobytes() + levels.tobytes()
-            segments.append(f"{i}:" + b64encode(raw).decode())
-        else:
-            raw = np.column_stack((t, r)).astype("<f8", copy=False).tobytes()
-            segments.append(f"{i}|" + b64encode(raw).decode())
+        sel = which == j
+        segments.append(_packed(i, ts[sel].tolist(), rssi[sel].tolist()))
     return ";".join(segments), [names[j] for j in order]
 
 

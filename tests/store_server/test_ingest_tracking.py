@@ -115,7 +115,8 @@ def test_buffered_readings_come_back_exactly():
         (START + 1 / 3, "s2", -70.25),
         (1.7e9 + 2**-20, "s1", -48.123456789),
     ]
-    buf, names = ingest._encode(readings)
+    ts, rssi = np.array([r[0] for r in readings]), np.array([r[2] for r in readings])
+    buf, names = ingest._encode_columns(ts, rssi, np.array([0, 1, 0]), ["s1", "s2"])
     assert names == ["s1", "s2"]
     assert sorted(ingest._buffered(buf, names)) == sorted(readings)
     seg = ingest._segment(1, [Sighting(START + 0.7, "eid", "0" * 16, -55.5)])
@@ -168,7 +169,8 @@ def test_a_text_buffer_of_an_earlier_version_is_still_read():
 )
 def test_a_buffer_read_as_columns_holds_the_same_readings(segments):
     """advance reads a buffer as columns (_columns) and writes back what is left of it with
-    _encode_columns: the readings _buffered reads, and the buffer _encode writes, exactly."""
+    _encode_columns: the readings _buffered reads, and a _packed segment per scanner in
+    first-heard order, exactly."""
     names = ["s1", "s2"]
     whole = [Sighting(START + k / 7, "eid", "0" * 16, float(-40 - k)) for k in range(5)]
     parts = {
@@ -182,7 +184,12 @@ def test_a_buffer_read_as_columns_holds_the_same_readings(segments):
     rows = ingest._buffered(buf, names)
     assert ts.dtype == rssi.dtype == np.float64
     assert list(zip(ts.tolist(), [names[i] for i in which], rssi.tolist(), strict=True)) == rows
-    assert ingest._encode_columns(ts, rssi, which, names) == ingest._encode(rows)
+    heard = list(dict.fromkeys(name for _, name, _ in rows))
+    expected = ";".join(
+        ingest._packed(i, [r[0] for r in rows if r[1] == n], [r[2] for r in rows if r[1] == n])
+        for i, n in enumerate(heard)
+    )
+    assert ingest._encode_columns(ts, rssi, which, names) == (expected, heard)
 
 
 @pytest.fixture(scope="module")
