@@ -677,7 +677,7 @@ def advance(
     # ones would hold them: a second of one emitter is ~125 readings in bench/ingest.py, and a
     # tuple per reading cost ~75 us of a ~410 us second here and in the filter fold.
     names = list(out.get("bs", ()))
-    ts, rssi, which = _columns(out.get("b", ""), names)
+    ts, rssi, which = _columns(out.get("b", ""))
     if scanner not in names:
         names.append(scanner)
     ts = np.concatenate((ts, [s.ts for s in sightings]))
@@ -795,37 +795,16 @@ _BYTE_OF = {float(v): v & 0xFF for v in range(-128, 128)}
 
 
 def _buffered(buf: str, names: list[str]) -> list[tuple[float, str, float]]:
-    """The (ts, scanner, rssi) readings of a buffer written by _segment; also reads the text
-    segments (`index|ts,rssi,ts,rssi...`) of states written before the packed formats."""
-    out: list[tuple[float, str, float]] = []
-    for seg in buf.split(";") if buf else ():
-        # Neither separator is in base64 or in a number: the first one found is the segment's.
-        index, sep, data = seg.partition("|")
-        if not sep:
-            index, sep, data = seg.partition(":")
-        if not data:
-            continue
-        name = names[int(index)]
-        if sep == ":":
-            raw = b64decode(data)
-            n = len(raw) // 9
-            times = unpack(f"<{n}d", raw[: 8 * n])
-            levels = [float(v) for v in unpack(f"<{n}b", raw[8 * n :])]
-            out.extend(zip(times, [name] * n, levels, strict=True))
-            continue
-        if "," in data:  # never in base64, always in a text segment
-            vals: Any = list(map(float, data.split(",")))
-        else:
-            raw = b64decode(data)
-            vals = unpack(f"<{len(raw) // 8}d", raw)
-        out.extend(zip(vals[0::2], [name] * (len(vals) // 2), vals[1::2], strict=True))
-    return out
+    """The (ts, scanner, rssi) readings of a buffer, in buffer order (see _columns)."""
+    ts, rssi, which = _columns(buf)
+    return list(zip(ts.tolist(), [names[i] for i in which.tolist()], rssi.tolist(), strict=True))
 
 
-def _columns(buf: str, names: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The readings of a buffer (as _buffered reads them) as columns: times, RSSI and each
-    reading's index into names. Packed segments are sliced as bytes and decoded once, not a
-    tuple per reading."""
+def _columns(buf: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The readings of a buffer written by _segment as columns: times, RSSI and each reading's
+    scanner (its index into the state's names). Packed segments are sliced as bytes and decoded
+    once, not a tuple per reading; a buffer holding an older segment format is read by
+    _columns_of_any."""
     times: list[bytes] = []
     levels: list[bytes] = []
     counts: list[int] = []
@@ -833,14 +812,7 @@ def _columns(buf: str, names: list[str]) -> tuple[np.ndarray, np.ndarray, np.nda
     for seg in buf.split(";") if buf else ():
         index, sep, data = seg.partition(":")
         if not sep:
-            # An older segment format (a state written before an upgrade): read as a whole.
-            rows = _buffered(buf, names)
-            slot = {name: i for i, name in enumerate(names)}
-            return (
-                np.array([r[0] for r in rows], dtype=np.float64),
-                np.array([r[2] for r in rows], dtype=np.float64),
-                np.array([slot[r[1]] for r in rows], dtype=np.int64),
-            )
+            return _columns_of_any(buf)
         raw = b64decode(data)
         n = len(raw) // 9
         times.append(raw[: 8 * n])
@@ -851,6 +823,42 @@ def _columns(buf: str, names: list[str]) -> tuple[np.ndarray, np.ndarray, np.nda
         np.frombuffer(b"".join(times), dtype="<f8").astype(np.float64),
         np.frombuffer(b"".join(levels), dtype=np.int8).astype(np.float64),
         np.repeat(np.array(which, dtype=np.int64), counts),
+    )
+
+
+def _columns_of_any(buf: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """_columns for every segment format: packed (`index:`), and those of states written
+    before it, text `index|ts,rssi,ts,rssi...` and base64 doubles `index|...` (rare: only a
+    state written across an upgrade holds them, so they are read value by value)."""
+    ts: list[float] = []
+    rssi: list[float] = []
+    which: list[int] = []
+    for seg in buf.split(";"):
+        # Neither separator is in base64 or in a number: the first one found is the segment's.
+        index, sep, data = seg.partition("|")
+        if not sep:
+            index, sep, data = seg.partition(":")
+        if not data:
+            continue
+        if sep == ":":
+            raw = b64decode(data)
+            n = len(raw) // 9
+            times: Any = unpack(f"<{n}d", raw[: 8 * n])
+            levels: Any = unpack(f"<{n}b", raw[8 * n : 9 * n])
+        else:
+            if "," in data:  # never in base64, always in a text segment
+                vals: Any = list(map(float, data.split(",")))
+            else:
+                raw = b64decode(data)
+                vals = unpack(f"<{len(raw) // 8}d", raw)
+            times, levels = vals[0::2], vals[1::2]
+        ts += times
+        rssi += levels
+        which += [int(index)] * len(times)
+    return (
+        np.array(ts, dtype=np.float64),
+        np.array(rssi, dtype=np.float64),
+        np.array(which, dtype=np.int64),
     )
 
 

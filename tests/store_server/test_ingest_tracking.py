@@ -168,20 +168,27 @@ def test_a_text_buffer_of_an_earlier_version_is_still_read():
     ],
 )
 def test_a_buffer_read_as_columns_holds_the_same_readings(segments):
-    """advance reads a buffer as columns (_columns) and writes back what is left of it with
-    _encode_columns: the readings _buffered reads, and a _packed segment per scanner in
+    """advance reads a buffer as columns (_columns: every segment format, in buffer order) and
+    writes back what is left of it with _encode_columns: a _packed segment per scanner in
     first-heard order, exactly."""
     names = ["s1", "s2"]
     whole = [Sighting(START + k / 7, "eid", "0" * 16, float(-40 - k)) for k in range(5)]
+    odd = Sighting(START + 0.3, "eid", "0" * 16, -60.5)
     parts = {
-        "packed": ingest._segment(0, whole),
-        "packed-other-scanner": ingest._segment(1, whole[:2]),
-        "doubles": ingest._segment(0, [Sighting(START + 0.3, "eid", "0" * 16, -60.5)]),
-        "text": f"1|{START + 0.25!r},-60.0,{START + 0.5!r},-61.5",
+        "packed": (ingest._segment(0, whole), [(r.ts, "s1", r.rssi) for r in whole]),
+        "packed-other-scanner": (
+            ingest._segment(1, whole[:2]),
+            [(r.ts, "s2", r.rssi) for r in whole[:2]],
+        ),
+        "doubles": (ingest._segment(0, [odd]), [(odd.ts, "s1", odd.rssi)]),
+        "text": (
+            f"1|{START + 0.25!r},-60.0,{START + 0.5!r},-61.5",
+            [(START + 0.25, "s2", -60.0), (START + 0.5, "s2", -61.5)],
+        ),
     }
-    buf = ";".join(parts[k] for k in segments)
-    ts, rssi, which = ingest._columns(buf, names)
-    rows = ingest._buffered(buf, names)
+    buf = ";".join(parts[k][0] for k in segments)
+    rows = [row for k in segments for row in parts[k][1]]
+    ts, rssi, which = ingest._columns(buf)
     assert ts.dtype == rssi.dtype == np.float64
     assert list(zip(ts.tolist(), [names[i] for i in which], rssi.tolist(), strict=True)) == rows
     heard = list(dict.fromkeys(name for _, name, _ in rows))

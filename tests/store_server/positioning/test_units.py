@@ -9,6 +9,7 @@ from shapely.geometry import Polygon, box
 
 from store_server.positioning import drift, engine, filtering, hysteresis, motion, pathloss
 from store_server.positioning.evaluate import evaluate
+from store_server.positioning.live import VenueModel
 from store_server.positioning.venue import zone_of
 
 
@@ -46,9 +47,9 @@ def test_compiled_fold_is_the_filter_reading_by_reading() -> None:
     readings skipped."""
     rng = np.random.default_rng(3)
     names = ("a", "b", "c", "d")
-    rt = engine.Runtime.__new__(engine.Runtime)
-    object.__setattr__(rt, "scanners", names)
-    object.__setattr__(rt, "index", {n: i for i, n in enumerate(names)})
+    corners = [(0.0, 0.0), (6.0, 0.0), (0.0, 6.0), (6.0, 6.0)]
+    model = VenueModel.uncalibrated(dict(zip(names, corners, strict=True)), {"z": box(0, 0, 6, 6)})
+    rt = model.runtime()
     for _ in range(300):
         filt = {"c": [-70.0, 1.0], "gone": [-60.0, 1.0]} if rng.random() < 0.5 else {}
         sums = {"c": [-140.0, 2.0]} if filt else {}
