@@ -13,6 +13,13 @@ from shapely.geometry.base import BaseGeometry
 
 ZONE_TOLERANCE_M = 0.5
 READING_COLUMNS = ("ts", "scanner", "emitter", "rssi")
+# pandas' own missing-value spellings, kept for number columns only: in an id or zone column
+# "NA", "null" or "None" is a name like any other, and only an empty field is missing.
+NUMBER_NA = (
+    *("", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND"),
+    *("1.#QNAN", "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null"),
+)
+NUMBER_COLUMNS = ("ts", "rssi", "x", "y")
 
 
 class VenueFileError(ValueError):
@@ -54,7 +61,11 @@ def load_zones(path: str | Path) -> dict[str, BaseGeometry]:
             raise VenueFileError(f"{path}: feature {i} is not a valid polygon") from e
         if name is None or geom.geom_type not in ("Polygon", "MultiPolygon") or geom.is_empty:
             raise VenueFileError(f"{path}: feature {i} needs a zone name and a polygon")
-        zones[str(name)] = geom if geom.is_valid else geom.buffer(0)
+        geom = geom if geom.is_valid else geom.buffer(0)
+        # A zone drawn as several features (a room around a pillar, two halves of a shop) is
+        # their union, not whichever feature came last.
+        key = str(name)
+        zones[key] = geom if key not in zones else shapely.union(zones[key], geom)
     return zones
 
 
@@ -120,8 +131,10 @@ def zone_of(
 
 
 def _read_csv(path: str | Path, dtypes: dict[str, type]) -> pd.DataFrame:
+    na: dict[str, list[str]] = {c: list(NUMBER_NA) for c in NUMBER_COLUMNS}
+    na.update({c: [""] for c in dtypes})
     try:
-        return pd.read_csv(path, dtype=dtypes, keep_default_na=True)
+        return pd.read_csv(path, dtype=dtypes, keep_default_na=False, na_values=na)
     except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as e:
         raise VenueFileError(f"{path}: cannot read CSV ({e.__class__.__name__})") from e
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import shapely
 
 from store_server.positioning.cli import main
 from store_server.positioning.live import VenueModel
@@ -125,6 +126,73 @@ def test_arbitrary_ids_fractional_rssi_and_held_estimates(tmp_path: Path) -> Non
     by_ts = pred.set_index("ts")
     assert by_ts.loc[105, "zone"] == "0" and by_ts.loc[118, "zone"] == "Salle Ω"
     assert by_ts.loc[130, "x"] == by_ts.loc[125, "x"]  # nothing heard: the estimate is held
+
+
+# pandas reads each of these as a missing value unless told otherwise; to a venue they are names.
+NA_SPELLINGS = ["NA", "null", "None", "nan", "N/A", "#N/A", "n/a", "NULL", "NaN", "-nan", "<NA>"]
+
+
+def test_ids_and_zone_names_that_look_missing_are_kept(
+    ble: Path, split: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    scanners = pd.read_csv(ble / "scanners.csv", dtype=str)
+    names = dict(zip(scanners["scanner"], [*NA_SPELLINGS, "001"], strict=True))
+    scanners.assign(scanner=scanners["scanner"].map(names)).to_csv(tmp_path / "s.csv", index=False)
+    geo = json.loads((ble / "zones.geojson").read_text(encoding="utf-8"))
+    zone_names = dict(
+        zip(sorted(f["properties"]["zone"] for f in geo["features"]), NA_SPELLINGS[:9], strict=True)
+    )
+    for feat in geo["features"]:
+        feat["properties"]["zone"] = zone_names[feat["properties"]["zone"]]
+    (tmp_path / "z.geojson").write_text(json.dumps(geo), encoding="utf-8")
+    for part in ("train", "test", "truth"):
+        df = pd.read_csv(split[part], dtype=str, keep_default_na=False)
+        df["scanner"] = df["scanner"].map(names)
+        df["emitter"] = "NA"
+        df["zone"] = df["zone"].map(zone_names).fillna("")
+        df.to_csv(tmp_path / f"{part}.csv", index=False)
+    runs = {}
+    for name, (s, z, d) in {
+        "plain": (ble / "scanners.csv", ble / "zones.geojson", split["train"].parent),
+        "renamed": (tmp_path / "s.csv", tmp_path / "z.geojson", tmp_path),
+    }.items():
+        out = tmp_path / f"{name}.pred.csv"
+        code, err = _main(
+            capsys, "predict", "--scanners", str(s), "--zones", str(z), "--survey",
+            str(d / "train.csv"), "--recording", str(d / "test.csv"), "--out", str(out),
+        )  # fmt: skip
+        assert code == 0, err
+        code, err = _main(
+            capsys, "evaluate", "--zones", str(z), "--truth", str(d / "truth.csv"),
+            "--predictions", str(out),
+        )  # fmt: skip
+        assert code == 0, err
+        runs[name] = pd.read_csv(out, dtype=str, keep_default_na=False)
+    plain, renamed = runs["plain"], runs["renamed"]
+    assert set(renamed["emitter"]) == {"NA"}
+    assert renamed[["ts", "x", "y"]].equals(plain[["ts", "x", "y"]])
+    expected = plain["zone"].map(lambda z: zone_names.get(z, ""))
+    assert renamed["zone"].tolist() == expected.tolist()
+    assert set(renamed["zone"]) & {"NA", "None", "null"}
+
+
+def test_features_sharing_a_zone_name_make_one_zone(tmp_path: Path) -> None:
+    square = [[0, 0], [1, 0], [1, 1], [0, 1], [0, 0]]
+    feats = [
+        {
+            "type": "Feature",
+            "properties": {"zone": name},
+            "geometry": {"type": "Polygon", "coordinates": [[[x + dx, y] for x, y in square]]},
+        }
+        for name, dx in (("shop", 0), ("back", 2), ("shop", 4))
+    ]
+    path = tmp_path / "z.geojson"
+    path.write_text(json.dumps({"type": "FeatureCollection", "features": feats}))
+    zones = load_zones(path)
+    assert sorted(zones) == ["back", "shop"]
+    assert zones["shop"].area == pytest.approx(2.0)
+    assert zones["shop"].contains(shapely.Point(0.5, 0.5))
+    assert zones["shop"].contains(shapely.Point(4.5, 0.5))
 
 
 def _main(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
