@@ -25,6 +25,10 @@ nor the client's side: a tail that is here is the server's work.
 The machine may be shared: besides wall-clock rates, the server's and the core's CPU time per
 batch are reported (`*_cpu_ms_per_batch`, and the sightings per CPU-second they imply), which
 other processes' load does not inflate as much.
+
+This VM's speed also drifts from day to day (the same code ran the same figures 2-4x apart), so
+each run reports `machine_reference_ms`: a fixed pure-Python loop, timed before the runs. Runs
+are comparable across days through it, not through their raw rates.
 """
 
 from __future__ import annotations
@@ -431,6 +435,18 @@ def _quantiles_ms(values: list[float]) -> dict[str, Any]:
     }
 
 
+def machine_reference_ms() -> float:
+    """Best of five timings of a fixed pure-Python loop: how fast this machine runs today."""
+    best = float("inf")
+    for _ in range(5):
+        t0 = time.perf_counter()
+        acc = 0
+        for i in range(1_000_000):
+            acc += i & 7
+        best = min(best, time.perf_counter() - t0)
+    return round(best * 1000, 1)
+
+
 def process_cpu(pid: int) -> float:
     """CPU seconds (user + system) a process has used so far (Linux /proc)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -483,6 +499,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.serve:
         return serve(args)
 
+    reference_ms = machine_reference_ms()
     tmp = Path(tempfile.mkdtemp(prefix="cm-bench-ingest-"))
     db_url, drop = fresh_database(tmp, os.environ.get("DATABASE_URL"))
     upgrade(db_url)
@@ -576,6 +593,7 @@ def main(argv: list[str] | None = None) -> int:
         "core_top_own_time": profile,
         # The machine is shared: figures mean little without the load they were taken under.
         "cpus": os.cpu_count(),
+        "machine_reference_ms": reference_ms,
         "load_average_1m": round(os.getloadavg()[0], 2),
     }
     print(json.dumps(result))
