@@ -1,17 +1,20 @@
-"""Argument parsing for predict, evaluate and record-survey; bad input gives one stderr line."""
+"""Argument parsing for predict, evaluate, record-survey and mark; bad input: one stderr line."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
+from typing import TextIO
 
+from store_server.positioning.capture import parse_captures, read_captures
 from store_server.positioning.evaluate import evaluate
 from store_server.positioning.live import VenueModel
 from store_server.positioning.predict import drift_report, predict
 from store_server.positioning.report import zone_accuracy_report
-from store_server.positioning.survey import MAX_GAP_S, record
+from store_server.positioning.survey import MAX_GAP_S, parse_mark, record
 from store_server.positioning.venue import (
     VenueFileError,
     load_marks,
@@ -43,12 +46,24 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--truth", required=True)
     ev.add_argument("--predictions", required=True)
     rs = sub.add_parser("record-survey", help="turn a capture plus marked positions into a survey")
-    rs.add_argument("--sightings", required=True, help="replay capture ts,scanner,emitter,rssi")
+    src = rs.add_mutually_exclusive_group(required=True)
+    src.add_argument("--sightings", help="sightings table ts,scanner,emitter,rssi")
+    src.add_argument(
+        "--capture",
+        action="append",
+        metavar="SCANNER=FILE",
+        help="a scanner daemon's capture ([record] file), once per scanner; needs --emitter",
+    )
     rs.add_argument("--marks", required=True, help="installer's marks ts,x,y (metres)")
     rs.add_argument("--out", required=True)
     rs.add_argument("--zones", help="zones GeoJSON, to fill the zone column")
-    rs.add_argument("--emitter", help="keep only the reference emitter's sightings")
+    rs.add_argument(
+        "--emitter",
+        help="keep only the reference emitter: its id, an EID, or an iBeacon UUID:major:minor",
+    )
     rs.add_argument("--max-gap", type=float, default=MAX_GAP_S, help="seconds between marks")
+    mk = sub.add_parser("mark", help="stamp the positions an installer types while walking")
+    mk.add_argument("--out", required=True, help="marks CSV ts,x,y, appended to")
     return p
 
 
@@ -62,6 +77,8 @@ def main(argv: list[str] | None = None) -> int:
             return _evaluate(args)
         if args.cmd == "record-survey":
             return _record_survey(args)
+        if args.cmd == "mark":
+            return _mark(args, sys.stdin)
     except VenueFileError as exc:
         sys.stderr.write(f"positioning: {exc}\n")
         return 2
@@ -102,11 +119,50 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _record_survey(args: argparse.Namespace) -> int:
-    sightings = load_readings(args.sightings)
+    emitter = args.emitter
+    if args.capture:
+        # A capture holds every programme frame the scanner forwarded: other people's
+        # identifiers must not reach a survey, so the reference emitter is not optional here.
+        if not emitter:
+            raise VenueFileError("--capture needs --emitter (the installer's reference beacon)")
+        sightings, bad = read_captures(parse_captures(args.capture), emitter)
+        emitter = None
+        if bad:
+            sys.stderr.write(f"positioning: skipped {bad} unreadable capture line(s)\n")
+    else:
+        sightings = load_readings(args.sightings)
     marks = load_marks(args.marks)
     zones = load_zones(args.zones) if args.zones else None
-    out = record(sightings, marks, zones, args.emitter, args.max_gap)
+    out = record(sightings, marks, zones, emitter, args.max_gap)
     if out.empty:
-        raise VenueFileError(f"{args.sightings}: no sighting falls within the marked walk")
+        source = args.sightings or "the captures"
+        raise VenueFileError(f"{source}: no sighting falls within the marked walk")
     out.to_csv(args.out, index=False)
+    return 0
+
+
+def _mark(args: argparse.Namespace, lines: TextIO) -> int:
+    """Stamp each typed `x y` with the time it was entered, as the installer reaches the spot.
+
+    The scanners' clocks and this one must agree (NTP), as the daemons' own timestamps do."""
+    path = Path(args.out)
+    written = 0
+    with path.open("a", encoding="utf-8") as out:
+        if out.tell() == 0:
+            out.write("ts,x,y\n")
+        for n, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            stamp = time.time()
+            try:
+                x, y = parse_mark(line)
+            except ValueError as exc:
+                # A typo must not end a walk half done: the line is refused, marking goes on.
+                sys.stderr.write(f"positioning: line {n} ignored: {exc}\n")
+                continue
+            out.write(f"{stamp:.3f},{x:g},{y:g}\n")
+            out.flush()
+            written += 1
+    if written == 0:
+        raise VenueFileError(f"{path}: no mark recorded")
     return 0

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+import re
+
 import numpy as np
 import pandas as pd
 from shapely.geometry.base import BaseGeometry
@@ -9,6 +12,7 @@ from shapely.geometry.base import BaseGeometry
 from store_server.positioning.venue import zone_of
 
 MAX_GAP_S = 30.0
+_MARK = re.compile(r"\s*([^\s,;]+)\s*[\s,;]\s*([^\s,;]+)\s*")
 
 
 def record(
@@ -41,3 +45,14 @@ def record(
     found = zone_of(out["x"].to_numpy(), out["y"].to_numpy(), zones) if zones else None
     out["zone"] = [z or "" for z in found] if found is not None else ""
     return out.reset_index(drop=True)
+
+
+def parse_mark(line: str) -> tuple[float, float]:
+    """An installer's typed position, `x y` or `x,y` in metres; ValueError if it is not one."""
+    m = _MARK.fullmatch(line)
+    if m is None:
+        raise ValueError("expected 'x y' in metres")
+    x, y = float(m.group(1)), float(m.group(2))
+    if not (math.isfinite(x) and math.isfinite(y)):
+        raise ValueError("x and y must be finite")
+    return x, y

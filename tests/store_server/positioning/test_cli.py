@@ -6,6 +6,8 @@ import json
 import math
 import subprocess
 import sys
+import time
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -13,11 +15,14 @@ import pandas as pd
 import pytest
 import shapely
 
+from beacons import frames
+from beacons.sources import Advert
+from beacons.sources.replay import format_line
 from store_server.positioning.cli import main
 from store_server.positioning.live import VenueModel
 from store_server.positioning.predict import predict
 from store_server.positioning.report import survey_tracks
-from store_server.positioning.venue import load_scanners, load_zones
+from store_server.positioning.venue import load_marks, load_scanners, load_zones
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -280,3 +285,117 @@ def test_record_survey_interpolates_marks_and_round_trips(ble: Path, tmp_path: P
     res = _run("record-survey", "--sightings", str(tmp_path / "cap.csv"), "--marks",
                str(ble / "scanners.csv"), "--out", str(tmp_path / "x.csv"))  # fmt: skip
     assert res.returncode != 0 and len(res.stderr.strip().splitlines()) == 1
+
+
+REFERENCE_UUID = "f7826da6-4fa2-4e98-8024-bc5b71e0893e"
+
+
+def _captures(part: pd.DataFrame, tmp_path: Path) -> dict[str, Path]:
+    """One daemon capture per scanner: the survey beacon's iBeacon frames, each followed by an
+    EID frame of a passer-by that no survey may keep."""
+    reference = frames.encode(frames.IBeacon(uuid.UUID(REFERENCE_UUID).bytes, 7, 300, -59))
+    other = frames.encode(frames.EddystoneEID(bytes.fromhex("0123456789abcdef"), -20))
+    files = {}
+    for scanner, rows in part.groupby("scanner"):
+        path = tmp_path / f"{scanner}.jsonl"
+        lines = []
+        for ts, rssi in zip(rows["ts"], rows["rssi"], strict=True):
+            lines.append(format_line(Advert(float(ts), float(rssi), "", reference)))
+            lines.append(format_line(Advert(float(ts) + 0.01, float(rssi) - 3, "", other)))
+        path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        files[str(scanner)] = path
+    return files
+
+
+def test_record_survey_from_scanner_daemon_captures(
+    ble: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    survey = pd.read_csv(ble / "survey.csv", dtype={"scanner": str, "emitter": str, "zone": str})
+    part = survey.iloc[:600]
+    part[["ts", "scanner", "emitter", "rssi"]].to_csv(tmp_path / "cap.csv", index=False)
+    part.drop_duplicates("ts").iloc[::40][["ts", "x", "y"]].to_csv(tmp_path / "m.csv", index=False)
+    files = _captures(part, tmp_path)
+    with files[part["scanner"].iloc[0]].open("a", encoding="utf-8") as fh:
+        fh.write('{"ts": 1581248900.5, "rssi": -7')  # the daemon stopped mid-line
+    captures = [f"--capture={s}={p}" for s, p in files.items()]
+    common = ["--marks", str(tmp_path / "m.csv"), "--zones", str(ble / "zones.geojson")]
+    code, err = _main(
+        capsys, "record-survey", "--sightings", str(tmp_path / "cap.csv"), *common,
+        "--out", str(tmp_path / "from_table.csv"),
+    )  # fmt: skip
+    assert code == 0, err
+    for emitter in (f"{REFERENCE_UUID}:7:300", REFERENCE_UUID.replace("-", "") + "0007012c"):
+        code, err = _main(
+            capsys, "record-survey", *captures, "--emitter", emitter, *common,
+            "--out", str(tmp_path / "from_daemons.csv"),
+        )  # fmt: skip
+        assert code == 0, err
+        assert err.strip() == "positioning: skipped 1 unreadable capture line(s)"
+        got = pd.read_csv(tmp_path / "from_daemons.csv", dtype=str)
+        want = pd.read_csv(tmp_path / "from_table.csv", dtype=str)
+        assert set(got["emitter"]) == {REFERENCE_UUID.replace("-", "") + "0007012c"}
+        cols = ["ts", "scanner", "rssi", "x", "y", "zone"]
+        key = ["ts", "scanner"]
+        got = got[cols].astype({"ts": float, "rssi": float}).sort_values(key, ignore_index=True)
+        want = want[cols].astype({"ts": float, "rssi": float}).sort_values(key, ignore_index=True)
+        pd.testing.assert_frame_equal(got, want)
+    assert "0123456789abcdef" not in (tmp_path / "from_daemons.csv").read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ([], "--capture needs --emitter"),
+        (["--emitter", "not-a-beacon"], "expected an EID"),
+        (["--emitter", "0123456789abcdef", "--capture", "s1=x"], "given twice"),
+        (["--emitter", "0123456789abcdef", "--capture", "nofile"], "expected SCANNER=FILE"),
+    ],
+)
+def test_record_survey_capture_errors(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], extra: list[str], message: str
+) -> None:
+    cap = tmp_path / "s1.jsonl"
+    cap.write_text("not json\n", encoding="utf-8")
+    (tmp_path / "m.csv").write_text("ts,x,y\n1,0,0\n2,1,1\n")
+    code, err = _main(
+        capsys, "record-survey", "--capture", f"s1={cap}", *extra,
+        "--marks", str(tmp_path / "m.csv"), "--out", str(tmp_path / "o.csv"),
+    )  # fmt: skip
+    assert code != 0
+    assert len(err.strip().splitlines()) == 1 and message in err, err
+    code, err = _main(
+        capsys, "record-survey", "--capture", f"s1={cap}", "--emitter", "0123456789abcdef",
+        "--marks", str(tmp_path / "m.csv"), "--out", str(tmp_path / "o.csv"),
+    )  # fmt: skip
+    assert code != 0 and "not a scanner capture" in err, err
+    assert not (tmp_path / "o.csv").exists()
+
+
+def test_mark_stamps_typed_positions_and_refuses_typos(tmp_path: Path) -> None:
+    out = tmp_path / "marks.csv"
+    before = time.time()
+    res = subprocess.run(
+        [sys.executable, "-m", "store_server.positioning", "mark", "--out", str(out)],
+        cwd=REPO, input="0.5 1.25\n\n2,3\noops\n4;5.5\nnan 1\n", capture_output=True,
+        text=True, check=False, timeout=60,
+    )  # fmt: skip
+    after = time.time()
+    assert res.returncode == 0, res.stderr
+    assert res.stderr.splitlines() == [
+        "positioning: line 4 ignored: expected 'x y' in metres",
+        "positioning: line 6 ignored: x and y must be finite",
+    ]
+    marks = load_marks(out)
+    assert marks[["x", "y"]].values.tolist() == [[0.5, 1.25], [2.0, 3.0], [4.0, 5.5]]
+    assert marks["ts"].is_monotonic_increasing
+    assert before - 0.01 <= marks["ts"].min() and marks["ts"].max() <= after + 0.01
+    res = subprocess.run(
+        [sys.executable, "-m", "store_server.positioning", "mark", "--out", str(out)],
+        cwd=REPO, input="7 8\n", capture_output=True, text=True, check=False, timeout=60,
+    )  # fmt: skip
+    assert res.returncode == 0 and len(load_marks(out)) == 4  # appended, one header
+    res = subprocess.run(
+        [sys.executable, "-m", "store_server.positioning", "mark", "--out", str(out)],
+        cwd=REPO, input="x\n", capture_output=True, text=True, check=False, timeout=60,
+    )  # fmt: skip
+    assert res.returncode != 0 and "no mark recorded" in res.stderr.splitlines()[-1]

@@ -8,9 +8,10 @@ import pytest
 from shapely.geometry import Polygon, box
 
 from store_server.positioning import drift, engine, filtering, hysteresis, motion, pathloss
+from store_server.positioning.capture import reference_emitter
 from store_server.positioning.evaluate import evaluate
 from store_server.positioning.live import VenueModel
-from store_server.positioning.venue import zone_of
+from store_server.positioning.venue import VenueFileError, zone_of
 
 
 def test_pathloss_fit_recovers_parameters_despite_outliers() -> None:
@@ -207,3 +208,14 @@ def test_radio_map_is_vaguer_where_nobody_walked() -> None:
     far = np.argmin(np.hypot(cells[:, 0] - 10.5, cells[:, 1] - 2.0))
     assert (rt.cell_inv_sigma[near] > rt.cell_inv_sigma[far]).all()
     assert (rt.cell_log_ratio[far] > 0).all() and rt.cell_log_ratio.dtype == np.float32
+
+
+def test_reference_emitter_spellings_give_the_scanners_id() -> None:
+    uuid_hex = "f7826da64fa24e988024bc5b71e0893e"
+    ident = uuid_hex + "0007012c"
+    for text in (f"{uuid_hex}:7:300", "F7826DA6-4FA2-4E98-8024-BC5B71E0893E:0x7:0x12c", ident):
+        assert reference_emitter(text) == (ident, frozenset({bytes.fromhex(uuid_hex)}))
+    assert reference_emitter(" 0123456789ABCDEF ") == ("0123456789abcdef", frozenset())
+    for bad in ("", "0123", f"{uuid_hex}:7", f"{uuid_hex}:7:65536", "nope:1:2"):
+        with pytest.raises(VenueFileError):
+            reference_emitter(bad)
