@@ -39,6 +39,7 @@ from store_server import devices as store_devices
 from store_server import outbox, services
 from store_server.config import REPO
 from store_server.db import get_db
+from store_server.drift_report import needs_resurvey, venue_drift
 from store_server.models import Device, Merchant, Scanner, Venue, utcnow
 from store_server.occupancy import present
 from store_server.push import current_queues, refresh_queues
@@ -130,15 +131,25 @@ def qr(venue_id: int):  # type: ignore[no-untyped-def]
     return render_template("qr.html", venue=venue, link=link, svg=qr_svg(link))
 
 
-def _scanner_health(scanners: list[Scanner]) -> list[dict[str, Any]]:
+def _scanner_health(venue_id: int, scanners: list[Scanner]) -> list[dict[str, Any]]:
     r, keys, now = get_redis(), get_keys(), time.time()
     pipe = r.pipeline(transaction=False)
     for s in scanners:
         pipe.hgetall(keys.scanner_health(s.id))
-    return [
-        {"scanner": s, **scanner_status(h, now)}
-        for s, h in zip(scanners, pipe.execute(), strict=True)
-    ]
+    drifts = venue_drift(current_app, venue_id)
+    rows = []
+    for s, h in zip(scanners, pipe.execute(), strict=True):
+        db, n = drifts.get(s.name, (None, 0))
+        rows.append(
+            {
+                "scanner": s,
+                **scanner_status(h, now),
+                "drift_db": None if db is None else f"{db:+.1f}",
+                "drift_n": n,
+                "resurvey": db is not None and needs_resurvey(db, n),
+            }
+        )
+    return rows
 
 
 def _devices_page(venue: Venue, status: int = 200, **shown: Any):  # type: ignore[no-untyped-def]
@@ -155,7 +166,7 @@ def _devices_page(venue: Venue, status: int = 200, **shown: Any):  # type: ignor
         rules=shown.pop("rules", None) or merchant.rules or {},
         devices=list(devices),
         zones=zones,
-        health=_scanner_health(scanners),
+        health=_scanner_health(venue.id, scanners),
         # Connections held by this process: exact in the one-process deployment.
         online=set(current_app.extensions.get("cm_connected_devices", {}).values()),
         silent_after=int(SILENT_AFTER_S),

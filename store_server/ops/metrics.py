@@ -19,6 +19,7 @@ from prometheus_client.registry import Collector
 from sqlalchemy import select
 
 from store_server.db import sessions
+from store_server.drift_report import from_states
 from store_server.models import Device, Scanner, Venue
 from store_server.redis_store import get_keys, get_redis
 
@@ -98,7 +99,7 @@ class StoreCollector(Collector):
         return []
 
     def collect(self) -> Iterator[Metric]:
-        """Scrape-time gauges: devices, outboxes, scanner health, dropped sightings."""
+        """Scrape-time gauges: devices, outboxes, scanner health and drift, dropped sightings."""
         up = GaugeMetricFamily("cm_store_up", "Store reachable at scrape time", labels=["store"])
         connected = self.app.extensions.get("cm_connected_devices", {})
         yield GaugeMetricFamily(
@@ -135,10 +136,13 @@ class StoreCollector(Collector):
             pipe.hmget(keys.scanner_health(scanner_id), ["at", "queue_depth", "adapter"])
         for venue_id in venues:
             pipe.get(keys.dropped(venue_id))
+        for venue_id in venues:
+            pipe.hvals(keys.tracks(venue_id))
         res = pipe.execute()
         depths = res[: len(devices)]
         health = res[len(devices) : len(devices) + len(scanners)]
-        dropped = res[len(devices) + len(scanners) :]
+        dropped = res[len(devices) + len(scanners) : len(devices) + len(scanners) + len(venues)]
+        states = res[len(devices) + len(scanners) + len(venues) :]
         yield GaugeMetricFamily(
             "cm_outbox_depth", "Device events not yet acknowledged, all devices", value=sum(depths)
         )
@@ -164,6 +168,21 @@ class StoreCollector(Collector):
             queue.add_metric([name], float(depth or 0))
             adapter.add_metric([name], 0.0 if state == "down" else 1.0)
         yield from (age, queue, adapter)
+        drift = GaugeMetricFamily(
+            "cm_scanner_drift_db",
+            "Radio drift since the survey (dB, live minus survey), median over current trackers",
+            labels=["scanner"],
+        )
+        learnt_by = GaugeMetricFamily(
+            "cm_scanner_drift_emitters",
+            "How many current trackers the scanner's drift figure rests on",
+            labels=["scanner"],
+        )
+        for raws in states:
+            for name, (db, n) in from_states(raws).items():
+                drift.add_metric([name], db)
+                learnt_by.add_metric([name], float(n))
+        yield from (drift, learnt_by)
         yield CounterMetricFamily(
             "cm_sightings_dropped",
             "Sightings that resolved to nobody (all processes; kept in Redis)",

@@ -56,5 +56,19 @@ def common(
 
 def summarise(per_emitter: list[dict[str, float]]) -> dict[str, float]:
     """Median drift per scanner across emitters, the venue-level figure an operator reads."""
+    return {k: v for k, (v, _) in per_scanner(per_emitter).items()}
+
+
+def per_scanner(per_emitter: list[dict[str, float]]) -> dict[str, tuple[float, int]]:
+    """Per scanner: the median drift across the emitters that learnt one, and how many did."""
     keys = sorted({k for d in per_emitter for k in d})
-    return {k: round(float(np.median([d[k] for d in per_emitter if k in d])), 2) for k in keys}
+    out = {}
+    for k in keys:
+        values = [d[k] for d in per_emitter if k in d]
+        out[k] = (round(float(np.median(values)), 2), len(values))
+    return out
+
+
+def learnt_offsets(state: dict) -> dict[str, float]:
+    """The per-scanner offsets (dB) a tracking state has learnt, by scanner name."""
+    return {k: float(v[0]) for k, v in (state.get("o") or {}).items()}

@@ -46,7 +46,7 @@ def predict(
                 last = (round(est.x, 3), round(est.y, 3), est.zone or "")
             if last is not None:
                 rows.append((float(k), str(emitter), *last))
-        offsets[str(emitter)] = {k: v[0] for k, v in (state or {}).get("o", {}).items()}
+        offsets[str(emitter)] = drift.learnt_offsets(state or {})
     out = pd.DataFrame(rows, columns=["ts", "emitter", "x", "y", "zone"])
     return out, offsets
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import queue
 import re
+import time
+import uuid
 
 import pytest
 import requests
@@ -14,8 +16,12 @@ from sqlalchemy import select
 
 from beacons.signing import signed_headers
 from merchant_portal.health import scanner_status
+from store_server import drift_report, jobs, services
 from store_server.db import sessions
+from store_server.drift_report import venue_drift
 from store_server.models import Merchant
+from store_server.topology import get_topology
+from tests.helpers import eid_rows, post_batch
 from tests.merchant_portal.conftest import csrf_of, hang_up
 
 pytestmark = pytest.mark.authz
@@ -114,6 +120,66 @@ def test_scanner_health_from_a_signed_heartbeat(salon, world, portal_server):
     # The salon's own scanners never sent one: they are flagged.
     salon_page = salon.get(f"/portal/venues/{world.salon_venue}/devices").get_data(as_text=True)
     assert salon_page.count("Never heard from") == 2
+
+
+@pytest.fixture
+def drift_venue(portal_app):  # type: ignore[no-untyped-def]
+    """A salon venue of its own (two scanners, no zone, no device: nobody is pushed to) and a
+    visitor consented to the salon from now on."""
+    key = portal_app.config["DATA_KEY"]
+    with sessions(portal_app)() as db:
+        salon = db.query(Merchant).filter_by(slug="salon-meche").one()
+        venue = services.create_venue(db, salon, f"Drift {uuid.uuid4().hex[:6]}", "site")
+        secrets = {
+            name: services.add_scanner(db, key, venue, name, x, 1.5)[1]
+            for name, x in ((f"drift-a-{venue.id}", 1.5), (f"drift-b-{venue.id}", 6.0))
+        }
+        visitor = services.create_subscriber(db, f"test:{uuid.uuid4().hex}", "Drift", [], {})
+        k, emitter = services.provision_emitter(db, key, visitor)
+        services.grant_consent(db, visitor, salon, "preferences", False, None)
+        db.commit()
+        venue_id, exponent, base = venue.id, k.exponent, k.time_base
+    get_topology(portal_app).invalidate()
+    jobs.refresh_resolver(portal_app)
+    return venue_id, secrets, (emitter, exponent, base)
+
+
+def test_scanner_drift_learnt_by_live_tracking_is_shown(
+    salon, portal_server, portal_app, drift_venue
+):
+    """A scanner that reads louder than the radio map says shows a positive drift, learnt by the
+    tracker of a consented visitor that real signed batches placed in the venue."""
+    venue, secrets, emitter = drift_venue
+    a, b = sorted(secrets)
+    page = salon.get(f"/portal/venues/{venue}/devices").get_data(as_text=True)
+    assert page.count("not learnt yet") == 2
+    # Stamped from now on, within the clock skew a scanner is allowed: the consent starts now.
+    start = time.time() + 1
+    rows = {name: eid_rows(emitter, start, rssi, seconds=40) for name, rssi in ((a, -52), (b, -62))}
+    for second in range(40):  # each scanner's batch of that second, as the daemons send them
+        for name, mine in rows.items():
+            resp = post_batch(portal_server.url, name, secrets[name], mine[second : second + 1])
+            assert resp.status_code == 200, resp.text
+    learnt = venue_drift(portal_app, venue)
+    assert set(learnt) == {a, b}
+    assert learnt[b][0] > learnt[a][0] + 2.0
+    assert all(n == 1 for _, n in learnt.values())
+    page = salon.get(f"/portal/venues/{venue}/devices").get_data(as_text=True)
+    for name, (db, _) in learnt.items():
+        row = re.search(rf'<tr data-scanner="{name}" class="[^"]*">(.*?)</tr>', page, re.S)
+        assert row, page
+        cell = re.search(r'<td class="drift">(.*?)</td>', row.group(1), re.S).group(1)
+        assert cell.startswith(f"{db:+.1f} dB, from 1 visitor(s)"), cell
+        assert "warning" not in cell  # one visitor is not a drift to act on
+
+
+def test_a_resurvey_is_suggested_only_for_a_large_well_founded_drift():
+    state = {"t": {"o": {"a": [7.5, 1.0], "b": [-1.0, 2.0]}}, "p": {}}
+    other = {"t": {"o": {"a": [6.5, 1.0]}}, "p": {}}
+    raws = [json.dumps(state), json.dumps(other), json.dumps({"p": {}}), b"not json"]
+    assert drift_report.from_states(raws) == {"a": (7.0, 2), "b": (-1.0, 1)}
+    assert not drift_report.needs_resurvey(7.0, 2)
+    assert drift_report.needs_resurvey(-6.0, 3) and not drift_report.needs_resurvey(5.9, 30)
 
 
 def test_scanner_status_flags_silence_and_a_down_adapter():

@@ -18,10 +18,12 @@ from sqlalchemy import select
 from store_server import outbox
 from store_server.app import create_app
 from store_server.db import sessions, upgrade
+from store_server.drift_report import venue_drift
 from store_server.models import Device
 from store_server.ops import get_metrics
 from store_server.ops.hooks import HEADER
 from store_server.redis_store import get_keys, get_redis
+from store_server.topology import get_topology
 from tests.conftest import fresh_database, make_config
 from tests.faults.support import (
     Stack,
@@ -132,6 +134,31 @@ def test_heartbeat_metrics_show_scanner_health(stack, client):
     assert 0 <= value(samples, "cm_scanner_heartbeat_age_seconds", scanner=SCANNER) < 5
     # A scanner that never sent a heartbeat has no age at all, rather than a made-up one.
     assert ("cm_scanner_heartbeat_age_seconds", (("scanner", "demo-car-scanner"),)) not in samples
+
+
+def test_scanner_drift_learnt_by_live_tracking_is_a_gauge(stack, client):
+    """The offsets Bob's tracker learnt from real signed batches are the salon scanners' drift
+    gauges (with any other tracker's); a scanner nobody was tracked by has none."""
+    other = "demo-salon-scanner-2"
+    start = time.time() + 1  # after anything this module posted for the salon
+    rows = {
+        SCANNER: eid_rows(stack.world.emitters["bob"], start, 20, -50.0),
+        other: eid_rows(stack.world.emitters["bob"], start, 20, -70.0),
+    }
+    for second in range(20):
+        for name, mine in rows.items():
+            body = batch_body(mine[second : second + 1])
+            headers = signed(name, stack.secret(name), body)
+            assert client.post("/api/v1/sightings", data=body, headers=headers).status_code == 200
+    samples = scrape(client)
+    venue = get_topology(stack.app).scanner(SCANNER).venue_id
+    learnt = venue_drift(stack.app, venue)
+    assert set(learnt) == {SCANNER, other}
+    for name, (db, n) in learnt.items():
+        assert value(samples, "cm_scanner_drift_db", scanner=name) == pytest.approx(db)
+        assert value(samples, "cm_scanner_drift_emitters", scanner=name) == n >= 1
+    assert any(abs(db) > 0.5 for db, _ in learnt.values())
+    assert ("cm_scanner_drift_db", (("scanner", "demo-car-scanner"),)) not in samples
 
 
 def test_outbox_depth_and_connected_devices_read_at_scrape_time(stack, client):

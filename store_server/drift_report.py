@@ -1,0 +1,46 @@
+"""Radio-map drift per scanner at a venue, as its live trackers learnt it (issue 4's report).
+
+Each consented emitter's tracking state holds the per-scanner offsets it learnt (live minus
+survey, dB); the venue's figure is their median, with how many emitters it rests on. Read on
+demand from the states ingest keeps, so the hot path pays nothing for it.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from flask import Flask
+
+from store_server.positioning import drift
+from store_server.redis_store import get_keys, get_redis
+
+# Beyond this the survey no longer describes the room (a moved scanner, new furniture, a
+# different dongle): the portal suggests surveying again.
+RESURVEY_DB = 6.0
+# A median over fewer emitters is shown but not acted on: one loud phone is not a drift.
+MIN_EMITTERS = 3
+
+
+def from_states(raws: list[Any]) -> dict[str, tuple[float, int]]:
+    """Per scanner: median learnt offset (dB) and the number of emitters behind it."""
+    learnt = []
+    for raw in raws:
+        try:
+            tracker = json.loads(raw).get("t") or {}
+        except (TypeError, ValueError, AttributeError):
+            continue  # a state being rewritten in another encoding: the next read has it
+        offsets = drift.learnt_offsets(tracker) if isinstance(tracker, dict) else {}
+        if offsets:
+            learnt.append(offsets)
+    return drift.per_scanner(learnt)
+
+
+def venue_drift(app: Flask, venue_id: int) -> dict[str, tuple[float, int]]:
+    """The drift per scanner name at one venue, from the tracking states held now."""
+    return from_states(get_redis(app).hvals(get_keys(app).tracks(venue_id)))
+
+
+def needs_resurvey(drift_db: float, emitters: int) -> bool:
+    """Whether a scanner's drift is large and well-founded enough to ask for a new survey."""
+    return emitters >= MIN_EMITTERS and abs(drift_db) >= RESURVEY_DB
