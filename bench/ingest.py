@@ -163,7 +163,9 @@ class Batches:
             i = (self.n * emitters + j % emitters) % len(self.keys)
             ts = now - 1.0 + (j // emitters) / self.per_emitter
             rssi = -50 - (self.n * 7 + 13 * j) % 30
-            rows.append({"ts": ts, "kind": "eid", "id": self._eid(i, int(ts)), "rssi": rssi})
+            eid = self._eid(i, int(ts))
+            # As the daemon sends it: each sighting carries the frame's declared power.
+            rows.append({"ts": ts, "kind": "eid", "id": eid, "rssi": rssi, "tx_power": -18})
         self.n += 1
         return {"batch_id": uuid.uuid4().hex, "sent_at": now, "sightings": rows}
 

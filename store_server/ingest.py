@@ -32,7 +32,8 @@ from store_server import events as pending
 from store_server import presence
 from store_server.keys import Keys
 from store_server.positioning.engine import Columns
-from store_server.positioning.live import track
+from store_server.positioning.live import declared_start, track
+from store_server.positioning.pathloss import declared_level
 from store_server.push import Occurrence
 from store_server.redis_store import run_script, script_sha
 from store_server.resolver import applicable_consent
@@ -42,6 +43,8 @@ HEX16 = re.compile(r"^[0-9a-f]{16}$")
 HEX40 = re.compile(r"^[0-9a-f]{40}$")
 BATCH_ID = re.compile(r"^[0-9A-Za-z_-]{8,64}$")
 KINDS = {"eid": HEX16, "ibeacon": HEX40}
+# Calibrated power a frame may carry (Eddystone: at 0 m; iBeacon: at 1 m), in dBm.
+TX_POWER_MIN, TX_POWER_MAX = -100, 20
 
 
 MAX_RETRIES = 8
@@ -209,12 +212,16 @@ class BadBatch(ValueError):
 
 
 class Sighting(NamedTuple):
-    """One validated programme frame heard by a scanner (a tuple: hundreds per batch)."""
+    """One validated programme frame heard by a scanner (a tuple: hundreds per batch).
+
+    `tx` is the power the emitter says it transmits (the frame's calibrated power at 0 m), kept
+    on the first sighting of each identifier in a batch only: it is needed once per emitter."""
 
     ts: float
     kind: str
     id: str
     rssi: float
+    tx: float | None = None
 
 
 @dataclass
@@ -261,16 +268,18 @@ def parse_batch(
                 and lo <= ts <= hi
                 and (rt is float or rt is int)
                 and -130 <= rssi <= 20
+                and type(kind) is str
+                and type(ident) is str
             ):
                 key = (kind, ident)
-                if (
-                    type(kind) is str
-                    and type(ident) is str
-                    and (key in valid_ids or (kind in KINDS and KINDS[kind].match(ident)))
-                ):
-                    valid_ids.add(key)
+                if key in valid_ids:
                     # tuple.__new__: a NamedTuple's own __new__ is Python code, run 200 times.
-                    append(new_tuple(Sighting, (float(ts), kind, ident, float(rssi))))
+                    append(new_tuple(Sighting, (float(ts), kind, ident, float(rssi), None)))
+                    continue
+                if kind in KINDS and KINDS[kind].match(ident):
+                    valid_ids.add(key)
+                    tx = _tx_power(row.get("tx_power"))
+                    append(new_tuple(Sighting, (float(ts), kind, ident, float(rssi), tx)))
                     continue
         append(_checked_row(i, row, lo, hi))
     return batch_id, out
@@ -294,7 +303,16 @@ def _checked_row(i: int, row: Any, lo: float, hi: float) -> Sighting:
         raise BadBatch(f"sightings[{i}].id is not a valid {kind} identifier")
     if isinstance(rssi, bool) or not isinstance(rssi, int | float) or not -130 <= rssi <= 20:
         raise BadBatch(f"sightings[{i}].rssi must be a number between -130 and 20")
-    return Sighting(float(ts), kind, ident, float(rssi))
+    return Sighting(float(ts), kind, ident, float(rssi), _tx_power(row.get("tx_power")))
+
+
+def _tx_power(value: Any) -> float | None:
+    """A frame's calibrated power if it is a plausible one, else None: an optional calibration
+    hint, so a bad one is ignored rather than costing the batch its sightings."""
+    kind = type(value)
+    if (kind is int or kind is float) and TX_POWER_MIN <= value <= TX_POWER_MAX:
+        return float(value)
+    return None
 
 
 # Round trip 1, atomically: replay refusal, the batch claim, the rate limit, the resolver lookup
@@ -696,7 +714,7 @@ def advance(
         late = secs[done] if last is None else np.maximum(secs[done], last + 1)
         ts, rssi, which = ts[done], rssi[done], which[done]
         model, timings = venue.model, venue.timings
-        tstate = out.get("t")
+        tstate = _declared(model, out.get("t"), sightings)
         seconds = np.unique(late).tolist()
         prev = seconds[0] - 1 if last is None else last
         for k in seconds:
@@ -733,7 +751,7 @@ def _advance_now(
         out.pop(key, None)
     readings = sorted(readings + [(s.ts, scanner, s.rssi) for s in sightings])
     pstate = out.get("p", {})
-    tstate = out.get("t")
+    tstate = _declared(venue.model, out.get("t"), sightings)
     events: list[presence.PresenceEvent] = []
     by_sec: dict[int, list[tuple[float, str, float]]] = defaultdict(list)
     for x in readings:
@@ -753,6 +771,19 @@ def _version(raw: str | None) -> str:
     if raw and raw.startswith(VERSION_HEAD):
         return raw[:VERSION_LEN]
     return raw or ""
+
+
+def _declared(
+    model: Any, tstate: dict[str, Any] | None, sightings: list[Sighting]
+) -> dict[str, Any] | None:
+    """The tracking state to go on from: until the tracker holds a level for the emitter, the
+    power its frames declare (a wearable transmits ~10 dB below a phone) is where it starts."""
+    if tstate is not None and "k" in tstate:
+        return tstate
+    for s in sightings:
+        if s.tx is not None:
+            return {**(tstate or {}), **declared_start(model, declared_level(s.kind, s.tx))}
+    return tstate
 
 
 def _idle(

@@ -101,7 +101,14 @@ def _sighting(kind: str, hex_digits: int) -> dict[str, Any]:
             "kind": {"type": "string", "const": kind},
             "id": {"type": "string", "pattern": f"^[0-9a-f]{{{hex_digits}}}$"},
             "rssi": {"type": "number", "minimum": -130, "maximum": 20},
-            "tx_power": {"type": "number", "description": "Ignored by the server"},
+            "tx_power": {
+                "type": "number",
+                "description": (
+                    "The calibrated power the frame carries (Eddystone: dBm at 0 m; iBeacon: at "
+                    "1 m). Between -100 and 20 it sets where a new track's emitter level starts "
+                    "(a wearable transmits below a phone); anything else is ignored"
+                ),
+            },
         },
     }
 

@@ -13,7 +13,7 @@ from store_server.positioning import calibration as _calibration
 from store_server.positioning import engine
 from store_server.positioning.pathloss import DEFAULT_N, DEFAULT_RSSI_1M
 
-__all__ = ["DEFAULT_N", "DEFAULT_RSSI_1M", "Estimate", "VenueModel", "track"]
+__all__ = ["DEFAULT_N", "DEFAULT_RSSI_1M", "Estimate", "VenueModel", "declared_start", "track"]
 
 
 @dataclass(frozen=True)
@@ -81,6 +81,14 @@ class VenueModel:
             zones={k: shape(g) for k, g in data["zones"].items()},
             calibration=data.get("calibration", {}),
         )
+
+
+def declared_start(model: VenueModel, level_db: float) -> dict[str, Any]:
+    """A new track's state for an emitter that declares its transmit power: its level (dB
+    against the survey's reference emitter) starts there instead of at 0, and is still learnt
+    online from three scanners on; with fewer, the declared level is all there is to go by."""
+    prior_db = float(model.runtime().params["emitter_prior_db"])
+    return {"k": [round(float(level_db), 2), round(prior_db**2, 3)]}
 
 
 def track(

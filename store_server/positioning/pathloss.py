@@ -7,6 +7,19 @@ import numpy as np
 DEFAULT_RSSI_1M = -59.0
 DEFAULT_N = 2.7
 MIN_DISTANCE_M = 0.5
+# Eddystone's ranging data is the power at 0 m, by the spec 41 dB above the power at 1 m; an
+# iBeacon's measured power is the power at 1 m itself.
+POWER_AT_1M_BELOW_FRAME_DB = {"eid": 41.0, "ibeacon": 0.0}
+DECLARED_LEVEL_LIMIT_DB = 20.0
+
+
+def declared_level(kind: str, tx_power: float) -> float:
+    """How many dB louder than the radio map's reference emitter (a phone at DEFAULT_RSSI_1M)
+    an emitter says it transmits, from the calibrated power its frames carry; clipped, since a
+    misconfigured app may claim anything."""
+    at_1m = tx_power - POWER_AT_1M_BELOW_FRAME_DB[kind]
+    limit = DECLARED_LEVEL_LIMIT_DB
+    return float(min(max(at_1m - DEFAULT_RSSI_1M, -limit), limit))
 
 
 def expected_rssi(distance: np.ndarray, rssi_1m: float, n: float) -> np.ndarray:

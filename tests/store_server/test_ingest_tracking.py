@@ -4,6 +4,7 @@ batches; a state changed by another writer between a batch's read and write is n
 from __future__ import annotations
 
 import json
+import math
 import random
 import secrets
 import time
@@ -15,6 +16,7 @@ import pandas as pd
 import pytest
 from shapely.geometry import box
 
+from beacons.edge import EdgeFilter
 from beacons.simulator import Leg, SimEmitter, World
 from beacons.sources.simulated import SimulatedSource
 from store_server import ingest
@@ -289,3 +291,46 @@ def test_a_held_state_folds_exactly_as_one_read_whole(stack):
     whole_state = run(held=False)
     assert held_state == whole_state
     assert held_state["t"]["e"]  # positions were estimated: the comparison covers tracking
+
+
+def wearable_in_a_car(power_1m: float, declare: bool) -> tuple[list[str | None], dict]:
+    """A wearable sitting in a one-scanner car cabin for 20 s, through parse_batch and advance as
+    live ingest runs them (one batch a second); the zone of each estimate and the final state."""
+    cabin = {"cabin": box(0.0, 0.0, 3.0, 1.6)}
+    model = VenueModel.uncalibrated({"car": (1.5, 0.8)}, cabin)
+    venue = VenueInfo(1, 1, b"k" * 32, True, model, {"cabin": CHAIR})
+    legs = [Leg(0, 20, "car", 0.6, 0.4)]
+    world = World([SimEmitter(bytes(16), 10, legs, tx_power_1m=power_1m)], START)
+    src = SimulatedSource(world, "car", 1.5, 0.8, seed=7, t0=START, clock=lambda: START)
+    edge = EdgeFilter()
+    by_second: dict[int, list[dict]] = {}
+    for advert in src.adverts_until(START + 20):
+        row = edge.sighting(advert).to_json()
+        if not declare:
+            del row["tx_power"]
+        by_second.setdefault(math.ceil(advert.ts), []).append(row)
+    state: dict = {}
+    zones = []
+    for second in sorted(by_second):
+        doc = {"batch_id": uuid.uuid4().hex, "sightings": by_second[second]}
+        _, rows = ingest.parse_batch(doc, 1000, START + 20, 300)
+        state, _ = advance(venue, "car", state, rows, False)
+        state = json.loads(ingest._dumps(state))
+        if state.get("t", {}).get("e"):
+            zones.append(state["t"]["e"][2] or None)
+    return zones, state["t"]
+
+
+def test_a_wearable_declaring_its_quieter_power_is_tracked_as_a_phone_would_be():
+    """One scanner cannot teach the tracker an emitter's level: a wearable transmitting 16 dB
+    below a phone would look like a phone outside the car, and its offset would be taken for the
+    scanner's drift. The power its frames declare sets its level, so it is tracked exactly as the
+    phone is; without it, it drops out of the cabin and the scanner seems to drift."""
+    phone_zones, phone = wearable_in_a_car(-59.0, declare=True)
+    zones, quiet = wearable_in_a_car(-75.0, declare=True)
+    assert quiet["k"][0] == -16.0
+    assert zones == phone_zones and zones[1:] == ["cabin"] * (len(zones) - 1)
+    assert quiet["e"] == phone["e"] and quiet["o"] == phone["o"]
+    blind_zones, blind = wearable_in_a_car(-75.0, declare=False)
+    assert "k" not in blind and blind_zones.count(None) > zones.count(None)
+    assert blind["o"]["car"][0] < phone["o"]["car"][0] - 8.0

@@ -219,3 +219,14 @@ def test_reference_emitter_spellings_give_the_scanners_id() -> None:
     for bad in ("", "0123", f"{uuid_hex}:7", f"{uuid_hex}:7:65536", "nope:1:2"):
         with pytest.raises(VenueFileError):
             reference_emitter(bad)
+
+
+def test_declared_level_reads_each_frames_own_reference_distance():
+    # Eddystone carries the power at 0 m (41 dB above 1 m), an iBeacon the power at 1 m.
+    assert pathloss.declared_level("eid", -18) == 0.0
+    assert pathloss.declared_level("eid", -28) == -10.0
+    assert pathloss.declared_level("ibeacon", -59) == 0.0
+    assert pathloss.declared_level("ibeacon", -67) == -8.0
+    assert (
+        pathloss.declared_level("eid", 20) == 20.0 and pathloss.declared_level("eid", -100) == -20.0
+    )
