@@ -150,19 +150,25 @@ def _mark(args: argparse.Namespace, lines: TextIO) -> int:
     with path.open("a", encoding="utf-8") as out:
         if out.tell() == 0:
             out.write("ts,x,y\n")
-        for n, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            stamp = time.time()
-            try:
-                x, y = parse_mark(line)
-            except ValueError as exc:
-                # A typo must not end a walk half done: the line is refused, marking goes on.
-                sys.stderr.write(f"positioning: line {n} ignored: {exc}\n")
-                continue
-            out.write(f"{stamp:.3f},{x:g},{y:g}\n")
-            out.flush()
-            written += 1
+        try:
+            for n, line in enumerate(lines, start=1):
+                if not line.strip():
+                    continue
+                stamp = time.time()
+                try:
+                    x, y = parse_mark(line)
+                except ValueError as exc:
+                    # A typo must not end a walk half done: the line is refused, marking goes on.
+                    sys.stderr.write(f"positioning: line {n} ignored: {exc}\n")
+                    continue
+                out.write(f"{stamp:.3f},{x:g},{y:g}\n")
+                out.flush()
+                written += 1
+                # Told back at once, so the installer knows the spot counted before moving on.
+                print(f"marked {x:g} {y:g} at {time.strftime('%H:%M:%S', time.localtime(stamp))}")
+                sys.stdout.flush()
+        except KeyboardInterrupt:
+            pass  # Ctrl-C is how an installer ends the walk: every mark is already on disk
     if written == 0:
         raise VenueFileError(f"{path}: no mark recorded")
     return 0

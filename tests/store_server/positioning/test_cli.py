@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import signal
 import subprocess
 import sys
 import time
@@ -399,3 +400,23 @@ def test_mark_stamps_typed_positions_and_refuses_typos(tmp_path: Path) -> None:
         cwd=REPO, input="x\n", capture_output=True, text=True, check=False, timeout=60,
     )  # fmt: skip
     assert res.returncode != 0 and "no mark recorded" in res.stderr.splitlines()[-1]
+
+
+def test_mark_ends_cleanly_on_ctrl_c_with_every_mark_kept(tmp_path: Path) -> None:
+    out = tmp_path / "marks.csv"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "store_server.positioning", "mark", "--out", str(out)],
+        cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stdin is not None and proc.stdout is not None
+        proc.stdin.write("3.5 4\n")
+        proc.stdin.flush()
+        assert proc.stdout.readline().startswith("marked 3.5 4 at ")  # written and flushed
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0 and err == ""
+    assert load_marks(out)[["x", "y"]].values.tolist() == [[3.5, 4.0]]
