@@ -1,8 +1,9 @@
 """Radio-map drift per scanner at a venue, as its live trackers learnt it (issue 4's report).
 
 Each consented emitter's tracking state holds the per-scanner offsets it learnt (live minus
-survey, dB); the venue's figure is their median, with how many emitters it rests on. Read on
-demand from the states ingest keeps, so the hot path pays nothing for it.
+survey, dB); the venue's figure is their median over up to SAMPLE of them, with how many
+emitters it rests on. Read on demand from the states ingest keeps, so the hot path pays nothing
+for it.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Any
 
 from flask import Flask
 
+from store_server.keys import Keys
 from store_server.positioning import drift
 from store_server.redis_store import get_keys, get_redis
 
@@ -20,6 +22,9 @@ from store_server.redis_store import get_keys, get_redis
 RESURVEY_DB = 6.0
 # A median over fewer emitters is shown but not acted on: one loud phone is not a drift.
 MIN_EMITTERS = 3
+# Trackers read per venue: a median over 200 is as good as one over all of them, and a portal
+# page or a metrics scrape stays bounded however busy the venue is.
+SAMPLE = 200
 
 
 def from_states(raws: list[Any]) -> dict[str, tuple[float, int]]:
@@ -36,9 +41,19 @@ def from_states(raws: list[Any]) -> dict[str, tuple[float, int]]:
     return drift.per_scanner(learnt)
 
 
+def sample(client: Any, keys: Keys, venue_id: int) -> Any:
+    """Read (or queue, on a pipeline) up to SAMPLE of a venue's tracking states, at random."""
+    return client.hrandfield(keys.tracks(venue_id), SAMPLE, withvalues=True)
+
+
+def from_sample(fields_and_states: list[Any]) -> dict[str, tuple[float, int]]:
+    """from_states on what `sample` read (subscriber ids and states, alternating)."""
+    return from_states(fields_and_states[1::2])
+
+
 def venue_drift(app: Flask, venue_id: int) -> dict[str, tuple[float, int]]:
     """The drift per scanner name at one venue, from the tracking states held now."""
-    return from_states(get_redis(app).hvals(get_keys(app).tracks(venue_id)))
+    return from_sample(sample(get_redis(app), get_keys(app), venue_id))
 
 
 def needs_resurvey(drift_db: float, emitters: int) -> bool:

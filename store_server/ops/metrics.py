@@ -19,7 +19,7 @@ from prometheus_client.registry import Collector
 from sqlalchemy import select
 
 from store_server.db import sessions
-from store_server.drift_report import from_states
+from store_server.drift_report import from_sample, sample
 from store_server.models import Device, Scanner, Venue
 from store_server.redis_store import get_keys, get_redis
 
@@ -137,7 +137,7 @@ class StoreCollector(Collector):
         for venue_id in venues:
             pipe.get(keys.dropped(venue_id))
         for venue_id in venues:
-            pipe.hvals(keys.tracks(venue_id))
+            sample(pipe, keys, venue_id)
         res = pipe.execute()
         depths = res[: len(devices)]
         health = res[len(devices) : len(devices) + len(scanners)]
@@ -178,8 +178,8 @@ class StoreCollector(Collector):
             "How many current trackers the scanner's drift figure rests on",
             labels=["scanner"],
         )
-        for raws in states:
-            for name, (db, n) in from_states(raws).items():
+        for read in states:
+            for name, (db, n) in from_sample(read).items():
                 drift.add_metric([name], db)
                 learnt_by.add_metric([name], float(n))
         yield from (drift, learnt_by)
