@@ -20,6 +20,7 @@ from typing import Any
 import redis
 from sqlalchemy import Engine, select, text
 
+from store_server import drift_report
 from store_server.config import from_env
 from store_server.db import make_engine
 from store_server.keys import Keys
@@ -221,7 +222,7 @@ def check_scanners(
     with engine.connect() as c:
         rows = list(
             c.execute(
-                select(Scanner.id, Scanner.name, Venue.name).join(
+                select(Scanner.id, Scanner.name, Venue.name, Venue.id).join(
                     Venue, Venue.id == Scanner.venue_id
                 )
             )
@@ -230,11 +231,20 @@ def check_scanners(
         report.add("scanners", WARN, "no scanner registered", "register the venue's scanners")
         return
     pipe = client.pipeline(transaction=False)
-    for scanner_id, _, _ in rows:
+    for scanner_id, _, _, _ in rows:
         pipe.hgetall(keys.scanner_health(scanner_id))
+    venue_ids = sorted({venue_id for _, _, _, venue_id in rows})
+    for venue_id in venue_ids:
+        drift_report.sample(pipe, keys, venue_id)
+    answers = pipe.execute()
+    drifts = {
+        v: drift_report.from_sample(read)
+        for v, read in zip(venue_ids, answers[len(rows) :], strict=True)
+    }
+    check_drift(report, [(name, venue, drifts[v].get(name)) for _, name, venue, v in rows])
     now = time.time()
     healthy = 0
-    for (_, name, venue), health in zip(rows, pipe.execute(), strict=True):
+    for (_, name, venue, _), health in zip(rows, answers[: len(rows)], strict=True):
         where = f"scanner {name} ({venue})"
         if not health or "at" not in health:
             report.add(
@@ -269,6 +279,21 @@ def check_scanners(
         else:
             healthy += 1
     report.add("scanners", OK if healthy == len(rows) else WARN, f"{healthy}/{len(rows)} healthy")
+
+
+def check_drift(report: Report, scanners: list[tuple[str, str, tuple[float, int] | None]]) -> None:
+    """A scanner whose live readings left its survey far behind (moved, refitted, new furniture)
+    places people wrongly until the venue is surveyed again."""
+    for name, venue, learnt in scanners:
+        if learnt is not None and drift_report.needs_resurvey(*learnt):
+            db, n = learnt
+            report.add(
+                f"drift.{name}",
+                WARN,
+                f"reads {db:+.1f} dB off its survey ({n} visitors)",
+                f"scanner {name} ({venue}): check it was not moved, then walk a new site survey "
+                "(portal setup page, or positioning record-survey)",
+            )
 
 
 def run(env: Mapping[str, str], prod: bool, silent_after: float) -> Report:

@@ -13,12 +13,13 @@ from collections.abc import Iterator
 
 import pytest
 
-from store_server import doctor
-from store_server.db import upgrade
+from store_server import doctor, jobs, services
+from store_server.db import sessions, upgrade
+from store_server.models import Merchant
 from store_server.redis_store import get_keys, get_redis
 from store_server.topology import get_topology
 from tests.conftest import REPO, free_port, fresh_database
-from tests.faults.support import RedisServer, Stack, make_stack, signed
+from tests.faults.support import RedisServer, Stack, batch_body, eid_rows, make_stack, signed
 
 
 @pytest.fixture(scope="module")
@@ -198,3 +199,40 @@ def test_open_metrics_endpoint_is_a_warning_with_a_fix(stack, capsys):
     assert "bearer token" in found["config.METRICS_TOKEN"]["fix"]
     _, found = run(capsys, {**env, "METRICS_TOKEN": "t" * 32})
     assert "config.METRICS_TOKEN" not in found
+
+
+def test_a_scanner_far_off_its_survey_is_a_warning_with_a_fix(stack, capsys):
+    """Three visitors in the car, each heard 25 dB under what the textbook map expects and not
+    declaring their power: the one scanner's learnt offset goes far off, the doctor says so."""
+    beat_all(stack)
+    status, found = run(capsys, env_for(stack))
+    assert not any(k.startswith("drift.") for k in found)
+    key = stack.app.config["DATA_KEY"]
+    with sessions(stack.app)() as db:
+        vtc = db.query(Merchant).filter_by(slug="vtc-leon").one()
+        third = services.create_subscriber(db, "test:doctor-drift", "Third", [], {})
+        k, secret_key = services.provision_emitter(db, key, third)
+        services.grant_consent(db, third, vtc, "preferences", False, None)
+        db.commit()
+        visitors = [
+            stack.world.emitters["alice"],
+            stack.world.emitters["bob"],
+            (secret_key, k.exponent, k.time_base),
+        ]
+    jobs.refresh_resolver(stack.app)
+    client, scanner = stack.app.test_client(), "demo-car-scanner"
+    start = time.time() + 1  # the third visitor's consent starts now
+    for second in range(20):
+        rows = [eid_rows(v, start + second, 1, -85.0)[0] for v in visitors]
+        body = batch_body(rows)
+        resp = client.post(
+            "/api/v1/sightings", data=body, headers=signed(scanner, stack.secret(scanner), body)
+        )
+        assert resp.status_code == 200, resp.data
+    status, found = run(capsys, env_for(stack))
+    drift = found["drift.demo-car-scanner"]
+    assert drift["status"] == "warn" and status == 0  # a warning: people are still placed
+    assert drift["detail"].startswith("reads -"), drift  # quieter than the map: negative
+    assert drift["detail"].endswith("dB off its survey (3 visitors)"), drift
+    assert "Berline AB-123-CD" in drift["fix"] and "survey" in drift["fix"]
+    assert not any(k.startswith("drift.demo-salon") for k in found)
