@@ -16,7 +16,7 @@ from sqlalchemy import select
 
 from beacons.signing import signed_headers
 from merchant_portal.health import scanner_status
-from store_server import drift_report, jobs, services
+from store_server import jobs, services
 from store_server.db import sessions
 from store_server.drift_report import venue_drift
 from store_server.models import Merchant
@@ -171,15 +171,6 @@ def test_scanner_drift_learnt_by_live_tracking_is_shown(
         cell = re.search(r'<td class="drift">(.*?)</td>', row.group(1), re.S).group(1)
         assert cell.startswith(f"{db:+.1f} dB, from 1 visitor(s)"), cell
         assert "warning" not in cell  # one visitor is not a drift to act on
-
-
-def test_a_resurvey_is_suggested_only_for_a_large_well_founded_drift():
-    state = {"t": {"o": {"a": [7.5, 1.0], "b": [-1.0, 2.0]}}, "p": {}}
-    other = {"t": {"o": {"a": [6.5, 1.0]}}, "p": {}}
-    raws = [json.dumps(state), json.dumps(other), json.dumps({"p": {}}), b"not json"]
-    assert drift_report.from_states(raws) == {"a": (7.0, 2), "b": (-1.0, 1)}
-    assert not drift_report.needs_resurvey(7.0, 2)
-    assert drift_report.needs_resurvey(-6.0, 3) and not drift_report.needs_resurvey(5.9, 30)
 
 
 def test_scanner_status_flags_silence_and_a_down_adapter():

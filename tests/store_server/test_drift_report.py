@@ -1,0 +1,33 @@
+"""The venue's drift figure from tracking states: medians, counts and when to ask for a survey."""
+
+from __future__ import annotations
+
+import json
+
+from store_server import drift_report
+from store_server.redis_store import get_keys
+
+
+def test_a_resurvey_is_suggested_only_for_a_large_well_founded_drift():
+    state = {"t": {"o": {"a": [7.5, 1.0], "b": [-1.0, 2.0]}}, "p": {}}
+    other = {"t": {"o": {"a": [6.5, 1.0]}}, "p": {}}
+    raws = [json.dumps(state), json.dumps(other), json.dumps({"p": {}}), b"not json"]
+    assert drift_report.from_states(raws) == {"a": (7.0, 2), "b": (-1.0, 1)}
+    assert not drift_report.needs_resurvey(7.0, 2)
+    assert drift_report.needs_resurvey(-6.0, 3) and not drift_report.needs_resurvey(5.9, 30)
+
+
+def test_a_busy_venue_is_read_as_a_bounded_random_sample(app, redis):
+    """However many trackers a venue holds, one report reads SAMPLE of them (real Redis)."""
+    keys = get_keys(app)
+    venue = 987_654  # no such venue in the session's world: the key is this test's alone
+    states = {str(s): json.dumps({"t": {"o": {"door": [s % 5 - 2.0, 1.0]}}}) for s in range(450)}
+    redis.hset(keys.tracks(venue), mapping=states)
+    try:
+        read = drift_report.sample(redis, keys, venue)
+        assert len(read) == 2 * drift_report.SAMPLE
+        assert set(read[0::2]) <= set(states) and len(set(read[0::2])) == drift_report.SAMPLE
+        (db, n) = drift_report.venue_drift(app, venue)["door"]
+        assert n == drift_report.SAMPLE and db in (-1.0, 0.0, 1.0)
+    finally:
+        redis.delete(keys.tracks(venue))
