@@ -49,5 +49,10 @@ class EdgeFilter:
             return None
         if isinstance(frame, frames.EddystoneEID):
             return Sighting(advert.ts, "eid", frame.eid.hex(), advert.rssi, frame.tx_power)
-        ident = f"{frame.uuid.hex()}{frame.major:04x}{frame.minor:04x}"
+        ident = ibeacon_id(frame.uuid, frame.major, frame.minor)
         return Sighting(advert.ts, "ibeacon", ident, advert.rssi, frame.tx_power)
+
+
+def ibeacon_id(proximity_uuid: bytes, major: int, minor: int) -> str:
+    """An iBeacon's id as scanners send it: UUID, major and minor in 40 hex digits."""
+    return f"{proximity_uuid.hex()}{major:04x}{minor:04x}"

@@ -49,6 +49,10 @@ AD_UUID16_COMPLETE = 0x03
 AD_SERVICE_DATA16 = 0x16
 AD_MANUFACTURER = 0xFF
 
+# Eddystone ranging data is the calibrated power at 0 m; free-space loss from 0 to 1 m is ~41 dB,
+# so a frame's power at 1 m (what an iBeacon carries) is its ranging data minus this.
+EDDYSTONE_RANGING_ABOVE_1M_DB = 41.0
+
 URL_SCHEMES = ("http://www.", "https://www.", "http://", "https://")
 URL_EXPANSIONS = (
     ".com/",

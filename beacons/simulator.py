@@ -22,10 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from beacons.eid import compute_eid
-from beacons.frames import EddystoneEID, encode
-
-# Eddystone ranging data is the calibrated power at 0 m; free-space loss from 0 to 1 m is ~41 dB.
-RANGING_OFFSET_DB = 41.0
+from beacons.frames import EDDYSTONE_RANGING_ABOVE_1M_DB, EddystoneEID, encode
 
 
 @dataclass(frozen=True)
@@ -73,7 +70,7 @@ class SimEmitter:
 
 def ranging_tx_power(tx_power_1m: float) -> int:
     """The signed byte an EID frame carries for an emitter calibrated at `tx_power_1m`."""
-    return max(-128, min(127, round(tx_power_1m + RANGING_OFFSET_DB)))
+    return max(-128, min(127, round(tx_power_1m + EDDYSTONE_RANGING_ABOVE_1M_DB)))
 
 
 def path_loss_rssi(tx_power_1m: float, distance_m: float, n: float) -> float:

@@ -39,7 +39,8 @@ from store_server import devices as store_devices
 from store_server import outbox, services
 from store_server.config import REPO
 from store_server.db import get_db
-from store_server.drift_report import needs_resurvey, venue_drift
+from store_server.drift_report import from_sample, needs_resurvey
+from store_server.drift_report import sample as drift_sample
 from store_server.models import Device, Merchant, Scanner, Venue, utcnow
 from store_server.occupancy import present
 from store_server.push import current_queues, refresh_queues
@@ -136,9 +137,11 @@ def _scanner_health(venue_id: int, scanners: list[Scanner]) -> list[dict[str, An
     pipe = r.pipeline(transaction=False)
     for s in scanners:
         pipe.hgetall(keys.scanner_health(s.id))
-    drifts = venue_drift(current_app, venue_id)
+    drift_sample(pipe, keys, venue_id)
+    *healths, read = pipe.execute()
+    drifts = from_sample(read)
     rows = []
-    for s, h in zip(scanners, pipe.execute(), strict=True):
+    for s, h in zip(scanners, healths, strict=True):
         db, n = drifts.get(s.name, (None, 0))
         rows.append(
             {

@@ -18,13 +18,12 @@ from typing import TextIO
 
 import pandas as pd
 
-from beacons.edge import EdgeFilter
+from beacons.edge import EdgeFilter, ibeacon_id
 from beacons.sources.replay import parse_line
-from store_server.positioning.venue import VenueFileError
+from store_server.positioning.venue import READING_COLUMNS, VenueFileError
 
 _EID = re.compile(r"[0-9a-f]{16}")
 _IBEACON = re.compile(r"[0-9a-f]{40}")
-SIGHTING_COLUMNS = ["ts", "scanner", "emitter", "rssi"]
 
 
 def reference_emitter(text: str) -> tuple[str, frozenset[bytes]]:
@@ -50,7 +49,7 @@ def reference_emitter(text: str) -> tuple[str, frozenset[bytes]]:
             f"--emitter {text!r}: expected an EID (16 hex digits), an iBeacon UUID:major:minor "
             "or its 40-hex-digit id"
         ) from None
-    return f"{proximity.hex()}{major:04x}{minor:04x}", frozenset({proximity})
+    return ibeacon_id(proximity, major, minor), frozenset({proximity})
 
 
 def parse_captures(specs: Iterable[str]) -> dict[str, Path]:
@@ -83,7 +82,7 @@ def read_captures(files: dict[str, Path], emitter: str) -> tuple[pd.DataFrame, i
         if good == 0 and skipped:
             raise VenueFileError(f"{path}: not a scanner capture (no readable record)")
         bad += skipped
-    df = pd.DataFrame(rows, columns=SIGHTING_COLUMNS)
+    df = pd.DataFrame(rows, columns=list(READING_COLUMNS))
     return df.sort_values("ts", kind="stable").reset_index(drop=True), bad
 
 

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 
+from beacons.frames import EDDYSTONE_RANGING_ABOVE_1M_DB
+
 DEFAULT_RSSI_1M = -59.0
 DEFAULT_N = 2.7
 MIN_DISTANCE_M = 0.5
-# Eddystone's ranging data is the power at 0 m, by the spec 41 dB above the power at 1 m; an
-# iBeacon's measured power is the power at 1 m itself.
-POWER_AT_1M_BELOW_FRAME_DB = {"eid": 41.0, "ibeacon": 0.0}
+# What a frame's power field is above the power at 1 m: Eddystone's ranging data is the power
+# at 0 m, an iBeacon's measured power is the power at 1 m itself.
+POWER_AT_1M_BELOW_FRAME_DB = {"eid": EDDYSTONE_RANGING_ABOVE_1M_DB, "ibeacon": 0.0}
 DECLARED_LEVEL_LIMIT_DB = 20.0
 
 
