@@ -2,10 +2,14 @@
 
 Usage: .venv/bin/python bench/positioning.py [--inprocess] [--data DIR] [--params JSON] [--by-start]
        .venv/bin/python bench/positioning.py --synthetic
+       .venv/bin/python bench/positioning.py --rooms
 Prints one JSON object per track, then the overall JSON object as the last line. --by-start adds
 the median error by seconds since each track's start (where issue 4's remaining error sits).
 --synthetic instead scores a simulated flat (four real-room zones, walls, six scanners) on three
-visits, with and without a per-scanner drift of several dB, to check generalisation."""
+visits, with and without a per-scanner drift of several dB, to check generalisation. --rooms
+scores twelve random venues of 4-9 rooms (one or two scanners per room, doors, radio constants
+drawn per venue) on stop-and-go visits, clean and with drift, and the mean delay from walking
+into a room to the estimate entering it."""
 
 from __future__ import annotations
 
@@ -87,6 +91,7 @@ def main() -> int:
     ap.add_argument("--inprocess", action="store_true", help="call the functions, not the CLI")
     ap.add_argument("--params", default="{}", help="JSON overrides of the engine parameters")
     ap.add_argument("--synthetic", action="store_true", help="score the simulated flat instead")
+    ap.add_argument("--rooms", action="store_true", help="score random simulated room venues")
     ap.add_argument(
         "--by-start", action="store_true", help="median error by seconds since each track's start"
     )
@@ -94,6 +99,8 @@ def main() -> int:
     params = json.loads(args.params)
     if args.synthetic:
         return _synthetic(params)
+    if args.rooms:
+        return _rooms(params)
     data = args.data
     survey = pd.read_csv(data / "survey.csv", dtype={"scanner": str, "emitter": str, "zone": str})
     survey = survey.sort_values("ts", kind="stable").reset_index(drop=True)
@@ -215,6 +222,76 @@ def _synthetic(params: dict) -> int:
             k: round(float(np.mean([r[k] for r in scores])), 3) for k in scores[0] if k != "scored"
         }
     print(json.dumps({"synthetic": overall}))
+    return 0
+
+
+ROOM_LAYOUTS = (((2, 3), (1, 2)), ((1, 4), (1, 1)), ((3, 3), (1, 1)), ((2, 2), (2, 2)))
+
+
+def crossing_delays(zones: dict, path: pd.DataFrame, pred: pd.DataFrame) -> list[int | None]:
+    """Seconds from each time the walker enters a room to the first estimate in it (0: the
+    estimate stamped with the first second inside is already there); None if the estimate
+    never reaches that room before the walker leaves it."""
+    import shapely
+
+    tx = np.interp(pred["ts"], path["ts"], path["x"])
+    ty = np.interp(pred["ts"], path["ts"], path["y"])
+    names = list(zones)
+    inside = shapely.contains(
+        np.array([zones[n] for n in names])[:, None], shapely.points(tx, ty)[None, :]
+    )
+    true_zone = np.where(inside.any(axis=0), np.array(names)[inside.argmax(axis=0)], "")
+    est = pred["zone"].fillna("").to_numpy(str)
+    out = []
+    changes = np.flatnonzero(true_zone[1:] != true_zone[:-1]) + 1
+    for j, end in zip(changes, [*changes[1:], len(est)], strict=True):
+        if true_zone[j] == "":
+            continue
+        hits = np.flatnonzero(est[j:end] == true_zone[j])
+        out.append(int(hits[0]) if hits.size else None)
+    return out
+
+
+def _rooms(params: dict) -> int:
+    from store_server.positioning import simulate
+    from store_server.positioning.evaluate import evaluate
+    from store_server.positioning.live import VenueModel
+    from store_server.positioning.predict import predict
+
+    overall = {}
+    for case in ("clean", "drift"):
+        scores, delays = [], []
+        for n, ((rows, cols), per_room) in enumerate(ROOM_LAYOUTS):
+            for seed in range(10 * n, 10 * n + 3):
+                grid = simulate.room_grid(seed, rows, cols, per_room)
+                venue = grid.venue
+                survey = venue.readings(grid.survey_path(), emitter="installer", seed=seed + 100)
+                model = VenueModel.calibrate(venue.scanners, venue.zones, survey, params)
+                rng = np.random.default_rng(seed + 1000)
+                for k in range(2):
+                    drift = None
+                    if case == "drift":
+                        drift = {
+                            s: float(rng.choice([-1.0, 1.0]) * rng.uniform(3.0, 6.0))
+                            for s in venue.scanners
+                        }
+                    path = grid.visit_path(seed * 10 + k)
+                    visit = venue.readings(path, emitter="guest", seed=seed * 10 + k, drift=drift)
+                    pred, _ = predict(model, visit.drop(columns=["x", "y"]))
+                    res = evaluate(venue.zones, visit, pred)
+                    late = crossing_delays(venue.zones, path, pred)
+                    scores.append(res)
+                    delays += late
+                    line = {"case": case, "layout": [rows, cols], "seed": seed, "visit": k}
+                    print(json.dumps({**line, **res, "crossings": len(late)}))
+        overall[case] = {
+            k: round(float(np.mean([r[k] for r in scores])), 3) for k in scores[0] if k != "scored"
+        } | {
+            "crossings": len(delays),
+            "crossing_delay_s": round(float(np.mean([d for d in delays if d is not None])), 2),
+            "crossings_missed": sum(d is None for d in delays),
+        }
+    print(json.dumps({"rooms": overall}))
     return 0
 
 

@@ -178,3 +178,145 @@ def visit_path(t0: float = 1_700_010_000.0) -> pd.DataFrame:
         (1.5, 5.5),
     ]
     return walk(pts, speed=0.7, pause_s=25.0, t0=t0)
+
+
+@dataclass
+class RoomGrid:
+    """A random venue of rows × cols rectangular rooms, a door in every shared wall, and the
+    walks an installer and a visitor take through it (for generalisation checks beyond flat())."""
+
+    venue: Venue
+    xs: np.ndarray  # room edges along x (cols + 1)
+    ys: np.ndarray  # room edges along y (rows + 1)
+    doors: dict[frozenset, tuple[float, float]]
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(rows, cols)."""
+        return len(self.ys) - 1, len(self.xs) - 1
+
+    def route(self, a: tuple[int, int], b: tuple[int, int]) -> list[tuple[float, float]]:
+        """Door points on the shortest room-to-room route from room a to room b."""
+        prev: dict[tuple[int, int], tuple[int, int] | None] = {a: None}
+        queue = [a]
+        for room in queue:
+            if room == b:
+                break
+            r, c = room
+            for nxt in ((r + 1, c), (r - 1, c), (r, c + 1), (r, c - 1)):
+                if nxt not in prev and frozenset([room, nxt]) in self.doors:
+                    prev[nxt] = room
+                    queue.append(nxt)
+        rooms = [b]
+        while (back := prev[rooms[-1]]) is not None:
+            rooms.append(back)
+        rooms.reverse()
+        return [self.doors[frozenset(pair)] for pair in itertools.pairwise(rooms)]
+
+    def survey_path(self, lane_m: float = 1.5) -> pd.DataFrame:
+        """An installer's walk: lanes lane_m apart through every room, room to room by doors."""
+        rows, cols = self.shape
+        pts: list[tuple[float, float]] = []
+        here = None
+        for r in range(rows):
+            for c in range(cols) if r % 2 == 0 else reversed(range(cols)):
+                if here is not None:
+                    pts += self.route(here, (r, c))
+                x0, x1 = self.xs[c] + 0.5, self.xs[c + 1] - 0.5
+                y0, y1 = self.ys[r] + 0.5, self.ys[r + 1] - 0.5
+                lanes = max(2, int(np.ceil((y1 - y0) / lane_m)) + 1)
+                for i, y in enumerate(np.linspace(y0, y1, lanes)):
+                    pts += [(x0, y), (x1, y)] if i % 2 == 0 else [(x1, y), (x0, y)]
+                here = (r, c)
+        return walk(pts, speed=0.5)
+
+    def visit_path(
+        self, seed: int, stops: int = 6, t0: float = 1_700_100_000.0, speed: float = 0.7
+    ) -> pd.DataFrame:
+        """A visitor standing 15-40 s at random spots of random rooms, walking between them
+        through the doors without stopping (stop-and-go, as in a shop or a salon)."""
+        rng = np.random.default_rng(seed)
+        rows, cols = self.shape
+
+        def spot(room: tuple[int, int]) -> tuple[float, float]:
+            r, c = room
+            return (
+                float(rng.uniform(self.xs[c] + 0.6, self.xs[c + 1] - 0.6)),
+                float(rng.uniform(self.ys[r] + 0.6, self.ys[r + 1] - 0.6)),
+            )
+
+        room = (int(rng.integers(rows)), int(rng.integers(cols)))
+        legs: list[tuple[tuple[float, float], bool]] = [(spot(room), True)]
+        for _ in range(stops):
+            nxt = (int(rng.integers(rows)), int(rng.integers(cols)))
+            legs += [(door, False) for door in self.route(room, nxt)]
+            legs.append((spot(nxt), True))
+            room = nxt
+        ts, xs, ys = [t0], [legs[0][0][0]], [legs[0][0][1]]
+        for (a, stop), (b, _) in itertools.pairwise(legs):
+            if stop:
+                ts.append(ts[-1] + float(rng.uniform(15.0, 40.0)))
+                xs.append(a[0])
+                ys.append(a[1])
+            ts.append(ts[-1] + max(float(np.hypot(b[0] - a[0], b[1] - a[1])) / speed, 0.1))
+            xs.append(b[0])
+            ys.append(b[1])
+        ts.append(ts[-1] + 20.0)
+        xs.append(xs[-1])
+        ys.append(ys[-1])
+        return pd.DataFrame({"ts": ts, "x": xs, "y": ys})
+
+
+def room_grid(
+    seed: int, rows: int = 2, cols: int = 3, per_room: tuple[int, int] = (1, 2)
+) -> RoomGrid:
+    """Random rooms 3-6 m a side, a 0.9 m door in each shared wall, per_room scanners on each
+    room's walls, and radio constants drawn per venue (level, exponent, walls, noise)."""
+    rng = np.random.default_rng(seed)
+    xs = np.concatenate([[0.0], np.cumsum(rng.uniform(3.0, 6.0, cols))])
+    ys = np.concatenate([[0.0], np.cumsum(rng.uniform(3.0, 6.0, rows))])
+    zones: dict[str, BaseGeometry] = {}
+    walls: list[LineString] = []
+    doors: dict[frozenset, tuple[float, float]] = {}
+    half = 0.45
+    for r in range(rows):
+        for c in range(cols):
+            zones[f"room{r}{c}"] = box(xs[c], ys[r], xs[c + 1], ys[r + 1])
+            if c + 1 < cols:
+                x, mid = xs[c + 1], (ys[r] + ys[r + 1]) / 2 + rng.uniform(-1.0, 1.0)
+                walls += [
+                    LineString([(x, ys[r]), (x, mid - half)]),
+                    LineString([(x, mid + half), (x, ys[r + 1])]),
+                ]
+                doors[frozenset([(r, c), (r, c + 1)])] = (float(x), float(mid))
+            if r + 1 < rows:
+                y, mid = ys[r + 1], (xs[c] + xs[c + 1]) / 2 + rng.uniform(-1.0, 1.0)
+                walls += [
+                    LineString([(xs[c], y), (mid - half, y)]),
+                    LineString([(mid + half, y), (xs[c + 1], y)]),
+                ]
+                doors[frozenset([(r, c), (r + 1, c)])] = (float(mid), float(y))
+    scanners: dict[str, tuple[float, float]] = {}
+    for r in range(rows):
+        for c in range(cols):
+            x0, x1, y0, y1 = xs[c], xs[c + 1], ys[r], ys[r + 1]
+            for i in range(int(rng.integers(per_room[0], per_room[1] + 1))):
+                side, t = int(rng.integers(4)), float(rng.uniform(0.15, 0.85))
+                scanners[f"room{r}{c}-s{i}"] = [
+                    (x0 + 0.2, y0 + t * (y1 - y0)),
+                    (x1 - 0.2, y0 + t * (y1 - y0)),
+                    (x0 + t * (x1 - x0), y0 + 0.2),
+                    (x0 + t * (x1 - x0), y1 - 0.2),
+                ][side]
+    venue = Venue(
+        scanners={k: (float(x), float(y)) for k, (x, y) in scanners.items()},
+        zones=zones,
+        walls=walls,
+        rssi_1m=float(rng.uniform(-66.0, -55.0)),
+        n=float(rng.uniform(2.0, 3.0)),
+        wall_db=float(rng.uniform(3.0, 8.0)),
+        shadow_db=float(rng.uniform(2.0, 4.0)),
+        noise_db=float(rng.uniform(4.0, 6.0)),
+        seed=seed,
+    )
+    return RoomGrid(venue=venue, xs=xs, ys=ys, doors=doors)

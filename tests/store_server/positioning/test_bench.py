@@ -8,6 +8,7 @@ from types import ModuleType
 
 import numpy as np
 import pandas as pd
+from shapely.geometry import box
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -38,3 +39,21 @@ def test_by_start_bins_each_track_from_its_own_first_second() -> None:
         preds.append(pd.DataFrame({"ts": t, "emitter": "e", "x": off, "y": 0.0, "zone": ""}))
     out = bench.by_start(survey, trk, preds)
     assert out == {"0-5": 3.0, "5-10": 1.0, "10-20": 0.5, "20+": 0.5}
+
+
+def test_crossing_delays_count_seconds_until_the_estimate_enters_the_room() -> None:
+    bench = _bench()
+    zones = {"a": box(0, 0, 4, 4), "b": box(4, 0, 8, 4), "c": box(8, 0, 12, 4)}
+    # The walker crosses into b at t = 10.5 and into c at t = 20.5, then stays in c.
+    path = pd.DataFrame(
+        {"ts": [0.0, 10.0, 11.0, 20.0, 21.0, 40.0], "x": [2.0, 3.5, 4.5, 7.5, 8.5, 10.0], "y": 2.0}
+    )
+    ts = np.arange(0.0, 41.0)
+    # The estimate enters b 2 s late and reaches c at t = 25, 4 s late.
+    zone = np.where(ts < 13, "a", np.where(ts < 25, "b", "c"))
+    pred = pd.DataFrame({"ts": ts, "emitter": "e", "x": 0.0, "y": 0.0, "zone": zone})
+    assert bench.crossing_delays(zones, path, pred) == [2, 4]
+    # A room the estimate skips while the walker is in it counts as missed, not as a delay.
+    skip = np.where(ts < 21, "a", "c")
+    pred = pred.assign(zone=skip)
+    assert bench.crossing_delays(zones, path, pred) == [None, 0]
