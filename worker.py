@@ -1,4 +1,5 @@
-"""A store server process that runs only the background jobs (exit sweeper, resolver refresh).
+"""A store server process that runs only the background jobs (exit sweeper, resolver refresh,
+each venue's published radio drift, retention rounds).
 
 Web workers can then be scaled freely; the jobs take a Redis lock per round, so running this in
 several places is safe too.

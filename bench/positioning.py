@@ -6,10 +6,12 @@ Usage: .venv/bin/python bench/positioning.py [--inprocess] [--data DIR] [--param
 Prints one JSON object per track, then the overall JSON object as the last line. --by-start adds
 the median error by seconds since each track's start (where issue 4's remaining error sits).
 --synthetic instead scores a simulated flat (four real-room zones, walls, six scanners) on three
-visits, with and without a per-scanner drift of several dB, to check generalisation. --rooms
-scores twelve random venues of 4-9 rooms (one or two scanners per room, doors, radio constants
-drawn per venue) on stop-and-go visits, clean and with drift, and the mean delay from walking
-into a room to the estimate entering it."""
+visits, with and without a per-scanner drift of several dB, to check generalisation; and with
+that drift as three earlier visitors learnt it (`drift_learnt`: live, the jobs publish a venue's
+drift and new tracks start from it). --rooms scores twelve random venues of 4-9 rooms (one or
+two scanners per room, doors, radio constants drawn per venue) on stop-and-go visits, clean,
+with a drift per venue and with it learnt, and the mean delay from walking into a room to the
+estimate entering it."""
 
 from __future__ import annotations
 
@@ -197,6 +199,16 @@ def _score(data: Path, truth: pd.DataFrame, pred: pd.DataFrame) -> dict:
     return evaluate(load_zones(data / "zones.geojson"), truth, pred)
 
 
+def learnt_start(model, recordings: list[pd.DataFrame]) -> dict:
+    """The start state live ingest gives a new track at a venue where these earlier visits were
+    tracked: the drift they learnt, published by the jobs (drift_report, drift.venue_seed)."""
+    from store_server.positioning import drift
+    from store_server.positioning.predict import predict
+
+    learnt = [predict(model, r.drop(columns=["x", "y"]))[1]["guest"] for r in recordings]
+    return {"o": drift.venue_seed(drift.per_scanner(learnt))}
+
+
 def _synthetic(params: dict) -> int:
     from store_server.positioning import simulate
     from store_server.positioning.evaluate import evaluate
@@ -208,11 +220,19 @@ def _synthetic(params: dict) -> int:
     model = VenueModel.calibrate(venue.scanners, venue.zones, survey, params)
     shifted = {"kit-1": 6.0, "liv-b": -5.0, "bath": 4.0, "liv-a": -3.0}
     overall = {}
-    for name, drift in (("clean", None), ("drift", shifted)):
+    for name, drift in (("clean", None), ("drift", shifted), ("drift_learnt", shifted)):
+        start = None
+        if name == "drift_learnt":
+            # Three earlier visitors on the same drifted day, whose drift the venue published.
+            earlier = [
+                venue.readings(simulate.visit_path(), emitter="guest", seed=s, drift=drift)
+                for s in (12, 13, 14)
+            ]
+            start = learnt_start(model, earlier)
         scores = []
         for seed in (2, 3, 4):
             visit = venue.readings(simulate.visit_path(), emitter="guest", seed=seed, drift=drift)
-            pred, offsets = predict(model, visit.drop(columns=["x", "y"]))
+            pred, offsets = predict(model, visit.drop(columns=["x", "y"]), start)
             res = evaluate(venue.zones, visit, pred)
             scores.append(res)
             print(
@@ -259,7 +279,7 @@ def _rooms(params: dict) -> int:
     from store_server.positioning.predict import predict
 
     overall = {}
-    for case in ("clean", "drift"):
+    for case in ("clean", "drift", "drift_learnt"):
         scores, delays = [], []
         for n, ((rows, cols), per_room) in enumerate(ROOM_LAYOUTS):
             for seed in range(10 * n, 10 * n + 3):
@@ -268,16 +288,26 @@ def _rooms(params: dict) -> int:
                 survey = venue.readings(grid.survey_path(), emitter="installer", seed=seed + 100)
                 model = VenueModel.calibrate(venue.scanners, venue.zones, survey, params)
                 rng = np.random.default_rng(seed + 1000)
+                drift = None
+                if case != "clean":
+                    # The venue's scanners have drifted since the survey, the same for everyone.
+                    drift = {
+                        s: float(rng.choice([-1.0, 1.0]) * rng.uniform(3.0, 6.0))
+                        for s in venue.scanners
+                    }
+                start = None
+                if case == "drift_learnt":
+                    earlier = [
+                        venue.readings(
+                            grid.visit_path(seed * 10 + k), emitter="guest", seed=k, drift=drift
+                        )
+                        for k in (5, 6, 7)
+                    ]
+                    start = learnt_start(model, earlier)
                 for k in range(2):
-                    drift = None
-                    if case == "drift":
-                        drift = {
-                            s: float(rng.choice([-1.0, 1.0]) * rng.uniform(3.0, 6.0))
-                            for s in venue.scanners
-                        }
                     path = grid.visit_path(seed * 10 + k)
                     visit = venue.readings(path, emitter="guest", seed=seed * 10 + k, drift=drift)
-                    pred, _ = predict(model, visit.drop(columns=["x", "y"]))
+                    pred, _ = predict(model, visit.drop(columns=["x", "y"]), start)
                     res = evaluate(venue.zones, visit, pred)
                     late = crossing_delays(venue.zones, path, pred)
                     scores.append(res)

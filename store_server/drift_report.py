@@ -3,7 +3,8 @@
 Each consented emitter's tracking state holds the per-scanner offsets it learnt (live minus
 survey, dB); the venue's figure is their median over up to SAMPLE of them, with how many
 emitters it rests on. Read on demand from the states ingest keeps, so the hot path pays nothing
-for it.
+for it. The jobs also publish it every PUBLISH_S (`publish`), and new tracks start from the
+published figure (`published`, read by the topology with the venue).
 """
 
 from __future__ import annotations
@@ -25,6 +26,10 @@ MIN_EMITTERS = 3
 # Trackers read per venue: a median over 200 is as good as one over all of them, and a portal
 # page or a metrics scrape stays bounded however busy the venue is.
 SAMPLE = 200
+# How often the jobs publish each venue's drift, and how long a published figure stays: a venue
+# whose trackers all left keeps it a while, then new tracks start from the survey again.
+PUBLISH_S = 30.0
+PUBLISHED_TTL_S = 600
 
 
 def from_states(raws: list[Any]) -> dict[str, tuple[float, int]]:
@@ -59,3 +64,30 @@ def venue_drift(app: Flask, venue_id: int) -> dict[str, tuple[float, int]]:
 def needs_resurvey(drift_db: float, emitters: int) -> bool:
     """Whether a scanner's drift is large and well-founded enough to ask for a new survey."""
     return emitters >= MIN_EMITTERS and abs(drift_db) >= RESURVEY_DB
+
+
+def publish(client: Any, keys: Keys, venue_ids: list[int]) -> dict[int, dict]:
+    """Read every venue's drift and publish it for new tracks (two round trips in all)."""
+    reader = client.pipeline(transaction=False)
+    for venue_id in venue_ids:
+        sample(reader, keys, venue_id)
+    figures = {
+        v: from_sample(read or []) for v, read in zip(venue_ids, reader.execute(), strict=True)
+    }
+    writer = client.pipeline(transaction=False)
+    for venue_id, figure in figures.items():
+        if figure:
+            doc = {name: [db, n] for name, (db, n) in figure.items()}
+            writer.set(keys.venue_drift(venue_id), json.dumps(doc), ex=PUBLISHED_TTL_S)
+    writer.execute()
+    return figures
+
+
+def published(client: Any, keys: Keys, venue_id: int) -> dict[str, tuple[float, int]]:
+    """The venue's drift as last published ({} if none, or unreadable)."""
+    raw = client.get(keys.venue_drift(venue_id))
+    try:
+        doc = json.loads(raw) if raw else {}
+        return {str(k): (float(v[0]), int(v[1])) for k, v in doc.items()}
+    except (TypeError, ValueError, AttributeError, IndexError, KeyError):
+        return {}

@@ -714,7 +714,7 @@ def advance(
         late = secs[done] if last is None else np.maximum(secs[done], last + 1)
         ts, rssi, which = ts[done], rssi[done], which[done]
         model, timings = venue.model, venue.timings
-        tstate = _declared(model, out.get("t"), sightings)
+        tstate = _declared(venue, out.get("t"), sightings)
         seconds = np.unique(late).tolist()
         prev = seconds[0] - 1 if last is None else last
         for k in seconds:
@@ -751,7 +751,7 @@ def _advance_now(
         out.pop(key, None)
     readings = sorted(readings + [(s.ts, scanner, s.rssi) for s in sightings])
     pstate = out.get("p", {})
-    tstate = _declared(venue.model, out.get("t"), sightings)
+    tstate = _declared(venue, out.get("t"), sightings)
     events: list[presence.PresenceEvent] = []
     by_sec: dict[int, list[tuple[float, str, float]]] = defaultdict(list)
     for x in readings:
@@ -774,12 +774,16 @@ def _version(raw: str | None) -> str:
 
 
 def _declared(
-    model: Any, tstate: dict[str, Any] | None, sightings: list[Sighting]
+    venue: VenueInfo, tstate: dict[str, Any] | None, sightings: list[Sighting]
 ) -> dict[str, Any] | None:
-    """The tracking state to go on from: until the tracker holds a level for the emitter, the
-    power its frames declare (a wearable transmits ~10 dB below a phone) is where it starts."""
+    """The tracking state to go on from: a new track starts from the venue's published drift
+    per scanner; until the tracker holds a level for the emitter, the power its frames declare
+    (a wearable transmits ~10 dB below a phone) is where that starts."""
+    if tstate is None and venue.drift_seed:
+        tstate = {"o": {name: list(seed) for name, seed in venue.drift_seed.items()}}
     if tstate is not None and "k" in tstate:
         return tstate
+    model = venue.model
     for s in sightings:
         if s.tx is not None:
             return {**(tstate or {}), **declared_start(model, declared_level(s.kind, s.tx))}

@@ -1,4 +1,5 @@
-"""Background jobs of a store server process: the exit sweeper and the resolver refresh.
+"""Background jobs of a store server process: the exit sweeper, the resolver refresh, the
+venues' published drift and the retention rounds.
 
 Several processes may run them; a short Redis lock makes one of them do each round.
 """
@@ -12,10 +13,12 @@ import time
 
 import redis
 from flask import Flask
+from sqlalchemy import select
 
+from store_server import drift_report, presence, resolver, retention, streaming
 from store_server import events as pending
-from store_server import presence, resolver, retention, streaming
 from store_server.db import sessions
+from store_server.models import Venue
 from store_server.push import Occurrence
 from store_server.redis_store import get_keys, get_redis
 from store_server.topology import get_topology
@@ -84,6 +87,14 @@ def refresh_resolver(app: Flask) -> int:
         )
 
 
+def publish_drift(app: Flask) -> int:
+    """Publish every venue's drift for new tracks to start from; returns how many had one."""
+    with sessions(app)() as db:
+        venue_ids = list(db.scalars(select(Venue.id).order_by(Venue.id)))
+    figures = drift_report.publish(get_redis(app), get_keys(app), venue_ids)
+    return sum(1 for f in figures.values() if f)
+
+
 def _locked(app: Flask, name: str, ttl_ms: int) -> bool:
     return bool(get_redis(app).set(get_keys(app).lock(name), 1, nx=True, px=ttl_ms))
 
@@ -92,7 +103,7 @@ def start(app: Flask, stop: threading.Event) -> threading.Thread:
     """Run the periodic jobs in a daemon thread until `stop` is set."""
 
     def loop() -> None:
-        next_refresh = next_expiry = next_profiles = next_flush = 0.0
+        next_refresh = next_expiry = next_profiles = next_flush = next_drift = 0.0
         interval = app.config["SWEEP_INTERVAL_S"]
         while not stop.is_set():
             try:
@@ -107,6 +118,9 @@ def start(app: Flask, stop: threading.Event) -> threading.Thread:
                 if now >= next_profiles and _locked(app, "profiles", 60_000):
                     streaming.refresh_profiles(app)
                     next_profiles = now + PROFILE_REFRESH_S
+                if now >= next_drift and _locked(app, "drift", 20_000):
+                    publish_drift(app)
+                    next_drift = now + drift_report.PUBLISH_S
                 if _locked(app, "sweep", int(interval * 900)):
                     sweep_once(app)
                 if now >= next_flush and _locked(app, "flush", 5000):

@@ -30,6 +30,11 @@ class Keys:
         """Hash: subscriber id -> positioning and presence state at one venue."""
         return f"{self.prefix}track:{venue_id}"
 
+    def venue_drift(self, venue_id: int) -> str:
+        """String: the venue's radio drift per scanner (JSON, dB and tracks behind it), as the
+        jobs last read it from the tracking states; no identifier of anyone."""
+        return f"{self.prefix}drift:{venue_id}"
+
     def occupants(self, venue_id: int) -> str:
         """Hash: subscriber id -> the zone their state at this venue is in (only those in one).
 

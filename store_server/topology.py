@@ -8,7 +8,8 @@ push latency tail (bench/push_latency.py). Staler than that, one caller reloads 
 keep using it (single flight): under load, every concurrent request reloading the same venue at
 once was measured as a large share of a push's cost. A venue's positioning model is
 reused across reloads while its calibration and geometry are unchanged, so its grid and radio map
-are built once.
+are built once. A reload also reads the venue's published drift per scanner, which new tracks
+start from (store_server/drift_report.py).
 """
 
 from __future__ import annotations
@@ -22,15 +23,19 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import redis
 from flask import Flask
 from shapely.geometry import shape
 from sqlalchemy import select
 
+from store_server import drift_report
 from store_server.crypto import SCANNER_SECRET, unseal
 from store_server.db import sessions
 from store_server.models import Device, Scanner, Venue
+from store_server.positioning.drift import venue_seed
 from store_server.positioning.live import VenueModel
 from store_server.presence import ZoneTiming
+from store_server.redis_store import get_keys, get_redis
 
 log = logging.getLogger(__name__)
 TTL_S = 10.0
@@ -59,6 +64,8 @@ class VenueInfo:
     timings: dict[str, ZoneTiming]
     devices_by_zone: dict[str, list[int]] = field(default_factory=dict)
     device_names: dict[int, str] = field(default_factory=dict)
+    # Where a new track's per-scanner offsets start: the venue's published drift.
+    drift_seed: dict[str, list[float]] = field(default_factory=dict)
 
 
 class Topology:
@@ -162,6 +169,8 @@ class Topology:
         with sessions(self._app)() as db:
             v = db.get(Venue, venue_id)
             info = None if v is None else _venue_info(db, v, self._model(v))
+        if info is not None:
+            info.drift_seed = self._drift_seed(venue_id)
         self._venues[venue_id] = (_stale_at(time.monotonic()), info)
         return info
 
@@ -191,6 +200,16 @@ class Topology:
             running = list(self._reloads)
         for thread in running:
             thread.join(timeout)
+
+    def _drift_seed(self, venue_id: int) -> dict[str, list[float]]:
+        """The venue's published drift as a new track's offsets; none if Redis cannot say (the
+        venue still loads: new tracks then learn the drift from scratch, as before any was
+        published)."""
+        try:
+            figure = drift_report.published(get_redis(self._app), get_keys(self._app), venue_id)
+        except redis.RedisError:
+            return {}
+        return venue_seed(figure)
 
     def _model(self, v: Venue) -> VenueModel:
         """The venue's positioning model, the cached one while nothing it depends on changed."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 from typing import Any
 
@@ -13,12 +14,13 @@ from store_server.positioning.live import VenueModel, track
 
 
 def predict(
-    model: VenueModel, recording: pd.DataFrame
+    model: VenueModel, recording: pd.DataFrame, start: dict[str, Any] | None = None
 ) -> tuple[pd.DataFrame, dict[str, dict[str, float]]]:
     """Estimates `ts,emitter,x,y,zone` per emitter and second, and the drift seen per emitter.
 
     The estimate stamped `ts = k` (an integer second) uses only readings with ts <= k, so the
-    seconds run from the first reading's ceiling to the last reading's ceiling."""
+    seconds run from the first reading's ceiling to the last reading's ceiling. Each emitter's
+    track starts from `start` if given (live: the venue's drift, `drift.venue_seed`)."""
     rows: list[tuple[float, str, float, float, str]] = []
     offsets: dict[str, dict[str, float]] = {}
     for emitter, df in recording.groupby("emitter", sort=True):
@@ -27,7 +29,7 @@ def predict(
         rssi = df["rssi"].to_numpy(float)
         order = np.argsort(ts, kind="stable")
         ts, scanners, rssi = ts[order], scanners[order], rssi[order]
-        state: dict[str, Any] | None = None
+        state: dict[str, Any] | None = copy.deepcopy(start) if start else None
         last: tuple[float, float, str] | None = None
         start = 0
         for k in range(math.ceil(ts[0]), math.ceil(ts[-1]) + 1):

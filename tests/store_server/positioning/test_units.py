@@ -112,6 +112,17 @@ def test_drift_adapts_towards_a_steady_offset() -> None:
     assert drift.summarise([{"a": 1.0}, {"a": 3.0, "b": -2.0}]) == {"a": 2.0, "b": -2.0}
 
 
+def test_a_new_track_starts_only_from_drift_enough_tracks_learnt() -> None:
+    figure = {"door": (4.5, 3), "bar": (-2.0, 12), "till": (9.0, 2), "odd": (float("nan"), 5)}
+    seed = drift.venue_seed(figure)
+    # One or two loud phones are not a drift; a median that is not a number is no figure.
+    assert seed == {"bar": [-2.0, drift.SEED_VAR_DB2], "door": [4.5, drift.SEED_VAR_DB2]}
+    # Still learnt by each track: less sure than a track's own learning, surer than the prior.
+    assert 1.0 < drift.SEED_VAR_DB2 < 9.0
+    assert drift.venue_seed(figure, min_emitters=1)["till"] == [9.0, drift.SEED_VAR_DB2]
+    assert drift.venue_seed({}) == {}
+
+
 def test_zone_of_uses_containment_then_half_metre_tolerance() -> None:
     zones = {"L": Polygon([(0, 0), (4, 0), (4, 1), (1, 1), (1, 4), (0, 4)]), "R": box(5, 0, 7, 2)}
     got = zone_of(np.array([0.5, 3.0, 4.3, 4.8, 3.0]), np.array([3.0, 0.5, 0.5, 0.5, 3.0]), zones)

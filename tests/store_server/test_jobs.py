@@ -1,0 +1,88 @@
+"""Background jobs: a venue's drift, published for new tracks to start from (real Redis, SQL and
+signed HTTP batches)."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from store_server import drift_report, jobs
+from store_server.positioning.drift import SEED_VAR_DB2
+from store_server.redis_store import get_keys, get_redis
+from store_server.topology import get_topology
+from tests.faults.support import Stack, batch_body, eid_rows, make_stack, signed
+
+FIRST, SECOND = "demo-salon-scanner-1", "demo-salon-scanner-2"
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """A store server of this module's own: no background jobs touch its keys."""
+    s = make_stack(tmp_path_factory.mktemp("jobs"))
+    yield s
+    s.close()
+
+
+def _walk_in(stack: Stack, name: str) -> dict:
+    """Ten seconds of a consented visitor new to the salon, through the HTTP API; its tracker."""
+    client = stack.app.test_client()
+    r, tkey = get_redis(stack.app), get_keys(stack.app).tracks(_salon(stack))
+    before = set(r.hkeys(tkey))
+    start = time.time()
+    rows = {
+        FIRST: eid_rows(stack.world.emitters[name], start, 10, -52.0),
+        SECOND: eid_rows(stack.world.emitters[name], start, 10, -66.0),
+    }
+    for second in range(10):
+        for scanner, mine in rows.items():
+            body = batch_body(mine[second : second + 1])
+            headers = signed(scanner, stack.secret(scanner), body)
+            assert client.post("/api/v1/sightings", data=body, headers=headers).status_code == 200
+    (new,) = set(r.hkeys(tkey)) - before
+    tracker = json.loads(r.hget(tkey, new))["t"]
+    assert tracker["e"], tracker  # placed: the offsets below are a tracker's, after estimates
+    return tracker
+
+
+def _salon(stack: Stack) -> int:
+    return get_topology(stack.app).scanner(FIRST).venue_id
+
+
+@pytest.mark.consent
+def test_a_new_track_starts_from_the_drift_earlier_tracks_learnt(stack):
+    app, r, keys = stack.app, get_redis(stack.app), get_keys(stack.app)
+    topo, venue = get_topology(app), _salon(stack)
+    # Three earlier visitors' trackers learnt that the first scanner reads 7 dB above the survey.
+    earlier = {
+        f"90000{i}": json.dumps({"t": {"o": {FIRST: [7.0 + i / 10, 1.0], SECOND: [-1.0, 1.0]}}})
+        for i in range(3)
+    }
+    r.hset(keys.tracks(venue), mapping=earlier)
+    assert jobs.publish_drift(app) >= 1
+    r.hdel(keys.tracks(venue), *earlier)
+    published = drift_report.published(r, keys, venue)
+    assert published == {FIRST: (7.1, 3), SECOND: (-1.0, 3)}
+    assert 0 < r.ttl(keys.venue_drift(venue)) <= drift_report.PUBLISHED_TTL_S
+    # Scanner names and numbers only: nobody's identifier is in what every track starts from.
+    assert set(json.loads(r.get(keys.venue_drift(venue)))) == {FIRST, SECOND}
+
+    topo.invalidate()  # as the next reload (within TTL_S) would read it
+    assert topo.venue(venue).drift_seed == {
+        FIRST: [7.1, SEED_VAR_DB2],
+        SECOND: [-1.0, SEED_VAR_DB2],
+    }
+    alice = _walk_in(stack, "alice")
+    assert alice["o"][FIRST][0] > 4.0  # started from 7.1 dB, not from 0
+
+    # Nothing published (every tracker left long ago): the next newcomer learns from scratch.
+    r.delete(keys.venue_drift(venue))
+    topo.invalidate()
+    assert topo.venue(venue).drift_seed == {}
+    bob = _walk_in(stack, "bob")
+    # The same readings, learnt from 0: the first scanner's offset stays well below the seed,
+    # the second's (seeded at -1 dB for alice) goes well above hers.
+    assert bob["o"][FIRST][0] < 4.0
+    assert bob["o"][SECOND][0] > alice["o"][SECOND][0] + 1.5
