@@ -6,12 +6,12 @@ Usage: .venv/bin/python bench/positioning.py [--inprocess] [--data DIR] [--param
 Prints one JSON object per track, then the overall JSON object as the last line. --by-start adds
 the median error by seconds since each track's start (where issue 4's remaining error sits).
 --synthetic instead scores a simulated flat (four real-room zones, walls, six scanners) on three
-visits, with and without a per-scanner drift of several dB, to check generalisation; and with
-that drift as three earlier visitors learnt it (`drift_learnt`: live, the jobs publish a venue's
-drift and new tracks start from it). --rooms scores twelve random venues of 4-9 rooms (one or
-two scanners per room, doors, radio constants drawn per venue) on stop-and-go visits, clean,
-with a drift per venue and with it learnt, and the mean delay from walking into a room to the
-estimate entering it."""
+visits, with and without a per-scanner drift of several dB, to check generalisation; and with that
+drift as three earlier visitors learnt it (`drift_learnt`: they precede the visit in the recording,
+and predict, as live ingest, starts a new track from the drift the others learnt). --rooms scores
+twelve random venues of 4-9 rooms (one or two scanners per room, doors, radio constants drawn per
+venue) on stop-and-go visits, clean, with a drift per venue and with it learnt, and the mean delay
+from walking into a room to the estimate entering it."""
 
 from __future__ import annotations
 
@@ -199,14 +199,23 @@ def _score(data: Path, truth: pd.DataFrame, pred: pd.DataFrame) -> dict:
     return evaluate(load_zones(data / "zones.geojson"), truth, pred)
 
 
-def learnt_start(model, recordings: list[pd.DataFrame]) -> dict:
-    """The start state live ingest gives a new track at a venue where these earlier visits were
-    tracked: the drift they learnt, published by the jobs (drift_report, drift.venue_seed)."""
-    from store_server.positioning import drift
+def after_earlier(
+    model, visit: pd.DataFrame, earlier: list[pd.DataFrame]
+) -> tuple[pd.DataFrame, dict]:
+    """predict the visit in one recording with earlier visitors (other emitters, ending 60 s
+    before it starts): it is seeded from the drift they learnt, as live ingest seeds a new track
+    from the drift the jobs publish. Returns the visit's estimates and offsets only."""
     from store_server.positioning.predict import predict
 
-    learnt = [predict(model, r.drop(columns=["x", "y"]))[1]["guest"] for r in recordings]
-    return {"o": drift.venue_seed(drift.per_scanner(learnt))}
+    begin = float(visit["ts"].min())
+    parts = []
+    for n, e in enumerate(earlier):
+        shift = begin - 60.0 - float(e["ts"].max())
+        parts.append(e.assign(ts=e["ts"] + shift, emitter=f"earlier-{n}"))
+    both = pd.concat([*parts, visit]).drop(columns=["x", "y"])
+    pred, offsets = predict(model, both.sort_values("ts", kind="stable"))
+    guest = str(visit["emitter"].iloc[0])
+    return pred.loc[pred["emitter"] == guest].reset_index(drop=True), {guest: offsets[guest]}
 
 
 def _synthetic(params: dict) -> int:
@@ -221,18 +230,18 @@ def _synthetic(params: dict) -> int:
     shifted = {"kit-1": 6.0, "liv-b": -5.0, "bath": 4.0, "liv-a": -3.0}
     overall = {}
     for name, drift in (("clean", None), ("drift", shifted), ("drift_learnt", shifted)):
-        start = None
-        if name == "drift_learnt":
-            # Three earlier visitors on the same drifted day, whose drift the venue published.
-            earlier = [
-                venue.readings(simulate.visit_path(), emitter="guest", seed=s, drift=drift)
-                for s in (12, 13, 14)
-            ]
-            start = learnt_start(model, earlier)
+        # Three earlier visitors on the same drifted day, in the same recording.
+        earlier = [
+            venue.readings(simulate.visit_path(), emitter="guest", seed=s, drift=drift)
+            for s in (12, 13, 14)
+        ]
         scores = []
         for seed in (2, 3, 4):
             visit = venue.readings(simulate.visit_path(), emitter="guest", seed=seed, drift=drift)
-            pred, offsets = predict(model, visit.drop(columns=["x", "y"]), start)
+            if name == "drift_learnt":
+                pred, offsets = after_earlier(model, visit, earlier)
+            else:
+                pred, offsets = predict(model, visit.drop(columns=["x", "y"]))
             res = evaluate(venue.zones, visit, pred)
             scores.append(res)
             print(
@@ -295,19 +304,19 @@ def _rooms(params: dict) -> int:
                         s: float(rng.choice([-1.0, 1.0]) * rng.uniform(3.0, 6.0))
                         for s in venue.scanners
                     }
-                start = None
-                if case == "drift_learnt":
-                    earlier = [
-                        venue.readings(
-                            grid.visit_path(seed * 10 + k), emitter="guest", seed=k, drift=drift
-                        )
-                        for k in (5, 6, 7)
-                    ]
-                    start = learnt_start(model, earlier)
+                earlier = [
+                    venue.readings(
+                        grid.visit_path(seed * 10 + k), emitter="guest", seed=k, drift=drift
+                    )
+                    for k in (5, 6, 7)
+                ]
                 for k in range(2):
                     path = grid.visit_path(seed * 10 + k)
                     visit = venue.readings(path, emitter="guest", seed=seed * 10 + k, drift=drift)
-                    pred, _ = predict(model, visit.drop(columns=["x", "y"]), start)
+                    if case == "drift_learnt":
+                        pred, _ = after_earlier(model, visit, earlier)
+                    else:
+                        pred, _ = predict(model, visit.drop(columns=["x", "y"]))
                     res = evaluate(venue.zones, visit, pred)
                     late = crossing_delays(venue.zones, path, pred)
                     scores.append(res)

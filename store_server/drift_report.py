@@ -29,7 +29,7 @@ SAMPLE = 200
 # How often the jobs publish each venue's drift, and how long a published figure stays: a venue
 # whose trackers all left keeps it a while, then new tracks start from the survey again.
 PUBLISH_S = 30.0
-PUBLISHED_TTL_S = 600
+PUBLISHED_TTL_S = drift.SEED_MEMORY_S
 
 
 def from_states(raws: list[Any]) -> dict[str, tuple[float, int]]:

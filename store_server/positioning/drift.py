@@ -11,6 +11,9 @@ CLIP_DB = 12.0
 # learns its own (measured: sd 1 dB gained less on the simulated venues, sd 2 dB the most).
 SEED_VAR_DB2 = 4.0
 SEED_MIN_EMITTERS = 3
+# How long what a track learnt still counts for newcomers after it was last heard (live: how
+# long a venue's published drift outlives its trackers).
+SEED_MEMORY_S = 600
 
 
 def adapt(
