@@ -8,6 +8,7 @@ prints one line per push or revoke a device receives. DEMO_SECONDS=N stops after
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import secrets
@@ -63,6 +64,13 @@ class DemoDevice:
     def __init__(self, name: str, url: str, token: str, names: dict[str, str]) -> None:
         self.name, self.names = name, names
         self.sio = socketio.Client(reconnection=True, reconnection_delay=0.5)
+        # The server replays a device's unacknowledged events as soon as it accepts the
+        # connection; the client handles each packet in a thread of its own, so such an event
+        # can run before the client has marked the namespace connected, and an ack sent then
+        # would be refused. Acks wait for the connection instead.
+        self.connected = threading.Event()
+        self.sio.on("connect", lambda *_: self.connected.set(), namespace="/device")
+        self.sio.on("disconnect", lambda *_: self.connected.clear(), namespace="/device")
         self.sio.on("event", self.on_event, namespace="/device")
         self.sio.connect(url, namespaces=["/device"], auth={"token": token}, wait_timeout=10)
 
@@ -73,7 +81,10 @@ class DemoDevice:
             say(f"push device={self.name} scope={ev['scope']} subscriber={who}")
         elif ev.get("type") == "revoke":
             say(f"revoke device={self.name} subscriber={who}")
-        self.sio.emit("ack", {"event_id": ev["event_id"]}, namespace="/device")
+        if self.connected.wait(10):
+            with contextlib.suppress(socketio.exceptions.BadNamespaceError):
+                # Disconnected meanwhile: unacknowledged, the event comes again on reconnect.
+                self.sio.emit("ack", {"event_id": ev["event_id"]}, namespace="/device")
 
 
 def main() -> int:
