@@ -33,15 +33,18 @@ PUBLISHED_TTL_S = drift.SEED_MEMORY_S
 CHUNK = 50
 
 
-def from_states(raws: list[Any]) -> dict[str, tuple[float, int]]:
-    """Per scanner: median learnt offset (dB) and the number of emitters behind it."""
+def from_states(raws: list[Any], version: str | None = None) -> dict[str, tuple[float, int]]:
+    """Per scanner: median learnt offset (dB) and the number of emitters behind it; with a
+    version, only from trackers that learnt against that radio map (topology.model_version)."""
     learnt = []
     for raw in raws:
         try:
             tracker = json.loads(raw).get("t") or {}
         except (TypeError, ValueError, AttributeError):
             continue  # a state being rewritten in another encoding: the next read has it
-        offsets = drift.learnt_offsets(tracker) if isinstance(tracker, dict) else {}
+        if not isinstance(tracker, dict) or (version is not None and tracker.get("mv") != version):
+            continue
+        offsets = drift.learnt_offsets(tracker)
         if offsets:
             learnt.append(offsets)
     return drift.per_scanner(learnt)
@@ -52,9 +55,11 @@ def sample(client: Any, keys: Keys, venue_id: int) -> Any:
     return client.hrandfield(keys.tracks(venue_id), SAMPLE, withvalues=True)
 
 
-def from_sample(fields_and_states: list[Any]) -> dict[str, tuple[float, int]]:
+def from_sample(
+    fields_and_states: list[Any], version: str | None = None
+) -> dict[str, tuple[float, int]]:
     """from_states on what `sample` read (subscriber ids and states, alternating)."""
-    return from_states(fields_and_states[1::2])
+    return from_states(fields_and_states[1::2], version)
 
 
 def venue_drift(app: Flask, venue_id: int) -> dict[str, tuple[float, int]]:
@@ -67,31 +72,42 @@ def needs_resurvey(drift_db: float, emitters: int) -> bool:
     return emitters >= MIN_EMITTERS and abs(drift_db) >= RESURVEY_DB
 
 
-def publish(client: Any, keys: Keys, venue_ids: list[int]) -> dict[int, dict]:
-    """Read every venue's drift and publish it for new tracks (two round trips per CHUNK
-    venues: a chunk's sampled states, up to ~200 KB a venue, are all a round holds at once)."""
+def publish(client: Any, keys: Keys, versions: dict[int, str]) -> dict[int, dict]:
+    """Read each venue's drift, learnt against its radio map now (venue id -> model version),
+    and publish it for new tracks: two round trips per CHUNK venues (a chunk's sampled states,
+    up to ~200 KB a venue, are all a round holds at once)."""
+    venue_ids = sorted(versions)
     figures: dict[int, dict] = {}
     for i in range(0, len(venue_ids), CHUNK):
         chunk = venue_ids[i : i + CHUNK]
         reader = client.pipeline(transaction=False)
         for venue_id in chunk:
             sample(reader, keys, venue_id)
-        got = {v: from_sample(read or []) for v, read in zip(chunk, reader.execute(), strict=True)}
+        got = {
+            v: from_sample(read or [], versions[v])
+            for v, read in zip(chunk, reader.execute(), strict=True)
+        }
         writer = client.pipeline(transaction=False)
         for venue_id, figure in got.items():
             if figure:
-                doc = {name: [db, n] for name, (db, n) in figure.items()}
+                doc = {
+                    "mv": versions[venue_id],
+                    "scanners": {name: [db, n] for name, (db, n) in figure.items()},
+                }
                 writer.set(keys.venue_drift(venue_id), json.dumps(doc), ex=PUBLISHED_TTL_S)
         writer.execute()
         figures |= got
     return figures
 
 
-def published(client: Any, keys: Keys, venue_id: int) -> dict[str, tuple[float, int]]:
-    """The venue's drift as last published ({} if none, or unreadable)."""
+def published(client: Any, keys: Keys, venue_id: int, version: str) -> dict[str, tuple[float, int]]:
+    """The venue's drift as last published, if learnt against this radio map ({} if none, of
+    another map, or unreadable)."""
     raw = client.get(keys.venue_drift(venue_id))
     try:
         doc = json.loads(raw) if raw else {}
-        return {str(k): (float(v[0]), int(v[1])) for k, v in doc.items()}
+        if doc.get("mv") != version:
+            return {}
+        return {str(k): (float(v[0]), int(v[1])) for k, v in doc["scanners"].items()}
     except (TypeError, ValueError, AttributeError, IndexError, KeyError):
         return {}

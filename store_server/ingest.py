@@ -775,18 +775,23 @@ def _version(raw: str | None) -> str:
 
 def _declared(
     venue: VenueInfo, tstate: dict[str, Any] | None, sightings: list[Sighting]
-) -> dict[str, Any] | None:
+) -> dict[str, Any]:
     """The tracking state to go on from: a new track starts from the venue's published drift
     per scanner; until the tracker holds a level for the emitter, the power its frames declare
     (a wearable transmits ~10 dB below a phone) is where that starts."""
-    if tstate is None and venue.drift_seed:
-        tstate = {"o": {name: list(seed) for name, seed in venue.drift_seed.items()}}
-    if tstate is not None and "k" in tstate:
+    if tstate is None or tstate.get("mv") != venue.model_version:
+        # A new track, or one whose offsets were learnt against a radio map the venue no
+        # longer has (a new survey, a moved scanner): its offsets start from the venue's
+        # drift, as published for this map.
+        tstate = {k: v for k, v in (tstate or {}).items() if k != "o"}
+        tstate["mv"] = venue.model_version
+        if venue.drift_seed:
+            tstate["o"] = {name: list(seed) for name, seed in venue.drift_seed.items()}
+    if "k" in tstate:
         return tstate
-    model = venue.model
     for s in sightings:
         if s.tx is not None:
-            return {**(tstate or {}), **declared_start(model, declared_level(s.kind, s.tx))}
+            return {**tstate, **declared_start(venue.model, declared_level(s.kind, s.tx))}
     return tstate
 
 

@@ -21,7 +21,7 @@ from store_server.db import sessions
 from store_server.models import Venue
 from store_server.push import Occurrence
 from store_server.redis_store import get_keys, get_redis
-from store_server.topology import get_topology
+from store_server.topology import get_topology, model_version
 
 log = logging.getLogger(__name__)
 EXPIRY_CHECK_S = 5.0
@@ -90,8 +90,8 @@ def refresh_resolver(app: Flask) -> int:
 def publish_drift(app: Flask) -> int:
     """Publish every venue's drift for new tracks to start from; returns how many had one."""
     with sessions(app)() as db:
-        venue_ids = list(db.scalars(select(Venue.id).order_by(Venue.id)))
-    figures = drift_report.publish(get_redis(app), get_keys(app), venue_ids)
+        versions = {v.id: model_version(v) for v in db.scalars(select(Venue))}
+    figures = drift_report.publish(get_redis(app), get_keys(app), versions)
     return sum(1 for f in figures.values() if f)
 
 

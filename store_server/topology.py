@@ -14,6 +14,7 @@ start from (store_server/drift_report.py).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import random
@@ -66,6 +67,7 @@ class VenueInfo:
     device_names: dict[int, str] = field(default_factory=dict)
     # Where a new track's per-scanner offsets start: the venue's published drift.
     drift_seed: dict[str, list[float]] = field(default_factory=dict)
+    model_version: str = ""
 
 
 class Topology:
@@ -170,7 +172,7 @@ class Topology:
             v = db.get(Venue, venue_id)
             info = None if v is None else _venue_info(db, v, self._model(v))
         if info is not None:
-            info.drift_seed = self._drift_seed(venue_id)
+            info.drift_seed = self._drift_seed(venue_id, info.model_version)
         self._venues[venue_id] = (_stale_at(time.monotonic()), info)
         return info
 
@@ -201,12 +203,13 @@ class Topology:
         for thread in running:
             thread.join(timeout)
 
-    def _drift_seed(self, venue_id: int) -> dict[str, list[float]]:
-        """The venue's published drift as a new track's offsets; none if Redis cannot say (the
-        venue still loads: new tracks then learn the drift from scratch, as before any was
-        published)."""
+    def _drift_seed(self, venue_id: int, version: str) -> dict[str, list[float]]:
+        """The venue's published drift as a new track's offsets, if it was learnt against the
+        radio map the venue has now; none if Redis cannot say (the venue still loads: new
+        tracks then learn the drift from scratch, as before any was published)."""
         try:
-            figure = drift_report.published(get_redis(self._app), get_keys(self._app), venue_id)
+            r, keys = get_redis(self._app), get_keys(self._app)
+            figure = drift_report.published(r, keys, venue_id, version)
         except redis.RedisError:
             return {}
         return venue_seed(figure)
@@ -215,7 +218,7 @@ class Topology:
         """The venue's positioning model, the cached one while nothing it depends on changed."""
         zones = {z.name: z.polygon for z in v.zones}
         scanners = {s.name: (s.x, s.y) for s in v.scanners}
-        sig = json.dumps([v.calibration, zones, scanners], sort_keys=True, default=str)
+        sig = _signature(v)
         cached = self._models.get(v.id)
         if cached and cached[0] == sig:
             return cached[1]
@@ -235,6 +238,20 @@ def _stale_at(now: float) -> float:
     return now + TTL_S * (0.7 + 0.3 * _JITTER.random())
 
 
+def _signature(v: Venue) -> str:
+    """Everything the venue's positioning model is built from, as one string."""
+    zones = {z.name: z.polygon for z in v.zones}
+    scanners = {s.name: (s.x, s.y) for s in v.scanners}
+    return json.dumps([v.calibration, zones, scanners], sort_keys=True, default=str)
+
+
+def model_version(v: Venue) -> str:
+    """A short name for the radio map the venue's model holds now: a new survey, a moved
+    scanner or redrawn zones give another, and offsets learnt against the old one no longer
+    apply (ingest drops them, the published drift is not used)."""
+    return hashlib.sha256(_signature(v).encode()).hexdigest()[:12]
+
+
 def _venue_info(db, v: Venue, model: VenueModel) -> VenueInfo:
     timings = {z.name: ZoneTiming(z.enter_stable_s, z.exit_absent_s) for z in v.zones}
     zone_names = {z.id: z.name for z in v.zones}
@@ -245,6 +262,7 @@ def _venue_info(db, v: Venue, model: VenueModel) -> VenueInfo:
         v.merchant.status == "active",
         model,
         timings,
+        model_version=model_version(v),
     )
     devices = db.scalars(select(Device).where(Device.venue_id == v.id, Device.revoked_at.is_(None)))
     for d in devices:

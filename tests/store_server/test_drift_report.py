@@ -39,16 +39,18 @@ def test_every_venue_is_published_however_many_there_are(app, redis):
     venues = list(range(987_000, 987_000 + 2 * drift_report.CHUNK + 20))
     with_trackers = {venues[3]: 2.0, venues[drift_report.CHUNK + 1]: -4.0, venues[-1]: 6.5}
     for venue, db in with_trackers.items():
-        states = {str(s): json.dumps({"t": {"o": {"door": [db, 1.0]}}}) for s in range(3)}
+        states = {
+            str(s): json.dumps({"t": {"mv": "map-1", "o": {"door": [db, 1.0]}}}) for s in range(3)
+        }
         redis.hset(keys.tracks(venue), mapping=states)
     try:
-        figures = drift_report.publish(redis, keys, venues)
+        figures = drift_report.publish(redis, keys, {v: "map-1" for v in venues})
         assert {v for v, f in figures.items() if f} == set(with_trackers)
         for venue in venues:
             expected = {"door": (with_trackers[venue], 3)} if venue in with_trackers else {}
-            assert drift_report.published(redis, keys, venue) == expected
+            assert drift_report.published(redis, keys, venue, "map-1") == expected
         redis.set(keys.venue_drift(venues[0]), b"{not json")
-        assert drift_report.published(redis, keys, venues[0]) == {}  # unreadable: no figure
+        assert drift_report.published(redis, keys, venues[0], "map-1") == {}  # unreadable
     finally:
         redis.delete(*[keys.tracks(v) for v in with_trackers], keys.venue_drift(venues[0]))
         redis.delete(*[keys.venue_drift(v) for v in with_trackers])
