@@ -14,6 +14,7 @@ import time
 import redis
 from flask import Flask
 from sqlalchemy import select
+from sqlalchemy.orm import selectinload
 
 from store_server import drift_report, presence, resolver, retention, streaming
 from store_server import events as pending
@@ -89,8 +90,10 @@ def refresh_resolver(app: Flask) -> int:
 
 def publish_drift(app: Flask) -> int:
     """Publish every venue's drift for new tracks to start from; returns how many had one."""
+    # Zones and scanners in two more queries for all venues, not two per venue.
+    query = select(Venue).options(selectinload(Venue.zones), selectinload(Venue.scanners))
     with sessions(app)() as db:
-        versions = {v.id: model_version(v) for v in db.scalars(select(Venue))}
+        versions = {v.id: model_version(v) for v in db.scalars(query)}
     figures = drift_report.publish(get_redis(app), get_keys(app), versions)
     return sum(1 for f in figures.values() if f)
 
