@@ -79,7 +79,7 @@ class Topology:
         # name / id -> (when the entry goes stale, on the monotonic clock; the info)
         self._scanners: dict[str, tuple[float, ScannerInfo | None]] = {}
         self._venues: dict[int, tuple[float, VenueInfo | None]] = {}
-        self._models: dict[int, tuple[str, VenueModel]] = {}
+        self._models: dict[int, tuple[str, VenueModel, str]] = {}
         self._loading: set[tuple[str, object]] = set()
         self._secrets: dict[Any, str] = {}  # sealed -> unsealed scanner secret
         self._reloads: set[threading.Thread] = set()
@@ -170,7 +170,7 @@ class Topology:
     def _load_venue(self, venue_id: int) -> VenueInfo | None:
         with sessions(self._app)() as db:
             v = db.get(Venue, venue_id)
-            info = None if v is None else _venue_info(db, v, self._model(v))
+            info = None if v is None else _venue_info(db, v, *self._model(v))
         if info is not None:
             info.drift_seed = self._drift_seed(venue_id, info.model_version)
         self._venues[venue_id] = (_stale_at(time.monotonic()), info)
@@ -214,21 +214,23 @@ class Topology:
             return {}
         return venue_seed(figure)
 
-    def _model(self, v: Venue) -> VenueModel:
-        """The venue's positioning model, the cached one while nothing it depends on changed."""
-        zones = {z.name: z.polygon for z in v.zones}
-        scanners = {s.name: (s.x, s.y) for s in v.scanners}
+    def _model(self, v: Venue) -> tuple[VenueModel, str]:
+        """The venue's positioning model and its version, the cached ones while nothing they
+        depend on changed (the signature is built once per reload, hashed once per model)."""
         sig = _signature(v)
         cached = self._models.get(v.id)
         if cached and cached[0] == sig:
-            return cached[1]
+            return cached[1], cached[2]
+        zones = {z.name: z.polygon for z in v.zones}
+        scanners = {s.name: (s.x, s.y) for s in v.scanners}
         model = (
             VenueModel.from_json(v.calibration)
             if v.calibration
             else VenueModel.uncalibrated(scanners, {k: shape(g) for k, g in zones.items()})
         )
-        self._models[v.id] = (sig, model)
-        return model
+        version = _version_of(sig)
+        self._models[v.id] = (sig, model, version)
+        return model, version
 
 
 def _stale_at(now: float) -> float:
@@ -249,10 +251,14 @@ def model_version(v: Venue) -> str:
     """A short name for the radio map the venue's model holds now: a new survey, a moved
     scanner or redrawn zones give another, and offsets learnt against the old one no longer
     apply (ingest drops them, the published drift is not used)."""
-    return hashlib.sha256(_signature(v).encode()).hexdigest()[:12]
+    return _version_of(_signature(v))
 
 
-def _venue_info(db, v: Venue, model: VenueModel) -> VenueInfo:
+def _version_of(signature: str) -> str:
+    return hashlib.sha256(signature.encode()).hexdigest()[:12]
+
+
+def _venue_info(db, v: Venue, model: VenueModel, version: str) -> VenueInfo:
     timings = {z.name: ZoneTiming(z.enter_stable_s, z.exit_absent_s) for z in v.zones}
     zone_names = {z.id: z.name for z in v.zones}
     info = VenueInfo(
@@ -262,7 +268,7 @@ def _venue_info(db, v: Venue, model: VenueModel) -> VenueInfo:
         v.merchant.status == "active",
         model,
         timings,
-        model_version=model_version(v),
+        model_version=version,
     )
     devices = db.scalars(select(Device).where(Device.venue_id == v.id, Device.revoked_at.is_(None)))
     for d in devices:
