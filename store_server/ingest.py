@@ -714,7 +714,7 @@ def advance(
         late = secs[done] if last is None else np.maximum(secs[done], last + 1)
         ts, rssi, which = ts[done], rssi[done], which[done]
         model, timings = venue.model, venue.timings
-        tstate = _declared(venue, out.get("t"), sightings)
+        tstate = _start_state(venue, out.get("t"), sightings)
         seconds = np.unique(late).tolist()
         prev = seconds[0] - 1 if last is None else last
         for k in seconds:
@@ -751,7 +751,7 @@ def _advance_now(
         out.pop(key, None)
     readings = sorted(readings + [(s.ts, scanner, s.rssi) for s in sightings])
     pstate = out.get("p", {})
-    tstate = _declared(venue, out.get("t"), sightings)
+    tstate = _start_state(venue, out.get("t"), sightings)
     events: list[presence.PresenceEvent] = []
     by_sec: dict[int, list[tuple[float, str, float]]] = defaultdict(list)
     for x in readings:
@@ -773,7 +773,7 @@ def _version(raw: str | None) -> str:
     return raw or ""
 
 
-def _declared(
+def _start_state(
     venue: VenueInfo, tstate: dict[str, Any] | None, sightings: list[Sighting]
 ) -> dict[str, Any]:
     """The tracking state to go on from: a new track starts from the venue's published drift

@@ -11,6 +11,9 @@ from __future__ import annotations
 import atexit
 import contextlib
 import hashlib
+import os
+import shutil
+import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -129,8 +132,6 @@ def _wait_exited(process: Any, timeout: float) -> bool:
     """Whether a process exited (gone, or a zombie) within timeout. The embedded server
     daemonises, so init reaps it, and an init that reaps late (this VM's: ~2 s) would make
     psutil's wait(), which waits for the pid to disappear, cost that much per server."""
-    import time
-
     import psutil
 
     deadline = time.monotonic() + timeout
@@ -146,9 +147,6 @@ def _forget_server(client: Any) -> None:
     its directory and its registry entry), so that hook has nothing left: it counts a zombie
     as running and would wait for init to reap it, seconds per server at the end of a test
     run holding dozens."""
-    import os
-    import shutil
-
     with contextlib.suppress(OSError, TypeError):
         os.remove(client.pidfile)
     if client.redis_dir and os.path.isdir(client.redis_dir):

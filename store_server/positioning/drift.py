@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 RATE = 0.02
@@ -89,7 +91,7 @@ def venue_seed(
     return {
         name: [round(float(db), 2), variance]
         for name, (db, n) in sorted(per_scanner_drift.items())
-        if n >= min_emitters and db == db
+        if n >= min_emitters and math.isfinite(db)
     }
 
 

@@ -39,10 +39,12 @@ def predict(
         newcomers = []
         while pending and pending[-1].first == k:
             newcomers.append(pending.pop())
-        for t in newcomers:
-            # Seeded from what the others learnt by the second before: the order in which
-            # emitters starting in the same second are taken changes nothing.
-            t.state = copy.deepcopy(start) if start else _seed(active + done)
+        if newcomers:
+            # Seeded from what the others learnt by the second before, once for all who start
+            # in this second: the order in which they are taken changes nothing.
+            begin = start or _seed(active + done)
+            for t in newcomers:
+                t.state = copy.deepcopy(begin)
         active += newcomers
         for t in active:
             t.step(model, k)

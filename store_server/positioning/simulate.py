@@ -76,14 +76,16 @@ class Venue:
 def walk(
     waypoints: list[tuple[float, float]],
     speed: float = 0.6,
-    pause_s: float = 0.0,
+    pause_s: float | list[float] = 0.0,
     t0: float = 1_700_000_000.0,
 ) -> pd.DataFrame:
-    """A path through waypoints at a walking speed, pausing at each waypoint."""
+    """A path through waypoints at a walking speed, pausing at each waypoint before leaving it
+    (pause_s for all of them, or one pause per waypoint)."""
+    pauses = pause_s if isinstance(pause_s, list) else [pause_s] * len(waypoints)
     ts, xs, ys = [t0], [waypoints[0][0]], [waypoints[0][1]]
-    for (x0, y0), (x1, y1) in itertools.pairwise(waypoints):
-        if pause_s > 0:
-            ts.append(ts[-1] + pause_s)
+    for ((x0, y0), (x1, y1)), pause in zip(itertools.pairwise(waypoints), pauses, strict=False):
+        if pause > 0:
+            ts.append(ts[-1] + pause)
             xs.append(x0)
             ys.append(y0)
         ts.append(ts[-1] + max(np.hypot(x1 - x0, y1 - y0) / speed, 0.1))
@@ -246,25 +248,19 @@ class RoomGrid:
             )
 
         room = (int(rng.integers(rows)), int(rng.integers(cols)))
-        legs: list[tuple[tuple[float, float], bool]] = [(spot(room), True)]
+        points, stands = [spot(room)], [True]
         for _ in range(stops):
             nxt = (int(rng.integers(rows)), int(rng.integers(cols)))
-            legs += [(door, False) for door in self.route(room, nxt)]
-            legs.append((spot(nxt), True))
+            doors = self.route(room, nxt)
+            points += [*doors, spot(nxt)]
+            stands += [False] * len(doors) + [True]
             room = nxt
-        ts, xs, ys = [t0], [legs[0][0][0]], [legs[0][0][1]]
-        for (a, stop), (b, _) in itertools.pairwise(legs):
-            if stop:
-                ts.append(ts[-1] + float(rng.uniform(15.0, 40.0)))
-                xs.append(a[0])
-                ys.append(a[1])
-            ts.append(ts[-1] + max(float(np.hypot(b[0] - a[0], b[1] - a[1])) / speed, 0.1))
-            xs.append(b[0])
-            ys.append(b[1])
-        ts.append(ts[-1] + 20.0)
-        xs.append(xs[-1])
-        ys.append(ys[-1])
-        return pd.DataFrame({"ts": ts, "x": xs, "y": ys})
+        # Drawn leg by leg, in order: the last spot's stand is the fixed 20 s below.
+        pauses = [float(rng.uniform(15.0, 40.0)) if stand else 0.0 for stand in stands[:-1]]
+        path = walk(points, speed=speed, pause_s=pauses, t0=t0)
+        last = path.iloc[-1]
+        stand = pd.DataFrame({"ts": [last["ts"] + 20.0], "x": [last["x"]], "y": [last["y"]]})
+        return pd.concat([path, stand], ignore_index=True)
 
 
 def room_grid(
