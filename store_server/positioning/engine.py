@@ -1,5 +1,6 @@
 """One tracking step: robust RSSI filter, radio-map likelihood on the venue grid, a Gaussian
-motion prior (assumed-density filter), zone probabilities, hysteresis and drift adaptation."""
+motion prior (assumed-density filter; a second, agile one for the zone of a walker), zone
+probabilities, hysteresis and drift adaptation."""
 
 from __future__ import annotations
 
@@ -23,6 +24,8 @@ from store_server.positioning.grid import Grid, build
 # The per-change LOTO / rooms figures are in README.md ("What was tried").
 # Cells more than this far below the posterior's top (in log density) weigh nothing.
 SPAN = 30.0
+# Placeholders for a filter's first step (no state, no manoeuvre gate yet).
+_NO_STATE, _NO_COV, _NO_GATE = (0.0,) * 4, np.zeros((4, 4)), np.full(5, np.nan)
 DEFAULTS: dict[str, float] = {
     "grid_step": 0.4,
     "tau_s": 0.3,
@@ -64,6 +67,10 @@ DEFAULTS: dict[str, float] = {
     "knn_weight": 0.0,
     "knn_k": 5,
     "knn_sigma_m": 1.0,
+    # The zone follows a second, agile filter (white acceleration walk_accel_mps2) while the
+    # steady one says the emitter walks (>= walk_mps): README "Zone while walking".
+    "walk_accel_mps2": 0.1,
+    "walk_mps": 0.2,
 }
 
 
@@ -252,7 +259,7 @@ def step(
         obs = filtering.fresh(filt, now, p["max_age_s"])
     if heard is None or now - heard > p["stale_s"] or not obs:
         if heard is None or now - heard > p["stale_s"]:
-            for key in ("m", "P", "t", "z", "c", "e"):
+            for key in ("m", "P", "am", "aP", "t", "z", "c", "e"):
                 st.pop(key, None)
             return st, None
         e = st.get("e")
@@ -315,48 +322,38 @@ def step(
     if p["knn_weight"] > 0 and rt.ref_pos.shape[0] >= p["knn_k"]:
         logpost = logpost + _knn_term(rt, idx, val - offsets[idx] - common)
     dt = 0.0 if last_t is None else max(now - float(last_t), 0.0)
-    kf = None
-    if "m" in st and "P" in st and len(st["m"]) == 4:
-        kf = motion.predict(
-            np.array(st["m"], dtype=float),
-            motion.unpack(st["P"]),
-            dt,
-            p["accel_mps2"],
-            p["damping_s"],
-        )
-        if p["adapt_gate"] > 0:
-            # A manoeuvre (turn, start, stop) shows as radio evidence far outside the predicted
-            # spread: widen the prior then, so a smooth walk can use a stiff motion model.
-            lx, ly, lxx, lxy, lyy, _ = kernels.moments(logpost, rt.cell_x, rt.cell_y, SPAN)
-            g0, g1 = lx - float(kf[0][0]), ly - float(kf[0][1])
-            nis = motion.mahalanobis2(kf[1][:2, :2] + np.array([[lxx, lxy], [lxy, lyy]]), g0, g1)
-            if nis > p["adapt_gate"]:
-                kf = (kf[0], kf[1] * (nis / p["adapt_gate"]))
-        i00, i01, i11 = motion.inverse2(kf[1][:2, :2])
-        kernels.add_prior(
-            logpost, rt.cell_x, rt.cell_y, float(kf[0][0]), float(kf[0][1]), i00, i01, i11
-        )
-    mx, my, sxx, sxy, syy, wts = kernels.moments(logpost, rt.cell_x, rt.cell_y, SPAN)
-    mean = np.array([mx, my])
-    pad = rt.grid.step**2 / 12.0
-    cov = np.array([[sxx + pad, sxy], [sxy, syy + pad]])
-    if kf is None:
-        m4 = np.array([mean[0], mean[1], 0.0, 0.0])
-        p4 = np.zeros((4, 4))
-        p4[:2, :2] = cov
-        p4[2:, 2:] = np.eye(2) * p["speed_mps"] ** 2
-    else:
-        m4, p4 = motion.condition(kf[0], kf[1], mean, cov)
+    gate = _NO_GATE
+    if p["adapt_gate"] > 0 and "m" in st:
+        # A manoeuvre (turn, start, stop) shows as radio evidence far outside the predicted
+        # spread: the likelihood's own mean and spread let both motion filters widen their
+        # prior then, so a smooth walk can use a stiff motion model.
+        gate = np.array(kernels.moments(logpost, rt.cell_x, rt.cell_y, SPAN)[:5])
+    walk = logpost.copy() if p["walk_accel_mps2"] > 0 else None
+    steady = (st.get("m"), st.get("P"))
+    m4, p4, mean, cov, wts = _filter(rt, *steady, logpost, dt, p["accel_mps2"], gate)
     st["m"] = [round(v, 4) for v in m4.tolist()]
     st["P"] = motion.pack(p4)
     st["t"] = now
 
+    # Whose posterior the zone follows: a person walking through a door changes course at
+    # once, which the steady prior (right for the position along a walk) only follows seconds
+    # later; a person standing still, as in a doorway, keeps the steady prior's zone, so the
+    # agile filter's wander cannot flap it. Both filters run all the time: an agile filter
+    # started only once the steady one sees a walk would inherit its lag.
+    zmean, zcov, zwts = mean, cov, wts
+    if walk is not None:
+        agile = (st.get("am"), st.get("aP"))
+        am, ap, amean, acov, awts = _filter(rt, *agile, walk, dt, p["walk_accel_mps2"], gate)
+        st["am"] = [round(v, 4) for v in am.tolist()]
+        st["aP"] = motion.pack(ap)
+        if math.hypot(float(m4[2]), float(m4[3])) >= p["walk_mps"]:
+            zmean, zcov, zwts = amean, acov, awts
     zone = None
     if rt.zones:
         current = st.get("z")
-        mass = np.bincount(rt.zone_bin, weights=wts, minlength=len(rt.grid.zone_names) + 1)
+        mass = np.bincount(rt.zone_bin, weights=zwts, minlength=len(rt.grid.zone_names) + 1)
         if p["zone_mode"] == 1:
-            dist = shapely.distance(rt.zone_array, shapely.Point(mx, my))
+            dist = shapely.distance(rt.zone_array, shapely.Point(float(zmean[0]), float(zmean[1])))
             zone, pending = hysteresis.decide_spatial(
                 current if "z" in st else None,
                 st.get("c"),
@@ -365,7 +362,7 @@ def step(
                 dt,
                 # An unsure position must move further before the zone follows it.
                 switch_m=max(
-                    p["switch_m"], p["switch_sd"] * math.sqrt((cov[0, 0] + cov[1, 1]) / 2)
+                    p["switch_m"], p["switch_sd"] * math.sqrt((zcov[0, 0] + zcov[1, 1]) / 2)
                 ),
                 dwell_s=p["switch_dwell_s"],
                 min_mass=p["min_mass"],
@@ -375,7 +372,7 @@ def step(
             zone, pending = hysteresis.decide(
                 current if "z" in st else None,
                 st.get("c"),
-                _zone_probs(rt, mass, mean),
+                _zone_probs(rt, mass, zmean),
                 dt,
                 p_enter=p["p_enter"],
                 margin=p["margin"],
@@ -430,6 +427,38 @@ def step(
         }
     st["e"] = [round(float(mean[0]), 3), round(float(mean[1]), 3), zone or ""]
     return st, (float(mean[0]), float(mean[1]), zone)
+
+
+def _filter(
+    rt: Runtime,
+    prev: list[float] | None,
+    packed: list[float] | None,
+    logpost: np.ndarray,
+    dt: float,
+    accel: float,
+    gate: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """One constant-velocity filter's step: its prior (from the last state `prev` and its packed
+    covariance) added to the likelihood in place; the posterior's state, mean, covariance and
+    cell weights (kernels.motion_step: motion.predict, the manoeuvre gate, motion.condition)."""
+    p = rt.params
+    has_prev = prev is not None and packed is not None and len(prev) == 4
+    return kernels.motion_step(
+        np.array(prev if has_prev else _NO_STATE, dtype=float),
+        motion.unpack(packed) if has_prev else _NO_COV,
+        has_prev,
+        dt,
+        float(accel),
+        float(p["damping_s"]),
+        gate,
+        float(p["adapt_gate"]),
+        logpost,
+        rt.cell_x,
+        rt.cell_y,
+        SPAN,
+        rt.grid.step**2 / 12.0,
+        float(p["speed_mps"]) ** 2,
+    )
 
 
 def _knn_term(rt: Runtime, idx: np.ndarray, val: np.ndarray) -> np.ndarray:

@@ -2,29 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
 from types import ModuleType
 
 import numpy as np
 import pandas as pd
 from shapely.geometry import box
 
-REPO = Path(__file__).resolve().parents[3]
 
-
-def _bench() -> ModuleType:
-    spec = importlib.util.spec_from_file_location(
-        "bench_positioning", REPO / "bench/positioning.py"
-    )
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_by_start_bins_each_track_from_its_own_first_second() -> None:
-    bench = _bench()
+def test_by_start_bins_each_track_from_its_own_first_second(bench: ModuleType) -> None:
     # Two tracks 100 s apart; the walker stands at (0, 0) and the estimate is 3 m off for the
     # first 5 s of each track, 1 m off until 10 s, then 0.5 m off.
     ts = np.concatenate([np.arange(0.0, 30.0), np.arange(130.0, 160.0)])
@@ -41,8 +26,9 @@ def test_by_start_bins_each_track_from_its_own_first_second() -> None:
     assert out == {"0-5": 3.0, "5-10": 1.0, "10-20": 0.5, "20+": 0.5}
 
 
-def test_crossing_delays_count_seconds_until_the_estimate_enters_the_room() -> None:
-    bench = _bench()
+def test_crossing_delays_count_seconds_until_the_estimate_enters_the_room(
+    bench: ModuleType,
+) -> None:
     zones = {"a": box(0, 0, 4, 4), "b": box(4, 0, 8, 4), "c": box(8, 0, 12, 4)}
     # The walker crosses into b at t = 10.5 and into c at t = 20.5, then stays in c.
     path = pd.DataFrame(

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from store_server.positioning import kernels
+from store_server.positioning import kernels, motion
 
 CELLS, SCANNERS = 300, 6
 
@@ -105,3 +105,47 @@ def test_leave_one_out_and_level_spread_over_the_active_cells(grid):
     level = grid["mu"][:, idx] @ mix
     ref = float(active @ (level - active @ level) ** 2)
     assert kernels.level_spread(grid["mu"], idx, active, mix) == pytest.approx(ref, rel=1e-9)
+
+
+@pytest.mark.parametrize(("damping_s", "adapt_gate"), [(0.0, 4.0), (3.0, 4.0), (0.0, 0.0)])
+def test_motion_step_is_the_reference_filter_step(grid, damping_s, adapt_gate):
+    """motion.predict, the manoeuvre gate, the prior on the grid, its moments and
+    motion.condition, as engine.py composed them before one compiled call did it all."""
+    rng = np.random.default_rng(5)
+    cx, cy = grid["x"], grid["y"]
+    widened = 0
+    for _ in range(20):
+        prev = rng.normal(0.0, 1.0, 4) + np.array([6.0, 4.5, 0.0, 0.0])
+        a = rng.normal(0.0, 0.5, (4, 4))
+        cov = a @ a.T + np.eye(4) * 0.1
+        centre = rng.uniform([0.0, 0.0], [12.0, 9.0])
+        spread = rng.uniform(0.3, 4.0)
+        logpost = -0.5 * ((cx - centre[0]) ** 2 + (cy - centre[1]) ** 2) / spread
+        gate = np.array([*centre, 1.0, 0.1, 1.5])
+        m4, p4, mean, cov2, w = kernels.motion_step(
+            prev, cov, True, 1.0, 0.1, damping_s, gate, adapt_gate, logpost.copy(), cx, cy,
+            30.0, 0.01, 0.64,
+        )  # fmt: skip
+        kf = motion.predict(prev, cov, 1.0, 0.1, damping_s)
+        nis = motion.mahalanobis2(kf[1][:2, :2] + [[1.0, 0.1], [0.1, 1.5]], *(centre - kf[0][:2]))
+        if adapt_gate and nis > adapt_gate:
+            kf = (kf[0], kf[1] * (nis / adapt_gate))
+            widened += 1
+        ref = logpost.copy()
+        kernels.add_prior(ref, cx, cy, kf[0][0], kf[0][1], *motion.inverse2(kf[1][:2, :2]))
+        mx, my, sxx, sxy, syy, ref_w = kernels.moments(ref, cx, cy, 30.0)
+        ref_cov = np.array([[sxx + 0.01, sxy], [sxy, syy + 0.01]])
+        ref_m, ref_p = motion.condition(kf[0], kf[1], np.array([mx, my]), ref_cov)
+        assert np.allclose(mean, [mx, my], rtol=0, atol=1e-12)
+        assert np.allclose(cov2, ref_cov, rtol=0, atol=1e-12)
+        assert np.allclose(m4, ref_m, rtol=0, atol=1e-10)
+        assert np.allclose(p4, ref_p, rtol=0, atol=1e-10)
+        assert np.allclose(w, ref_w, rtol=1e-9, atol=1e-300)
+    assert widened > 0 if adapt_gate else widened == 0
+    # A first step has no prior: the likelihood's posterior, at rest with the initial speed sd.
+    m4, p4, mean, _, _ = kernels.motion_step(
+        np.zeros(4), np.zeros((4, 4)), False, 0.0, 0.1, 0.0, np.full(5, np.nan), 4.0,
+        logpost.copy(), cx, cy, 30.0, 0.01, 0.64,
+    )  # fmt: skip
+    assert m4[2:].tolist() == [0.0, 0.0] and p4[2, 2] == p4[3, 3] == 0.64
+    assert np.allclose(mean, kernels.moments(logpost.copy(), cx, cy, 30.0)[:2])
