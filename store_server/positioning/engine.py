@@ -323,7 +323,7 @@ def step(
         logpost = logpost + _knn_term(rt, idx, val - offsets[idx] - common)
     dt = 0.0 if last_t is None else max(now - float(last_t), 0.0)
     gate = _NO_GATE
-    if p["adapt_gate"] > 0 and "m" in st:
+    if p["adapt_gate"] > 0 and "m" in st and "P" in st:
         # A manoeuvre (turn, start, stop) shows as radio evidence far outside the predicted
         # spread: the likelihood's own mean and spread let both motion filters widen their
         # prior then, so a smooth walk can use a stiff motion model.
@@ -348,6 +348,10 @@ def step(
         st["aP"] = motion.pack(ap)
         if math.hypot(float(m4[2]), float(m4[3])) >= p["walk_mps"]:
             zmean, zcov, zwts = amean, acov, awts
+    else:
+        # A model without the agile filter must not carry a stale one into the state.
+        st.pop("am", None)
+        st.pop("aP", None)
     zone = None
     if rt.zones:
         current = st.get("z")

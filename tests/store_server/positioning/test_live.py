@@ -85,6 +85,11 @@ def test_state_is_compact_json_and_track_is_pure() -> None:
         state = json.loads(json.dumps(new_state))
     assert len(json.dumps(state)) < 800
     assert est is not None and est.zone == "kitchen"
+    # The zone's agile filter is carried along; a model without it drops it from the state.
+    assert len(state["am"]) == 4 and len(state["aP"]) == 10
+    steady = VenueModel(venue.scanners, venue.zones, {"params": {"walk_accel_mps2": 0.0}})
+    dropped, _ = track(steady, state, [], float(k) + 1.0)
+    assert "am" not in dropped and "aP" not in dropped and "m" in dropped
 
 
 def _survey(venue: simulate.Venue) -> pd.DataFrame:
