@@ -1,4 +1,8 @@
-"""Constant-velocity motion prior and the update of velocity from a position posterior."""
+"""Constant-velocity motion prior and the update of velocity from a position posterior.
+
+The readable reference of a filter's step: live tracking runs it compiled, prediction to
+conditioning in one call (kernels.motion_step, tested against these functions); engine.py
+uses pack and unpack for the state."""
 
 from __future__ import annotations
 
@@ -26,7 +30,7 @@ def predict(
 
 @lru_cache(maxsize=64)
 def _transition(dt: float, accel: float, damping_s: float) -> tuple[np.ndarray, np.ndarray]:
-    """Transition and noise matrices: cached, as live ingest steps every emitter by dt = 1 s."""
+    """Transition and noise matrices, cached: a replay steps every emitter by dt = 1 s."""
     f = np.eye(4)
     decay = float(np.exp(-dt / damping_s)) if damping_s > 0 else 1.0
     travel = damping_s * (1.0 - decay) if damping_s > 0 else dt
@@ -62,8 +66,8 @@ def condition(
 def inverse2(cov: np.ndarray) -> tuple[float, float, float]:
     """(a, b, c) of the inverse [[a, b], [b, c]] of a symmetric positive-definite 2x2 matrix.
 
-    Written out: LAPACK's general inverse and solve cost 15-30 us each on a 2x2, and a tracking
-    step of live ingest needs three (the manoeuvre gate, the motion prior, the conditioning)."""
+    Written out: LAPACK's general inverse and solve cost 15-30 us each on a 2x2, and a filter's
+    step needs three (the manoeuvre gate, the motion prior, the conditioning)."""
     s00, s01, s11 = float(cov[0, 0]), float(cov[0, 1]), float(cov[1, 1])
     det = s00 * s11 - s01 * s01
     return s11 / det, -s01 / det, s00 / det
