@@ -72,6 +72,15 @@ def needs_resurvey(drift_db: float, emitters: int) -> bool:
     return emitters >= MIN_EMITTERS and abs(drift_db) >= RESURVEY_DB
 
 
+def tracked(client: Any, keys: Keys, venue_ids: list[int]) -> list[int]:
+    """The venues holding any tracking state now, in one round trip: only they have a drift
+    to publish, so the jobs load the radio maps of those alone."""
+    pipe = client.pipeline(transaction=False)
+    for venue_id in venue_ids:
+        pipe.exists(keys.tracks(venue_id))
+    return [v for v, n in zip(venue_ids, pipe.execute(), strict=True) if n]
+
+
 def publish(client: Any, keys: Keys, versions: dict[int, str]) -> dict[int, dict]:
     """Read each venue's drift, learnt against its radio map now (venue id -> model version),
     and publish it for new tracks: two round trips per CHUNK venues (a chunk's sampled states,

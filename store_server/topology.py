@@ -221,8 +221,7 @@ class Topology:
         cached = self._models.get(v.id)
         if cached and cached[0] == sig:
             return cached[1], cached[2]
-        zones = {z.name: z.polygon for z in v.zones}
-        scanners = {s.name: (s.x, s.y) for s in v.scanners}
+        zones, scanners = _geometry(v)
         model = (
             VenueModel.from_json(v.calibration)
             if v.calibration
@@ -240,11 +239,14 @@ def _stale_at(now: float) -> float:
     return now + TTL_S * (0.7 + 0.3 * _JITTER.random())
 
 
+def _geometry(v: Venue) -> tuple[dict[str, Any], dict[str, tuple[float, float]]]:
+    """The venue's zone polygons (GeoJSON) and scanner positions, by name."""
+    return {z.name: z.polygon for z in v.zones}, {s.name: (s.x, s.y) for s in v.scanners}
+
+
 def _signature(v: Venue) -> str:
     """Everything the venue's positioning model is built from, as one string."""
-    zones = {z.name: z.polygon for z in v.zones}
-    scanners = {s.name: (s.x, s.y) for s in v.scanners}
-    return json.dumps([v.calibration, zones, scanners], sort_keys=True, default=str)
+    return json.dumps([v.calibration, *_geometry(v)], sort_keys=True, default=str)
 
 
 def model_version(v: Venue) -> str:

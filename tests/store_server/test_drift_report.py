@@ -54,3 +54,15 @@ def test_every_venue_is_published_however_many_there_are(app, redis):
     finally:
         redis.delete(*[keys.tracks(v) for v in with_trackers], keys.venue_drift(venues[0]))
         redis.delete(*[keys.venue_drift(v) for v in with_trackers])
+
+
+def test_only_venues_someone_is_tracked_at_are_read_for_publishing(app, redis):
+    """The jobs load the radio maps of the venues `tracked` names, and no others (real Redis)."""
+    keys = get_keys(app)
+    venues = [986_001, 986_002, 986_003]
+    redis.hset(keys.tracks(venues[1]), "42", json.dumps({"t": {}}))
+    try:
+        assert drift_report.tracked(redis, keys, venues) == [venues[1]]
+        assert drift_report.tracked(redis, keys, []) == []
+    finally:
+        redis.delete(keys.tracks(venues[1]))
