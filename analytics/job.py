@@ -41,7 +41,7 @@ AREAS_ENV = "CM_AREAS_FILE"
 # Merchants think in local weeks. One zone for every run, never an option: weeks cut in two
 # zones would overlap by an hour, and the difference of two such reports is a small cell.
 REPORT_TZ = "Europe/Paris"
-ISO_WEEK = re.compile(r"^(\d{4})-W(\d{2})$")
+ISO_WEEK = re.compile(r"^([0-9]{4})-W([0-9]{2})\Z")
 SCOPE = (
     "visits of subscribers whose statistics consent covered this merchant for the whole visit "
     "and was never withdrawn"

@@ -399,6 +399,7 @@ def _core_loop(
             batch_id,
             rows,
             cfg["BATCH_ID_TTL_S"],
+            digest=ingest.batch_digest(doc),
         )
         if occurrences:
             deliver(app, occurrences)

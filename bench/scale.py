@@ -108,13 +108,21 @@ def consume(cfg: dict[str, Any]) -> int:
     def handle(stream: str, entry_id: str, fields: dict[str, str]) -> None:
         scanner = scanners.get(fields["scanner"]) or topo.scanner(fields["scanner"])
         scanners[fields["scanner"]] = scanner
-        batch_id, rows = ingest.parse_batch(
-            json.loads(fields["body"]), max_batch, time.time(), skew
-        )
+        doc = json.loads(fields["body"])
+        batch_id, rows = ingest.parse_batch(doc, max_batch, time.time(), skew)
         # A fresh nonce per attempt: replay was refused at the HTTP edge; here the batch id is
         # what makes a redelivered entry harmless.
         outcome, occurrences, _ = ingest.process(
-            r, keys, topo, scanner, uuid.uuid4().hex, 600, batch_id, rows, ttl
+            r,
+            keys,
+            topo,
+            scanner,
+            uuid.uuid4().hex,
+            600,
+            batch_id,
+            rows,
+            ttl,
+            digest=ingest.batch_digest(doc),
         )
         if outcome.in_progress:
             return  # another consumer holds it: it stays pending and is acked there
@@ -289,7 +297,7 @@ def main(argv: list[str] | None = None) -> int:
             "killed_after_batches": 20,
             "killed_exit": crash_reports[0].get("killed"),
             "survivor": crash_reports[1],
-            "batches_done": sum(1 for m in markers if m == "done"),
+            "batches_done": sum(1 for m in markers if m and m.startswith(ingest.BATCH_DONE)),
             "processed_once": 20 + crash_reports[1]["batches"] == len(ids),
             "pending_left": pending_total(r, keys, args.partitions),
         }

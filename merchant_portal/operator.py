@@ -33,8 +33,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 INVITE_SALT = "portal-invite"
 INVITE_MAX_AGE_S = 7 * 86400
 MIN_PASSWORD = 12
-SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{1,62}$")
-EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,190}\.[^@\s]{2,}$")
+SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{1,62}\Z")
+EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,190}\.[^@\s]{2,}\Z")
 KINDS = ("salon", "vtc", "shop", "cinema")
 
 

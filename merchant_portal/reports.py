@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 from analytics.job import latest_reports
 
 log = logging.getLogger(__name__)
-WEEK = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+WEEK = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}\Z")
 SIMPLIFY_DEG = 0.0002  # ~20 m: invisible at tablet scale, keeps the SVG small
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-TRACK_ID = re.compile(r"^[\w:.\-]{1,64}$")
+TRACK_ID = re.compile(r"^[\w:.\-]{1,64}\Z")
 MAX_VETOES = 500
 
 

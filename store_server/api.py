@@ -17,7 +17,12 @@ from store_server.topology import ScannerInfo, get_topology
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 log = logging.getLogger(__name__)
-NONCE = re.compile(r"^[0-9a-f]{16,64}$")
+# fullmatch, [0-9] not \d: a header is ASCII digits only, with no trailing newline ("²" is a
+# digit to str.isdigit and int() refuses it; a 5,000-digit number overflows the clock maths).
+NONCE = re.compile(r"[0-9a-f]{16,64}")
+TIMESTAMP = re.compile(r"[0-9]{1,12}")
+SIGNATURE = re.compile(r"[0-9a-f]{64}")
+VERSION_MAX = 32
 HEARTBEAT_FIELDS = {
     "uptime_s": float,
     "queue_depth": int,
@@ -48,16 +53,22 @@ def authenticate() -> tuple[ScannerInfo, str, bytes]:
     """Check the scanner's signature, timestamp window and nonce format; returns the body too."""
     cfg = current_app.config
     body = request.get_data(cache=True)
+    if request.content_length is None and len(body) >= cfg["INGEST_MAX_BODY"]:
+        # A chunked body is cut at the limit by the server's stream, not refused: whatever
+        # followed would be lost unseen, and the signature might cover only the part read.
+        raise ApiError(413, f"body reaches the {cfg['INGEST_MAX_BODY']}-byte limit")
     name = request.headers.get(signing.HEADER_SCANNER, "")
     ts_raw = request.headers.get(signing.HEADER_TIMESTAMP, "")
     nonce = request.headers.get(signing.HEADER_NONCE, "")
     sig = request.headers.get(signing.HEADER_SIGNATURE, "")
     if not name or not ts_raw or not nonce or not sig:
         raise ApiError(401, "missing signature headers")
-    if not ts_raw.isdigit():
+    if not TIMESTAMP.fullmatch(ts_raw):
         raise ApiError(401, "timestamp must be integer unix seconds")
-    if not NONCE.match(nonce):
+    if not NONCE.fullmatch(nonce):
         raise ApiError(401, "nonce must be 16-64 lowercase hex digits")
+    if not SIGNATURE.fullmatch(sig):
+        raise ApiError(401, "signature must be 64 lowercase hex digits (HMAC-SHA256)")
     skew = int(ts_raw) - time.time()
     if abs(skew) > cfg["INGEST_MAX_SKEW_S"]:
         raise ApiError(
@@ -70,6 +81,11 @@ def authenticate() -> tuple[ScannerInfo, str, bytes]:
     # Unknown scanner and bad signature answer alike, so names cannot be probed.
     if scanner is None or not signing.verify(scanner.secret, int(ts_raw), nonce, body, sig):
         raise ApiError(401, "bad signature or unknown scanner")
+    # Checked once the sender is known: a stranger learns nothing but that it is not one.
+    if request.mimetype != "application/json":
+        raise ApiError(415, "Content-Type must be application/json")
+    if request.headers.get("Content-Encoding", "identity").lower() != "identity":
+        raise ApiError(415, "Content-Encoding is not supported: send the JSON as it is")
     return scanner, nonce, body
 
 
@@ -87,9 +103,10 @@ def sightings():  # type: ignore[no-untyped-def]
     """Accept one signed batch of sightings (idempotent by batch_id)."""
     cfg = current_app.config
     scanner, nonce, body = authenticate()
+    doc = _json_body(body)
     try:
         batch_id, rows = ingest.parse_batch(
-            _json_body(body), cfg["INGEST_MAX_BATCH"], time.time(), cfg["INGEST_MAX_SKEW_S"]
+            doc, cfg["INGEST_MAX_BATCH"], time.time(), cfg["INGEST_MAX_SKEW_S"]
         )
     except ingest.BadBatch as e:
         raise ApiError(400, str(e)) from None
@@ -103,6 +120,7 @@ def sightings():  # type: ignore[no-untyped-def]
         batch_id,
         rows,
         cfg["BATCH_ID_TTL_S"],
+        digest=ingest.batch_digest(doc),
         rate_limit=cfg["INGEST_RATE_PER_MIN"],
     )
     if replayed:
@@ -113,6 +131,9 @@ def sightings():  # type: ignore[no-untyped-def]
             "too many batches from this scanner: slow down",
             retry_after_s=int(60 - time.time() % 60) + 1,
         )
+    if outcome.conflict:
+        # Never acknowledged as a duplicate: these sightings would be lost unseen.
+        raise ApiError(422, "batch_id already used for a different batch: each batch needs its own")
     g.ingest_outcome = outcome
     if outcome.in_progress:
         raise ApiError(503, "this batch is being processed: retry shortly", retry_after_s=1)
@@ -141,7 +162,10 @@ def heartbeat():  # type: ignore[no-untyped-def]
     if adapter not in ("up", "down", "simulated", "replay", "unknown"):
         raise ApiError(400, "adapter must be up, down, simulated, replay or unknown")
     health["adapter"] = adapter
-    health["version"] = str(doc.get("version", ""))[:32]
+    version = doc.get("version", "")
+    if not isinstance(version, str):
+        raise ApiError(400, "version must be a string")
+    health["version"] = version[:VERSION_MAX]
     r, keys = get_redis(), get_keys()
     ttl = 2 * current_app.config["INGEST_MAX_SKEW_S"]
     if not r.set(keys.nonce(scanner.id, nonce), 1, nx=True, ex=ttl):

@@ -17,7 +17,7 @@ from typing import Protocol
 from flask import Flask, current_app
 from werkzeug.security import check_password_hash, generate_password_hash
 
-USERNAME = re.compile(r"^[a-z0-9][a-z0-9._@+-]{2,63}$")
+USERNAME = re.compile(r"^[a-z0-9][a-z0-9._@+-]{2,63}\Z")
 MAX_PASSWORD = 256
 # Development-only accounts (never deploy BuiltinDirectory); passwords are hashed at start-up.
 FIXTURE_ACCOUNTS: tuple[tuple[str, str, str], ...] = (

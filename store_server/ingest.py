@@ -11,6 +11,7 @@ back from (1) as its version alone (StateCache).
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import re
@@ -39,9 +40,10 @@ from store_server.redis_store import run_script, script_sha
 from store_server.resolver import applicable_consent
 from store_server.topology import ScannerInfo, Topology, VenueInfo
 
-HEX16 = re.compile(r"^[0-9a-f]{16}$")
-HEX40 = re.compile(r"^[0-9a-f]{40}$")
-BATCH_ID = re.compile(r"^[0-9A-Za-z_-]{8,64}$")
+# \Z, not $: $ also matches before a trailing newline, which would let "id\n" through.
+HEX16 = re.compile(r"^[0-9a-f]{16}\Z")
+HEX40 = re.compile(r"^[0-9a-f]{40}\Z")
+BATCH_ID = re.compile(r"^[0-9A-Za-z_-]{8,64}\Z")
 KINDS = {"eid": HEX16, "ibeacon": HEX40}
 # Calibrated power a frame may carry (Eddystone: at 0 m; iBeacon: at 1 m), in dBm.
 TX_POWER_MIN, TX_POWER_MAX = -100, 20
@@ -232,9 +234,22 @@ class Outcome:
     duplicate: bool = False
     in_progress: bool = False  # a duplicate whose first attempt has not committed yet
     limited: bool = False  # over the scanner's rate limit: nothing was done
+    conflict: bool = False  # the batch id holds a different batch: nothing was done
     event_ids: list[str] = field(default_factory=list)  # pending presence events to deliver
     resolved: int = 0
     dropped: int = 0
+
+
+def batch_digest(doc: dict[str, Any]) -> str:
+    """What makes a batch this batch: its sightings, canonically serialised. A retry (a new
+    sent_at, nonce and signature) has the same digest; another batch reusing its id has not."""
+    canonical = orjson.dumps(doc.get("sightings"), option=orjson.OPT_SORT_KEYS)
+    return hashlib.blake2b(canonical, digest_size=8).hexdigest()
+
+
+def marker(state: str, digest: str) -> str:
+    """The value of a batch's marker key: its state and its digest."""
+    return f"{state}:{digest}"
 
 
 def parse_batch(
@@ -333,6 +348,8 @@ if limit > 0 then
   end
 end
 if status == ARGV[5] then return {1} end
+-- The id is taken by other sightings (the markers carry each batch's digest).
+if status and status ~= ARGV[4] then return {5} end
 if not claimed then return {2} end
 -- The states this process holds already (subscriber, version pairs): sent back as their
 -- version alone when unchanged, not as a whole state.
@@ -368,7 +385,7 @@ if #subs > 0 then
 end
 return {4, entries, subs, states}
 """
-REPLAYED, DUPLICATE, IN_PROGRESS, LIMITED, CLAIMED = 0, 1, 2, 3, 4
+REPLAYED, DUPLICATE, IN_PROGRESS, LIMITED, CLAIMED, CONFLICT = 0, 1, 2, 3, 4, 5
 
 # Round trip 2, in one transaction: compare-and-set of the states read in round trip 1 (a state
 # another process or the exit sweeper changed meanwhile fails the whole write, and the batch is
@@ -440,10 +457,12 @@ def process(
     sightings: list[Sighting],
     batch_ttl: int,
     *,
+    digest: str,
     rate_limit: int = 0,
 ) -> tuple[Outcome, list[Occurrence], bool]:
     """Run one batch through resolution, positioning and presence; returns (outcome, events,
-    replayed) where replayed means the nonce was seen before and nothing was done. With
+    replayed) where replayed means the nonce was seen before and nothing was done. `digest` is
+    batch_digest of the batch, told apart from another batch under the same id. With
     `rate_limit`, a scanner sending more batches than that per minute is told to slow down."""
     venue = topo.venue(scanner.venue_id)
     ids = sorted({s.id for s in sightings})
@@ -471,8 +490,8 @@ def process(
             nonce_ttl,
             PENDING_TTL_S,
             rate_limit,
-            BATCH_PENDING,
-            BATCH_DONE,
+            marker(BATCH_PENDING, digest),
+            marker(BATCH_DONE, digest),
             len(held) // 2,
             *held,
             *ids,
@@ -486,19 +505,22 @@ def process(
             return Outcome(len(sightings), duplicate=True), [], False
         if code == IN_PROGRESS:
             return Outcome(0, duplicate=True, in_progress=True), [], False
+        if code == CONFLICT:
+            return Outcome(0, conflict=True), [], False
         entries = dict(zip(ids, res[1], strict=True))
         states = dict(zip(res[2], res[3], strict=True))
         try:
-            return _fold(r, keys, venue, scanner, bkey, batch_ttl, sightings, entries, states)
+            done = (bkey, marker(BATCH_DONE, digest), batch_ttl)
+            return _fold(r, keys, venue, scanner, done, sightings, entries, states)
         except BaseException:
-            _release(r, bkey)
+            _release(r, bkey, marker(BATCH_PENDING, digest))
             raise
 
 
-def _release(r: redis.Redis, bkey: str) -> None:
+def _release(r: redis.Redis, bkey: str, claim: str) -> None:
     """Give up a claim after a failure so that the scanner's retry is processed (best effort)."""
     try:
-        if r.get(bkey) == BATCH_PENDING:
+        if r.get(bkey) == claim:
             r.delete(bkey)
     except redis.RedisError:
         pass  # the claim expires by itself
@@ -555,13 +577,14 @@ def _fold(
     keys: Keys,
     venue: VenueInfo | None,
     scanner: ScannerInfo,
-    bkey: str,
-    batch_ttl: int,
+    done: tuple[str, str, int],
     sightings: list[Sighting],
     entries: dict[str, str | None],
     states: dict[str, str | None],
 ) -> tuple[Outcome, list[Occurrence], bool]:
-    """Resolve, position and fold one claimed batch; the last write marks the batch done."""
+    """Resolve, position and fold one claimed batch; the last write marks the batch done
+    (`done`: the marker's key, its value and its time to live)."""
+    bkey, done_marker, batch_ttl = done
     by_sub, consents, dropped, subscriber_of = _resolve(venue, sightings, entries)
     subs = sorted(by_sub)
     fields = [str(s) for s in subs]
@@ -599,7 +622,7 @@ def _fold(
             written_states.append(state)
             zone = state["p"].get("zone") or ""
             args += (field_, _version(raw), _dumps(state), f"{venue.id}:{sub}", repr(last), zone)
-        args += (dropped, batch_ttl, BATCH_DONE)
+        args += (dropped, batch_ttl, done_marker)
         args += [pending.encode(o) for o in occurrences]
         written = run_script(
             r,

@@ -14,7 +14,7 @@ import redis
 
 from store_server.keys import Keys
 
-STREAM_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
+STREAM_ID = re.compile(r"^[0-9]{1,20}-[0-9]{1,20}\Z")
 
 
 def append_many(

@@ -55,6 +55,9 @@ class RouteMap(Map):
     """Werkzeug's Map with the caching matcher (Flask's url_map_class)."""
 
     def __init__(self, rules: Iterable[RuleFactory] | None = None, **kwargs: Any) -> None:
+        # Merged slashes answer "//x" with a redirect page (HTML, and a scanner's POST is not
+        # followed); a path that is not ours is a JSON 404 like any other.
+        kwargs.setdefault("merge_slashes", False)
         super().__init__(None, **kwargs)
         self._matcher = CachedMatcher(self._matcher.merge_slashes)
         for rule in rules or ():

@@ -40,6 +40,9 @@ from store_server.redis_store import get_keys, get_redis
 
 log = logging.getLogger(__name__)
 TTL_S = 10.0
+# Names no scanner has are remembered (a retrying misconfigured scanner must not cost a query per
+# request), but anyone can send any name: past this many they are forgotten all at once.
+MAX_UNKNOWN_SCANNERS = 1024
 _JITTER = random.Random()  # its own generator: seeding the global one (tests do) leaves it be
 
 
@@ -78,6 +81,7 @@ class Topology:
         self._lock = threading.Lock()
         # name / id -> (when the entry goes stale, on the monotonic clock; the info)
         self._scanners: dict[str, tuple[float, ScannerInfo | None]] = {}
+        self._unknown: set[str] = set()  # names cached as no scanner
         self._venues: dict[int, tuple[float, VenueInfo | None]] = {}
         self._models: dict[int, tuple[str, VenueModel, str]] = {}
         self._loading: set[tuple[str, object]] = set()
@@ -88,6 +92,7 @@ class Topology:
         """Forget everything (after a setup change in this process)."""
         with self._lock:
             self._scanners.clear()
+            self._unknown.clear()
             self._venues.clear()
             self._secrets.clear()
 
@@ -149,6 +154,14 @@ class Topology:
         found = {row.name: row for row in rows}
         for n in names:
             row = found.get(n)
+            if row is not None:
+                self._unknown.discard(n)
+            elif n not in self._unknown:
+                if len(self._unknown) >= MAX_UNKNOWN_SCANNERS:
+                    for gone in self._unknown:
+                        self._scanners.pop(gone, None)
+                    self._unknown.clear()
+                self._unknown.add(n)
             self._scanners[n] = (_stale_at(now), None if row is None else self._info(row))
         return self._scanners[name][1]
 

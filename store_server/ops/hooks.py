@@ -24,7 +24,7 @@ SECURITY_HEADERS = {
     "Referrer-Policy": "no-referrer",
 }
 # A caller's id (a proxy's, or a scanner's retry) is kept only when it is short and plain.
-INCOMING_ID = re.compile(r"^[0-9A-Za-z._-]{8,64}$")
+INCOMING_ID = re.compile(r"^[0-9A-Za-z._-]{8,64}\Z")
 access_log = logging.getLogger("store_server.access")
 _factory_installed = False
 

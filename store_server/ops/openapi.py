@@ -69,7 +69,10 @@ def _signed_operation(
             "timestamp outside the window (then `skew_s` and `window_s` say by how much)",
         ),
         "409": _error("The nonce was already used: a replayed request"),
-        "413": _error("The body is larger than the configured limit"),
+        "413": _error(
+            "The body is larger than the configured limit (a chunked body reaching it counts)"
+        ),
+        "415": _error("Content-Type is not application/json, or the body is content-encoded"),
         "503": _unavailable(),
     }
     responses.update(extra)
@@ -249,7 +252,18 @@ def _operations() -> dict[tuple[str, str], tuple[str, dict[str, Any]]]:
     ops: dict[tuple[str, str], tuple[str, dict[str, Any]]] = {
         ("api.sightings", "post"): (
             "/api/v1/sightings",
-            _signed_operation("Upload one batch of programme sightings", "Batch", ok_ingest, {}),
+            _signed_operation(
+                "Upload one batch of programme sightings",
+                "Batch",
+                ok_ingest,
+                {
+                    "422": _error(
+                        "The batch_id was already used for different sightings: a retry is "
+                        "acknowledged, another batch under the same id never is"
+                    ),
+                    "429": _error("More batches per minute than this scanner may send"),
+                },
+            ),
         ),
         ("api.heartbeat", "post"): (
             "/api/v1/heartbeat",

@@ -15,7 +15,7 @@ import segno
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 
 SALT = "optin"
-JTI = re.compile(r"^[0-9a-f]{16,64}$")
+JTI = re.compile(r"^[0-9a-f]{16,64}\Z")
 
 
 class LinkError(Exception):

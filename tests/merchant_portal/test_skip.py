@@ -58,6 +58,9 @@ def test_skip_tells_the_zones_device_and_is_refused_elsewhere(portal_app, portal
         }
         bad = staff.post(skip_url, json={"zone": "nope", "track": "trk:1"}, headers=headers)
         assert bad.status_code == 400 and "error" in bad.json()
+        # A trailing newline is not part of any track id ($ would have matched before it).
+        bad = staff.post(skip_url, json={"zone": "chair-2", "track": "trk:1\n"}, headers=headers)
+        assert bad.status_code == 400 and "error" in bad.json()
         forged = staff.post(skip_url, json={"zone": "chair-2", "track": "trk:1"})
         assert forged.status_code in (400, 403)
         other = session_of(url, *CAR_LOGIN)

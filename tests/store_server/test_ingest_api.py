@@ -174,6 +174,14 @@ def test_missing_signature_header_refused(stack, client, header):
         (signing.HEADER_NONCE, "short", "nonce must be"),
         (signing.HEADER_NONCE, "A" * 32, "nonce must be"),
         (signing.HEADER_NONCE, "0" * 65, "nonce must be"),
+        # A digit to str.isdigit that int() refuses; numbers past int's digit limit or the
+        # clock maths; a signature compare_digest cannot take (a 500 once, for known names).
+        pytest.param(signing.HEADER_TIMESTAMP, "\u00b2", "integer unix", id="superscript-digit"),
+        pytest.param(signing.HEADER_TIMESTAMP, "9" * 400, "integer unix", id="400-digits"),
+        pytest.param(signing.HEADER_TIMESTAMP, "9" * 5000, "integer unix", id="5000-digits"),
+        pytest.param(signing.HEADER_SIGNATURE, "\u00e9" * 64, "signature must be", id="latin-1"),
+        pytest.param(signing.HEADER_SIGNATURE, "A" * 64, "signature must be", id="uppercase"),
+        pytest.param(signing.HEADER_SIGNATURE, "0" * 63, "signature must be", id="short"),
     ],
 )
 def test_malformed_signature_header_refused(stack, client, header, value, fragment):
@@ -196,6 +204,25 @@ def test_replayed_request_refused_and_changes_nothing(stack, client):
 
 
 # --- body and batch validation --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("url", [URL, "/api/v1/heartbeat"])
+@pytest.mark.parametrize(
+    ("change", "fragment"),
+    [
+        ({"Content-Type": "text/plain"}, "Content-Type must be application/json"),
+        ({"Content-Type": "application/x-www-form-urlencoded"}, "Content-Type must be"),
+        ({"Content-Type": None}, "Content-Type must be"),
+        ({"Content-Encoding": "gzip"}, "Content-Encoding is not supported"),
+    ],
+)
+def test_a_body_that_is_not_plain_json_is_415_without_trace(stack, client, url, change, fragment):
+    body = batch_body(good_rows(stack))
+    headers = {**signed(SCANNER, stack.secret(SCANNER), body), **change}
+    headers = {k: v for k, v in headers.items() if v is not None}
+    snap = Snapshot(stack)
+    assert_refused(post(client, body, headers, url), 415, fragment)
+    snap.assert_unchanged()
 
 
 def test_oversize_body_is_413_json_without_trace(stack, client):
@@ -225,6 +252,44 @@ def test_oversize_body_is_413_over_real_http(stack):
         assert resp.json()["error"]
     finally:
         server.shutdown()
+
+
+@pytest.fixture
+def served(stack: Stack) -> Iterator[str]:
+    """The module's app over real HTTP (Werkzeug's server, which dechunks request bodies)."""
+    port = free_port()
+    server = make_server("127.0.0.1", port, stack.app, threaded=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{port}"
+    server.shutdown()
+
+
+def _chunks(data: bytes, size: int = 16384) -> Iterator[bytes]:
+    """A body requests sends chunked (no Content-Length), as a proxy may forward one."""
+    for i in range(0, len(data), size):
+        yield data[i : i + size]
+
+
+def test_a_chunked_batch_is_accepted(stack, served):
+    body = batch_body(good_rows(stack))
+    headers = signed(SCANNER, stack.secret(SCANNER), body)
+    resp = requests.post(served + URL, data=_chunks(body), headers=headers, timeout=10)
+    assert resp.status_code == 200 and resp.json() == {"accepted": 4, "duplicate": False}
+
+
+def test_a_chunked_body_past_the_limit_is_413_not_cut_short(stack, served):
+    # The server's stream stops at the limit without an error: the part read is a valid batch
+    # signed on its own, and what follows it would be dropped unseen.
+    limit = stack.app.config["INGEST_MAX_BODY"]
+    head = batch_body(good_rows(stack))
+    head += b" " * (limit - len(head))
+    headers = signed(SCANNER, stack.secret(SCANNER), head)
+    snap = Snapshot(stack)
+    resp = requests.post(
+        served + URL, data=_chunks(head + b"GARBAGE" * 20000), headers=headers, timeout=10
+    )
+    assert resp.status_code == 413 and "limit" in resp.json()["error"]
+    snap.assert_unchanged()
 
 
 def test_batch_longer_than_the_limit_refused(stack, client):
@@ -275,6 +340,7 @@ BAD_DOCS: list[tuple[str, Any, str]] = [
     ("batch_id short", {"batch_id": "abc", "sightings": []}, "batch_id must be"),
     ("batch_id long", {"batch_id": "a" * 65, "sightings": []}, "batch_id must be"),
     ("batch_id chars", {"batch_id": "abc/../defgh", "sightings": []}, "batch_id must be"),
+    ("batch_id newline", {"batch_id": "abcdefgh\n", "sightings": []}, "batch_id must be"),
     ("sightings missing", {"sightings": ...}, "sightings must be a list"),
     ("sightings object", {"sightings": {}}, "sightings must be a list"),
     ("row not object", {"sightings": [[1, 2]]}, "sightings[0] must be an object"),
@@ -288,6 +354,7 @@ BAD_DOCS: list[tuple[str, Any, str]] = [
     ("id uppercase", {"sightings": [_row(id="0123456789ABCDEF")]}, "not a valid eid"),
     ("id short", {"sightings": [_row(id="0123")]}, "not a valid eid"),
     ("id int", {"sightings": [_row(id=12)]}, "not a valid eid"),
+    ("id newline", {"sightings": [_row(id="0123456789abcdef\n")]}, "not a valid eid"),
     ("ibeacon id as eid", {"sightings": [_row(kind="ibeacon")]}, "not a valid ibeacon"),
     ("mac address", {"sightings": [_row(id="aa:bb:cc:dd:ee:ff")]}, "not a valid eid"),
     ("rssi too low", {"sightings": [_row(rssi=-131)]}, "rssi must be"),
@@ -329,6 +396,8 @@ def test_non_finite_numbers_refused(stack, client, literal):
 def test_wrong_method_and_unknown_path_are_json(stack, client):
     assert_refused(client.get(URL), 405, "")
     assert_refused(client.post("/api/v1/sighting"), 404, "")
+    # Not a redirect page: a doubled slash is just a path nobody serves.
+    assert_refused(client.post("/api/v1//sightings"), 404, "")
 
 
 # --- idempotency and counting ---------------------------------------------------------------
@@ -353,6 +422,38 @@ def test_retried_batch_acknowledged_as_duplicate_and_counted_once(stack, client)
     assert all(k.startswith(f"{keys.prefix}nonce:") for k in new) and len(new) == 3
     assert {k: v for k, v in redis_now.items() if k not in new} == after_first.redis
     assert sql_state(app) == after_first.sql
+
+
+def test_a_retry_serialised_anew_is_still_the_same_batch(stack, client):
+    rows = good_rows(stack)
+    batch_id = uuid.uuid4().hex
+    first = batch_body(rows, batch_id)
+    assert post(client, first, signed(SCANNER, stack.secret(SCANNER), first)).status_code == 200
+    # Another sent_at, keys in another order, other spacing: the same sightings.
+    again = {"sightings": [dict(reversed(r.items())) for r in rows], "batch_id": batch_id}
+    body = json.dumps(again, indent=1).encode()
+    resp = post(client, body, signed(SCANNER, stack.secret(SCANNER), body))
+    assert resp.get_json() == {"accepted": len(rows), "duplicate": True}
+
+
+def test_another_batch_under_a_used_batch_id_is_refused_not_acknowledged(stack, client):
+    keys = get_keys(stack.app)
+    batch_id = uuid.uuid4().hex
+    first = batch_body(good_rows(stack), batch_id)
+    resp = post(client, first, signed(SCANNER, stack.secret(SCANNER), first))
+    assert resp.get_json() == {"accepted": 4, "duplicate": False}
+    other = batch_body(stranger_rows(time.time() - 1, 5), batch_id)
+    snap = Snapshot(stack)
+    resp = post(client, other, signed(SCANNER, stack.secret(SCANNER), other))
+    # Acknowledged, the scanner would delete sightings nobody ever read.
+    assert_refused(resp, 422, "already used for a different batch")
+    redis_now = Snapshot(stack).redis
+    new = {k for k in redis_now if k not in snap.redis}
+    assert len(new) == 1 and next(iter(new)).startswith(f"{keys.prefix}nonce:")
+    assert {k: v for k, v in redis_now.items() if k not in new} == snap.redis
+    assert sql_state(stack.app) == snap.sql
+    retry = post(client, first, signed(SCANNER, stack.secret(SCANNER), first))
+    assert retry.get_json() == {"accepted": 4, "duplicate": True}
 
 
 def test_same_batch_id_from_another_scanner_is_its_own_batch(stack, client):
@@ -421,6 +522,8 @@ def test_heartbeat_stored(stack, client):
         ({"frames_heard": True}, "frames_heard must be a non-negative number"),
         ({"uptime_s": None}, "uptime_s must be a non-negative number"),
         ({"adapter": "hacked"}, "adapter must be"),
+        ({"version": ["1.2.3"]}, "version must be a string"),
+        ({"version": 3}, "version must be a string"),
         ([1, 2], "must be a JSON object"),
     ],
 )
@@ -429,6 +532,15 @@ def test_bad_heartbeat_refused_without_trace(stack, client, doc, fragment):
     snap = Snapshot(stack)
     resp = post(client, body, signed(SCANNER, stack.secret(SCANNER), body), HEARTBEAT)
     assert_refused(resp, 400, fragment)
+    snap.assert_unchanged()
+
+
+def test_a_deeply_nested_heartbeat_field_is_400_not_a_crash(stack, client):
+    # orjson decodes up to 1,024 levels; turning that into text once recursed past Python's limit.
+    body = b'{"version":' + b"[" * 1000 + b"]" * 1000 + b"}"
+    snap = Snapshot(stack)
+    resp = post(client, body, signed(SCANNER, stack.secret(SCANNER), body), HEARTBEAT)
+    assert_refused(resp, 400, "version must be a string")
     snap.assert_unchanged()
 
 
@@ -470,7 +582,16 @@ def test_retry_racing_the_first_attempt_is_not_counted_twice(stack):
 
     def run(r):  # type: ignore[no-untyped-def]
         outcome, _, _ = ingest.process(
-            r, keys, get_topology(app), scanner, uuid.uuid4().hex, 600, batch_id, parsed, 3600
+            r,
+            keys,
+            get_topology(app),
+            scanner,
+            uuid.uuid4().hex,
+            600,
+            batch_id,
+            parsed,
+            3600,
+            digest=ingest.batch_digest({"sightings": rows}),
         )
         return outcome.duplicate
 

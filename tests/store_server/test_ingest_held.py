@@ -88,11 +88,19 @@ def test_an_ended_presence_leaves_no_held_copy_in_this_process(stack):
     scanner = topo.scanner("demo-salon-scanner-1")
     assert scanner is not None
     rows = eid_rows(stack.world.emitters["alice"], time.time(), 3)
-    _, parsed = ingest.parse_batch(
-        {"batch_id": uuid.uuid4().hex, "sightings": rows}, 1000, time.time(), 300
-    )
+    doc = {"batch_id": uuid.uuid4().hex, "sightings": rows}
+    _, parsed = ingest.parse_batch(doc, 1000, time.time(), 300)
     ingest.process(
-        get_redis(app), keys, topo, scanner, uuid.uuid4().hex, 600, uuid.uuid4().hex, parsed, 60
+        get_redis(app),
+        keys,
+        topo,
+        scanner,
+        uuid.uuid4().hex,
+        600,
+        doc["batch_id"],
+        parsed,
+        60,
+        digest=ingest.batch_digest(doc),
     )
     tkey = keys.tracks(scanner.venue_id)
     (sub,) = get_redis(app).hkeys(tkey)

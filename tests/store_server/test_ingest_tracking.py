@@ -219,11 +219,19 @@ def test_a_state_written_meanwhile_is_folded_in_not_overwritten(stack, writer):
     tkey = keys.tracks(scanner.venue_id)
 
     def run(r, rows):  # type: ignore[no-untyped-def]
-        _, parsed = ingest.parse_batch(
-            {"batch_id": uuid.uuid4().hex, "sightings": rows}, 1000, time.time(), 300
-        )
+        doc = {"batch_id": uuid.uuid4().hex, "sightings": rows}
+        _, parsed = ingest.parse_batch(doc, 1000, time.time(), 300)
         outcome, _, _ = ingest.process(
-            r, keys, topo, scanner, uuid.uuid4().hex, 600, uuid.uuid4().hex, parsed, 3600
+            r,
+            keys,
+            topo,
+            scanner,
+            uuid.uuid4().hex,
+            600,
+            doc["batch_id"],
+            parsed,
+            3600,
+            digest=ingest.batch_digest(doc),
         )
         return outcome
 
@@ -279,11 +287,19 @@ def test_a_held_state_folds_exactly_as_one_read_whole(stack):
                 ingest._STATES.clear()
             # What process() is about to send with this batch's claim.
             sends.append(len(ingest._STATES.held(tkey, sorted({x["id"] for x in rows}))))
-            _, parsed = ingest.parse_batch(
-                {"batch_id": uuid.uuid4().hex, "sightings": rows}, 1000, time.time(), 300
-            )
+            doc = {"batch_id": uuid.uuid4().hex, "sightings": rows}
+            _, parsed = ingest.parse_batch(doc, 1000, time.time(), 300)
             outcome, _, _ = ingest.process(
-                r, keys, topo, scanner, uuid.uuid4().hex, 600, uuid.uuid4().hex, parsed, 3600
+                r,
+                keys,
+                topo,
+                scanner,
+                uuid.uuid4().hex,
+                600,
+                doc["batch_id"],
+                parsed,
+                3600,
+                digest=ingest.batch_digest(doc),
             )
             assert outcome.resolved == 3, (held, plan.index((scanner, rows)))
         (raw,) = r.hvals(tkey)

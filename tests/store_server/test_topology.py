@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 from sqlalchemy import event
 
-from store_server import services
+from store_server import services, topology
 from store_server.db import sessions
 from store_server.models import Scanner, Venue
 from store_server.topology import TTL_S, Topology
@@ -105,3 +105,25 @@ def test_a_just_stale_venue_is_served_while_it_reloads_and_a_long_stale_one_wait
         db.commit()
     topo._venues[venue_id] = (time.monotonic() - TTL_S - 1, first)
     assert topo.venue(venue_id).merchant_active is True
+
+
+def test_names_nobody_registered_are_remembered_but_not_without_bound(app, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    # Any client can send any scanner name: each would otherwise stay cached for the process's
+    # life. Known scanners are never forgotten with them.
+    monkeypatch.setattr(topology, "MAX_UNKNOWN_SCANNERS", 8)
+    secrets = _venue_with_scanners(app, 2)
+    topo = Topology(app)
+    for n in secrets:
+        assert topo.scanner(n) is not None
+    with _statements(app) as seen:
+        assert topo.scanner("probe-0") is None
+        assert topo.scanner("probe-0") is None
+    # A repeated unknown name is answered from the cache (other threads' queries aside).
+    assert sum("FROM scanners" in q for q in seen) == 1
+    for i in range(100):
+        assert topo.scanner(f"probe-{i}") is None
+    assert len(topo._scanners) <= 8 + len(secrets)
+    for n in secrets:
+        with _statements(app) as seen:
+            assert topo.scanner(n).secret == secrets[n]
+        assert not [q for q in seen if "FROM scanners" in q]
