@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterator
 
 import numpy as np
 import pandas as pd
@@ -29,15 +30,7 @@ def evaluate(
     hits = scored = 0
     flaps = 0
     minutes = 0.0
-    for emitter, pred in predictions.groupby("emitter", sort=True):
-        tru = truth.loc[truth["emitter"] == emitter].sort_values("ts", kind="stable")
-        pred = pred.sort_values("ts", kind="stable")
-        if tru.empty or pred.empty:
-            continue
-        idx, ok = _nearest(tru["ts"].to_numpy(float), pred["ts"].to_numpy(float))
-        tx = tru["x"].to_numpy(float)[idx]
-        ty = tru["y"].to_numpy(float)[idx]
-        true_zone = zone_of(tx, ty, zones)
+    for pred, tx, ty, ok, true_zone in matches(zones, truth, predictions):
         px = pred["x"].to_numpy(float)
         py = pred["y"].to_numpy(float)
         pzone = [_zone_label(z) for z in pred["zone"].tolist()]
@@ -61,6 +54,22 @@ def evaluate(
         "flaps_per_min": round(flaps / minutes, 3) if minutes > 0 else 0.0,
         "scored": scored,
     }
+
+
+def matches(
+    zones: dict[str, BaseGeometry], truth: pd.DataFrame, predictions: pd.DataFrame
+) -> Iterator[tuple[pd.DataFrame, np.ndarray, np.ndarray, np.ndarray, list[str | None]]]:
+    """Per emitter: its estimates by time, the matched truth x and y, whether each is scored
+    (the same emitter's nearest truth row is within MATCH_WINDOW_S) and the true zones."""
+    for emitter, pred in predictions.groupby("emitter", sort=True):
+        tru = truth.loc[truth["emitter"] == emitter].sort_values("ts", kind="stable")
+        pred = pred.sort_values("ts", kind="stable")
+        if tru.empty or pred.empty:
+            continue
+        idx, ok = _nearest(tru["ts"].to_numpy(float), pred["ts"].to_numpy(float))
+        tx = tru["x"].to_numpy(float)[idx]
+        ty = tru["y"].to_numpy(float)[idx]
+        yield pred, tx, ty, ok, zone_of(tx, ty, zones)
 
 
 def _nearest(truth_ts: np.ndarray, ts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

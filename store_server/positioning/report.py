@@ -8,10 +8,9 @@ import numpy as np
 import pandas as pd
 from shapely.geometry.base import BaseGeometry
 
-from store_server.positioning.evaluate import evaluate
+from store_server.positioning.evaluate import evaluate, matches
 from store_server.positioning.live import VenueModel
 from store_server.positioning.predict import predict
-from store_server.positioning.venue import zone_of
 
 TRACK_GAP_S = 5.0
 
@@ -49,10 +48,12 @@ def zone_accuracy_report(
     truth = pd.concat(truths, ignore_index=True)
     overall = evaluate(zones, truth, pred)
     per_zone: dict[str, dict[str, float | int]] = {}
-    tts = truth["ts"].to_numpy(float)
-    idx = np.clip(np.searchsorted(tts, pred["ts"].to_numpy(float)), 0, len(tts) - 1)
-    true_zone = zone_of(truth["x"].to_numpy(float)[idx], truth["y"].to_numpy(float)[idx], zones)
-    est = pred["zone"].fillna("").astype(str).tolist()
+    # Matched as evaluate matches: each emitter's estimate to its own truth row nearby.
+    est: list[str] = []
+    true_zone: list[str | None] = []
+    for p, _tx, _ty, ok, zs in matches(zones, truth, pred):
+        est += [str(e) for e, k in zip(p["zone"].fillna(""), ok, strict=True) if k]
+        true_zone += [z for z, k in zip(zs, ok, strict=True) if k]
     for name in zones:
         hit = [e == name for e, t in zip(est, true_zone, strict=True) if t == name]
         if hit:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,10 @@ NUMBER_NA = (
     *("1.#QNAN", "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null"),
 )
 NUMBER_COLUMNS = ("ts", "rssi", "x", "y")
+# Unix seconds (or seconds from any origin) stay within ± this; milliseconds do not.
+MAX_TS = 1e11
+# Any BLE receiver reports within these (dBm); beyond them a value is a unit or parsing error.
+RSSI_RANGE_DBM = (-150.0, 30.0)
 
 
 class VenueFileError(ValueError):
@@ -37,6 +42,10 @@ def load_scanners(path: str | Path) -> dict[str, tuple[float, float]]:
         raise VenueFileError(f"{path}: scanner coordinates must be numbers") from exc
     if not np.all(np.isfinite(xs) & np.isfinite(ys)):
         raise VenueFileError(f"{path}: scanner coordinates must be finite")
+    if df.empty:
+        raise VenueFileError(f"{path}: no scanners")
+    if df["scanner"].isna().any():
+        raise VenueFileError(f"{path}: scanner id missing on line {_line(df['scanner'].isna())}")
     if df["scanner"].duplicated().any():
         raise VenueFileError(f"{path}: duplicate scanner id")
     return {str(s): (float(x), float(y)) for s, x, y in zip(df["scanner"], xs, ys, strict=True)}
@@ -45,9 +54,11 @@ def load_scanners(path: str | Path) -> dict[str, tuple[float, float]]:
 def load_zones(path: str | Path) -> dict[str, BaseGeometry]:
     """Read a GeoJSON FeatureCollection of zone polygons in metres (never reprojected)."""
     try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        data = json.loads(Path(path).read_text(encoding="utf-8-sig"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise VenueFileError(f"{path}: cannot read zones ({exc.__class__.__name__})") from exc
+    if isinstance(data, dict) and data.get("type") == "Feature":
+        data = {"type": "FeatureCollection", "features": [data]}  # a venue of one zone
     feats = data.get("features") if isinstance(data, dict) else None
     if not isinstance(feats, list) or not feats:
         raise VenueFileError(f"{path}: expected a FeatureCollection with features")
@@ -56,17 +67,63 @@ def load_zones(path: str | Path) -> dict[str, BaseGeometry]:
         try:
             props = feat.get("properties") or {}
             name = props.get("zone", props.get("name"))
-            geom = shape(feat["geometry"])
-        except (AttributeError, KeyError, TypeError, ValueError, shapely.errors.GEOSException) as e:
+            with warnings.catch_warnings():
+                # NaN coordinates warn on stderr here; they are refused below, in one line.
+                warnings.simplefilter("ignore", RuntimeWarning)
+                geom = shape(feat["geometry"])
+        except (AttributeError, KeyError, TypeError, ValueError, shapely.errors.ShapelyError) as e:
             raise VenueFileError(f"{path}: feature {i} is not a valid polygon") from e
         if name is None or geom.geom_type not in ("Polygon", "MultiPolygon") or geom.is_empty:
             raise VenueFileError(f"{path}: feature {i} needs a zone name and a polygon")
-        geom = geom if geom.is_valid else geom.buffer(0)
+        if not str(name).strip():
+            # An empty name would read as "in no zone" in every output.
+            raise VenueFileError(f"{path}: feature {i} has an empty zone name")
+        if not np.isfinite(shapely.get_coordinates(geom)).all():
+            raise VenueFileError(f"{path}: feature {i} has coordinates that are not finite")
+        geom = _polygonal(geom)
+        if geom.area <= 0:
+            raise VenueFileError(f"{path}: zone {name} (feature {i}) has no area")
         # A zone drawn as several features (a room around a pillar, two halves of a shop) is
         # their union, not whichever feature came last.
         key = str(name)
         zones[key] = geom if key not in zones else shapely.union(zones[key], geom)
     return zones
+
+
+def _polygonal(geom: BaseGeometry) -> BaseGeometry:
+    """A valid polygon covering what was drawn: a self-crossing outline (a bowtie) keeps both
+    lobes, where buffer(0) would keep one; stray lines and points of the repair are dropped."""
+    if geom.is_valid:
+        return geom
+    fixed = shapely.make_valid(geom)
+    parts = [
+        g for g in getattr(fixed, "geoms", [fixed]) if g.geom_type in ("Polygon", "MultiPolygon")
+    ]
+    return shapely.union_all(parts) if parts else shapely.Polygon()
+
+
+def _line(bad: pd.Series) -> int:
+    """File line number of the first flagged row (line 1 is the header)."""
+    return int(np.flatnonzero(bad.to_numpy())[0]) + 2
+
+
+def _check_ranges(df: pd.DataFrame, path: str | Path) -> None:
+    """Refuse what no scanner reports: milliseconds or unbounded times, RSSI beyond any radio."""
+    ts = df["ts"].to_numpy(float)
+    bad = np.isinf(ts) | (np.abs(ts) >= MAX_TS)
+    if bad.any():
+        raise VenueFileError(
+            f"{path}: line {_line(pd.Series(bad))}: ts must be seconds within ±{MAX_TS:.0e} "
+            "(milliseconds?)"
+        )
+    if "rssi" in df:
+        lo, hi = RSSI_RANGE_DBM
+        rssi = df["rssi"].to_numpy(float)
+        bad = np.isinf(rssi) | (rssi < lo) | (rssi > hi)
+        if bad.any():
+            raise VenueFileError(
+                f"{path}: line {_line(pd.Series(bad))}: rssi must be dBm within {lo:g}..{hi:g}"
+            )
 
 
 def load_readings(path: str | Path, *, positions: bool = False) -> pd.DataFrame:
@@ -82,11 +139,31 @@ def load_readings(path: str | Path, *, positions: bool = False) -> pd.DataFrame:
             df["y"] = df["y"].astype(float)
     except (TypeError, ValueError) as exc:
         raise VenueFileError(f"{path}: ts, rssi, x and y must be numbers") from exc
+    _check_ranges(df, path)
+    if positions and np.isinf(df[["x", "y"]].to_numpy()).any():
+        raise VenueFileError(f"{path}: x and y must be finite")
+    # A row with a field left empty is skipped (a capture cut short); an impossible value is not.
     bad = ~np.isfinite(df["ts"].to_numpy()) | ~np.isfinite(df["rssi"].to_numpy())
     if positions:
         bad |= ~np.isfinite(df["x"].to_numpy()) | ~np.isfinite(df["y"].to_numpy())
     df = df.loc[~bad & df["scanner"].notna() & df["emitter"].notna()]
     return df.sort_values("ts", kind="stable").reset_index(drop=True)
+
+
+def load_truth(path: str | Path) -> pd.DataFrame:
+    """Read ground truth `ts,emitter,x,y` (a survey's other columns are allowed, not needed)."""
+    df = _read_csv(path, {"emitter": str, "scanner": str, "zone": str})
+    _require(df, ("ts", "emitter", "x", "y"), path)
+    try:
+        for col in ("ts", "x", "y"):
+            df[col] = df[col].astype(float)
+    except (TypeError, ValueError) as exc:
+        raise VenueFileError(f"{path}: ts, x and y must be numbers") from exc
+    _check_ranges(df[["ts"]], path)
+    if np.isinf(df[["x", "y"]].to_numpy()).any():
+        raise VenueFileError(f"{path}: x and y must be finite")
+    keep = np.isfinite(df[["ts", "x", "y"]].to_numpy()).all(axis=1) & df["emitter"].notna()
+    return df.loc[keep].sort_values("ts", kind="stable").reset_index(drop=True)
 
 
 def load_predictions(path: str | Path) -> pd.DataFrame:
@@ -98,6 +175,11 @@ def load_predictions(path: str | Path) -> pd.DataFrame:
             df[col] = df[col].astype(float)
     except (TypeError, ValueError) as exc:
         raise VenueFileError(f"{path}: ts, x and y must be numbers") from exc
+    bad = ~np.isfinite(df[["ts", "x", "y"]].to_numpy()).all(axis=1) | df["emitter"].isna()
+    if bad.any():
+        raise VenueFileError(
+            f"{path}: line {_line(pd.Series(bad))}: every estimate needs ts, emitter, x and y"
+        )
     return df
 
 
@@ -111,6 +193,10 @@ def load_marks(path: str | Path) -> pd.DataFrame:
         raise VenueFileError(f"{path}: ts, x and y must be numbers") from exc
     if not np.isfinite(df.to_numpy()).all():
         raise VenueFileError(f"{path}: ts, x and y must be finite")
+    df = df.drop_duplicates()
+    if df["ts"].duplicated().any():
+        # Two places at one instant: the walk between them cannot be interpolated.
+        raise VenueFileError(f"{path}: two marks at the same time in different places")
     return df
 
 

@@ -19,10 +19,11 @@ import shapely
 from beacons import frames
 from beacons.sources import Advert
 from beacons.sources.replay import format_line
+from store_server.positioning import simulate
 from store_server.positioning.cli import main
 from store_server.positioning.live import VenueModel
 from store_server.positioning.predict import predict
-from store_server.positioning.report import survey_tracks
+from store_server.positioning.report import survey_tracks, zone_accuracy_report
 from store_server.positioning.venue import load_marks, load_scanners, load_zones
 
 REPO = Path(__file__).resolve().parents[3]
@@ -420,3 +421,189 @@ def test_mark_ends_cleanly_on_ctrl_c_with_every_mark_kept(tmp_path: Path) -> Non
         proc.kill()
     assert proc.returncode == 0 and err == ""
     assert load_marks(out)[["x", "y"]].values.tolist() == [[3.5, 4.0]]
+
+
+def _tiny_venue(tmp_path: Path) -> dict[str, Path]:
+    """A two-room venue, its survey and a short recording, as files to break one at a time."""
+    venue = simulate.flat()
+    survey = venue.readings(simulate.survey_path(), emitter="installer", seed=1)
+    visit = venue.readings(simulate.visit_path(), emitter="guest", seed=2).iloc[:400]
+    paths = {n: tmp_path / f"{n}.csv" for n in ("scanners", "survey", "recording")}
+    paths["zones"] = tmp_path / "zones.geojson"
+    rows = [(s, x, y) for s, (x, y) in venue.scanners.items()]
+    pd.DataFrame(rows, columns=["scanner", "x", "y"]).to_csv(paths["scanners"], index=False)
+    survey.to_csv(paths["survey"], index=False)
+    visit.drop(columns=["x", "y"]).to_csv(paths["recording"], index=False)
+    feats = [
+        {"type": "Feature", "properties": {"name": n}, "geometry": g.__geo_interface__}
+        for n, g in venue.zones.items()
+    ]
+    paths["zones"].write_text(json.dumps({"type": "FeatureCollection", "features": feats}))
+    return paths
+
+
+def _edit_csv(path: Path, row: int, column: str, value: object) -> None:
+    df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    df.loc[row, column] = value
+    df.to_csv(path, index=False)
+
+
+def _edit_zones(path: Path, change: dict) -> None:  # type: ignore[type-arg]
+    doc = json.loads(path.read_text())
+    doc["features"][0] = {**doc["features"][0], **change}
+    path.write_text(json.dumps(doc))
+
+
+UNUSABLE = [
+    ("recording", lambda p: _edit_csv(p, 3, "ts", "1700000000123"), "milliseconds?"),
+    ("recording", lambda p: _edit_csv(p, 3, "ts", "inf"), "ts must be seconds"),
+    ("recording", lambda p: _edit_csv(p, 5, "rssi", "1e12"), "rssi must be dBm"),
+    ("survey", lambda p: _edit_csv(p, 5, "rssi", "1e200"), "rssi must be dBm"),
+    ("recording", lambda p: _edit_csv(p, 399, "ts", str(1_700_000_000 + 365 * 86400)), "days"),
+    ("scanners", lambda p: p.write_text("scanner,x,y\n"), "no scanners"),
+    ("scanners", lambda p: _edit_csv(p, 0, "scanner", ""), "scanner id missing"),
+    ("survey", lambda p: _edit_csv(p, slice(None), "scanner", "elsewhere"), "no reading comes"),
+    ("recording", lambda p: _edit_csv(p, slice(None), "scanner", "elsewhere"), "no reading comes"),
+    ("zones", lambda p: _edit_zones(p, {"geometry": {"type": "Polygonx"}}), "not a valid polygon"),
+    (
+        "zones",
+        lambda p: _edit_zones(
+            p, {"geometry": {"type": "Polygon", "coordinates": [[[0, 0], [1, 0], [0, 0]]]}}
+        ),
+        "has no area",
+    ),
+    (
+        "zones",
+        lambda p: _edit_zones(
+            p, {"geometry": {"type": "Polygon", "coordinates": [[[0, 0], [1, "NaN"], [0, 1]]]}}
+        ),
+        "not finite",
+    ),
+    ("zones", lambda p: _edit_zones(p, {"properties": {"name": " "}}), "empty zone name"),
+]
+
+
+@pytest.mark.parametrize(
+    ("target", "spoil", "fragment"),
+    UNUSABLE,
+    ids=[f"{t}-{f.split()[0]}-{i}" for i, (t, _, f) in enumerate(UNUSABLE)],
+)
+def test_predict_refuses_what_it_used_to_hang_or_crash_on(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], target: str, spoil, fragment: str
+) -> None:  # type: ignore[no-untyped-def]
+    # Once: a millisecond stamp stepped a second at a time for decades, an RSSI of 1e12 divided
+    # by zero, a misspelt geometry type or a NaN corner was a traceback, an empty zone name or
+    # a flat zone was a zone nothing could be in, and a venue whose files did not fit together
+    # gave textbook estimates or an empty file.
+    paths = _tiny_venue(tmp_path)
+    spoil(paths[target])
+    out = tmp_path / "p.csv"
+    code, err = _main(
+        capsys, "predict", "--scanners", str(paths["scanners"]), "--zones", str(paths["zones"]),
+        "--survey", str(paths["survey"]), "--recording", str(paths["recording"]),
+        "--out", str(out),
+    )  # fmt: skip
+    assert code != 0 and len(err.strip().splitlines()) == 1, err
+    assert fragment in err and not out.exists()
+
+
+def test_predict_never_writes_over_an_input_nor_half_its_outputs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    paths = _tiny_venue(tmp_path)
+    before = paths["recording"].read_bytes()
+    args = ["predict", "--scanners", str(paths["scanners"]), "--zones", str(paths["zones"]),
+            "--survey", str(paths["survey"]), "--recording", str(paths["recording"])]  # fmt: skip
+    code, err = _main(capsys, *args, "--out", str(paths["recording"]))
+    assert code != 0 and "is also an input" in err
+    assert paths["recording"].read_bytes() == before
+    out = tmp_path / "p.csv"
+    code, err = _main(capsys, *args, "--out", str(out), "--report", str(tmp_path / "no/r.json"))
+    assert code != 0 and "does not exist" in err and not out.exists()
+
+
+def test_zones_drawn_loosely_are_read_as_drawn(tmp_path: Path) -> None:
+    bowtie = {"type": "Polygon", "coordinates": [[[0, 0], [2, 2], [2, 0], [0, 2], [0, 0]]]}
+    one = {"type": "Feature", "properties": {"name": "bar"}, "geometry": bowtie}
+    path = tmp_path / "z.geojson"
+    # A lone Feature, with the byte-order mark some editors write.
+    path.write_text("\ufeff" + json.dumps(one), encoding="utf-8")
+    zones = load_zones(path)
+    # Both lobes of the self-crossing outline (buffer(0) kept one).
+    assert zones["bar"].contains(shapely.Point(0.2, 1.0))
+    assert zones["bar"].contains(shapely.Point(1.8, 1.0))
+    assert zones["bar"].area == pytest.approx(2.0)
+
+
+def test_evaluate_needs_only_positions_of_the_truth_and_whole_estimates(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    zones = tmp_path / "z.geojson"
+    square = {"type": "Polygon", "coordinates": [[[0, 0], [4, 0], [4, 4], [0, 4], [0, 0]]]}
+    feat = {"type": "Feature", "properties": {"name": "room"}, "geometry": square}
+    zones.write_text(json.dumps({"type": "FeatureCollection", "features": [feat]}))
+    truth = tmp_path / "truth.csv"
+    truth.write_text("ts,emitter,x,y\n10,e,1,1\n11,e,1.5,1\n")
+    preds = tmp_path / "p.csv"
+    preds.write_text("ts,emitter,x,y,zone\n10,e,1,1.5,room\n11,e,1.5,1.5,room\n")
+    code = main(["evaluate", "--zones", str(zones), "--truth", str(truth), "--predictions",
+                 str(preds)])  # fmt: skip
+    scores = json.loads(capsys.readouterr().out)
+    assert code == 0 and scores["scored"] == 2 and scores["median_error_m"] == 0.5
+    preds.write_text("ts,emitter,x,y,zone\n10,e,,,room\n")
+    code, err = _main(capsys, "evaluate", "--zones", str(zones), "--truth", str(truth),
+                      "--predictions", str(preds))  # fmt: skip
+    assert code != 0 and "every estimate needs" in err
+
+
+def test_the_survey_report_matches_each_emitter_to_its_own_truth() -> None:
+    # A second reference beacon lay on the kitchen counter while the installer walked: every
+    # one of its seconds is a kitchen second, whoever else was heard at that time.
+    venue = simulate.flat()
+    path = simulate.survey_path()
+    walker = venue.readings(path, emitter="walker", seed=1)
+    counter = venue.readings(path.assign(x=1.0, y=1.0), emitter="counter", seed=2)
+    # Heard just after each whole second: matched by time alone, every estimate stamped with
+    # that second (the walker's too) would take the counter's place as its truth.
+    counter["ts"] = np.floor(counter["ts"]) + 0.001
+    survey = pd.concat([walker, counter]).sort_values("ts", kind="stable")
+    report = zone_accuracy_report(venue.scanners, venue.zones, survey)
+    in_kitchen = np.mean([venue.zones["kitchen"].contains(shapely.Point(x, y))
+                          for x, y in zip(walker["x"], walker["y"], strict=True)])  # fmt: skip
+    seconds = {z: v["seconds"] for z, v in report["zones"].items()}
+    assert sum(seconds.values()) == report["overall"]["scored"]
+    share = seconds["kitchen"] / report["overall"]["scored"]
+    assert share == pytest.approx(0.5 + 0.5 * in_kitchen, abs=0.05)
+
+
+def test_mark_keeps_its_file_a_marks_file(tmp_path: Path) -> None:
+    def mark(out: Path, typed: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "store_server.positioning", "mark", "--out", str(out)],
+            cwd=REPO, input=typed, capture_output=True, text=True, check=False, timeout=60,
+        )  # fmt: skip
+
+    nothing = tmp_path / "nothing.csv"
+    assert mark(nothing, "").returncode != 0 and not nothing.exists()  # no walk, no file
+    other = tmp_path / "other.csv"
+    other.write_text("a,b\n1,2\n")
+    res = mark(other, "1 2\n")
+    assert res.returncode != 0 and "not a marks file" in res.stderr
+    assert other.read_text() == "a,b\n1,2\n"
+    cut = tmp_path / "cut.csv"
+    cut.write_text("ts,x,y\n1700000000.000,1,1")  # the last line lost its line break
+    assert mark(cut, "2 2\n").returncode == 0
+    assert load_marks(cut)[["x", "y"]].values.tolist() == [[1.0, 1.0], [2.0, 2.0]]
+
+
+@pytest.mark.parametrize("gap", ["-5", "nan", "0"])
+def test_record_survey_refuses_a_gap_that_is_not_positive(
+    ble: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], gap: str
+) -> None:
+    marks = tmp_path / "marks.csv"
+    marks.write_text("ts,x,y\n1,0,0\n2,1,1\n")
+    code, err = _main(
+        capsys, "record-survey", "--sightings", str(ble / "survey.csv"), "--marks", str(marks),
+        "--out", str(tmp_path / "s.csv"), "--max-gap", gap,
+    )  # fmt: skip
+    assert code != 0 and "positive number of seconds" in err and len(err.splitlines()) == 1
