@@ -23,7 +23,7 @@ from flask import (
 from sqlalchemy import select
 from werkzeug.security import check_password_hash, generate_password_hash
 
-from merchant_portal.blueprint import MERCHANT_ROLES, bp, t
+from merchant_portal.blueprint import MERCHANT_ROLES, bp, t, wants_json
 from merchant_portal.sockets import disconnect_staff
 from store_server.db import get_db
 from store_server.models import Device, Merchant, Scanner, StaffUser, Venue
@@ -106,11 +106,15 @@ def login_required(view: F) -> F:
     def wrapped(*args: Any, **kwargs: Any) -> Any:
         staff = current_staff()
         if staff is None:
+            if wants_json():
+                return {"error": t("login_title")}, 401  # a poll has no sign-in page to show
             return redirect(url_for("portal.login", next=request.full_path.rstrip("?")))
         if staff.merchant_id is None or staff.role not in MERCHANT_ROLES:
             abort(403)
         if get_db().get(Merchant, staff.merchant_id).status != "active":
             # Suspended by the programme: nothing live, no devices, no reports until reactivated.
+            if wants_json():
+                return {"error": t("merchant_suspended")}, 403
             return render_template("error.html", message=t("merchant_suspended")), 403
         return view(*args, **kwargs)
 

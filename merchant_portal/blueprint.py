@@ -70,6 +70,16 @@ def _template_helpers() -> dict[str, Any]:
     }
 
 
+def wants_json() -> bool:
+    """Whether the caller reads JSON: a .json endpoint (the live page polls them), a JSON body
+    or an Accept asking for it. Errors then come as JSON, not as a page or a redirect."""
+    return (
+        request.path.endswith(".json")
+        or request.is_json
+        or request.accept_mimetypes.best == "application/json"
+    )
+
+
 @bp.errorhandler(HTTPException)
 def _html_error(e: HTTPException):  # type: ignore[no-untyped-def]
     if e.code in (301, 302, 303, 307, 308):
@@ -77,6 +87,6 @@ def _html_error(e: HTTPException):  # type: ignore[no-untyped-def]
     key = {404: "not_found", 403: "forbidden", 400: "bad_request", 413: "too_large"}.get(
         e.code or 500, "not_found"
     )
-    if request.accept_mimetypes.best == "application/json" or request.is_json:
+    if wants_json():
         return {"error": t(key)}, e.code
     return render_template("error.html", message=t(key)), e.code

@@ -7,9 +7,13 @@ y points down, so drawing flips y around the plan's bounds.
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+import shapely
+from shapely.errors import ShapelyError
 from shapely.geometry import Polygon, shape
 from shapely.validation import explain_validity
 
@@ -40,7 +44,7 @@ def parse_zones(raw: bytes | str) -> list[ZoneSpec]:
     """Validate a zones FeatureCollection; raise ZoneError naming the first problem."""
     try:
         doc = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise ZoneError("geo_not_json") from None
     if not isinstance(doc, dict) or doc.get("type") != "FeatureCollection":
         raise ZoneError("geo_not_collection")
@@ -63,6 +67,9 @@ def _zone(i: int, feature: Any, seen: set[str]) -> ZoneSpec:
     name = props.get("name") if isinstance(props, dict) else None
     if not isinstance(name, str) or not name.strip() or len(name.strip()) > MAX_NAME:
         raise ZoneError("geo_bad_name", i=i, n=MAX_NAME)
+    if not name.isprintable():
+        # A NUL or a line break in a name breaks every file and event it reaches.
+        raise ZoneError("geo_bad_name", i=i, n=MAX_NAME)
     name = name.strip()
     if name in seen:
         raise ZoneError("geo_duplicate", i=i, name=name)
@@ -74,9 +81,14 @@ def _zone(i: int, feature: Any, seen: set[str]) -> ZoneSpec:
     if not isinstance(geometry, dict) or geometry.get("type") != "Polygon":
         raise ZoneError("geo_not_polygon", i=i, name=name)
     try:
-        geom = shape(geometry)
-    except (ValueError, TypeError, KeyError, IndexError, AttributeError):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # NaN corners: refused just below
+            geom = shape(geometry)
+        finite = bool(np.isfinite(shapely.get_coordinates(geom)).all())
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError, ShapelyError):
         raise ZoneError("geo_bad_coordinates", i=i, name=name) from None
+    if not finite:
+        raise ZoneError("geo_bad_coordinates", i=i, name=name)
     if geom.is_empty:
         raise ZoneError("geo_empty", i=i, name=name)
     # Validity first: a bow-tie's two lobes cancel to zero area, but the real fault is the cross.

@@ -61,6 +61,20 @@ class PairingCodes:
         self._client().transaction(replace, device_key)
         return code
 
+    def cancel(self, device_id: int) -> None:
+        """Void the device's unredeemed code, if any (revoked or re-keyed: a code shown before
+        must not bring it back)."""
+        device_key = self._keys.pairing_device(device_id)
+
+        def drop(pipe: redis.client.Pipeline) -> None:
+            previous = pipe.get(device_key)
+            pipe.multi()
+            if previous:
+                pipe.delete(previous)
+            pipe.delete(device_key)
+
+        self._client().transaction(drop, device_key)
+
     def redeem(self, code: str, now: float | None = None) -> int | None:
         """The device id the code was issued for, consuming it; None if unknown or expired."""
         now = time.time() if now is None else now

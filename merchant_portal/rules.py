@@ -9,7 +9,9 @@ from __future__ import annotations
 import re
 from typing import Any
 
-TRACK_ID = re.compile(r"^[\w:.\-]{1,64}\Z")
+# ASCII: a catalogue id, never "١٢٣" (\w alone takes any script's letters and digits).
+TRACK_ID = re.compile(r"^[\w:.\-]{1,64}\Z", re.ASCII)
+VOLUME = re.compile(r"[0-9]{1,3}")
 MAX_VETOES = 500
 
 
@@ -26,7 +28,7 @@ def parse_form(form: Any) -> dict[str, Any]:
     raw_volume = (form.get("volume_max") or "").strip()
     volume: int | None = None
     if raw_volume:
-        if not raw_volume.isdigit() or not 0 <= int(raw_volume) <= 100:
+        if not VOLUME.fullmatch(raw_volume) or not 0 <= int(raw_volume) <= 100:
             raise RulesError("rules_bad_volume")
         volume = int(raw_volume)
     vetoes = [v for v in re.split(r"[\s,]+", form.get("veto") or "") if v]

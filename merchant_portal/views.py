@@ -88,7 +88,9 @@ def skip(venue_id: int):  # type: ignore[no-untyped-def]
     zone = body.get("zone") if isinstance(body, dict) else None
     track = body.get("track") if isinstance(body, dict) else None
     zones = {z.name for z in venue.zones}
-    if zone not in zones or not isinstance(track, str) or not rules.TRACK_ID.match(track):
+    if not isinstance(zone, str) or zone not in zones:
+        return jsonify({"error": t("live_bad_skip")}), 400
+    if not isinstance(track, str) or not rules.TRACK_ID.match(track):
         return jsonify({"error": t("live_bad_skip")}), 400
     return jsonify({"ok": True, "devices": push_skip(current_app, venue.id, zone, track)})
 
@@ -213,6 +215,7 @@ def rotate(device_id: int):  # type: ignore[no-untyped-def]
     device = own_device(device_id)
     token = services.issue_device_token(device)
     get_db().commit()
+    pairing_codes().cancel(device.id)
     get_topology(current_app).invalidate()
     drop_device_sockets({device.id})
     return _devices_page(get_db().get(Venue, device.venue_id), token=token, token_device=device)
@@ -226,6 +229,8 @@ def revoke(device_id: int):  # type: ignore[no-untyped-def]
     device.revoked_at = utcnow()
     device.token_hash = None
     get_db().commit()
+    # A code shown before the revoke would otherwise pair it again, revoke undone.
+    pairing_codes().cancel(device.id)
     get_topology(current_app).invalidate()
     drop_device_sockets({device.id})
     # What it had not fetched yet is no longer its to receive.
@@ -275,7 +280,10 @@ def device_pair():  # type: ignore[no-untyped-def]
     device_id = pairing_codes().redeem(code)
     db = get_db()
     device = db.get(Device, device_id) if device_id is not None else None
-    if device is None:
+    venue = db.get(Venue, device.venue_id) if device is not None else None
+    merchant = db.get(Merchant, venue.merchant_id) if venue is not None else None
+    if device is None or merchant is None or merchant.status != "active":
+        # A suspended merchant's devices are cut off: a code shown before must not reconnect one.
         throttle.fail(who)
         return jsonify({"error": t("device_pair_failed")}), 404
     token = services.issue_device_token(device)

@@ -7,6 +7,7 @@ from typing import Any
 
 import redis
 from flask import Flask, jsonify
+from flask.json.provider import DefaultJSONProvider
 from flask_socketio import SocketIO
 from socketio import RedisManager
 from sqlalchemy import text
@@ -22,10 +23,23 @@ from store_server.topology import Topology
 log = logging.getLogger(__name__)
 
 
+class _JSONProvider(DefaultJSONProvider):
+    """Flask's JSON, with a body nested past Python's recursion limit read as invalid JSON
+    (get_json(silent=True) then gives None, and the view answers 400) rather than a 500."""
+
+    def loads(self, s: str | bytes, **kwargs: Any) -> Any:
+        """Parse JSON text; too deep a nesting raises ValueError like any malformed text."""
+        try:
+            return super().loads(s, **kwargs)
+        except RecursionError:
+            raise ValueError("JSON nested too deeply") from None
+
+
 class StoreFlask(Flask):
     """Flask with a URL map that leaves no cyclic garbage per request (see routing.py)."""
 
     url_map_class = RouteMap
+    json_provider_class = _JSONProvider
 
 
 def create_app(test_config: dict[str, Any] | None = None) -> Flask:

@@ -240,7 +240,7 @@ def verify(public_key: Ed25519PublicKey, jws: str) -> dict[str, Any]:
         header = json.loads(_unb64(parts[0]))
         claims = json.loads(_unb64(parts[1]))
         signature = _unb64(parts[2])
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise InvalidReceipt("the receipt is not well-formed base64url JSON") from None
     if not isinstance(header, dict) or header.get("alg") != "EdDSA":
         raise InvalidReceipt("only EdDSA-signed receipts are accepted")

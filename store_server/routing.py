@@ -11,9 +11,9 @@ A worker serves a handful of paths over and over, so a successful match is remem
 from __future__ import annotations
 
 from collections.abc import Iterable, MutableMapping
-from typing import Any
+from typing import Any, ClassVar
 
-from werkzeug.routing import Map, Rule, RuleFactory
+from werkzeug.routing import BaseConverter, IntegerConverter, Map, Rule, RuleFactory
 from werkzeug.routing.matcher import StateMachineMatcher
 
 MAX_PATHS = 1024  # distinct matched paths remembered; forgotten all at once when full
@@ -51,8 +51,23 @@ class CachedMatcher(StateMachineMatcher):
         return rule, values
 
 
+class BoundedInt(IntegerConverter):
+    """`<int:...>` within the signed 64-bit ids a database holds: a longer number is a path
+    nobody serves (404), not an overflow deep in the SQL driver (a 500)."""
+
+    def __init__(
+        self, map: Map, fixed_digits: int = 0, min: int | None = None, max: int | None = None
+    ) -> None:
+        super().__init__(map, fixed_digits, min, 2**63 - 1 if max is None else max)
+
+
 class RouteMap(Map):
     """Werkzeug's Map with the caching matcher (Flask's url_map_class)."""
+
+    default_converters: ClassVar[dict[str, type[BaseConverter]]] = {
+        **Map.default_converters,
+        "int": BoundedInt,
+    }
 
     def __init__(self, rules: Iterable[RuleFactory] | None = None, **kwargs: Any) -> None:
         # Merged slashes answer "//x" with a redirect page (HTML, and a scanner's POST is not

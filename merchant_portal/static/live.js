@@ -58,7 +58,13 @@
   function resync() {
     // Events are not buffered while disconnected: after any (re)connect, ask for the truth.
     fetch(data.present_url, { credentials: "same-origin", headers: { Accept: "application/json" } })
-      .then(function (r) { if (!r.ok) throw new Error(r.status); return r.json(); })
+      .then(function (r) {
+        // Signed out meanwhile (elsewhere, or the session expired): the page itself then
+        // leads to the sign-in form.
+        if (r.status === 401) { window.location.reload(); }
+        if (!r.ok) throw new Error(r.status);
+        return r.json();
+      })
       .then(function (doc) {
         offset = doc.now - Date.now() / 1000;
         rows.replaceChildren();

@@ -19,7 +19,8 @@ Roles (columns):
 
 Outcomes (cells):
   ok        2xx, or a redirect to anything but a sign-in page (socket: connected and answered ok)
-  login     a redirect to a sign-in page (portal, subscriber, auditor or opt-in landing)
+  login     a redirect to a sign-in page (portal, subscriber, auditor or opt-in landing); the
+            portal's JSON endpoints (the live page's poll, skip, veto) answer 401 instead
   401 403 404 ...   that status
   refused   Socket.IO: the namespace connection is refused, so no event can be sent
 
@@ -99,12 +100,12 @@ GET    /portal/                                            login login   login  
 GET    /portal/reports                                     login login   login  ok    ok    ok    403       403      403     login login login
 GET    /portal/reports/<week>.csv                          login login   login  ok    ok    404   403       403      403     login login login
 GET    /portal/venues/<int:venue_id>/live                  login login   login  ok    ok    404   403       403      403     login login login
-GET    /portal/venues/<int:venue_id>/present.json          login login   login  ok    ok    404   403       403      403     login login login
+GET    /portal/venues/<int:venue_id>/present.json          401   401     401    ok    ok    404   403       403      403     401   401   401
 GET    /portal/venues/<int:venue_id>/qr                    login login   login  ok    ok    404   403       403      403     login login login
 GET    /portal/venues/<int:venue_id>/devices               login login   login  ok    ok    404   403       403      403     login login login
 GET    /portal/venues/<int:venue_id>/setup                 login login   login  ok    ok    404   403       403      403     login login login
-POST   /portal/venues/<int:venue_id>/skip                  login login   login  ok    ok    404   403       403      403     login login login
-POST   /portal/venues/<int:venue_id>/veto                  login login   login  ok    ok    404   403       403      403     login login login
+POST   /portal/venues/<int:venue_id>/skip                  401   401     401    ok    ok    404   403       403      403     401   401   401
+POST   /portal/venues/<int:venue_id>/veto                  401   401     401    ok    ok    404   403       403      403     401   401   401
 POST   /portal/venues/<int:venue_id>/rules                 login login   login  ok    403   404   403       403      403     login login login
 POST   /portal/venues/<int:venue_id>/zones                 login login   login  ok    403   404   403       403      403     login login login
 POST   /portal/venues/<int:venue_id>/survey                login login   login  ok    403   404   403       403      403     login login login

@@ -83,11 +83,15 @@ def test_a_pairing_code_works_once_and_yields_a_working_token(salon, world, port
 def test_revoking_refuses_the_token(salon, world, portal_server, client):
     device = world.devices["annex-spare"]
     token = TOKEN.search(post_action(salon, device, "rotate").get_data(as_text=True)).group(1)
+    code = CODE.search(post_action(salon, device, "pair").get_data(as_text=True)).group(1)
     resp = post_action(salon, device, "revoke")
     assert resp.status_code == 302
     page = salon.get(resp.headers["Location"]).get_data(as_text=True)
     assert "annex-spare is revoked" in page
     assert device_outcome(portal_server.url, token) == "refused"
+    # A code shown before the revoke is void: it would have paired the device again.
+    pair = f"{portal_server.url}/portal/device/pair"
+    assert requests.post(pair, json={"code": code}, timeout=10).status_code == 404
     # Pairing again brings it back.
     again = TOKEN.search(post_action(salon, device, "rotate").get_data(as_text=True)).group(1)
     assert device_outcome(portal_server.url, again) == "connected"

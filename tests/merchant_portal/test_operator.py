@@ -6,12 +6,13 @@ from __future__ import annotations
 import re
 
 import pytest
+import requests
 from shapely.geometry import box
 
 from store_server import services
 from store_server.db import sessions
 from tests.merchant_portal.conftest import OPERATOR_LOGIN, SALON_LOGIN, csrf_of, login
-from tests.merchant_portal.test_devices import device_outcome
+from tests.merchant_portal.test_devices import CODE, device_outcome
 from tests.merchant_portal.test_live_socket import PortalWatcher, signed_in_cookie
 
 pytestmark = pytest.mark.authz
@@ -85,11 +86,18 @@ def test_suspending_cuts_devices_off_and_reactivating_lets_them_back(
         m = services.create_merchant(db, "shop-suspend", "Boutique Suspendue", "shop")
         v = services.create_venue(db, m, "Boutique", "site")
         z = services.add_zone(db, v, "caisse", "area", box(0, 0, 3, 3))
-        token = services.issue_device_token(services.add_device(db, v, z, "shop-speaker"))
+        speaker = services.add_device(db, v, z, "shop-speaker")
+        token = services.issue_device_token(speaker)
+        spare = services.add_device(db, v, z, "shop-spare")
         services.create_staff(db, "owner@shop-suspend.test", "shop-owner-pass", "owner", m)
         db.commit()
-        merchant_id, venue_id = m.id, v.id
+        merchant_id, venue_id, spare_id = m.id, v.id, spare.id
     assert device_outcome(portal_server.url, token) == "connected"
+    shop = ops.application.test_client()
+    login(shop, "owner@shop-suspend.test", "shop-owner-pass")
+    csrf = csrf_of(shop.get("/portal/").get_data(as_text=True))
+    shown = shop.post(f"/portal/devices/{spare_id}/pair", data={"csrf_token": csrf})
+    code = CODE.search(shown.get_data(as_text=True)).group(1)
 
     def set_status(status: str):  # type: ignore[no-untyped-def]
         csrf = csrf_of(ops.get("/portal/operator").get_data(as_text=True))
@@ -101,10 +109,13 @@ def test_suspending_cuts_devices_off_and_reactivating_lets_them_back(
     assert set_status("suspended").status_code == 302
     assert "Boutique Suspendue is suspended" in ops.get("/portal/operator").text
     assert device_outcome(portal_server.url, token) == "refused"
-    shop = ops.application.test_client()
-    login(shop, "owner@shop-suspend.test", "shop-owner-pass")
+    # Nor does a code shown before the suspension connect another device.
+    pair = f"{portal_server.url}/portal/device/pair"
+    assert requests.post(pair, json={"code": code}, timeout=10).status_code == 404
     resp = shop.get("/portal/")
     assert resp.status_code == 403 and "affiliation is suspended" in resp.get_data(as_text=True)
+    polled = shop.get(f"/portal/venues/{venue_id}/present.json")  # the live page's poll
+    assert polled.status_code == 403 and polled.is_json and polled.get_json()["error"]
     cookie = signed_in_cookie(portal_server.url, "owner@shop-suspend.test", "shop-owner-pass")
     watcher = PortalWatcher(portal_server.url, venue_id, cookie)
     watcher.close()

@@ -70,6 +70,13 @@ def upload(client, venue_id: int, raw: bytes, lang: str = "en"):  # type: ignore
         ),
         (collection(feature("x", [[0, 0], [1, 1]])), "Zone &#34;x&#34; (feature 1) has"),
         (collection(feature("bow", BOWTIE)), "is not a valid polygon: Self-intersection"),
+        # Once 500s: a NaN corner (GEOS raised), a nesting past Python's recursion limit.
+        (
+            collection(feature("nan", [[0, 0], [float("nan"), 0], [1, 1], [0, 0]])),
+            "Zone &#34;nan&#34; (feature 1) has unreadable coordinates.",
+        ),
+        (b"[" * 60000 + b"]" * 60000, "The file is not valid JSON."),
+        (collection(feature("a\x00b", SQUARE)), "Feature 1 needs a &#34;name&#34; property"),
     ],
 )
 def test_bad_uploads_are_refused_with_a_clear_message(salon, world, raw, message):

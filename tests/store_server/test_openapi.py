@@ -129,7 +129,7 @@ def test_api_conforms(api_schema, stack, method, path, mode):
 
 def test_composed_portal_json_endpoints_documented_and_conforming(stack, tmp_path):
     """Served with the merchant portal (wsgi.build_app), its JSON endpoints join the document
-    and answer as documented: anonymous callers are sent to sign in, bad codes refused."""
+    and answer as documented: anonymous callers are told to sign in (401), bad codes refused."""
     from tests.conftest import make_config
     from wsgi import build_app
 
@@ -142,7 +142,7 @@ def test_composed_portal_json_endpoints_documented_and_conforming(stack, tmp_pat
         )
         schema = schemathesis.openapi.from_wsgi("/openapi.json", app, config=CONFIG)
         for path, method, modes, expected in (
-            ("/portal/venues/{venue_id}/present.json", "GET", ["positive"], {302, 404}),
+            ("/portal/venues/{venue_id}/present.json", "GET", ["positive"], {401, 404}),
             ("/portal/device/pair", "POST", ["positive", "negative"], {400, 404, 413, 429}),
         ):
             for mode in modes:

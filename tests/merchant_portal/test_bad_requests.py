@@ -1,0 +1,79 @@
+"""Requests that once reached a 500 or an HTML page on the portal's JSON endpoints: each gets
+its 4xx, as JSON, and changes nothing."""
+
+from __future__ import annotations
+
+import base64
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from store_server import receipts
+from tests.merchant_portal.conftest import CAR_LOGIN, csrf_of, login
+from tests.merchant_portal.test_devices import rules_form
+
+pytestmark = pytest.mark.authz
+DEEP = b"[" * 100_000 + b"]" * 100_000
+
+
+def _skip(client, venue_id: int, body: bytes | dict):  # type: ignore[no-untyped-def]
+    token = csrf_of(client.get("/portal/").get_data(as_text=True))
+    headers = {"X-CSRF-Token": token}
+    url = f"/portal/venues/{venue_id}/skip"
+    if isinstance(body, dict):
+        return client.post(url, json=body, headers=headers)
+    return client.post(url, data=body, headers=headers, content_type="application/json")
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"zone": [], "track": "trk:1"},
+        {"zone": {}, "track": "trk:1"},
+        {"zone": "chair-2", "track": "\u0661\u0662\u0663"},  # Arabic-Indic digits: not an id
+        DEEP,
+    ],
+    ids=["zone-list", "zone-object", "unicode-track", "deep-nesting"],
+)
+def test_a_bad_skip_is_a_json_400(salon, world, body):
+    resp = _skip(salon, world.salon_venue, body)
+    assert resp.status_code == 400 and resp.is_json and resp.get_json()["error"]
+
+
+def test_a_deeply_nested_pairing_request_is_a_json_400(client):
+    resp = client.post("/portal/device/pair", data=DEEP, content_type="application/json")
+    assert resp.status_code == 400 and resp.get_json()["error"]
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/portal/venues/{big}/skip", "/portal/devices/{big}/pair", "/me/consents/{big}/withdraw"],
+)
+def test_an_id_no_database_can_hold_is_a_404(salon, path):
+    token = csrf_of(salon.get("/portal/").get_data(as_text=True))
+    resp = salon.post(path.format(big=10**30), data={"csrf_token": token})
+    assert resp.status_code == 404
+
+
+def test_a_poll_without_a_session_is_a_json_401(client, world):
+    resp = client.get(f"/portal/venues/{world.salon_venue}/present.json")
+    assert resp.status_code == 401 and resp.is_json and resp.get_json()["error"]
+
+
+def test_a_rival_venues_poll_is_a_json_404(client, world):
+    login(client, *CAR_LOGIN)
+    resp = client.get(f"/portal/venues/{world.salon_venue}/present.json")
+    assert resp.status_code == 404 and resp.is_json
+
+
+def test_a_volume_in_superscript_digits_is_refused(salon, world):
+    # "²".isdigit() is true and int("²") raises: that was a 500.
+    resp = rules_form(salon, world, volume_max="\u00b2")
+    assert resp.status_code == 400 and "a whole number from 0 to 100" in resp.get_data(as_text=True)
+
+
+def test_a_receipt_nested_past_the_recursion_limit_is_invalid_not_a_crash():
+    head = base64.urlsafe_b64encode(b"[" * 5000 + b"]" * 5000).rstrip(b"=").decode()
+    key = Ed25519PrivateKey.generate().public_key()
+    with pytest.raises(receipts.InvalidReceipt):
+        receipts.verify(key, f"{head}.e30.c2ln")
