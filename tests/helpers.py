@@ -15,6 +15,7 @@ from sqlalchemy import inspect, text
 
 from beacons.eid import compute_eid
 from beacons.signing import signed_headers
+from store_server import ingest
 
 
 def eid_hex(key: bytes, exponent: int, base: int, t: float) -> str:
@@ -96,3 +97,23 @@ def sql_dump(db: Any) -> str:
                 f"{table}: " + " | ".join(r.hex() if isinstance(r, bytes) else str(r) for r in row)
             )
     return "\n".join(out)
+
+
+def ingest_rows(
+    r: Any,
+    keys: Any,
+    topo: Any,
+    scanner: Any,
+    rows: list[dict],
+    batch_ttl: int = 3600,
+    batch_id: str | None = None,
+) -> ingest.Outcome:
+    """One batch of sighting rows through ingest.parse_batch and ingest.process, as the API
+    runs them (a fresh nonce, the batch's digest); returns what ingest did."""
+    doc = {"batch_id": batch_id or uuid.uuid4().hex, "sightings": rows}
+    _, parsed = ingest.parse_batch(doc, 1000, time.time(), 300)
+    outcome, _, _ = ingest.process(
+        r, keys, topo, scanner, uuid.uuid4().hex, 600, doc["batch_id"], parsed, batch_ttl,
+        digest=ingest.batch_digest(doc),
+    )  # fmt: skip
+    return outcome

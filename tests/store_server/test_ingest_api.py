@@ -29,6 +29,7 @@ from tests.faults.support import (
     sql_state,
     stranger_rows,
 )
+from tests.helpers import ingest_rows
 
 SCANNER = "demo-salon-scanner-1"
 URL = "/api/v1/sightings"
@@ -581,23 +582,8 @@ def test_retry_racing_the_first_attempt_is_not_counted_twice(stack):
             return super().evalsha(sha, *args)
 
     def run(r):  # type: ignore[no-untyped-def]
-        outcome, _, _ = ingest.process(
-            r,
-            keys,
-            get_topology(app),
-            scanner,
-            uuid.uuid4().hex,
-            600,
-            batch_id,
-            parsed,
-            3600,
-            digest=ingest.batch_digest({"sightings": rows}),
-        )
-        return outcome.duplicate
+        return ingest_rows(r, keys, get_topology(app), scanner, rows, batch_id=batch_id).duplicate
 
-    _, parsed = ingest.parse_batch(
-        {"batch_id": batch_id, "sightings": rows}, 1000, time.time(), 300
-    )
     racing = RetryArrives(connection_pool=get_redis(app).connection_pool)
     dropped_before = _dropped_total(stack)
     outcomes.append(run(racing))

@@ -4,7 +4,6 @@ and that no copy outlives its subscriber's presence for long."""
 from __future__ import annotations
 
 import time
-import uuid
 
 import pytest
 
@@ -14,6 +13,7 @@ from store_server.occupancy import end_presence
 from store_server.redis_store import get_keys, get_redis
 from store_server.topology import get_topology
 from tests.faults.support import Stack, eid_rows, make_stack
+from tests.helpers import ingest_rows
 
 
 class Clock:
@@ -88,20 +88,7 @@ def test_an_ended_presence_leaves_no_held_copy_in_this_process(stack):
     scanner = topo.scanner("demo-salon-scanner-1")
     assert scanner is not None
     rows = eid_rows(stack.world.emitters["alice"], time.time(), 3)
-    doc = {"batch_id": uuid.uuid4().hex, "sightings": rows}
-    _, parsed = ingest.parse_batch(doc, 1000, time.time(), 300)
-    ingest.process(
-        get_redis(app),
-        keys,
-        topo,
-        scanner,
-        uuid.uuid4().hex,
-        600,
-        doc["batch_id"],
-        parsed,
-        60,
-        digest=ingest.batch_digest(doc),
-    )
+    ingest_rows(get_redis(app), keys, topo, scanner, rows, batch_ttl=60)
     tkey = keys.tracks(scanner.venue_id)
     (sub,) = get_redis(app).hkeys(tkey)
     ids = sorted({r["id"] for r in rows})

@@ -28,6 +28,7 @@ from store_server.presence import ZoneTiming
 from store_server.redis_store import get_keys, get_redis
 from store_server.topology import VenueInfo, get_topology
 from tests.faults.support import Stack, eid_rows, make_stack
+from tests.helpers import ingest_rows
 
 CHAIR = ZoneTiming(enter_stable_s=3.0, exit_absent_s=8.0)
 SCANNERS = {"s1": (1.5, 1.5), "s2": (6.0, 1.5), "s3": (3.5, 4.0)}
@@ -219,21 +220,7 @@ def test_a_state_written_meanwhile_is_folded_in_not_overwritten(stack, writer):
     tkey = keys.tracks(scanner.venue_id)
 
     def run(r, rows):  # type: ignore[no-untyped-def]
-        doc = {"batch_id": uuid.uuid4().hex, "sightings": rows}
-        _, parsed = ingest.parse_batch(doc, 1000, time.time(), 300)
-        outcome, _, _ = ingest.process(
-            r,
-            keys,
-            topo,
-            scanner,
-            uuid.uuid4().hex,
-            600,
-            doc["batch_id"],
-            parsed,
-            3600,
-            digest=ingest.batch_digest(doc),
-        )
-        return outcome
+        return ingest_rows(r, keys, topo, scanner, rows)
 
     now = time.time()
     assert run(get_redis(app), eid_rows(stack.world.emitters["alice"], now, 2)).resolved == 2
@@ -287,20 +274,7 @@ def test_a_held_state_folds_exactly_as_one_read_whole(stack):
                 ingest._STATES.clear()
             # What process() is about to send with this batch's claim.
             sends.append(len(ingest._STATES.held(tkey, sorted({x["id"] for x in rows}))))
-            doc = {"batch_id": uuid.uuid4().hex, "sightings": rows}
-            _, parsed = ingest.parse_batch(doc, 1000, time.time(), 300)
-            outcome, _, _ = ingest.process(
-                r,
-                keys,
-                topo,
-                scanner,
-                uuid.uuid4().hex,
-                600,
-                doc["batch_id"],
-                parsed,
-                3600,
-                digest=ingest.batch_digest(doc),
-            )
+            outcome = ingest_rows(r, keys, topo, scanner, rows)
             assert outcome.resolved == 3, (held, plan.index((scanner, rows)))
         (raw,) = r.hvals(tkey)
         return {k: v for k, v in json.loads(raw).items() if k != "v"}
