@@ -54,6 +54,20 @@ def _num(section: dict[str, Any], key: str, default: float, lo: float, hi: float
     return value
 
 
+def _int(section: dict[str, Any], key: str, default: int, lo: int, hi: int) -> int:
+    value = section.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        raise ConfigError(f"{key} must be a whole number between {lo} and {hi}")
+    return value
+
+
+def _bool(section: dict[str, Any], key: str, default: bool) -> bool:
+    value = section.get(key, default)
+    if not isinstance(value, bool):
+        raise ConfigError(f"{key} must be true or false")  # "no" would read as true
+    return value
+
+
 def _str(section: dict[str, Any], key: str, name: str) -> str:
     value = section.get(key)
     if not isinstance(value, str) or not value.strip():
@@ -71,9 +85,11 @@ def _secret(sc: dict[str, Any], base: Path) -> str:
     elif key == "secret_file":
         path = base / _str(sc, "secret_file", "scanner.secret_file")
         try:
-            raw = path.read_text().strip()
+            raw = path.read_text(encoding="utf-8").strip()
         except OSError as exc:
             raise ConfigError(f"cannot read secret_file {path}: {exc.strerror}") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"secret_file {path} is not a hex text file") from None
     else:
         name = _str(sc, "secret_env", "scanner.secret_env")
         raw = os.environ.get(name, "").strip()
@@ -104,7 +120,7 @@ def _source(src: dict[str, Any], base: Path) -> dict[str, Any]:
         out.update(
             file=str(path),
             speed=_num(src, "speed", 1.0, 0, 1e6),
-            rebase=bool(src.get("rebase", True)),
+            rebase=_bool(src, "rebase", True),
         )
     else:
         scenario = src.get("scenario", "demo")
@@ -116,11 +132,11 @@ def _source(src: dict[str, Any], base: Path) -> dict[str, Any]:
                 raise ConfigError(f"scenario file {scenario} not found")
         out.update(
             scenario=scenario,
-            venue=str(src.get("venue", "salon")),
+            venue=_str({"venue": src.get("venue", "salon")}, "venue", "source.venue"),
             x=_num(src, "x", 5.0, -1e4, 1e4),
             y=_num(src, "y", 4.0, -1e4, 1e4),
-            seed=int(_num(src, "seed", 0, 0, 2**31)),
-            emitters=int(_num(src, "emitters", 4, 0, 10_000)),
+            seed=_int(src, "seed", 0, 0, 2**31),
+            emitters=_int(src, "emitters", 4, 0, 10_000),
             n=_num(src, "n", 2.7, 1.0, 6.0),
             sigma_db=_num(src, "sigma_db", 3.0, 0.0, 30.0),
             floor_dbm=_num(src, "floor_dbm", -95.0, -130.0, 0.0),
@@ -149,20 +165,29 @@ def parse_config(doc: dict[str, Any], base: Path) -> ScannerConfig:
     server, sc, up = doc.get("server", {}), doc.get("scanner", {}), doc.get("uplink", {})
     url = _str(server, "url", "server.url")
     parsed = urlparse(url)
-    if parsed.scheme not in ("http", "https") or not parsed.netloc:
+    try:
+        parsed.port  # noqa: B018 - raises for a port outside 0-65535
+    except ValueError:
+        raise ConfigError("server.url has a port outside 1-65535") from None
+    if parsed.scheme not in ("http", "https") or not parsed.netloc or not parsed.hostname:
         raise ConfigError("server.url must be an http(s) URL")
     # 1,000 is the store server's default INGEST_MAX_BATCH: a larger batch would be refused (400)
-    batch_max = int(_num(up, "batch_max", 200, 1, 1_000))
-    queue_max = int(_num(up, "queue_max_sightings", 1_000_000, 1, 10**9))
+    batch_max = _int(up, "batch_max", 200, 1, 1_000)
+    queue_max = _int(up, "queue_max_sightings", 1_000_000, 1, 10**9)
     if queue_max < batch_max:
         raise ConfigError("uplink.queue_max_sightings must be at least batch_max")
     record = doc.get("record", {}).get("file")
+    if record is not None and not isinstance(record, str):
+        raise ConfigError("record.file must be a file name")  # 5 would silently record nothing
+    queue_path = up.get("queue_path", "scanner-queue.sqlite")
+    if not isinstance(queue_path, str) or not queue_path.strip():
+        raise ConfigError("uplink.queue_path must be a file name")
     return ScannerConfig(
         server_url=url.rstrip("/"),
         scanner=_str(sc, "name", "scanner.name"),
         secret=_secret(sc, base),
         source=_source(doc.get("source", {}), base),
-        queue_path=str(base / up.get("queue_path", "scanner-queue.sqlite")),
+        queue_path=str(base / queue_path),
         record_file=str(base / record) if isinstance(record, str) and record else None,
         timeout_s=_num(server, "timeout_s", 10.0, 0.1, 300.0),
         batch_max=batch_max,
@@ -178,7 +203,7 @@ def load_config(path: str | Path) -> ScannerConfig:
     """Read and validate a scanner TOML file."""
     p = Path(path)
     try:
-        doc = tomllib.loads(p.read_text(encoding="utf-8"))
+        doc = tomllib.loads(p.read_text(encoding="utf-8-sig"))  # some editors write a BOM
     except OSError as exc:
         raise ConfigError(f"cannot read config {p}: {exc.strerror}") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:

@@ -111,6 +111,7 @@ class ScannerDaemon:
         self._wake = threading.Event()
         self._reader_done = threading.Event()
         self._source_done = False  # set by the reader once a finite source is fully handled
+        self.failed: str | None = None  # why the reader stopped for good (the disk, not the radio)
         self._threads: list[threading.Thread] = []
 
     def start(self) -> None:
@@ -169,10 +170,23 @@ class ScannerDaemon:
                     log.error("source error (%s); retrying", type(exc).__name__)
                     self._stop_reader.wait(1.0)
                     continue
-                self.handle(adverts)
+                try:
+                    self.handle(adverts)
+                except (sqlite3.Error, OSError) as exc:
+                    # The queue (or the capture being recorded) cannot be written, e.g. a full
+                    # disk: stop and say so, rather than live on hearing nothing.
+                    self.failed = f"cannot queue sightings ({type(exc).__name__}: {exc})"
+                    log.error("%s: stopping", self.failed)
+                    self._notify()
+                    return
                 self._source_done = self.source.exhausted
         finally:
-            self._flush()
+            if self.failed is None:
+                try:
+                    self._flush()
+                except (sqlite3.Error, OSError) as exc:
+                    self.failed = f"cannot queue sightings ({type(exc).__name__}: {exc})"
+                    log.error("%s: the open batch is lost", self.failed)
             self._reader_done.set()
 
     def heartbeat_payload(self) -> dict[str, Any]:
@@ -310,8 +324,16 @@ def main(config_path: str) -> int:
     daemon.start()
     log.info("scanner %s started, %s source", cfg.scanner, cfg.source["kind"])
     while not done.wait(0.2):
+        if daemon.failed:
+            break
         if daemon.drained():
             log.info("capture replayed and delivered")
             break
+    skipped = getattr(daemon.source, "bad_lines", 0)
+    if skipped:
+        log.warning("capture: skipped %d line(s) that were not capture records", skipped)
     daemon.stop()
+    if daemon.failed:
+        print(f"error: {daemon.failed}", file=sys.stderr)
+        return 1
     return 0

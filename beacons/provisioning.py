@@ -186,6 +186,8 @@ def parse(text: str | bytes) -> Provisioning:
         doc = json.loads(text)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ValueError(f"provisioning document is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise ValueError("provisioning document is not valid JSON: nested too deeply") from None
     return validate(doc)
 
 

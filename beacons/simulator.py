@@ -166,15 +166,37 @@ def world_from_doc(doc: dict[str, Any], start: float) -> World:
     for e in emitters:
         if len(e.identity_key) != 16 or not 0 <= e.exponent <= 15:
             raise ValueError("bad scenario: identity keys are 16 bytes, exponents 0-15")
-    return World(emitters, start, loop_s=doc.get("loop_s"))
+        for leg in e.legs:
+            _check_leg(leg)
+    loop_s = doc.get("loop_s")
+    if loop_s is not None and not (_number(loop_s) and loop_s > 0):
+        raise ValueError("bad scenario: loop_s must be a positive number of seconds")
+    return World(emitters, start, loop_s=loop_s)
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _check_leg(leg: Leg) -> None:
+    """A leg's types, checked up front: a string where a number belongs would otherwise fail
+    every time the source reads, for as long as the daemon runs."""
+    if not isinstance(leg.venue, str):
+        raise ValueError("bad scenario: a leg's venue must be a string")
+    for name in ("t0", "t1", "x", "y"):
+        if not _number(getattr(leg, name)):
+            raise ValueError(f"bad scenario: a leg's {name} must be a number")
+    for name in ("to_x", "to_y"):
+        if getattr(leg, name) is not None and not _number(getattr(leg, name)):
+            raise ValueError(f"bad scenario: a leg's {name} must be a number")
 
 
 def world_from_file(path: str | Path, start: float) -> World:
     """A world from a JSON scenario file."""
     try:
-        doc = json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ValueError(f"cannot read scenario {path}: {exc}") from None
+        doc = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise ValueError(f"cannot read scenario {path}: {type(exc).__name__}") from None
     if not isinstance(doc, dict):
         raise ValueError("bad scenario: expected a JSON object")
     return world_from_doc(doc, start)

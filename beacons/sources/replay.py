@@ -17,17 +17,31 @@ from typing import IO
 from beacons.sources import Advert
 
 log = logging.getLogger("beacons.replay")
+# What a radio reports and the store server accepts (dBm): anything else would get the whole
+# batch it travels in refused, and the good sightings with it.
+RSSI_MIN, RSSI_MAX = -130.0, 20.0
+# Seconds on any clock stay within this; milliseconds do not (a replay would wait for ages).
+MAX_TS = 1e11
 
 
 def parse_line(line: str) -> Advert:
-    """One capture line as an advert; raises ValueError when the line is not a capture record."""
+    """One capture line as an advert; raises ValueError when the line is not a capture record.
+
+    The message names what is wrong, never the values: a stray field may hold an address, and
+    the message is logged."""
     try:
         rec = json.loads(line)
-        ts, rssi, data = float(rec["ts"]), float(rec["rssi"]), bytes.fromhex(rec["data_hex"])
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-        raise ValueError(f"not a capture record: {exc}") from None
-    if not (math.isfinite(ts) and math.isfinite(rssi)):
-        raise ValueError("not a capture record: non-finite number")
+        ts, rssi, data = rec["ts"], rec["rssi"], bytes.fromhex(rec["data_hex"])
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError, RecursionError) as exc:
+        raise ValueError(f"not a capture record ({type(exc).__name__})") from None
+    for value in (ts, rssi):
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValueError("not a capture record (ts and rssi must be numbers)")
+    ts, rssi = float(ts), float(rssi)
+    if not (math.isfinite(ts) and abs(ts) < MAX_TS):
+        raise ValueError("not a capture record (ts must be seconds)")
+    if not (math.isfinite(rssi) and RSSI_MIN <= rssi <= RSSI_MAX):
+        raise ValueError(f"not a capture record (rssi outside {RSSI_MIN:g}..{RSSI_MAX:g} dBm)")
     return Advert(ts, int(rssi) if rssi.is_integer() else rssi, "", data)
 
 
@@ -55,7 +69,8 @@ class ReplaySource:
         """Open a capture; `rebase` restamps each record with the moment it is replayed."""
         if speed < 0:
             raise ValueError("speed must be >= 0")
-        self._file: IO[str] = open(path, encoding="utf-8")  # noqa: SIM115 - closed in close()
+        # Undecodable bytes spoil their own line only (it is skipped and counted), not the rest.
+        self._file: IO[str] = open(path, encoding="utf-8", errors="replace")  # noqa: SIM115
         self.speed = speed
         self.rebase = rebase
         self.clock = clock

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import resource
 import signal
 import sqlite3
 import subprocess
@@ -25,6 +26,7 @@ from beacons.sources import Advert
 from beacons.sources.replay import Recorder, ReplaySource
 from beacons.sources.simulated import SimulatedSource
 from tests.beacons.test_uplink_server import SECRET, IngestServer
+from tests.conftest import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 LISTED = uuid.UUID("f7826da6-4fa2-4e98-8024-bc5b71e0893e").bytes
@@ -220,6 +222,16 @@ GOOD = HEAD + f"secret = '{SECRET}'\n"
         (GOOD + "[source]\nkind = 'replay'\nfile = 'nope.jsonl'\n", "not found"),
         (GOOD + "[source]\nkind = 'bluepy'\n[uplink]\nbatch_max = 0\n", "batch_max"),
         (GOOD + "[source]\nkind = 'bluepy'\nadaptor = 'hci0'\n", "source.adaptor"),
+        # Wrong types that were taken silently (or crashed later), and an impossible port.
+        (GOOD + "[source]\nkind = 'bluepy'\n[uplink]\nqueue_path = 5\n", "queue_path"),
+        (GOOD + "[source]\nkind = 'bluepy'\n[record]\nfile = 5\n", "record.file"),
+        (GOOD + "[source]\nkind = 'simulator'\nemitters = 2.5\n", "emitters"),
+        (GOOD + "[source]\nkind = 'simulator'\nvenue = 5\n", "source.venue"),
+        (
+            "[server]\nurl = 'http://127.0.0.1:99999'\n[scanner]\nname = 's'\n"
+            f"secret = '{SECRET}'\n[source]\nkind = 'bluepy'\n",
+            "port",
+        ),
     ],
 )
 def test_bad_config_exits_2_with_one_line(tmp_path: Path, body: str, needle: str) -> None:
@@ -341,3 +353,26 @@ def test_batcher_closes_a_batch_on_size_or_on_age() -> None:
     assert b.due(11.0) and b.wait_s(11.5, 0.2) == 0.0
     assert b.add({"i": 3}, 10.6)  # full
     assert [x["i"] for x in b.take()] == [1, 2, 3] and not b.items and not b.due(99.0)
+
+
+def test_a_queue_that_cannot_grow_stops_the_daemon_with_one_line(tmp_path: Path) -> None:
+    # A full disk once killed the reader thread only: the process lived on, hearing nothing,
+    # and exited 0. Here the file size limit stands in for the full disk.
+    _capture(tmp_path / "big.jsonl", 3000)
+    cfg = _toml(
+        tmp_path,
+        f"http://127.0.0.1:{free_port()}",
+        "kind = 'replay'\nfile = 'big.jsonl'\nspeed = 0",
+    )
+
+    def small_files() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000))
+
+    out = subprocess.run(
+        [sys.executable, "-m", "beacons", "run", "--config", str(cfg)],
+        capture_output=True, text=True, cwd=REPO, timeout=60, preexec_fn=small_files,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )  # fmt: skip
+    assert out.returncode == 1, out.stderr
+    assert out.stderr.strip().splitlines()[-1].startswith("error: cannot queue sightings")
+    assert "Traceback" not in out.stderr

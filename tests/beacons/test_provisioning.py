@@ -16,6 +16,12 @@ from beacons.eid import compute_eid
 from beacons.frames import EddystoneEID, decode
 from beacons.provisioning import Provisioning, build, parse, qr_png, qr_svg, serialise, validate
 
+
+def test_a_document_nested_past_the_recursion_limit_is_not_json() -> None:
+    with pytest.raises(ValueError, match="nested too deeply"):
+        parse("[" * 100_000 + "]" * 100_000)
+
+
 IK = bytes(range(16))
 TIME_BASE = 1_767_225_600
 

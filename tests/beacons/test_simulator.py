@@ -18,6 +18,7 @@ from beacons.simulator import (
     path_loss_rssi,
     ranging_tx_power,
     world_from_doc,
+    world_from_file,
 )
 from beacons.sources.simulated import SimulatedSource
 
@@ -109,6 +110,20 @@ def test_scenario_documents_are_validated() -> None:
         world_from_doc(doc, T0)
     with pytest.raises(ValueError):
         world_from_doc({"emitters": [{"legs": []}]}, T0)
+    doc["emitters"][0]["identity_key"] = KEY.hex()
+    # Wrong types once passed here and failed on every read of the running source, forever.
+    for leg_change, top in (({"x": "a"}, {}), ({"to_y": True}, {}), ({}, {"loop_s": "10"})):
+        bad = {**doc, **top, "emitters": [{**doc["emitters"][0]}]}
+        bad["emitters"][0]["legs"] = [{**doc["emitters"][0]["legs"][0], **leg_change}]
+        with pytest.raises(ValueError, match="bad scenario"):
+            world_from_doc(bad, T0)
+
+
+def test_a_scenario_file_nested_past_the_recursion_limit_is_refused(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    path = tmp_path / "deep.json"
+    path.write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(ValueError, match="cannot read scenario"):
+        world_from_file(path, T0)
 
 
 def test_a_live_source_does_not_replay_a_long_stall() -> None:

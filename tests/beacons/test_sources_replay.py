@@ -66,3 +66,38 @@ def test_replay_paces_by_the_recorded_gaps_and_restamps_with_replay_time(tmp_pat
     assert [a.rssi for a in replay.read(0)] == [-62] and replay.exhausted
     assert replay.read(0) == []
     replay.close()
+
+
+MAC = "c4:7c:8d:6a:11:22"
+
+
+@pytest.mark.parametrize(
+    ("record", "why"),
+    [
+        ({"ts": 1.7e9, "rssi": MAC, "data_hex": "0201"}, "numbers"),
+        ({"ts": 1.7e9, "rssi": True, "data_hex": "0201"}, "numbers"),
+        ({"ts": 1.7e9, "rssi": 1e308, "data_hex": "0201"}, "rssi outside"),
+        ({"ts": 1.7e9, "rssi": -131, "data_hex": "0201"}, "rssi outside"),
+        ({"ts": 1.7e12, "rssi": -60, "data_hex": "0201"}, "ts must be seconds"),
+        ({"ts": MAC, "rssi": -60, "data_hex": MAC}, "not a capture record"),
+    ],
+)
+def test_a_bad_record_is_refused_without_repeating_its_values(record: dict, why: str) -> None:
+    # The message is logged: a stray field may hold a BLE address, which never leaves the
+    # scanner; an RSSI the server refuses would cost the whole batch it travels in.
+    with pytest.raises(ValueError) as err:
+        parse_line(json.dumps(record))
+    assert why in str(err.value) and MAC not in str(err.value) and "1e+308" not in str(err.value)
+
+
+def test_undecodable_bytes_spoil_their_line_only(tmp_path: Path) -> None:
+    path = tmp_path / "capture.jsonl"
+    good = [format_line(Advert(1.7e9 + i, -60, "", bytes([2, 1, i]))) for i in range(3)]
+    path.write_bytes(
+        (good[0] + "\n").encode() + b'{"ts": 1.7e9, "rssi": -60, "data_hex": "\xff"}\n'
+        + "\n".join(good[1:]).encode() + b"\n"
+    )  # fmt: skip
+    src = ReplaySource(path, speed=0, rebase=False)
+    got = src.read(0.1)
+    src.close()
+    assert [a.data for a in got] == [bytes([2, 1, i]) for i in range(3)] and src.bad_lines == 1
