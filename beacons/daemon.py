@@ -175,9 +175,7 @@ class ScannerDaemon:
                 except (sqlite3.Error, OSError) as exc:
                     # The queue (or the capture being recorded) cannot be written, e.g. a full
                     # disk: stop and say so, rather than live on hearing nothing.
-                    self.failed = f"cannot queue sightings ({type(exc).__name__}: {exc})"
-                    log.error("%s: stopping", self.failed)
-                    self._notify()
+                    self._fail(exc, "stopping")
                     return
                 self._source_done = self.source.exhausted
         finally:
@@ -185,9 +183,14 @@ class ScannerDaemon:
                 try:
                     self._flush()
                 except (sqlite3.Error, OSError) as exc:
-                    self.failed = f"cannot queue sightings ({type(exc).__name__}: {exc})"
-                    log.error("%s: the open batch is lost", self.failed)
+                    self._fail(exc, "the open batch is lost")
             self._reader_done.set()
+
+    def _fail(self, exc: BaseException, consequence: str) -> None:
+        """Record (for main's exit code and message) and log why the reader stopped for good."""
+        self.failed = f"cannot queue sightings ({type(exc).__name__}: {exc})"
+        log.error("%s: %s", self.failed, consequence)
+        self._notify()
 
     def heartbeat_payload(self) -> dict[str, Any]:
         """The heartbeat body: health and counters, nothing about any device."""

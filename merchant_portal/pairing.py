@@ -49,31 +49,33 @@ class PairingCodes:
         value = f"{device_id}:{now + self.ttl_s!r}"
         ttl = max(1, math.ceil(self.ttl_s))
 
-        def replace(pipe: redis.client.Pipeline) -> None:
-            previous = pipe.get(device_key)
-            pipe.multi()
-            if previous:
-                pipe.delete(previous)
+        def point_to_new(pipe: redis.client.Pipeline) -> None:
             pipe.set(code_key, value, ex=ttl)
             pipe.set(device_key, code_key, ex=ttl)
 
-        # WATCH on the device's pointer: two concurrent issues cannot both leave a live code.
-        self._client().transaction(replace, device_key)
+        self._replace(device_key, point_to_new)
         return code
 
     def cancel(self, device_id: int) -> None:
         """Void the device's unredeemed code, if any (revoked or re-keyed: a code shown before
         must not bring it back)."""
         device_key = self._keys.pairing_device(device_id)
+        self._replace(device_key, lambda pipe: pipe.delete(device_key))
 
-        def drop(pipe: redis.client.Pipeline) -> None:
+    def _replace(self, device_key: str, then: Callable[[redis.client.Pipeline], object]) -> None:
+        """Delete the code the device's pointer names, then `then` in the same transaction.
+
+        WATCH on the pointer: two concurrent issues (or an issue and a cancel) cannot leave a
+        live code behind."""
+
+        def run(pipe: redis.client.Pipeline) -> None:
             previous = pipe.get(device_key)
             pipe.multi()
             if previous:
                 pipe.delete(previous)
-            pipe.delete(device_key)
+            then(pipe)
 
-        self._client().transaction(drop, device_key)
+        self._client().transaction(run, device_key)
 
     def redeem(self, code: str, now: float | None = None) -> int | None:
         """The device id the code was issued for, consuming it; None if unknown or expired."""

@@ -6,13 +6,13 @@ import logging
 from typing import Any
 
 import redis
-from flask import Flask, jsonify
+from flask import Flask, current_app, jsonify, request
 from flask.json.provider import DefaultJSONProvider
 from flask_socketio import SocketIO
 from socketio import RedisManager
 from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from store_server import api, db, devices, ops, optin, redis_store
 from store_server.config import from_env
@@ -68,6 +68,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     optin.init_app(app)
     ops.init_app(app)
     _register_errors(app)
+    app.before_request(_refuse_cut_bodies)
 
     @app.get("/healthz")
     def healthz():  # type: ignore[no-untyped-def]
@@ -108,6 +109,17 @@ def _route_socketio_path(app: Flask, path: str) -> None:
 def _channel(app: Flask) -> str:
     """Message-queue channel per key prefix, so deployments sharing a Redis never cross-talk."""
     return "cmood-" + app.config["REDIS_PREFIX"].rstrip(":")
+
+
+def _refuse_cut_bodies() -> None:
+    """A chunked body (no Content-Length) is cut at MAX_CONTENT_LENGTH by Werkzeug's stream,
+    not refused: whatever followed would be lost unseen, and a signature might cover only the
+    part read. Read once here (cached for the view and form parsing) and refused if it reached
+    the limit; a body with a Content-Length over it is refused by Werkzeug already."""
+    limit = current_app.config["MAX_CONTENT_LENGTH"]
+    chunked = request.content_length is None and request.environ.get("wsgi.input_terminated")
+    if chunked and len(request.get_data(cache=True)) >= limit:
+        raise RequestEntityTooLarge(f"The body reaches the {limit}-byte limit.")
 
 
 def _register_errors(app: Flask) -> None:

@@ -52,12 +52,16 @@ def _gap(text: str) -> float:
 def _outputs(outs: list[str | None], ins: list[str | None]) -> None:
     """Refuse, before any work, an output that would overwrite an input or cannot be written."""
     sources = {Path(p).resolve() for p in ins if p}
+    written: set[Path] = set()
     for out in outs:
         if not out:
             continue
         target = Path(out).resolve()
         if target in sources:
             raise VenueFileError(f"{out}: is also an input; write the output elsewhere")
+        if target in written:
+            raise VenueFileError(f"{out}: is named for two outputs")
+        written.add(target)
         if not target.parent.is_dir():
             raise VenueFileError(f"{out}: directory {target.parent} does not exist")
 
@@ -124,8 +128,6 @@ def main(argv: list[str] | None = None) -> int:
 def _predict(args: argparse.Namespace) -> int:
     inputs = [args.scanners, args.zones, args.survey, args.recording]
     _outputs([args.out, args.report], inputs)
-    if args.out and args.report and Path(args.out).resolve() == Path(args.report).resolve():
-        raise VenueFileError(f"{args.report}: --report and --out must be different files")
     scanners = load_scanners(args.scanners)
     zones = load_zones(args.zones)
     survey = load_readings(args.survey, positions=True)

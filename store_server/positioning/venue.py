@@ -102,19 +102,28 @@ def _polygonal(geom: BaseGeometry) -> BaseGeometry:
     return shapely.union_all(parts) if parts else shapely.Polygon()
 
 
-def _line(bad: pd.Series) -> int:
+def _line(bad: np.ndarray | pd.Series) -> int:
     """File line number of the first flagged row (line 1 is the header)."""
-    return int(np.flatnonzero(bad.to_numpy())[0]) + 2
+    return int(np.flatnonzero(np.asarray(bad))[0]) + 2
 
 
-def _check_ranges(df: pd.DataFrame, path: str | Path) -> None:
-    """Refuse what no scanner reports: milliseconds or unbounded times, RSSI beyond any radio."""
-    ts = df["ts"].to_numpy(float)
-    bad = np.isinf(ts) | (np.abs(ts) >= MAX_TS)
+def _numbers(df: pd.DataFrame, cols: tuple[str, ...], path: str | Path) -> None:
+    """Convert `cols` to floats in place (an empty field becomes NaN), or refuse the file."""
+    try:
+        for col in cols:
+            df[col] = df[col].astype(float)
+    except (TypeError, ValueError) as exc:
+        names = ", ".join(cols[:-1]) + f" and {cols[-1]}"
+        raise VenueFileError(f"{path}: {names} must be numbers") from exc
+
+
+def _check_ranges(df: pd.DataFrame, path: str | Path, positions: bool) -> None:
+    """Refuse what no scanner reports: milliseconds or unbounded times, RSSI beyond any radio,
+    infinite positions. (An empty field, NaN, is a row to skip, not a file to refuse.)"""
+    bad = np.isinf(df["ts"].to_numpy(float)) | (np.abs(df["ts"].to_numpy(float)) >= MAX_TS)
     if bad.any():
         raise VenueFileError(
-            f"{path}: line {_line(pd.Series(bad))}: ts must be seconds within ±{MAX_TS:.0e} "
-            "(milliseconds?)"
+            f"{path}: line {_line(bad)}: ts must be seconds within ±{MAX_TS:.0e} (milliseconds?)"
         )
     if "rssi" in df:
         lo, hi = RSSI_RANGE_DBM
@@ -122,8 +131,10 @@ def _check_ranges(df: pd.DataFrame, path: str | Path) -> None:
         bad = np.isinf(rssi) | (rssi < lo) | (rssi > hi)
         if bad.any():
             raise VenueFileError(
-                f"{path}: line {_line(pd.Series(bad))}: rssi must be dBm within {lo:g}..{hi:g}"
+                f"{path}: line {_line(bad)}: rssi must be dBm within {lo:g}..{hi:g}"
             )
+    if positions and np.isinf(df[["x", "y"]].to_numpy()).any():
+        raise VenueFileError(f"{path}: x and y must be finite")
 
 
 def load_readings(path: str | Path, *, positions: bool = False) -> pd.DataFrame:
@@ -131,22 +142,12 @@ def load_readings(path: str | Path, *, positions: bool = False) -> pd.DataFrame:
     df = _read_csv(path, {"scanner": str, "emitter": str, "zone": str})
     cols = READING_COLUMNS + (("x", "y") if positions else ())
     _require(df, cols, path)
-    try:
-        df["ts"] = df["ts"].astype(float)
-        df["rssi"] = df["rssi"].astype(float)
-        if positions:
-            df["x"] = df["x"].astype(float)
-            df["y"] = df["y"].astype(float)
-    except (TypeError, ValueError) as exc:
-        raise VenueFileError(f"{path}: ts, rssi, x and y must be numbers") from exc
-    _check_ranges(df, path)
-    if positions and np.isinf(df[["x", "y"]].to_numpy()).any():
-        raise VenueFileError(f"{path}: x and y must be finite")
+    numbers = ("ts", "rssi") + (("x", "y") if positions else ())
+    _numbers(df, numbers, path)
+    _check_ranges(df, path, positions)
     # A row with a field left empty is skipped (a capture cut short); an impossible value is not.
-    bad = ~np.isfinite(df["ts"].to_numpy()) | ~np.isfinite(df["rssi"].to_numpy())
-    if positions:
-        bad |= ~np.isfinite(df["x"].to_numpy()) | ~np.isfinite(df["y"].to_numpy())
-    df = df.loc[~bad & df["scanner"].notna() & df["emitter"].notna()]
+    keep = np.isfinite(df[list(numbers)].to_numpy()).all(axis=1)
+    df = df.loc[keep & df["scanner"].notna() & df["emitter"].notna()]
     return df.sort_values("ts", kind="stable").reset_index(drop=True)
 
 
@@ -154,14 +155,8 @@ def load_truth(path: str | Path) -> pd.DataFrame:
     """Read ground truth `ts,emitter,x,y` (a survey's other columns are allowed, not needed)."""
     df = _read_csv(path, {"emitter": str, "scanner": str, "zone": str})
     _require(df, ("ts", "emitter", "x", "y"), path)
-    try:
-        for col in ("ts", "x", "y"):
-            df[col] = df[col].astype(float)
-    except (TypeError, ValueError) as exc:
-        raise VenueFileError(f"{path}: ts, x and y must be numbers") from exc
-    _check_ranges(df[["ts"]], path)
-    if np.isinf(df[["x", "y"]].to_numpy()).any():
-        raise VenueFileError(f"{path}: x and y must be finite")
+    _numbers(df, ("ts", "x", "y"), path)
+    _check_ranges(df[["ts", "x", "y"]], path, positions=True)
     keep = np.isfinite(df[["ts", "x", "y"]].to_numpy()).all(axis=1) & df["emitter"].notna()
     return df.loc[keep].sort_values("ts", kind="stable").reset_index(drop=True)
 
@@ -170,15 +165,11 @@ def load_predictions(path: str | Path) -> pd.DataFrame:
     """Read estimates `ts,emitter,x,y,zone` (zone empty for none)."""
     df = _read_csv(path, {"emitter": str, "zone": str})
     _require(df, ("ts", "emitter", "x", "y", "zone"), path)
-    try:
-        for col in ("ts", "x", "y"):
-            df[col] = df[col].astype(float)
-    except (TypeError, ValueError) as exc:
-        raise VenueFileError(f"{path}: ts, x and y must be numbers") from exc
+    _numbers(df, ("ts", "x", "y"), path)
     bad = ~np.isfinite(df[["ts", "x", "y"]].to_numpy()).all(axis=1) | df["emitter"].isna()
     if bad.any():
         raise VenueFileError(
-            f"{path}: line {_line(pd.Series(bad))}: every estimate needs ts, emitter, x and y"
+            f"{path}: line {_line(bad)}: every estimate needs ts, emitter, x and y"
         )
     return df
 
@@ -187,10 +178,8 @@ def load_marks(path: str | Path) -> pd.DataFrame:
     """Read an installer's marked positions `ts,x,y`."""
     df = _read_csv(path, {})
     _require(df, ("ts", "x", "y"), path)
-    try:
-        df = df[["ts", "x", "y"]].astype(float)
-    except (TypeError, ValueError) as exc:
-        raise VenueFileError(f"{path}: ts, x and y must be numbers") from exc
+    df = df[["ts", "x", "y"]].copy()
+    _numbers(df, ("ts", "x", "y"), path)
     if not np.isfinite(df.to_numpy()).all():
         raise VenueFileError(f"{path}: ts, x and y must be finite")
     df = df.drop_duplicates()
