@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import Select, and_, func, or_, select
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
@@ -136,7 +136,7 @@ def week_bounds(monday: date, tz: str = REPORT_TZ) -> tuple[datetime, datetime]:
     return start.astimezone(UTC), end.astimezone(UTC)
 
 
-def consented_visits(merchant_id: int, until: datetime):  # type: ignore[no-untyped-def]
+def consented_visits(merchant_id: int, until: datetime) -> Select[tuple[int, int, datetime, float]]:
     """Visits at the merchant started before `until` that a statistics consent covered.
 
     The consent must cover this merchant (or all), be in force from the visit's start to its end,

@@ -6,7 +6,8 @@ import hmac
 import secrets
 from typing import Any
 
-from flask import Blueprint, abort, g, render_template, request, session
+from flask import Blueprint, Response, abort, g, render_template, request, session
+from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import HTTPException
 
 from merchant_portal.i18n import current_language, translate
@@ -50,7 +51,7 @@ def _prepare() -> None:
 
 
 @bp.after_request
-def _headers(resp):  # type: ignore[no-untyped-def]
+def _headers(resp: Response) -> Response:
     # Pages show pseudonyms and one-time codes: nothing may be cached or framed.
     resp.headers.setdefault("Cache-Control", "no-store")
     resp.headers.setdefault("X-Frame-Options", "DENY")
@@ -81,7 +82,7 @@ def wants_json() -> bool:
 
 
 @bp.errorhandler(HTTPException)
-def _html_error(e: HTTPException):  # type: ignore[no-untyped-def]
+def _html_error(e: HTTPException) -> ResponseReturnValue:
     if e.code in (301, 302, 303, 307, 308):
         return e
     key = {404: "not_found", 403: "forbidden", 400: "bad_request", 413: "too_large"}.get(

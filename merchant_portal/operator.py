@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from flask import abort, current_app, flash, redirect, render_template, request, url_for
+from flask.typing import ResponseReturnValue
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
@@ -89,7 +90,7 @@ def _health() -> dict[int, dict[str, int]]:
 
 @bp.get("/operator")
 @operator_required
-def operator():  # type: ignore[no-untyped-def]
+def operator() -> ResponseReturnValue:
     """Every merchant with its status and the health of its equipment."""
     db = get_db()
     venues = dict(
@@ -119,7 +120,7 @@ def operator():  # type: ignore[no-untyped-def]
 
 @bp.post("/operator/merchants")
 @operator_required
-def onboard():  # type: ignore[no-untyped-def]
+def onboard() -> ResponseReturnValue:
     """Create a merchant and its owner's account, and show the owner's invitation link once."""
     f = request.form
     slug, name = f.get("slug", "").strip().lower(), f.get("name", "").strip()
@@ -153,7 +154,7 @@ def onboard():  # type: ignore[no-untyped-def]
 
 @bp.post("/operator/merchants/<int:merchant_id>/status")
 @operator_required
-def set_status(merchant_id: int):  # type: ignore[no-untyped-def]
+def set_status(merchant_id: int) -> ResponseReturnValue:
     """Affiliate (active) or suspend a merchant; suspended devices are cut off at once."""
     status = request.form.get("status")
     merchant = get_db().get(Merchant, merchant_id)
@@ -177,7 +178,7 @@ def set_status(merchant_id: int):  # type: ignore[no-untyped-def]
 
 
 @bp.route("/invite/<token>", methods=["GET", "POST"])
-def invite(token: str):  # type: ignore[no-untyped-def]
+def invite(token: str) -> ResponseReturnValue:
     """An invited owner chooses their password, then signs in as usual."""
     try:
         data = _serializer().loads(token, max_age=INVITE_MAX_AGE_S)

@@ -17,6 +17,7 @@ from flask import (
     request,
     url_for,
 )
+from flask.typing import ResponseReturnValue
 from shapely.geometry import mapping
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -59,7 +60,7 @@ def pairing_codes() -> PairingCodes:
 
 @bp.get("/")
 @login_required
-def index():  # type: ignore[no-untyped-def]
+def index() -> ResponseReturnValue:
     """The merchant's venues, each with its screens."""
     venues = get_db().scalars(
         select(Venue).where(Venue.merchant_id == current_staff().merchant_id).order_by(Venue.id)  # type: ignore[union-attr]
@@ -69,7 +70,7 @@ def index():  # type: ignore[no-untyped-def]
 
 @bp.get("/venues/<int:venue_id>/live")
 @login_required
-def live(venue_id: int):  # type: ignore[no-untyped-def]
+def live(venue_id: int) -> ResponseReturnValue:
     """Who is present now, kept current over Socket.IO."""
     venue = own_venue(venue_id)
     people = present(current_app, venue.id)
@@ -81,7 +82,7 @@ def live(venue_id: int):  # type: ignore[no-untyped-def]
 
 @bp.post("/venues/<int:venue_id>/skip")
 @login_required
-def skip(venue_id: int):  # type: ignore[no-untyped-def]
+def skip(venue_id: int) -> ResponseReturnValue:
     """Skip the track a zone plays now, this once (a veto removes it for good)."""
     venue = own_venue(venue_id)
     body = request.get_json(silent=True)
@@ -97,7 +98,7 @@ def skip(venue_id: int):  # type: ignore[no-untyped-def]
 
 @bp.post("/venues/<int:venue_id>/veto")
 @login_required
-def veto(venue_id: int):  # type: ignore[no-untyped-def]
+def veto(venue_id: int) -> ResponseReturnValue:
     """Veto a track from the live page: it leaves every queue of the merchant at once."""
     venue = own_venue(venue_id)
     body = request.get_json(silent=True)
@@ -119,7 +120,7 @@ def veto(venue_id: int):  # type: ignore[no-untyped-def]
 
 @bp.get("/venues/<int:venue_id>/present.json")
 @login_required
-def present_json(venue_id: int):  # type: ignore[no-untyped-def]
+def present_json(venue_id: int) -> ResponseReturnValue:
     """The same list as JSON, for the live page to resynchronise after a reconnect."""
     venue = own_venue(venue_id)
     return jsonify({"now": time.time(), "present": present(current_app, venue.id)})
@@ -127,7 +128,7 @@ def present_json(venue_id: int):  # type: ignore[no-untyped-def]
 
 @bp.get("/venues/<int:venue_id>/qr")
 @login_required
-def qr(venue_id: int):  # type: ignore[no-untyped-def]
+def qr(venue_id: int) -> ResponseReturnValue:
     """Full-screen opt-in QR with the promise in plain words."""
     venue = own_venue(venue_id)
     link = optin_link(current_app, venue.merchant_id, venue.id)
@@ -157,7 +158,7 @@ def _scanner_health(venue_id: int, scanners: list[Scanner]) -> list[dict[str, An
     return rows
 
 
-def _devices_page(venue: Venue, status: int = 200, **shown: Any):  # type: ignore[no-untyped-def]
+def _devices_page(venue: Venue, status: int = 200, **shown: Any) -> ResponseReturnValue:
     db = get_db()
     devices = db.scalars(select(Device).where(Device.venue_id == venue.id).order_by(Device.id))
     zones = {z.id: z.name for z in venue.zones}
@@ -182,7 +183,7 @@ def _devices_page(venue: Venue, status: int = 200, **shown: Any):  # type: ignor
 
 @bp.get("/venues/<int:venue_id>/devices")
 @login_required
-def devices(venue_id: int):  # type: ignore[no-untyped-def]
+def devices(venue_id: int) -> ResponseReturnValue:
     """Playback devices and scanner health of a venue."""
     return _devices_page(own_venue(venue_id))
 
@@ -195,7 +196,7 @@ def drop_device_sockets(device_ids: set[int]) -> None:
 
 @bp.post("/devices/<int:device_id>/pair")
 @owner_required
-def pair(device_id: int):  # type: ignore[no-untyped-def]
+def pair(device_id: int) -> ResponseReturnValue:
     """Show a short single-use code to type on the device."""
     device = own_device(device_id)
     code = pairing_codes().issue(device.id)
@@ -210,7 +211,7 @@ def pair(device_id: int):  # type: ignore[no-untyped-def]
 
 @bp.post("/devices/<int:device_id>/rotate")
 @owner_required
-def rotate(device_id: int):  # type: ignore[no-untyped-def]
+def rotate(device_id: int) -> ResponseReturnValue:
     """Issue a new token (shown once); the old one stops working now."""
     device = own_device(device_id)
     token = services.issue_device_token(device)
@@ -223,7 +224,7 @@ def rotate(device_id: int):  # type: ignore[no-untyped-def]
 
 @bp.post("/devices/<int:device_id>/revoke")
 @owner_required
-def revoke(device_id: int):  # type: ignore[no-untyped-def]
+def revoke(device_id: int) -> ResponseReturnValue:
     """Revoke a device: its token dies and it is disconnected."""
     device = own_device(device_id)
     device.revoked_at = utcnow()
@@ -241,7 +242,7 @@ def revoke(device_id: int):  # type: ignore[no-untyped-def]
 
 @bp.post("/venues/<int:venue_id>/rules")
 @owner_required
-def save_rules(venue_id: int):  # type: ignore[no-untyped-def]
+def save_rules(venue_id: int) -> ResponseReturnValue:
     """Save the merchant's playback rules (they apply to every venue of the merchant)."""
     venue = own_venue(venue_id)
     try:
@@ -261,13 +262,13 @@ def save_rules(venue_id: int):  # type: ignore[no-untyped-def]
 
 
 @bp.get("/device")
-def device_page():  # type: ignore[no-untyped-def]
+def device_page() -> ResponseReturnValue:
     """The tablet page of a playback device (it signs in with its own token, not a session)."""
     return render_template("device.html")
 
 
 @bp.post("/device/pair")
-def device_pair():  # type: ignore[no-untyped-def]
+def device_pair() -> ResponseReturnValue:
     """Redeem a pairing code for a device token."""
     body = request.get_json(silent=True)
     code = body.get("code") if isinstance(body, dict) else None
@@ -293,7 +294,7 @@ def device_pair():  # type: ignore[no-untyped-def]
     return jsonify({"token": token, "device": device.name})
 
 
-def _setup_page(venue: Venue, status: int = 200, **shown: Any):  # type: ignore[no-untyped-def]
+def _setup_page(venue: Venue, status: int = 200, **shown: Any) -> ResponseReturnValue:
     zones = [(z.name, z.kind, z.polygon) for z in sorted(venue.zones, key=lambda z: z.name)]
     scanners = [(s.name, s.x, s.y) for s in sorted(venue.scanners, key=lambda s: s.name)]
     return render_template(
@@ -309,14 +310,14 @@ def _setup_page(venue: Venue, status: int = 200, **shown: Any):  # type: ignore[
 
 @bp.get("/venues/<int:venue_id>/setup")
 @login_required
-def setup(venue_id: int):  # type: ignore[no-untyped-def]
+def setup(venue_id: int) -> ResponseReturnValue:
     """The floor plan: zones and scanners drawn from the venue's metric frame."""
     return _setup_page(own_venue(venue_id))
 
 
 @bp.post("/venues/<int:venue_id>/zones")
 @owner_required
-def upload_zones(venue_id: int):  # type: ignore[no-untyped-def]
+def upload_zones(venue_id: int) -> ResponseReturnValue:
     """Replace the venue's zones with an uploaded GeoJSON FeatureCollection."""
     venue = own_venue(venue_id)
     upload = request.files.get("zones")
@@ -355,7 +356,7 @@ def upload_zones(venue_id: int):  # type: ignore[no-untyped-def]
 
 @bp.post("/venues/<int:venue_id>/survey")
 @owner_required
-def upload_survey(venue_id: int):  # type: ignore[no-untyped-def]
+def upload_survey(venue_id: int) -> ResponseReturnValue:
     """Score a site survey per zone; apply it as the venue's calibration if asked."""
     venue = own_venue(venue_id)
     upload = request.files.get("survey")
@@ -376,7 +377,7 @@ def upload_survey(venue_id: int):  # type: ignore[no-untyped-def]
 
 @bp.post("/scanners/<int:scanner_id>/place")
 @owner_required
-def place_scanner(scanner_id: int):  # type: ignore[no-untyped-def]
+def place_scanner(scanner_id: int) -> ResponseReturnValue:
     """Move a scanner to a position in the venue's frame."""
     scanner = own_scanner(scanner_id)
     try:
@@ -405,7 +406,7 @@ def _areas_file() -> str | None:
 
 @bp.get("/reports")
 @login_required
-def reports():  # type: ignore[no-untyped-def]
+def reports() -> ResponseReturnValue:
     """The merchant's stored catchment and taste reports, newest first."""
     shown = []
     for bundle in stored.load_reports(get_db(), current_staff().merchant_id):
@@ -423,7 +424,7 @@ def reports():  # type: ignore[no-untyped-def]
 
 @bp.get("/reports/<week>.csv")
 @login_required
-def report_csv(week: str):  # type: ignore[no-untyped-def]
+def report_csv(week: str) -> ResponseReturnValue:
     """One report's taste rows as CSV."""
     for bundle in stored.load_reports(get_db(), current_staff().merchant_id):
         if bundle["id"] == week:

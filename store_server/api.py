@@ -9,6 +9,7 @@ from typing import Any
 
 import orjson
 from flask import Blueprint, current_app, g, jsonify, request
+from flask.typing import ResponseReturnValue
 
 from beacons import signing
 from store_server import events, ingest
@@ -44,7 +45,7 @@ class ApiError(Exception):
 
 
 @bp.errorhandler(ApiError)
-def _api_error(e: ApiError):  # type: ignore[no-untyped-def]
+def _api_error(e: ApiError) -> ResponseReturnValue:
     headers = {"Retry-After": str(e.extra["retry_after_s"])} if "retry_after_s" in e.extra else {}
     return jsonify({"error": e.message, **e.extra}), e.status, headers
 
@@ -95,7 +96,7 @@ def _json_body(body: bytes) -> Any:
 
 
 @bp.post("/sightings")
-def sightings():  # type: ignore[no-untyped-def]
+def sightings() -> ResponseReturnValue:
     """Accept one signed batch of sightings (idempotent by batch_id)."""
     cfg = current_app.config
     scanner, nonce, body = authenticate()
@@ -142,7 +143,7 @@ def sightings():  # type: ignore[no-untyped-def]
 
 
 @bp.post("/heartbeat")
-def heartbeat():  # type: ignore[no-untyped-def]
+def heartbeat() -> ResponseReturnValue:
     """Record a scanner's health report."""
     scanner, nonce, body = authenticate()
     doc = _json_body(body)

@@ -8,6 +8,7 @@ from typing import Any
 import redis
 from flask import Flask, current_app, jsonify, request
 from flask.json.provider import DefaultJSONProvider
+from flask.typing import ResponseReturnValue
 from flask_socketio import SocketIO
 from socketio import RedisManager
 from sqlalchemy import text
@@ -71,7 +72,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.before_request(_refuse_cut_bodies)
 
     @app.get("/healthz")
-    def healthz():  # type: ignore[no-untyped-def]
+    def healthz() -> ResponseReturnValue:
         """Liveness and store checks: SQL and Redis answer."""
         checks = {"sql": "ok", "redis": "ok"}
         try:
@@ -98,7 +99,7 @@ def _route_socketio_path(app: Flask, path: str) -> None:
     per event, 50,000 when 2,000 devices reconnect, each batch freed in a collector pause that
     stalls every push in flight."""
 
-    def _not_here():  # type: ignore[no-untyped-def]
+    def _not_here() -> ResponseReturnValue:
         return jsonify({"error": "Socket.IO endpoint: connect with a Socket.IO client"}), 404
 
     app.add_url_rule(path, endpoint="socketio_path", view_func=_not_here, methods=["GET", "POST"])
@@ -124,23 +125,23 @@ def _refuse_cut_bodies() -> None:
 
 def _register_errors(app: Flask) -> None:
     @app.errorhandler(HTTPException)
-    def _http(e: HTTPException):  # type: ignore[no-untyped-def]
+    def _http(e: HTTPException) -> ResponseReturnValue:
         # Keep the exception's own headers (Allow on 405, WWW-Authenticate on 401).
         headers = [(k, v) for k, v in e.get_headers() if k.lower() != "content-type"]
         return jsonify({"error": e.description or e.name}), e.code, headers
 
     @app.errorhandler(redis.exceptions.ConnectionError)
     @app.errorhandler(redis.exceptions.TimeoutError)
-    def _redis_down(_e: Exception):  # type: ignore[no-untyped-def]
+    def _redis_down(_e: Exception) -> ResponseReturnValue:
         log.warning("redis unavailable")
         return jsonify({"error": "live store unavailable, retry later"}), 503, {"Retry-After": "2"}
 
     @app.errorhandler(OperationalError)
-    def _sql_down(_e: Exception):  # type: ignore[no-untyped-def]
+    def _sql_down(_e: Exception) -> ResponseReturnValue:
         log.warning("database unavailable")
         return jsonify({"error": "database unavailable, retry later"}), 503, {"Retry-After": "5"}
 
     @app.errorhandler(Exception)
-    def _unexpected(e: Exception):  # type: ignore[no-untyped-def]
+    def _unexpected(e: Exception) -> ResponseReturnValue:
         log.exception("unexpected error")
         return jsonify({"error": "internal error"}), 500

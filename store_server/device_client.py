@@ -43,7 +43,8 @@ class _SerialEngineIO(engineio.Client):
             kwargs["run_async"] = False
         return super()._trigger_event(event, *args, **kwargs)
 
-    def disconnect(self, abort=False, reason=None):  # type: ignore[no-untyped-def]
+    def disconnect(self, abort: bool = False, reason: str | None = None) -> None:
+        """Close the connection without waiting for a close frame that never comes."""
         ws = getattr(self, "ws", None)
         if ws is not None and self.current_transport == "websocket":
             # The server drops the socket on Engine.IO's close packet without answering the

@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from flask import Flask
-from sqlalchemy import delete, exists, or_, select
+from sqlalchemy import ColumnElement, delete, exists, or_, select
 from sqlalchemy.orm import Session
 
 from store_server.db import sessions
@@ -21,7 +21,7 @@ from store_server.optin.models import UsedNonce
 from store_server.redis_store import get_keys, get_redis
 
 
-def _live(now: datetime):  # type: ignore[no-untyped-def]
+def _live(now: datetime) -> tuple[ColumnElement[bool], ColumnElement[bool]]:
     return (
         Consent.withdrawn_at.is_(None),
         or_(Consent.valid_until.is_(None), Consent.valid_until > now),

@@ -9,6 +9,7 @@ import hmac
 import os
 
 from flask import Flask, Response, current_app, jsonify, request
+from flask.typing import ResponseReturnValue
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from store_server.ops import checks, hooks, openapi
@@ -31,7 +32,7 @@ def get_metrics(app: Flask | None = None) -> Metrics:
     return (app or current_app).extensions["cm_metrics"]
 
 
-def _metrics_view():  # type: ignore[no-untyped-def]
+def _metrics_view() -> ResponseReturnValue:
     """Prometheus exposition of this app's registry."""
     # Optional bearer token: metrics name scanners and volumes, which not everyone should see.
     token = current_app.config.get("METRICS_TOKEN") or os.environ.get("METRICS_TOKEN")
@@ -42,7 +43,7 @@ def _metrics_view():  # type: ignore[no-untyped-def]
     return Response(generate_latest(get_metrics().registry), content_type=CONTENT_TYPE_LATEST)
 
 
-def _readyz_view():  # type: ignore[no-untyped-def]
+def _readyz_view() -> ResponseReturnValue:
     """Ready to take traffic: SQL and Redis answer and the schema is at the code's head."""
     engine = current_app.extensions["cm_engine"]
     results = {

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Flask, current_app, jsonify
+from flask.typing import ResponseReturnValue
 
 from beacons import signing
 
@@ -458,7 +459,7 @@ def build(app: Flask) -> dict[str, Any]:
     }
 
 
-def openapi_view():  # type: ignore[no-untyped-def]
+def openapi_view() -> ResponseReturnValue:
     """Serve the document (built once per app: routes do not change after start-up)."""
     app = current_app._get_current_object()  # type: ignore[attr-defined]
     doc = app.extensions.get("cm_openapi")
