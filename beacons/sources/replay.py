@@ -37,7 +37,10 @@ def parse_line(line: str) -> Advert:
     for value in (ts, rssi):
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ValueError("not a capture record (ts and rssi must be numbers)")
-    ts, rssi = float(ts), float(rssi)
+    try:
+        ts, rssi = float(ts), float(rssi)
+    except OverflowError:
+        raise ValueError("not a capture record (ts and rssi must be numbers)") from None
     if not (math.isfinite(ts) and abs(ts) < MAX_TS):
         raise ValueError("not a capture record (ts must be seconds)")
     if not (math.isfinite(rssi) and RSSI_MIN <= rssi <= RSSI_MAX):

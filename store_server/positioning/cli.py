@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
+import os
 import sys
 import time
 from pathlib import Path
 from typing import TextIO
 
-from store_server.positioning.capture import parse_captures, read_captures
+import numpy as np
+import pandas as pd
+import shapely
+from shapely.geometry.base import BaseGeometry
+from shapely.ops import unary_union
+
+from store_server.positioning.capture import parse_captures, read_captures, reference_rows
 from store_server.positioning.evaluate import evaluate
 from store_server.positioning.live import VenueModel
 from store_server.positioning.predict import drift_report, predict
@@ -30,6 +38,9 @@ from store_server.positioning.venue import (
 # span is a recording mixing clocks (relative and epoch seconds), not a venue's day.
 MAX_SPAN_S = 7 * 86400.0
 MARKS_HEADER = "ts,x,y"
+# How far outside the zones an installer's mark may lie (a corridor, a terrace) before it is
+# taken for a typo.
+MARK_OUTSIDE_M = 25.0
 
 
 class _Parser(argparse.ArgumentParser):
@@ -61,6 +72,8 @@ def _outputs(outs: list[str | None], ins: list[str | None]) -> None:
             raise VenueFileError(f"{out}: is also an input; write the output elsewhere")
         if target in written:
             raise VenueFileError(f"{out}: is named for two outputs")
+        if target.is_dir():
+            raise VenueFileError(f"{out}: is a directory")
         written.add(target)
         if not target.parent.is_dir():
             raise VenueFileError(f"{out}: directory {target.parent} does not exist")
@@ -118,9 +131,8 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.write(f"positioning: {exc}\n")
         return 2
     except (OSError, ValueError, KeyError) as exc:
-        sys.stderr.write(
-            f"positioning: {exc.__class__.__name__}: {exc}\n".replace("\n", " ") + "\n"
-        )
+        message = " ".join(f"{exc.__class__.__name__}: {exc}".split())
+        sys.stderr.write(f"positioning: {message}\n")
         return 1
     return 2
 
@@ -150,15 +162,39 @@ def _predict(args: argparse.Namespace) -> int:
         )
     model = VenueModel.calibrate(scanners, zones, survey)
     out, offsets = predict(model, recording)
-    out.to_csv(args.out, index=False)
+    texts = {args.out: out.to_csv(index=False)}
     if args.report:
         report = {
             "drift_db": drift_report(offsets),
             "pathloss": model.calibration.get("pathloss", {}),
             "survey_accuracy": zone_accuracy_report(scanners, zones, survey),
         }
-        Path(args.report).write_text(json.dumps(report, indent=1), encoding="utf-8")
+        texts[args.report] = json.dumps(report, indent=1, allow_nan=False)
+    _write_all(texts)
     return 0
+
+
+def _write_all(texts: dict[str, str]) -> None:
+    """Write every output or none: each goes to a temporary file beside it, renamed into place
+    only once all are written, so a failure never leaves one output without the other."""
+    staged: list[tuple[Path, Path]] = []
+    placed: list[Path] = []
+    try:
+        for name, text in texts.items():
+            target = Path(name)
+            tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+            staged.append((tmp, target))
+            tmp.write_text(text, encoding="utf-8")
+        for tmp, target in staged:
+            tmp.replace(target)
+            placed.append(target)
+    except BaseException:
+        for target in placed:
+            target.unlink(missing_ok=True)
+        raise
+    finally:
+        for tmp, _target in staged:
+            tmp.unlink(missing_ok=True)
 
 
 def _evaluate(args: argparse.Namespace) -> int:
@@ -180,26 +216,68 @@ def _record_survey(args: argparse.Namespace) -> int:
         if not emitter:
             raise VenueFileError("--capture needs --emitter (the installer's reference beacon)")
         sightings, bad = read_captures(parse_captures(args.capture), emitter)
-        emitter = None
+        skipped = f" (skipped {bad} unreadable capture line(s))" if bad else ""
+        if sightings.empty:
+            raise VenueFileError(
+                f"the captures: the reference emitter {emitter} is never heard{skipped}"
+            )
     else:
-        sightings = load_readings(args.sightings)
+        sightings = reference_rows(load_readings(args.sightings), emitter, args.sightings)
+        skipped = ""
     marks = load_marks(args.marks)
     zones = load_zones(args.zones) if args.zones else None
-    out = record(sightings, marks, zones, emitter, args.max_gap)
-    skipped = f" (skipped {bad} unreadable capture line(s))" if bad else ""
+    if zones:
+        _marks_near(marks, zones, args.marks)
+    out = record(sightings, marks, zones, None, args.max_gap)
     if out.empty:
         source = args.sightings or "the captures"
         raise VenueFileError(f"{source}: no sighting falls within the marked walk{skipped}")
-    out.to_csv(args.out, index=False)
+    _write_all({args.out: out.to_csv(index=False)})
     if bad:
         sys.stderr.write(f"positioning: skipped {bad} unreadable capture line(s)\n")
     return 0
 
 
-def _mark(args: argparse.Namespace, lines: TextIO) -> int:
+def _marks_near(marks: pd.DataFrame, zones: dict[str, BaseGeometry], source: str) -> None:
+    """Refuse a mark far from every zone: a typo ("500" for "5.00") that would put a stretch of
+    the walk, and the readings on it, where nobody went."""
+    area = unary_union(list(zones.values()))
+    dist = shapely.distance(area, shapely.points(marks["x"].to_numpy(), marks["y"].to_numpy()))
+    far = dist > MARK_OUTSIDE_M
+    if far.any():
+        i = int(np.flatnonzero(far)[0])
+        x, y = marks["x"].iloc[i], marks["y"].iloc[i]
+        raise VenueFileError(
+            f"{source}: mark {_num(x)} {_num(y)} is {dist[i]:.0f} m from every zone (a typo?)"
+        )
+
+
+def _num(value: float) -> str:
+    """A coordinate as typed: every digit an installer would type, no float noise."""
+    return f"{value:.15g}"
+
+
+def _tell(text: str) -> None:
+    """Confirm a mark on stdout; with nobody reading (closed, or a pipe whose reader left)
+    marking goes on unconfirmed, since the marks are what matters."""
+    out = sys.stdout
+    if out is None:
+        return
+    try:
+        out.write(text + "\n")
+        out.flush()
+    except (OSError, ValueError):
+        # What is still buffered would fail again at exit: send it, and the rest, nowhere.
+        with contextlib.suppress(OSError, ValueError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), out.fileno())
+
+
+def _mark(args: argparse.Namespace, lines: TextIO | None) -> int:
     """Stamp each typed `x y` with the time it was entered, as the installer reaches the spot.
 
     The scanners' clocks and this one must agree (NTP), as the daemons' own timestamps do."""
+    if lines is None:
+        raise VenueFileError("mark: no input to read positions from (stdin is closed)")
     path = Path(args.out)
     written = 0
     head = _marks_head(path)
@@ -222,13 +300,13 @@ def _mark(args: argparse.Namespace, lines: TextIO) -> int:
                     # Written with the first mark, so a walk that never started leaves no file.
                     out.write(head)
                     head = None
-                out.write(f"{stamp:.3f},{x:g},{y:g}\n")
+                out.write(f"{stamp:.3f},{_num(x)},{_num(y)}\n")
                 last = round(stamp, 3)
                 out.flush()
                 written += 1
                 # Told back at once, so the installer knows the spot counted before moving on.
-                print(f"marked {x:g} {y:g} at {time.strftime('%H:%M:%S', time.localtime(stamp))}")
-                sys.stdout.flush()
+                at = time.strftime("%H:%M:%S", time.localtime(stamp))
+                _tell(f"marked {_num(x)} {_num(y)} at {at}")
         except KeyboardInterrupt:
             pass  # Ctrl-C is how an installer ends the walk: every mark is already on disk
     if written == 0:

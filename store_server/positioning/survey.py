@@ -12,7 +12,10 @@ from shapely.geometry.base import BaseGeometry
 from store_server.positioning.venue import zone_of
 
 MAX_GAP_S = 30.0
-_MARK = re.compile(r"\s*([^\s,;]+)\s*[\s,;]\s*([^\s,;]+)\s*")
+# One separator (a comma, a semicolon or spaces) between two fields; written so that no two
+# parts can match the same spaces, as overlapping ones backtrack quadratically on a long line.
+_MARK = re.compile(r"\s*([^\s,;]+)(?:\s*[,;]\s*|\s+)([^\s,;]+)\s*")
+MAX_MARK_LINE = 200
 
 
 def record(
@@ -49,6 +52,8 @@ def record(
 
 def parse_mark(line: str) -> tuple[float, float]:
     """An installer's typed position, `x y` or `x,y` in metres; ValueError if it is not one."""
+    if len(line) > MAX_MARK_LINE:
+        raise ValueError(f"longer than {MAX_MARK_LINE} characters")
     m = _MARK.fullmatch(line)
     if m is None:
         raise ValueError("expected 'x y' in metres")

@@ -25,6 +25,9 @@ NUMBER_COLUMNS = ("ts", "rssi", "x", "y")
 MAX_TS = 1e11
 # Any BLE receiver reports within these (dBm); beyond them a value is a unit or parsing error.
 RSSI_RANGE_DBM = (-150.0, 30.0)
+# Metres in a local (or projected) frame stay within ± this; beyond it a value is a typo or a
+# unit error, and interpolating between such values overflows to infinity.
+MAX_COORD_M = 1e7
 
 
 class VenueFileError(ValueError):
@@ -133,8 +136,17 @@ def _check_ranges(df: pd.DataFrame, path: str | Path, positions: bool) -> None:
             raise VenueFileError(
                 f"{path}: line {_line(bad)}: rssi must be dBm within {lo:g}..{hi:g}"
             )
-    if positions and np.isinf(df[["x", "y"]].to_numpy()).any():
-        raise VenueFileError(f"{path}: x and y must be finite")
+    if positions:
+        _check_coords(df, path)
+
+
+def _check_coords(df: pd.DataFrame, path: str | Path) -> None:
+    xy = np.abs(df[["x", "y"]].to_numpy(float))
+    bad = np.isinf(xy).any(axis=1) | (xy > MAX_COORD_M).any(axis=1)
+    if bad.any():
+        raise VenueFileError(
+            f"{path}: line {_line(bad)}: x and y must be metres within ±{MAX_COORD_M:.0e}"
+        )
 
 
 def load_readings(path: str | Path, *, positions: bool = False) -> pd.DataFrame:
@@ -182,6 +194,7 @@ def load_marks(path: str | Path) -> pd.DataFrame:
     _numbers(df, ("ts", "x", "y"), path)
     if not np.isfinite(df.to_numpy()).all():
         raise VenueFileError(f"{path}: ts, x and y must be finite")
+    _check_coords(df, path)
     df = df.drop_duplicates()
     if df["ts"].duplicated().any():
         # Two places at one instant: the walk between them cannot be interpolated.

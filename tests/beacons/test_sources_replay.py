@@ -80,6 +80,8 @@ MAC = "c4:7c:8d:6a:11:22"
         ({"ts": 1.7e9, "rssi": -131, "data_hex": "0201"}, "rssi outside"),
         ({"ts": 1.7e12, "rssi": -60, "data_hex": "0201"}, "ts must be seconds"),
         ({"ts": MAC, "rssi": -60, "data_hex": MAC}, "not a capture record"),
+        ({"ts": 10**400, "rssi": -60, "data_hex": "0201"}, "numbers"),  # no float holds it
+        ({"ts": 1.7e9, "rssi": -(10**400), "data_hex": "0201"}, "numbers"),
     ],
 )
 def test_a_bad_record_is_refused_without_repeating_its_values(record: dict, why: str) -> None:

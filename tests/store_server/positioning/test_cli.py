@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import signal
 import subprocess
 import sys
@@ -607,3 +608,161 @@ def test_record_survey_refuses_a_gap_that_is_not_positive(
         "--out", str(tmp_path / "s.csv"), "--max-gap", gap,
     )  # fmt: skip
     assert code != 0 and "positive number of seconds" in err and len(err.splitlines()) == 1
+
+
+def test_a_sightings_table_gives_the_survey_its_reference_emitter_only(
+    ble: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A table of what the scanners heard holds passers-by too: given the installer's positions
+    # they would poison the map, and a survey must not keep other people's identifiers.
+    survey = pd.read_csv(ble / "survey.csv", dtype={"scanner": str, "emitter": str, "zone": str})
+    part = survey.iloc[:600]
+    passer = part.assign(emitter="0123456789abcdef", ts=part["ts"] + 0.01)
+    table = pd.concat([part, passer])[["ts", "scanner", "emitter", "rssi"]]
+    table.to_csv(tmp_path / "cap.csv", index=False)
+    part.drop_duplicates("ts").iloc[::40][["ts", "x", "y"]].to_csv(tmp_path / "m.csv", index=False)
+    args = ["record-survey", "--sightings", str(tmp_path / "cap.csv"),
+            "--marks", str(tmp_path / "m.csv")]  # fmt: skip
+    out = tmp_path / "s.csv"
+    code, err = _main(capsys, *args, "--out", str(out))
+    assert code != 0 and "holds 2 emitters" in err and "--emitter" in err and not out.exists()
+    reference = part["emitter"].iloc[0]
+    code, err = _main(capsys, *args, "--emitter", reference.upper(), "--out", str(out))
+    assert code == 0, err
+    got = pd.read_csv(out, dtype={"emitter": str})
+    assert set(got["emitter"]) == {reference} and len(got) > 500
+    assert "0123456789abcdef" not in out.read_text(encoding="utf-8")
+    code, err = _main(capsys, *args, "--emitter", "fedcba9876543210", "--out", str(out))
+    assert code != 0 and "fedcba9876543210 is never heard" in err
+
+
+def test_captures_as_written_are_read_and_one_file_is_one_scanner(
+    ble: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    survey = pd.read_csv(ble / "survey.csv", dtype={"scanner": str, "emitter": str, "zone": str})
+    part = survey.iloc[:600]
+    part.drop_duplicates("ts").iloc[::40][["ts", "x", "y"]].to_csv(tmp_path / "m.csv", index=False)
+    files = _captures(part, tmp_path)
+    first, path = next(iter(files.items()))
+    captures = [f"--capture={s}={p}" for s, p in files.items()]
+    common = ["--marks", str(tmp_path / "m.csv"), "--out", str(tmp_path / "s.csv")]
+    code, err = _main(capsys, "record-survey", *captures, "--emitter", REFERENCE_UUID + ":7:300",
+                      *common)  # fmt: skip
+    assert code == 0, err
+    clean = pd.read_csv(tmp_path / "s.csv", dtype={"scanner": str})
+    # A byte-order mark (an editor's), a stray byte and a number no float holds spoil
+    # nothing but their own line.
+    body = path.read_bytes()
+    path.write_bytes(
+        b"\xef\xbb\xbf"
+        + body
+        + b'{"ts": 1, "rssi": -50, "data_hex": "\xff"}\n'
+        + b'{"ts": 1'
+        + b"0" * 400
+        + b', "rssi": -50, "data_hex": "02"}\n'
+    )
+    code, err = _main(
+        capsys, "record-survey", *captures, "--emitter", f"{REFERENCE_UUID}:007:0x12c", *common
+    )
+    assert code == 0, err
+    assert err.strip() == "positioning: skipped 2 unreadable capture line(s)"
+    got = pd.read_csv(tmp_path / "s.csv", dtype={"scanner": str})
+    pd.testing.assert_frame_equal(got, clean)  # the first record, after the mark, is kept
+    code, err = _main(
+        capsys, "record-survey", *captures, f"--capture=again={path.parent / '.' / path.name}",
+        "--emitter", f"{REFERENCE_UUID}:7:300", *common,
+    )  # fmt: skip
+    assert code != 0 and f"given for scanners {first!r} and 'again'" in err, err
+    code, err = _main(
+        capsys, "record-survey", *captures, "--emitter", f"{REFERENCE_UUID}:7:301", *common
+    )
+    assert code != 0 and "reference emitter" in err and "never heard" in err, err
+
+
+def test_record_survey_refuses_marks_no_walk_can_have(
+    ble: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    survey = pd.read_csv(ble / "survey.csv", dtype={"scanner": str, "emitter": str, "zone": str})
+    part = survey.iloc[:600]
+    part[["ts", "scanner", "emitter", "rssi"]].to_csv(tmp_path / "cap.csv", index=False)
+    marks = part.drop_duplicates("ts").iloc[::40][["ts", "x", "y"]].reset_index(drop=True)
+    out = tmp_path / "s.csv"
+    for x, fragment, zones in (
+        (1e308, "metres within", []),  # interpolated, it overflowed to inf in the survey
+        (500.0, "m from every zone (a typo?)", ["--zones", str(ble / "zones.geojson")]),
+    ):
+        marks.assign(x=np.where(marks.index == 3, x, marks["x"])).to_csv(
+            tmp_path / "m.csv", index=False
+        )
+        code, err = _main(
+            capsys, "record-survey", "--sightings", str(tmp_path / "cap.csv"),
+            "--marks", str(tmp_path / "m.csv"), *zones, "--out", str(out),
+        )  # fmt: skip
+        assert code != 0 and fragment in err and len(err.splitlines()) == 1, err
+        assert not out.exists()
+
+
+def test_predict_writes_both_outputs_or_neither(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from store_server.positioning.cli import _write_all
+
+    paths = _tiny_venue(tmp_path)
+    args = ["predict", "--scanners", str(paths["scanners"]), "--zones", str(paths["zones"]),
+            "--survey", str(paths["survey"]), "--recording", str(paths["recording"])]  # fmt: skip
+    out = tmp_path / "p.csv"
+    (tmp_path / "r").mkdir()
+    code, err = _main(capsys, *args, "--out", str(out), "--report", str(tmp_path / "r"))
+    assert code != 0 and "is a directory" in err and not out.exists()
+    # Renamed into place one after the other: if a later one fails, the earlier is removed.
+    with pytest.raises(IsADirectoryError):
+        _write_all({str(out): "a", str(tmp_path / "r"): "b"})
+    assert not out.exists() and sorted(p.name for p in tmp_path.iterdir() if ".tmp" in p.name) == []
+    code, err = _main(capsys, *args, "--out", str(out), "--report", str(tmp_path / "r.json"))
+    assert code == 0, err
+    assert len(pd.read_csv(out)) > 0 and "drift_db" in json.loads((tmp_path / "r.json").read_text())
+
+
+def _mark_proc(out: Path, **kwargs) -> subprocess.CompletedProcess[str]:  # type: ignore[no-untyped-def]
+    return subprocess.run(
+        [sys.executable, "-m", "store_server.positioning", "mark", "--out", str(out)],
+        cwd=REPO, text=True, check=False, timeout=60, **kwargs,
+    )  # fmt: skip
+
+
+def test_mark_keeps_every_digit_typed_and_refuses_what_is_not_a_position(
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "marks.csv"
+    typed = "1234.5678 2\n500012.25, 4.5\n1" + " " * 50_000 + "2x y\n"
+    started = time.monotonic()
+    res = _mark_proc(out, input=typed, capture_output=True)
+    assert time.monotonic() - started < 30  # the long line took minutes to refuse, once
+    assert res.returncode == 0, res.stderr
+    assert res.stderr == "positioning: line 3 ignored: longer than 200 characters\n"
+    assert load_marks(out)[["x", "y"]].values.tolist() == [[1234.5678, 2.0], [500012.25, 4.5]]
+    assert res.stdout.startswith("marked 1234.5678 2 at ")
+
+
+def test_mark_goes_on_with_nobody_reading_and_refuses_no_input(tmp_path: Path) -> None:
+    # Confirmations to a closed stdout, or to a pipe whose reader left: the walk goes on.
+    closed = tmp_path / "closed.csv"
+    res = _mark_proc(closed, input="1 2\n3 4\n", stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                     preexec_fn=lambda: os.close(1))  # fmt: skip
+    assert res.returncode == 0 and res.stderr == "", res.stderr
+    assert len(load_marks(closed)) == 2
+    broken = tmp_path / "broken.csv"
+    reader_r, reader_w = os.pipe()
+    os.close(reader_r)  # nobody will ever read what mark prints
+    try:
+        res = _mark_proc(broken, input="1 2\n3 4\n5 6\n", stdout=reader_w,
+                         stderr=subprocess.PIPE)  # fmt: skip
+    finally:
+        os.close(reader_w)
+    assert res.returncode == 0 and res.stderr == "", res.stderr
+    assert len(load_marks(broken)) == 3
+    none = tmp_path / "none.csv"
+    res = _mark_proc(none, stdin=subprocess.DEVNULL, capture_output=True,
+                     preexec_fn=lambda: os.close(0))  # fmt: skip
+    assert res.returncode != 0 and "stdin is closed" in res.stderr and not none.exists()
+    assert len(res.stderr.splitlines()) == 1
