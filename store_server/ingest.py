@@ -511,7 +511,8 @@ def process(
         states = dict(zip(res[2], res[3], strict=True))
         try:
             done = (bkey, marker(BATCH_DONE, digest), batch_ttl)
-            return _fold(r, keys, venue, scanner, done, sightings, entries, states)
+            dark = topo.dark.get(r, keys, venue.id) if venue else presence.NO_ZONES
+            return _fold(r, keys, venue, scanner, done, sightings, entries, states, dark)
         except BaseException:
             _release(r, bkey, marker(BATCH_PENDING, digest))
             raise
@@ -581,9 +582,11 @@ def _fold(
     sightings: list[Sighting],
     entries: dict[str, str | None],
     states: dict[str, str | None],
+    dark: frozenset[str] = presence.NO_ZONES,
 ) -> tuple[Outcome, list[Occurrence], bool]:
     """Resolve, position and fold one claimed batch; the last write marks the batch done
-    (`done`: the marker's key, its value and its time to live)."""
+    (`done`: the marker's key, its value and its time to live; `dark`: the venue's zones whose
+    scanners are all silent)."""
     bkey, done_marker, batch_ttl = done
     by_sub, consents, dropped, subscriber_of = _resolve(venue, sightings, entries)
     subs = sorted(by_sub)
@@ -607,7 +610,7 @@ def _fold(
             assert venue is not None  # subscribers resolve only at a live venue
             raw = states.get(field_)
             prev = _STATES.get(tkey, field_, raw) if raw else {}
-            state, events = advance(venue, scanner.name, prev, by_sub[sub], immediate)
+            state, events = advance(venue, scanner.name, prev, by_sub[sub], immediate, dark)
             if any(e.kind == "enter" for e in events):
                 state["c"] = consents[sub]
             # An exit revokes under the consent its enter was disclosed under.
@@ -681,6 +684,7 @@ def advance(
     state: dict[str, Any],
     sightings: list[Sighting],
     immediate: bool | None = None,
+    dark: frozenset[str] = presence.NO_ZONES,
 ) -> tuple[dict[str, Any], list[presence.PresenceEvent]]:
     """Fold one subscriber's sightings from one scanner into its tracking and presence state.
 
@@ -693,13 +697,14 @@ def advance(
     once per second with readings, at that second. Waiting for a second to complete delays
     presence by up to a batch interval, so a venue with a zone that enters in under
     IMMEDIATE_BELOW_S seconds folds each batch at once instead (see _advance_now); `immediate`
-    is that test, when the caller made it already (once per batch, not per subscriber)."""
+    is that test, when the caller made it already (once per batch, not per subscriber). `dark`:
+    the venue's zones whose scanners are all silent (presence.darken)."""
     if not sightings:
         return dict(state), []
     if immediate is None:
         immediate = reacts_within_batch(venue)
     if immediate:
-        return _advance_now(venue, scanner, state, sightings)
+        return _advance_now(venue, scanner, state, sightings, dark)
     out = dict(state)
     out.pop("bk", None)  # written by an earlier version
     ceil = math.ceil
@@ -745,7 +750,8 @@ def advance(
             tstate = _idle(model, tstate, prev + 1, k)
             chunk = Columns(ts[sel], rssi[sel], which[sel], names)
             tstate, est = track(model, tstate, chunk, float(k))
-            pstate, evs = presence.step(pstate, est.zone if est else None, float(k), timings)
+            zone = est.zone if est else None
+            pstate, evs = presence.step(pstate, zone, float(k), timings, dark)
             events.extend(evs)
             prev = k
         out["t"] = _idle(model, tstate, prev + 1, due + 1)
@@ -763,7 +769,11 @@ def reacts_within_batch(venue: VenueInfo) -> bool:
 
 
 def _advance_now(
-    venue: VenueInfo, scanner: str, state: dict[str, Any], sightings: list[Sighting]
+    venue: VenueInfo,
+    scanner: str,
+    state: dict[str, Any],
+    sightings: list[Sighting],
+    dark: frozenset[str] = presence.NO_ZONES,
 ) -> tuple[dict[str, Any], list[presence.PresenceEvent]]:
     """advance() for venues that must react within the batch: one estimate per second of
     readings in this batch, at its newest reading (the tracker itself updates its position at
@@ -783,7 +793,7 @@ def _advance_now(
         chunk = by_sec[second]
         now = chunk[-1][0]
         tstate, est = track(venue.model, tstate, chunk, now)
-        pstate, evs = presence.step(pstate, est.zone if est else None, now, venue.timings)
+        pstate, evs = presence.step(pstate, est.zone if est else None, now, venue.timings, dark)
         events.extend(evs)
     out["t"], out["p"] = tstate, pstate
     return out, events
@@ -941,6 +951,13 @@ def _encode_columns(
 def _loads(raw: str | bytes) -> Any:
     """Decode stored JSON (orjson: several times faster than json on the hot path)."""
     return orjson.loads(raw)
+
+
+def restamp(state: dict[str, Any]) -> bytes:
+    """A state changed outside ingest (the sweeper), encoded under a new version: ingest's
+    compare-and-set then folds into it instead of writing over the change."""
+    version = f"{int.from_bytes(os.urandom(8), 'big'):016x}"
+    return _dumps({"v": version, **{k: v for k, v in state.items() if k != "v"}})
 
 
 def _dumps(doc: Any) -> bytes:

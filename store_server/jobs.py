@@ -16,10 +16,11 @@ from flask import Flask
 from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
-from store_server import drift_report, presence, resolver, retention, streaming
+from store_server import drift_report, presence, resolver, retention, scanner_health, streaming
 from store_server import events as pending
 from store_server.db import sessions
-from store_server.models import Venue
+from store_server.ingest import restamp
+from store_server.models import Scanner, Venue
 from store_server.push import Occurrence
 from store_server.redis_store import get_keys, get_redis
 from store_server.topology import get_topology, model_version
@@ -30,6 +31,7 @@ EXPIRY_CHECK_S = 5.0
 VENUES_PER_QUERY = 500
 FLUSH_S = 2.0
 PROFILE_REFRESH_S = 3600.0
+DARK_CHECK_S = 1.0
 
 
 def sweep_once(app: Flask, now: float | None = None) -> int:
@@ -42,6 +44,7 @@ def sweep_once(app: Flask, now: float | None = None) -> int:
     if not parsed:
         return 0
     tkeys = sorted({keys.tracks(v) for v, _ in parsed})
+    dark = scanner_health.read(r, keys)
     occurrences: list[Occurrence] = []
     for _attempt in range(8):
         occurrences = []
@@ -60,11 +63,18 @@ def sweep_once(app: Flask, now: float | None = None) -> int:
                         pipe.zrem(keys.last_seen(), member)
                         continue
                     state = json.loads(raw)
-                    pstate, events = presence.sweep(state.get("p", {}), now, venue.timings)
+                    pstate, events = presence.sweep(
+                        state.get("p", {}), now, venue.timings, dark.get(venue_id, frozenset())
+                    )
                     if pstate is None:
                         pipe.hdel(keys.tracks(venue_id), str(sub))
                         pipe.hdel(keys.occupants(venue_id), str(sub))
                         pipe.zrem(keys.last_seen(), member)
+                    elif events:
+                        # Out of its zone (its scanners went silent) but still heard: kept,
+                        # with no zone to be found in.
+                        pipe.hset(keys.tracks(venue_id), str(sub), restamp({**state, "p": pstate}))
+                        pipe.hdel(keys.occupants(venue_id), str(sub))
                     occurrences.extend(
                         # A presence never disclosed (scanner backlog) is never revoked either.
                         Occurrence(sub, venue, state["c"], e, not state.get("h"))
@@ -80,6 +90,20 @@ def sweep_once(app: Flask, now: float | None = None) -> int:
         return 0  # busy venues: the next round will sweep
     pending.deliver_now(app, occurrences, event_ids)
     return len(occurrences)
+
+
+def publish_dark(app: Flask) -> dict[int, list]:
+    """Publish each venue's dark zones (every scanner of theirs silent) for ingest and the
+    sweeper; returns them."""
+    with sessions(app)() as db:
+        scanners = {sid: vid for sid, vid in db.execute(select(Scanner.id, Scanner.venue_id))}
+    topo = get_topology(app)
+
+    def own(venue_id: int) -> dict[str, tuple[int, ...]] | None:
+        venue = topo.venue(venue_id)
+        return venue.zone_scanners if venue else None
+
+    return scanner_health.publish(get_redis(app), get_keys(app), scanners, own)
 
 
 def refresh_resolver(app: Flask) -> int:
@@ -118,7 +142,7 @@ def start(app: Flask, stop: threading.Event) -> threading.Thread:
     """Run the periodic jobs in a daemon thread until `stop` is set."""
 
     def loop() -> None:
-        next_refresh = next_expiry = next_profiles = next_flush = next_drift = 0.0
+        next_refresh = next_expiry = next_profiles = next_flush = next_drift = next_dark = 0.0
         interval = app.config["SWEEP_INTERVAL_S"]
         while not stop.is_set():
             try:
@@ -136,6 +160,9 @@ def start(app: Flask, stop: threading.Event) -> threading.Thread:
                 if now >= next_drift and _locked(app, "drift", 20_000):
                     publish_drift(app)
                     next_drift = now + drift_report.PUBLISH_S
+                if now >= next_dark and _locked(app, "dark", int(DARK_CHECK_S * 900)):
+                    publish_dark(app)
+                    next_dark = now + DARK_CHECK_S
                 if _locked(app, "sweep", int(interval * 900)):
                     sweep_once(app)
                 if now >= next_flush and _locked(app, "flush", 5000):

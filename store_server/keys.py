@@ -58,6 +58,11 @@ class Keys:
         """Hash: the last heartbeat of one scanner."""
         return f"{self.prefix}scanner:{scanner_id}:health"
 
+    def dark_zones(self) -> str:
+        """Hash: venue id -> its zones whose every scanner went silent (JSON list), as the jobs
+        last judged them; expires within seconds if they stop."""
+        return f"{self.prefix}darkzones"
+
     def dropped(self, venue_id: int) -> str:
         """Counter of sightings that resolved to nobody: a number, never an identifier."""
         return f"{self.prefix}dropped:{venue_id}"

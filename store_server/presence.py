@@ -28,15 +28,53 @@ class PresenceEvent:
     reason: str = ""
 
 
-def step(
-    state: dict[str, Any], zone: str | None, ts: float, timings: dict[str, ZoneTiming]
+# Why a presence ended when the zone's scanners went silent (see `darken`).
+SCANNER_SILENT = "scanner_silent"
+NO_ZONES: frozenset[str] = frozenset()
+
+
+def darken(
+    state: dict[str, Any], at: float, dark: frozenset[str]
 ) -> tuple[dict[str, Any], list[PresenceEvent]]:
-    """Fold one zone estimate at time ts into the state; returns the new state and events."""
+    """End a presence in a zone whose scanners all went silent, and hold the subscriber out of
+    every zone until they are back.
+
+    Without its own scanners a zone's occupant is placed by the neighbours' faint readings
+    alone: kept there forever by them, or moved into the next zone, neither of which is true.
+    The presence ends with a clear reason instead, and no zone is entered from such evidence."""
+    st = dict(state)
+    held = st.get("held")
+    if held is not None and held not in dark:
+        st.pop("held")  # the scanners are back: estimates mean something again
+    current = st.get("zone")
+    if current is None or current not in dark:
+        return st, []
+    event = PresenceEvent("exit", current, at, st["since"], SCANNER_SILENT)
+    st["zone"], st["held"] = None, current
+    for key in ("since", "cand", "cand_since"):
+        st.pop(key, None)
+    return st, [event]
+
+
+def step(
+    state: dict[str, Any],
+    zone: str | None,
+    ts: float,
+    timings: dict[str, ZoneTiming],
+    dark: frozenset[str] = NO_ZONES,
+) -> tuple[dict[str, Any], list[PresenceEvent]]:
+    """Fold one zone estimate at time ts into the state; returns the new state and events.
+
+    `dark`: the venue's zones whose scanners are all silent (see `darken`)."""
     st = dict(state)
     events: list[PresenceEvent] = []
     if ts < st.get("last", float("-inf")):
         return st, events  # late reading: the estimate already moved past it
     st["last"] = ts
+    if dark or "held" in st:
+        st, events = darken(st, ts, dark)
+        if "held" in st or zone in dark:
+            zone = None  # no zone is entered on the word of the neighbours of a silent one
     current = st.get("zone")
     if zone == current:
         st.pop("cand", None)
@@ -61,16 +99,23 @@ def step(
 
 
 def sweep(
-    state: dict[str, Any], now: float, timings: dict[str, ZoneTiming]
+    state: dict[str, Any],
+    now: float,
+    timings: dict[str, ZoneTiming],
+    dark: frozenset[str] = NO_ZONES,
 ) -> tuple[dict[str, Any] | None, list[PresenceEvent]]:
-    """Exit a subscriber not heard for the zone's absence time; None means forget the state."""
+    """Exit a subscriber not heard for the zone's absence time, or present in a zone whose
+    scanners went silent; None means forget the state."""
+    events: list[PresenceEvent] = []
+    if dark or "held" in state:
+        state, events = darken(state, now, dark)
     current = state.get("zone")
     last = state.get("last", now)
     limit = timings[current].exit_absent_s if current in timings else 0.0
     if current is None:
         # Heard but never entered: forget quickly so no ghost state lingers.
-        return (None, []) if now - last >= max(limit, 5.0) else (state, [])
+        return (None, events) if now - last >= max(limit, 5.0) else (state, events)
     if now - last >= limit:
         # The presence ended when they were last heard, not when the sweep noticed.
         return None, [PresenceEvent("exit", current, last, state["since"], "absent")]
-    return state, []
+    return state, events

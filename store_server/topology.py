@@ -37,6 +37,7 @@ from store_server.positioning.drift import venue_seed
 from store_server.positioning.live import VenueModel
 from store_server.presence import ZoneTiming
 from store_server.redis_store import get_keys, get_redis
+from store_server.scanner_health import DarkCache, zone_scanners
 
 log = logging.getLogger(__name__)
 TTL_S = 10.0
@@ -71,6 +72,8 @@ class VenueInfo:
     # Where a new track's per-scanner offsets start: the venue's published drift.
     drift_seed: dict[str, list[float]] = field(default_factory=dict)
     model_version: str = ""
+    # Each zone's own scanners (ids), whose silence makes it dark (scanner_health).
+    zone_scanners: dict[str, tuple[int, ...]] = field(default_factory=dict)
 
 
 class Topology:
@@ -87,6 +90,7 @@ class Topology:
         self._loading: set[tuple[str, object]] = set()
         self._secrets: dict[Any, str] = {}  # sealed -> unsealed scanner secret
         self._reloads: set[threading.Thread] = set()
+        self.dark = DarkCache()
 
     def invalidate(self) -> None:
         """Forget everything (after a setup change in this process)."""
@@ -284,6 +288,9 @@ def _venue_info(db, v: Venue, model: VenueModel, version: str) -> VenueInfo:
         model,
         timings,
         model_version=version,
+        zone_scanners=zone_scanners(
+            {z.name: shape(z.polygon) for z in v.zones}, {s.id: (s.x, s.y) for s in v.scanners}
+        ),
     )
     devices = db.scalars(select(Device).where(Device.venue_id == v.id, Device.revoked_at.is_(None)))
     for d in devices:

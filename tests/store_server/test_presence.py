@@ -113,3 +113,45 @@ def test_replayed_walk_gives_the_exact_event_sequence():
     assert 40 <= exit1.at - start <= 50 and enter2.at == exit1.at
     assert 88 <= exit2.at - start <= 90  # ended when last heard, not when the sweep noticed
     assert not math.isnan(exit2.since)
+
+
+def test_a_zone_whose_scanners_went_silent_ends_its_presence_and_moves_nobody():
+    # Its occupant is then placed by the neighbours' faint readings alone: neither kept there
+    # by them nor moved next door.
+    st, _ = presence.step({}, "chair-1", 0.0, TIMINGS)
+    st, _ = presence.step(st, "chair-1", 3.0, TIMINGS)
+    dark = frozenset({"chair-1"})
+    st, ev = presence.step(st, "chair-1", 4.0, TIMINGS, dark)
+    assert [(e.kind, e.zone, e.reason, e.since, e.at) for e in ev] == [
+        ("exit", "chair-1", presence.SCANNER_SILENT, 3.0, 4.0)
+    ]
+    for t in range(5, 30):
+        st, ev = presence.step(st, "chair-2", float(t), TIMINGS, dark)
+        assert ev == [] and st.get("zone") is None
+    # Back: the estimates mean something again, and the zone is entered as usual.
+    st, ev = presence.step(st, "chair-2", 30.0, TIMINGS)
+    assert ev == [] and "held" not in st
+    st, ev = presence.step(st, "chair-2", 33.0, TIMINGS)
+    assert kinds(ev) == [("enter", "chair-2")]
+
+
+def test_a_dark_zone_is_entered_by_nobody():
+    st, ev = {}, []
+    for t in range(10):
+        st, ev = presence.step(st, "chair-1", float(t), TIMINGS, frozenset({"chair-1"}))
+        assert ev == [] and st.get("zone") is None
+    st, _ = presence.step(st, "chair-2", 10.0, TIMINGS, frozenset({"chair-1"}))
+    st, ev = presence.step(st, "chair-2", 13.0, TIMINGS, frozenset({"chair-1"}))
+    assert kinds(ev) == [("enter", "chair-2")]  # a zone whose scanners hear still works
+
+
+def test_the_sweeper_ends_a_presence_in_a_dark_zone_of_someone_still_heard():
+    st, _ = presence.step({}, "chair-1", 0.0, TIMINGS)
+    st, _ = presence.step(st, "chair-1", 3.0, TIMINGS)
+    kept, ev = presence.sweep(st, 5.0, TIMINGS, frozenset({"chair-1"}))
+    assert [(e.kind, e.zone, e.reason, e.at) for e in ev] == [
+        ("exit", "chair-1", presence.SCANNER_SILENT, 5.0)
+    ]
+    assert kept is not None and kept.get("zone") is None and kept["held"] == "chair-1"
+    assert presence.sweep(kept, 6.0, TIMINGS, frozenset({"chair-1"})) == (kept, [])
+    assert presence.sweep(kept, 9.0, TIMINGS, frozenset({"chair-1"}))[0] is None  # not heard
