@@ -26,6 +26,7 @@ from sqlalchemy import (
     insert,
     literal,
     null,
+    or_,
     select,
     union_all,
 )
@@ -35,12 +36,14 @@ from store_server import blend, outbox
 from store_server.crypto import pseudonym
 from store_server.db import reading, sessions
 from store_server.keys import Keys
-from store_server.models import AuditEntry, Merchant, Subscriber, Visit
+from store_server.models import AuditEntry, Consent, Merchant, Subscriber, Visit
 from store_server.payloads import push_payload, queue_payload, revoke_payload
 from store_server.presence import PresenceEvent
 from store_server.redis_store import get_keys, get_redis, run_script
 from store_server.topology import VenueInfo, get_topology
 
+# Exit reasons of a presence ended because its consent ended (occupancy.end_presence callers).
+CONSENT_ENDED = frozenset({"withdrawn", "erased", "key_revoked", "expired"})
 log = logging.getLogger(__name__)
 NAMESPACE = "/device"
 PORTAL = "/portal"
@@ -167,6 +170,33 @@ def _profiles_and_rules(
     ).all()
     subs = {row.id: row for row in rows if row.kind == "s"}
     return subs, {row.id: row.rules for row in rows if row.kind == "m"}
+
+
+def _still_consented(db: Session, ended: list[Occurrence]) -> list[Occurrence]:
+    """Of the presences ended, those whose visit may be recorded: one cut short because a
+    consent ended only where a statistics consent for that merchant is still in force. The
+    state carried the scope its enter was disclosed under, and a withdrawal means stop, also
+    for the visit it cut short."""
+    subs = sorted({o.subscriber_id for o in ended if o.event.reason in CONSENT_ENDED})
+    now = datetime.now(UTC)
+    covered = {
+        (s, m)
+        for s, m in db.execute(
+            select(Consent.subscriber_id, Consent.merchant_id).where(
+                Consent.subscriber_id.in_(subs),
+                Consent.statistics.is_(True),
+                Consent.withdrawn_at.is_(None),
+                or_(Consent.valid_until.is_(None), Consent.valid_until > now),
+            )
+        )
+    }
+    return [
+        o
+        for o in ended
+        if o.event.reason not in CONSENT_ENDED
+        or (o.subscriber_id, None) in covered
+        or (o.subscriber_id, o.venue.merchant_id) in covered
+    ]
 
 
 def _rules(db: Session | Connection, merchants: set[int]) -> dict[int, Any]:
@@ -367,22 +397,28 @@ def deliver(app: Flask, occurrences: list[Occurrence]) -> None:
         }
         for (device_id, body), (o, pseudo), event_id in zip(items, meta, event_ids, strict=True)
     ]
-    visits = [
-        {
-            "subscriber_id": o.subscriber_id,
-            "merchant_id": o.venue.merchant_id,
-            "venue_id": o.venue.id,
-            "zone": o.event.zone,
-            "started_at": datetime.fromtimestamp(o.event.since, UTC),
-            "ended_at": datetime.fromtimestamp(o.event.at, UTC),
-            "dwell_s": max(0.0, o.event.at - o.event.since),
-        }
+    ended = [
+        o
         for o in occurrences
         if o.event.kind == "exit" and o.consent.get("stats") and o.subscriber_id in subs
     ]
     # Core inserts of plain rows: the ORM's bulk path cost several times more per POST.
-    if audit or visits:
+    if audit or ended:
         with sessions(app)() as db:
+            if any(o.event.reason in CONSENT_ENDED for o in ended):
+                ended = _still_consented(db, ended)
+            visits = [
+                {
+                    "subscriber_id": o.subscriber_id,
+                    "merchant_id": o.venue.merchant_id,
+                    "venue_id": o.venue.id,
+                    "zone": o.event.zone,
+                    "started_at": datetime.fromtimestamp(o.event.since, UTC),
+                    "ended_at": datetime.fromtimestamp(o.event.at, UTC),
+                    "dwell_s": max(0.0, o.event.at - o.event.since),
+                }
+                for o in ended
+            ]
             if audit:
                 db.execute(insert(AuditEntry.__table__), audit)
             if visits:
