@@ -27,7 +27,7 @@ from beacons.daemon import ScannerDaemon
 from beacons.simulator import Leg, SimEmitter, World
 from beacons.sources.simulated import SimulatedSource
 from store_server import jobs
-from store_server.config import from_env
+from store_server.config import ConfigError, env_float, env_int, from_env
 from store_server.crypto import pseudonym
 from store_server.db import sessions, upgrade
 from store_server.redis_store import get_keys, get_redis
@@ -88,12 +88,18 @@ class DemoDevice:
 
 
 def main() -> int:
-    """Run the demo until DEMO_SECONDS elapse or Ctrl-C."""
+    """Run the demo until DEMO_SECONDS elapse or Ctrl-C; a bad setting is one line, exit 2."""
     os.environ.setdefault("LOG_LEVEL", "WARNING")  # the timeline is the demo's output
     # The dev server logs websocket close frames as bad requests; that noise is not news.
     logging.getLogger("werkzeug").setLevel(logging.CRITICAL)
-    seconds = float(os.environ.get("DEMO_SECONDS", "0") or 0)
-    cfg = from_env()
+    env = {k: v for k, v in os.environ.items() if k != "DEMO_SECONDS" or v}  # empty: unset
+    try:
+        seconds = env_float(env, "DEMO_SECONDS", 0.0, 0.0, what="a number of seconds (0: forever)")
+        requested_port = env_int(env, "DEMO_PORT", 5000, 0, 65535, "a TCP port number (0: any)")
+        cfg = from_env()
+    except ConfigError as e:
+        print(f"demo.py: {e}", file=sys.stderr)
+        return 2
     var = Path(cfg["VAR_DIR"])
     var.mkdir(parents=True, exist_ok=True)
     upgrade(cfg["DATABASE_URL"])
@@ -102,8 +108,8 @@ def main() -> int:
         world = seed_demo(db, app.config["DATA_KEY"])
     jobs.refresh_resolver(app)
 
-    port = int(os.environ.get("DEMO_PORT", "5000"))
-    if not port_free(port):
+    port = requested_port
+    if port and not port_free(port):
         port = 0
     server = make_server("127.0.0.1", port, app, threaded=True)
     url = f"http://127.0.0.1:{server.server_port}"

@@ -33,7 +33,7 @@ def gevent_server(host: str, port: int, app: Any) -> Any:
     return NoDelayServer((host, port), app, log=None)
 
 
-def start_up() -> None:
+def start_up(gen0: int | None = None) -> None:
     """What a worker does after building its app and before it listens (serve.py, and the
     benchmarks' servers through this function): compile the positioning kernels (loading them
     from numba's cache takes a few hundred ms, which would otherwise stall the first sighting
@@ -41,10 +41,17 @@ def start_up() -> None:
     from store_server.positioning import kernels
 
     kernels.warm()
-    tune_gc()
+    tune_gc(gen0)
 
 
-def tune_gc() -> None:
+def gc_threshold() -> int:
+    """GC_GEN0_THRESHOLD from the environment (default 50,000); raises ConfigError."""
+    from store_server.config import env_int
+
+    return env_int(os.environ, "GC_GEN0_THRESHOLD", 50_000, 1, what="a number of allocations")
+
+
+def tune_gc(gen0: int | None = None) -> None:
     """Keep the cyclic garbage collector out of the push latency tail.
 
     With thousands of websocket clients the heap holds about a million objects, and CPython's
@@ -52,24 +59,30 @@ def tune_gc() -> None:
     every few seconds: the push p99 at 100 pushes/s and 2,000 devices was 167 ms for a 12 ms
     p50 (bench/push_latency.py). What exists after start-up (modules, models) is frozen out of
     collection for good, and young collections run every GC_GEN0_THRESHOLD allocations (default
-    50,000); reference counting still frees everything without cycles at once.
+    50,000, or `gen0`); reference counting still frees everything without cycles at once.
     """
     import gc
 
     gc.collect()
     gc.freeze()
-    gc.set_threshold(int(os.environ.get("GC_GEN0_THRESHOLD", "50000")), 10, 10)
+    gc.set_threshold(gc_threshold() if gen0 is None else gen0, 10, 10)
 
 
 def main() -> int:
-    """Serve until interrupted."""
+    """Serve until interrupted; a bad setting is one line on stderr and exit status 2."""
+    from store_server.config import ConfigError, env_int
     from wsgi import build_app
 
     host = os.environ.get("HOST", "127.0.0.1")
-    port = int(os.environ.get("PORT", "8000"))
-    app = build_app()
+    try:
+        port = env_int(os.environ, "PORT", 8000, 1, 65535, "a TCP port number")
+        gen0 = gc_threshold()
+        app = build_app()
+    except ConfigError as e:
+        print(f"serve.py: {e}", file=sys.stderr)
+        return 2
     mode = app.config["SOCKETIO_ASYNC_MODE"]
-    start_up()
+    start_up(gen0)
     if mode == "gevent":
         server = gevent_server(host, port, app)
         server.start()

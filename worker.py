@@ -12,13 +12,18 @@ import sys
 import threading
 
 from store_server import jobs
+from store_server.config import ConfigError
 from store_server.logs import configure
 from wsgi import build_app
 
 
 def main() -> int:
-    """Run the jobs until SIGTERM or SIGINT."""
-    app = build_app()
+    """Run the jobs until SIGTERM or SIGINT; a bad setting is one line on stderr, exit 2."""
+    try:
+        app = build_app()
+    except ConfigError as e:
+        print(f"worker.py: {e}", file=sys.stderr)
+        return 2
     configure(app.config["LOG_LEVEL"])
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

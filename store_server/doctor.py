@@ -15,17 +15,20 @@ import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import redis
-from sqlalchemy import Engine, select, text
+from redis.sentinel import Sentinel
+from sqlalchemy import Engine, make_url, select, text
 
 from store_server import drift_report
-from store_server.config import from_env
+from store_server.config import ConfigError, from_env
 from store_server.db import make_engine
 from store_server.keys import Keys
 from store_server.models import Scanner, Venue
 from store_server.ops import checks
+from store_server.redis_store import SENTINEL_SCHEME, parse_sentinel_url
 
 OK, WARN, FAIL = "ok", "warn", "FAIL"
 DEFAULT_SECRETS = ("dev-only", "change-me", "test-secret", "secret", "changeme")
@@ -296,25 +299,82 @@ def check_drift(report: Report, scanners: list[tuple[str, str, tuple[float, int]
             )
 
 
+def sqlite_file(url: str) -> Path | None:
+    """The file a SQLite URL names; None for another database or an in-memory one."""
+    parsed = make_url(url)
+    name = parsed.database
+    if parsed.get_backend_name() != "sqlite" or not name or name == ":memory:":
+        return None
+    if parsed.query.get("uri") == "true":
+        name = name.removeprefix("file:")
+    return Path(name)
+
+
+def open_database(report: Report, url: str) -> Engine | None:
+    """An engine on the configured database, without creating it; None when there is none."""
+    path = sqlite_file(url)
+    if path is not None:
+        try:
+            present, why = path.is_file(), ""
+        except OSError as e:
+            present, why = False, f" ({e.strerror})"
+        if not present:
+            # Connecting would create an empty file (and make_engine its directory): the
+            # check would then vouch for a store that never existed.
+            report.add(
+                "database",
+                FAIL,
+                f"no database at {path}{why}",
+                "point DATABASE_URL (or CM_VAR_DIR) at the store's database; for a new store "
+                "run the migrations (store_server.db.upgrade, the `migrate` job of "
+                "docker/compose.yaml), or `make demo` once for the demo's",
+            )
+            return None
+    try:
+        return make_engine(url, pooled=False)
+    except Exception as e:  # reported as a finding: the operator needs the fix, not a traceback
+        report.add("database", FAIL, f"error: {type(e).__name__}", "check DATABASE_URL")
+        return None
+
+
+def open_redis(report: Report, url: str) -> redis.Redis | None:
+    """A client with short timeouts for REDIS_URL; None (reported) when the URL is unusable."""
+    timeouts = {"socket_connect_timeout": 3, "socket_timeout": 3}
+    try:
+        if url.startswith(f"{SENTINEL_SCHEME}://"):
+            sentinels, service, options = parse_sentinel_url(url)
+            return Sentinel(sentinels, **timeouts).master_for(
+                service, decode_responses=True, **options
+            )
+        return redis.Redis.from_url(url, decode_responses=True, **timeouts)
+    except ValueError as e:
+        report.add("redis", FAIL, f"unusable REDIS_URL: {e}", "check REDIS_URL")
+        return None
+
+
 def run(env: Mapping[str, str], prod: bool, silent_after: float) -> Report:
     """All checks against the deployment the environment describes."""
     report = Report()
-    cfg = from_env(dict(env))
-    check_config(report, cfg, env, prod)
-    engine = make_engine(cfg["DATABASE_URL"], pooled=False)
-    client = None
-    if cfg["REDIS_URL"]:
-        client = redis.Redis.from_url(
-            cfg["REDIS_URL"], decode_responses=True, socket_connect_timeout=3, socket_timeout=3
-        )
     try:
-        db_up = check_database(report, engine)
-        redis_up = check_redis(report, client)
+        cfg = from_env(env)
+    except ConfigError as e:
+        report.add("config", FAIL, str(e), "correct that variable in the environment (.env)")
+        return report
+    check_config(report, cfg, env, prod)
+    engine = open_database(report, cfg["DATABASE_URL"])
+    client = open_redis(report, cfg["REDIS_URL"]) if cfg["REDIS_URL"] else None
+    try:
+        db_up = engine is not None and check_database(report, engine)
+        # Without a URL the server embeds Redis (a warning); a bad URL was reported above.
+        redis_up = False
+        if client is not None or not cfg["REDIS_URL"]:
+            redis_up = check_redis(report, client)
         check_clocks(report, client, engine if db_up else None, cfg["INGEST_MAX_SKEW_S"])
-        if db_up and redis_up and client is not None:
+        if db_up and redis_up and engine is not None and client is not None:
             check_scanners(report, engine, client, Keys(cfg["REDIS_PREFIX"]), silent_after)
     finally:
-        engine.dispose()
+        if engine is not None:
+            engine.dispose()
         if client is not None:
             client.close()
     return report

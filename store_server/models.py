@@ -100,6 +100,18 @@ class Zone(Base):
             raise ValueError("zone polygon must be a valid, non-empty Polygon")
         return value
 
+    @validates("enter_stable_s", "exit_absent_s", "max_radius_m")
+    def _valid_timing(self, key: str, value: float) -> float:
+        # Entering may be immediate (0 s), but an exit delay or a radius of 0 ends or refuses a
+        # presence the moment it starts, and inf keeps a departed visitor present forever.
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        low, ok = (">= 0", number and 0 <= value < float("inf"))
+        if key != "enter_stable_s":
+            low, ok = ("> 0", number and 0 < value < float("inf"))
+        if not ok:
+            raise ValueError(f"zone {key} must be a finite number {low}, got {value!r}")
+        return float(value)
+
 
 class Scanner(Base):
     """A BLE scanner daemon at a known position; its shared secret is encrypted at rest."""

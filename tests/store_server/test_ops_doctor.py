@@ -236,3 +236,82 @@ def test_a_scanner_far_off_its_survey_is_a_warning_with_a_fix(stack, capsys):
     assert drift["detail"].endswith("dB off its survey (3 visitors)"), drift
     assert "Berline AB-123-CD" in drift["fix"] and "survey" in drift["fix"]
     assert not any(k.startswith("drift.demo-salon") for k in found)
+
+
+def unconfigured(tmp_path, **over: str) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    """A machine where nothing is set but the var directory (kept out of the checkout)."""
+    return {"CM_VAR_DIR": str(tmp_path / "var"), **over}
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "detail"),
+    [
+        ("INGEST_MAX_SKEW_S", "abc", "INGEST_MAX_SKEW_S must be a whole number of seconds"),
+        ("SWEEP_INTERVAL_S", "nan", "SWEEP_INTERVAL_S must be a number of seconds between 0.01"),
+        ("REDIS_URL", "localhost:6379", "REDIS_URL must be a redis://, rediss://"),
+        ("DATABASE_URL", "nonsense", "DATABASE_URL must be a database URL such as"),
+    ],
+)
+def test_a_bad_setting_is_a_failure_with_a_fix(tmp_path, capsys, name, value, detail):
+    status, found = run(capsys, unconfigured(tmp_path, **{name: value}))
+    assert status == 1
+    assert found["config"]["status"] == "FAIL"
+    assert found["config"]["detail"].startswith(detail)
+    assert found["config"]["fix"]
+    assert not (tmp_path / "var").exists()
+
+
+def test_no_database_is_a_failure_and_nothing_is_created(tmp_path, capsys):
+    """On an unconfigured machine the default SQLite file does not exist: the doctor says so,
+    instead of creating an empty one and vouching for it."""
+    status, found = run(capsys, unconfigured(tmp_path))
+    assert status == 1
+    assert found["database"]["status"] == "FAIL"
+    assert found["database"]["detail"] == f"no database at {tmp_path / 'var' / 'cmood.db'}"
+    assert "migrations" in found["database"]["fix"] and "make demo" in found["database"]["fix"]
+    assert "database.migrations" not in found
+    assert found["redis"]["status"] == "warn"  # embedded: still reported
+    assert not (tmp_path / "var").exists()
+
+
+def test_an_unreachable_var_directory_is_a_failure(capsys):
+    status, found = run(capsys, {"CM_VAR_DIR": "/proc/forbidden"})
+    assert status == 1
+    assert found["database"]["detail"] == "no database at /proc/forbidden/cmood.db"
+
+
+def test_an_existing_sqlite_database_is_checked(tmp_path, capsys):
+    db_file = tmp_path / "var" / "cmood.db"
+    db_file.parent.mkdir()
+    upgrade(f"sqlite:///{db_file}")
+    status, found = run(capsys, unconfigured(tmp_path))
+    assert status == 0, found
+    assert found["database"]["status"] == "ok"
+    assert found["database.migrations"]["status"] == "ok"
+
+
+def test_an_unreachable_sentinel_fails(tmp_path, capsys):
+    url = f"redis+sentinel://127.0.0.1:{free_port()}/0/mymaster"
+    status, found = run(capsys, unconfigured(tmp_path, REDIS_URL=url))
+    assert status == 1
+    assert found["redis"]["status"] == "FAIL" and "REDIS_URL" in found["redis"]["fix"]
+
+
+@pytest.mark.parametrize(
+    "command", [["-m", "store_server.doctor"], ["-m", "store_server", "doctor"]]
+)
+def test_a_bad_setting_is_reported_without_a_traceback(tmp_path, command):
+    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "DATABASE_URL")}
+    env.update(unconfigured(tmp_path, INGEST_MAX_SKEW_S="abc"))
+    proc = subprocess.run(
+        [sys.executable, *command],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stderr == ""
+    assert "FAIL  config: INGEST_MAX_SKEW_S must be a whole number of seconds" in proc.stdout
+    assert proc.stdout.rstrip().endswith("something to fix: see FAIL lines above")
