@@ -60,6 +60,9 @@ def sweep_once(app: Flask, now: float | None = None) -> int:
                 for member, (venue_id, sub), raw in zip(members, parsed, raws, strict=True):
                     venue = topo.venue(venue_id)
                     if raw is None or venue is None:
+                        # A deleted venue's states go with it: nothing would ever end them.
+                        pipe.hdel(keys.tracks(venue_id), str(sub))
+                        pipe.hdel(keys.occupants(venue_id), str(sub))
                         pipe.zrem(keys.last_seen(), member)
                         continue
                     state = json.loads(raw)

@@ -42,6 +42,11 @@ class Keys:
         the state stays the truth, so a stale entry is harmless and is read past."""
         return f"{self.prefix}occupants:{venue_id}"
 
+    def venue_state_patterns(self) -> tuple[str, str]:
+        """SCAN patterns of every venue's tracking states and occupants, also of venues that
+        no longer exist (erasure reaches them all)."""
+        return f"{self.prefix}track:*", f"{self.prefix}occupants:*"
+
     def last_seen(self) -> str:
         """Sorted set of `venue:subscriber` by last sighting time, for the exit sweeper."""
         return f"{self.prefix}lastseen"

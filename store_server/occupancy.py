@@ -88,3 +88,19 @@ def end_presence(app: Flask, subscriber_id: int, reason: str) -> int:
     ingest.forget_held(subscriber_id)
     pending.deliver_now(app, occurrences, event_ids)
     return len(occurrences)
+
+
+def forget_everywhere(app: Flask, subscriber_id: int) -> int:
+    """Delete a subscriber's tracking state and occupancy at every venue, found by scanning
+    rather than through the sweeper's index: a state the index lost (its venue was deleted
+    meanwhile) must not outlive an erasure. Returns the entries deleted."""
+    r, keys = get_redis(app), get_keys(app)
+    found = [
+        key for pattern in keys.venue_state_patterns() for key in r.scan_iter(pattern, count=1000)
+    ]
+    if not found:
+        return 0
+    pipe = r.pipeline(transaction=False)
+    for key in found:
+        pipe.hdel(key, str(subscriber_id))
+    return sum(pipe.execute())

@@ -29,7 +29,7 @@ from store_server.models import (
     Visit,
     utcnow,
 )
-from store_server.occupancy import end_presence
+from store_server.occupancy import end_presence, forget_everywhere
 from store_server.redis_store import get_keys, get_redis
 
 
@@ -192,6 +192,7 @@ def erase(app: Flask, subscriber_id: int) -> bool:
     # Connected devices get the revoke now; what is left pending about the person then goes,
     # so no outbox keeps a trace (an offline device's push expires by itself, PUSH_TTL_S).
     end_presence(app, subscriber_id, "erased")
+    forget_everywhere(app, subscriber_id)
     r, keys = get_redis(app), get_keys(app)
     for key, device_ids in by_merchant.values():
         outbox.drop_for(r, keys, device_ids, pseudonym(key, public_id))

@@ -1,0 +1,68 @@
+"""Occupancy's ends: a deleted venue's states and an erasure's reach (real Redis and SQL,
+signed HTTP batches, the jobs' sweeper)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import pytest
+from sqlalchemy import select
+
+from store_server import jobs, rights
+from store_server.db import sessions
+from store_server.models import Subscriber, Venue
+from store_server.redis_store import get_keys, get_redis
+from store_server.topology import get_topology
+from tests.faults.support import Stack, batch_body, eid_rows, make_stack, signed
+
+CAR = "demo-car-scanner"
+
+
+@pytest.fixture
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """A store server of this test's own: no background jobs touch its keys."""
+    s = make_stack(tmp_path_factory.mktemp("occupancy"))
+    yield s
+    s.close()
+
+
+def _in_the_car(stack: Stack) -> tuple[int, int, float]:
+    """Alice riding for six seconds: her id, the car's venue id and the last second."""
+    client = stack.app.test_client()
+    start = time.time()
+    for s in range(6):
+        body = batch_body(eid_rows(stack.world.emitters["alice"], start + s, 1, -50.0))
+        headers = signed(CAR, stack.secret(CAR), body)
+        assert client.post("/api/v1/sightings", data=body, headers=headers).status_code == 200
+    with sessions(stack.app)() as db:
+        alice = db.scalar(select(Subscriber.id).where(Subscriber.directory_id == "demo:alice"))
+    car = get_topology(stack.app).scanner(CAR).venue_id
+    assert get_redis(stack.app).hget(get_keys(stack.app).occupants(car), str(alice)) == "cabin"
+    return alice, car, start + 5
+
+
+def _delete_venue(stack: Stack, venue_id: int) -> None:
+    with sessions(stack.app)() as db:
+        db.delete(db.get(Venue, venue_id))
+        db.commit()
+    get_topology(stack.app).invalidate()
+
+
+def test_a_deleted_venues_states_are_forgotten_by_the_sweeper(stack):
+    _, car, last = _in_the_car(stack)
+    _delete_venue(stack, car)
+    jobs.sweep_once(stack.app, now=last + 30)
+    r, keys = get_redis(stack.app), get_keys(stack.app)
+    assert not r.exists(keys.tracks(car)) and not r.exists(keys.occupants(car))
+    assert r.zcard(keys.last_seen()) == 0
+
+
+def test_an_erasure_reaches_a_state_the_sweepers_index_lost(stack):
+    alice, car, _ = _in_the_car(stack)
+    r, keys = get_redis(stack.app), get_keys(stack.app)
+    _delete_venue(stack, car)
+    r.delete(keys.last_seen())  # what a sweep of older code left: the state without its index
+    assert rights.erase(stack.app, alice)
+    assert r.hget(keys.tracks(car), str(alice)) is None
+    assert r.hget(keys.occupants(car), str(alice)) is None
