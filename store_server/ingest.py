@@ -37,7 +37,7 @@ from store_server.positioning.live import declared_start, track
 from store_server.positioning.pathloss import declared_level
 from store_server.push import Occurrence
 from store_server.redis_store import run_script, script_sha
-from store_server.resolver import applicable_consent
+from store_server.resolver import VERSION_FIELD, applicable_consent
 from store_server.topology import ScannerInfo, Topology, VenueInfo
 
 # \Z, not $: $ also matches before a trailing newline, which would let "id\n" through.
@@ -356,7 +356,8 @@ if not claimed then return {2} end
 local held, cached = tonumber(ARGV[6]), {}
 for i = 0, held - 1 do cached[ARGV[7 + 2 * i]] = ARGV[8 + 2 * i] end
 local first = 7 + 2 * held
-if #ARGV < first then return {4, {}, {}, {}} end
+local version = redis.call('HGET', KEYS[3], 'version') or ''
+if #ARGV < first then return {4, {}, {}, {}, version} end
 local entries = redis.call('HMGET', KEYS[3], unpack(ARGV, first))
 local subs, seen = {}, {}
 for i = 1, #entries do
@@ -383,7 +384,7 @@ if #subs > 0 then
     if v and st and string.sub(st, 1, #v) == v then states[i] = v end
   end
 end
-return {4, entries, subs, states}
+return {4, entries, subs, states, version}
 """
 REPLAYED, DUPLICATE, IN_PROGRESS, LIMITED, CLAIMED, CONFLICT = 0, 1, 2, 3, 4, 5
 
@@ -393,10 +394,16 @@ REPLAYED, DUPLICATE, IN_PROGRESS, LIMITED, CLAIMED, CONFLICT = 0, 1, 2, 3, 4, 5
 # the pending presence events (as events.queue writes them), and each subscriber's entry in the
 # venue's occupant index (keys.occupants: their zone, or none). Each write starts the state with a
 # fresh random version ("v"), so the comparison sends that prefix, not the whole state back;
-# only ingest writes states (others delete them), so a new version means a new write.
+# whoever else changes a state deletes it or writes it under a new version (the sweeper, for a
+# dark zone), so a new version means a new write. The states were resolved against one version
+# of the resolver table; if it changed meanwhile (a consent ended, and its presence was ended),
+# nothing is written and the batch resolves again.
 _WRITE_LUA = """
 local n = tonumber(ARGV[1])
 local W = 6
+local j = 2 + n * W
+-- Resolved against another resolver table (a consent ended meanwhile): resolve again.
+if n > 0 and (redis.call('HGET', KEYS[7], 'version') or '') ~= ARGV[j + 3] then return {2} end
 for i = 0, n - 1 do
   local b = 2 + i * W
   local expected = ARGV[b + 1]
@@ -433,11 +440,10 @@ if n > 0 then
   chunked('HSET', KEYS[6], placed)
   chunked('HDEL', KEYS[6], gone)
 end
-local j = 2 + n * W
 if tonumber(ARGV[j]) > 0 then redis.call('INCRBY', KEYS[4], ARGV[j]) end
 redis.call('SET', KEYS[3], ARGV[j + 2], 'EX', ARGV[j + 1])
 local ids = {}
-for k = j + 3, #ARGV do ids[#ids + 1] = redis.call('XADD', KEYS[5], '*', 'o', ARGV[k]) end
+for k = j + 4, #ARGV do ids[#ids + 1] = redis.call('XADD', KEYS[5], '*', 'o', ARGV[k]) end
 return {1, ids}
 """
 
@@ -507,12 +513,12 @@ def process(
             return Outcome(0, duplicate=True, in_progress=True), [], False
         if code == CONFLICT:
             return Outcome(0, conflict=True), [], False
-        entries = dict(zip(ids, res[1], strict=True))
+        resolution = (dict(zip(ids, res[1], strict=True)), res[4])
         states = dict(zip(res[2], res[3], strict=True))
         try:
             done = (bkey, marker(BATCH_DONE, digest), batch_ttl)
             dark = topo.dark.get(r, keys, venue.id) if venue else presence.NO_ZONES
-            return _fold(r, keys, venue, scanner, done, sightings, entries, states, dark)
+            return _fold(r, keys, venue, scanner, done, sightings, resolution, states, dark)
         except BaseException:
             _release(r, bkey, marker(BATCH_PENDING, digest))
             raise
@@ -580,25 +586,30 @@ def _fold(
     scanner: ScannerInfo,
     done: tuple[str, str, int],
     sightings: list[Sighting],
-    entries: dict[str, str | None],
+    resolution: tuple[dict[str, str | None], str],
     states: dict[str, str | None],
     dark: frozenset[str] = presence.NO_ZONES,
 ) -> tuple[Outcome, list[Occurrence], bool]:
     """Resolve, position and fold one claimed batch; the last write marks the batch done
-    (`done`: the marker's key, its value and its time to live; `dark`: the venue's zones whose
-    scanners are all silent)."""
+    (`done`: the marker's key, its value and its time to live; `resolution`: the resolver entries
+    of the batch's identifiers and the version of the table they come from; `dark`: the
+    venue's zones whose scanners are all silent)."""
     bkey, done_marker, batch_ttl = done
-    by_sub, consents, dropped, subscriber_of = _resolve(venue, sightings, entries)
-    subs = sorted(by_sub)
-    fields = [str(s) for s in subs]
+    entries, table_version = resolution
     tkey = keys.tracks(venue.id if venue else 0)
     dkey = keys.dropped(venue.id if venue else 0)
-    if venue is None:
-        dropped = 0  # nowhere to count them: the venue is gone
     occurrences: list[Occurrence] = []
     event_ids: list[str] = []
     immediate = venue is not None and reacts_within_batch(venue)
     for _attempt in range(MAX_RETRIES):
+        by_sub, consents, dropped, subscriber_of = _resolve(venue, sightings, entries)
+        subs = sorted(by_sub)
+        fields = [str(s) for s in subs]
+        unread = [f for f in fields if f not in states]
+        if unread:
+            states.update(zip(unread, r.hmget(tkey, unread), strict=True))
+        if venue is None:
+            dropped = 0  # nowhere to count them: the venue is gone
         occurrences = []
         args: list[Any] = [len(subs)]
         wall = time.time()
@@ -625,25 +636,38 @@ def _fold(
             written_states.append(state)
             zone = state["p"].get("zone") or ""
             args += (field_, _version(raw), _dumps(state), f"{venue.id}:{sub}", repr(last), zone)
-        args += (dropped, batch_ttl, done_marker)
+        args += (dropped, batch_ttl, done_marker, table_version)
         args += [pending.encode(o) for o in occurrences]
         written = run_script(
             r,
             _WRITE_LUA,
-            6,
+            7,
             tkey,
             keys.last_seen(),
             bkey,
             dkey,
             keys.pending_events(),
             keys.occupants(venue.id if venue else 0),
+            keys.resolver(),
             *args,
         )
-        if int(written[0]):
+        code = int(written[0])
+        if code == 1:
             event_ids = written[1]
             _STATES.put(tkey, fields, written_states)
             _STATES.learn(tkey, subscriber_of)
             break
+        if code == 2:
+            # The resolver table changed since the claim (a consent may have ended, and its
+            # presence been ended): resolve again, and read the states of whoever resolves.
+            ids = sorted(entries)
+            pipe = r.pipeline(transaction=False)
+            pipe.hmget(keys.resolver(), ids)
+            pipe.hget(keys.resolver(), VERSION_FIELD)
+            got, version = pipe.execute()
+            entries, table_version = dict(zip(ids, got, strict=True)), version or ""
+            states = {}
+            continue
         # Another writer changed one of these states since they were read: fold again.
         states = dict(zip(fields, r.hmget(tkey, fields) if fields else [], strict=True))
     else:

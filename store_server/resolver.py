@@ -7,6 +7,7 @@ never said yes (or withdrew): it is dropped on the spot and only counted.
 from __future__ import annotations
 
 import json
+import os
 import time
 from datetime import datetime
 from typing import Any
@@ -19,6 +20,9 @@ from beacons.eid import window
 from store_server.crypto import EMITTER_KEY, unseal
 from store_server.keys import Keys
 from store_server.models import Consent, EmitterKey, utcnow
+
+# The resolver table's own field (never an identifier: those are 16 or 40 hex digits).
+VERSION_FIELD = "version"
 
 
 def _epoch(dt: datetime | None) -> float | None:
@@ -101,10 +105,10 @@ def refresh(r: redis.Redis, keys: Keys, db: Session, data_key: str, periods: int
     tmp = keys.resolver() + ":building"
     pipe = r.pipeline(transaction=True)
     pipe.delete(tmp)
-    if table:
-        pipe.hset(tmp, mapping=table)
-        pipe.rename(tmp, keys.resolver())
-    else:
-        pipe.delete(keys.resolver())
+    # A new version per table: ingest writes what it resolved against the version it read, so a
+    # batch in flight while a consent ends resolves again instead of writing a presence after
+    # the withdrawal has ended it (ingest._WRITE_LUA).
+    pipe.hset(tmp, mapping={**table, VERSION_FIELD: os.urandom(8).hex()})
+    pipe.rename(tmp, keys.resolver())
     pipe.execute()
     return len(table)

@@ -47,8 +47,9 @@ def test_claim_finds_each_subscriber_once_whatever_the_entry_key_order(redis) ->
         },
     )
     redis.hset(keys.tracks(1), mapping={"7": '{"v":"x"}', "8": '{"v":"y"}'})
-    code, entries, subs, states = _claim(redis, keys, ["aa", "bb", "cc", "zz"])
-    assert code == ingest.CLAIMED
+    redis.hset(keys.resolver(), "version", "v1")
+    code, entries, subs, states, version = _claim(redis, keys, ["aa", "bb", "cc", "zz"])
+    assert code == ingest.CLAIMED and version == "v1"
     assert entries[3] is None  # nobody we may know: no subscriber for it
     assert subs == ["7", "8"] and states == ['{"v":"x"}', '{"v":"y"}']
     redis.delete(*redis.keys(keys.pattern()))
@@ -64,12 +65,12 @@ def test_claim_sends_a_held_state_back_as_its_version_until_it_changes(redis) ->
     redis.hset(keys.tracks(1), mapping={"7": mine, "8": '{"v":"00000000000000bb","p":{}}'})
     version = mine[: ingest.VERSION_LEN]
     # 7 is held at its current version: its version alone; 8 is not held: whole.
-    _, _, subs, states = _claim(redis, keys, ["aa", "bb"], ("7", version))
+    _, _, subs, states, _ = _claim(redis, keys, ["aa", "bb"], ("7", version))
     assert subs == ["7", "8"] and states == [version, '{"v":"00000000000000bb","p":{}}']
     # Another writer changed 7: the whole new state comes back.
     theirs = '{"v":"00000000000000cc","p":{"zone":"z"}}'
     redis.hset(keys.tracks(1), "7", theirs)
-    _, _, subs, states = _claim(redis, keys, ["aa"], ("7", version), batch="c")
+    _, _, subs, states, _ = _claim(redis, keys, ["aa"], ("7", version), batch="c")
     assert states == [theirs]
     redis.delete(*redis.keys(keys.pattern()))
 
@@ -81,12 +82,20 @@ def test_write_sets_more_states_than_one_unpack_takes(redis) -> None:  # type: i
     for i in range(n):
         zone = f"zone-{i % 3}" if i % 2 else ""
         args += [str(i), "", json.dumps({"v": f"{i:016x}"}), f"1:{i}", "1795932052.5", zone]
-    args += [0, 60, ingest.BATCH_DONE]
+    args += [0, 60, ingest.BATCH_DONE, "v1"]
     tkey, batch = keys.tracks(1), keys.batch(1, "c" * 16)
-    written = run_script(
-        redis, ingest._WRITE_LUA, 6, tkey, keys.last_seen(), batch, keys.dropped(1),
-        keys.pending_events(), keys.occupants(1), *args,
-    )  # fmt: skip
+    redis.hset(keys.resolver(), "version", "v2")
+
+    def write() -> list:
+        return run_script(
+            redis, ingest._WRITE_LUA, 7, tkey, keys.last_seen(), batch, keys.dropped(1),
+            keys.pending_events(), keys.occupants(1), keys.resolver(), *args,
+        )  # fmt: skip
+
+    # Resolved against a table since replaced: nothing is written.
+    assert int(write()[0]) == 2 and not redis.exists(tkey) and not redis.exists(batch)
+    redis.hset(keys.resolver(), "version", "v1")
+    written = write()
     assert int(written[0]) == 1
     assert redis.hlen(tkey) == n and redis.zcard(keys.last_seen()) == n
     # Only subscribers in a zone are in the occupant index, under that zone.
