@@ -5,6 +5,7 @@ down, the process dies — the events are delivered later, so no enter or revoke
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
@@ -21,6 +22,9 @@ from store_server.topology import get_topology
 
 log = logging.getLogger(__name__)
 RETRY_AFTER_S = 10.0  # an inline delivery still running is never raced by the retry job
+# How long a claim on a pending event holds: far above any delivery's time, so only one that
+# died is taken over, and then only by a retry after this.
+CLAIM_S = 60.0
 
 
 def encode(o: Occurrence) -> str:
@@ -48,12 +52,50 @@ def committed_ids(results: list[Any], count: int) -> list[str]:
     return list(results[-count:]) if count else []
 
 
+def claim(r: redis.Redis, keys: Keys, ids: list[str]) -> list[bool]:
+    """Take the delivery of these pending events; True for each one this caller now holds.
+
+    Whoever delivers an event claims it first: the retry job, a scanner's retry flushing the
+    pending events and an inline delivery could otherwise deliver the same one twice (two
+    revokes, two visits)."""
+    if not ids:
+        return []
+    pipe = r.pipeline(transaction=False)
+    for entry_id in ids:
+        pipe.set(keys.delivering(entry_id), 1, nx=True, px=int(CLAIM_S * 1000))
+    return [bool(x) for x in pipe.execute()]
+
+
+def _done(r: redis.Redis, keys: Keys, ids: list[str]) -> None:
+    """Drop delivered events from the pending stream. Their claims stay until they expire: an
+    inline delivery that comes late (its flush ran first) must still find the event taken."""
+    if ids:
+        r.xdel(keys.pending_events(), *ids)
+
+
+def _deliver_claimed(
+    app: Flask, r: redis.Redis, keys: Keys, occurrences: list[Occurrence], ids: list[str]
+) -> None:
+    """Deliver events this caller claimed; on failure their claims go, so the retry job
+    takes them over at its next round instead of after CLAIM_S."""
+    try:
+        deliver(app, occurrences)
+    except BaseException:
+        with contextlib.suppress(redis.RedisError):
+            r.delete(*[keys.delivering(i) for i in ids])
+        raise
+    _done(r, keys, ids)
+
+
 def deliver_now(app: Flask, occurrences: list[Occurrence], ids: list[str]) -> None:
     """Deliver events that were just committed, then drop them from the pending stream."""
     if not occurrences:
         return
-    deliver(app, occurrences)
-    get_redis(app).xdel(get_keys(app).pending_events(), *ids)
+    r, keys = get_redis(app), get_keys(app)
+    held = claim(r, keys, ids)
+    mine = [o for o, ok in zip(occurrences, held, strict=True) if ok]
+    if mine:
+        _deliver_claimed(app, r, keys, mine, [i for i, ok in zip(ids, held, strict=True) if ok])
 
 
 def flush(app: Flask, min_age_s: float = RETRY_AFTER_S, limit: int = 200) -> int:
@@ -63,8 +105,11 @@ def flush(app: Flask, min_age_s: float = RETRY_AFTER_S, limit: int = 200) -> int
     entries = r.xrange(keys.pending_events(), "-", f"{cutoff_ms}", count=limit)
     if not entries:
         return 0
+    held = claim(r, keys, [entry_id for entry_id, _ in entries])
     occurrences, ids = [], []
-    for entry_id, fields in entries:
+    for (entry_id, fields), ok in zip(entries, held, strict=True):
+        if not ok:
+            continue  # another process is delivering it now
         doc = json.loads(fields["o"])
         venue = topo.venue(doc["v"])
         ids.append(entry_id)
@@ -73,7 +118,8 @@ def flush(app: Flask, min_age_s: float = RETRY_AFTER_S, limit: int = 200) -> int
         kind, zone, at, since, reason = doc["e"]
         event = PresenceEvent(kind, zone, at, since, reason)
         occurrences.append(Occurrence(doc["s"], venue, doc["c"], event, doc.get("d", True)))
-    deliver(app, occurrences)
-    r.xdel(keys.pending_events(), *ids)
+    if not ids:
+        return 0
+    _deliver_claimed(app, r, keys, occurrences, ids)
     log.info("redelivered pending presence events", extra={"count": len(ids)})
     return len(ids)

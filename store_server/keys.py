@@ -55,6 +55,11 @@ class Keys:
         """Stream: presence events committed with their state but not yet delivered."""
         return f"{self.prefix}events:pending"
 
+    def delivering(self, entry_id: str) -> str:
+        """String: a pending event taken for delivery by one process (a lease: a delivery that
+        died is retried, a running or finished one is never repeated); expires in a minute."""
+        return f"{self.prefix}delivering:{entry_id}"
+
     def outbox(self, device_id: int) -> str:
         """Stream: events for one device not yet acknowledged."""
         return f"{self.prefix}outbox:{device_id}"
