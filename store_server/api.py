@@ -67,6 +67,8 @@ def authenticate() -> tuple[ScannerInfo, str, bytes]:
     if not SIGNATURE.fullmatch(sig):
         raise ApiError(401, "signature must be 64 lowercase hex digits (HMAC-SHA256)")
     skew = int(ts_raw) - time.time()
+    # How far the scanner's clock runs ahead of ours, as its signed send time tells.
+    g.scanner_skew_s = skew
     if abs(skew) > cfg["INGEST_MAX_SKEW_S"]:
         raise ApiError(
             401,
@@ -107,6 +109,7 @@ def sightings() -> ResponseReturnValue:
         )
     except ingest.BadBatch as e:
         raise ApiError(400, str(e)) from None
+    rows = ingest.on_server_clock(rows, g.scanner_skew_s)
     outcome, occurrences, replayed = ingest.process(
         get_redis(),
         get_keys(),

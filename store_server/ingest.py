@@ -50,6 +50,9 @@ TX_POWER_MIN, TX_POWER_MAX = -100, 20
 
 
 MAX_RETRIES = 8
+# A scanner's clock within this of ours is taken as it is: the signed send time has whole
+# seconds only, and NTP keeps a scanner's clock far closer.
+CLOCK_TRUST_S = 2.0
 STALE_S = 60.0  # older presence events come from a scanner's backlog, not from now
 BATCH_PENDING, BATCH_DONE = "pending", "done"
 PENDING_TTL_S = 60
@@ -298,6 +301,18 @@ def parse_batch(
                     continue
         append(_checked_row(i, row, lo, hi))
     return batch_id, out
+
+
+def on_server_clock(rows: list[Sighting], skew_s: float) -> list[Sighting]:
+    """Sightings restamped on the server's clock when the scanner's runs off by more than
+    CLOCK_TRUST_S (skew_s: the scanner's signed send time minus ours).
+
+    Presence ends on the server's clock (the sweeper): stamped by a scanner 10 s slow, a
+    visitor would be forgotten before ever entering, and by one minutes fast, kept present
+    minutes after leaving. A backlog keeps its own times: it is sent late, not stamped wrong."""
+    if abs(skew_s) <= CLOCK_TRUST_S:
+        return rows
+    return [s._replace(ts=s.ts - skew_s) for s in rows]
 
 
 def _checked_row(i: int, row: Any, lo: float, hi: float) -> Sighting:
