@@ -10,6 +10,7 @@ import json
 import logging
 import threading
 import time
+from dataclasses import replace
 
 import redis
 from flask import Flask
@@ -69,6 +70,14 @@ def sweep_once(app: Flask, now: float | None = None) -> int:
                     pstate, events = presence.sweep(
                         state.get("p", {}), now, venue.timings, dark.get(venue_id, frozenset())
                     )
+                    until = (state.get("c") or {}).get("until")
+                    if until is not None and until <= now:
+                        # Not heard since the consent ran out because ingest dropped what was:
+                        # said as it is, not as if they had left.
+                        events = [
+                            replace(e, reason="expired") if e.reason == "absent" else e
+                            for e in events
+                        ]
                     if pstate is None:
                         pipe.hdel(keys.tracks(venue_id), str(sub))
                         pipe.hdel(keys.occupants(venue_id), str(sub))

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 
 import pytest
 from sqlalchemy import select
 
 from store_server import jobs, rights
 from store_server.db import sessions
-from store_server.models import Subscriber, Venue
+from store_server.models import AuditEntry, Consent, Subscriber, Venue
 from store_server.redis_store import get_keys, get_redis
 from store_server.topology import get_topology
 from tests.faults.support import Stack, batch_body, eid_rows, make_stack, signed
@@ -66,3 +67,23 @@ def test_an_erasure_reaches_a_state_the_sweepers_index_lost(stack):
     assert rights.erase(stack.app, alice)
     assert r.hget(keys.tracks(car), str(alice)) is None
     assert r.hget(keys.occupants(car), str(alice)) is None
+
+
+def test_a_consent_running_out_mid_visit_ends_it_as_expired_not_absent(stack):
+    app = stack.app
+    start = time.time()
+    with sessions(app)() as db:
+        alice = db.scalar(select(Subscriber.id).where(Subscriber.directory_id == "demo:alice"))
+        for consent in db.scalars(select(Consent).where(Consent.subscriber_id == alice)):
+            consent.valid_until = datetime.fromtimestamp(start + 6, UTC)  # a one-ride consent
+        db.commit()
+    jobs.refresh_resolver(app)
+    _, _, last = _in_the_car(stack)
+    assert jobs.sweep_once(app, now=last + 30) == 1
+    with sessions(app)() as db:
+        reasons = db.scalars(
+            select(AuditEntry.reason).where(
+                AuditEntry.subscriber_id == alice, AuditEntry.action == "revoke"
+            )
+        ).all()
+    assert reasons == ["expired"]
