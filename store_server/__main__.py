@@ -12,6 +12,8 @@ import json
 import sys
 from collections.abc import Callable, Sequence
 
+from store_server.config import ConfigError
+
 
 def _retention(args: argparse.Namespace) -> int:
     from store_server import retention
@@ -63,6 +65,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     func: Callable[[argparse.Namespace], int] = args.func
     try:
         return func(args)
+    except ConfigError as e:
+        print(f"store_server {args.command}: {e}", file=sys.stderr)
+        return 2
     except Exception as e:  # one readable line for operators, not a traceback
         print(f"store_server {args.command}: {type(e).__name__}: {e}", file=sys.stderr)
         return 1

@@ -47,6 +47,9 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     """Build a store server app: config from the environment, then `test_config` overrides."""
     app = StoreFlask(__name__)
     app.config.update(from_env())
+    # Read here, not when the opt-in pages register: a bad setting stops the start before a
+    # database or an embedded Redis is created.
+    app.config.update(optin.defaults())
     if test_config:
         app.config.update(test_config)
     app.config["MAX_CONTENT_LENGTH"] = app.config["INGEST_MAX_BODY"]

@@ -20,9 +20,13 @@ Configuration keys (defaults set here, overridable in the app config or the envi
 from __future__ import annotations
 
 import os
+import re
+from collections.abc import Mapping
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from flask import Flask
 
+from store_server.config import ConfigError, env_int
 from store_server.directory import BuiltinDirectory
 from store_server.optin import models  # noqa: F401 - registers the opt-in tables on Base
 from store_server.streaming import FixtureStreaming
@@ -41,19 +45,42 @@ def defaults(env: dict[str, str] | None = None) -> dict[str, object]:
     """The opt-in configuration from the environment, with safe defaults."""
     e = os.environ if env is None else env
     return {
-        "OPTIN_LINK_MAX_AGE_S": int(e.get("OPTIN_LINK_MAX_AGE_S", "3600")),
-        "OPTIN_SESSION_MAX_AGE_S": int(e.get("OPTIN_SESSION_MAX_AGE_S", "1800")),
+        "OPTIN_LINK_MAX_AGE_S": env_int(e, "OPTIN_LINK_MAX_AGE_S", 3600, 1, what=SECONDS),
+        "OPTIN_SESSION_MAX_AGE_S": env_int(e, "OPTIN_SESSION_MAX_AGE_S", 1800, 1, what=SECONDS),
         "OPTIN_COOKIE_SECURE": e.get("OPTIN_COOKIE_SECURE", "1") == "1",
-        "OPTIN_SIGNIN_IP_RATE": e.get("OPTIN_SIGNIN_IP_RATE", "20/300"),
-        "OPTIN_SIGNIN_USER_RATE": e.get("OPTIN_SIGNIN_USER_RATE", "5/300"),
-        "OPTIN_OPEN_RATE": e.get("OPTIN_OPEN_RATE", "60/60"),
-        "OPTIN_SUBMIT_RATE": e.get("OPTIN_SUBMIT_RATE", "10/600"),
-        "OPTIN_TIMEZONE": e.get("OPTIN_TIMEZONE", "Europe/Paris"),
+        "OPTIN_SIGNIN_IP_RATE": _rate(e, "OPTIN_SIGNIN_IP_RATE", "20/300"),
+        "OPTIN_SIGNIN_USER_RATE": _rate(e, "OPTIN_SIGNIN_USER_RATE", "5/300"),
+        "OPTIN_OPEN_RATE": _rate(e, "OPTIN_OPEN_RATE", "60/60"),
+        "OPTIN_SUBMIT_RATE": _rate(e, "OPTIN_SUBMIT_RATE", "10/600"),
+        "OPTIN_TIMEZONE": _zone(e, "OPTIN_TIMEZONE", "Europe/Paris"),
         "OPTIN_RESOLVER_ID": e.get("OPTIN_RESOLVER_ID", "cm-store"),
         "OPTIN_POLICY_URL": e.get("OPTIN_POLICY_URL", "https://collective-mood.example/privacy"),
         "OPTIN_CONTROLLER": dict(CONTROLLER),
-        "RETENTION_DAYS": int(e.get("RETENTION_DAYS", "90")),
+        "RETENTION_DAYS": env_int(e, "RETENTION_DAYS", 90, 1, what="a number of days"),
     }
+
+
+SECONDS = "a number of seconds"
+_RATE = re.compile(r"[1-9][0-9]{0,8}/[1-9][0-9]{0,8}")
+
+
+def _rate(env: Mapping[str, str], name: str, default: str) -> str:
+    """A "hits/seconds" limit, checked at start: a typo would otherwise fail every request."""
+    value = env.get(name, default)
+    if not _RATE.fullmatch(value):
+        raise ConfigError(f'{name} must be "hits/seconds" such as "{default}", got {value!r}')
+    return value
+
+
+def _zone(env: Mapping[str, str], name: str, default: str) -> str:
+    """An IANA time zone name (receipts and reports show local dates)."""
+    value = env.get(name, default)
+    try:
+        ZoneInfo(value)
+    except (ValueError, ZoneInfoNotFoundError):
+        message = f"{name} must be a time zone such as {default!r}, got {value!r}"
+        raise ConfigError(message) from None
+    return value
 
 
 def init_app(app: Flask) -> None:

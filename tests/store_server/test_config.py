@@ -156,6 +156,10 @@ def run_script(script: str, tmp_path: Path, **env: str) -> subprocess.CompletedP
         ("worker.py", {"REDIS_URL": "localhost:6379"}, "worker.py: REDIS_URL must be a "),
         ("demo.py", {"DEMO_SECONDS": "nan"}, "demo.py: DEMO_SECONDS must be a number of seconds"),
         ("demo.py", {"DATABASE_URL": "nonsense"}, "demo.py: DATABASE_URL must be a database URL"),
+        # The opt-in pages' settings: a typo used to fail every request, or start with a trace.
+        ("serve.py", {"OPTIN_OPEN_RATE": "60 per minute"}, 'serve.py: OPTIN_OPEN_RATE must be "'),
+        ("serve.py", {"OPTIN_TIMEZONE": "Paris"}, "serve.py: OPTIN_TIMEZONE must be a time zone"),
+        ("worker.py", {"RETENTION_DAYS": "90d"}, "worker.py: RETENTION_DAYS must be a number"),
     ],
 )
 def test_entry_points_refuse_a_bad_setting_in_one_line(tmp_path, script, env, line):
