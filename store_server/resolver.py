@@ -76,7 +76,9 @@ def build_table(
     return table
 
 
-def load_active(db: Session, data_key: str, subscriber_id: int | None = None):
+def load_active(
+    db: Session, data_key: str, subscriber_id: int | None = None
+) -> tuple[list[tuple[int, int, bytes, int, int]], dict[int, list[dict[str, Any]]]]:
     """Active emitter keys and live consents from SQL (optionally for one subscriber)."""
     now = utcnow()
     q = select(Consent).where(
