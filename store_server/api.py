@@ -170,8 +170,7 @@ def heartbeat() -> ResponseReturnValue:
     ttl = 2 * current_app.config["INGEST_MAX_SKEW_S"]
     if not r.set(keys.nonce(scanner.id, nonce), 1, nx=True, ex=ttl):
         raise ApiError(409, "nonce already used: request replayed")
-    pipe = r.pipeline(transaction=False)
-    pipe.hset(keys.scanner_health(scanner.id), mapping=health)
-    pipe.expire(keys.scanner_health(scanner.id), 7 * 86400)
-    pipe.execute()
+    # Kept, not expiring: a scanner silent for good must keep its zone dark (scanner_health),
+    # and a report that expired would read as one never sent.
+    r.hset(keys.scanner_health(scanner.id), mapping=health)
     return jsonify({"ok": True})

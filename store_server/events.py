@@ -79,12 +79,39 @@ def _deliver_claimed(
     """Deliver events this caller claimed; on failure their claims go, so the retry job
     takes them over at its next round instead of after CLAIM_S."""
     try:
-        deliver(app, occurrences)
+        deliver(app, still_present(r, keys, occurrences))
     except BaseException:
         with contextlib.suppress(redis.RedisError):
             r.delete(*[keys.delivering(i) for i in ids])
         raise
     _done(r, keys, ids)
+
+
+def still_present(r: redis.Redis, keys: Keys, occurrences: list[Occurrence]) -> list[Occurrence]:
+    """The occurrences minus enters whose presence has ended since they were committed (one
+    round trip, only if there are enters).
+
+    An enter delivered late (its first delivery failed, or a withdrawal came between its
+    commit and its delivery) would push a profile after the revoke that ended it: after a
+    withdrawal, or after the person left. What ended it was delivered already."""
+    enters = [o for o in occurrences if o.event.kind == "enter"]
+    if not enters:
+        return occurrences
+    pipe = r.pipeline(transaction=False)
+    for o in enters:
+        pipe.hget(keys.tracks(o.venue.id), str(o.subscriber_id))
+    ended = {
+        id(o) for o, raw in zip(enters, pipe.execute(), strict=True) if not _holds(raw, o.event)
+    }
+    return [o for o in occurrences if id(o) not in ended]
+
+
+def _holds(raw: str | None, event: PresenceEvent) -> bool:
+    """Whether a tracking state is still in the presence an enter began."""
+    if raw is None:
+        return False
+    p = json.loads(raw).get("p", {})
+    return p.get("zone") == event.zone and p.get("since") == event.since
 
 
 def deliver_now(app: Flask, occurrences: list[Occurrence], ids: list[str]) -> None:

@@ -33,6 +33,9 @@ VENUES_PER_QUERY = 500
 FLUSH_S = 2.0
 PROFILE_REFRESH_S = 3600.0
 DARK_CHECK_S = 1.0
+# Heard this close to the end of their consent, a subscriber fell silent because ingest dropped
+# what came after (a second's estimate lags its readings by up to a second, batching by more).
+HEARD_TO_END_S = 2.0
 
 
 def sweep_once(app: Flask, now: float | None = None) -> int:
@@ -71,7 +74,8 @@ def sweep_once(app: Flask, now: float | None = None) -> int:
                         state.get("p", {}), now, venue.timings, dark.get(venue_id, frozenset())
                     )
                     until = (state.get("c") or {}).get("until")
-                    if until is not None and until <= now:
+                    last = (state.get("p") or {}).get("last", 0.0)
+                    if until is not None and until <= now and last >= until - HEARD_TO_END_S:
                         # Not heard since the consent ran out because ingest dropped what was:
                         # said as it is, not as if they had left.
                         events = [

@@ -65,7 +65,8 @@ class Keys:
         return f"{self.prefix}outbox:{device_id}"
 
     def scanner_health(self, scanner_id: int) -> str:
-        """Hash: the last heartbeat of one scanner."""
+        """Hash: the last heartbeat of one scanner (no identifier of anyone; kept without expiry,
+        since how long a scanner has been silent is what it tells)."""
         return f"{self.prefix}scanner:{scanner_id}:health"
 
     def dark_zones(self) -> str:

@@ -7,6 +7,7 @@ import json
 import time
 from typing import Any
 
+import redis
 from flask import Flask
 from sqlalchemy import select
 
@@ -19,6 +20,9 @@ from store_server.presence import PresenceEvent
 from store_server.push import Occurrence
 from store_server.redis_store import get_keys, get_redis
 from store_server.topology import get_topology
+
+# Attempts at ending a subscriber's presences while sightings or the sweeper change them.
+END_RETRIES = 8
 
 
 def present(app: Flask, venue_id: int) -> list[dict[str, Any]]:
@@ -60,29 +64,46 @@ def end_presence(app: Flask, subscriber_id: int, reason: str) -> int:
     r, keys, topo = get_redis(app), get_keys(app), get_topology(app)
     suffix = f":{subscriber_id}"
     members = [m for m in r.zrange(keys.last_seen(), 0, -1) if m.endswith(suffix)]
-    now = time.time()
-    occurrences: list[Occurrence] = []
-    pipe = r.pipeline(transaction=True)
     venue_ids = [int(m.split(":")[0]) for m in members]
-    reader = r.pipeline(transaction=False)
-    for venue_id in venue_ids:
-        reader.hget(keys.tracks(venue_id), str(subscriber_id))
-    raws = list(zip(members, venue_ids, reader.execute() if members else [], strict=True))
-    for m, venue_id, raw in raws:
-        pipe.hdel(keys.tracks(venue_id), str(subscriber_id))
-        pipe.hdel(keys.occupants(venue_id), str(subscriber_id))
-        pipe.zrem(keys.last_seen(), m)
-        venue = topo.venue(venue_id)
-        if raw is None or venue is None:
+    tkeys = sorted({keys.tracks(v) for v in venue_ids})
+    occurrences: list[Occurrence] = []
+    event_ids: list[str] = []
+    for _attempt in range(END_RETRIES):
+        try:
+            with r.pipeline(transaction=True) as pipe:
+                # WATCH, as the sweeper does: a presence it ends meanwhile is not ended twice
+                # (two revokes), and a sighting folded in meanwhile is read again.
+                if tkeys:
+                    pipe.watch(*tkeys)
+                reader = r.pipeline(transaction=False)
+                for venue_id in venue_ids:
+                    reader.hget(keys.tracks(venue_id), str(subscriber_id))
+                raws = reader.execute() if members else []
+                now = time.time()
+                occurrences = []
+                pipe.multi()
+                for m, venue_id, raw in zip(members, venue_ids, raws, strict=True):
+                    pipe.hdel(keys.tracks(venue_id), str(subscriber_id))
+                    pipe.hdel(keys.occupants(venue_id), str(subscriber_id))
+                    pipe.zrem(keys.last_seen(), m)
+                    venue = topo.venue(venue_id)
+                    if raw is None or venue is None:
+                        continue
+                    state = json.loads(raw)
+                    zone = state.get("p", {}).get("zone")
+                    if zone and state.get("c"):
+                        event = PresenceEvent("exit", zone, now, state["p"]["since"], reason)
+                        disclose = not state.get("h")
+                        occurrences.append(
+                            Occurrence(subscriber_id, venue, state["c"], event, disclose)
+                        )
+                pending.queue(pipe, keys, occurrences)
+                event_ids = pending.committed_ids(pipe.execute(), len(occurrences))
+            break
+        except redis.WatchError:
             continue
-        state = json.loads(raw)
-        zone = state.get("p", {}).get("zone")
-        if zone and state.get("c"):
-            event = PresenceEvent("exit", zone, now, state["p"]["since"], reason)
-            disclose = not state.get("h")
-            occurrences.append(Occurrence(subscriber_id, venue, state["c"], event, disclose))
-    pending.queue(pipe, keys, occurrences)
-    event_ids = pending.committed_ids(pipe.execute(), len(occurrences))
+    else:
+        raise redis.exceptions.ConnectionError("tracking state kept changing; retry later")
     # Other workers' copies are never used again (the state's version is gone) and age out
     # within StateCache.hold_s; this process drops its own now.
     ingest.forget_held(subscriber_id)

@@ -31,6 +31,10 @@ class PresenceEvent:
 # Why a presence ended when the zone's scanners went silent (see `darken`).
 SCANNER_SILENT = "scanner_silent"
 NO_ZONES: frozenset[str] = frozenset()
+# A hold outlasts any copy of the dark zones read before it began: ingest's are up to a second
+# old, published once a second; released on an older one, the neighbours' readings would move
+# the subscriber next door after all.
+HOLD_MIN_S = 3.0
 
 
 def darken(
@@ -44,13 +48,15 @@ def darken(
     The presence ends with a clear reason instead, and no zone is entered from such evidence."""
     st = dict(state)
     held = st.get("held")
-    if held is not None and held not in dark:
-        st.pop("held")  # the scanners are back: estimates mean something again
+    if held is not None and held not in dark and at - st.get("held_at", at) >= HOLD_MIN_S:
+        # The scanners are back: estimates mean something again.
+        st.pop("held")
+        st.pop("held_at", None)
     current = st.get("zone")
     if current is None or current not in dark:
         return st, []
     event = PresenceEvent("exit", current, at, st["since"], SCANNER_SILENT)
-    st["zone"], st["held"] = None, current
+    st["zone"], st["held"], st["held_at"] = None, current, at
     for key in ("since", "cand", "cand_since"):
         st.pop(key, None)
     return st, [event]

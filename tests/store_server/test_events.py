@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import pytest
 from sqlalchemy import select
 
-from store_server import events
+from store_server import events, rights
 from store_server.db import sessions
 from store_server.models import AuditEntry, Subscriber
 from store_server.presence import PresenceEvent
@@ -86,3 +86,37 @@ def test_an_event_whose_delivery_died_is_delivered_by_the_retry(stack):
     r.pexpire(keys.delivering(entry_id), 1)  # the process that took it died: its lease ends
     assert wait_for(lambda: not r.exists(keys.delivering(entry_id)), 5)
     assert events.flush(app, min_age_s=0) == 1 and _revokes(stack, alice) == 1
+
+
+def _pushes(stack: Stack, subscriber: int) -> int:
+    with sessions(stack.app)() as db:
+        actions = db.scalars(
+            select(AuditEntry.action).where(AuditEntry.subscriber_id == subscriber)
+        )
+        return sum(1 for a in actions if a == "push")
+
+
+@pytest.mark.privacy
+def test_an_enter_redelivered_after_its_presence_ended_pushes_nothing(stack):
+    # Its first delivery failed (SQL down); meanwhile she withdrew, and the revoke went out.
+    # Redelivered then, the enter would put her playlist back on the speaker.
+    app = stack.app
+    r, keys, topo = get_redis(app), get_keys(app), get_topology(app)
+    alice, _, _ = _pending_exit(stack)
+    venue = topo.venue(topo.scanner(CAR).venue_id)
+    state = json.loads(r.hget(keys.tracks(venue.id), str(alice)))
+    since = state["p"]["since"]
+    enter = Occurrence(
+        alice, venue, state["c"], PresenceEvent("enter", "cabin", since, since), True
+    )
+    pipe = r.pipeline(transaction=True)
+    events.queue(pipe, keys, [enter])
+    pipe.execute()
+    pushed = _pushes(stack, alice)
+    # Still present: a late enter is delivered.
+    assert events.flush(app, min_age_s=0) == 2 and _pushes(stack, alice) == pushed + 1
+    pipe = r.pipeline(transaction=True)
+    events.queue(pipe, keys, [enter])
+    pipe.execute()
+    assert rights.withdraw(app, alice) == 1
+    assert events.flush(app, min_age_s=0) == 1 and _pushes(stack, alice) == pushed + 1

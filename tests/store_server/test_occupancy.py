@@ -8,11 +8,12 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from store_server import jobs, rights
 from store_server.db import sessions
-from store_server.models import AuditEntry, Consent, Subscriber, Venue
+from store_server.models import AuditEntry, Consent, Subscriber, Venue, Visit
+from store_server.occupancy import end_presence
 from store_server.redis_store import get_keys, get_redis
 from store_server.topology import get_topology
 from tests.faults.support import Stack, batch_body, eid_rows, make_stack, signed
@@ -87,3 +88,67 @@ def test_a_consent_running_out_mid_visit_ends_it_as_expired_not_absent(stack):
             )
         ).all()
     assert reasons == ["expired"]
+
+
+def test_leaving_before_the_consent_ends_is_a_departure_and_a_visit(stack):
+    app = stack.app
+    start = time.time()
+    with sessions(app)() as db:
+        alice = db.scalar(select(Subscriber.id).where(Subscriber.directory_id == "demo:alice"))
+        for consent in db.scalars(select(Consent).where(Consent.subscriber_id == alice)):
+            consent.valid_until = datetime.fromtimestamp(start + 20, UTC)
+        db.commit()
+    jobs.refresh_resolver(app)
+    _in_the_car(stack)  # she leaves the car 15 s before her consent ends
+    assert jobs.sweep_once(app, now=start + 25) == 1
+    with sessions(app)() as db:
+        reasons = db.scalars(
+            select(AuditEntry.reason).where(
+                AuditEntry.subscriber_id == alice, AuditEntry.action == "revoke"
+            )
+        ).all()
+        visits = db.scalar(select(func.count()).where(Visit.subscriber_id == alice))
+    assert reasons == ["absent"] and visits == 1
+
+
+def test_a_presence_the_sweeper_ends_meanwhile_is_not_ended_twice(stack):
+    # The expiry job ending a presence while the sweeper ends it too: two revokes, once.
+    app = stack.app
+    alice, _, last = _in_the_car(stack)
+    plain = get_redis(app)
+
+    class SweepLands(type(plain)):  # type: ignore[misc]
+        """The app's own client class: the sweeper ends the presence just after end_presence
+        read the states, before it writes."""
+
+        fired = False
+
+        def pipeline(self, transaction=True, shard_hint=None):  # type: ignore[no-untyped-def]
+            pipe = super().pipeline(transaction, shard_hint)
+            if transaction or SweepLands.fired:
+                return pipe
+            read = pipe.execute
+
+            def execute(*args, **kwargs):  # type: ignore[no-untyped-def]
+                out = read(*args, **kwargs)
+                SweepLands.fired = True
+                app.extensions["cm_redis"] = plain
+                assert jobs.sweep_once(app, now=last + 30) == 1
+                return out
+
+            pipe.execute = execute  # type: ignore[method-assign]
+            return pipe
+
+    app.extensions["cm_redis"] = SweepLands(connection_pool=plain.connection_pool)
+    try:
+        ended = end_presence(app, alice, "expired")
+    finally:
+        app.extensions["cm_redis"] = plain
+    assert SweepLands.fired and ended == 0
+    with sessions(app)() as db:
+        reasons = db.scalars(
+            select(AuditEntry.reason).where(
+                AuditEntry.subscriber_id == alice, AuditEntry.action == "revoke"
+            )
+        ).all()
+    assert reasons == ["absent"]

@@ -155,3 +155,17 @@ def test_the_sweeper_ends_a_presence_in_a_dark_zone_of_someone_still_heard():
     assert kept is not None and kept.get("zone") is None and kept["held"] == "chair-1"
     assert presence.sweep(kept, 6.0, TIMINGS, frozenset({"chair-1"})) == (kept, [])
     assert presence.sweep(kept, 9.0, TIMINGS, frozenset({"chair-1"}))[0] is None  # not heard
+
+
+def test_a_hold_outlasts_a_stale_copy_of_the_dark_zones():
+    # Ingest's copy of the dark zones may be read before the zone went dark: released on it,
+    # the hold would let the neighbours' readings move her next door after all.
+    st, _ = presence.step({}, "chair-1", 0.0, TIMINGS)
+    st, _ = presence.step(st, "chair-1", 3.0, TIMINGS)
+    st, ev = presence.sweep(st, 4.0, TIMINGS, frozenset({"chair-1"}))
+    assert st["held"] == "chair-1"
+    for t in (5.0, 6.0):  # a copy from before the zone went dark
+        st, ev = presence.step(st, "chair-2", t, TIMINGS)
+        assert ev == [] and st["held"] == "chair-1"
+    st, ev = presence.step(st, "chair-2", 7.0, TIMINGS)  # lit for real, three seconds on
+    assert "held" not in st

@@ -112,6 +112,8 @@ def test_dark_zones_expire_unless_the_jobs_publish_them_again(stack):
     r, keys = get_redis(app), get_keys(app)
     salon = get_topology(app).scanner(FIRST).venue_id
     _heartbeat(stack, FIRST, "down")
+    # The report itself never expires: a scanner silent for a week is still silent.
+    assert r.ttl(keys.scanner_health(get_topology(app).scanner(FIRST).id)) == -1
     assert jobs.publish_dark(app) == {salon: ["chair-1"]}
     assert scanner_health.read(r, keys) == {salon: frozenset({"chair-1"})}
     assert 0 < r.pttl(keys.dark_zones()) <= scanner_health.DARK_TTL_S * 1000
