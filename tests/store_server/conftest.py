@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import gc
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+
+from tests.faults.support import Stack, make_stack
 
 
 @pytest.fixture
@@ -21,3 +24,12 @@ def saved_garbage() -> Iterator[list]:
         gc.set_debug(flags)
         gc.garbage.clear()
         gc.collect()
+
+
+@pytest.fixture
+def stack(tmp_path: Path) -> Iterator[Stack]:
+    """A store server of this test's own (demo world, fresh database and key prefix): no
+    background jobs touch its keys. Modules sharing one across their tests define their own."""
+    s = make_stack(tmp_path)
+    yield s
+    s.close()

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 
 import pytest
 from sqlalchemy import select
@@ -18,17 +17,9 @@ from store_server.presence import PresenceEvent
 from store_server.push import Occurrence
 from store_server.redis_store import get_keys, get_redis
 from store_server.topology import get_topology
-from tests.faults.support import Stack, batch_body, eid_rows, make_stack, signed, wait_for
+from tests.faults.support import Stack, batch_body, eid_rows, signed, wait_for
 
 CAR = "demo-car-scanner"
-
-
-@pytest.fixture
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    """A store server of this test's own: no background jobs touch its keys."""
-    s = make_stack(tmp_path_factory.mktemp("events"))
-    yield s
-    s.close()
 
 
 def _pending_exit(stack: Stack) -> tuple[int, Occurrence, str]:

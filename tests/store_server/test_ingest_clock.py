@@ -5,7 +5,6 @@ test client, Redis and SQL)."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
@@ -16,17 +15,9 @@ from store_server.db import sessions
 from store_server.models import Consent, Subscriber
 from store_server.redis_store import get_keys, get_redis
 from store_server.topology import get_topology
-from tests.faults.support import Stack, batch_body, eid_rows, make_stack, signed
+from tests.faults.support import Stack, batch_body, eid_rows, signed
 
 CAR = "demo-car-scanner"
-
-
-@pytest.fixture
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    """A store server of this test's own: no background jobs touch its keys."""
-    s = make_stack(tmp_path_factory.mktemp("clock"))
-    yield s
-    s.close()
 
 
 def _last_heard(stack: Stack, scanner_clock: float, stamped: float) -> float:

@@ -4,7 +4,6 @@ again and writes nothing of that subscriber (real Redis and SQL, ingest's own sc
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 
 import pytest
 from sqlalchemy import select
@@ -14,19 +13,11 @@ from store_server.db import sessions
 from store_server.models import AuditEntry, Subscriber
 from store_server.redis_store import get_keys, get_redis
 from store_server.topology import get_topology
-from tests.faults.support import Stack, batch_body, eid_rows, make_stack, signed
+from tests.faults.support import batch_body, eid_rows, signed
 from tests.helpers import ingest_rows
 
 pytestmark = [pytest.mark.consent, pytest.mark.privacy]
 CAR = "demo-car-scanner"
-
-
-@pytest.fixture
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    """A store server of this test's own: no background jobs touch its keys."""
-    s = make_stack(tmp_path_factory.mktemp("consent_race"))
-    yield s
-    s.close()
 
 
 @pytest.mark.parametrize("present_before", [True, False], ids=["mid-visit", "first-batch"])

@@ -4,10 +4,8 @@ signed HTTP batches, the jobs' sweeper)."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime
 
-import pytest
 from sqlalchemy import func, select
 
 from store_server import jobs, rights
@@ -16,17 +14,9 @@ from store_server.models import AuditEntry, Consent, Subscriber, Venue, Visit
 from store_server.occupancy import end_presence
 from store_server.redis_store import get_keys, get_redis
 from store_server.topology import get_topology
-from tests.faults.support import Stack, batch_body, eid_rows, make_stack, signed
+from tests.faults.support import Stack, batch_body, eid_rows, signed
 
 CAR = "demo-car-scanner"
-
-
-@pytest.fixture
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    """A store server of this test's own: no background jobs touch its keys."""
-    s = make_stack(tmp_path_factory.mktemp("occupancy"))
-    yield s
-    s.close()
 
 
 def _in_the_car(stack: Stack) -> tuple[int, int, float]:
@@ -70,15 +60,20 @@ def test_an_erasure_reaches_a_state_the_sweepers_index_lost(stack):
     assert r.hget(keys.occupants(car), str(alice)) is None
 
 
-def test_a_consent_running_out_mid_visit_ends_it_as_expired_not_absent(stack):
-    app = stack.app
-    start = time.time()
-    with sessions(app)() as db:
+def _consent_ends(stack: Stack, at: float) -> int:
+    """Alice's consents end at `at` (epoch seconds), as the resolver then knows; her id."""
+    with sessions(stack.app)() as db:
         alice = db.scalar(select(Subscriber.id).where(Subscriber.directory_id == "demo:alice"))
         for consent in db.scalars(select(Consent).where(Consent.subscriber_id == alice)):
-            consent.valid_until = datetime.fromtimestamp(start + 6, UTC)  # a one-ride consent
+            consent.valid_until = datetime.fromtimestamp(at, UTC)
         db.commit()
-    jobs.refresh_resolver(app)
+    jobs.refresh_resolver(stack.app)
+    return alice
+
+
+def test_a_consent_running_out_mid_visit_ends_it_as_expired_not_absent(stack):
+    app = stack.app
+    alice = _consent_ends(stack, time.time() + 6)  # a one-ride consent
     _, _, last = _in_the_car(stack)
     assert jobs.sweep_once(app, now=last + 30) == 1
     with sessions(app)() as db:
@@ -93,12 +88,7 @@ def test_a_consent_running_out_mid_visit_ends_it_as_expired_not_absent(stack):
 def test_leaving_before_the_consent_ends_is_a_departure_and_a_visit(stack):
     app = stack.app
     start = time.time()
-    with sessions(app)() as db:
-        alice = db.scalar(select(Subscriber.id).where(Subscriber.directory_id == "demo:alice"))
-        for consent in db.scalars(select(Consent).where(Consent.subscriber_id == alice)):
-            consent.valid_until = datetime.fromtimestamp(start + 20, UTC)
-        db.commit()
-    jobs.refresh_resolver(app)
+    alice = _consent_ends(stack, start + 20)
     _in_the_car(stack)  # she leaves the car 15 s before her consent ends
     assert jobs.sweep_once(app, now=start + 25) == 1
     with sessions(app)() as db:

@@ -4,25 +4,15 @@ signed HTTP batches, the jobs' sweeper)."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 
-import pytest
 from sqlalchemy import func, select
 
 from store_server import jobs, rights
 from store_server.db import sessions
 from store_server.models import Subscriber, Visit
-from tests.faults.support import Stack, batch_body, eid_rows, make_stack, signed
+from tests.faults.support import Stack, batch_body, eid_rows, signed
 
 FIRST, SECOND = "demo-salon-scanner-1", "demo-salon-scanner-2"
-
-
-@pytest.fixture
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    """A store server of this test's own: no background jobs touch its keys."""
-    s = make_stack(tmp_path_factory.mktemp("visits"))
-    yield s
-    s.close()
 
 
 def _seated(stack: Stack) -> tuple[int, float]:

@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 
-import pytest
 from shapely.geometry import box
 from sqlalchemy import select
 
@@ -16,7 +14,7 @@ from store_server.db import sessions
 from store_server.models import AuditEntry, Subscriber
 from store_server.redis_store import get_keys, get_redis
 from store_server.topology import get_topology
-from tests.faults.support import Stack, batch_body, eid_rows, make_stack, signed
+from tests.faults.support import Stack, batch_body, eid_rows, signed
 
 FIRST, SECOND = "demo-salon-scanner-1", "demo-salon-scanner-2"
 
@@ -41,14 +39,6 @@ def test_a_zone_is_dark_only_when_every_scanner_of_its_own_is_silent():
     own = {"hall": (1, 2), "chair": (3,), "corridor": ()}
     assert scanner_health.dark_zones(own, {1}) == frozenset()
     assert scanner_health.dark_zones(own, {1, 2, 3}) == {"hall", "chair"}
-
-
-@pytest.fixture
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    """A store server of this test's own: no background jobs touch its keys."""
-    s = make_stack(tmp_path_factory.mktemp("dark"))
-    yield s
-    s.close()
 
 
 def _heartbeat(stack: Stack, scanner: str, adapter: str) -> None:
