@@ -71,18 +71,24 @@ def _consent_ends(stack: Stack, at: float) -> int:
     return alice
 
 
+def _revoke_reasons(stack: Stack, subscriber: int) -> list[str | None]:
+    """Why each revoke of the subscriber was sent, in order."""
+    with sessions(stack.app)() as db:
+        return list(
+            db.scalars(
+                select(AuditEntry.reason)
+                .where(AuditEntry.subscriber_id == subscriber, AuditEntry.action == "revoke")
+                .order_by(AuditEntry.id)
+            )
+        )
+
+
 def test_a_consent_running_out_mid_visit_ends_it_as_expired_not_absent(stack):
     app = stack.app
     alice = _consent_ends(stack, time.time() + 6)  # a one-ride consent
     _, _, last = _in_the_car(stack)
     assert jobs.sweep_once(app, now=last + 30) == 1
-    with sessions(app)() as db:
-        reasons = db.scalars(
-            select(AuditEntry.reason).where(
-                AuditEntry.subscriber_id == alice, AuditEntry.action == "revoke"
-            )
-        ).all()
-    assert reasons == ["expired"]
+    assert _revoke_reasons(stack, alice) == ["expired"]
 
 
 def test_leaving_before_the_consent_ends_is_a_departure_and_a_visit(stack):
@@ -91,12 +97,8 @@ def test_leaving_before_the_consent_ends_is_a_departure_and_a_visit(stack):
     alice = _consent_ends(stack, start + 20)
     _in_the_car(stack)  # she leaves the car 15 s before her consent ends
     assert jobs.sweep_once(app, now=start + 25) == 1
+    reasons = _revoke_reasons(stack, alice)
     with sessions(app)() as db:
-        reasons = db.scalars(
-            select(AuditEntry.reason).where(
-                AuditEntry.subscriber_id == alice, AuditEntry.action == "revoke"
-            )
-        ).all()
         visits = db.scalar(select(func.count()).where(Visit.subscriber_id == alice))
     assert reasons == ["absent"] and visits == 1
 
@@ -135,10 +137,4 @@ def test_a_presence_the_sweeper_ends_meanwhile_is_not_ended_twice(stack):
     finally:
         app.extensions["cm_redis"] = plain
     assert SweepLands.fired and ended == 0
-    with sessions(app)() as db:
-        reasons = db.scalars(
-            select(AuditEntry.reason).where(
-                AuditEntry.subscriber_id == alice, AuditEntry.action == "revoke"
-            )
-        ).all()
-    assert reasons == ["absent"]
+    assert _revoke_reasons(stack, alice) == ["absent"]
