@@ -4,8 +4,10 @@ Only visits with statistics consent count.  An area with fewer than k distinct v
 subscribers is never shown alone: it is merged with an adjacent polygon (the visited neighbour
 with the fewest visitors, then the longest shared border) until the merged cell reaches k; cells
 that cannot are left out.  Cells are then taken by decreasing visits until the share is reached, and
-dissolved into one polygon.  Geometry work is done in Lambert-93 (EPSG:2154) so that buffers and
-border lengths are in metres; the result is handed back in the input CRS.
+dissolved into one polygon.  Shares are of the visits in published cells only: a total that
+counted the left-out cells would give their visit count away by subtraction.  Geometry work is
+done in Lambert-93 (EPSG:2154) so that buffers and border lengths are in metres; the result is
+handed back in the input CRS.
 """
 
 from __future__ import annotations
@@ -39,11 +41,13 @@ class Catchment:
 
     cells: gpd.GeoDataFrame  # one row per published cell, most visited first
     polygon: BaseGeometry | None  # union of the cells inside the catchment, input CRS
-    share: float  # share of all consented visits the catchment holds
+    share: float  # share of the published cells' visits the catchment holds
     k: int
     # visits from cells that could not reach k; None when fewer than k people made them, since
     # "3 visits were left out" would then describe one to four people
     suppressed_visits: int | None
+    # the count a cell had to reach to be published: k, or k + the noise's delta-tail
+    threshold: float = 0.0
 
 
 def adjacency(areas: gpd.GeoDataFrame, code: str = "code", min_border_m: float = 50.0) -> dict:
@@ -207,7 +211,9 @@ def catchment(
             stats[column] = (stats[column] + draw).clip(lower=0)
     keep = (stats["subscribers"] >= threshold) & (true_people >= k)
     published = stats[keep].copy()
-    total_visits = float(stats["visits"].sum())
+    # published cells only: with the withheld ones in the total, total - sum(published) would
+    # be the withheld visit count that suppressed_visits hides when fewer than k made them
+    total_visits = float(published["visits"].sum())
     suppressed_people = int(true_people[~keep].sum())
     suppressed_visits = None if 0 < suppressed_people < k else int(stats.loc[~keep, "visits"].sum())
     published["new"] = published["subscribers"] - published["returning"]
@@ -223,7 +229,11 @@ def catchment(
     published["cumulative_share"] = published["share"].cumsum()
     before = published["cumulative_share"] - published["share"]
     published["in_catchment"] = before < share - 1e-12
-    published["areas"] = [cid.split("+") for cid in published.index]
+    # members from the merge itself, not by splitting the name: a code may contain a `+`
+    members: dict[str, list[str]] = {}
+    for area_code, cid in cell_of.items():
+        members.setdefault(cid, []).append(area_code)
+    published["areas"] = [sorted(members[cid]) for cid in published.index]
     shapes = areas.assign(cell=areas[code].astype(str).map(cell_of))
     shapes = shapes[shapes["cell"].isin(published.index)].to_crs(METRIC_CRS)
     dissolved = shapes.dissolve(by="cell")[["geometry"]]
@@ -241,6 +251,7 @@ def catchment(
         share=float(inside["share"].sum()),
         k=k,
         suppressed_visits=suppressed_visits,
+        threshold=float(threshold),
     )
 
 

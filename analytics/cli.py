@@ -4,10 +4,14 @@ and `run`, the weekly job that computes and stores every merchant's report from 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import sys
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import NoReturn
+from typing import IO, NoReturn
 
 import pandas as pd
 
@@ -35,6 +39,70 @@ class _Parser(argparse.ArgumentParser):
 
 def _columns(text: str) -> list[str]:
     return [c.strip() for c in text.split(",") if c.strip()]
+
+
+def _check_sep(sep: str) -> None:
+    # the output keeps the input's separator, and a CSV writer takes exactly one character;
+    # a longer one would also make pandas fall back to its regex parser with a warning
+    if len(sep) != 1 or sep in '"\r\n':
+        raise CliError(f"--sep must be one character, not a quote or a line break: {sep!r}")
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    if a.resolve() == b.resolve():  # also through symbolic links and ../
+        return True
+    try:
+        return a.exists() and b.exists() and os.path.samefile(a, b)  # hard links
+    except OSError:
+        return False
+
+
+def _check_out(out: Path, inputs: list[Path]) -> None:
+    """Refuse, before any work, an --out that is an input or cannot be created."""
+    try:
+        parent = out.resolve().parent
+        same = next((path for path in inputs if _same_file(out, path)), None)
+    except (OSError, RuntimeError) as exc:  # RuntimeError: a loop of symbolic links
+        raise CliError(f"cannot write {out}: the path cannot be resolved") from exc
+    if same is not None:
+        raise CliError(f"--out {out} is also an input ({same}); write the result elsewhere")
+    if not parent.is_dir():
+        raise CliError(f"cannot write {out}: directory {out.parent} does not exist")
+    if out.is_dir():
+        raise CliError(f"cannot write {out}: it is a directory")
+
+
+def _write_atomically(out: Path, write: Callable[[IO[str]], None]) -> None:
+    """Write through a temporary file beside out and rename it over out once complete."""
+    if out.exists() and not out.is_file():
+        # /dev/stdout, a pipe: cannot be renamed over (and must not be replaced), write as is
+        try:
+            with out.open("w", newline="", encoding="utf-8") as handle:
+                write(handle)
+        except OSError as exc:
+            raise CliError(f"cannot write {out}: {exc.strerror or exc}") from exc
+        return
+    target = out.resolve()  # through a symbolic link: replace the file, not the link
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    except OSError as exc:
+        raise CliError(f"cannot write {out}: {exc.strerror or exc}") from exc
+    try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # what a plain open() would have created, not mkstemp's 0600
+        with os.fdopen(fd, "w", newline="", encoding="utf-8") as handle:
+            write(handle)
+        # a crash or a full disk leaves the old file (or none), never half a report
+        os.replace(tmp, target)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise CliError(f"cannot write {out}: {exc.strerror or exc}") from exc
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 def _read_csv(path: Path, sep: str) -> pd.DataFrame:
@@ -69,47 +137,71 @@ def _anonymize(args: argparse.Namespace) -> None:
     stray = [c for c in numeric if c not in qi]
     if stray:
         raise CliError(f"--numeric column {stray[0]!r} is not in --qi")
+    _check_sep(args.sep)
+    paths = {c: args.hierarchies / f"{c}.csv" for c in qi if c not in numeric}
+    _check_out(args.out, [args.input, *paths.values()])
     table = _read_csv(args.input, args.sep)
     hierarchies = {}
-    for column in qi:
-        if column in numeric:
-            continue
-        path = args.hierarchies / f"{column}.csv"
+    for column, path in paths.items():
         if not path.is_file():
             raise CliError(f"no hierarchy file {path} for quasi-identifier {column!r}")
         # ARX hierarchy files are ;-separated whatever the table uses
         hierarchies[column] = read_hierarchy(path, sep=";")
     result = anonymize(table, qi, hierarchies, numeric, args.k, args.max_suppression)
     try:
-        result.table.to_csv(args.out, sep=args.sep, index=False)
-    except OSError as exc:
-        raise CliError(f"cannot write {args.out}: {exc.strerror}") from exc
-    print(json.dumps(result.metrics))
+        metrics = json.dumps(result.metrics, allow_nan=False)
+    except ValueError as exc:  # NaN is not JSON; refuse rather than print it
+        raise CliError("the quality figures are not finite numbers; check numeric columns") from exc
+    _write_atomically(args.out, lambda h: result.table.to_csv(h, sep=args.sep, index=False))
+    print(metrics)
 
 
 def _taste_report(args: argparse.Namespace) -> None:
     if args.k < MIN_K:
         raise CliError(f"--k must be at least {MIN_K}")
+    _check_out(args.out, [args.subscribers, args.hierarchy])
     subscribers = _read_subscribers(args.subscribers)
     hierarchy = read_hierarchy(args.hierarchy, sep=";")
     report = taste_report(subscribers, hierarchy, args.k)
-    try:
-        report.to_csv(args.out, index=False)
-    except OSError as exc:
-        raise CliError(f"cannot write {args.out}: {exc.strerror}") from exc
     suppressed = int(len(subscribers["subscriber"].unique()) - report["subscribers"].sum())
+    _write_atomically(args.out, lambda h: report.to_csv(h, index=False))
     print(json.dumps({"rows": len(report), "k": args.k, "suppressed": suppressed}))
+
+
+def _database_url(given: str | None) -> str:
+    """The --database-url (or $DATABASE_URL) when it names SQLite or PostgreSQL, else refuse."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+    from store_server.config import ConfigError, from_env, normalise_db_url
+
+    try:
+        url = normalise_db_url(given or from_env()["DATABASE_URL"])
+    except ConfigError as exc:
+        raise CliError(str(exc)) from exc
+    # the value itself is never echoed: it may hold a password
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError) as exc:  # ValueError: it reads the port with int()
+        raise CliError("--database-url is not a URL like sqlite:///PATH or postgresql://…") from exc
+    backend = parsed.get_backend_name()
+    if backend not in ("sqlite", "postgresql"):
+        raise CliError(f"--database-url: {backend!r} is not supported; use sqlite or postgresql")
+    try:
+        parsed.get_dialect()  # an unknown driver name fails here, not mid-run
+    except NoSuchModuleError as exc:
+        raise CliError(f"--database-url: unknown database driver {parsed.drivername!r}") from exc
+    return url
 
 
 def _run(args: argparse.Namespace) -> int:
     # imported here so the DPO commands above never load SQL, Flask or the geography stack
     import time
 
-    from sqlalchemy.exc import SQLAlchemyError
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
     from sqlalchemy.orm import Session
 
     from analytics import job
-    from store_server.config import from_env, normalise_db_url
     from store_server.db import make_engine
 
     try:
@@ -124,12 +216,17 @@ def _run(args: argparse.Namespace) -> int:
         )
         options.check()
         monday = job.parse_period(args.period)
+        job.check_period(monday)
+        url = _database_url(args.database_url)
         areas, hierarchy = job.load_geography(args.areas or job.areas_file())
     except job.JobError as exc:
         raise CliError(str(exc)) from exc
-    url = normalise_db_url(args.database_url or from_env()["DATABASE_URL"])
     began = time.perf_counter()
-    engine = make_engine(url, pooled=False)
+    try:
+        engine = make_engine(url, pooled=False)
+    except (ArgumentError, NoSuchModuleError, ImportError, ValueError) as exc:
+        # e.g. a PostgreSQL URL naming a driver that is not installed
+        raise CliError(f"--database-url: cannot use it ({type(exc).__name__})") from exc
     try:
         with Session(engine) as db:
             summary = job.run(db, monday, options, areas, hierarchy, args.merchant)
@@ -139,11 +236,20 @@ def _run(args: argparse.Namespace) -> int:
         first = str(exc.orig if getattr(exc, "orig", None) else exc).strip().splitlines()
         missing = any(word in str(exc) for word in ("no such table", "does not exist"))
         hint = " (is the database migrated to revision 0003?)" if missing else ""
-        raise JobFailed(f"database: {first[0] if first else type(exc).__name__}{hint}") from exc
+        raise JobFailed(
+            f"the database failed: {first[0] if first else type(exc).__name__}{hint}"
+        ) from exc
     finally:
         engine.dispose()
     summary["seconds"] = round(time.perf_counter() - began, 3)
     print(json.dumps(summary, sort_keys=False))
+    final = [m["merchant"] for m in summary["merchants"] if m.get("final")]
+    if final:
+        print(
+            f"analytics run: refused: week {summary['period']} is published and final for "
+            f"{', '.join(final)}; a re-run may not change it, nothing was stored",
+            file=sys.stderr,
+        )
     return EXIT_REFUSED if summary["refused"] else 0
 
 
@@ -171,8 +277,10 @@ def build_parser() -> argparse.ArgumentParser:
         "run",
         help="compute and store weekly reports from the database",
         description="Compute each merchant's weekly report (Europe/Paris weeks) from consented "
-        "visits and store it; prints one JSON line. Exit 0: stored; 2: bad arguments; 3: the "
-        "privacy ledger refused at least one merchant (nothing stored for it); 1: failure.",
+        "visits and store it; prints one JSON line. Only weeks that have ended (2020-W01 on) "
+        "are run, and a stored week is final: a re-run that would change it is refused. Exit 0: "
+        "stored or unchanged; 2: bad arguments; 3: at least one merchant refused (ledger, or "
+        "week published and final; nothing stored for it); 1: failure.",
     )
     job.add_argument("--period", required=True, help="ISO week 2026-W47 or its Monday")
     job.add_argument("--merchant", help="one merchant slug (default: every active merchant)")

@@ -56,8 +56,12 @@ def parse_hierarchy(rows: list[list[str]], source: str = "hierarchy") -> Hierarc
 def read_hierarchy(path: Path, sep: str = ";") -> Hierarchy:
     """Read one ARX hierarchy file."""
     try:
-        with path.open(newline="", encoding="utf-8") as handle:
+        # utf-8-sig: spreadsheet exports start with a BOM that would otherwise glue onto the
+        # first leaf and make it unknown
+        with path.open(newline="", encoding="utf-8-sig") as handle:
             rows = list(csv.reader(handle, delimiter=sep))
     except OSError as exc:
-        raise HierarchyError(f"cannot read hierarchy {path}: {exc.strerror}") from exc
+        raise HierarchyError(f"cannot read hierarchy {path}: {exc.strerror or exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise HierarchyError(f"cannot read hierarchy {path}: not UTF-8 text") from exc
     return parse_hierarchy(rows, source=str(path))

@@ -4,6 +4,11 @@
 A thin adapter: every privacy decision (k, generalisation, noise, one release per window, the
 budget) is taken by the pure modules; this file only chooses which rows they see and keeps the
 ledger's memory in the `privacy_releases` table.
+
+A stored week is final.  Re-running it recomputes the bundle and answers `unchanged` when it is
+identical, and refuses otherwise: two versions of one week that differ by a withdrawal are a
+subtraction away from that one person's tastes.  Only weeks that have ended are run, so no
+week is frozen half-full.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from zoneinfo import ZoneInfo
 import numpy as np
 import pandas as pd
 from sqlalchemy import Select, and_, func, or_, select
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from analytics.hierarchy import Hierarchy, parse_hierarchy
@@ -42,6 +47,8 @@ AREAS_ENV = "CM_AREAS_FILE"
 # zones would overlap by an hour, and the difference of two such reports is a small cell.
 REPORT_TZ = "Europe/Paris"
 ISO_WEEK = re.compile(r"^([0-9]{4})-W([0-9]{2})\Z")
+# Monday of 2020-W01: no consented visit predates the programme, and an earlier week is a typo
+EARLIEST_WEEK = date(2019, 12, 30)
 SCOPE = (
     "visits of subscribers whose statistics consent covered this merchant for the whole visit "
     "and was never withdrawn"
@@ -76,6 +83,11 @@ class JobOptions:
             raise JobError(f"--mechanism must be one of {', '.join(MECHANISMS)}")
         if not 0 < self.share <= 1:
             raise JobError("--share must be in (0, 1]")
+        # NaN compares false with everything: a NaN budget would switch the ledger off
+        if not (np.isfinite(self.epsilon_budget) and self.epsilon_budget >= 0):
+            raise JobError("--epsilon-budget must be a finite number >= 0")
+        if not (np.isfinite(self.delta_budget) and self.delta_budget >= 0):
+            raise JobError("--delta-budget must be a finite number >= 0")
 
 
 def parse_period(text: str) -> date:
@@ -93,10 +105,23 @@ def parse_period(text: str) -> date:
     return day
 
 
+def check_period(monday: date, now: datetime | None = None, tz: str = REPORT_TZ) -> None:
+    """Refuse a week before 2020-W01 or one that has not ended yet (in the report's zone)."""
+    if monday < EARLIEST_WEEK:
+        raise JobError(f"--period {iso_week(monday)} is before 2020-W01; no report covers it")
+    now = datetime.now(UTC) if now is None else now
+    # a future Monday is refused before its end is computed (9999-W52 has no next Monday)
+    if monday > now.date() or now < week_bounds(monday, tz)[1]:
+        raise JobError(
+            f"--period {iso_week(monday)} has not ended yet in {tz}; a stored week is final, "
+            "so only past weeks are run"
+        )
+
+
 def iso_week(monday: date) -> str:
     """`YYYY-Www` of a Monday."""
     year, week, _ = monday.isocalendar()
-    return f"{year}-W{week:02d}"
+    return f"{year:04d}-W{week:02d}"
 
 
 def areas_file(env: dict[str, str] | None = None) -> Path:
@@ -118,6 +143,10 @@ def load_geography(path: Path) -> tuple[gpd.GeoDataFrame, Hierarchy]:
     if "code" not in areas.columns or "departement" not in areas.columns:
         raise JobError(f"{path}: features need `code` and `departement` properties")
     areas["code"] = areas["code"].astype(str)
+    joined = areas["code"][areas["code"].str.contains("+", regex=False)]
+    if len(joined):
+        # `+` joins the codes of a merged cell: `a+b` must not also be the name of one area
+        raise JobError(f"{path}: area code {joined.iloc[0]!r} contains '+'")
     rows = [[c, str(d), "*"] for c, d in zip(areas["code"], areas["departement"], strict=True)]
     return areas, parse_hierarchy(rows, source=str(path))
 
@@ -130,10 +159,13 @@ def _utc(moment: datetime) -> datetime:
 def week_bounds(monday: date, tz: str = REPORT_TZ) -> tuple[datetime, datetime]:
     """The UTC instants of local Monday 00:00 and the next Monday 00:00 (DST-aware)."""
     zone = ZoneInfo(tz)
-    start = datetime(monday.year, monday.month, monday.day, tzinfo=zone)
-    end_day = monday + timedelta(days=7)
-    end = datetime(end_day.year, end_day.month, end_day.day, tzinfo=zone)
-    return start.astimezone(UTC), end.astimezone(UTC)
+    try:
+        start = datetime(monday.year, monday.month, monday.day, tzinfo=zone)
+        end_day = monday + timedelta(days=7)
+        end = datetime(end_day.year, end_day.month, end_day.day, tzinfo=zone)
+        return start.astimezone(UTC), end.astimezone(UTC)
+    except OverflowError as exc:  # 0001-W01 or 9999-W52: outside what datetime can hold
+        raise JobError(f"--period {monday} is outside the calendar the job can handle") from exc
 
 
 def consented_visits(merchant_id: int, until: datetime) -> Select[tuple[int, int, datetime, float]]:
@@ -181,9 +213,11 @@ def _weights(taste: Any, genres: tuple[str, ...]) -> list[float]:
     for genre in genres:
         try:
             value = float(raw.get(genre, 0.0)) if isinstance(raw, dict) else 0.0
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             value = 0.0
-        out.append(value if np.isfinite(value) else 0.0)
+        # a weight is a share of listening: a corrupt 1e308 would overflow a row's sum and
+        # outweigh everyone else in it, so it counts as at most 1
+        out.append(min(max(value, 0.0), 1.0) if np.isfinite(value) else 0.0)
     return out
 
 
@@ -241,7 +275,7 @@ def _ledger(
 ) -> tuple[PrivacyLedger, PrivacyRelease | None]:
     """The merchant's ledger from its stored releases, and this window's release if any.
 
-    An exact report of a window may be recomputed (same data, same answer), so its own exact
+    An exact report of a window may be recomputed to check it is unchanged, so its own exact
     release is left out of the ledger; any other earlier release of the window stays in and
     makes the ledger refuse.
     """
@@ -249,7 +283,7 @@ def _ledger(
         select(PrivacyRelease).where(PrivacyRelease.merchant_id == merchant.id)
     ).all()
     mine = next((r for r in stored if r.window_start == monday), None)
-    replaceable = mine is not None and mine.epsilon == 0 and options.epsilon == 0
+    recheck = mine is not None and mine.epsilon == 0 and options.epsilon == 0
     releases = [
         Release(
             merchant.slug,
@@ -258,7 +292,7 @@ def _ledger(
             r.delta,
         )
         for r in stored
-        if not (replaceable and r is mine)
+        if not (recheck and r is mine)
     ]
     ledger = PrivacyLedger(options.epsilon_budget, options.delta_budget, releases=releases)
     return ledger, mine
@@ -270,14 +304,15 @@ def _suppression(table: pd.DataFrame, visitors: int, k: int, noisy: bool) -> dic
         "all_suppressed": bool(table.empty),
         "rows": len(table),
         "rule": (
-            f"areas with fewer than {k} distinct subscribers are generalised (commune, then "
-            "département, then all areas) or withheld; each subscriber counts in at most one row"
+            f"home areas with fewer than {k} distinct subscribers are merged with adjacent "
+            "visited areas into cells of at least k, or withheld; each subscriber counts in at "
+            "most one cell, and the taste rows are those same cells"
         ),
     }
     if noisy:
         # the exact number of visitors is exactly what the noise hides
         out["suppressed_subscribers"] = None
-        out["rule"] += "; rows whose noisy count is under the threshold are withheld"
+        out["rule"] += "; cells whose noisy count is under the threshold are withheld"
         return out
     missing = visitors - int(table["subscribers"].sum()) if len(table) else visitors
     out["suppressed_subscribers"] = missing if missing == 0 or missing >= k else None
@@ -297,6 +332,17 @@ def _withhold_small_remainder(area: dict[str, Any], placed: int, k: int) -> None
     area["suppressed_below_k"] = 0 < left_out < k
     if area["suppressed_below_k"]:
         area["suppressed_visits"] = None
+
+
+def _final(outcome: dict[str, Any], monday: date, slug: str, why: str) -> dict[str, Any]:
+    """The refusal of a re-run of a week already stored for the merchant."""
+    return {
+        **outcome,
+        "status": "refused",
+        "final": True,
+        "reason": f"week {iso_week(monday)} is published for {slug} and final: {why}; "
+        "nothing stored",
+    }
 
 
 def run_merchant(
@@ -320,16 +366,17 @@ def run_merchant(
             Report.merchant_id == merchant.id, Report.period_start == monday, Report.kind == KIND
         )
     ).one_or_none()
-    exact_again = earlier is not None and earlier.epsilon == 0 and options.epsilon == 0
-    if exact_again and earlier.k != options.k:
-        # two generalisations of one week at different k can be intersected into small cells
-        db.rollback()
-        return {
-            **outcome,
-            "status": "refused",
-            "reason": f"week {monday} was published for {merchant.slug} with k={earlier.k}; "
-            "a re-run must use the same k",
-        }
+    if earlier is not None:
+        # only an exact week re-run exactly can come out the same; anything else is a second,
+        # different version of a published week, which a reader could subtract from the first
+        why = None
+        if earlier.epsilon != 0 or options.epsilon != 0:
+            why = "it was already released, and noise is never drawn twice for one week"
+        elif earlier.k != options.k:
+            why = f"it was published with k={earlier.k}; a re-run must use the same k"
+        if why is not None:
+            db.rollback()
+            return _final(outcome, monday, merchant.slug, why)
     start_utc, end_utc = week_bounds(monday)
     visits, tastes = load_inputs(db, merchant.id, end_utc, REPORT_TZ, set(areas["code"]))
     week_start = pd.Timestamp(monday)
@@ -377,6 +424,26 @@ def run_merchant(
         ),
     )
     body = _plain(body)  # NaN and numpy scalars must not reach the JSON column
+    summary = {
+        "rows": len(report.table),
+        "all_suppressed": bool(report.table.empty),
+    }
+    if earlier is not None:
+        db.rollback()  # nothing is written for a week already stored, whatever the answer
+        if earlier.body != body:
+            return _final(
+                outcome, monday, merchant.slug, "a re-run would change it (the data changed, "
+                "e.g. a withdrawal), and two versions would reveal the difference"
+            )  # fmt: skip
+        spent = ledger.spent(merchant.slug)[0]
+        return {
+            **outcome,
+            "status": "unchanged",
+            "report_id": earlier.id,
+            **summary,
+            "epsilon_spent": float(spent),
+            "epsilon_left": max(0.0, options.epsilon_budget - float(spent)),
+        }
     try:
         if existing is None:
             db.add(
@@ -404,33 +471,38 @@ def run_merchant(
                 "status": "refused",
                 "reason": f"{merchant.slug}: a concurrent release used the budget; nothing stored",
             }
-        row = earlier
-        status = "stored"
-        if row is None:
-            row = Report(merchant_id=merchant.id, period_start=monday, kind=KIND)
-            db.add(row)
-        else:
-            status = "unchanged" if row.body == body else "replaced"
-        row.period_end = monday + timedelta(days=7)
-        row.k, row.epsilon, row.delta = options.k, float(report.epsilon), float(report.delta)
-        row.body = body
-        row.created_at = datetime.now(UTC)
+        row = Report(
+            merchant_id=merchant.id,
+            period_start=monday,
+            period_end=monday + timedelta(days=7),
+            kind=KIND,
+            k=options.k,
+            epsilon=float(report.epsilon),
+            delta=float(report.delta),
+            body=body,
+            created_at=datetime.now(UTC),
+        )
+        db.add(row)
         db.commit()
-    except (IntegrityError, OperationalError):
-        # another run released this week between our read and our write (a unique window on
-        # any backend; on SQLite also a stale snapshot): its release stands, not ours
+    except IntegrityError:
+        # the unique window (release or report) was taken between our read and our write by
+        # another run of this week: its release stands, not ours
         db.rollback()
         return {
             **outcome,
             "status": "refused",
-            "reason": f"a concurrent run released a week for {merchant.slug}; nothing stored",
+            "reason": f"a concurrent run released week {iso_week(monday)} for {merchant.slug}; "
+            "nothing stored",
         }
+    except SQLAlchemyError:
+        # anything else (a lock held too long, a lost connection) is a failure, not a refusal
+        db.rollback()
+        raise
     return {
         **outcome,
-        "status": status,
+        "status": "stored",
         "report_id": row.id,
-        "rows": len(report.table),
-        "all_suppressed": bool(report.table.empty),
+        **summary,
         "epsilon_spent": float(spent),
         "epsilon_left": max(0.0, options.epsilon_budget - float(spent)),
     }
@@ -457,11 +529,13 @@ def run(
     hierarchy: Hierarchy,
     merchant_slug: str | None = None,
     rng: np.random.Generator | None = None,
+    now: datetime | None = None,
 ) -> dict[str, Any]:
     """Run the week for one merchant (by slug) or every active one; returns the summary."""
     options.check()
     if monday.weekday() != 0:
         raise JobError(f"{monday} is not a Monday")
+    check_period(monday, now)
     query = select(Merchant).order_by(Merchant.id)
     if merchant_slug is not None:
         query = query.where(Merchant.slug == merchant_slug)
@@ -486,31 +560,54 @@ def run(
     }
 
 
-def latest_reports(db: Session, merchant_id: int, limit: int = 8) -> list[dict[str, Any]]:
+def _bundle(row: Report) -> dict[str, Any]:
+    """A stored report as the portal reads it: the body plus the row's own facts."""
+    return {
+        **row.body,
+        "id": row.period_start.isoformat(),
+        "report_id": row.id,
+        "kind": row.kind,
+        "k": row.k,
+        "epsilon": row.epsilon,
+        "delta": row.delta,
+        "noisy": row.epsilon > 0,
+        "created_at": _utc(row.created_at).isoformat(),
+    }
+
+
+def latest_reports(
+    db: Session, merchant_id: int, limit: int = 8, offset: int = 0
+) -> list[dict[str, Any]]:
     """The merchant's stored report bundles, newest week first, each with its guarantees.
 
     Each dict is the stored bundle (`guarantees` with k, epsilon, delta, mechanism, threshold;
     `suppression`; `taste`; `segments`; `suggestions`; `catchment`; `period`) plus `id` (the
     week's Monday, YYYY-MM-DD, as the portal's file store named it), `report_id`, `k`,
-    `epsilon`, `delta`, `noisy` and `created_at`.
+    `epsilon`, `delta`, `noisy` and `created_at`.  `offset` skips that many newer weeks (pages).
     """
     rows = db.scalars(
         select(Report)
         .where(Report.merchant_id == merchant_id)
         .order_by(Report.period_start.desc(), Report.id.desc())
         .limit(max(0, limit))
+        .offset(max(0, offset))
     ).all()
-    return [
-        {
-            **row.body,
-            "id": row.period_start.isoformat(),
-            "report_id": row.id,
-            "kind": row.kind,
-            "k": row.k,
-            "epsilon": row.epsilon,
-            "delta": row.delta,
-            "noisy": row.epsilon > 0,
-            "created_at": _utc(row.created_at).isoformat(),
-        }
-        for row in rows
-    ]
+    return [_bundle(row) for row in rows]
+
+
+def count_reports(db: Session, merchant_id: int) -> int:
+    """How many reports the merchant has stored (for paging through them)."""
+    return int(
+        db.scalar(select(func.count()).select_from(Report).where(Report.merchant_id == merchant_id))
+        or 0
+    )
+
+
+def report_of_week(db: Session, merchant_id: int, monday: date) -> dict[str, Any] | None:
+    """The merchant's stored weekly bundle of the week starting `monday`, however old, or None."""
+    row = db.scalars(
+        select(Report).where(
+            Report.merchant_id == merchant_id, Report.period_start == monday, Report.kind == KIND
+        )
+    ).one_or_none()
+    return None if row is None else _bundle(row)

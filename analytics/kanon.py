@@ -162,7 +162,14 @@ def _encode(
         values = pd.to_numeric(uniq[c], errors="coerce").to_numpy(dtype=float)
         if np.isnan(values).any():
             raise AnonymizeError(f"column {c}: non-numeric value in a numeric quasi-identifier")
-        span = float(values.max() - values.min())
+        if not np.isfinite(values).all():
+            bad = uniq[c].to_numpy()[~np.isfinite(values)][0]
+            raise AnonymizeError(f"column {c}: value {bad!r} is not a finite number")
+        with np.errstate(over="ignore"):
+            span = float(values.max() - values.min())
+        if not np.isfinite(span):
+            # every NCP is a width over this span: an infinite span makes them all NaN
+            raise AnonymizeError(f"column {c}: values too far apart (their range overflows)")
         nums.append((c, values, span if span > 0 else 1.0))
     m = len(uniq)
     depth = max((cat.codes.shape[1] for cat in cats), default=1)

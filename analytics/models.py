@@ -15,7 +15,8 @@ class Report(Base):
     """One merchant's report for one fixed week, as the portal shows it (body is the bundle)."""
 
     __tablename__ = "reports"
-    # re-running a period replaces its report instead of piling up versions a reader could diff
+    # one report per period, and final: a re-run that would change it is refused (analytics.job),
+    # since two versions of one week differ by exactly the people who withdrew in between
     __table_args__ = (UniqueConstraint("merchant_id", "period_start", "kind"),)
     id: Mapped[int] = mapped_column(primary_key=True)
     merchant_id: Mapped[int] = mapped_column(

@@ -103,6 +103,12 @@ class PrivacyLedger:
     delta_budget: float = 1e-6
     releases: list[Release] = field(default_factory=list)
 
+    def __post_init__(self) -> None:
+        # every comparison with NaN is false, so a NaN budget would never refuse anything
+        for name, value in (("epsilon", self.epsilon_budget), ("delta", self.delta_budget)):
+            if not (math.isfinite(value) and value >= 0):
+                raise PrivacyError(f"the {name} budget must be a finite number >= 0, not {value}")
+
     def spent(self, merchant: str) -> tuple[float, float]:
         """Total epsilon and delta already released for the merchant."""
         mine = [r for r in self.releases if r.merchant == merchant]
@@ -112,9 +118,10 @@ class PrivacyLedger:
                delta: float = 0.0) -> Release:  # fmt: skip
         """Record a release, or refuse it if the window was released or the budget would burst."""
         window = week_window(week_start)
-        if epsilon < 0 or delta < 0:
-            # an exact (k-anonymous only) report spends 0 but still takes its window
-            raise PrivacyError("a release cannot spend a negative epsilon or delta")
+        if not (math.isfinite(epsilon) and math.isfinite(delta)) or epsilon < 0 or delta < 0:
+            # an exact (k-anonymous only) report spends 0 but still takes its window; NaN would
+            # slip past every budget comparison below
+            raise PrivacyError("a release must spend a finite, non-negative epsilon and delta")
         if any(r.merchant == merchant and r.window == window for r in self.releases):
             # a second draw for the same week would let noise be averaged away
             raise PrivacyError(f"week {window[0].date()} was already released for {merchant}")

@@ -2,6 +2,10 @@
 
 The job (`python -m analytics run --period ...`) loads visits and tastes from the database and calls
 `weekly_report`; everything here is pure and takes DataFrames.
+
+A weekly bundle with a catchment publishes its taste rows over the catchment's own cells: two
+groupings of the same people (hierarchy labels for tastes, merged neighbours for the catchment)
+would let a reader subtract a row from a cell that contains it and read a group under k.
 """
 
 from __future__ import annotations
@@ -26,7 +30,14 @@ from analytics.privacy import (
     week_window,
 )
 from analytics.segments import describe_report, suggest_titles, taste_segments
-from analytics.taste import MIN_K, ReportError, _one_row_per_subscriber, assign_leaves, taste_report
+from analytics.taste import (
+    MIN_K,
+    ReportError,
+    _check_finite,
+    _one_row_per_subscriber,
+    assign_leaves,
+    taste_report,
+)
 
 QUANTUM = 1000  # genre weights are released as integer thousandths so noise stays discrete
 MECHANISMS = ("laplace", "gaussian")
@@ -99,6 +110,79 @@ def dp_taste_report(
         )
     out = pd.DataFrame(rows, columns=["area", "subscribers", *genres])
     out.attrs.update(k=k, epsilon=epsilon, delta=delta, mechanism=mechanism, threshold=threshold)
+    return out
+
+
+def _sum_scale(mechanism: str, epsilon: float, delta: float) -> float:
+    """Noise scale for quantised genre sums (sensitivity QUANTUM) on the whole of epsilon."""
+    if mechanism == "laplace":
+        return QUANTUM / epsilon
+    return gaussian_sigma(epsilon, delta, QUANTUM)
+
+
+def taste_over_cells(
+    subscribers: pd.DataFrame,
+    cells: Catchment,
+    k: int,
+    epsilon: float = 0.0,
+    delta: float = 1e-6,
+    mechanism: str = "laplace",
+    rng: np.random.Generator | None = None,
+) -> pd.DataFrame:
+    """Taste rows `area, subscribers, <genres>` with one row per published catchment cell.
+
+    The row of a cell holds exactly the cell's people, so no row and cell of one bundle differ
+    by fewer than k subscribers; people of withheld cells are in no row.  Exact: genre means and
+    the cell's own count.  Noisy (epsilon > 0): the cell's already noisy count is reused (a second
+    draw of one count could be averaged) and all of epsilon goes to the quantised genre sums.
+    """
+    if k < MIN_K:
+        raise ReportError(f"k must be at least {MIN_K}, got {k}")
+    genres = [c for c in subscribers.columns if c not in ("subscriber", "area")]
+    people = _one_row_per_subscriber(subscribers, genres)
+    cell_of = {
+        area: cid for cid, areas in zip(cells.cells.index, cells.cells["areas"], strict=True)
+        for area in areas
+    }  # fmt: skip
+    row = people["area"].map(cell_of)
+    noisy = epsilon > 0
+    if noisy:
+        if mechanism not in MECHANISMS:
+            raise PrivacyError(f"mechanism must be one of {', '.join(MECHANISMS)}")
+        if not 0 < delta < 1:
+            raise PrivacyError("need epsilon > 0 and 0 < delta < 1")
+        rng = rng if rng is not None else secure_rng()
+        scale = _sum_scale(mechanism, epsilon, delta)
+        weights = people[genres].to_numpy(dtype=float).clip(min=0.0)
+        totals = weights.sum(axis=1, keepdims=True)
+        weights = np.divide(weights, totals, out=np.zeros_like(weights), where=totals > 0)
+        quantised = np.floor(weights * QUANTUM).astype(np.int64)
+    rows = []
+    for cid in cells.cells.index:
+        members = (row == cid).to_numpy()
+        true_count = int(members.sum())
+        published = cells.cells.loc[cid, "subscribers"]
+        if true_count < k or (not noisy and true_count != published):
+            # the catchment published this cell for exactly these people; anything else means
+            # the two inputs disagree, and a row that differs from its cell must not leave
+            raise ReportError(f"cell {cid!r}: taste rows and catchment cells disagree")
+        if noisy:
+            count = float(published)
+            sums = quantised[members].sum(axis=0) + _noise(mechanism, scale, len(genres), rng)
+            shares = np.clip(sums / QUANTUM / max(count, 1.0), 0.0, 1.0)
+        else:
+            count = true_count
+            with np.errstate(over="ignore", invalid="ignore"):  # overflow is refused below
+                shares = people.loc[members, genres].to_numpy(dtype=float).mean(axis=0)
+        rows.append(
+            {"area": cid, "subscribers": int(count), **dict(zip(genres, shares, strict=True))}
+        )
+    out = pd.DataFrame(rows, columns=["area", "subscribers", *genres])
+    _check_finite(out, genres)
+    if noisy:
+        out.attrs.update(
+            k=k, epsilon=epsilon, delta=delta, mechanism=mechanism, threshold=cells.threshold
+        )
     return out
 
 
@@ -183,8 +267,10 @@ def weekly_report(
     visits: subscriber, time[, consent][, dwell]; tastes: subscriber, area, <genre weights>.  The
     ledger refuses any window that is not a whole Monday-to-Monday week or was already released,
     which is what stops overlapping or repeated reports from being differenced into small cells.
-    With epsilon > 0 the taste rows and the catchment are both noisy, each on half the budget;
-    visits before the week only mark returning visitors.
+    Given areas, the taste rows are the catchment's published cells (`taste_over_cells`), so the
+    bundle groups people one way only; without areas they follow the hierarchy.  With epsilon > 0
+    the taste rows and the catchment are both noisy, each on half the budget; visits before the
+    week only mark returning visitors.
     """
     window = week_window(week_start)
     v = visits
@@ -195,12 +281,6 @@ def weekly_report(
     people = tastes[tastes["subscriber"].astype(str).isin(visitors)]
     # both parts see the same people, so with a catchment each gets half the budget
     parts = 2 if areas is not None else 1
-    if epsilon > 0:
-        table = dp_taste_report(
-            people, hierarchy, k, epsilon / parts, delta / parts, mechanism, rng
-        )
-    else:
-        table = taste_report(people, hierarchy, k)
     area_of = None
     noise = (
         NoiseOptions(epsilon / parts, delta / parts, mechanism, rng=rng) if epsilon > 0 else None
@@ -214,6 +294,12 @@ def weekly_report(
             v.assign(area=v["subscriber"].astype(str).map(home)).dropna(subset=["area"]),
             areas, share=share, k=k, period_start=window[0], period_end=window[1], noise=noise,
         )  # fmt: skip
+        # one partition for the whole bundle: the catchment's cells are the taste rows
+        table = taste_over_cells(people, area_of, k, epsilon / parts, delta / parts, mechanism, rng)
+    elif epsilon > 0:
+        table = dp_taste_report(people, hierarchy, k, epsilon, delta, mechanism, rng)
+    else:
+        table = taste_report(people, hierarchy, k)
     # charged only once the report exists, and nothing leaves this function if the charge fails
     ledger.charge(merchant, window[0], epsilon, delta if epsilon > 0 else 0.0)
     return WeeklyReport(

@@ -6,11 +6,13 @@ individual subscribers, so they add no disclosure of their own.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 
 import numpy as np
 import pandas as pd
 from sklearn.decomposition import NMF
+from sklearn.exceptions import ConvergenceWarning
 
 # A small built-in catalogue (title, year, genre mix) so a cinema gets suggestions out of the box.
 CATALOGUE: list[tuple[str, int, dict[str, float]]] = [
@@ -49,7 +51,11 @@ def taste_segments(
     # rows are weighted by how many people they speak for (least squares on sqrt weights)
     weight = np.sqrt(report["subscribers"].to_numpy(dtype=float))[:, None]
     model = NMF(n_components=n_segments, init="nndsvda", random_state=seed, max_iter=500)
-    w = model.fit_transform(matrix * weight)
+    with warnings.catch_warnings():
+        # a few aggregate rows may stop short of the tolerance; the profiles are still usable,
+        # and the job's contract is a single line on stderr
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        w = model.fit_transform(matrix * weight)
     profiles = model.components_
     profiles = profiles / np.maximum(profiles.sum(axis=1, keepdims=True), 1e-12)
     segment = pd.Series(w.argmax(axis=1), index=report["area"].to_numpy(), name="segment")
@@ -60,8 +66,9 @@ def describe_report(report: pd.DataFrame, n_top: int = 3, n_segments: int = 3) -
     """The report with each row's top genres and taste segment added, for the portal."""
     genres = _genre_columns(report)
     out = report.copy()
+    # a genre nobody in the row listens to is not one of its top genres, whatever its rank
     out["top_genres"] = [
-        ", ".join(row.sort_values(ascending=False).index[:n_top])
+        ", ".join(row[row > 0].sort_values(ascending=False, kind="stable").index[:n_top])
         for _, row in report[genres].iterrows()
     ]
     segment, _ = taste_segments(report, n_segments)

@@ -108,28 +108,39 @@ def taste_report(
             raise ReportError(f"subscribers: missing column {column!r}")
     if genres is None:
         genres = [c for c in subscribers.columns if c not in ("subscriber", "area")]
-    people = _one_row_per_subscriber(subscribers, genres)
-    unknown = ~people["area"].isin(list(hierarchy.lines))
-    if unknown.any():
-        raise ReportError(
-            f"subscribers: area {people.loc[unknown, 'area'].iloc[0]!r} is not a hierarchy leaf"
-        )
-    per_leaf = people.groupby("area", sort=False)[genres].sum()
-    per_leaf["_n"] = people.groupby("area", sort=False).size()
-    counts = per_leaf["_n"].to_dict()
-    assignment = assign_leaves(counts, hierarchy, k)
-    per_leaf["_row"] = per_leaf.index.map(assignment)
-    per_leaf = per_leaf[per_leaf["_row"].notna()]
-    rows = per_leaf.groupby("_row", sort=False)[[*genres, "_n"]].sum()
-    label_rank = {}
-    for line in hierarchy.lines.values():
-        for label in line:
-            label_rank.setdefault(label, len(label_rank))
-    rows = rows.loc[sorted(rows.index, key=lambda label: (label == ROOT, label_rank[label]))]
-    out = pd.DataFrame({"area": rows.index, "subscribers": rows["_n"].to_numpy(dtype=np.int64)})
-    for genre in genres:
-        out[genre] = rows[genre].to_numpy(dtype=float) / out["subscribers"].to_numpy()
-    return out.reset_index(drop=True)
+    # sums of huge weights overflow to inf: refused below, without numpy warning lines first
+    with np.errstate(over="ignore", invalid="ignore"):
+        people = _one_row_per_subscriber(subscribers, genres)
+        unknown = ~people["area"].isin(list(hierarchy.lines))
+        if unknown.any():
+            raise ReportError(
+                f"subscribers: area {people.loc[unknown, 'area'].iloc[0]!r} is not a hierarchy leaf"
+            )
+        per_leaf = people.groupby("area", sort=False)[genres].sum()
+        per_leaf["_n"] = people.groupby("area", sort=False).size()
+        counts = per_leaf["_n"].to_dict()
+        assignment = assign_leaves(counts, hierarchy, k)
+        per_leaf["_row"] = per_leaf.index.map(assignment)
+        per_leaf = per_leaf[per_leaf["_row"].notna()]
+        rows = per_leaf.groupby("_row", sort=False)[[*genres, "_n"]].sum()
+        label_rank = {}
+        for line in hierarchy.lines.values():
+            for label in line:
+                label_rank.setdefault(label, len(label_rank))
+        rows = rows.loc[sorted(rows.index, key=lambda label: (label == ROOT, label_rank[label]))]
+        out = pd.DataFrame({"area": rows.index, "subscribers": rows["_n"].to_numpy(dtype=np.int64)})
+        for genre in genres:
+            out[genre] = rows[genre].to_numpy(dtype=float) / out["subscribers"].to_numpy()
+    out = out.reset_index(drop=True)
+    _check_finite(out, genres)
+    return out
+
+
+def _check_finite(report: pd.DataFrame, genres: list[str]) -> None:
+    """Refuse a report whose means overflowed: inf or NaN must never reach a CSV or JSON."""
+    values = report[genres].to_numpy(dtype=float)
+    if values.size and not np.isfinite(values).all():
+        raise ReportError("subscribers: genre weights too large to add up (the sum overflows)")
 
 
 def _one_row_per_subscriber(df: pd.DataFrame, genres: list[str]) -> pd.DataFrame:
@@ -141,7 +152,11 @@ def _one_row_per_subscriber(df: pd.DataFrame, genres: list[str]) -> pd.DataFrame
         values = pd.to_numeric(df[genre], errors="coerce")
         if values.isna().any():
             raise ReportError(f"subscribers: column {genre!r} has a missing or non-numeric weight")
-        df[genre] = values.astype(float)
+        values = values.astype(float)
+        if not np.isfinite(values.to_numpy()).all():
+            # inf, or a literal such as 1e400 that parses to inf: no mean can be published
+            raise ReportError(f"subscribers: column {genre!r} has a weight that is not finite")
+        df[genre] = values
     if not df["subscriber"].duplicated().any():
         return df
     areas = df.groupby("subscriber", sort=False)["area"].nunique()

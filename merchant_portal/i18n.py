@@ -151,7 +151,8 @@ CATALOGUE: dict[str, dict[str, str]] = {
         "rep_week": "Week of {start}",
         "rep_map": "Catchment area",
         "rep_map_desc": (
-            "Home areas of visitors: filled areas form the catchment ({share} % of visits)."
+            "Home areas of visitors: filled areas form the catchment ({share} % of the visits "
+            "from published areas)."
         ),
         "rep_taste": "Tastes by home area",
         "rep_area": "Area",
@@ -161,6 +162,26 @@ CATALOGUE: dict[str, dict[str, str]] = {
         "rep_csv": "Download CSV",
         "rep_print": "Print",
         "rep_all_areas": "other areas",
+        "rep_all_suppressed": (
+            "Fewer than k = {k} subscribers could be grouped this week: every row was withheld."
+        ),
+        "rep_suppressed": "{n} subscribers were left out: their areas could not reach k.",
+        "rep_suppressed_none": "No subscriber was left out.",
+        "rep_suppressed_below_k": (
+            "Some subscribers were left out; fewer than k = {k}, so their number is withheld too."
+        ),
+        "rep_suppressed_noisy": (
+            "Areas under the threshold were left out; how many people they held is not stated."
+        ),
+        "rep_suppressed_visits": "{n} visits from areas under k are not in the catchment.",
+        "rep_suppressed_visits_hidden": (
+            "Visits from areas under k are not in the catchment; fewer than k = {k} people made "
+            "them, so their number is withheld."
+        ),
+        "rep_pages": "Older and newer reports",
+        "rep_newer": "Newer reports",
+        "rep_older": "Older reports",
+        "rep_page": "Page {page} of {pages}",
         "rules_heading": "Playback rules",
         "rules_help": "They apply to every venue and take effect at the next arrival or departure.",
         "rules_explicit": "Allow explicit tracks",
@@ -392,7 +413,7 @@ CATALOGUE: dict[str, dict[str, str]] = {
         "rep_map": "Zone de chalandise",
         "rep_map_desc": (
             "Lieux de résidence des visiteurs : les zones pleines forment la zone de chalandise "
-            "({share} % des visites)."
+            "({share} % des visites venant des zones publiées)."
         ),
         "rep_taste": "Goûts par lieu de résidence",
         "rep_area": "Zone",
@@ -402,6 +423,30 @@ CATALOGUE: dict[str, dict[str, str]] = {
         "rep_csv": "Télécharger le CSV",
         "rep_print": "Imprimer",
         "rep_all_areas": "autres zones",
+        "rep_all_suppressed": (
+            "Moins de k = {k} abonnés ont pu être regroupés cette semaine : toutes les lignes "
+            "sont omises."
+        ),
+        "rep_suppressed": "{n} abonnés sont omis : leurs zones n'atteignaient pas k.",
+        "rep_suppressed_none": "Aucun abonné n'est omis.",
+        "rep_suppressed_below_k": (
+            "Des abonnés sont omis ; moins de k = {k}, donc leur nombre est omis aussi."
+        ),
+        "rep_suppressed_noisy": (
+            "Les zones sous le seuil sont omises ; le nombre de personnes concernées n'est pas "
+            "indiqué."
+        ),
+        "rep_suppressed_visits": (
+            "{n} visites venant de zones sous k ne comptent pas dans la zone de chalandise."
+        ),
+        "rep_suppressed_visits_hidden": (
+            "Les visites venant de zones sous k ne comptent pas dans la zone de chalandise ; "
+            "moins de k = {k} personnes les ont faites, donc leur nombre est omis."
+        ),
+        "rep_pages": "Rapports plus anciens et plus récents",
+        "rep_newer": "Rapports plus récents",
+        "rep_older": "Rapports plus anciens",
+        "rep_page": "Page {page} sur {pages}",
         "rules_heading": "Règles de diffusion",
         "rules_help": (
             "Elles valent pour tous vos lieux, dès la prochaine arrivée ou le prochain départ."

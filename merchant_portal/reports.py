@@ -2,7 +2,12 @@
 rows, suggestions with their reasons, and a map of the catchment drawn as SVG (no tile server).
 
 The analytics job (`python -m analytics run`) stores each week's bundle in SQL; the portal reads
-them through `analytics.job.latest_reports`, never the job's internals.
+them through `analytics.job.latest_reports` (a page at a time) and `report_of_week` (one week,
+however old), never the job's internals.
+
+The CSV export starts with `# key: value` lines stating the week, k, the noise and the
+suppression (documented in analytics/README.md), then the header and the taste rows; a text cell
+that a spreadsheet would run as a formula is prefixed with a single quote.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import json
 import logging
 import math
 import re
+from datetime import date
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -20,18 +26,65 @@ from typing import Any
 from shapely.geometry import shape
 from sqlalchemy.orm import Session
 
-from analytics.job import latest_reports
+from analytics.job import count_reports, latest_reports, report_of_week
 
 log = logging.getLogger(__name__)
 WEEK = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}\Z")
 SIMPLIFY_DEG = 0.0002  # ~20 m: invisible at tablet scale, keeps the SVG small
+PER_PAGE = 8  # each report draws a map: a page of them stays light on a tablet
+# a spreadsheet runs a cell starting with these as a formula (CSV injection); `#` is added so a
+# data row can never pass for one of the export's leading comment lines
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "#")
 
 
-def load_reports(db: Session, merchant_id: int, limit: int = 8) -> list[dict[str, Any]]:
-    """The merchant's stored bundles, newest week first (each with its guarantees)."""
-    return [
-        b for b in latest_reports(db, merchant_id, limit) if isinstance(b.get("guarantees"), dict)
-    ]
+def _shown(bundle: dict[str, Any] | None) -> bool:
+    return bundle is not None and isinstance(bundle.get("guarantees"), dict)
+
+
+def load_reports(
+    db: Session, merchant_id: int, page: int = 1, per_page: int = PER_PAGE
+) -> tuple[list[dict[str, Any]], int]:
+    """One page of the merchant's stored bundles, newest week first, and how many pages exist."""
+    pages = max(1, math.ceil(count_reports(db, merchant_id) / per_page))
+    bundles = latest_reports(db, merchant_id, per_page, (max(page, 1) - 1) * per_page)
+    return [b for b in bundles if _shown(b)], pages
+
+
+def load_report(db: Session, merchant_id: int, week: str) -> dict[str, Any] | None:
+    """The merchant's bundle of the week starting on `week` (YYYY-MM-DD), or None."""
+    if not WEEK.match(week):
+        return None
+    try:
+        monday = date.fromisoformat(week)
+    except ValueError:
+        return None
+    bundle = report_of_week(db, merchant_id, monday)
+    return bundle if _shown(bundle) else None
+
+
+def suppression_in_words(bundle: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """What the report left out, as catalogue keys with their values (never a count under k)."""
+    supp = bundle.get("suppression") or {}
+    area = bundle.get("catchment") or {}
+    k = (bundle.get("guarantees") or {}).get("k")
+    lines: list[tuple[str, dict[str, Any]]] = []
+    if supp.get("all_suppressed"):
+        lines.append(("rep_all_suppressed", {"k": k}))
+    missing = supp.get("suppressed_subscribers")
+    if isinstance(missing, int) and missing > 0:
+        lines.append(("rep_suppressed", {"n": missing}))
+    elif missing == 0:
+        lines.append(("rep_suppressed_none", {}))
+    elif supp.get("suppressed_below_k"):
+        lines.append(("rep_suppressed_below_k", {"k": k}))
+    elif supp:
+        lines.append(("rep_suppressed_noisy", {}))
+    visits = area.get("suppressed_visits")
+    if isinstance(visits, int) and visits > 0:
+        lines.append(("rep_suppressed_visits", {"n": visits}))
+    elif visits is None and area.get("suppressed_below_k"):
+        lines.append(("rep_suppressed_visits_hidden", {"k": k}))
+    return lines
 
 
 def guarantees_in_words(g: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
@@ -112,12 +165,64 @@ def catchment_map(catchment: dict[str, Any] | None, areas_file: str | None) -> d
     }
 
 
+def _safe(value: Any) -> Any:
+    """A text cell a spreadsheet would run as a formula, defused with a leading quote."""
+    if isinstance(value, str) and value.startswith(FORMULA_START):
+        return "'" + value
+    return value
+
+
+def _number(value: Any) -> str:
+    return "none" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def csv_preamble(bundle: dict[str, Any]) -> list[str]:
+    """The `# key: value` lines that open the CSV: week, k, noise and suppression."""
+    g = bundle.get("guarantees") or {}
+    supp = bundle.get("suppression") or {}
+    area = bundle.get("catchment") or {}
+    noisy = bool(g.get("epsilon"))
+    missing = supp.get("suppressed_subscribers")
+    if isinstance(missing, int):
+        missing_text = str(missing)
+    elif supp.get("suppressed_below_k"):
+        missing_text = "withheld (fewer than k)"
+    else:
+        missing_text = "not stated (hidden by the noise)" if noisy else "not stated"
+    visits = area.get("suppressed_visits")
+    if isinstance(visits, int):
+        visits_text = str(visits)
+    else:
+        visits_text = "withheld (fewer than k people)" if area else "none"
+    zone = (bundle.get("period") or {}).get("time_zone")
+    pairs = [
+        ("report", "Collective Mood taste by home area"),
+        ("week", f"{bundle.get('id', '')}" + (f" ({zone})" if zone else "")),
+        ("k", _number(g.get("k"))),
+        ("rows_cover_at_least_k_subscribers", "yes"),
+        ("noise", (g.get("mechanism") or "laplace") if noisy else "none"),
+        ("epsilon", _number(g.get("epsilon") or 0)),
+        ("delta", _number(g.get("delta") or 0)),
+        ("threshold", _number(g.get("threshold"))),
+        ("all_suppressed", "yes" if supp.get("all_suppressed") else "no"),
+        ("suppressed_subscribers", missing_text),
+        ("suppressed_visits", visits_text),
+    ]
+    # no commas in these lines, so a CSV reader that does not skip them still sees one cell
+    return [f"# {key}: {str(value).replace(',', ';')}" for key, value in pairs]
+
+
 def taste_csv(bundle: dict[str, Any]) -> str:
-    """The taste rows as CSV, for a spreadsheet."""
+    """The taste rows as CSV, for a spreadsheet: `#` lines with the guarantees, then the rows."""
     rows = bundle.get("taste") or []
     buf = io.StringIO()
-    if rows:
-        writer = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
+    # CRLF as RFC 4180 has it; it also makes the writer quote a cell holding a bare CR, which
+    # with a "\n" terminator it would leave unquoted and split the row for a reader
+    buf.writelines(line + "\r\n" for line in csv_preamble(bundle))
+    # an all-suppressed week still has its header, so the file says what it would have held
+    fields = list(rows[0]) if rows else ["area", "subscribers"]
+    writer = csv.writer(buf, lineterminator="\r\n")
+    writer.writerow([_safe(f) for f in fields])
+    for row in rows:
+        writer.writerow([_safe(row.get(f)) for f in fields])
     return buf.getvalue()

@@ -407,30 +407,38 @@ def _areas_file() -> str | None:
 @bp.get("/reports")
 @login_required
 def reports() -> ResponseReturnValue:
-    """The merchant's stored catchment and taste reports, newest first."""
+    """The merchant's stored catchment and taste reports, newest first, a page at a time."""
+    raw = request.args.get("page", "1")
+    if not raw.isdigit() or not 1 <= int(raw) <= 100_000:
+        abort(404)
+    page = int(raw)
+    bundles, pages = stored.load_reports(get_db(), current_staff().merchant_id, page)
+    if page > pages:
+        abort(404)
     shown = []
-    for bundle in stored.load_reports(get_db(), current_staff().merchant_id):
+    for bundle in bundles:
         catchment = bundle.get("catchment")
         shown.append(
             {
                 "bundle": bundle,
                 "guarantees": stored.guarantees_in_words(bundle["guarantees"]),
+                "suppression": stored.suppression_in_words(bundle),
                 "map": stored.catchment_map(catchment, _areas_file()),
-                "share": round(100 * (catchment or {}).get("share", 0)),
+                "share": round(100 * ((catchment or {}).get("share") or 0)),
             }
         )
-    return render_template("reports.html", reports=shown)
+    return render_template("reports.html", reports=shown, page=page, pages=pages)
 
 
 @bp.get("/reports/<week>.csv")
 @login_required
 def report_csv(week: str) -> ResponseReturnValue:
-    """One report's taste rows as CSV."""
-    for bundle in stored.load_reports(get_db(), current_staff().merchant_id):
-        if bundle["id"] == week:
-            return Response(
-                stored.taste_csv(bundle),
-                mimetype="text/csv",
-                headers={"Content-Disposition": f"attachment; filename=taste-{week}.csv"},
-            )
-    abort(404)
+    """One week's taste rows as CSV, found by its Monday however old the report is."""
+    bundle = stored.load_report(get_db(), current_staff().merchant_id, week)
+    if bundle is None:
+        abort(404)
+    return Response(
+        stored.taste_csv(bundle),
+        mimetype="text/csv",
+        headers={"Content-Disposition": f"attachment; filename=taste-{bundle['id']}.csv"},
+    )

@@ -79,3 +79,23 @@ def test_noisy_bundle_with_catchment_splits_one_charge(shared_data) -> None:
     assert [c["cell"] for c in bundle["catchment"]["cells"]] == ["75111"]
     assert abs(bundle["catchment"]["cells"][0]["subscribers"] - 400) < 60
     assert ledger.spent("m")[0] == 4.0 and len(ledger.releases) == 1
+
+
+def test_noisy_taste_rows_are_the_catchment_cells_with_their_counts(shared_data) -> None:
+    areas = gpd.read_file(shared_data / "geo" / "paris-petite-couronne.geojson")
+    hierarchy = parse_hierarchy([[c, "*"] for c in areas["code"]])
+    # 3 people from the 12e are too few alone: they must sit in one cell with the 11e, in the
+    # taste rows as in the catchment, or the difference of the two would be those 3
+    homes = ["75111"] * 300 + ["75112"] * 3
+    tastes = pd.DataFrame({"subscriber": [f"s{i}" for i in range(303)], "area": homes,
+                           "drama": 0.3, "comedy": 0.7})  # fmt: skip
+    visits = pd.DataFrame({"subscriber": tastes["subscriber"], "dwell": 3600.0,
+                           "time": MONDAY + pd.Timedelta(hours=9)})  # fmt: skip
+    report = weekly_report(visits, tastes, hierarchy, "m", MONDAY, 5, PrivacyLedger(4.0),
+                           epsilon=4.0, rng=np.random.default_rng(3), areas=areas)  # fmt: skip
+    bundle = json.loads(json.dumps(report.to_dict()))
+    rows = {row["area"]: row["subscribers"] for row in bundle["taste"]}
+    cells = {cell["cell"]: cell["subscribers"] for cell in bundle["catchment"]["cells"]}
+    assert rows == cells == {"75111+75112": rows["75111+75112"]}
+    assert bundle["guarantees"]["threshold"] > 5
+    assert 0.6 < bundle["taste"][0]["comedy"] < 0.8
