@@ -1,5 +1,5 @@
 """A store server process that runs only the background jobs (exit sweeper, resolver refresh,
-each venue's published radio drift, retention rounds).
+each venue's published radio drift and dark zones, retention rounds).
 
 Web workers can then be scaled freely; the jobs take a Redis lock per round, so running this in
 several places is safe too.

@@ -1,5 +1,5 @@
 """Background jobs of a store server process: the exit sweeper, the resolver refresh, the
-venues' published drift and the retention rounds.
+venues' published drift and dark zones, and the retention rounds.
 
 Several processes may run them; a short Redis lock makes one of them do each round.
 """
