@@ -4,9 +4,13 @@ every store for privacy checks. Fixtures live in conftest.py; these are plain fu
 from __future__ import annotations
 
 import json
+import os
 import queue
+import subprocess
+import sys
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 import requests
@@ -117,3 +121,20 @@ def ingest_rows(
         digest=ingest.batch_digest(doc),
     )  # fmt: skip
     return outcome
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_python(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """`python <args>` in a real process of its own, in a scratch directory, with the
+    repository importable (a warning a library prints goes to that process's stderr)."""
+    return subprocess.run(
+        [sys.executable, *args],
+        cwd=cwd,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )

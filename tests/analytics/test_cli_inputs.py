@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -14,6 +12,7 @@ import pytest
 
 from analytics.cli import main
 from analytics.segments import describe_report
+from tests.helpers import run_python
 
 REPO = Path(__file__).resolve().parents[2]
 HIERARCHY = "75101;75;*\n75102;75;*\n92012;92;*\n"
@@ -99,15 +98,7 @@ def test_a_write_cut_short_leaves_the_previous_output_and_no_partial_file(files,
         "import os, resource, sys; resource.setrlimit(resource.RLIMIT_FSIZE, (8192, 8192)); "
         "os.execv(sys.executable, [sys.executable, '-m', 'analytics', *sys.argv[1:]])"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", launcher, *anon(files, out, big)],
-        cwd=tmp_path,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    done = run_python("-c", launcher, *anon(files, out, big), cwd=tmp_path)
     assert done.returncode == 2 and done.stdout == ""
     assert len(done.stderr.splitlines()) == 1 and "cannot write" in done.stderr
     assert out.read_text(encoding="utf-8") == "previous report\n"
@@ -188,15 +179,7 @@ def test_a_separator_that_is_not_one_character_is_one_line(files, tmp_path, sep)
     argv = anon(files, tmp_path / "o.csv")
     argv[argv.index("--sep") + 1] = sep
     # a real process: pandas' ParserWarning would go to its stderr, not to pytest's recorder
-    done = subprocess.run(
-        [sys.executable, "-m", "analytics", *argv],
-        cwd=tmp_path,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    done = run_python("-m", "analytics", *argv, cwd=tmp_path)
     assert done.returncode == 2 and done.stdout == ""
     assert done.stderr.splitlines() == [
         f"analytics anonymize: error: --sep must be one character, not a quote or a line break: "

@@ -6,11 +6,9 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import secrets
 import sqlite3
 import subprocess
-import sys
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -33,6 +31,7 @@ from store_server.services import (
     grant_consent,
     withdraw_all,
 )
+from tests.helpers import run_python
 
 REPO = Path(__file__).resolve().parents[2]
 W47 = date(2026, 11, 16)
@@ -84,15 +83,7 @@ def stored(db: Session, merchant_id: int) -> Report:
 
 def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     """`python -m analytics …` in a real process, in a scratch directory."""
-    return subprocess.run(
-        [sys.executable, "-m", "analytics", *args],
-        cwd=cwd,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    return run_python("-m", "analytics", *args, cwd=cwd)
 
 
 SIX_ONE_CLASSICAL = [("75111", {"pop": 0.5, "jazz": 0.5}, 1)] * 5 + [
