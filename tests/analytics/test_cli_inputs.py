@@ -14,7 +14,6 @@ from analytics.cli import main
 from analytics.segments import describe_report
 from tests.helpers import run_python
 
-REPO = Path(__file__).resolve().parents[2]
 HIERARCHY = "75101;75;*\n75102;75;*\n92012;92;*\n"
 
 

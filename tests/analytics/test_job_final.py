@@ -33,7 +33,6 @@ from store_server.services import (
 )
 from tests.helpers import run_python
 
-REPO = Path(__file__).resolve().parents[2]
 W47 = date(2026, 11, 16)
 LONG_AGO = datetime(2026, 1, 1, tzinfo=UTC)
 K = 5
