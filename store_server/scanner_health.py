@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import shapely
@@ -65,7 +65,12 @@ def dark_zones(own: Mapping[str, tuple[int, ...]], silent_ids: set[int]) -> froz
     return frozenset(z for z, ids in own.items() if ids and all(i in silent_ids for i in ids))
 
 
-def publish(client: Any, keys: Keys, scanners: Mapping[int, int], own_of: Any) -> dict[int, list]:
+def publish(
+    client: Any,
+    keys: Keys,
+    scanners: Mapping[int, int],
+    own_of: Callable[[int], Mapping[str, tuple[int, ...]] | None],
+) -> dict[int, list]:
     """Judge every scanner (id -> venue id) by its heartbeat and publish the venues' dark zones
     (`own_of(venue_id)`: that venue's `zone_scanners`, None if it is gone); one read and one
     write round trip."""

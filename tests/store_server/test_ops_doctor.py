@@ -174,16 +174,21 @@ def test_unreachable_database_fails(stack, capsys):
     assert found["database"]["status"] == "FAIL"
 
 
-def test_runs_as_a_module_and_prints_what_to_fix(stack):
-    env = {**os.environ, **env_for(stack, SECRET_KEY="dev-only-not-secret"), "CM_ENV": "production"}
-    proc = subprocess.run(
-        [sys.executable, "-m", "store_server.doctor"],
+def run_doctor(env: dict[str, str], *command: str) -> subprocess.CompletedProcess[str]:
+    """The doctor as an operator starts it, in a process of its own with this environment."""
+    return subprocess.run(
+        [sys.executable, *command],
         cwd=REPO,
         env=env,
         capture_output=True,
         text=True,
         timeout=60,
     )
+
+
+def test_runs_as_a_module_and_prints_what_to_fix(stack):
+    env = {**os.environ, **env_for(stack, SECRET_KEY="dev-only-not-secret"), "CM_ENV": "production"}
+    proc = run_doctor(env, "-m", "store_server.doctor")
     assert proc.returncode == 1, proc.stderr
     assert "FAIL  config.SECRET_KEY: default or placeholder value" in proc.stdout
     assert "fix: export SECRET_KEY" in proc.stdout
@@ -303,14 +308,7 @@ def test_an_unreachable_sentinel_fails(tmp_path, capsys):
 def test_a_bad_setting_is_reported_without_a_traceback(tmp_path, command):
     env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "DATABASE_URL")}
     env.update(unconfigured(tmp_path, INGEST_MAX_SKEW_S="abc"))
-    proc = subprocess.run(
-        [sys.executable, *command],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    proc = run_doctor(env, *command)
     assert proc.returncode == 1, proc.stderr
     assert proc.stderr == ""
     assert "FAIL  config: INGEST_MAX_SKEW_S must be a whole number of seconds" in proc.stdout
