@@ -61,49 +61,37 @@ def claim(r: redis.Redis, keys: Keys, ids: list[str]) -> list[bool]:
     if not ids:
         return []
     pipe = r.pipeline(transaction=False)
-    for entry_id in ids:
-        pipe.set(keys.delivering(entry_id), 1, nx=True, px=int(CLAIM_S * 1000))
+    _claims(pipe, keys, ids)
     return [bool(x) for x in pipe.execute()]
 
 
-def _done(r: redis.Redis, keys: Keys, ids: list[str]) -> None:
-    """Drop delivered events from the pending stream. Their claims stay until they expire: an
-    inline delivery that comes late (its flush ran first) must still find the event taken."""
-    if ids:
-        r.xdel(keys.pending_events(), *ids)
+def _claims(pipe: redis.client.Pipeline, keys: Keys, ids: list[str]) -> None:
+    for entry_id in ids:
+        pipe.set(keys.delivering(entry_id), 1, nx=True, px=int(CLAIM_S * 1000))
 
 
-def _deliver_claimed(
-    app: Flask, r: redis.Redis, keys: Keys, occurrences: list[Occurrence], ids: list[str]
-) -> None:
-    """Deliver events this caller claimed; on failure their claims go, so the retry job
-    takes them over at its next round instead of after CLAIM_S."""
-    try:
-        deliver(app, still_present(r, keys, occurrences))
-    except BaseException:
-        with contextlib.suppress(redis.RedisError):
-            r.delete(*[keys.delivering(i) for i in ids])
-        raise
-    _done(r, keys, ids)
-
-
-def still_present(r: redis.Redis, keys: Keys, occurrences: list[Occurrence]) -> list[Occurrence]:
-    """The occurrences minus enters whose presence has ended since they were committed (one
-    round trip, only if there are enters).
+def _take(
+    r: redis.Redis, keys: Keys, items: list[tuple[str, Occurrence | None]]
+) -> tuple[list[Occurrence], list[str]]:
+    """Claim pending events (id, occurrence; None when nobody is left to deliver to) and read
+    the states their enters began, in one round trip; returns what this caller delivers and
+    the ids it holds.
 
     An enter delivered late (its first delivery failed, or a withdrawal came between its
     commit and its delivery) would push a profile after the revoke that ended it: after a
-    withdrawal, or after the person left. What ended it was delivered already."""
-    enters = [o for o in occurrences if o.event.kind == "enter"]
-    if not enters:
-        return occurrences
+    withdrawal, or after the person left. What ended it was delivered already, so such an
+    enter is left out."""
+    enters = [o for _, o in items if o is not None and o.event.kind == "enter"]
     pipe = r.pipeline(transaction=False)
+    _claims(pipe, keys, [entry_id for entry_id, _ in items])
     for o in enters:
         pipe.hget(keys.tracks(o.venue.id), str(o.subscriber_id))
-    ended = {
-        id(o) for o, raw in zip(enters, pipe.execute(), strict=True) if not _holds(raw, o.event)
-    }
-    return [o for o in occurrences if id(o) not in ended]
+    answers = pipe.execute()
+    held, states = answers[: len(items)], answers[len(items) :]
+    ended = {id(o) for o, raw in zip(enters, states, strict=True) if not _holds(raw, o.event)}
+    mine = [(entry_id, o) for (entry_id, o), ok in zip(items, held, strict=True) if ok]
+    deliver_these = [o for _, o in mine if o is not None and id(o) not in ended]
+    return deliver_these, [entry_id for entry_id, _ in mine]
 
 
 def _holds(raw: str | None, event: PresenceEvent) -> bool:
@@ -114,15 +102,30 @@ def _holds(raw: str | None, event: PresenceEvent) -> bool:
     return p.get("zone") == event.zone and p.get("since") == event.since
 
 
+def _deliver_taken(
+    app: Flask, r: redis.Redis, keys: Keys, occurrences: list[Occurrence], ids: list[str]
+) -> None:
+    """Deliver what this caller took, then drop it from the pending stream. The claims stay
+    until they expire: an inline delivery that comes late (its flush ran first) must still
+    find the event taken. On failure they go, so the retry job takes the events over at its
+    next round instead of after CLAIM_S."""
+    try:
+        deliver(app, occurrences)
+    except BaseException:
+        with contextlib.suppress(redis.RedisError):
+            r.delete(*[keys.delivering(i) for i in ids])
+        raise
+    r.xdel(keys.pending_events(), *ids)
+
+
 def deliver_now(app: Flask, occurrences: list[Occurrence], ids: list[str]) -> None:
     """Deliver events that were just committed, then drop them from the pending stream."""
     if not occurrences:
         return
     r, keys = get_redis(app), get_keys(app)
-    held = claim(r, keys, ids)
-    mine = [o for o, ok in zip(occurrences, held, strict=True) if ok]
-    if mine:
-        _deliver_claimed(app, r, keys, mine, [i for i, ok in zip(ids, held, strict=True) if ok])
+    mine, held = _take(r, keys, list(zip(ids, occurrences, strict=True)))
+    if held:
+        _deliver_taken(app, r, keys, mine, held)
 
 
 def flush(app: Flask, min_age_s: float = RETRY_AFTER_S, limit: int = 200) -> int:
@@ -132,21 +135,19 @@ def flush(app: Flask, min_age_s: float = RETRY_AFTER_S, limit: int = 200) -> int
     entries = r.xrange(keys.pending_events(), "-", f"{cutoff_ms}", count=limit)
     if not entries:
         return 0
-    held = claim(r, keys, [entry_id for entry_id, _ in entries])
-    occurrences, ids = [], []
-    for (entry_id, fields), ok in zip(entries, held, strict=True):
-        if not ok:
-            continue  # another process is delivering it now
+    items: list[tuple[str, Occurrence | None]] = []
+    for entry_id, fields in entries:
         doc = json.loads(fields["o"])
         venue = topo.venue(doc["v"])
-        ids.append(entry_id)
         if venue is None:
-            continue  # the venue is gone: nobody left to deliver to
+            items.append((entry_id, None))  # the venue is gone: nobody left to deliver to
+            continue
         kind, zone, at, since, reason = doc["e"]
         event = PresenceEvent(kind, zone, at, since, reason)
-        occurrences.append(Occurrence(doc["s"], venue, doc["c"], event, doc.get("d", True)))
+        items.append((entry_id, Occurrence(doc["s"], venue, doc["c"], event, doc.get("d", True))))
+    occurrences, ids = _take(r, keys, items)
     if not ids:
-        return 0
-    _deliver_claimed(app, r, keys, occurrences, ids)
+        return 0  # another process is delivering them now
+    _deliver_taken(app, r, keys, occurrences, ids)
     log.info("redelivered pending presence events", extra={"count": len(ids)})
     return len(ids)
