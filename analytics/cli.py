@@ -233,12 +233,7 @@ def _run(args: argparse.Namespace) -> int:
     except job.JobError as exc:
         raise CliError(str(exc)) from exc
     except SQLAlchemyError as exc:
-        first = str(exc.orig if getattr(exc, "orig", None) else exc).strip().splitlines()
-        missing = any(word in str(exc) for word in ("no such table", "does not exist"))
-        hint = " (is the database migrated to revision 0003?)" if missing else ""
-        raise JobFailed(
-            f"the database failed: {first[0] if first else type(exc).__name__}{hint}"
-        ) from exc
+        raise JobFailed(job.database_failure(exc)) from exc
     finally:
         engine.dispose()
     summary["seconds"] = round(time.perf_counter() - began, 3)
@@ -250,6 +245,12 @@ def _run(args: argparse.Namespace) -> int:
             f"{', '.join(final)}; a re-run may not change it, nothing was stored",
             file=sys.stderr,
         )
+    failed = [m for m in summary["merchants"] if m["status"] == "failed"]
+    if failed:
+        # the others' weeks are stored (the JSON says which); the failure still fails the run
+        names = ", ".join(m["merchant"] for m in failed)
+        print(f"analytics run: failed for {names}: {failed[0]['reason']}", file=sys.stderr)
+        return 1
     return EXIT_REFUSED if summary["refused"] else 0
 
 
@@ -280,7 +281,8 @@ def build_parser() -> argparse.ArgumentParser:
         "visits and store it; prints one JSON line. Only weeks that have ended (2020-W01 on) "
         "are run, and a stored week is final: a re-run that would change it is refused. Exit 0: "
         "stored or unchanged; 2: bad arguments; 3: at least one merchant refused (ledger, or "
-        "week published and final; nothing stored for it); 1: failure.",
+        "week published and final; nothing stored for it); 1: failure (for one merchant of "
+        "several, the others still run and the JSON line says which).",
     )
     job.add_argument("--period", required=True, help="ISO week 2026-W47 or its Monday")
     job.add_argument("--merchant", help="one merchant slug (default: every active merchant)")

@@ -545,7 +545,25 @@ def run(
     if merchant_slug is not None and not merchants:
         raise JobError(f"no merchant with slug {merchant_slug!r}")
     db.rollback()  # each merchant below runs in a transaction of its own
-    results = [run_merchant(db, m, monday, options, areas, hierarchy, rng) for m in merchants]
+    results = []
+    for merchant in merchants:
+        slug = merchant.slug
+        try:
+            results.append(run_merchant(db, merchant, monday, options, areas, hierarchy, rng))
+        except SQLAlchemyError as exc:
+            if merchant_slug is not None:
+                raise
+            # one merchant's failure (a lock held too long, a broken row) must not cost the
+            # others their week: it is reported and the run goes on to the next merchant
+            _rollback_quietly(db)
+            results.append(
+                {
+                    "merchant": slug,
+                    "report_id": None,
+                    "status": "failed",
+                    "reason": database_failure(exc),
+                }
+            )
     return {
         "command": "run",
         "period": iso_week(monday),
@@ -555,9 +573,26 @@ def run(
         "epsilon": options.epsilon,
         "kind": KIND,
         "merchants": results,
-        "stored": sum(r["status"] != "refused" for r in results),
+        "stored": sum(r["status"] in ("stored", "unchanged") for r in results),
         "refused": sum(r["status"] == "refused" for r in results),
+        "failed": sum(r["status"] == "failed" for r in results),
     }
+
+
+def database_failure(exc: SQLAlchemyError) -> str:
+    """One line naming a database failure, with a hint when the schema is missing."""
+    first = str(exc.orig if getattr(exc, "orig", None) else exc).strip().splitlines()
+    missing = any(word in str(exc) for word in ("no such table", "does not exist"))
+    hint = " (is the database migrated to revision 0003?)" if missing else ""
+    return f"the database failed: {first[0] if first else type(exc).__name__}{hint}"
+
+
+def _rollback_quietly(db: Session) -> None:
+    try:
+        db.rollback()
+    except SQLAlchemyError:
+        # a connection that died mid-transaction cannot roll back; the session starts afresh
+        db.close()
 
 
 def _bundle(row: Report) -> dict[str, Any]:

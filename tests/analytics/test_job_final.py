@@ -279,10 +279,44 @@ def test_a_failing_insert_is_a_database_failure_not_a_concurrent_release(tmp_pat
     con.commit()
     con.close()
     done = run_cli("run", "--period", "2026-W47", "--database-url", url, cwd=tmp_path)
-    assert done.returncode == 1 and done.stdout == ""
+    assert done.returncode == 1
+    (line,) = json.loads(done.stdout)["merchants"]
+    assert line["status"] == "failed" and line["report_id"] is None
     assert done.stderr.splitlines() == [
-        "analytics run: failed: the database failed: no such function: no_such_function"
+        f"analytics run: failed for {line['merchant']}: "
+        "the database failed: no such function: no_such_function"
     ]
+
+
+def test_one_merchants_database_failure_does_not_cost_the_others_their_week(tmp_path):
+    url = f"sqlite:///{tmp_path / 'two.db'}"
+    upgrade(url)
+    engine = make_engine(url, pooled=False)
+    with Session(engine) as s:
+        broken_slug, broken_id, _ = seed(s, [("75111", {"pop": 1.0}, 1)] * 6)
+        fine_slug, fine_id, _ = seed(s, [("75112", {"jazz": 1.0}, 1)] * 6)
+    con = sqlite3.connect(tmp_path / "two.db")
+    # a real SQLite error at run time on the first merchant's release only (an unknown
+    # function would fail every insert: the trigger is compiled with the statement)
+    con.execute(
+        "CREATE TRIGGER broken BEFORE INSERT ON privacy_releases "
+        f"WHEN NEW.merchant_id = {broken_id} BEGIN SELECT zeroblob(2000000000); END"
+    )
+    con.commit()
+    con.close()
+    done = run_cli("run", "--period", "2026-W47", "--database-url", url, cwd=tmp_path)
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert done.stderr.splitlines() == [
+        f"analytics run: failed for {broken_slug}: the database failed: string or blob too big"
+    ]
+    out = json.loads(done.stdout)
+    status = {m["merchant"]: m["status"] for m in out["merchants"]}
+    assert status == {broken_slug: "failed", fine_slug: "stored"}
+    assert (out["stored"], out["refused"], out["failed"]) == (1, 0, 1)
+    with Session(engine) as s:
+        assert stored(s, fine_id).k == K
+        assert s.scalars(select(Report).where(Report.merchant_id == broken_id)).all() == []
+    engine.dispose()
 
 
 def test_a_locked_database_raises_instead_of_reporting_a_refusal(tmp_path, geography):
