@@ -3,6 +3,7 @@
 Usage: .venv/bin/python bench/positioning.py [--inprocess] [--data DIR] [--params JSON] [--by-start]
        .venv/bin/python bench/positioning.py --synthetic
        .venv/bin/python bench/positioning.py --rooms
+       .venv/bin/python bench/positioning.py --unseen [--params JSON]
 Prints one JSON object per track, then the overall JSON object as the last line. --by-start adds
 the median error by seconds since each track's start (where issue 4's remaining error sits).
 --synthetic instead scores a simulated flat (four real-room zones, walls, six scanners) on three
@@ -11,7 +12,9 @@ drift as three earlier visitors learnt it (`drift_learnt`: they precede the visi
 and predict, as live ingest, starts a new track from the drift the others learnt). --rooms scores
 twelve random venues of 4-9 rooms (one or two scanners per room, doors, radio constants drawn per
 venue) on stop-and-go visits, clean, with a drift per venue and with it learnt, and the mean delay
-from walking into a room to the estimate entering it."""
+from walking into a room to the estimate entering it. --unseen calibrates on the whole shared
+survey and scores three real walks of the same room that it never contains
+(bench/data/unseen-walks/README.md), each and overall."""
 
 from __future__ import annotations
 
@@ -29,6 +32,12 @@ import pandas as pd
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 DATA = REPO.parent / "shared" / "data" / "ble" / "position-annotated"
+UNSEEN = REPO / "bench" / "data" / "unseen-walks"
+UNSEEN_WALKS = (
+    "rectangular_with_rotation",
+    "zigzagging_without_rotation",
+    "zigzagging_with_rotation",
+)
 TRACK_GAP_S = 5.0
 
 
@@ -95,6 +104,9 @@ def main() -> int:
     ap.add_argument("--synthetic", action="store_true", help="score the simulated flat instead")
     ap.add_argument("--rooms", action="store_true", help="score random simulated room venues")
     ap.add_argument(
+        "--unseen", action="store_true", help="score real walks the survey never contains"
+    )
+    ap.add_argument(
         "--by-start", action="store_true", help="median error by seconds since each track's start"
     )
     args = ap.parse_args()
@@ -103,6 +115,8 @@ def main() -> int:
         return _synthetic(params)
     if args.rooms:
         return _rooms(params)
+    if args.unseen:
+        return _unseen(args.data, params, args.inprocess)
     data = args.data
     survey = pd.read_csv(data / "survey.csv", dtype={"scanner": str, "emitter": str, "zone": str})
     survey = survey.sort_values("ts", kind="stable").reset_index(drop=True)
@@ -169,6 +183,44 @@ def main() -> int:
     overall["tracks"] = len(np.unique(trk))
     overall["seconds"] = round(time.perf_counter() - started, 2)
     print(json.dumps({"overall": overall}))
+    return 0
+
+
+def _unseen(data: Path, params: dict, inprocess: bool) -> int:
+    """Calibrate on the whole survey, predict and score each unseen walk, then all of them."""
+    started = time.perf_counter()
+    zones = str(data / "zones.geojson")
+    survey = pd.read_csv(data / "survey.csv", dtype={"scanner": str, "emitter": str, "zone": str})
+    walks = []
+    with tempfile.TemporaryDirectory() as tmp:
+        t = Path(tmp)
+        for name in UNSEEN_WALKS:
+            # each walk under its own emitter id, so the pooled score keeps them apart
+            truth = pd.read_csv(
+                UNSEEN / f"{name}.csv", dtype={"scanner": str, "emitter": str, "zone": str}
+            ).assign(emitter=name)
+            blank = truth.assign(x=np.nan, y=np.nan, zone=np.nan)
+            paths = {n: t / f"{n}-{name}.csv" for n in ("test", "truth", "pred")}
+            blank.to_csv(paths["test"], index=False)
+            truth.to_csv(paths["truth"], index=False)
+            if inprocess or params:
+                result = _inprocess(data, survey, blank, truth, paths["pred"], params)
+            else:
+                scanners, survey_csv = str(data / "scanners.csv"), str(data / "survey.csv")
+                _cli("predict", "--scanners", scanners, "--zones", zones, "--survey", survey_csv,
+                     "--recording", str(paths["test"]), "--out", str(paths["pred"]))  # fmt: skip
+                scored = _cli("evaluate", "--zones", zones, "--truth", str(paths["truth"]),
+                              "--predictions", str(paths["pred"]))  # fmt: skip
+                result = json.loads(scored)
+            heard = int(truth["scanner"].nunique())
+            print(json.dumps({"walk": name, "scanners": heard, **result}), flush=True)
+            walks.append((truth, pd.read_csv(paths["pred"], dtype={"emitter": str, "zone": str})))
+        truth = pd.concat([w[0] for w in walks])
+        pred = pd.concat([w[1] for w in walks])
+        overall = _score(data, truth, pred)
+    overall["walks"] = len(walks)
+    overall["seconds"] = round(time.perf_counter() - started, 2)
+    print(json.dumps({"unseen": overall}))
     return 0
 
 

@@ -1,7 +1,9 @@
-"""bench/positioning.py's error breakdown by seconds since each track's start."""
+"""bench/positioning.py's error breakdown by seconds since each track's start, its crossing
+delays, and the real walks its --unseen mode scores."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from types import ModuleType
 
 import numpy as np
@@ -43,3 +45,24 @@ def test_crossing_delays_count_seconds_until_the_estimate_enters_the_room(
     skip = np.where(ts < 21, "a", "c")
     pred = pred.assign(zone=skip)
     assert bench.crossing_delays(zones, path, pred) == [None, 0]
+
+
+def test_the_unseen_walks_are_survey_shaped_and_not_in_the_survey(
+    bench: ModuleType, shared_data: Path
+) -> None:
+    from store_server.positioning.venue import load_readings, load_scanners, load_zones, zone_of
+
+    data = shared_data / "ble" / "position-annotated"
+    zones = load_zones(data / "zones.geojson")
+    scanners = set(load_scanners(data / "scanners.csv"))
+    survey = load_readings(data / "survey.csv", positions=True)
+    for name in bench.UNSEEN_WALKS:
+        walk = load_readings(bench.UNSEEN / f"{name}.csv", positions=True)
+        assert len(walk) > 1000 and walk["emitter"].unique().tolist() == ["e78f135624ce"]
+        assert set(walk["scanner"]) <= scanners and walk["rssi"].between(-110, -40).all()
+        assert walk["ts"].is_monotonic_increasing and walk["ts"].diff().max() < 1.0
+        # the true zone is the one evaluate derives from the true position
+        assert walk["zone"].tolist() == zone_of(walk["x"], walk["y"], zones)
+        # a walk of its own: no survey reading falls within its span
+        inside = survey["ts"].between(walk["ts"].min() - 5.0, walk["ts"].max() + 5.0)
+        assert not inside.any(), name
