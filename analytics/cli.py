@@ -213,10 +213,11 @@ def _run(args: argparse.Namespace) -> int:
             epsilon_budget=args.epsilon_budget,
             delta_budget=args.delta_budget,
             share=args.share,
+            settle_hours=job.SETTLE_HOURS if args.settle_hours is None else args.settle_hours,
         )
         options.check()
         monday = job.parse_period(args.period)
-        job.check_period(monday)
+        job.check_period(monday, settle_hours=options.settle_hours)
         url = _database_url(args.database_url)
         areas, hierarchy = job.load_geography(args.areas or job.areas_file())
     except job.JobError as exc:
@@ -278,11 +279,11 @@ def build_parser() -> argparse.ArgumentParser:
         "run",
         help="compute and store weekly reports from the database",
         description="Compute each merchant's weekly report (Europe/Paris weeks) from consented "
-        "visits and store it; prints one JSON line. Only weeks that have ended (2020-W01 on) "
-        "are run, and a stored week is final: a re-run that would change it is refused. Exit 0: "
-        "stored or unchanged; 2: bad arguments; 3: at least one merchant refused (ledger, or "
-        "week published and final; nothing stored for it); 1: failure (for one merchant of "
-        "several, the others still run and the JSON line says which).",
+        "visits and store it; prints one JSON line. Only weeks that ended at least --settle-hours "
+        "ago (2020-W01 on) are run, and a stored week is final: a re-run that would change it "
+        "is refused. Exit 0: stored or unchanged; 2: bad arguments; 3: at least one merchant "
+        "refused (ledger, or week published and final; nothing stored for it); 1: failure "
+        "(for one merchant of several, the others still run and the JSON line says which).",
     )
     job.add_argument("--period", required=True, help="ISO week 2026-W47 or its Monday")
     job.add_argument("--merchant", help="one merchant slug (default: every active merchant)")
@@ -293,6 +294,12 @@ def build_parser() -> argparse.ArgumentParser:
     job.add_argument("--epsilon-budget", type=float, default=10.0, help="per merchant, lifetime")
     job.add_argument("--delta-budget", type=float, default=1e-5)
     job.add_argument("--share", type=float, default=0.7, help="catchment share of visits")
+    job.add_argument(
+        "--settle-hours",
+        type=float,
+        help="run a week only this long after it ended, once scanners' late uploads are in "
+        "(default: a day)",
+    )
     job.add_argument("--areas", type=Path, help="GeoJSON polygons (default $CM_AREAS_FILE)")
     job.add_argument("--database-url", help="default: $DATABASE_URL, else the store's SQLite")
     job.set_defaults(run=_run)

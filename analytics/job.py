@@ -49,6 +49,10 @@ REPORT_TZ = "Europe/Paris"
 ISO_WEEK = re.compile(r"^([0-9]{4})-W([0-9]{2})\Z")
 # Monday of 2020-W01: no consented visit predates the programme, and an earlier week is a typo
 EARLIEST_WEEK = date(2019, 12, 30)
+# A week is run a day after it ends: a scanner's disk queue (1,000,000 sightings by default)
+# holds some two hours of a busy venue, a day of a quiet one, and it uploads when it is back.
+SETTLE_HOURS = 24.0
+MAX_SETTLE_HOURS = 24.0 * 366
 SCOPE = (
     "visits of subscribers whose statistics consent covered this merchant for the whole visit "
     "and was never withdrawn"
@@ -70,6 +74,9 @@ class JobOptions:
     epsilon_budget: float = 10.0
     delta_budget: float = 1e-5
     share: float = 0.7
+    # A scanner cut off from the store keeps its sightings on disk and uploads them when it is
+    # back; the visits they make are the week's too, and a stored week is final.
+    settle_hours: float = SETTLE_HOURS
 
     def check(self) -> None:
         """Refuse options the report could not honour, before touching the database."""
@@ -88,6 +95,8 @@ class JobOptions:
             raise JobError("--epsilon-budget must be a finite number >= 0")
         if not (np.isfinite(self.delta_budget) and self.delta_budget >= 0):
             raise JobError("--delta-budget must be a finite number >= 0")
+        if not (np.isfinite(self.settle_hours) and 0 <= self.settle_hours <= MAX_SETTLE_HOURS):
+            raise JobError(f"--settle-hours must be a number from 0 to {MAX_SETTLE_HOURS}")
 
 
 def parse_period(text: str) -> date:
@@ -105,8 +114,14 @@ def parse_period(text: str) -> date:
     return day
 
 
-def check_period(monday: date, now: datetime | None = None, tz: str = REPORT_TZ) -> None:
-    """Refuse a week before 2020-W01 or one that has not ended yet (in the report's zone)."""
+def check_period(
+    monday: date,
+    now: datetime | None = None,
+    tz: str = REPORT_TZ,
+    settle_hours: float = SETTLE_HOURS,
+) -> None:
+    """Refuse a week before 2020-W01, or one that has not ended (in the report's zone) at least
+    settle_hours ago."""
     if monday < EARLIEST_WEEK:
         raise JobError(f"--period {iso_week(monday)} is before 2020-W01; no report covers it")
     now = datetime.now(UTC) if now is None else now
@@ -115,6 +130,11 @@ def check_period(monday: date, now: datetime | None = None, tz: str = REPORT_TZ)
         raise JobError(
             f"--period {iso_week(monday)} has not ended yet in {tz}; a stored week is final, "
             "so only past weeks are run"
+        )
+    if now < week_bounds(monday, tz)[1] + timedelta(hours=settle_hours):
+        raise JobError(
+            f"--period {iso_week(monday)} ended less than {settle_hours:g} h ago; a stored week "
+            "is final, so it is run once scanners' late uploads are in (--settle-hours)"
         )
 
 
@@ -535,7 +555,7 @@ def run(
     options.check()
     if monday.weekday() != 0:
         raise JobError(f"{monday} is not a Monday")
-    check_period(monday, now)
+    check_period(monday, now, settle_hours=options.settle_hours)
     query = select(Merchant).order_by(Merchant.id)
     if merchant_slug is not None:
         query = query.where(Merchant.slug == merchant_slug)

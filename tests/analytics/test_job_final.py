@@ -164,11 +164,44 @@ def test_weeks_not_ended_or_before_2020_exit_2_with_one_line(empty_url, capsys, 
 
 def test_the_job_itself_refuses_a_week_until_its_paris_end() -> None:
     _start, end = job.week_bounds(W47)
-    job.check_period(W47, now=end)  # Monday 00:00 in Paris: the week is over
+    job.check_period(W47, now=end, settle_hours=0)  # Monday 00:00 in Paris: the week is over
     with pytest.raises(job.JobError, match="has not ended"):
-        job.check_period(W47, now=end - timedelta(seconds=1))
+        job.check_period(W47, now=end - timedelta(seconds=1), settle_hours=0)
     with pytest.raises(job.JobError, match="has not ended"):
         job.check_period(date(9999, 12, 27), now=end)
+
+
+def test_a_week_is_run_only_once_late_uploads_have_had_a_day_to_arrive() -> None:
+    _start, end = job.week_bounds(W47)
+    # a scanner cut off on Sunday evening uploads its queue on Monday: those are W47's visits
+    for early in (end, end + timedelta(hours=23, minutes=59)):
+        with pytest.raises(job.JobError, match=r"ended less than 24 h ago.*--settle-hours"):
+            job.check_period(W47, now=early)
+    job.check_period(W47, now=end + timedelta(hours=24))
+    job.check_period(W47, now=end + timedelta(hours=2), settle_hours=2)
+    with pytest.raises(job.JobError, match=r"ended less than 2\.5 h ago"):
+        job.check_period(W47, now=end + timedelta(hours=2), settle_hours=2.5)
+
+
+def test_run_waits_for_the_settle_time_it_is_given(app, db, geography) -> None:
+    slug, _merchant_id, _people = seed(db, [("75111", {"pop": 1.0}, 1)] * 6)
+    _start, end = job.week_bounds(W47)
+    options = job.JobOptions(k=K, settle_hours=48)
+    with pytest.raises(job.JobError, match="ended less than 48 h ago"):
+        job.run(db, W47, options, *geography, merchant_slug=slug, now=end + timedelta(hours=47))
+    out = job.run(db, W47, options, *geography, merchant_slug=slug, now=end + timedelta(hours=48))
+    assert out["merchants"][0]["status"] == "stored"
+
+
+@pytest.mark.parametrize("value", ["-1", "nan", "inf", "1e9"])
+def test_a_settle_time_that_is_not_a_sane_number_exits_2(empty_url, capsys, value) -> None:
+    code = main(["run", "--period", "2026-W47", "--settle-hours", value,
+                 "--database-url", empty_url])  # fmt: skip
+    out, err = capsys.readouterr()
+    assert code == 2 and out == ""
+    assert err.splitlines() == [
+        "analytics run: error: --settle-hours must be a number from 0 to 8784.0"
+    ]
 
 
 def test_catchment_cells_and_taste_rows_are_one_partition(app, db, geography):
