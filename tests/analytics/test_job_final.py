@@ -200,7 +200,7 @@ def test_a_settle_time_that_is_not_a_sane_number_exits_2(empty_url, capsys, valu
     out, err = capsys.readouterr()
     assert code == 2 and out == ""
     assert err.splitlines() == [
-        "analytics run: error: --settle-hours must be a number from 0 to 8784.0"
+        "analytics run: error: --settle-hours must be a number from 0 to 8784 (a year)"
     ]
 
 
