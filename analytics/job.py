@@ -96,7 +96,8 @@ class JobOptions:
         if not (np.isfinite(self.delta_budget) and self.delta_budget >= 0):
             raise JobError("--delta-budget must be a finite number >= 0")
         if not (np.isfinite(self.settle_hours) and 0 <= self.settle_hours <= MAX_SETTLE_HOURS):
-            raise JobError(f"--settle-hours must be a number from 0 to {MAX_SETTLE_HOURS:g} (a year)")
+            limit = f"{MAX_SETTLE_HOURS:g} (a year)"
+            raise JobError(f"--settle-hours must be a number from 0 to {limit}")
 
 
 def parse_period(text: str) -> date:
