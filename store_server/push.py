@@ -126,6 +126,69 @@ def _present(
     return out
 
 
+# Appends each device's event only while the presence a push belongs to still holds, in one
+# atomic step: a withdrawal that ends it after the delivery's own checks has revoked first, and
+# a push appended behind that revoke would be replayed to the device after it. KEYS: the items'
+# outboxes, then the venues' track states. ARGV: maxlen, ttl, #guards, per guard its venue's
+# KEYS offset, subscriber, zone and since; then per item its guard's number (0: none) and body.
+# Returns each guard's verdict (1 holds), then each item's event id ('' when withheld).
+_APPEND_HELD_LUA = """
+local maxlen, ttl, m, n = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
+local out = {}
+for g = 1, m do
+  local at = 4 + 4 * (g - 1)
+  local raw = redis.call('HGET', KEYS[n + tonumber(ARGV[at + 1])], ARGV[at + 2])
+  out[g] = 0
+  if raw then
+    local p = cjson.decode(raw)['p']
+    if type(p) == 'table' and p['zone'] == ARGV[at + 3]
+        and p['since'] == tonumber(ARGV[at + 4]) then
+      out[g] = 1
+    end
+  end
+end
+local base = 4 + 4 * m
+for i = 1, n do
+  local guard = tonumber(ARGV[base + 2 * i - 1])
+  if guard == 0 or out[guard] == 1 then
+    out[m + i] = redis.call('XADD', KEYS[i], 'MAXLEN', '~', maxlen, '*', 'e', ARGV[base + 2 * i])
+    redis.call('EXPIRE', KEYS[i], ttl)
+  else
+    out[m + i] = ''
+  end
+end
+return out
+"""
+
+
+def _append_held(
+    r: redis.Redis,
+    keys: Keys,
+    items: list[tuple[int, dict[str, Any]]],
+    guard_of: list[int],
+    guards: list[Occurrence],
+    maxlen: int,
+    ttl_s: int,
+) -> tuple[list[bool], list[str]]:
+    """Append (device, event) items in one round trip, each a push only while its enter's
+    presence holds (guard_of: 1-based into guards, 0 for none); returns whether each guard
+    held and each item's event id ('' for a push withheld)."""
+    venues = list(dict.fromkeys(o.venue.id for o in guards))
+    args: list[Any] = [maxlen, ttl_s, len(guards), len(items)]
+    for o in guards:
+        args += [venues.index(o.venue.id) + 1, o.subscriber_id, o.event.zone, repr(o.event.since)]
+    # A zone's devices get the same body: encoded once (orjson), not once per device.
+    encoded: dict[int, bytes] = {}
+    for (_device, body), g in zip(items, guard_of, strict=True):
+        raw = encoded.get(id(body))
+        if raw is None:
+            raw = encoded[id(body)] = orjson.dumps(body)
+        args += [g, raw]
+    names = [keys.outbox(d) for d, _ in items] + [keys.tracks(v) for v in venues]
+    answer = run_script(r, _APPEND_HELD_LUA, len(names), *names, *args)
+    return [x == 1 for x in answer[: len(guards)]], list(answer[len(guards) :])
+
+
 # Only the columns a disclosure may use: no ORM objects on the hot path, and nothing (name, email,
 # directory id) that a payload must never carry is even loaded.
 PROFILE = (Subscriber.id, Subscriber.public_id, Subscriber.playlists, Subscriber.taste)
@@ -336,13 +399,18 @@ def deliver(app: Flask, occurrences: list[Occurrence]) -> None:
         subs, rules = _profiles_and_rules(db, ids, {v.merchant_id for v in rooms.values()})
         items: list[tuple[int, dict[str, Any]]] = []
         meta: list[tuple[Occurrence, str]] = []
+        guards: list[Occurrence] = []  # the enters, each pushed only while its presence holds
+        guard_of: list[int] = []
         for o in occurrences:
             sub = subs.get(o.subscriber_id)
             if sub is None or not o.disclose:
                 continue  # erased meanwhile: nothing may be disclosed
             pseudo = pseudonym(o.venue.merchant_key, sub.public_id)
             devices = o.venue.devices_by_zone.get(o.event.zone, [])
+            guard = 0
             if o.event.kind == "enter":
+                guards.append(o)
+                guard = len(guards)
                 body = push_payload(
                     o.consent["share"],
                     pseudo,
@@ -360,14 +428,24 @@ def deliver(app: Flask, occurrences: list[Occurrence]) -> None:
             for d in devices:
                 items.append((d, body))
                 meta.append((o, pseudo))
-        maxlen = app.config["OUTBOX_MAXLEN"]
-        event_ids = outbox.append_many(r, keys, items, maxlen, ttl)
+                guard_of.append(guard)
+        held, event_ids = ([], [])
+        if items or guards:
+            maxlen = app.config["OUTBOX_MAXLEN"]
+            held, event_ids = _append_held(r, keys, items, guard_of, guards, maxlen, ttl)
+        # An enter whose presence ended meanwhile (a withdrawal after the checks above) is
+        # neither pushed, nor shown on the portal, nor audited: it was never disclosed.
+        withheld = {id(o) for o, ok in zip(guards, held, strict=True) if not ok}
+        if withheld:
+            kept = [i for i, event_id in enumerate(event_ids) if event_id]
+            items, meta = [items[i] for i in kept], [meta[i] for i in kept]
+            event_ids = [event_ids[i] for i in kept]
         _emit(sio, items, event_ids)
         # Let the sockets' writers send these now: the blended queues below are CPU work that
         # would otherwise hold every push back until their own outbox write yields.
         sio.sleep(0)
         for o in occurrences:
-            if o.subscriber_id in subs and o.disclose:
+            if o.subscriber_id in subs and o.disclose and id(o) not in withheld:
                 portal_event = {
                     "venue_id": o.venue.id,
                     "kind": o.event.kind,

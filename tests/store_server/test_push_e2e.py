@@ -7,20 +7,21 @@ import json
 import queue
 import secrets
 import time
-import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from shapely.geometry import box
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from beacons.eid import compute_eid
-from store_server import jobs, services
+from store_server import jobs, outbox, rights, services
 from store_server.crypto import pseudonym
+from store_server.db import sessions
 from store_server.device_client import DeviceConnection
-from store_server.models import Merchant, Subscriber
+from store_server.models import AuditEntry, Merchant, Subscriber
 from store_server.occupancy import end_presence
 from store_server.presence import PresenceEvent
 from store_server.push import Occurrence, deliver
@@ -394,21 +395,21 @@ def test_an_occurrence_delivered_again_is_recognised_as_a_duplicate(app, live_se
     conn = DeviceConnection(live_server.url, world.token("seat"), lambda *e: got.put(e))
     conn.connect()
     try:
-        consent = {"m": world.merchant_id, "share": "playlist", "stats": False, "until": None}
-        consent["receipt"] = str(uuid.uuid4())
-        t = time.time()
-        event = PresenceEvent("enter", "seat", t, t)
-        o = Occurrence(
-            world.people["dup"].id, get_topology(app).venue(world.venue_id), consent, event
-        )
-        # What the pending-events retry does after a delivery that failed half way.
-        deliver(app, [o])
-        deliver(app, [o])
+        enter(live_server.url, world, "seat", "dup")
+        name, first, duplicate = got.get(timeout=10)
+        assert (name, first["type"], duplicate) == ("event", "push", False)
+        venue = get_topology(app).venue(world.venue_id)
+        r, keys = get_redis(app), get_keys(app)
+        state = json.loads(r.hget(keys.tracks(venue.id), str(world.people["dup"].id)))
+        event = PresenceEvent("enter", "seat", first["at"], state["p"]["since"])
+        # What the pending-events retry does after a delivery that failed half way: the same
+        # enter, while its presence holds, delivered again.
+        deliver(app, [Occurrence(world.people["dup"].id, venue, state["c"], event)])
         conn.sync()
         pushes = [(e, dup) for name, e, dup in list(got.queue) if name == "event"]
-        assert [dup for _, dup in pushes] == [False, True]
-        first, second = (e for e, _ in pushes)
-        assert first["event_id"] != second["event_id"] and first["at"] == second["at"] == t
+        assert [dup for _, dup in pushes] == [True]
+        (second, _dup) = pushes[0]
+        assert first["event_id"] != second["event_id"] and first["at"] == second["at"]
         assert conn.duplicates == 1
     finally:
         conn.close()
@@ -437,3 +438,52 @@ def test_queues_read_only_the_zones_occupants(app, live_server, db, devices):
     end_presence(app, al.id, "withdrawn")
     assert str(al.id) not in r.hgetall(index)
     assert r.hget(keys.tracks(world.venue_id), str(al.id)) is None
+
+
+@pytest.mark.consent
+def test_an_enter_delivered_after_its_withdrawal_is_not_pushed_behind_the_revoke(
+    app, live_server, db
+):
+    # The delivery checked that her presence held, then read her profile; meanwhile she
+    # withdrew and her revoke went out. Appended now, the push would sit behind the revoke
+    # and be replayed to the device after it.
+    world = build_world(app, db, people=(("wd", "playlist"),))
+    got: queue.Queue = queue.Queue()
+    conn = DeviceConnection(live_server.url, world.token("seat"), lambda *e: got.put(e))
+    conn.connect()
+    try:
+        enter(live_server.url, world, "seat", "wd")
+        first = _next_event(got)
+        assert first["type"] == "push"
+        venue = get_topology(app).venue(world.venue_id)
+        r, keys = get_redis(app), get_keys(app)
+        sub = world.people["wd"].id
+        state = json.loads(r.hget(keys.tracks(venue.id), str(sub)))
+        late = Occurrence(
+            sub, venue, state["c"], PresenceEvent("enter", "seat", first["at"], state["p"]["since"])
+        )
+        assert rights.withdraw(app, sub) == 1
+        revoke = _next_event(got)
+        assert (revoke["type"], revoke["reason"]) == ("revoke", "withdrawn")
+        deliver(app, [late])
+        conn.sync()
+        assert [e for name, e, _dup in list(got.queue) if name == "event"] == []
+        device = venue.devices_by_zone["seat"][0]
+        assert all(e["type"] != "push" for e in outbox.pending(r, keys, device, time.time()))
+        with sessions(app)() as s:
+            actions = s.scalars(
+                select(AuditEntry.action)
+                .where(AuditEntry.subscriber_id == sub)
+                .order_by(AuditEntry.id)
+            ).all()
+        assert actions == ["push", "revoke"]
+    finally:
+        conn.close()
+
+
+def _next_event(got: queue.Queue) -> dict:
+    """The next push or revoke a device received (its blended queues passed over)."""
+    while True:
+        name, event, _duplicate = got.get(timeout=10)
+        if name == "event":
+            return event
