@@ -45,7 +45,9 @@ def darken(
 
     Without its own scanners a zone's occupant is placed by the neighbours' faint readings
     alone: kept there forever by them, or moved into the next zone, neither of which is true.
-    The presence ends with a clear reason instead, and no zone is entered from such evidence."""
+    The presence ends with a clear reason instead, and the subscriber enters no zone until the
+    scanners are back. The dark zone itself is entered by nobody; a newcomer sitting in it is
+    heard by the neighbours' scanners only, and placed where they say."""
     st = dict(state)
     held = st.get("held")
     if held is not None and held not in dark and at - st.get("held_at", at) >= HOLD_MIN_S:
