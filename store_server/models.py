@@ -13,6 +13,7 @@ from sqlalchemy import (
     DateTime,
     Float,
     ForeignKey,
+    Index,
     Integer,
     LargeBinary,
     String,
@@ -187,6 +188,11 @@ class Visit(Base):
     """A completed presence, kept only under statistics consent and purged after retention."""
 
     __tablename__ = "visits"
+    # One row per presence: an exit delivered twice (a delivery taken over once its claim
+    # lapsed) must not count the visit twice (migration 0004).
+    __table_args__ = (
+        Index("uq_visits_presence", "subscriber_id", "venue_id", "zone", "started_at", unique=True),
+    )
     id: Mapped[int] = mapped_column(primary_key=True)
     subscriber_id: Mapped[int] = mapped_column(ForeignKey("subscribers.id", ondelete="CASCADE"))
     merchant_id: Mapped[int] = mapped_column(ForeignKey("merchants.id", ondelete="CASCADE"))

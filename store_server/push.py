@@ -30,6 +30,7 @@ from sqlalchemy import (
     select,
     union_all,
 )
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from store_server import blend, outbox
@@ -233,6 +234,17 @@ def _profiles_and_rules(
     ).all()
     subs = {row.id: row for row in rows if row.kind == "s"}
     return subs, {row.id: row.rules for row in rows if row.kind == "m"}
+
+
+def _insert_once(db: Session, table: Any) -> Any:
+    """INSERT that skips a row already there (the unique presence of a visit): a delivery taken
+    over after its claim lapsed writes the same visit again, and it must count once."""
+    dialect = db.get_bind().dialect.name
+    if dialect == "postgresql":
+        return postgresql.insert(table).on_conflict_do_nothing()
+    if dialect == "sqlite":
+        return sqlite.insert(table).on_conflict_do_nothing()
+    return insert(table)
 
 
 def _still_consented(db: Session, ended: list[Occurrence]) -> list[Occurrence]:
@@ -500,7 +512,7 @@ def deliver(app: Flask, occurrences: list[Occurrence]) -> None:
             if audit:
                 db.execute(insert(AuditEntry.__table__), audit)
             if visits:
-                db.execute(insert(Visit.__table__), visits)
+                db.execute(_insert_once(db, Visit.__table__), visits)
             db.commit()
     metrics = app.extensions.get("cm_metrics")
     if metrics is not None:
