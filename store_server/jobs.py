@@ -154,11 +154,30 @@ def _locked(app: Flask, name: str, ttl_ms: int) -> bool:
     return bool(get_redis(app).set(get_keys(app).lock(name), 1, nx=True, px=ttl_ms))
 
 
+def _refresh_profiles_loop(app: Flask, stop: threading.Event) -> None:
+    # A thread of its own: one streaming call per subscriber can take minutes, and meanwhile
+    # the per-second jobs must go on (dark zones lapse after DARK_TTL_S, exits are due).
+    next_profiles = 0.0
+    while not stop.is_set():
+        try:
+            now = time.monotonic()
+            if now >= next_profiles and _locked(app, "profiles", 60_000):
+                streaming.refresh_profiles(app)
+                next_profiles = now + PROFILE_REFRESH_S
+        except Exception:  # a failed refresh must not end the refreshes to come
+            log.exception("streaming profile refresh failed")
+        stop.wait(app.config["SWEEP_INTERVAL_S"])
+
+
 def start(app: Flask, stop: threading.Event) -> threading.Thread:
-    """Run the periodic jobs in a daemon thread until `stop` is set."""
+    """Run the periodic jobs in daemon threads until `stop` is set; the thread returned ends
+    once they all have."""
+    profiles = threading.Thread(
+        target=_refresh_profiles_loop, args=(app, stop), name="cm-jobs-profiles", daemon=True
+    )
 
     def loop() -> None:
-        next_refresh = next_expiry = next_profiles = next_flush = next_drift = next_dark = 0.0
+        next_refresh = next_expiry = next_flush = next_drift = next_dark = 0.0
         interval = app.config["SWEEP_INTERVAL_S"]
         while not stop.is_set():
             try:
@@ -170,9 +189,6 @@ def start(app: Flask, stop: threading.Event) -> threading.Thread:
                     # Ingest already refuses expired consents; this ends presences they left.
                     retention.end_expired_presences(app)
                     next_expiry = now + EXPIRY_CHECK_S
-                if now >= next_profiles and _locked(app, "profiles", 60_000):
-                    streaming.refresh_profiles(app)
-                    next_profiles = now + PROFILE_REFRESH_S
                 if now >= next_drift and _locked(app, "drift", 20_000):
                     publish_drift(app)
                     next_drift = now + drift_report.PUBLISH_S
@@ -187,7 +203,10 @@ def start(app: Flask, stop: threading.Event) -> threading.Thread:
             except Exception:  # a job round failing must not kill the loop
                 log.exception("background job round failed")
             stop.wait(interval)
+        # Whoever joins this thread waits for a refresh under way too, as for any other job.
+        profiles.join()
 
     t = threading.Thread(target=loop, name="cm-jobs", daemon=True)
+    profiles.start()
     t.start()
     return t

@@ -1,0 +1,98 @@
+"""Background jobs: the hourly streaming-profile refresh, however slow the streaming service,
+holds up neither the exit sweeper nor the dark zones (real Redis, SQL, jobs threads and signed
+HTTP requests; the streaming service is the outside system, answering when the test says)."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from datetime import timedelta
+
+from sqlalchemy import select
+
+from store_server import jobs, scanner_health
+from store_server.db import sessions
+from store_server.models import Consent, Subscriber
+from store_server.redis_store import get_keys, get_redis
+from store_server.streaming import Profile
+from store_server.topology import get_topology
+from tests.faults.support import Stack, batch_body, eid_rows, signed, wait_for
+
+FIRST, SECOND = "demo-salon-scanner-1", "demo-salon-scanner-2"
+
+
+class HeldStreaming:
+    """A streaming service that answers only once the test releases it (one call per
+    subscriber can take minutes in production)."""
+
+    def __init__(self) -> None:
+        self.asked = threading.Event()
+        self.release = threading.Event()
+
+    def profile(self, directory_id: str) -> Profile | None:
+        """No profile, once released."""
+        self.asked.set()
+        self.release.wait(60)
+        return None
+
+
+def _heartbeat(stack: Stack, scanner: str, adapter: str) -> None:
+    body = json.dumps({"adapter": adapter, "uptime_s": 100}).encode()
+    headers = {**signed(scanner, stack.secret(scanner), body), "Content-Type": "application/json"}
+    res = stack.app.test_client().post("/api/v1/heartbeat", data=body, headers=headers)
+    assert res.status_code == 200, res.get_json()
+
+
+def _visit(stack: Stack, who: str, start: float) -> None:
+    """Ten seconds of a visitor in chair 2 from `start` (in the past: the consent is backdated
+    to cover it), a batch per scanner and second, through the API."""
+    with sessions(stack.app)() as db:
+        sub = db.scalar(select(Subscriber.id).where(Subscriber.directory_id == f"demo:{who}"))
+        for consent in db.scalars(select(Consent).where(Consent.subscriber_id == sub)):
+            consent.valid_from -= timedelta(minutes=5)
+        db.commit()
+    jobs.refresh_resolver(stack.app)
+    client = stack.app.test_client()
+    emitter = stack.world.emitters[who]
+    for second in range(10):
+        for scanner, level in ((SECOND, -52.0), (FIRST, -66.0)):
+            body = batch_body(eid_rows(emitter, start + second, 1, level))
+            headers = signed(scanner, stack.secret(scanner), body)
+            res = client.post("/api/v1/sightings", data=body, headers=headers)
+            assert res.status_code == 200
+
+
+def test_a_slow_profile_refresh_neither_keeps_leavers_present_nor_lets_dark_zones_lapse(stack):
+    app = stack.app
+    r, keys = get_redis(app), get_keys(app)
+    salon = get_topology(app).scanner(FIRST).venue_id
+    streaming = HeldStreaming()
+    app.extensions["cm_streaming"] = streaming
+    _heartbeat(stack, FIRST, "up")
+    _heartbeat(stack, SECOND, "up")
+    # Bob sat in chair 2 and left half a minute ago: the first sweep exits him.
+    _visit(stack, "bob", time.time() - 40.0)
+    (bob,) = r.hkeys(keys.occupants(salon))
+    assert r.hget(keys.occupants(salon), bob) == "chair-2"
+    _heartbeat(stack, FIRST, "down")  # chair 1 goes dark
+    stop = threading.Event()
+    running = set(threading.enumerate())  # the session's live server runs jobs of its own
+    thread = jobs.start(app, stop)
+    ours = [t for t in threading.enumerate() if t not in running and t.name.startswith("cm-jobs")]
+    try:
+        # The refresh is under way, and stays so until released below.
+        assert streaming.asked.wait(10)
+        assert wait_for(lambda: r.hget(keys.occupants(salon), bob) is None, 10), "bob kept"
+        dark = {salon: frozenset({"chair-1"})}
+        assert wait_for(lambda: scanner_health.read(r, keys) == dark, 10), "not published"
+        # As if DARK_TTL_S had run out: published again, the refresh still under way.
+        r.delete(keys.dark_zones())
+        assert wait_for(lambda: scanner_health.read(r, keys) == dark, 10), "dark zones lapsed"
+        assert not streaming.release.is_set()
+    finally:
+        streaming.release.set()
+        stop.set()
+        thread.join(30)
+    # Joining the jobs waits for the refresh thread too.
+    assert len(ours) == 2 and not any(t.is_alive() for t in ours)
