@@ -106,20 +106,26 @@ class DarkCache:
     asks for its venue's, and one round trip a second serves them all."""
 
     def __init__(self) -> None:
-        """Empty: the first call reads."""
+        """Empty: the first call reads, and calls meanwhile wait for it."""
         self._lock = threading.Lock()
         self._at = float("-inf")
         self._dark: dict[int, frozenset[str]] = {}
 
     def get(self, client: Any, keys: Keys, venue_id: int) -> frozenset[str]:
         """The venue's dark zones, at most READ_EVERY_S old."""
-        now = time.monotonic()
-        if now - self._at >= READ_EVERY_S and self._lock.acquire(blocking=False):
-            try:
-                self._dark = read(client, keys)
-                self._at = now
-            finally:
-                self._lock.release()
+        if time.monotonic() - self._at >= READ_EVERY_S:
+            # Until a first read succeeds there is no copy to serve: the empty one would say no
+            # zone is dark and release holds, so callers wait for the read under way (and read
+            # themselves if it failed). Later, the previous copy serves while one refreshes.
+            first = self._at == float("-inf")
+            if self._lock.acquire(blocking=first):
+                try:
+                    if not first or self._at == float("-inf"):
+                        now = time.monotonic()
+                        self._dark = read(client, keys)
+                        self._at = now
+                finally:
+                    self._lock.release()
         return self._dark.get(venue_id, NONE)
 
     def clear(self) -> None:

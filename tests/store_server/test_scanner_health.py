@@ -4,8 +4,11 @@ jobs and ingest (real Redis and SQL, signed batches and heartbeats)."""
 from __future__ import annotations
 
 import json
+import threading
 import time
 
+import pytest
+import redis
 from shapely.geometry import box
 from sqlalchemy import select
 
@@ -110,3 +113,57 @@ def test_dark_zones_expire_unless_the_jobs_publish_them_again(stack):
     _heartbeat(stack, FIRST, "up")
     jobs.publish_dark(app)
     assert scanner_health.read(r, keys) == {} and not r.exists(keys.dark_zones())
+
+
+class _GatedRedis:
+    """A Redis client whose reads of the dark zones wait for the test to open the gate (a slow
+    first read), then answer from the real one or fail as a lost connection would."""
+
+    def __init__(self, real: redis.Redis, fail: bool = False) -> None:
+        self._real, self._fail = real, fail
+        self.reading, self.gate = threading.Event(), threading.Event()
+        self.reads = 0
+
+    def hgetall(self, key: str) -> dict:
+        """The real answer once the gate is open."""
+        self.reads += 1
+        self.reading.set()
+        self.gate.wait(30)
+        if self._fail:
+            raise redis.ConnectionError("connection lost mid-read")
+        return self._real.hgetall(key)
+
+
+@pytest.mark.parametrize("first_read_fails", [False, True])
+def test_before_the_first_read_of_the_dark_zones_callers_wait_for_it(stack, first_read_fails):
+    app = stack.app
+    r, keys = get_redis(app), get_keys(app)
+    salon = get_topology(app).scanner(FIRST).venue_id
+    _heartbeat(stack, FIRST, "down")
+    assert jobs.publish_dark(app) == {salon: ["chair-1"]}
+    cache = scanner_health.DarkCache()  # a worker just started
+    first, second = _GatedRedis(r, fail=first_read_fails), _GatedRedis(r)
+    second.gate.set()
+    got: dict[str, object] = {}
+
+    def batch(name: str, client: _GatedRedis) -> None:
+        try:
+            got[name] = cache.get(client, keys, salon)
+        except redis.ConnectionError:
+            got[name] = "failed"
+
+    a = threading.Thread(target=batch, args=("first", first))
+    a.start()
+    assert first.reading.wait(10)  # the process's first read is under way
+    b = threading.Thread(target=batch, args=("second", second))
+    b.start()
+    # A batch folding meanwhile must not hear that no zone is dark: it waits for that read.
+    b.join(0.5)
+    assert b.is_alive(), got
+    first.gate.set()
+    a.join(10)
+    b.join(10)
+    assert got["first"] == ("failed" if first_read_fails else {"chair-1"})
+    assert got["second"] == {"chair-1"}
+    # Served by the first read; read again only because that one failed.
+    assert second.reads == (1 if first_read_fails else 0)
