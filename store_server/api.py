@@ -13,7 +13,7 @@ from flask.typing import ResponseReturnValue
 
 from beacons import signing
 from store_server import events, ingest
-from store_server.redis_store import get_keys, get_redis
+from store_server.redis_store import get_keys, get_redis, run_script
 from store_server.topology import ScannerInfo, get_topology
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
@@ -145,6 +145,22 @@ def sightings() -> ResponseReturnValue:
     return jsonify({"accepted": outcome.accepted, "duplicate": outcome.duplicate})
 
 
+# Heartbeats per scanner per minute, counted like sightings (ingest's per-minute window): twice
+# what a daemon at its shortest period (beacons/config.py: 0.1 s) sends. Each one leaves a
+# nonce key for 2 x INGEST_MAX_SKEW_S, so a runaway or stolen scanner must be bounded.
+HEARTBEAT_RATE_PER_MIN = 1200
+# Atomically: a replay is refused uncounted (a captured heartbeat replayed cannot spend the
+# scanner's quota and darken its zone), and one over the limit leaves no nonce behind.
+_HEARTBEAT_LUA = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+local n = redis.call('INCR', KEYS[2])
+redis.call('EXPIRE', KEYS[2], 120)
+if n > tonumber(ARGV[2]) then return 1 end
+redis.call('SET', KEYS[1], 1, 'EX', ARGV[1])
+return 2
+"""
+
+
 @bp.post("/heartbeat")
 def heartbeat() -> ResponseReturnValue:
     """Record a scanner's health report."""
@@ -168,8 +184,18 @@ def heartbeat() -> ResponseReturnValue:
     health["version"] = version[:VERSION_MAX]
     r, keys = get_redis(), get_keys()
     ttl = 2 * current_app.config["INGEST_MAX_SKEW_S"]
-    if not r.set(keys.nonce(scanner.id, nonce), 1, nx=True, ex=ttl):
+    window = keys.ratelimit(f"heartbeat:{scanner.id}:{int(time.time() // 60)}")
+    code = run_script(
+        r, _HEARTBEAT_LUA, 2, keys.nonce(scanner.id, nonce), window, ttl, HEARTBEAT_RATE_PER_MIN
+    )
+    if code == 0:
         raise ApiError(409, "nonce already used: request replayed")
+    if code == 1:
+        raise ApiError(
+            429,
+            "too many heartbeats from this scanner: slow down",
+            retry_after_s=int(60 - time.time() % 60) + 1,
+        )
     # Kept, not expiring: a scanner silent for good must keep its zone dark (scanner_health),
     # and a report that expired would read as one never sent.
     r.hset(keys.scanner_health(scanner.id), mapping=health)
