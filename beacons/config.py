@@ -24,6 +24,12 @@ _ALLOWED = {
 }  # fmt: skip
 
 
+# The store server calls a scanner silent 35 s after its last heartbeat, whatever sightings it
+# posts meanwhile (scanner_health.SILENT_AFTER_S: its zone goes dark, its occupants' presence
+# ends). At most 10 s keeps three heartbeats in that window, so two may be lost without it.
+HEARTBEAT_MAX_S = 10.0
+
+
 class ConfigError(ValueError):
     """The configuration cannot be used; the message is one line for the operator."""
 
@@ -59,6 +65,15 @@ def _int(section: dict[str, Any], key: str, default: int, lo: int, hi: int) -> i
     if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
         raise ConfigError(f"{key} must be a whole number between {lo} and {hi}")
     return value
+
+
+def _heartbeat(up: dict[str, Any]) -> float:
+    try:
+        return _num(up, "heartbeat_s", 10.0, 0.1, HEARTBEAT_MAX_S)
+    except ConfigError as exc:
+        raise ConfigError(
+            f"uplink.{exc}: the store server calls a scanner silent 35 s after its last heartbeat"
+        ) from None
 
 
 def _bool(section: dict[str, Any], key: str, default: bool) -> bool:
@@ -192,7 +207,7 @@ def parse_config(doc: dict[str, Any], base: Path) -> ScannerConfig:
         timeout_s=_num(server, "timeout_s", 10.0, 0.1, 300.0),
         batch_max=batch_max,
         batch_age_s=_num(up, "batch_age_s", 1.0, 0.01, 3600.0),
-        heartbeat_s=_num(up, "heartbeat_s", 10.0, 0.1, 86400.0),
+        heartbeat_s=_heartbeat(up),
         queue_max_sightings=queue_max,
         backoff_cap_s=_num(up, "backoff_cap_s", 60.0, 0.1, 3600.0),
         ibeacon_uuids=_uuids(doc.get("filter", {})),

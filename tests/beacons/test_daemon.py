@@ -11,13 +11,14 @@ import sqlite3
 import subprocess
 import sys
 import time
+import tomllib
 import uuid
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
-from beacons.config import load_config
+from beacons.config import ConfigError, load_config, parse_config
 from beacons.daemon import Batcher, ScannerDaemon, daemon_from_config
 from beacons.eid import compute_eid
 from beacons.frames import EddystoneEID, EddystoneURL, ExposureNotification, IBeacon, encode
@@ -25,6 +26,7 @@ from beacons.simulator import Leg, SimEmitter, World, demo_world
 from beacons.sources import Advert
 from beacons.sources.replay import Recorder, ReplaySource
 from beacons.sources.simulated import SimulatedSource
+from store_server.scanner_health import SILENT_AFTER_S
 from tests.beacons.test_uplink_server import SECRET, IngestServer
 from tests.conftest import free_port
 
@@ -221,6 +223,8 @@ GOOD = HEAD + f"secret = '{SECRET}'\n"
         (GOOD + "[source]\nkind = 'radio'\n", "source.kind"),
         (GOOD + "[source]\nkind = 'replay'\nfile = 'nope.jsonl'\n", "not found"),
         (GOOD + "[source]\nkind = 'bluepy'\n[uplink]\nbatch_max = 0\n", "batch_max"),
+        # Rarer than the store's silence window allows: its zone would go dark between two.
+        (GOOD + "[source]\nkind = 'bluepy'\n[uplink]\nheartbeat_s = 60\n", "heartbeat_s"),
         (GOOD + "[source]\nkind = 'bluepy'\nadaptor = 'hci0'\n", "source.adaptor"),
         # Wrong types that were taken silently (or crashed later), and an impossible port.
         (GOOD + "[source]\nkind = 'bluepy'\n[uplink]\nqueue_path = 5\n", "queue_path"),
@@ -245,6 +249,18 @@ def test_bad_config_exits_2_with_one_line(tmp_path: Path, body: str, needle: str
     assert out.returncode == 2
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and needle in lines[0] and "Traceback" not in out.stderr
+
+
+def test_a_heartbeat_rarer_than_the_store_s_silence_window_allows_is_refused() -> None:
+    doc = tomllib.loads(GOOD + "[source]\nkind = 'bluepy'\n[uplink]\n")
+    for period in (10.5, 60, 86400):
+        doc["uplink"]["heartbeat_s"] = period
+        with pytest.raises(ConfigError, match=r"heartbeat_s .* 35 s after its last heartbeat"):
+            parse_config(doc, REPO)
+    doc["uplink"]["heartbeat_s"] = 10
+    assert parse_config(doc, REPO).heartbeat_s == 10
+    # Three heartbeats inside the window: two may be lost before the store calls it silent.
+    assert SILENT_AFTER_S >= 3 * 10
 
 
 def test_the_example_config_is_valid(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
