@@ -109,7 +109,7 @@ def sightings() -> ResponseReturnValue:
         )
     except ingest.BadBatch as e:
         raise ApiError(400, str(e)) from None
-    rows = ingest.on_server_clock(rows, g.scanner_skew_s)
+    rows = ingest.on_server_clock(rows, g.scanner_skew_s, ahead_s=cfg["INGEST_ROW_AHEAD_S"])
     outcome, occurrences, replayed = ingest.process(
         get_redis(),
         get_keys(),

@@ -180,6 +180,10 @@ def from_env(env: Mapping[str, str] | None = None) -> dict[str, Any]:
         "INGEST_MAX_SKEW_S": env_int(
             e, "INGEST_MAX_SKEW_S", 300, 1, MAX_TTL_S, "a whole number of seconds"
         ),
+        # How far after its batch's signed send time a sighting may be stamped: none is heard
+        # after it is sent, so beyond the send time's rounding such a row is dropped (a clock
+        # stepped back between hearing and sending would keep a visitor present minutes on).
+        "INGEST_ROW_AHEAD_S": env_float(e, "INGEST_ROW_AHEAD_S", 2.0, 0.0, 3600.0),
         "INGEST_MAX_BATCH": env_int(e, "INGEST_MAX_BATCH", 1000, 1, what="a number of sightings"),
         "INGEST_MAX_BODY": env_int(e, "INGEST_MAX_BODY", 256 * 1024, 1, what="a number of bytes"),
         # Batches per scanner per minute: a daemon sends about one a second, and a ten-minute

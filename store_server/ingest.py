@@ -12,6 +12,7 @@ back from (1) as its version alone (StateCache).
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
 import os
 import re
@@ -39,6 +40,8 @@ from store_server.push import Occurrence
 from store_server.redis_store import run_script, script_sha
 from store_server.resolver import VERSION_FIELD, applicable_consent
 from store_server.topology import ScannerInfo, Topology, VenueInfo
+
+log = logging.getLogger(__name__)
 
 # \Z, not $: $ also matches before a trailing newline, which would let "id\n" through.
 HEX16 = re.compile(r"^[0-9a-f]{16}\Z")
@@ -303,13 +306,32 @@ def parse_batch(
     return batch_id, out
 
 
-def on_server_clock(rows: list[Sighting], skew_s: float) -> list[Sighting]:
+def on_server_clock(
+    rows: list[Sighting], skew_s: float, now: float | None = None, ahead_s: float = CLOCK_TRUST_S
+) -> list[Sighting]:
     """Sightings restamped on the server's clock when the scanner's runs off by more than
-    CLOCK_TRUST_S (skew_s: the scanner's signed send time minus ours).
+    CLOCK_TRUST_S (skew_s: the scanner's signed send time minus ours at `now`, by default the
+    time of the call), less those stamped after their batch was sent.
 
     Presence ends on the server's clock (the sweeper): stamped by a scanner 10 s slow, a
     visitor would be forgotten before ever entering, and by one minutes fast, kept present
-    minutes after leaving. A backlog keeps its own times: it is sent late, not stamped wrong."""
+    minutes after leaving. A backlog keeps its own times: it is sent late, not stamped wrong.
+
+    No sighting is captured after its batch is sent: one stamped later (the scanner's clock
+    stepped back in between) would move the tracker's second or a presence's last reading
+    minutes ahead, so that later readings were never estimated or a visitor outstayed her
+    visit. It is dropped; the answer's `accepted` leaves it out. `ahead_s`: how far after the
+    send time a row may be stamped (INGEST_ROW_AHEAD_S; the signed send time has whole seconds
+    only, see CLOCK_TRUST_S)."""
+    latest = (time.time() if now is None else now) + skew_s + ahead_s
+    # One pass when every row is on time, as nearly all are; a second only when one is not.
+    if rows and max([s[0] for s in rows]) > latest:
+        kept = [s for s in rows if s[0] <= latest]
+        log.warning(
+            "dropped sightings stamped after their batch was sent: check the scanner's clock",
+            extra={"count": len(rows) - len(kept), "skew_s": round(skew_s, 1)},
+        )
+        rows = kept
     if abs(skew_s) <= CLOCK_TRUST_S:
         return rows
     return [s._replace(ts=s.ts - skew_s) for s in rows]
