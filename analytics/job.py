@@ -604,7 +604,7 @@ def database_failure(exc: SQLAlchemyError) -> str:
     """One line naming a database failure, with a hint when the schema is missing."""
     first = str(exc.orig if getattr(exc, "orig", None) else exc).strip().splitlines()
     missing = any(word in str(exc) for word in ("no such table", "does not exist"))
-    hint = " (is the database migrated to revision 0004?)" if missing else ""
+    hint = " (is the database migrated? alembic upgrade head)" if missing else ""
     return f"the database failed: {first[0] if first else type(exc).__name__}{hint}"
 
 

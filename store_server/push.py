@@ -441,7 +441,8 @@ def deliver(app: Flask, occurrences: list[Occurrence]) -> None:
                 items.append((d, body))
                 meta.append((o, pseudo))
                 guard_of.append(guard)
-        held, event_ids = ([], [])
+        held: list[bool] = []
+        event_ids: list[str] = []
         if items or guards:
             maxlen = app.config["OUTBOX_MAXLEN"]
             held, event_ids = _append_held(r, keys, items, guard_of, guards, maxlen, ttl)

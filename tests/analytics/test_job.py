@@ -472,7 +472,7 @@ def test_unmigrated_database_fails_with_one_line(tmp_path, capsys):
     code = main(["run", "--period", "2026-W47", "--database-url", f"sqlite:///{tmp_path / 'r.db'}"])
     err = capsys.readouterr().err
     assert code == 1 and len(err.strip().splitlines()) == 1
-    assert "database" in err and "0004" in err
+    assert "database" in err and "upgrade head" in err
 
 
 def test_concurrent_runs_never_spend_the_budget_twice(app, db, geography):
