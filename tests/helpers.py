@@ -138,3 +138,15 @@ def run_python(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
         timeout=120,
         check=False,
     )
+
+
+def audit_actions(app: Any, subscriber: int) -> list[str]:
+    """The audit log's actions about a subscriber (push, revoke, erased), oldest first."""
+    from sqlalchemy import select
+
+    from store_server.db import sessions
+    from store_server.models import AuditEntry
+
+    with sessions(app)() as db:
+        query = select(AuditEntry.action).where(AuditEntry.subscriber_id == subscriber)
+        return list(db.scalars(query.order_by(AuditEntry.id)))

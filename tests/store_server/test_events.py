@@ -12,12 +12,13 @@ from sqlalchemy import select
 
 from store_server import events, rights
 from store_server.db import sessions
-from store_server.models import AuditEntry, Subscriber
+from store_server.models import Subscriber
 from store_server.presence import PresenceEvent
 from store_server.push import Occurrence
 from store_server.redis_store import get_keys, get_redis
 from store_server.topology import get_topology
 from tests.faults.support import Stack, batch_body, eid_rows, signed, wait_for
+from tests.helpers import audit_actions
 
 CAR = "demo-car-scanner"
 
@@ -47,11 +48,7 @@ def _pending_exit(stack: Stack) -> tuple[int, Occurrence, str]:
 
 
 def _revokes(stack: Stack, subscriber: int) -> int:
-    with sessions(stack.app)() as db:
-        actions = db.scalars(
-            select(AuditEntry.action).where(AuditEntry.subscriber_id == subscriber)
-        )
-        return sum(1 for a in actions if a == "revoke")
+    return audit_actions(stack.app, subscriber).count("revoke")
 
 
 def test_a_flush_never_repeats_an_event_being_delivered_inline(stack):
@@ -80,11 +77,7 @@ def test_an_event_whose_delivery_died_is_delivered_by_the_retry(stack):
 
 
 def _pushes(stack: Stack, subscriber: int) -> int:
-    with sessions(stack.app)() as db:
-        actions = db.scalars(
-            select(AuditEntry.action).where(AuditEntry.subscriber_id == subscriber)
-        )
-        return sum(1 for a in actions if a == "push")
+    return audit_actions(stack.app, subscriber).count("push")
 
 
 @pytest.mark.privacy

@@ -11,11 +11,11 @@ from sqlalchemy import select
 
 from store_server import events, ingest, rights
 from store_server.db import sessions
-from store_server.models import AuditEntry, Subscriber
+from store_server.models import Subscriber
 from store_server.redis_store import get_keys, get_redis
 from store_server.topology import get_topology
 from tests.faults.support import batch_body, eid_rows, signed
-from tests.helpers import ingest_rows
+from tests.helpers import audit_actions, ingest_rows
 
 pytestmark = [pytest.mark.consent, pytest.mark.privacy]
 CAR = "demo-car-scanner"
@@ -59,10 +59,4 @@ def test_a_withdrawal_landing_mid_batch_leaves_no_presence_and_no_push(stack, pr
     assert r.hget(keys.tracks(scanner.venue_id), str(alice)) is None
     assert r.hget(keys.occupants(scanner.venue_id), str(alice)) is None
     events.flush(app, min_age_s=0)  # whatever the batch left pending goes out now, if anything
-    with sessions(app)() as db:
-        actions = db.scalars(
-            select(AuditEntry.action)
-            .where(AuditEntry.subscriber_id == alice)
-            .order_by(AuditEntry.id)
-        ).all()
-    assert actions == (["push", "revoke"] if present_before else [])
+    assert audit_actions(app, alice) == (["push", "revoke"] if present_before else [])

@@ -13,22 +13,20 @@ from typing import Any
 
 import pytest
 from shapely.geometry import box
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from beacons.eid import compute_eid
 from store_server import jobs, outbox, rights, services
 from store_server.crypto import pseudonym
-from store_server.db import sessions
 from store_server.device_client import DeviceConnection
-from store_server.models import AuditEntry, Merchant, Subscriber
+from store_server.models import Merchant, Subscriber
 from store_server.occupancy import end_presence
 from store_server.presence import PresenceEvent
 from store_server.push import Occurrence, deliver
 from store_server.redis_store import get_keys, get_redis
 from store_server.topology import get_topology
 from tests.faults.support import wait_for
-from tests.helpers import post_batch
+from tests.helpers import audit_actions, post_batch
 
 pytestmark = [pytest.mark.e2e, pytest.mark.privacy]
 
@@ -389,22 +387,41 @@ def test_disclosures_expire_when_the_consent_does(app, live_server, db, devices)
     assert dev.next_queue()["expires_at"] == pytest.approx(until.timestamp(), abs=0.01)
 
 
-def test_an_occurrence_delivered_again_is_recognised_as_a_duplicate(app, live_server, db):
-    world = build_world(app, db, people=(("dup", "playlist"),))
+@dataclass
+class Entered:
+    """Someone who entered the seat, her push received by its device (a real connection)."""
+
+    conn: DeviceConnection
+    got: queue.Queue
+    first: dict
+    again: Occurrence  # her enter, as a retry would deliver it again
+    subscriber: int
+
+
+def _entered(app: Any, live_server: Any, db: Session, name: str) -> Entered:
+    """A world where `name` entered the seat and its device got her push."""
+    world = build_world(app, db, people=((name, "playlist"),))
     got: queue.Queue = queue.Queue()
     conn = DeviceConnection(live_server.url, world.token("seat"), lambda *e: got.put(e))
     conn.connect()
+    enter(live_server.url, world, "seat", name)
+    name_, first, duplicate = got.get(timeout=10)
+    assert (name_, first["type"], duplicate) == ("event", "push", False)
+    venue = get_topology(app).venue(world.venue_id)
+    r, keys = get_redis(app), get_keys(app)
+    sub = world.people[name].id
+    state = json.loads(r.hget(keys.tracks(venue.id), str(sub)))
+    event = PresenceEvent("enter", "seat", first["at"], state["p"]["since"])
+    return Entered(conn, got, first, Occurrence(sub, venue, state["c"], event), sub)
+
+
+def test_an_occurrence_delivered_again_is_recognised_as_a_duplicate(app, live_server, db):
+    her = _entered(app, live_server, db, "dup")
+    conn, got, first = her.conn, her.got, her.first
     try:
-        enter(live_server.url, world, "seat", "dup")
-        name, first, duplicate = got.get(timeout=10)
-        assert (name, first["type"], duplicate) == ("event", "push", False)
-        venue = get_topology(app).venue(world.venue_id)
-        r, keys = get_redis(app), get_keys(app)
-        state = json.loads(r.hget(keys.tracks(venue.id), str(world.people["dup"].id)))
-        event = PresenceEvent("enter", "seat", first["at"], state["p"]["since"])
         # What the pending-events retry does after a delivery that failed half way: the same
         # enter, while its presence holds, delivered again.
-        deliver(app, [Occurrence(world.people["dup"].id, venue, state["c"], event)])
+        deliver(app, [her.again])
         conn.sync()
         pushes = [(e, dup) for name, e, dup in list(got.queue) if name == "event"]
         assert [dup for _, dup in pushes] == [True]
@@ -447,36 +464,19 @@ def test_an_enter_delivered_after_its_withdrawal_is_not_pushed_behind_the_revoke
     # The delivery checked that her presence held, then read her profile; meanwhile she
     # withdrew and her revoke went out. Appended now, the push would sit behind the revoke
     # and be replayed to the device after it.
-    world = build_world(app, db, people=(("wd", "playlist"),))
-    got: queue.Queue = queue.Queue()
-    conn = DeviceConnection(live_server.url, world.token("seat"), lambda *e: got.put(e))
-    conn.connect()
+    her = _entered(app, live_server, db, "wd")
+    conn, got, sub = her.conn, her.got, her.subscriber
     try:
-        enter(live_server.url, world, "seat", "wd")
-        first = _next_event(got)
-        assert first["type"] == "push"
-        venue = get_topology(app).venue(world.venue_id)
-        r, keys = get_redis(app), get_keys(app)
-        sub = world.people["wd"].id
-        state = json.loads(r.hget(keys.tracks(venue.id), str(sub)))
-        late = Occurrence(
-            sub, venue, state["c"], PresenceEvent("enter", "seat", first["at"], state["p"]["since"])
-        )
         assert rights.withdraw(app, sub) == 1
         revoke = _next_event(got)
         assert (revoke["type"], revoke["reason"]) == ("revoke", "withdrawn")
-        deliver(app, [late])
+        deliver(app, [her.again])
         conn.sync()
         assert [e for name, e, _dup in list(got.queue) if name == "event"] == []
-        device = venue.devices_by_zone["seat"][0]
+        r, keys = get_redis(app), get_keys(app)
+        device = her.again.venue.devices_by_zone["seat"][0]
         assert all(e["type"] != "push" for e in outbox.pending(r, keys, device, time.time()))
-        with sessions(app)() as s:
-            actions = s.scalars(
-                select(AuditEntry.action)
-                .where(AuditEntry.subscriber_id == sub)
-                .order_by(AuditEntry.id)
-            ).all()
-        assert actions == ["push", "revoke"]
+        assert audit_actions(app, sub) == ["push", "revoke"]
     finally:
         conn.close()
 
