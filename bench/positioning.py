@@ -131,35 +131,8 @@ def main() -> int:
             blank = test.assign(x=np.nan, y=np.nan, zone=np.nan)
             paths = {n: t / f"{n}{k}.csv" for n in ("train", "test", "truth", "pred")}
             train.to_csv(paths["train"], index=False)
-            blank.to_csv(paths["test"], index=False)
-            test.to_csv(paths["truth"], index=False)
-            if args.inprocess or params:
-                result = _inprocess(data, train, blank, test, paths["pred"], params)
-            else:
-                _cli(
-                    "predict",
-                    "--scanners",
-                    str(data / "scanners.csv"),
-                    "--zones",
-                    str(data / "zones.geojson"),
-                    "--survey",
-                    str(paths["train"]),
-                    "--recording",
-                    str(paths["test"]),
-                    "--out",
-                    str(paths["pred"]),
-                )
-                result = json.loads(
-                    _cli(
-                        "evaluate",
-                        "--zones",
-                        str(data / "zones.geojson"),
-                        "--truth",
-                        str(paths["truth"]),
-                        "--predictions",
-                        str(paths["pred"]),
-                    ).strip()
-                )
+            inprocess = args.inprocess or bool(params)
+            result = _held_out(data, paths, train, blank, test, params, inprocess)
             all_preds.append(pd.read_csv(paths["pred"], dtype={"emitter": str, "zone": str}))
             print(json.dumps({"track": int(k), "rows": len(test), **result}), flush=True)
         pd.concat(all_preds).to_csv(t / "all.csv", index=False)
@@ -189,7 +162,6 @@ def main() -> int:
 def _unseen(data: Path, params: dict, inprocess: bool) -> int:
     """Calibrate on the whole survey, predict and score each unseen walk, then all of them."""
     started = time.perf_counter()
-    zones = str(data / "zones.geojson")
     survey = pd.read_csv(data / "survey.csv", dtype={"scanner": str, "emitter": str, "zone": str})
     walks = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -201,17 +173,8 @@ def _unseen(data: Path, params: dict, inprocess: bool) -> int:
             ).assign(emitter=name)
             blank = truth.assign(x=np.nan, y=np.nan, zone=np.nan)
             paths = {n: t / f"{n}-{name}.csv" for n in ("test", "truth", "pred")}
-            blank.to_csv(paths["test"], index=False)
-            truth.to_csv(paths["truth"], index=False)
-            if inprocess or params:
-                result = _inprocess(data, survey, blank, truth, paths["pred"], params)
-            else:
-                scanners, survey_csv = str(data / "scanners.csv"), str(data / "survey.csv")
-                _cli("predict", "--scanners", scanners, "--zones", zones, "--survey", survey_csv,
-                     "--recording", str(paths["test"]), "--out", str(paths["pred"]))  # fmt: skip
-                scored = _cli("evaluate", "--zones", zones, "--truth", str(paths["truth"]),
-                              "--predictions", str(paths["pred"]))  # fmt: skip
-                result = json.loads(scored)
+            paths["train"] = data / "survey.csv"
+            result = _held_out(data, paths, survey, blank, truth, params, inprocess or bool(params))
             heard = int(truth["scanner"].nunique())
             print(json.dumps({"walk": name, "scanners": heard, **result}), flush=True)
             walks.append((truth, pd.read_csv(paths["pred"], dtype={"emitter": str, "zone": str})))
@@ -222,6 +185,30 @@ def _unseen(data: Path, params: dict, inprocess: bool) -> int:
     overall["seconds"] = round(time.perf_counter() - started, 2)
     print(json.dumps({"unseen": overall}))
     return 0
+
+
+def _held_out(
+    data: Path,
+    paths: dict[str, Path],
+    train: pd.DataFrame,
+    blank: pd.DataFrame,
+    truth: pd.DataFrame,
+    params: dict,
+    inprocess: bool,
+) -> dict:
+    """Calibrate on train (also at paths["train"]), predict blank into paths["pred"] and score
+    it against truth: through the CLI as an installer would, or in-process with params."""
+    blank.to_csv(paths["test"], index=False)
+    truth.to_csv(paths["truth"], index=False)
+    if inprocess:
+        return _inprocess(data, train, blank, truth, paths["pred"], params)
+    zones = str(data / "zones.geojson")
+    _cli("predict", "--scanners", str(data / "scanners.csv"), "--zones", zones,
+         "--survey", str(paths["train"]), "--recording", str(paths["test"]),
+         "--out", str(paths["pred"]))  # fmt: skip
+    scored = _cli("evaluate", "--zones", zones, "--truth", str(paths["truth"]),
+                  "--predictions", str(paths["pred"]))  # fmt: skip
+    return json.loads(scored)
 
 
 def _inprocess(

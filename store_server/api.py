@@ -129,7 +129,7 @@ def sightings() -> ResponseReturnValue:
         raise ApiError(
             429,
             "too many batches from this scanner: slow down",
-            retry_after_s=int(60 - time.time() % 60) + 1,
+            retry_after_s=_next_minute_s(),
         )
     if outcome.conflict:
         # Never acknowledged as a duplicate: these sightings would be lost unseen.
@@ -143,6 +143,11 @@ def sightings() -> ResponseReturnValue:
         events.flush(app, min_age_s=0)
     events.deliver_now(app, occurrences, outcome.event_ids)
     return jsonify({"accepted": outcome.accepted, "duplicate": outcome.duplicate})
+
+
+def _next_minute_s() -> int:
+    """Seconds until a scanner's per-minute window turns over (its Retry-After)."""
+    return int(60 - time.time() % 60) + 1
 
 
 # Heartbeats per scanner per minute, counted like sightings (ingest's per-minute window): twice
@@ -184,7 +189,7 @@ def heartbeat() -> ResponseReturnValue:
     health["version"] = version[:VERSION_MAX]
     r, keys = get_redis(), get_keys()
     ttl = 2 * current_app.config["INGEST_MAX_SKEW_S"]
-    window = keys.ratelimit(f"heartbeat:{scanner.id}:{int(time.time() // 60)}")
+    window = keys.scanner_minute("heartbeat", scanner.id, time.time())
     code = run_script(
         r, _HEARTBEAT_LUA, 2, keys.nonce(scanner.id, nonce), window, ttl, HEARTBEAT_RATE_PER_MIN
     )
@@ -194,7 +199,7 @@ def heartbeat() -> ResponseReturnValue:
         raise ApiError(
             429,
             "too many heartbeats from this scanner: slow down",
-            retry_after_s=int(60 - time.time() % 60) + 1,
+            retry_after_s=_next_minute_s(),
         )
     # Kept, not expiring: a scanner silent for good must keep its zone dark (scanner_health),
     # and a report that expired would read as one never sent.

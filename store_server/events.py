@@ -61,45 +61,21 @@ def claim(r: redis.Redis, keys: Keys, ids: list[str]) -> list[bool]:
     if not ids:
         return []
     pipe = r.pipeline(transaction=False)
-    _claims(pipe, keys, ids)
-    return [bool(x) for x in pipe.execute()]
-
-
-def _claims(pipe: redis.client.Pipeline, keys: Keys, ids: list[str]) -> None:
     for entry_id in ids:
         pipe.set(keys.delivering(entry_id), 1, nx=True, px=int(CLAIM_S * 1000))
+    return [bool(x) for x in pipe.execute()]
 
 
 def _take(
     r: redis.Redis, keys: Keys, items: list[tuple[str, Occurrence | None]]
 ) -> tuple[list[Occurrence], list[str]]:
-    """Claim pending events (id, occurrence; None when nobody is left to deliver to) and read
-    the states their enters began, in one round trip; returns what this caller delivers and
-    the ids it holds.
-
-    An enter delivered late (its first delivery failed, or a withdrawal came between its
-    commit and its delivery) would push a profile after the revoke that ended it: after a
-    withdrawal, or after the person left. What ended it was delivered already, so such an
-    enter is left out."""
-    enters = [o for _, o in items if o is not None and o.event.kind == "enter"]
-    pipe = r.pipeline(transaction=False)
-    _claims(pipe, keys, [entry_id for entry_id, _ in items])
-    for o in enters:
-        pipe.hget(keys.tracks(o.venue.id), str(o.subscriber_id))
-    answers = pipe.execute()
-    held, states = answers[: len(items)], answers[len(items) :]
-    ended = {id(o) for o, raw in zip(enters, states, strict=True) if not _holds(raw, o.event)}
+    """Claim pending events (id, occurrence; None when nobody is left to deliver to); returns
+    what this caller delivers and the ids it holds. An enter delivered late, after the revoke
+    that ended its presence, is withheld by `deliver` itself (push.py: its push is appended
+    only while the presence holds)."""
+    held = claim(r, keys, [entry_id for entry_id, _ in items])
     mine = [(entry_id, o) for (entry_id, o), ok in zip(items, held, strict=True) if ok]
-    deliver_these = [o for _, o in mine if o is not None and id(o) not in ended]
-    return deliver_these, [entry_id for entry_id, _ in mine]
-
-
-def _holds(raw: str | None, event: PresenceEvent) -> bool:
-    """Whether a tracking state is still in the presence an enter began."""
-    if raw is None:
-        return False
-    p = json.loads(raw).get("p", {})
-    return p.get("zone") == event.zone and p.get("since") == event.since
+    return [o for _, o in mine if o is not None], [entry_id for entry_id, _ in mine]
 
 
 def _deliver_taken(

@@ -512,7 +512,7 @@ def process(
     bkey = keys.batch(scanner.id, batch_id)
     tkey = keys.tracks(venue.id if venue else 0)
     # Counted after authentication, so nobody can spend a real scanner's quota.
-    window = keys.ratelimit(f"ingest:{scanner.id}:{int(time.time() // 60)}")
+    window = keys.scanner_minute("ingest", scanner.id, time.time())
     # Batches of one venue that heard the same identifiers fold into their states in turn in
     # this process, from their claim on: the compare-and-set then only fails on another
     # process's (or the sweeper's) write.

@@ -82,6 +82,10 @@ class Keys:
         """Counter of one rate-limit window (sign-in, opt-in, ingest per scanner)."""
         return f"{self.prefix}ratelimit:{name}"
 
+    def scanner_minute(self, kind: str, scanner_id: int, now: float) -> str:
+        """Counter of a scanner's requests of one kind (batches, heartbeats) in now's minute."""
+        return self.ratelimit(f"{kind}:{scanner_id}:{int(now // 60)}")
+
     def lock(self, name: str) -> str:
         """Short-lived lock so that one process runs a periodic job at a time."""
         return f"{self.prefix}lock:{name}"

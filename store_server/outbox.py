@@ -17,19 +17,26 @@ from store_server.keys import Keys
 STREAM_ID = re.compile(r"^[0-9]{1,20}-[0-9]{1,20}\Z")
 
 
+def encode(items: list[tuple[int, dict[str, Any]]]) -> list[bytes]:
+    """Each item's event as stored; a zone's devices share one body, encoded once (orjson)."""
+    encoded: dict[int, bytes] = {}
+    out = []
+    for _device, event in items:
+        raw = encoded.get(id(event))
+        if raw is None:
+            raw = encoded[id(event)] = orjson.dumps(event)
+        out.append(raw)
+    return out
+
+
 def append_many(
     r: redis.Redis, keys: Keys, items: list[tuple[int, dict[str, Any]]], maxlen: int, ttl_s: int
 ) -> list[str]:
     """Append (device id, event) pairs in one round trip; returns the stream ids (event ids)."""
     if not items:
         return []
-    # A zone's devices get the same body: encoded once (orjson), not once per device.
-    encoded: dict[int, bytes] = {}
     pipe = r.pipeline(transaction=False)
-    for device_id, event in items:
-        raw = encoded.get(id(event))
-        if raw is None:
-            raw = encoded[id(event)] = orjson.dumps(event)
+    for (device_id, _event), raw in zip(items, encode(items), strict=True):
         pipe.xadd(keys.outbox(device_id), {"e": raw}, maxlen=maxlen, approximate=True)
     for device_id in dict.fromkeys(d for d, _ in items):
         pipe.expire(keys.outbox(device_id), ttl_s)

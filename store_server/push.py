@@ -178,12 +178,7 @@ def _append_held(
     args: list[Any] = [maxlen, ttl_s, len(guards), len(items)]
     for o in guards:
         args += [venues.index(o.venue.id) + 1, o.subscriber_id, o.event.zone, repr(o.event.since)]
-    # A zone's devices get the same body: encoded once (orjson), not once per device.
-    encoded: dict[int, bytes] = {}
-    for (_device, body), g in zip(items, guard_of, strict=True):
-        raw = encoded.get(id(body))
-        if raw is None:
-            raw = encoded[id(body)] = orjson.dumps(body)
+    for g, raw in zip(guard_of, outbox.encode(items), strict=True):
         args += [g, raw]
     names = [keys.outbox(d) for d, _ in items] + [keys.tracks(v) for v in venues]
     answer = run_script(r, _APPEND_HELD_LUA, len(names), *names, *args)
