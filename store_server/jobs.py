@@ -6,6 +6,7 @@ Several processes may run them; a short Redis lock makes one of them do each rou
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import threading
@@ -32,6 +33,8 @@ EXPIRY_CHECK_S = 5.0
 VENUES_PER_QUERY = 500
 FLUSH_S = 2.0
 PROFILE_REFRESH_S = 3600.0
+# After a failed refresh (the streaming service down), any process tries again this much later.
+PROFILE_RETRY_S = 60.0
 DARK_CHECK_S = 1.0
 # Heard this close to the end of their consent, a subscriber fell silent because ingest dropped
 # what came after (a second's estimate lags its readings by up to a second, batching by more).
@@ -154,16 +157,30 @@ def _locked(app: Flask, name: str, ttl_ms: int) -> bool:
     return bool(get_redis(app).set(get_keys(app).lock(name), 1, nx=True, px=ttl_ms))
 
 
+def refresh_profiles_due(app: Flask) -> bool:
+    """Refresh the streaming profiles unless some process did within the hour; returns whether
+    this call refreshed them."""
+    r, key = get_redis(app), get_keys(app).lock("profiles")
+    # The lock is the schedule, shared by every jobs process: held for the whole period, not
+    # only while a refresh runs, else each process (its own clock starting at zero) would run
+    # its own refresh every hour.
+    if not r.set(key, 1, nx=True, px=int(PROFILE_REFRESH_S * 1000)):
+        return False
+    try:
+        streaming.refresh_profiles(app)
+    except Exception:
+        with contextlib.suppress(redis.RedisError):
+            r.pexpire(key, int(PROFILE_RETRY_S * 1000))
+        raise
+    return True
+
+
 def _refresh_profiles_loop(app: Flask, stop: threading.Event) -> None:
     # A thread of its own: one streaming call per subscriber can take minutes, and meanwhile
     # the per-second jobs must go on (dark zones lapse after DARK_TTL_S, exits are due).
-    next_profiles = 0.0
     while not stop.is_set():
         try:
-            now = time.monotonic()
-            if now >= next_profiles and _locked(app, "profiles", 60_000):
-                streaming.refresh_profiles(app)
-                next_profiles = now + PROFILE_REFRESH_S
+            refresh_profiles_due(app)
         except Exception:  # a failed refresh must not end the refreshes to come
             log.exception("streaming profile refresh failed")
         stop.wait(app.config["SWEEP_INTERVAL_S"])

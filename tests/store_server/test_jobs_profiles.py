@@ -1,6 +1,7 @@
-"""Background jobs: the hourly streaming-profile refresh, however slow the streaming service,
-holds up neither the exit sweeper nor the dark zones (real Redis, SQL, jobs threads and signed
-HTTP requests; the streaming service is the outside system, answering when the test says)."""
+"""Background jobs: the hourly streaming-profile refresh runs once an hour across all jobs
+processes, and however slow the streaming service, holds up neither the exit sweeper nor the dark
+zones (real Redis, SQL, jobs threads and signed HTTP requests; the streaming service is the
+outside system, answering when the test says)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import threading
 import time
 from datetime import timedelta
 
+import pytest
 from sqlalchemy import select
 
 from store_server import jobs, scanner_health
@@ -96,3 +98,55 @@ def test_a_slow_profile_refresh_neither_keeps_leavers_present_nor_lets_dark_zone
         thread.join(30)
     # Joining the jobs waits for the refresh thread too.
     assert len(ours) == 2 and not any(t.is_alive() for t in ours)
+
+
+class CountingStreaming:
+    """A streaming service that counts the refreshes asking about one account, and fails on
+    demand (the service down)."""
+
+    def __init__(self, account: str) -> None:
+        self.account = account
+        self.refreshes = 0
+        self.down = False
+
+    def profile(self, directory_id: str) -> Profile | None:
+        """No profile; counted, or refused while down."""
+        if self.down:
+            raise ConnectionError("streaming service unreachable")
+        self.refreshes += directory_id == self.account
+        return None
+
+
+def test_the_hourly_profile_refresh_runs_once_an_hour_whatever_the_number_of_processes(stack):
+    app = stack.app
+    r, key = get_redis(app), get_keys(app).lock("profiles")
+    streaming = CountingStreaming("demo:bob")
+    app.extensions["cm_streaming"] = streaming
+    # Two jobs processes (the lock, in Redis, is all they share): the first refreshes, the
+    # second, started a moment later, finds it done.
+    assert jobs.refresh_profiles_due(app) is True
+    assert jobs.refresh_profiles_due(app) is False
+    assert streaming.refreshes == 1
+    # A minute later (the lock's clock moved on, as Redis's would): still within the hour, so
+    # neither process refreshes again. The old 60 s lock let every process run its own.
+    r.pexpire(key, r.pttl(key) - 61_000)
+    assert jobs.refresh_profiles_due(app) is False and streaming.refreshes == 1
+    # The hour over: the next one refreshes.
+    r.delete(key)
+    assert jobs.refresh_profiles_due(app) is True and streaming.refreshes == 2
+
+
+def test_a_failed_profile_refresh_is_tried_again_within_minutes(stack):
+    app = stack.app
+    r, key = get_redis(app), get_keys(app).lock("profiles")
+    streaming = CountingStreaming("demo:bob")
+    app.extensions["cm_streaming"] = streaming
+    streaming.down = True
+    with pytest.raises(ConnectionError):
+        jobs.refresh_profiles_due(app)
+    # Not an hour without fresh profiles: any process tries again a minute on.
+    assert 0 < r.pttl(key) <= jobs.PROFILE_RETRY_S * 1000
+    assert jobs.refresh_profiles_due(app) is False
+    streaming.down = False
+    r.delete(key)
+    assert jobs.refresh_profiles_due(app) is True and streaming.refreshes == 1
