@@ -154,7 +154,8 @@ def publish_drift(app: Flask) -> int:
 
 
 def _locked(app: Flask, name: str, ttl_ms: int) -> bool:
-    return bool(get_redis(app).set(get_keys(app).lock(name), 1, nx=True, px=ttl_ms))
+    # At least 1 ms: Redis refuses a zero expiry, and a tiny period (tests) must not fail.
+    return bool(get_redis(app).set(get_keys(app).lock(name), 1, nx=True, px=max(1, ttl_ms)))
 
 
 def refresh_profiles_due(app: Flask) -> bool:
@@ -199,14 +200,17 @@ def start(app: Flask, stop: threading.Event) -> threading.Thread:
         while not stop.is_set():
             try:
                 now = time.monotonic()
-                if now >= next_refresh:
+                # Each lock lasts 0.9 of its job's period: with several jobs processes, one of
+                # them runs each round (a shorter lock let each run its own every period).
+                resolver_s = app.config["RESOLVER_REFRESH_S"]
+                if now >= next_refresh and _locked(app, "resolver", int(resolver_s * 900)):
                     refresh_resolver(app)
-                    next_refresh = now + app.config["RESOLVER_REFRESH_S"]
-                if now >= next_expiry and _locked(app, "expiry", 4000):
+                    next_refresh = now + resolver_s
+                if now >= next_expiry and _locked(app, "expiry", int(EXPIRY_CHECK_S * 900)):
                     # Ingest already refuses expired consents; this ends presences they left.
                     retention.end_expired_presences(app)
                     next_expiry = now + EXPIRY_CHECK_S
-                if now >= next_drift and _locked(app, "drift", 20_000):
+                if now >= next_drift and _locked(app, "drift", int(drift_report.PUBLISH_S * 900)):
                     publish_drift(app)
                     next_drift = now + drift_report.PUBLISH_S
                 if now >= next_dark and _locked(app, "dark", int(DARK_CHECK_S * 900)):
