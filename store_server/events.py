@@ -1,6 +1,8 @@
 """Presence events are queued in Redis in the same transaction as the state that caused them, and
-removed only once delivered (outboxes, emit, audit, visits). If delivery fails — the database is
-down, the process dies — the events are delivered later, so no enter or revoke is ever lost.
+removed only once delivered (outboxes with their audit entries and visits in the journal, emit).
+If delivery fails before that — the database is down, the process dies — the events are
+delivered later, so no enter or revoke is ever lost; once it is done, SQL refusing the audit
+entries and visits no longer sends the devices the same events again (journal.py).
 """
 
 from __future__ import annotations

@@ -18,7 +18,15 @@ from flask import Flask
 from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
-from store_server import drift_report, presence, resolver, retention, scanner_health, streaming
+from store_server import (
+    drift_report,
+    journal,
+    presence,
+    resolver,
+    retention,
+    scanner_health,
+    streaming,
+)
 from store_server import events as pending
 from store_server.db import sessions
 from store_server.ingest import restamp
@@ -220,6 +228,7 @@ def start(app: Flask, stop: threading.Event) -> threading.Thread:
                     sweep_once(app)
                 if now >= next_flush and _locked(app, "flush", 5000):
                     pending.flush(app)  # deliveries that failed earlier (database down, crash)
+                    journal.drain(app)  # audit entries and visits SQL refused then
                     next_flush = now + FLUSH_S
             except Exception:  # a job round failing must not kill the loop
                 log.exception("background job round failed")

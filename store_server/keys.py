@@ -60,6 +60,11 @@ class Keys:
         died is retried, a running or finished one is never repeated); expires in a minute."""
         return f"{self.prefix}delivering:{entry_id}"
 
+    def journal(self) -> str:
+        """Stream: audit entries and visits appended with the device events they record, not
+        yet written to SQL (journal.py)."""
+        return f"{self.prefix}journal"
+
     def outbox(self, device_id: int) -> str:
         """Stream: events for one device not yet acknowledged."""
         return f"{self.prefix}outbox:{device_id}"

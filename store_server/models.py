@@ -207,6 +207,9 @@ class AuditEntry(Base):
     """A disclosure to a merchant device, or a tombstone after erasure; subscribers read theirs."""
 
     __tablename__ = "audit_log"
+    # One row per device event: the journal's entries may be written twice, inline and by the
+    # jobs (migration 0005). NULLs differ, so tombstones and deleted devices' rows are free.
+    __table_args__ = (Index("uq_audit_device_event", "device_id", "event_id", unique=True),)
     id: Mapped[int] = mapped_column(primary_key=True)
     at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
     subscriber_id: Mapped[int | None] = mapped_column(

@@ -11,7 +11,6 @@ import logging
 import time
 from collections import defaultdict
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -23,28 +22,23 @@ from sqlalchemy import (
     Row,
     bindparam,
     cast,
-    insert,
     literal,
     null,
-    or_,
     select,
     union_all,
 )
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from store_server import blend, outbox
+from store_server import blend, journal, outbox
 from store_server.crypto import pseudonym
-from store_server.db import reading, sessions
+from store_server.db import reading
 from store_server.keys import Keys
-from store_server.models import AuditEntry, Consent, Merchant, Subscriber, Visit
+from store_server.models import Merchant, Subscriber
 from store_server.payloads import push_payload, queue_payload, revoke_payload
 from store_server.presence import PresenceEvent
 from store_server.redis_store import get_keys, get_redis, run_script
 from store_server.topology import VenueInfo, get_topology
 
-# Exit reasons of a presence ended because its consent ended (occupancy.end_presence callers).
-CONSENT_ENDED = frozenset({"withdrawn", "erased", "key_revoked", "expired"})
 log = logging.getLogger(__name__)
 NAMESPACE = "/device"
 PORTAL = "/portal"
@@ -129,15 +123,21 @@ def _present(
 
 # Appends each device's event only while the presence a push belongs to still holds, in one
 # atomic step: a withdrawal that ends it after the delivery's own checks has revoked first, and
-# a push appended behind that revoke would be replayed to the device after it. KEYS: the items'
-# outboxes, then the venues' track states. ARGV: maxlen, ttl, #guards, per guard its venue's
-# KEYS offset, subscriber, zone and since; then per item its guard's number (0: none) and body.
-# Returns each guard's verdict (1 holds), then each item's event id ('' when withheld).
+# a push appended behind that revoke would be replayed to the device after it. Each event
+# appended puts its audit entry in the journal in the same step, and so do the visits: nothing
+# reaches a device unrecorded, whatever fails next. KEYS: the items' outboxes, the venues' track
+# states, then the journal. ARGV: maxlen, ttl, #guards, #items, #visits; per guard its venue's
+# KEYS offset, subscriber, zone and since; per item its guard's number (0: none), body,
+# subscriber and audit entry; per visit its subscriber and row. Returns each guard's verdict
+# (1 holds), each item's event id ('' when withheld), then the journal ids of the audit entries
+# written and of the visits.
 _APPEND_HELD_LUA = """
-local maxlen, ttl, m, n = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
+local maxlen, ttl = ARGV[1], ARGV[2]
+local m, n, v = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local journal = KEYS[#KEYS]
 local out = {}
 for g = 1, m do
-  local at = 4 + 4 * (g - 1)
+  local at = 5 + 4 * (g - 1)
   local raw = redis.call('HGET', KEYS[n + tonumber(ARGV[at + 1])], ARGV[at + 2])
   out[g] = 0
   if raw then
@@ -148,16 +148,27 @@ for g = 1, m do
     end
   end
 end
-local base = 4 + 4 * m
+local base = 5 + 4 * m
+local written = {}
 for i = 1, n do
-  local guard = tonumber(ARGV[base + 2 * i - 1])
+  local at = base + 4 * (i - 1)
+  local guard = tonumber(ARGV[at + 1])
   if guard == 0 or out[guard] == 1 then
-    out[m + i] = redis.call('XADD', KEYS[i], 'MAXLEN', '~', maxlen, '*', 'e', ARGV[base + 2 * i])
+    local id = redis.call('XADD', KEYS[i], 'MAXLEN', '~', maxlen, '*', 'e', ARGV[at + 2])
     redis.call('EXPIRE', KEYS[i], ttl)
+    out[m + i] = id
+    written[#written + 1] = redis.call(
+      'XADD', journal, '*', 's', ARGV[at + 3], 'a', ARGV[at + 4], 'e', id)
   else
     out[m + i] = ''
   end
 end
+base = base + 4 * n
+for i = 1, v do
+  written[#written + 1] = redis.call(
+    'XADD', journal, '*', 's', ARGV[base + 2 * i - 1], 'v', ARGV[base + 2 * i])
+end
+for i = 1, #written do out[m + n + i] = written[i] end
 return out
 """
 
@@ -166,23 +177,36 @@ def _append_held(
     r: redis.Redis,
     keys: Keys,
     items: list[tuple[int, dict[str, Any]]],
+    audit: list[dict[str, Any]],
     guard_of: list[int],
     guards: list[Occurrence],
+    visits: list[dict[str, Any]],
     maxlen: int,
     ttl_s: int,
-) -> tuple[list[bool], list[str]]:
+) -> tuple[list[bool], list[str], list[journal.Entry]]:
     """Append (device, event) items in one round trip, each a push only while its enter's
-    presence holds (guard_of: 1-based into guards, 0 for none); returns whether each guard
-    held and each item's event id ('' for a push withheld)."""
+    presence holds (guard_of: 1-based into guards, 0 for none), with each appended item's audit
+    entry and every visit to the journal; returns whether each guard held, each item's event id
+    ('' for a push withheld) and the journal entries written."""
     venues = list(dict.fromkeys(o.venue.id for o in guards))
-    args: list[Any] = [maxlen, ttl_s, len(guards), len(items)]
+    args: list[Any] = [maxlen, ttl_s, len(guards), len(items), len(visits)]
     for o in guards:
         args += [venues.index(o.venue.id) + 1, o.subscriber_id, o.event.zone, repr(o.event.since)]
-    for g, raw in zip(guard_of, outbox.encode(items), strict=True):
-        args += [g, raw]
+    for g, raw, row in zip(guard_of, outbox.encode(items), audit, strict=True):
+        args += [g, raw, row["subscriber_id"], journal.encode(row)]
+    for row in visits:
+        args += [row["subscriber_id"], journal.encode(row)]
     names = [keys.outbox(d) for d, _ in items] + [keys.tracks(v) for v in venues]
-    answer = run_script(r, _APPEND_HELD_LUA, len(names), *names, *args)
-    return [x == 1 for x in answer[: len(guards)]], list(answer[len(guards) :])
+    answer = run_script(r, _APPEND_HELD_LUA, len(names) + 1, *names, keys.journal(), *args)
+    held = [x == 1 for x in answer[: len(guards)]]
+    event_ids = list(answer[len(guards) : len(guards) + len(items)])
+    rows = [
+        ("a", {**row, "event_id": event_id})
+        for row, event_id in zip(audit, event_ids, strict=True)
+        if event_id
+    ] + [("v", row) for row in visits]
+    ids = answer[len(guards) + len(items) :]
+    return held, event_ids, [(i, kind, row) for i, (kind, row) in zip(ids, rows, strict=True)]
 
 
 # Only the columns a disclosure may use: no ORM objects on the hot path, and nothing (name, email,
@@ -229,44 +253,6 @@ def _profiles_and_rules(
     ).all()
     subs = {row.id: row for row in rows if row.kind == "s"}
     return subs, {row.id: row.rules for row in rows if row.kind == "m"}
-
-
-def _insert_once(db: Session, table: Any) -> Any:
-    """INSERT that skips a row already there (the unique presence of a visit): a delivery taken
-    over after its claim lapsed writes the same visit again, and it must count once."""
-    dialect = db.get_bind().dialect.name
-    if dialect == "postgresql":
-        return postgresql.insert(table).on_conflict_do_nothing()
-    if dialect == "sqlite":
-        return sqlite.insert(table).on_conflict_do_nothing()
-    return insert(table)
-
-
-def _still_consented(db: Session, ended: list[Occurrence]) -> list[Occurrence]:
-    """Of the presences ended, those whose visit may be recorded: one cut short because a
-    consent ended only where a statistics consent for that merchant is still in force. The
-    state carried the scope its enter was disclosed under, and a withdrawal means stop, also
-    for the visit it cut short."""
-    subs = sorted({o.subscriber_id for o in ended if o.event.reason in CONSENT_ENDED})
-    now = datetime.now(UTC)
-    covered = {
-        (s, m)
-        for s, m in db.execute(
-            select(Consent.subscriber_id, Consent.merchant_id).where(
-                Consent.subscriber_id.in_(subs),
-                Consent.statistics.is_(True),
-                Consent.withdrawn_at.is_(None),
-                or_(Consent.valid_until.is_(None), Consent.valid_until > now),
-            )
-        )
-    }
-    return [
-        o
-        for o in ended
-        if o.event.reason not in CONSENT_ENDED
-        or (o.subscriber_id, None) in covered
-        or (o.subscriber_id, o.venue.merchant_id) in covered
-    ]
 
 
 def _rules(db: Session | Connection, merchants: set[int]) -> dict[int, Any]:
@@ -386,9 +372,9 @@ def refresh_queues(app: Flask, venue_id: int) -> dict[str, dict[str, Any]]:
 
 
 def deliver(app: Flask, occurrences: list[Occurrence]) -> None:
-    """Write outboxes and emit to connected devices, pushes and revokes first; then recompute
-    and send the blended queue of every zone someone entered or left; then log every disclosure
-    and visit."""
+    """Write outboxes, with their audit entries and the visits to the journal, and emit to
+    connected devices, pushes and revokes first; then recompute and send the blended queue of
+    every zone someone entered or left; then write the journal's new entries to SQL."""
     if not occurrences:
         return
     r, keys = get_redis(app), get_keys(app)
@@ -398,14 +384,14 @@ def deliver(app: Flask, occurrences: list[Occurrence]) -> None:
     disclosed = [o for o in occurrences if o.disclose]
     rooms = _rooms(disclosed)
     # Reads in autocommit: the pushes wait for one SQL round trip, not for BEGIN as well; the
-    # audit and visits are written in a transaction of their own once the devices have them.
+    # audit and visits reach SQL in a transaction of their own once the devices have them.
     # Who else is in the changed zones is read only once the pushes are out: the blended
     # queues need it, the pushes do not.
     with reading(app) as db:
         ids = {o.subscriber_id for o in occurrences}
         subs, rules = _profiles_and_rules(db, ids, {v.merchant_id for v in rooms.values()})
         items: list[tuple[int, dict[str, Any]]] = []
-        meta: list[tuple[Occurrence, str]] = []
+        audit: list[dict[str, Any]] = []
         guards: list[Occurrence] = []  # the enters, each pushed only while its presence holds
         guard_of: list[int] = []
         for o in occurrences:
@@ -432,22 +418,47 @@ def deliver(app: Flask, occurrences: list[Occurrence]) -> None:
             # When it happened: an occurrence delivered again after a failure (events.flush)
             # gets new event ids, and (type, subscriber, zone, at) still tells it is the same.
             body["at"] = o.event.at
+            entry = {
+                "at": now,
+                "subscriber_id": o.subscriber_id,
+                "action": body["type"],
+                "pseudonym": pseudo,
+                "merchant_id": o.venue.merchant_id,
+                "scope": o.consent["share"] if body["type"] == "push" else None,
+                "receipt_id": o.consent["receipt"],
+                "reason": body.get("reason"),
+            }
             for d in devices:
                 items.append((d, body))
-                meta.append((o, pseudo))
+                audit.append({**entry, "device_id": d})
                 guard_of.append(guard)
+        visits = [
+            journal.visit_row(
+                o.subscriber_id,
+                o.venue.merchant_id,
+                o.venue.id,
+                o.event.zone,
+                o.event.since,
+                o.event.at,
+                o.event.reason,
+            )
+            for o in occurrences
+            if o.event.kind == "exit" and o.consent.get("stats") and o.subscriber_id in subs
+        ]
         held: list[bool] = []
         event_ids: list[str] = []
-        if items or guards:
+        written: list[journal.Entry] = []
+        if items or guards or visits:
             maxlen = app.config["OUTBOX_MAXLEN"]
-            held, event_ids = _append_held(r, keys, items, guard_of, guards, maxlen, ttl)
+            held, event_ids, written = _append_held(
+                r, keys, items, audit, guard_of, guards, visits, maxlen, ttl
+            )
         # An enter whose presence ended meanwhile (a withdrawal after the checks above) is
         # neither pushed, nor shown on the portal, nor audited: it was never disclosed.
         withheld = {id(o) for o, ok in zip(guards, held, strict=True) if not ok}
         if withheld:
             kept = [i for i, event_id in enumerate(event_ids) if event_id]
-            items, meta = [items[i] for i in kept], [meta[i] for i in kept]
-            event_ids = [event_ids[i] for i in kept]
+            items, event_ids = [items[i] for i in kept], [event_ids[i] for i in kept]
         _emit(sio, items, event_ids)
         # Let the sockets' writers send these now: the blended queues below are CPU work that
         # would otherwise hold every push back until their own outbox write yields.
@@ -463,53 +474,13 @@ def deliver(app: Flask, occurrences: list[Occurrence]) -> None:
                     "reason": o.event.reason,
                 }
                 sio.emit("presence", portal_event, to=venue_room(o.venue.id), namespace=PORTAL)
-        # Derived from the pushes these devices got (audited below): queues are not audited.
+        # Derived from the pushes these devices got (audited): queues are not audited.
         # The states are committed (ingest wrote them first), so the entrants are among these.
         present = _present(r, keys, rooms)
         queued = _send_queues(app, _zone_queues(app, db, rooms, subs, now, present, rules))
-    # Bulk inserts: one statement per table, whatever the number of devices and visits.
-    audit = [
-        {
-            "at": datetime.fromtimestamp(now, UTC),
-            "subscriber_id": o.subscriber_id,
-            "action": body["type"],
-            "pseudonym": pseudo,
-            "merchant_id": o.venue.merchant_id,
-            "device_id": device_id,
-            "scope": o.consent["share"] if body["type"] == "push" else None,
-            "receipt_id": o.consent["receipt"],
-            "event_id": event_id,
-            "reason": body.get("reason"),
-        }
-        for (device_id, body), (o, pseudo), event_id in zip(items, meta, event_ids, strict=True)
-    ]
-    ended = [
-        o
-        for o in occurrences
-        if o.event.kind == "exit" and o.consent.get("stats") and o.subscriber_id in subs
-    ]
-    # Core inserts of plain rows: the ORM's bulk path cost several times more per POST.
-    if audit or ended:
-        with sessions(app)() as db:
-            if any(o.event.reason in CONSENT_ENDED for o in ended):
-                ended = _still_consented(db, ended)
-            visits = [
-                {
-                    "subscriber_id": o.subscriber_id,
-                    "merchant_id": o.venue.merchant_id,
-                    "venue_id": o.venue.id,
-                    "zone": o.event.zone,
-                    "started_at": datetime.fromtimestamp(o.event.since, UTC),
-                    "ended_at": datetime.fromtimestamp(o.event.at, UTC),
-                    "dwell_s": max(0.0, o.event.at - o.event.since),
-                }
-                for o in ended
-            ]
-            if audit:
-                db.execute(insert(AuditEntry.__table__), audit)
-            if visits:
-                db.execute(_insert_once(db, Visit.__table__), visits)
-            db.commit()
+    # Recorded already: if SQL refuses them now, the jobs write them later (journal.drain), and
+    # the devices are not sent the same events again.
+    journal.write(app, written)
     metrics = app.extensions.get("cm_metrics")
     if metrics is not None:
         metrics.push_seconds.observe(time.time() - now)

@@ -14,7 +14,7 @@ from sqlalchemy import delete, or_, select
 from sqlalchemy.orm import Session
 
 from beacons import provisioning
-from store_server import outbox, services
+from store_server import journal, outbox, services
 from store_server.crypto import pseudonym
 from store_server.db import sessions
 from store_server.jobs import refresh_resolver
@@ -101,7 +101,11 @@ def export(db: Session, subscriber: Subscriber) -> dict[str, Any]:
     consents = db.scalars(select(Consent).where(Consent.subscriber_id == sid).order_by(Consent.id))
     keys = db.scalars(select(EmitterKey).where(EmitterKey.subscriber_id == sid))
     visits = db.scalars(select(Visit).where(Visit.subscriber_id == sid).order_by(Visit.started_at))
-    audit = db.scalars(select(AuditEntry).where(AuditEntry.subscriber_id == sid).order_by("id"))
+    audit = db.scalars(
+        select(AuditEntry)
+        .where(AuditEntry.subscriber_id == sid)
+        .order_by(AuditEntry.at, AuditEntry.id)
+    )
     return {
         "format": "collective-mood-export/1",
         "exported_at": now.isoformat(),
@@ -196,6 +200,8 @@ def erase(app: Flask, subscriber_id: int) -> bool:
     r, keys = get_redis(app), get_keys(app)
     for key, device_ids in by_merchant.values():
         outbox.drop_for(r, keys, device_ids, pseudonym(key, public_id))
+    # Audit entries and visits not yet in SQL go too (and any written later are refused).
+    journal.drop_for(r, keys, subscriber_id)
     with sessions(app)() as db:
         db.execute(delete(AuditEntry).where(AuditEntry.subscriber_id == subscriber_id))
         db.execute(delete(Subscriber).where(Subscriber.id == subscriber_id))

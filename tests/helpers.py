@@ -149,4 +149,4 @@ def audit_actions(app: Any, subscriber: int) -> list[str]:
 
     with sessions(app)() as db:
         query = select(AuditEntry.action).where(AuditEntry.subscriber_id == subscriber)
-        return list(db.scalars(query.order_by(AuditEntry.id)))
+        return list(db.scalars(query.order_by(AuditEntry.at, AuditEntry.id)))

@@ -99,7 +99,8 @@ class StoreCollector(Collector):
         return []
 
     def collect(self) -> Iterator[Metric]:
-        """Scrape-time gauges: devices, outboxes, scanner health and drift, dropped sightings."""
+        """Scrape-time gauges: devices, outboxes, the journal, scanner health and drift, dropped
+        sightings."""
         up = GaugeMetricFamily("cm_store_up", "Store reachable at scrape time", labels=["store"])
         connected = self.app.extensions.get("cm_connected_devices", {})
         yield GaugeMetricFamily(
@@ -138,7 +139,8 @@ class StoreCollector(Collector):
             pipe.get(keys.dropped(venue_id))
         for venue_id in venues:
             sample(pipe, keys, venue_id)
-        res = pipe.execute()
+        pipe.xlen(keys.journal())
+        *res, backlog = pipe.execute()
         depths = res[: len(devices)]
         health = res[len(devices) : len(devices) + len(scanners)]
         dropped = res[len(devices) + len(scanners) : len(devices) + len(scanners) + len(venues)]
@@ -148,6 +150,11 @@ class StoreCollector(Collector):
         )
         yield GaugeMetricFamily(
             "cm_outbox_max_depth", "Largest single device outbox", value=max(depths, default=0)
+        )
+        yield GaugeMetricFamily(
+            "cm_journal_backlog",
+            "Audit entries and visits recorded in Redis, not yet written to SQL",
+            value=backlog,
         )
         now = time.time()
         age = GaugeMetricFamily(

@@ -12,12 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import create_engine, func, select
+from sqlalchemy import create_engine, event, func, select
 from sqlalchemy.engine import make_url
 
-from store_server import db
+from store_server import db, journal, rights
 from store_server.db import upgrade
-from store_server.models import AuditEntry, Device, Visit
+from store_server.models import AuditEntry, Device, Subscriber, Visit
 from store_server.redis_store import get_keys, get_redis
 from tests.conftest import fresh_database
 from tests.faults.support import (
@@ -29,6 +29,7 @@ from tests.faults.support import (
     signed,
     stranger_rows,
 )
+from tests.helpers import audit_actions
 
 pytestmark = pytest.mark.faults
 SCANNER = "demo-salon-scanner-1"
@@ -176,3 +177,45 @@ def test_pooled_connection_pinged_only_after_idling_and_replaced_if_dead(tmp_pat
         engine.dispose()
         proxy.close()
         drop()
+
+
+def _alice(proxied: ProxiedStack) -> int:
+    with proxied.direct.connect() as c:
+        return c.scalar(select(Subscriber.id).where(Subscriber.directory_id == "demo:alice"))
+
+
+@pytest.mark.privacy
+def test_a_push_out_before_sql_refused_its_audit_entry_is_audited_later_and_not_pushed_again(
+    proxied,
+):
+    stack, client = proxied.stack, proxied.stack.app.test_client()
+    app = stack.app
+    r, keys = get_redis(app), get_keys(app)
+    alice = _alice(proxied)
+
+    def cut_at_the_audit(_conn, _cursor, statement, *_args) -> None:  # type: ignore[no-untyped-def]
+        # The push is out (outbox, emit): the database goes away as its audit entry is written.
+        if statement.startswith("INSERT INTO audit_log"):
+            proxied.proxy.cut()
+
+    engine = app.extensions["cm_engine"]
+    event.listen(engine, "before_cursor_execute", cut_at_the_audit)
+    try:
+        assert post(client, stack, _alice_enters(stack)).status_code == 200
+    finally:
+        event.remove(engine, "before_cursor_execute", cut_at_the_audit)
+    assert len(_chair1_pushes(proxied)) == 1
+    assert proxied.count(AuditEntry) == 0
+    # Done as far as the devices go: nothing left to deliver again; the entry waits in Redis.
+    assert r.xlen(keys.pending_events()) == 0 and r.xlen(keys.journal()) == 1
+    assert journal.drain(app, min_age_s=0) == 0  # still down: kept
+    proxied.proxy.restore()
+    # She withdraws before the jobs come round: the revoke is audited at once, and the push
+    # that preceded it is not lost from her log (before, only a redelivery could audit it, and
+    # her ended presence withheld that).
+    assert rights.withdraw(app, alice) == 1
+    assert r.xlen(keys.journal()) == 1
+    assert journal.drain(app, min_age_s=60) == 0  # young: still its inline writer's
+    assert journal.drain(app, min_age_s=0) == 1 and r.xlen(keys.journal()) == 0
+    assert audit_actions(app, alice) == ["push", "revoke"]
+    assert len(_chair1_pushes(proxied)) == 0  # the revoke dropped it from the outbox

@@ -175,6 +175,11 @@ def test_outbox_depth_and_connected_devices_read_at_scrape_time(stack, client):
     assert value(samples, "cm_outbox_depth") - base == 3
     assert value(samples, "cm_outbox_max_depth") >= 3
     assert value(samples, "cm_connected_devices") == 0
+    # Audit entries and visits SQL refused wait in the journal: an operator sees them pile up.
+    assert value(samples, "cm_journal_backlog") == 0
+    r.xadd(keys.journal(), {"s": 1, "v": "{}"})
+    assert value(scrape(client), "cm_journal_backlog") == 1
+    r.delete(keys.journal())
     sio = app.extensions["socketio"].test_client(app, namespace="/device", auth={"token": token})
     try:
         assert sio.is_connected("/device")

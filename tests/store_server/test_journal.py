@@ -1,0 +1,91 @@
+"""The journal of audit entries and visits on their way to SQL: a row written again is kept once,
+and erasure reaches the entries not yet written (real Redis and SQL, signed HTTP batches)."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from sqlalchemy import delete, func, select
+
+from store_server import journal, rights
+from store_server.db import sessions
+from store_server.models import AuditEntry, Subscriber, Visit
+from store_server.redis_store import get_keys, get_redis
+from store_server.topology import get_topology
+from tests.faults.support import Stack, batch_body, eid_rows, signed
+from tests.helpers import audit_actions
+
+FIRST, SECOND = "demo-salon-scanner-1", "demo-salon-scanner-2"
+
+
+def _seated(stack: Stack, who: str) -> int:
+    """`who` seated in chair 1 for six seconds (entered, her push audited); her id."""
+    client = stack.app.test_client()
+    start = time.time()
+    for s in range(6):
+        for scanner, level in ((FIRST, -52.0), (SECOND, -66.0)):
+            body = batch_body(eid_rows(stack.world.emitters[who], start + s, 1, level))
+            headers = signed(scanner, stack.secret(scanner), body)
+            assert client.post("/api/v1/sightings", data=body, headers=headers).status_code == 200
+    with sessions(stack.app)() as db:
+        return db.scalar(select(Subscriber.id).where(Subscriber.directory_id == f"demo:{who}"))
+
+
+def _audit_entry(stack: Stack, subscriber: int) -> tuple[dict, str]:
+    """The subscriber's push audit entry as the journal holds it, and its event id."""
+    with sessions(stack.app)() as db:
+        row = db.scalars(
+            select(AuditEntry).where(
+                AuditEntry.subscriber_id == subscriber, AuditEntry.action == "push"
+            )
+        ).one()
+        columns = ("subscriber_id", "action", "pseudonym", "merchant_id", "device_id", "scope")
+        entry = {c: getattr(row, c) for c in (*columns, "receipt_id", "reason")}
+        return {**entry, "at": row.at.timestamp()}, row.event_id
+
+
+def _journal(stack: Stack, subscriber: int, kind: str, row: dict, event_id: str = "") -> None:
+    """An entry left in the journal as delivery appends it (its SQL write failed)."""
+    r, keys = get_redis(stack.app), get_keys(stack.app)
+    fields = {"s": subscriber, kind: journal.encode(row)}
+    r.xadd(keys.journal(), {**fields, **({"e": event_id} if event_id else {})})
+
+
+def _count(stack: Stack, model, subscriber: int) -> int:  # type: ignore[no-untyped-def]
+    with sessions(stack.app)() as db:
+        return db.scalar(select(func.count()).where(model.subscriber_id == subscriber))
+
+
+def test_a_journal_entry_written_again_is_kept_once(stack):
+    # Written inline, then not dropped (Redis failed just then): the jobs write it again.
+    alice = _seated(stack, "alice")
+    entry, event_id = _audit_entry(stack, alice)
+    _journal(stack, alice, "a", entry, event_id)
+    assert journal.drain(stack.app, min_age_s=0) == 1
+    assert audit_actions(stack.app, alice) == ["push"]
+    assert get_redis(stack.app).xlen(get_keys(stack.app).journal()) == 0
+
+
+@pytest.mark.privacy
+def test_erasure_reaches_the_journal_and_nothing_of_the_erased_is_written_after(stack):
+    app = stack.app
+    r, keys = get_redis(app), get_keys(app)
+    alice, bob = _seated(stack, "alice"), _seated(stack, "bob")
+    entry, event_id = _audit_entry(stack, alice)
+    venue = get_topology(app).venue(get_topology(app).scanner(FIRST).venue_id)
+    now = time.time()
+    visit = journal.visit_row(bob, venue.merchant_id, venue.id, "chair-1", now - 60, now, "absent")
+    with sessions(app)() as db:
+        db.execute(delete(AuditEntry).where(AuditEntry.event_id == event_id))
+        db.commit()
+    _journal(stack, alice, "a", entry, event_id)
+    _journal(stack, bob, "v", visit)
+    # A round of the jobs that read the journal just before the erasure, and writes after it.
+    stale = [journal.parse(i, f) for i, f in r.xrange(keys.journal())]
+    assert rights.erase(app, alice)
+    assert [f["s"] for _, f in r.xrange(keys.journal())] == [str(bob)]
+    assert journal.write(app, stale)
+    assert _count(stack, AuditEntry, alice) == 0
+    assert _count(stack, Visit, bob) == 1
+    assert r.xlen(keys.journal()) == 0
