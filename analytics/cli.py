@@ -4,11 +4,9 @@ and `run`, the weekly job that computes and stores every merchant's report from 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import sys
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, NoReturn
@@ -18,6 +16,7 @@ import pandas as pd
 from analytics.hierarchy import HierarchyError, read_hierarchy
 from analytics.kanon import AnonymizeError, anonymize
 from analytics.taste import MIN_K, ReportError, taste_report
+from store_server.atomic_files import write_all
 
 EXIT_USAGE = 2
 EXIT_REFUSED = 3  # the privacy ledger refused at least one merchant's release
@@ -72,37 +71,12 @@ def _check_out(out: Path, inputs: list[Path]) -> None:
         raise CliError(f"cannot write {out}: it is a directory")
 
 
-def _write_atomically(out: Path, write: Callable[[IO[str]], None]) -> None:
-    """Write through a temporary file beside out and rename it over out once complete."""
-    if out.exists() and not out.is_file():
-        # /dev/stdout, a pipe: cannot be renamed over (and must not be replaced), write as is
-        try:
-            with out.open("w", newline="", encoding="utf-8") as handle:
-                write(handle)
-        except OSError as exc:
-            raise CliError(f"cannot write {out}: {exc.strerror or exc}") from exc
-        return
-    target = out.resolve()  # through a symbolic link: replace the file, not the link
+def _write_out(out: Path, write: Callable[[IO[str]], None]) -> None:
+    """Write out whole or not at all (see store_server.atomic_files); a failure is one line."""
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        write_all({out: write})
     except OSError as exc:
         raise CliError(f"cannot write {out}: {exc.strerror or exc}") from exc
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # what a plain open() would have created, not mkstemp's 0600
-        with os.fdopen(fd, "w", newline="", encoding="utf-8") as handle:
-            write(handle)
-        # a crash or a full disk leaves the old file (or none), never half a report
-        os.replace(tmp, target)
-    except OSError as exc:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise CliError(f"cannot write {out}: {exc.strerror or exc}") from exc
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
 
 
 def _read_csv(path: Path, sep: str) -> pd.DataFrame:
@@ -152,7 +126,7 @@ def _anonymize(args: argparse.Namespace) -> None:
         metrics = json.dumps(result.metrics, allow_nan=False)
     except ValueError as exc:  # NaN is not JSON; refuse rather than print it
         raise CliError("the quality figures are not finite numbers; check numeric columns") from exc
-    _write_atomically(args.out, lambda h: result.table.to_csv(h, sep=args.sep, index=False))
+    _write_out(args.out, lambda h: result.table.to_csv(h, sep=args.sep, index=False))
     print(metrics)
 
 
@@ -164,7 +138,7 @@ def _taste_report(args: argparse.Namespace) -> None:
     hierarchy = read_hierarchy(args.hierarchy, sep=";")
     report = taste_report(subscribers, hierarchy, args.k)
     suppressed = int(len(subscribers["subscriber"].unique()) - report["subscribers"].sum())
-    _write_atomically(args.out, lambda h: report.to_csv(h, index=False))
+    _write_out(args.out, lambda h: report.to_csv(h, index=False))
     print(json.dumps({"rows": len(report), "k": args.k, "suppressed": suppressed}))
 
 

@@ -18,6 +18,7 @@ import shapely
 from shapely.geometry.base import BaseGeometry
 from shapely.ops import unary_union
 
+from store_server.atomic_files import Writer, write_all
 from store_server.positioning.capture import parse_captures, read_captures, reference_rows
 from store_server.positioning.evaluate import evaluate
 from store_server.positioning.live import VenueModel
@@ -162,39 +163,18 @@ def _predict(args: argparse.Namespace) -> int:
         )
     model = VenueModel.calibrate(scanners, zones, survey)
     out, offsets = predict(model, recording)
-    texts = {args.out: out.to_csv(index=False)}
+    outputs: dict[Path, Writer] = {Path(args.out): lambda h: out.to_csv(h, index=False)}
     if args.report:
         report = {
             "drift_db": drift_report(offsets),
             "pathloss": model.calibration.get("pathloss", {}),
             "survey_accuracy": zone_accuracy_report(scanners, zones, survey),
         }
-        texts[args.report] = json.dumps(report, indent=1, allow_nan=False)
-    _write_all(texts)
+        # serialised before anything is written: a NaN is refused with no file touched
+        text = json.dumps(report, indent=1, allow_nan=False)
+        outputs[Path(args.report)] = lambda h: h.write(text)
+    write_all(outputs)
     return 0
-
-
-def _write_all(texts: dict[str, str]) -> None:
-    """Write every output or none: each goes to a temporary file beside it, renamed into place
-    only once all are written, so a failure never leaves one output without the other."""
-    staged: list[tuple[Path, Path]] = []
-    placed: list[Path] = []
-    try:
-        for name, text in texts.items():
-            target = Path(name)
-            tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-            staged.append((tmp, target))
-            tmp.write_text(text, encoding="utf-8")
-        for tmp, target in staged:
-            tmp.replace(target)
-            placed.append(target)
-    except BaseException:
-        for target in placed:
-            target.unlink(missing_ok=True)
-        raise
-    finally:
-        for tmp, _target in staged:
-            tmp.unlink(missing_ok=True)
 
 
 def _evaluate(args: argparse.Namespace) -> int:
@@ -232,7 +212,7 @@ def _record_survey(args: argparse.Namespace) -> int:
     if out.empty:
         source = args.sightings or "the captures"
         raise VenueFileError(f"{source}: no sighting falls within the marked walk{skipped}")
-    _write_all({args.out: out.to_csv(index=False)})
+    write_all({Path(args.out): lambda h: out.to_csv(h, index=False)})
     if bad:
         sys.stderr.write(f"positioning: skipped {bad} unreadable capture line(s)\n")
     return 0

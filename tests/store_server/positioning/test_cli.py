@@ -705,8 +705,8 @@ def test_record_survey_refuses_marks_no_walk_can_have(
 def test_predict_writes_both_outputs_or_neither(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from store_server.positioning.cli import _write_all
-
+    # A failure once the files are being written (the report's directory gone, a full disk)
+    # is store_server.atomic_files' to handle: see tests/store_server/test_atomic_files.py.
     paths = _tiny_venue(tmp_path)
     args = ["predict", "--scanners", str(paths["scanners"]), "--zones", str(paths["zones"]),
             "--survey", str(paths["survey"]), "--recording", str(paths["recording"])]  # fmt: skip
@@ -714,13 +714,51 @@ def test_predict_writes_both_outputs_or_neither(
     (tmp_path / "r").mkdir()
     code, err = _main(capsys, *args, "--out", str(out), "--report", str(tmp_path / "r"))
     assert code != 0 and "is a directory" in err and not out.exists()
-    # Renamed into place one after the other: if a later one fails, the earlier is removed.
-    with pytest.raises(IsADirectoryError):
-        _write_all({str(out): "a", str(tmp_path / "r"): "b"})
-    assert not out.exists() and sorted(p.name for p in tmp_path.iterdir() if ".tmp" in p.name) == []
     code, err = _main(capsys, *args, "--out", str(out), "--report", str(tmp_path / "r.json"))
     assert code == 0, err
     assert len(pd.read_csv(out)) > 0 and "drift_db" in json.loads((tmp_path / "r.json").read_text())
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+
+
+def test_predict_through_a_symbolic_link_replaces_the_file_it_points_to(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # "latest.csv -> runs/p.csv": the run's file is updated and the link kept (it was once
+    # replaced by a regular file, leaving runs/p.csv stale).
+    paths = _tiny_venue(tmp_path)
+    (tmp_path / "runs").mkdir()
+    real = tmp_path / "runs" / "p.csv"
+    real.write_text("old\n", encoding="utf-8")
+    link = tmp_path / "latest.csv"
+    link.symlink_to(real)
+    code, err = _main(
+        capsys, "predict", "--scanners", str(paths["scanners"]), "--zones", str(paths["zones"]),
+        "--survey", str(paths["survey"]), "--recording", str(paths["recording"]),
+        "--out", str(link),
+    )  # fmt: skip
+    assert code == 0, err
+    assert link.is_symlink() and link.resolve() == real.resolve()
+    assert list(pd.read_csv(real).columns) == ["ts", "emitter", "x", "y", "zone"]
+    for folder in (tmp_path, tmp_path / "runs"):
+        assert sorted(p.name for p in folder.iterdir() if p.name.startswith(".")) == []
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc/self/fd")
+def test_predict_writes_a_pipe_as_is(tmp_path: Path) -> None:
+    # What --out /dev/stdout is, through a link of the test's own: were the pipe ever renamed
+    # over again, only this link would be lost, not the machine's /dev/stdout (tests may run as
+    # root, who may write in /dev).
+    paths = _tiny_venue(tmp_path)
+    stdout = tmp_path / "stdout"
+    stdout.symlink_to("/proc/self/fd/1")
+    res = _run(
+        "predict", "--scanners", str(paths["scanners"]), "--zones", str(paths["zones"]),
+        "--survey", str(paths["survey"]), "--recording", str(paths["recording"]),
+        "--out", str(stdout),
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.startswith("ts,emitter,x,y,zone\n") and len(res.stdout.splitlines()) > 1
+    assert stdout.is_symlink()
 
 
 def _mark_proc(out: Path, **kwargs) -> subprocess.CompletedProcess[str]:  # type: ignore[no-untyped-def]
