@@ -61,14 +61,22 @@ def _gap(text: str) -> float:
     return value
 
 
+def _resolved(name: str) -> Path:
+    """The file a name leads to; a symbolic link loop is bad input, not a crash."""
+    try:
+        return Path(name).resolve()
+    except (OSError, RuntimeError) as exc:  # pathlib raises RuntimeError on a loop (3.11)
+        raise VenueFileError(f"{name}: cannot be resolved (a symbolic link loop?)") from exc
+
+
 def _outputs(outs: list[str | None], ins: list[str | None]) -> None:
     """Refuse, before any work, an output that would overwrite an input or cannot be written."""
-    sources = {Path(p).resolve() for p in ins if p}
+    sources = {_resolved(p) for p in ins if p}
     written: set[Path] = set()
     for out in outs:
         if not out:
             continue
-        target = Path(out).resolve()
+        target = _resolved(out)
         if target in sources:
             raise VenueFileError(f"{out}: is also an input; write the output elsewhere")
         if target in written:

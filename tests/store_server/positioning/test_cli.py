@@ -804,3 +804,15 @@ def test_mark_goes_on_with_nobody_reading_and_refuses_no_input(tmp_path: Path) -
                      preexec_fn=lambda: os.close(0))  # fmt: skip
     assert res.returncode != 0 and "stdin is closed" in res.stderr and not none.exists()
     assert len(res.stderr.splitlines()) == 1
+
+
+def test_predict_refuses_an_output_in_a_symbolic_link_loop(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    paths = _tiny_venue(tmp_path)
+    (tmp_path / "a").symlink_to(tmp_path / "b")
+    (tmp_path / "b").symlink_to(tmp_path / "a")
+    args = ["predict", "--scanners", str(paths["scanners"]), "--zones", str(paths["zones"]),
+            "--survey", str(paths["survey"]), "--recording", str(paths["recording"])]  # fmt: skip
+    code, err = _main(capsys, *args, "--out", str(tmp_path / "a"))
+    assert code == 2 and "symbolic link loop" in err and len(err.splitlines()) == 1, err
