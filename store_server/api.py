@@ -10,9 +10,13 @@ from typing import Any
 import orjson
 from flask import Blueprint, current_app, g, jsonify, request
 from flask.typing import ResponseReturnValue
+from sqlalchemy import update
+from sqlalchemy.exc import SQLAlchemyError
 
 from beacons import signing
-from store_server import events, ingest
+from store_server import events, ingest, scanner_health
+from store_server.db import sessions
+from store_server.models import Scanner
 from store_server.redis_store import get_keys, get_redis, run_script
 from store_server.topology import ScannerInfo, get_topology
 
@@ -202,6 +206,40 @@ def heartbeat() -> ResponseReturnValue:
             retry_after_s=_next_minute_s(),
         )
     # Kept, not expiring: a scanner silent for good must keep its zone dark (scanner_health),
-    # and a report that expired would read as one never sent.
-    r.hset(keys.scanner_health(scanner.id), mapping=health)
+    # and a report that expired would read as one never sent. It replaces a placeholder the
+    # jobs wrote after Redis lost the last one, mark and all. In the same round trip: whether
+    # SQL was told that this scanner heartbeats, which it is not at its first heartbeat ever,
+    # after Redis lost its data, or after telling it failed.
+    key = keys.scanner_health(scanner.id)
+    pipe = r.pipeline(transaction=True)
+    pipe.hexists(key, scanner_health.IN_SQL)
+    pipe.hset(key, mapping=health)
+    pipe.hdel(key, scanner_health.RESTORED)
+    told = pipe.execute()[0]
+    if not told:
+        _tell_sql(r, scanner.id, key)
     return jsonify({"ok": True})
+
+
+def _tell_sql(r: Any, scanner_id: int, key: str) -> None:
+    """Record in SQL that the scanner heartbeats (so a Redis that loses its report still judges
+    it: scanner_health), then mark its health hash so later heartbeats skip SQL."""
+    try:
+        with sessions()() as db:
+            # Conditional: rewritten after a Redis loss, the row is left as it is.
+            db.execute(
+                update(Scanner)
+                .where(Scanner.id == scanner_id, Scanner.reports_health.is_(False))
+                .values(reports_health=True)
+            )
+            db.commit()
+    except SQLAlchemyError as e:
+        # Answered 200 all the same, not 503: the report is stored in Redis, where silence is
+        # judged, and without the mark the scanner's next heartbeat (10 s at most) tells SQL
+        # again. A 503 would have the daemon log a failure it cannot fix and resend a report
+        # already recorded; a SQL outage must not fail every scanner's heartbeats.
+        log.warning(
+            "scanner %d heartbeats, not recorded in SQL yet (%s)", scanner_id, type(e).__name__
+        )
+        return
+    r.hset(key, scanner_health.IN_SQL, "1")

@@ -119,18 +119,22 @@ def sweep_once(app: Flask, now: float | None = None) -> int:
     return len(occurrences)
 
 
-def publish_dark(app: Flask) -> dict[int, list]:
+def publish_dark(app: Flask, now: float | None = None) -> dict[int, list]:
     """Publish each venue's dark zones (every scanner of theirs silent) for ingest and the
-    sweeper; returns them."""
+    sweeper, judged at `now` (default: the clock); returns them."""
     with sessions(app)() as db:
-        scanners = {sid: vid for sid, vid in db.execute(select(Scanner.id, Scanner.venue_id))}
+        rows = db.execute(select(Scanner.id, Scanner.venue_id, Scanner.reports_health)).all()
+    scanners = {sid: vid for sid, vid, _ in rows}
+    reporting = {sid for sid, _, reports in rows if reports}
     topo = get_topology(app)
 
     def own(venue_id: int) -> dict[str, tuple[int, ...]] | None:
         venue = topo.venue(venue_id)
         return venue.zone_scanners if venue else None
 
-    return scanner_health.publish(get_redis(app), get_keys(app), scanners, own)
+    return scanner_health.publish(
+        get_redis(app), get_keys(app), scanners, own, reporting=reporting, now=now
+    )
 
 
 def refresh_resolver(app: Flask) -> int:

@@ -18,6 +18,7 @@ from sqlalchemy import (
     LargeBinary,
     String,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship, validates
 
@@ -125,6 +126,10 @@ class Scanner(Base):
     y: Mapped[float] = mapped_column(Float)
     secret_enc: Mapped[bytes] = mapped_column(LargeBinary)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # It has heartbeated at least once (migration 0006): kept here, not only in Redis, so that a
+    # Redis that lost its data still judges it silent if it never reports again
+    # (scanner_health).
+    reports_health: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     venue: Mapped[Venue] = relationship(back_populates="scanners")
 
 

@@ -3,6 +3,12 @@
 Pure rules (which scanner belongs to which zone, when a scanner counts as silent, which zones
 are dark) and a thin Redis adapter: the jobs publish each venue's dark zones every second, and
 ingest reads them through a per-process cache, one round trip a second at most.
+
+A scanner's last heartbeat lives in Redis only, but whether it heartbeats at all is kept in SQL
+(`Scanner.reports_health`, set at its first heartbeat): if Redis loses its data, the jobs give
+each such scanner a placeholder heartbeat dated from the loss's discovery, which its next real
+one replaces; one that never reports again is then judged silent like any other, so its zone
+still goes dark.
 """
 
 from __future__ import annotations
@@ -10,7 +16,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 import shapely
@@ -28,6 +34,22 @@ SCANNER_ZONE_M = 1.0
 DARK_TTL_S = 5.0
 READ_EVERY_S = 1.0
 NONE: frozenset[str] = frozenset()
+NONE_IDS: frozenset[int] = frozenset()
+# Fields of a health hash besides the report's own: the mark of a placeholder the jobs wrote
+# after Redis lost the scanner's heartbeats, and the mark that SQL was told the scanner reports
+# health (absent, the next heartbeat tells it: see api.heartbeat).
+RESTORED = "restored"
+IN_SQL = "in_sql"
+# Writes the placeholder only where there is still no heartbeat: one that arrived since the
+# jobs read the hash is newer and must stand. Atomic per key, in the jobs' write transaction.
+_RESTORE_LUA = """
+for _, key in ipairs(KEYS) do
+  if redis.call('HSETNX', key, 'at', ARGV[1]) == 1 then
+    redis.call('HSET', key, unpack(ARGV, 2))
+  end
+end
+return 0
+"""
 
 
 def zone_scanners(
@@ -51,13 +73,27 @@ def zone_scanners(
 def silent(health: Mapping[str, str], now: float, after: float = SILENT_AFTER_S) -> bool:
     """Whether a scanner's last heartbeat says it cannot hear (adapter down) or is too old.
 
-    A scanner that never sent one is not judged: older daemons and bench scanners post
-    sightings only, and a zone must not go dark for want of a report nobody sends."""
+    A scanner with no heartbeat is not judged: older daemons and bench scanners post sightings
+    only, and a zone must not go dark for want of a report nobody sends. One that did heartbeat
+    before Redis lost its report is judged by the placeholder `publish` gives it (`lost`)."""
     if not health or "at" not in health:
         return False
     if health.get("adapter") == "down":
         return True
     return now - float(health["at"]) > after
+
+
+def lost(health: Mapping[str, str], reports_health: bool) -> bool:
+    """Whether Redis lost the heartbeats of a scanner SQL knows sends them (Redis restarted
+    empty, or its data was lost otherwise)."""
+    return reports_health and "at" not in health
+
+
+def placeholder(now: float) -> dict[str, str]:
+    """The health a lost scanner is given: a heartbeat at `now`, marked as not its own, so it
+    turns silent SILENT_AFTER_S later unless a real one replaces it. Only scanners SQL knows
+    heartbeat get one, so it carries the mark that SQL was told."""
+    return {"at": repr(now), RESTORED: "1", IN_SQL: "1"}
 
 
 def dark_zones(own: Mapping[str, tuple[int, ...]], silent_ids: set[int]) -> frozenset[str]:
@@ -70,16 +106,23 @@ def publish(
     keys: Keys,
     scanners: Mapping[int, int],
     own_of: Callable[[int], Mapping[str, tuple[int, ...]] | None],
+    reporting: Collection[int] = NONE_IDS,
+    now: float | None = None,
 ) -> dict[int, list]:
     """Judge every scanner (id -> venue id) by its heartbeat and publish the venues' dark zones
-    (`own_of(venue_id)`: that venue's `zone_scanners`, None if it is gone); one read and one
+    (`own_of(venue_id)`: that venue's `zone_scanners`, None if it is gone); those of `reporting`
+    (SQL says they heartbeat) whose heartbeat Redis lost get a `placeholder`. One read and one
     write round trip."""
     ids = list(scanners)
     reader = client.pipeline(transaction=False)
     for sid in ids:
         reader.hgetall(keys.scanner_health(sid))
-    now = time.time()
-    quiet = {sid for sid, h in zip(ids, reader.execute(), strict=True) if silent(h, now)}
+    healths = dict(zip(ids, reader.execute(), strict=True))
+    now = time.time() if now is None else now
+    restore = [sid for sid in ids if lost(healths[sid], sid in reporting)]
+    # Judged as Redis will hold them once written (the placeholder keeps any other field).
+    healths.update((sid, {**healths[sid], **placeholder(now)}) for sid in restore)
+    quiet = {sid for sid, h in healths.items() if silent(h, now)}
     dark: dict[int, list] = {}
     for venue_id in sorted({scanners[sid] for sid in quiet}):
         own = own_of(venue_id)
@@ -87,6 +130,12 @@ def publish(
         if zones:
             dark[venue_id] = sorted(zones)
     writer = client.pipeline(transaction=True)
+    if restore:
+        # EVAL, not EVALSHA: this runs only after Redis lost its data, when no script is loaded.
+        names = [keys.scanner_health(sid) for sid in restore]
+        stand_in = placeholder(now)
+        marks = [x for field, value in stand_in.items() if field != "at" for x in (field, value)]
+        writer.eval(_RESTORE_LUA, len(names), *names, stand_in["at"], *marks)
     writer.delete(keys.dark_zones())
     if dark:
         writer.hset(keys.dark_zones(), mapping={v: json.dumps(z) for v, z in dark.items()})

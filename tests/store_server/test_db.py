@@ -8,12 +8,15 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import insert, select, text
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import insert, inspect, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from store_server.db import make_engine, reading, upgrade
-from store_server.models import Visit
+from store_server.db import alembic_config, make_engine, reading, upgrade
+from store_server.models import Base, Scanner, Visit
 from store_server.services import create_merchant, create_subscriber, create_venue
 from tests.conftest import fresh_database
 
@@ -60,6 +63,49 @@ def test_migration_0004_keeps_one_row_per_visit_and_then_refuses_copies(tmp_path
             with pytest.raises(IntegrityError):
                 db.execute(insert(Visit.__table__), [row])
                 db.commit()
+    finally:
+        engine.dispose()
+        drop()
+
+
+def test_the_migrations_build_the_schema_the_models_declare(app) -> None:
+    with app.extensions["cm_engine"].connect() as conn:
+        context = MigrationContext.configure(
+            conn, opts={"compare_type": True, "compare_server_default": True}
+        )
+        assert compare_metadata(context, Base.metadata) == []
+
+
+def test_migration_0006_says_no_scanner_reports_health_until_it_heartbeats(tmp_path) -> None:
+    # Scanners registered before 0006 have sent no heartbeat SQL knows of: each one's next
+    # heartbeat tells it (store_server/api.py), so none is assumed either way here.
+    url, drop = fresh_database(tmp_path, os.environ.get("DATABASE_URL"))
+    engine = make_engine(url, pooled=False)
+    try:
+        upgrade(url, "0005")
+        with Session(engine) as db:
+            venue = create_venue(db, create_merchant(db, "m0006", "Salon", "salon"), "S", "site")
+            db.commit()
+            db.execute(
+                text(
+                    "INSERT INTO scanners (venue_id, name, x, y, secret_enc, created_at) "
+                    "VALUES (:v, 'old-scanner', 1.0, 2.0, :s, :at)"
+                ),
+                {"v": venue.id, "s": b"secret", "at": datetime(2026, 11, 30, tzinfo=UTC)},
+            )
+            db.commit()
+        upgrade(url, "head")
+        with Session(engine) as db:
+            assert db.execute(select(Scanner.name, Scanner.reports_health)).all() == [
+                ("old-scanner", False)
+            ]
+        command.downgrade(alembic_config(url), "0005")
+        columns = {c["name"] for c in inspect(engine).get_columns("scanners")}
+        assert "reports_health" not in columns and "name" in columns
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT name FROM scanners")).scalars().all() == [
+                "old-scanner"
+            ]
     finally:
         engine.dispose()
         drop()
