@@ -124,20 +124,23 @@ def _sql_row(kind: str, row: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def write(app: Flask, entries: list[Entry]) -> bool:
+def write(app: Flask, entries: list[Entry], erased_meanwhile: bool = True) -> bool:
     """Write journal entries to SQL in one transaction, then drop them from the journal; False
-    (the entries kept for the jobs) if the database refused them."""
+    (the entries kept for the jobs) if the database refused them. `erased_meanwhile=False`
+    (delivery, which has just read the subscribers) skips looking for subscribers gone since:
+    a row of one makes the foreign key refuse the lot, and the jobs' write sorts it out."""
     if not entries:
         return True
     try:
         with sessions(app)() as db:
-            # Rows of a subscriber erased meanwhile are never written: erasure reaches them.
-            ids = sorted({row["subscriber_id"] for _, _, row in entries})
-            alive = set(db.scalars(select(Subscriber.id).where(Subscriber.id.in_(ids))))
             audit = [_sql_row(k, row) for _, k, row in entries if k == "a"]
             visits = [row for _, k, row in entries if k == "v"]
-            audit = [row for row in audit if row["subscriber_id"] in alive]
-            visits = [v for v in visits if v["subscriber_id"] in alive]
+            if erased_meanwhile:
+                # Rows of a subscriber erased meanwhile are never written: erasure reaches them.
+                ids = sorted({row["subscriber_id"] for _, _, row in entries})
+                alive = set(db.scalars(select(Subscriber.id).where(Subscriber.id.in_(ids))))
+                audit = [row for row in audit if row["subscriber_id"] in alive]
+                visits = [v for v in visits if v["subscriber_id"] in alive]
             if any(v["reason"] in CONSENT_ENDED for v in visits):
                 visits = _still_consented(db, visits)
             # Core inserts of plain rows, one statement per table: the ORM's bulk path cost
