@@ -7,7 +7,9 @@ and drops them; if that fails (the database down, the process killed), the entri
 jobs write them later, without the push being delivered again. Each row carries its identity (an
 audit entry its device and event id, a visit its presence), so a row written twice — inline and
 by the jobs, or again after its entries could not be dropped — is kept once. Erasure drops a
-subscriber's entries, and rows of a subscriber erased meanwhile are never written.
+subscriber's entries, rows of a subscriber erased meanwhile are never written, and rows that
+refer to a device, venue or merchant deleted meanwhile are written as the deletion would have
+left them, so that no entry can block the journal for good.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from sqlalchemy.orm import Session
 
 from store_server.db import sessions
 from store_server.keys import Keys
-from store_server.models import AuditEntry, Consent, Subscriber, Visit
+from store_server.models import AuditEntry, Consent, Device, Merchant, Subscriber, Venue, Visit
 from store_server.redis_store import get_keys, get_redis, run_script
 
 log = logging.getLogger(__name__)
@@ -36,6 +38,7 @@ CONSENT_ENDED = frozenset({"withdrawn", "erased", "key_revoked", "expired"})
 # An entry this young is still its inline writer's: the jobs leave it be, as they do a pending
 # presence event (events.RETRY_AFTER_S).
 DRAIN_AFTER_S = 10.0
+DRAIN_BUDGET_S = 1.0
 _TIMES = {"a": ("at",), "v": ("started_at", "ended_at")}
 
 Entry = tuple[str, str, dict[str, Any]]  # (stream id, kind "a" audit | "v" visit, row)
@@ -124,23 +127,57 @@ def _sql_row(kind: str, row: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def write(app: Flask, entries: list[Entry], erased_meanwhile: bool = True) -> bool:
+def _existing(db: Session, model: Any, ids: set[Any]) -> set[Any]:
+    """Which of these ids still have a row of `model`."""
+    ids.discard(None)
+    if not ids:
+        return set()
+    return set(db.scalars(select(model.id).where(model.id.in_(sorted(ids)))))
+
+
+def _as_deleted(
+    db: Session, audit: list[dict[str, Any]], visits: list[dict[str, Any]]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The rows as the database would hold them had they been written before what they refer
+    to was deleted: none of an erased subscriber (erasure reaches the journal too) or of a
+    venue or merchant gone (their visits go with them), an audit entry's device or merchant
+    gone set to none (their foreign keys' ON DELETE SET NULL). A row left pointing at a deleted
+    row would make the foreign key refuse every entry written with it, for good."""
+    subs = _existing(db, Subscriber, {row["subscriber_id"] for row in (*audit, *visits)})
+    merchants = _existing(db, Merchant, {row["merchant_id"] for row in (*audit, *visits)})
+    devices = _existing(db, Device, {row["device_id"] for row in audit})
+    venues = _existing(db, Venue, {row["venue_id"] for row in visits})
+    audit = [
+        {
+            **row,
+            "device_id": row["device_id"] if row["device_id"] in devices else None,
+            "merchant_id": row["merchant_id"] if row["merchant_id"] in merchants else None,
+        }
+        for row in audit
+        if row["subscriber_id"] in subs
+    ]
+    visits = [
+        v
+        for v in visits
+        if v["subscriber_id"] in subs and v["merchant_id"] in merchants and v["venue_id"] in venues
+    ]
+    return audit, visits
+
+
+def write(app: Flask, entries: list[Entry], check_referents: bool = True) -> bool:
     """Write journal entries to SQL in one transaction, then drop them from the journal; False
-    (the entries kept for the jobs) if the database refused them. `erased_meanwhile=False`
-    (delivery, which has just read the subscribers) skips looking for subscribers gone since:
-    a row of one makes the foreign key refuse the lot, and the jobs' write sorts it out."""
+    (the entries kept for the jobs) if the database refused them. `check_referents=False`
+    (delivery, which has just read what its rows refer to) skips looking for rows deleted since:
+    a row pointing at one makes the foreign key refuse the lot, and the jobs' write sorts it
+    out (`_as_deleted`)."""
     if not entries:
         return True
     try:
         with sessions(app)() as db:
             audit = [_sql_row(k, row) for _, k, row in entries if k == "a"]
             visits = [row for _, k, row in entries if k == "v"]
-            if erased_meanwhile:
-                # Rows of a subscriber erased meanwhile are never written: erasure reaches them.
-                ids = sorted({row["subscriber_id"] for _, _, row in entries})
-                alive = set(db.scalars(select(Subscriber.id).where(Subscriber.id.in_(ids))))
-                audit = [row for row in audit if row["subscriber_id"] in alive]
-                visits = [v for v in visits if v["subscriber_id"] in alive]
+            if check_referents:
+                audit, visits = _as_deleted(db, audit, visits)
             if any(v["reason"] in CONSENT_ENDED for v in visits):
                 visits = _still_consented(db, visits)
             # Core inserts of plain rows, one statement per table: the ORM's bulk path cost
@@ -167,16 +204,25 @@ def write(app: Flask, entries: list[Entry], erased_meanwhile: bool = True) -> bo
 
 
 def drain(app: Flask, min_age_s: float = DRAIN_AFTER_S, limit: int = 500) -> int:
-    """Write journal entries older than `min_age_s` to SQL (the jobs' round); returns how many
-    were written (0 if none, or the database still refuses them)."""
+    """Write journal entries older than `min_age_s` to SQL (the jobs' round), `limit` per
+    transaction for up to DRAIN_BUDGET_S; returns how many were written (0 if none, or the
+    database still refuses them)."""
     r, keys = get_redis(app), get_keys(app)
     cutoff_ms = int((time.time() - min_age_s) * 1000)
-    raw = r.xrange(keys.journal(), "-", f"{cutoff_ms}", count=limit)
-    entries = [parse(entry_id, fields) for entry_id, fields in raw]
-    if not entries or not write(app, entries):
-        return 0
-    log.info("journal written by the jobs", extra={"count": len(entries)})
-    return len(entries)
+    started, done = time.monotonic(), 0
+    # After a long outage the backlog is every push made meanwhile: pages until it is gone, a
+    # bounded time per round so the other jobs go on.
+    while time.monotonic() - started < DRAIN_BUDGET_S:
+        raw = r.xrange(keys.journal(), "-", f"{cutoff_ms}", count=limit)
+        entries = [parse(entry_id, fields) for entry_id, fields in raw]
+        if not entries or not write(app, entries):
+            break
+        done += len(entries)
+        if len(entries) < limit:
+            break
+    if done:
+        log.info("journal written by the jobs", extra={"count": done})
+    return done
 
 
 # Every entry of one subscriber (field s) dropped, in one atomic step; returns how many.

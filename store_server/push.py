@@ -480,7 +480,7 @@ def deliver(app: Flask, occurrences: list[Occurrence]) -> None:
         queued = _send_queues(app, _zone_queues(app, db, rooms, subs, now, present, rules))
     # Recorded already: if SQL refuses them now, the jobs write them later (journal.drain), and
     # the devices are not sent the same events again.
-    journal.write(app, written, erased_meanwhile=False)
+    journal.write(app, written, check_referents=False)
     metrics = app.extensions.get("cm_metrics")
     if metrics is not None:
         metrics.push_seconds.observe(time.time() - now)

@@ -10,7 +10,7 @@ from sqlalchemy import delete, func, select
 
 from store_server import journal, rights
 from store_server.db import sessions
-from store_server.models import AuditEntry, Subscriber, Visit
+from store_server.models import AuditEntry, Device, Subscriber, Visit
 from store_server.redis_store import get_keys, get_redis
 from store_server.topology import get_topology
 from tests.faults.support import Stack, batch_body, eid_rows, signed
@@ -86,9 +86,32 @@ def test_erasure_reaches_the_journal_and_nothing_of_the_erased_is_written_after(
     assert rights.erase(app, alice)
     assert [f["s"] for _, f in r.xrange(keys.journal())] == [str(bob)]
     # Delivery's own write does not look: the foreign key refuses the lot, and it waits.
-    assert not journal.write(app, stale, erased_meanwhile=False)
+    assert not journal.write(app, stale, check_referents=False)
     assert _count(stack, Visit, bob) == 0
     assert journal.write(app, stale)
     assert _count(stack, AuditEntry, alice) == 0
     assert _count(stack, Visit, bob) == 1
     assert r.xlen(keys.journal()) == 0
+
+
+def test_an_entry_whose_device_was_deleted_is_written_without_it_not_kept_for_ever(stack):
+    # Written before the device was removed, the row would hold NULL (ON DELETE SET NULL); left
+    # pointing at it, the foreign key would refuse every entry drained with it, for good.
+    app = stack.app
+    alice = _seated(stack, "alice")
+    entry, event_id = _audit_entry(stack, alice)
+    with sessions(app)() as db:
+        db.execute(delete(AuditEntry).where(AuditEntry.event_id == event_id))
+        db.execute(delete(Device).where(Device.id == entry["device_id"]))
+        db.commit()
+    _journal(stack, alice, "a", entry, event_id)
+    _journal(stack, alice, "a", {**entry, "device_id": None}, "")
+    assert journal.drain(app, min_age_s=0, limit=1) == 2  # a page at a time, all of it
+    with sessions(app)() as db:
+        rows = db.execute(
+            select(AuditEntry.device_id, AuditEntry.event_id).where(
+                AuditEntry.subscriber_id == alice
+            )
+        ).all()
+    assert sorted(rows, key=str) == sorted([(None, event_id), (None, None)], key=str)
+    assert get_redis(app).xlen(get_keys(app).journal()) == 0
