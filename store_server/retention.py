@@ -67,7 +67,9 @@ def purge(db: Session, now: datetime, days: int, nonce_max_age_s: int) -> dict[s
         ~exists().where(Consent.subscriber_id == Subscriber.id),
         ~exists().where(Visit.subscriber_id == Subscriber.id),
     )
-    gone = list(db.scalars(empty))
+    # Locked, as erasure locks its subscriber (rights.erase): a journal write under way about
+    # one of them commits first, and its audit rows go with the rest.
+    gone = list(db.scalars(empty.with_for_update()))
     if gone:
         db.execute(delete(AuditEntry).where(AuditEntry.subscriber_id.in_(gone)))
         db.execute(delete(Subscriber).where(Subscriber.id.in_(gone)))

@@ -203,6 +203,11 @@ def erase(app: Flask, subscriber_id: int) -> bool:
     # Audit entries and visits not yet in SQL go too (and any written later are refused).
     journal.drop_for(r, keys, subscriber_id)
     with sessions(app)() as db:
+        # Her row locked first: a journal write that has inserted rows about her holds it (the
+        # foreign key's share lock) until it commits, so they are committed, and deleted below,
+        # before this DELETE reads the log; a later one fails the foreign key. Unlocked, the
+        # subscriber's DELETE waited for such a write, and ON DELETE SET NULL kept its rows.
+        db.execute(select(Subscriber.id).where(Subscriber.id == subscriber_id).with_for_update())
         db.execute(delete(AuditEntry).where(AuditEntry.subscriber_id == subscriber_id))
         db.execute(delete(Subscriber).where(Subscriber.id == subscriber_id))
         db.add(AuditEntry(action="erased", subscriber_id=None, reason="subscriber request"))

@@ -3,17 +3,18 @@ and erasure reaches the entries not yet written (real Redis and SQL, signed HTTP
 
 from __future__ import annotations
 
+import threading
 import time
 
 import pytest
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, event, func, select, text
 
 from store_server import journal, rights
 from store_server.db import sessions
 from store_server.models import AuditEntry, Device, Subscriber, Visit
 from store_server.redis_store import get_keys, get_redis
 from store_server.topology import get_topology
-from tests.faults.support import Stack, batch_body, eid_rows, signed
+from tests.faults.support import Stack, batch_body, eid_rows, signed, wait_for
 from tests.helpers import audit_actions
 
 FIRST, SECOND = "demo-salon-scanner-1", "demo-salon-scanner-2"
@@ -115,3 +116,49 @@ def test_an_entry_whose_device_was_deleted_is_written_without_it_not_kept_for_ev
         ).all()
     assert sorted(rows, key=str) == sorted([(None, event_id), (None, None)], key=str)
     assert get_redis(app).xlen(get_keys(app).journal()) == 0
+
+
+@pytest.mark.privacy
+@pytest.mark.parametrize("check_referents", [True, False], ids=["jobs", "inline"])
+def test_an_erasure_racing_a_journal_write_leaves_nothing_of_her(stack, check_referents):
+    # The write has inserted her rows (holding her row's foreign-key lock) and not committed
+    # when the erasure deletes her audit log: unlocked, its DELETE missed the uncommitted rows,
+    # the subscriber's DELETE then waited for the commit, and ON DELETE SET NULL kept them.
+    app = stack.app
+    if app.extensions["cm_engine"].dialect.name != "postgresql":
+        pytest.skip("row locks: SQLite serialises the two writers whole")
+    r, keys = get_redis(app), get_keys(app)
+    alice = _seated(stack, "alice")
+    entry, _ = _audit_entry(stack, alice)
+    venue = get_topology(app).venue(get_topology(app).scanner(FIRST).venue_id)
+    now = time.time()
+    revoke = {**entry, "action": "revoke", "scope": None, "reason": "absent", "at": now}
+    _journal(stack, alice, "a", revoke, "9999999999999-0")
+    _journal(stack, alice, "v", journal.visit_row(alice, venue.merchant_id, venue.id, "chair-1",
+                                                  now - 60, now, "absent"))  # fmt: skip
+    entries = [journal.parse(i, f) for i, f in r.xrange(keys.journal())]
+    engine, writer, eraser = app.extensions["cm_engine"], threading.get_ident(), []
+
+    def waiting_on_a_lock() -> bool:
+        with engine.connect() as c:
+            query = "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+            return c.execute(text(query)).scalar_one() > 0
+
+    def erase_before_the_commit(_conn) -> None:  # type: ignore[no-untyped-def]
+        if threading.get_ident() != writer or eraser:
+            return
+        eraser.append(threading.Thread(target=rights.erase, args=(app, alice)))
+        eraser[0].start()
+        assert wait_for(waiting_on_a_lock, 30), "the erasure never reached the write's lock"
+
+    event.listen(engine, "commit", erase_before_the_commit)
+    try:
+        journal.write(app, entries, check_referents=check_referents)
+    finally:
+        event.remove(engine, "commit", erase_before_the_commit)
+    eraser[0].join(30)
+    with sessions(app)() as db:
+        left = db.scalars(
+            select(AuditEntry.action).where(AuditEntry.pseudonym == entry["pseudonym"])
+        )
+        assert list(left) == [] and _count(stack, Visit, alice) == 0
