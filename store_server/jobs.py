@@ -231,9 +231,13 @@ def start(app: Flask, stop: threading.Event) -> threading.Thread:
                 if _locked(app, "sweep", int(interval * 900)):
                     sweep_once(app)
                 if now >= next_flush and _locked(app, "flush", 5000):
-                    pending.flush(app)  # deliveries that failed earlier (database down, crash)
-                    journal.drain(app)  # audit entries and visits SQL refused then
                     next_flush = now + FLUSH_S
+                    try:
+                        pending.flush(app)  # deliveries that failed earlier (SQL down, a crash)
+                    finally:
+                        # Audit entries and visits SQL refused then: drained even if one pending
+                        # event's delivery keeps failing.
+                        journal.drain(app)
             except Exception:  # a job round failing must not kill the loop
                 log.exception("background job round failed")
             stop.wait(interval)

@@ -162,3 +162,35 @@ def test_an_erasure_racing_a_journal_write_leaves_nothing_of_her(stack, check_re
             select(AuditEntry.action).where(AuditEntry.pseudonym == entry["pseudonym"])
         )
         assert list(left) == [] and _count(stack, Visit, alice) == 0
+
+
+def test_an_entry_written_before_its_device_was_deleted_is_not_written_again(stack):
+    # Written inline, its entry not dropped (Redis failed just then), then the device removed:
+    # the row's device is NULL now, which the unique index does not compare.
+    app = stack.app
+    alice = _seated(stack, "alice")
+    entry, event_id = _audit_entry(stack, alice)
+    _journal(stack, alice, "a", entry, event_id)
+    with sessions(app)() as db:
+        db.execute(delete(Device).where(Device.id == entry["device_id"]))
+        db.commit()
+    assert journal.drain(app, min_age_s=0) == 1
+    with sessions(app)() as db:
+        rows = db.execute(
+            select(AuditEntry.device_id, AuditEntry.event_id).where(
+                AuditEntry.subscriber_id == alice
+            )
+        ).all()
+    assert rows == [(None, event_id)]
+
+
+@pytest.mark.privacy
+def test_erasure_drops_her_entries_from_a_journal_longer_than_a_page(stack):
+    app = stack.app
+    r, keys = get_redis(app), get_keys(app)
+    for n in range(7):
+        who = 1 if n % 3 else 2  # 1, 2: subscriber ids as the journal holds them
+        _journal(stack, who, "v", {"subscriber_id": who, "n": n})
+    assert journal.drop_for(r, keys, 1, page=2) == 4
+    assert [f["s"] for _, f in r.xrange(keys.journal())] == ["2", "2", "2"]
+    r.delete(keys.journal())
