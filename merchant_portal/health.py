@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from store_server.scanner_health import RESTORED
+
 SILENT_AFTER_S = 60.0
 SHOWN = ("queue_depth", "frames_heard", "frames_dropped", "adapter")
 
@@ -16,6 +18,8 @@ def scanner_status(
         age: int | None = max(0, round(now - float(heartbeat["at"])))
     except (KeyError, ValueError):
         age = None
+    if heartbeat.get(RESTORED):
+        age = None  # a stand-in the jobs wrote after Redis lost the reports: not heard since
     status: dict[str, Any] = {"age_s": age, "silent": age is None or age > silent_after_s}
     for field in SHOWN:
         status[field] = heartbeat.get(field, "—")

@@ -22,7 +22,7 @@ import redis
 from redis.sentinel import Sentinel
 from sqlalchemy import Engine, make_url, select, text
 
-from store_server import drift_report
+from store_server import drift_report, scanner_health
 from store_server.config import ConfigError, from_env
 from store_server.db import make_engine
 from store_server.keys import Keys
@@ -258,7 +258,16 @@ def check_scanners(
             )
             continue
         age = now - float(health["at"])
-        if age > silent_after:
+        if health.get(scanner_health.RESTORED) and age <= silent_after:
+            # A stand-in the jobs wrote after Redis lost the reports, not a heartbeat heard.
+            report.add(
+                f"scanner.{name}",
+                WARN,
+                f"no heartbeat since Redis lost the reports {age:.0f} s ago",
+                f"{where}: its next heartbeat (every 10 s at most) clears this; if none comes "
+                "it turns silent",
+            )
+        elif age > silent_after:
             report.add(
                 f"scanner.{name}",
                 FAIL,

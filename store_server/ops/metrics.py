@@ -18,6 +18,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 from sqlalchemy import select
 
+from store_server import scanner_health
 from store_server.db import sessions
 from store_server.drift_report import from_sample, sample
 from store_server.models import Device, Scanner, Venue
@@ -134,7 +135,8 @@ class StoreCollector(Collector):
         for device_id in devices:
             pipe.xlen(keys.outbox(device_id))
         for scanner_id, _ in scanners:
-            pipe.hmget(keys.scanner_health(scanner_id), ["at", "queue_depth", "adapter"])
+            fields = ["at", "queue_depth", "adapter", scanner_health.RESTORED]
+            pipe.hmget(keys.scanner_health(scanner_id), fields)
         for venue_id in venues:
             pipe.get(keys.dropped(venue_id))
         for venue_id in venues:
@@ -168,9 +170,9 @@ class StoreCollector(Collector):
         adapter = GaugeMetricFamily(
             "cm_scanner_adapter_up", "Scanner reports its BLE adapter working", labels=["scanner"]
         )
-        for (_, name), (at, depth, state) in zip(scanners, health, strict=True):
-            if at is None:
-                continue
+        for (_, name), (at, depth, state, restored) in zip(scanners, health, strict=True):
+            if at is None or restored:
+                continue  # never heard, or a stand-in after Redis lost the reports
             age.add_metric([name], max(0.0, now - float(at)))
             queue.add_metric([name], float(depth or 0))
             adapter.add_metric([name], 0.0 if state == "down" else 1.0)

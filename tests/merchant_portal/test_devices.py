@@ -192,6 +192,8 @@ def test_scanner_status_flags_silence_and_a_down_adapter():
     assert scanner_status({}, 1061.0) == {**scanner_status({}, 0), "age_s": None, "silent": True}
     assert scanner_status({**hb, "adapter": "down"}, 1001.0)["adapter_down"] is True
     assert scanner_status({"at": "garbage"}, 1.0)["age_s"] is None
+    # The jobs' stand-in after Redis lost the reports is not a heartbeat heard.
+    assert scanner_status({"at": "1000.0", "restored": "1"}, 1001.0)["age_s"] is None
 
 
 def rules_form(client, world, **fields):  # type: ignore[no-untyped-def]

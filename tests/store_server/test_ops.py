@@ -134,6 +134,18 @@ def test_heartbeat_metrics_show_scanner_health(stack, client):
     assert 0 <= value(samples, "cm_scanner_heartbeat_age_seconds", scanner=SCANNER) < 5
     # A scanner that never sent a heartbeat has no age at all, rather than a made-up one.
     assert ("cm_scanner_heartbeat_age_seconds", (("scanner", "demo-car-scanner"),)) not in samples
+    # Nor has one whose report Redis lost, from the jobs' stand-in (not a heartbeat heard).
+    r, keys = get_redis(stack.app), get_keys(stack.app)
+    car = get_topology(stack.app).scanner("demo-car-scanner").id
+    r.hset(keys.scanner_health(car), mapping={"at": time.time(), "restored": "1"})
+    try:
+        samples = scrape(client)
+        assert ("cm_scanner_adapter_up", (("scanner", "demo-car-scanner"),)) not in samples
+        assert ("cm_scanner_heartbeat_age_seconds", (("scanner", "demo-car-scanner"),)) not in (
+            samples
+        )
+    finally:
+        r.delete(keys.scanner_health(car))
 
 
 def test_scanner_drift_learnt_by_live_tracking_is_a_gauge(stack, client):

@@ -136,6 +136,22 @@ def test_silent_and_broken_scanners_named_with_a_fix(stack, capsys):
         beat_all(stack)
 
 
+def test_a_scanner_whose_report_redis_lost_is_a_warning_until_it_heartbeats(stack, capsys):
+    beat_all(stack)
+    r, keys, topo = get_redis(stack.app), get_keys(stack.app), get_topology(stack.app)
+    key = keys.scanner_health(topo.scanner("demo-salon-scanner-1").id)
+    r.delete(key)
+    # The jobs' stand-in after Redis lost the reports: not a heartbeat heard 0 s ago.
+    r.hset(key, mapping={"at": time.time() - 5, "restored": "1", "in_sql": "1"})
+    try:
+        _status, found = run(capsys, env_for(stack))
+        detail = found["scanner.demo-salon-scanner-1"]
+        assert detail["status"] == "warn" and "Redis lost the reports 5 s ago" in detail["detail"]
+        assert found["scanners"]["detail"] == "2/3 healthy"
+    finally:
+        beat_all(stack)
+
+
 def test_scanner_never_heard(stack, capsys):
     beat_all(stack)
     r, keys, topo = get_redis(stack.app), get_keys(stack.app), get_topology(stack.app)
