@@ -8,6 +8,7 @@ import errno
 import os
 import secrets
 import stat
+import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import IO
@@ -21,9 +22,13 @@ _ATTEMPTS = 100
 def write_all(outputs: Mapping[Path, Writer]) -> None:
     """Write each path with its writer, all or none; raises the OSError that stopped it."""
     staged: list[tuple[Path, Path]] = []  # (temporary file, the file it is to replace)
-    streams: list[tuple[Path, Writer]] = []
+    streams: list[tuple[Path | int, Writer]] = []
     try:
         for out, write in outputs.items():
+            fd = _own_descriptor(out)
+            if fd is not None:
+                streams.append((fd, write))
+                continue
             target, mode = _target(out)
             if target is None:
                 streams.append((out, write))
@@ -36,6 +41,15 @@ def write_all(outputs: Mapping[Path, Writer]) -> None:
         # complete on disk (where a full disk or a missing directory shows), and before any is
         # placed, so a reader that left still means no file is replaced.
         for out, write in streams:
+            if isinstance(out, int):
+                # Whatever this process printed there first goes first; a duplicate keeps the
+                # descriptor's offset and append mode (`>> log`), where reopening with "w"
+                # would truncate what the shell's redirection had written.
+                sys.stdout.flush()
+                sys.stderr.flush()
+                with os.fdopen(os.dup(out), "w", newline="", encoding="utf-8") as handle:
+                    write(handle)
+                continue
             with open(out, "w", newline="", encoding="utf-8") as handle:
                 write(handle)
         _place(staged)
@@ -44,6 +58,25 @@ def write_all(outputs: Mapping[Path, Writer]) -> None:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
         raise
+
+
+def _own_descriptor(out: Path) -> int | None:
+    """This process's stdout or stderr if out is it (/dev/stdout, /proc/self/fd/1, a link to
+    one, or the very file a shell redirected it to), else None."""
+    try:
+        st = os.stat(out)
+    except OSError:
+        return None
+    for fd in (1, 2):
+        try:
+            own = os.fstat(fd)
+        except OSError:
+            continue  # closed
+        # Replaced by a renamed file, a redirected stdout would go on writing to the old one,
+        # unlinked: all else the command and the shell write there would be lost.
+        if (st.st_dev, st.st_ino) == (own.st_dev, own.st_ino):
+            return fd
+    return None
 
 
 def _target(out: Path) -> tuple[Path | None, int | None]:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import stat
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,6 +13,8 @@ import pytest
 
 from store_server import atomic_files
 from store_server.atomic_files import write_all
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _text(text: str) -> atomic_files.Writer:
@@ -169,3 +173,21 @@ def test_a_device_is_written_as_is_and_one_that_fails_places_no_file(
     with pytest.raises(OSError, match="No space left"):
         write_all({out: _text("new\n"), Path("/dev/full"): _text("x" * 100_000)})
     assert out.read_text(encoding="utf-8") == "previous\n" and _leftovers(tmp_path) == []
+
+
+def test_stdout_redirected_to_a_file_is_written_through_not_replaced(tmp_path: Path) -> None:
+    # `cmd --out /dev/stdout >> log`: renamed over, the log would lose what it held and what
+    # the command printed after (still written to the old, unlinked file).
+    log = tmp_path / "log.txt"
+    log.write_text("earlier\n", encoding="utf-8")
+    code = (
+        "from pathlib import Path\n"
+        "from store_server.atomic_files import write_all\n"
+        "print('before')\n"
+        "write_all({Path('/dev/stdout'): lambda h: h.write('csv\\n')})\n"
+        "print('after')\n"
+    )
+    with log.open("a", encoding="utf-8") as out:
+        subprocess.run([sys.executable, "-c", code], stdout=out, cwd=REPO, check=True, timeout=60)
+    assert log.read_text(encoding="utf-8") == "earlier\nbefore\ncsv\nafter\n"
+    assert _leftovers(tmp_path) == []
