@@ -1,7 +1,8 @@
 """Background jobs of a store server process: the exit sweeper, the resolver refresh, the
 venues' published drift and dark zones, and the retention rounds.
 
-Several processes may run them; a short Redis lock makes one of them do each round.
+Several processes may run them; a Redis lock lasting most of a job's period makes one of them
+do each round, and a job that fails releases it (and does not hold up the round's others).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import replace
 
 import redis
@@ -170,6 +172,23 @@ def _locked(app: Flask, name: str, ttl_ms: int) -> bool:
     return bool(get_redis(app).set(get_keys(app).lock(name), 1, nx=True, px=max(1, ttl_ms)))
 
 
+def _run(app: Flask, name: str, lock_s: float, job: Callable[[], object]) -> bool:
+    """Run a job if this process takes its lock; True if it ran and succeeded. A failure is
+    logged and releases the lock, so any process tries again at its next round (held, a job
+    failing while the database is down would wait out its whole period after it is back), and
+    the other jobs of the round still run."""
+    if not _locked(app, name, int(lock_s * 1000)):
+        return False
+    try:
+        job()
+    except Exception:
+        log.exception("background job failed", extra={"job": name})
+        with contextlib.suppress(redis.RedisError):
+            get_redis(app).delete(get_keys(app).lock(name))
+        return False
+    return True
+
+
 def refresh_profiles_due(app: Flask) -> bool:
     """Refresh the streaming profiles unless some process did within the hour; returns whether
     this call refreshed them."""
@@ -209,36 +228,45 @@ def start(app: Flask, stop: threading.Event) -> threading.Thread:
     def loop() -> None:
         next_refresh = next_expiry = next_flush = next_drift = next_dark = 0.0
         interval = app.config["SWEEP_INTERVAL_S"]
+        resolver_s = app.config["RESOLVER_REFRESH_S"]
+
+        def flush() -> None:
+            try:
+                pending.flush(app)  # deliveries that failed earlier (SQL down, a crash)
+            finally:
+                # Audit entries and visits SQL refused then: drained even if one pending
+                # event's delivery keeps failing.
+                journal.drain(app)
+
         while not stop.is_set():
             try:
                 now = time.monotonic()
                 # Each lock lasts 0.9 of its job's period: with several jobs processes, one of
                 # them runs each round (a shorter lock let each run its own every period).
-                resolver_s = app.config["RESOLVER_REFRESH_S"]
-                if now >= next_refresh and _locked(app, "resolver", int(resolver_s * 900)):
-                    refresh_resolver(app)
+                if now >= next_refresh and _run(
+                    app, "resolver", resolver_s * 0.9, lambda: refresh_resolver(app)
+                ):
                     next_refresh = now + resolver_s
-                if now >= next_expiry and _locked(app, "expiry", int(EXPIRY_CHECK_S * 900)):
+                if now >= next_expiry and _run(
                     # Ingest already refuses expired consents; this ends presences they left.
-                    retention.end_expired_presences(app)
+                    app,
+                    "expiry",
+                    EXPIRY_CHECK_S * 0.9,
+                    lambda: retention.end_expired_presences(app),
+                ):
                     next_expiry = now + EXPIRY_CHECK_S
-                if now >= next_drift and _locked(app, "drift", int(drift_report.PUBLISH_S * 900)):
-                    publish_drift(app)
+                if now >= next_drift and _run(
+                    app, "drift", drift_report.PUBLISH_S * 0.9, lambda: publish_drift(app)
+                ):
                     next_drift = now + drift_report.PUBLISH_S
-                if now >= next_dark and _locked(app, "dark", int(DARK_CHECK_S * 900)):
-                    publish_dark(app)
+                if now >= next_dark and _run(
+                    app, "dark", DARK_CHECK_S * 0.9, lambda: publish_dark(app)
+                ):
                     next_dark = now + DARK_CHECK_S
-                if _locked(app, "sweep", int(interval * 900)):
-                    sweep_once(app)
-                if now >= next_flush and _locked(app, "flush", 5000):
+                _run(app, "sweep", interval * 0.9, lambda: sweep_once(app))
+                if now >= next_flush and _run(app, "flush", 5.0, flush):
                     next_flush = now + FLUSH_S
-                    try:
-                        pending.flush(app)  # deliveries that failed earlier (SQL down, a crash)
-                    finally:
-                        # Audit entries and visits SQL refused then: drained even if one pending
-                        # event's delivery keeps failing.
-                        journal.drain(app)
-            except Exception:  # a job round failing must not kill the loop
+            except Exception:  # Redis itself unreachable: the next round tries again
                 log.exception("background job round failed")
             stop.wait(interval)
         # Whoever joins this thread waits for a refresh under way too, as for any other job.

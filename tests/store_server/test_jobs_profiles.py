@@ -150,3 +150,20 @@ def test_a_failed_profile_refresh_is_tried_again_within_minutes(stack):
     streaming.down = False
     r.delete(key)
     assert jobs.refresh_profiles_due(app) is True and streaming.refreshes == 1
+
+
+def test_a_failing_job_releases_its_lock_and_a_succeeding_one_holds_it_for_its_period(stack):
+    # Held after a failure, a job that failed while the database was down would wait out its
+    # whole period once it is back (the resolver table a minute late), in every process.
+    app = stack.app
+    r, keys = get_redis(app), get_keys(app)
+
+    def down() -> None:
+        raise ConnectionError("database unreachable")
+
+    assert jobs._run(app, "resolver", 54.0, down) is False
+    assert not r.exists(keys.lock("resolver"))
+    ran: list[bool] = []
+    assert jobs._run(app, "resolver", 54.0, lambda: ran.append(True)) is True and ran == [True]
+    assert 50_000 < r.pttl(keys.lock("resolver")) <= 54_000
+    assert jobs._run(app, "resolver", 54.0, lambda: ran.append(True)) is False and ran == [True]
