@@ -210,6 +210,14 @@ CATALOGUE: dict[str, dict[str, str]] = {
         ),
         "survey_zone_accuracy": "Zone right",
         "survey_seconds": "Seconds",
+        "survey_covered": "Walked near",
+        "survey_gap": "Furthest from the walk",
+        "survey_gap_at": "{m} m, at ({x}, {y})",
+        "survey_coverage_help": (
+            "Walked near: the share of the zone within 1.5 m of where the survey went. Further "
+            "out the radio map is only extrapolated and people are placed worse: walk there "
+            "next, starting at the spot furthest from the walk."
+        ),
         "survey_applied": "Calibration applied: live positioning uses it from now on.",
         "survey_not_applied": "Not applied: tick the box and upload again to use it.",
         "survey_bad_file": "The survey cannot be read: {why}.",
@@ -478,6 +486,14 @@ CATALOGUE: dict[str, dict[str, str]] = {
         ),
         "survey_zone_accuracy": "Bonne zone",
         "survey_seconds": "Secondes",
+        "survey_covered": "Parcourue",
+        "survey_gap": "Le plus loin du parcours",
+        "survey_gap_at": "{m} m, en ({x}, {y})",
+        "survey_coverage_help": (
+            "Parcourue : la part de la zone à moins de 1,5 m du parcours du relevé. Au-delà, la "
+            "carte radio n'est qu'extrapolée et les personnes sont moins bien placées : "
+            "parcourez-la ensuite, en commençant par le point le plus éloigné du parcours."
+        ),
         "survey_applied": "Calibration appliquée : le positionnement l'utilise dès maintenant.",
         "survey_not_applied": "Non appliquée : cochez la case et importez à nouveau.",
         "survey_bad_file": "Le relevé est illisible : {why}.",

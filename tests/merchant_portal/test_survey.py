@@ -55,6 +55,15 @@ def test_survey_is_scored_per_zone_without_changing_anything(salon, flat, portal
     )
     assert set(scores) == {"kitchen", "bedroom", "bath", "living"}
     assert all(50 <= int(v) <= 100 for v in scores.values()), scores
+    # Where the survey went, per zone, and where the installer should walk next.
+    covered = re.findall(
+        r'data-survey-zone="(\w+)">.*?class="covered[^"]*">(\d+) %</td><td class="gap">'
+        r"([\d.]+) m, at \(([-\d.]+), ([-\d.]+)\)",
+        page,
+    )
+    assert {name for name, *_ in covered} == set(scores), covered
+    assert all(0 <= int(share) <= 100 and float(gap) >= 0 for _, share, gap, _x, _y in covered)
+    assert "Furthest from the walk" in page and 'id="survey-coverage-help"' in page
     assert "Not applied" in page and "Not calibrated yet" in page
     with sessions(portal_app)() as db:
         assert db.get(Venue, venue_id).calibration is None
