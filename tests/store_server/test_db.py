@@ -3,15 +3,18 @@ migrations keep what they promise."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import insert, inspect, select, text
+from sqlalchemy import Engine, insert, inspect, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -37,13 +40,23 @@ def test_reading_autocommits_and_hands_back_a_transactional_connection(app):
     assert not _autocommit(raw)
 
 
-def test_migration_0004_keeps_one_row_per_visit_and_then_refuses_copies(tmp_path) -> None:
-    # A database that recorded an exit twice before 0004 (a delivery taken over after its
-    # claim lapsed) keeps one visit of it; afterwards the same presence cannot be written twice.
+@contextlib.contextmanager
+def _database_at(tmp_path: Path, revision: str) -> Iterator[tuple[str, Engine]]:
+    """A fresh database migrated up to `revision` (url, engine); dropped afterwards."""
     url, drop = fresh_database(tmp_path, os.environ.get("DATABASE_URL"))
     engine = make_engine(url, pooled=False)
     try:
-        upgrade(url, "0003")
+        upgrade(url, revision)
+        yield url, engine
+    finally:
+        engine.dispose()
+        drop()
+
+
+def test_migration_0004_keeps_one_row_per_visit_and_then_refuses_copies(tmp_path) -> None:
+    # A database that recorded an exit twice before 0004 (a delivery taken over after its
+    # claim lapsed) keeps one visit of it; afterwards the same presence cannot be written twice.
+    with _database_at(tmp_path, "0003") as (url, engine):
         with Session(engine) as db:
             merchant = create_merchant(db, "m0004", "Salon", "salon")
             venue = create_venue(db, merchant, "Chair", "site")
@@ -63,9 +76,6 @@ def test_migration_0004_keeps_one_row_per_visit_and_then_refuses_copies(tmp_path
             with pytest.raises(IntegrityError):
                 db.execute(insert(Visit.__table__), [row])
                 db.commit()
-    finally:
-        engine.dispose()
-        drop()
 
 
 def test_the_migrations_build_the_schema_the_models_declare(app) -> None:
@@ -79,10 +89,7 @@ def test_the_migrations_build_the_schema_the_models_declare(app) -> None:
 def test_migration_0006_says_no_scanner_reports_health_until_it_heartbeats(tmp_path) -> None:
     # Scanners registered before 0006 have sent no heartbeat SQL knows of: each one's next
     # heartbeat tells it (store_server/api.py), so none is assumed either way here.
-    url, drop = fresh_database(tmp_path, os.environ.get("DATABASE_URL"))
-    engine = make_engine(url, pooled=False)
-    try:
-        upgrade(url, "0005")
+    with _database_at(tmp_path, "0005") as (url, engine):
         with Session(engine) as db:
             venue = create_venue(db, create_merchant(db, "m0006", "Salon", "salon"), "S", "site")
             db.commit()
@@ -106,6 +113,3 @@ def test_migration_0006_says_no_scanner_reports_health_until_it_heartbeats(tmp_p
             assert conn.execute(text("SELECT name FROM scanners")).scalars().all() == [
                 "old-scanner"
             ]
-    finally:
-        engine.dispose()
-        drop()
