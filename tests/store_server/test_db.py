@@ -19,7 +19,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from store_server.db import alembic_config, make_engine, reading, upgrade
-from store_server.models import Base, Scanner, Visit
+from store_server.models import AuditEntry, Base, Scanner, Visit
 from store_server.services import create_merchant, create_subscriber, create_venue
 from tests.conftest import fresh_database
 
@@ -113,3 +113,37 @@ def test_migration_0006_says_no_scanner_reports_health_until_it_heartbeats(tmp_p
             assert conn.execute(text("SELECT name FROM scanners")).scalars().all() == [
                 "old-scanner"
             ]
+
+
+def test_migration_0005_keeps_one_audit_row_per_device_event_and_then_refuses_copies(
+    tmp_path,
+) -> None:
+    # Copies of a device event (before the journal, a redelivery could write one twice) go;
+    # rows without a device (a deleted one's, tombstones) are not compared and all stay.
+    with _database_at(tmp_path, "0004") as (url, engine):
+        with Session(engine) as db:
+            merchant = create_merchant(db, "m0005", "Salon", "salon")
+            venue = create_venue(db, merchant, "Chair", "site")
+            db.commit()
+            db.execute(
+                text("INSERT INTO devices (venue_id, name) VALUES (:v, 'speaker')"),
+                {"v": venue.id},
+            )
+            device = db.scalar(text("SELECT id FROM devices"))
+            at = datetime(2026, 11, 30, 10, tzinfo=UTC)
+            row = {"at": at, "action": "push", "device_id": device, "event_id": "1-0"}
+            orphan = {**row, "device_id": None}
+            db.execute(
+                insert(AuditEntry.__table__),
+                [row, row, {**row, "event_id": "2-0"}, orphan, orphan],
+            )
+            db.commit()
+        upgrade(url, "head")
+        with Session(engine) as db:
+            kept = db.execute(
+                select(AuditEntry.device_id, AuditEntry.event_id).order_by(AuditEntry.id)
+            ).all()
+            assert kept == [(device, "1-0"), (device, "2-0"), (None, "1-0"), (None, "1-0")]
+            with pytest.raises(IntegrityError):
+                db.execute(insert(AuditEntry.__table__), [row])
+                db.commit()
