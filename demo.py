@@ -30,6 +30,7 @@ from store_server import jobs
 from store_server.config import ConfigError, env_float, env_int, from_env
 from store_server.crypto import pseudonym
 from store_server.db import sessions, upgrade
+from store_server.positioning import kernels
 from store_server.redis_store import get_keys, get_redis
 from store_server.seed import SALON_LOGIN, seed_demo
 from wsgi import build_app
@@ -53,9 +54,32 @@ def port_free(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) != 0
 
 
+# The devices print from their own threads: print() writes the text and its newline apart,
+# and two devices' lines came out run together.
+_SAYING = threading.Lock()
+
+
 def say(line: str) -> None:
-    """One timeline line, flushed at once."""
-    print(f"{time.strftime('%H:%M:%S')} {line}", flush=True)
+    """One timeline line, written whole and flushed at once."""
+    with _SAYING:
+        sys.stdout.write(f"{time.strftime('%H:%M:%S')} {line}\n")
+        sys.stdout.flush()
+
+
+def warm_kernels() -> None:
+    """Compile the positioning kernels before any scanner posts, saying so if it takes a while.
+
+    On a fresh machine numba compiles them for ~15 s; compiled inside the first sighting batch,
+    the scanners' posts timed out meanwhile and their backlog then arrived at once, so the
+    timeline opened with every visitor pushed, revoked and pushed again."""
+    notice = threading.Timer(
+        1.0, lambda: print("Compiling the positioning kernels (first run only)...", flush=True)
+    )
+    notice.start()
+    try:
+        kernels.warm()
+    finally:
+        notice.cancel()
 
 
 class DemoDevice:
@@ -104,6 +128,7 @@ def main() -> int:
     var.mkdir(parents=True, exist_ok=True)
     upgrade(cfg["DATABASE_URL"])
     app = build_app({"SWEEP_INTERVAL_S": 0.2})
+    warm_kernels()
     with sessions(app)() as db:
         world = seed_demo(db, app.config["DATA_KEY"])
     jobs.refresh_resolver(app)

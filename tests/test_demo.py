@@ -7,9 +7,11 @@ import os
 import re
 import subprocess
 import sys
+import threading
 
 import pytest
 
+import demo
 from tests.conftest import REPO, free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.privacy, pytest.mark.slow]
@@ -18,6 +20,8 @@ pytestmark = [pytest.mark.e2e, pytest.mark.privacy, pytest.mark.slow]
 def test_demo_runs_for_demo_seconds_and_prints_the_timeline(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "DATABASE_URL")}
     env.update(DEMO_SECONDS="20", CM_VAR_DIR=str(tmp_path / "var"), DEMO_PORT=str(free_port()))
+    # A fresh machine's first run: numba has no compiled kernels cached yet.
+    env["NUMBA_CACHE_DIR"] = str(tmp_path / "numba")
     proc = subprocess.run(
         [sys.executable, "demo.py"], cwd=REPO, env=env, capture_output=True, text=True, timeout=120
     )
@@ -29,5 +33,36 @@ def test_demo_runs_for_demo_seconds_and_prints_the_timeline(tmp_path):
     assert "push device=demo-chair-1-speaker scope=playlist subscriber=alice" in lines
     assert "push device=demo-car-tablet scope=preferences subscriber=bob" in lines
     assert not [line for line in lines if "carol" in line or "unknown" in line]
+    # Each sat in her first seat once in these 20 s: one push, not pushed, revoked and pushed
+    # again because the first batches waited for the kernels to compile.
+    assert lines.count("push device=demo-chair-1-speaker scope=playlist subscriber=alice") == 1
+    assert lines.count("push device=demo-car-tablet scope=preferences subscriber=bob") == 1
+    timeline = out.split("Timeline", 1)[1].splitlines()[1:]
+    assert timeline[-1] == "demo stopped"
+    well_formed = re.compile(
+        r"\d\d:\d\d:\d\d (push device=\S+ scope=\S+ subscriber=\S+|revoke device=\S+ subscriber=\S+"
+        r"|stats frames_heard=\d+ unresolved_sightings_dropped=\d+)"
+    )
+    assert [line for line in timeline[:-1] if not well_formed.fullmatch(line)] == []
     assert "carol" not in proc.stderr
     assert (tmp_path / "var" / "cmood.db").exists()  # the SQLite file under var/
+
+
+def test_timeline_lines_from_many_devices_never_run_together(capsys):
+    # Switch threads as often as possible, so that a line written in two parts gets split.
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        threads = [
+            threading.Thread(target=lambda n=n: [demo.say(f"device={n}") for _ in range(300)])
+            for n in range(6)
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        sys.setswitchinterval(old)
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 1800
+    assert [line for line in lines if not re.fullmatch(r"\d\d:\d\d:\d\d device=\d", line)] == []
