@@ -43,8 +43,12 @@ EXPIRY_CHECK_S = 5.0
 VENUES_PER_QUERY = 500
 FLUSH_S = 2.0
 PROFILE_REFRESH_S = 3600.0
-# After a failed refresh (the streaming service down), any process tries again this much later.
-PROFILE_RETRY_S = 60.0
+# Visits and the disclosure log past RETENTION_DAYS go within the hour they pass it.
+RETENTION_EVERY_S = 3600.0
+# After a failed profile refresh (the streaming service down) or retention round (SQL down),
+# any process tries again this much later.
+SLOW_RETRY_S = 60.0
+PROFILE_RETRY_S = SLOW_RETRY_S
 DARK_CHECK_S = 1.0
 # Heard this close to the end of their consent, a subscriber fell silent because ingest dropped
 # what came after (a second's estimate lags its readings by up to a second, batching by more).
@@ -189,40 +193,57 @@ def _run(app: Flask, name: str, lock_s: float, job: Callable[[], object]) -> boo
     return True
 
 
-def refresh_profiles_due(app: Flask) -> bool:
-    """Refresh the streaming profiles unless some process did within the hour; returns whether
-    this call refreshed them."""
-    r, key = get_redis(app), get_keys(app).lock("profiles")
+def _due(app: Flask, name: str, period_s: float, job: Callable[[], object]) -> bool:
+    """Run a job unless some process did within its period; returns whether this call ran it."""
+    r, key = get_redis(app), get_keys(app).lock(name)
     # The lock is the schedule, shared by every jobs process: held for the whole period, not
-    # only while a refresh runs, else each process (its own clock starting at zero) would run
-    # its own refresh every hour.
-    if not r.set(key, 1, nx=True, px=int(PROFILE_REFRESH_S * 1000)):
+    # only while the job runs, else each process (its own clock starting at zero) would run
+    # its own round every period.
+    if not r.set(key, 1, nx=True, px=int(period_s * 1000)):
         return False
     try:
-        streaming.refresh_profiles(app)
+        job()
     except Exception:
         with contextlib.suppress(redis.RedisError):
-            r.pexpire(key, int(PROFILE_RETRY_S * 1000))
+            r.pexpire(key, int(SLOW_RETRY_S * 1000))
         raise
     return True
 
 
-def _refresh_profiles_loop(app: Flask, stop: threading.Event) -> None:
-    # A thread of its own: one streaming call per subscriber can take minutes, and meanwhile
-    # the per-second jobs must go on (dark zones lapse after DARK_TTL_S, exits are due).
+def refresh_profiles_due(app: Flask) -> bool:
+    """Refresh the streaming profiles unless some process did within the hour; returns whether
+    this call refreshed them."""
+    return _due(app, "profiles", PROFILE_REFRESH_S, lambda: streaming.refresh_profiles(app))
+
+
+def retention_due(app: Flask) -> bool:
+    """Purge what is past retention unless some process did within RETENTION_EVERY_S; returns
+    whether this call purged."""
+
+    def purge() -> None:
+        log.info("retention round", extra=retention.run(app))
+
+    return _due(app, "retention", RETENTION_EVERY_S, purge)
+
+
+def _slow_jobs_loop(app: Flask, stop: threading.Event) -> None:
+    # A thread of its own: one streaming call per subscriber can take minutes, and so can a
+    # purge of a large log; meanwhile the per-second jobs must go on (dark zones lapse after
+    # DARK_TTL_S, exits are due).
     while not stop.is_set():
-        try:
-            refresh_profiles_due(app)
-        except Exception:  # a failed refresh must not end the refreshes to come
-            log.exception("streaming profile refresh failed")
+        for job, what in ((refresh_profiles_due, "profile refresh"), (retention_due, "retention")):
+            try:
+                job(app)
+            except Exception:  # a failed round must not end the rounds to come
+                log.exception("background job failed", extra={"job": what})
         stop.wait(app.config["SWEEP_INTERVAL_S"])
 
 
 def start(app: Flask, stop: threading.Event) -> threading.Thread:
     """Run the periodic jobs in daemon threads until `stop` is set; the thread returned ends
     once they all have."""
-    profiles = threading.Thread(
-        target=_refresh_profiles_loop, args=(app, stop), name="cm-jobs-profiles", daemon=True
+    slow = threading.Thread(
+        target=_slow_jobs_loop, args=(app, stop), name="cm-jobs-slow", daemon=True
     )
 
     def loop() -> None:
@@ -270,9 +291,9 @@ def start(app: Flask, stop: threading.Event) -> threading.Thread:
                 log.exception("background job round failed")
             stop.wait(interval)
         # Whoever joins this thread waits for a refresh under way too, as for any other job.
-        profiles.join()
+        slow.join()
 
     t = threading.Thread(target=loop, name="cm-jobs", daemon=True)
-    profiles.start()
+    slow.start()
     t.start()
     return t

@@ -1,7 +1,8 @@
-"""Background jobs: the hourly streaming-profile refresh runs once an hour across all jobs
-processes, and however slow the streaming service, holds up neither the exit sweeper nor the dark
-zones (real Redis, SQL, jobs threads and signed HTTP requests; the streaming service is the
-outside system, answering when the test says)."""
+"""Background jobs: the hourly streaming-profile refresh and retention round run once an hour
+across all jobs processes (the retention round with nobody running its command), and however
+slow the streaming service, the refresh holds up neither the exit sweeper nor the dark zones
+(real Redis, SQL, jobs threads and signed HTTP requests; the streaming service is the outside
+system, answering when the test says)."""
 
 from __future__ import annotations
 
@@ -12,10 +13,11 @@ from datetime import timedelta
 
 import pytest
 from sqlalchemy import select
+from sqlalchemy.exc import OperationalError
 
-from store_server import jobs, scanner_health
+from store_server import jobs, retention, scanner_health
 from store_server.db import sessions
-from store_server.models import Consent, Subscriber
+from store_server.models import Consent, Subscriber, Venue, Visit, utcnow
 from store_server.redis_store import get_keys, get_redis
 from store_server.streaming import Profile
 from store_server.topology import get_topology
@@ -167,3 +169,67 @@ def test_a_failing_job_releases_its_lock_and_a_succeeding_one_holds_it_for_its_p
     assert jobs._run(app, "resolver", 54.0, lambda: ran.append(True)) is True and ran == [True]
     assert 50_000 < r.pttl(keys.lock("resolver")) <= 54_000
     assert jobs._run(app, "resolver", 54.0, lambda: ran.append(True)) is False and ran == [True]
+
+
+def _old_visit(app) -> int:  # type: ignore[no-untyped-def]
+    with sessions(app)() as db:
+        alice = db.scalar(select(Subscriber.id).where(Subscriber.directory_id == "demo:alice"))
+        venue = db.scalars(select(Venue).order_by(Venue.id)).first()
+        old = utcnow() - timedelta(days=app.config["RETENTION_DAYS"] + 1)
+        visit = Visit(
+            subscriber_id=alice,
+            merchant_id=venue.merchant_id,
+            venue_id=venue.id,
+            zone="chair-1",
+            started_at=old,
+            ended_at=old + timedelta(minutes=30),
+            dwell_s=1800.0,
+        )
+        db.add(visit)
+        db.commit()
+        return visit.id
+
+
+def _stored(app, visit_id: int) -> bool:  # type: ignore[no-untyped-def]
+    with sessions(app)() as db:
+        return db.get(Visit, visit_id) is not None
+
+
+@pytest.mark.consent
+def test_the_jobs_purge_visits_past_retention_without_anyone_running_the_command(stack):
+    # worker.py runs exactly jobs.start: before, it ended expired presences but never purged,
+    # so in the deployed system visits and the disclosure log outlived RETENTION_DAYS for good.
+    app = stack.app
+    visit = _old_visit(app)
+    stop = threading.Event()
+    thread = jobs.start(app, stop)
+    try:
+        assert wait_for(lambda: not _stored(app, visit), 30)
+    finally:
+        stop.set()
+        thread.join(30)
+    # Held for the period: a second jobs process does not purge again within the hour.
+    assert (
+        get_redis(app).pttl(get_keys(app).lock("retention")) > (jobs.RETENTION_EVERY_S - 60) * 1000
+    )
+    assert jobs.retention_due(app) is False
+
+
+@pytest.mark.consent
+def test_a_failed_retention_round_is_tried_again_within_minutes(stack, monkeypatch):
+    app = stack.app
+    r, key = get_redis(app), get_keys(app).lock("retention")
+    visit = _old_visit(app)
+    # SQL refusing the purge, as a database down would.
+    real_purge = retention.purge
+
+    def refused(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise OperationalError("DELETE", {}, Exception("database unreachable"))
+
+    monkeypatch.setattr(retention, "purge", refused)
+    with pytest.raises(OperationalError):
+        jobs.retention_due(app)
+    assert 0 < r.pttl(key) <= jobs.SLOW_RETRY_S * 1000 and _stored(app, visit)
+    monkeypatch.setattr(retention, "purge", real_purge)
+    r.delete(key)
+    assert jobs.retention_due(app) is True and not _stored(app, visit)
