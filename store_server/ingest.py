@@ -659,12 +659,14 @@ def _fold(
             raw = states.get(field_)
             prev = _STATES.get(tkey, field_, raw) if raw else {}
             state, events = advance(venue, scanner.name, prev, by_sub[sub], immediate, dark)
+            # An exit revokes under the consent its enter was disclosed under.
+            held = state.get("c") or consents[sub]
             if any(e.kind == "enter" for e in events):
                 state["c"] = consents[sub]
-            # An exit revokes under the consent its enter was disclosed under.
-            consent = state.get("c", consents[sub])
+            else:
+                events += rescope(state, consents[sub], wall)
             occurrences.extend(
-                Occurrence(sub, venue, consent, e, d)
+                Occurrence(sub, venue, held if e.kind == "exit" else state["c"], e, d)
                 for e, d in disclosures(state, prev.get("h", False), events, wall)
             )
             last = state["p"]["last"]
@@ -714,6 +716,30 @@ def _fold(
         len(sightings), resolved=resolved, dropped=len(sightings) - resolved, event_ids=event_ids
     )
     return outcome, occurrences, False
+
+
+def rescope(
+    state: dict[str, Any], consent: dict[str, Any], now: float
+) -> list[presence.PresenceEvent]:
+    """When the consent that covers a present subscriber is no longer the one her presence was
+    disclosed under (it expired, or one given for this merchant now takes precedence over one
+    for all), end that presence and begin another in the same zone at once, under the new one:
+    the devices get a revoke and the push the new scope allows. Updates the state; `now` is
+    the wall clock, by which an expired consent has run out."""
+    held, p = state.get("c"), state.get("p", {})
+    state["c"] = consent
+    if not held or held.get("receipt") == consent.get("receipt") or not p.get("zone"):
+        return []
+    at = p["last"]
+    # A consent that ran out ends the presence the way an expiry does (no visit is recorded).
+    until = held.get("until")
+    reason = "expired" if until is not None and until <= max(at, now) else "consent_changed"
+    zone, since = p["zone"], p["since"]
+    p["since"] = at
+    return [
+        presence.PresenceEvent("exit", zone, at, since, reason),
+        presence.PresenceEvent("enter", zone, at, at),
+    ]
 
 
 def disclosures(

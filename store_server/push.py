@@ -98,11 +98,11 @@ return {subs, states}
 
 
 def _present(
-    r: redis.Redis, keys: Keys, rooms: dict[tuple[int, str], VenueInfo]
+    r: redis.Redis, keys: Keys, rooms: dict[tuple[int, str], VenueInfo], now: float
 ) -> dict[tuple[int, str], list[tuple[int, float, dict[str, Any]]]]:
     """(subscriber, since, consent) present in each room, from the committed track states of
     the subscribers the occupant index places there (the states decide: a stale index entry
-    is read past)."""
+    is read past), leaving out anyone whose consent ended by `now`."""
     zones: dict[int, set[str]] = defaultdict(set)
     for v, zone in rooms:
         zones[v].add(zone)
@@ -116,9 +116,75 @@ def _present(
                 continue
             state = orjson.loads(raw)
             p, consent = state.get("p", {}), state.get("c")
-            if consent and (v, p.get("zone")) in out:
+            if consent and (v, p.get("zone")) in out and not _ended(consent, now):
                 out[(v, p["zone"])].append((int(sub), float(p.get("since", 0.0)), consent))
     return out
+
+
+def _ended(consent: dict[str, Any], now: float) -> bool:
+    # A state keeps the consent its presence was disclosed under until ingest hears the
+    # subscriber again (and re-scopes it), or the sweeper ends it: until then that consent
+    # may have run out, and nothing may be disclosed under it.
+    return consent.get("until") is not None and consent["until"] <= now
+
+
+# Appends the blended queues, each only while the room holds exactly the members it was
+# computed from: a queue read before someone's presence ended (a withdrawal, an erasure, an
+# expiry) and appended after that presence's revoke would be the device's newest queue, replayed
+# with her tracks after the revoke. Whoever ends or begins a presence sends the room a queue
+# computed after it, so one refused here is superseded. Mirrors _PRESENT_LUA and _present's
+# filter. KEYS: per venue its occupant index and track states, then the items' outboxes. ARGV:
+# maxlen, ttl, now, #venues, #queues, #items; per queue its venue's number, zone and member
+# count, then each member's subscriber and since; per item its queue's number and body. Returns
+# each queue's verdict (1 sent), then each item's event id ('' when refused).
+_QUEUE_HELD_LUA = """
+local maxlen, ttl, now = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local nv, nq, ni = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
+local index = {}
+local out = {}
+local at = 7
+for q = 1, nq do
+  local v, zone, n = tonumber(ARGV[at]), ARGV[at + 1], tonumber(ARGV[at + 2])
+  at = at + 3
+  local want = {}
+  for i = 0, n - 1 do want[ARGV[at + 2 * i]] = tonumber(ARGV[at + 2 * i + 1]) end
+  at = at + 2 * n
+  if not index[v] then index[v] = redis.call('HGETALL', KEYS[2 * v - 1]) end
+  local idx, found, held = index[v], 0, 1
+  for i = 1, #idx, 2 do
+    if idx[i + 1] == zone then
+      local raw = redis.call('HGET', KEYS[2 * v], idx[i])
+      if raw then
+        local st = cjson.decode(raw)
+        local p, c = st['p'], st['c']
+        if type(p) == 'table' and p['zone'] == zone and type(c) == 'table' and next(c) ~= nil
+            and not (type(c['until']) == 'number' and c['until'] <= now) then
+          if want[idx[i]] ~= nil and want[idx[i]] == p['since'] then
+            found = found + 1
+          else
+            held = 0
+          end
+        end
+      end
+    end
+  end
+  if found ~= n then held = 0 end
+  out[q] = held
+end
+local base = 2 * nv
+for i = 1, ni do
+  local q = tonumber(ARGV[at])
+  if out[q] == 1 then
+    local key = KEYS[base + i]
+    out[nq + i] = redis.call('XADD', key, 'MAXLEN', '~', maxlen, '*', 'e', ARGV[at + 1])
+    redis.call('EXPIRE', key, ttl)
+  else
+    out[nq + i] = ''
+  end
+  at = at + 2
+end
+return out
+"""
 
 
 # Appends each device's event only while the presence a push belongs to still holds, in one
@@ -287,6 +353,9 @@ def _rooms(occurrences: list[Occurrence]) -> dict[tuple[int, str], VenueInfo]:
     }
 
 
+Queue = tuple[VenueInfo, str, dict[str, Any], list[tuple[int, float]]]
+
+
 def _zone_queues(
     app: Flask,
     db: Session | Connection,
@@ -295,14 +364,14 @@ def _zone_queues(
     now: float,
     present: dict[tuple[int, str], list[tuple[int, float, dict[str, Any]]]] | None = None,
     rules: dict[int, Any] | None = None,
-) -> list[tuple[VenueInfo, str, dict[str, Any]]]:
+) -> list[Queue]:
     """The blended queue of each room, from who is present there now (`present`, else read)
-    under its merchant's rules (`rules`, else read)."""
+    under its merchant's rules (`rules`, else read), with the (subscriber, since) it rests on."""
     if not rooms:
         return []
     ttl = app.config["PUSH_TTL_S"]
     if present is None:
-        present = _present(get_redis(app), get_keys(app), rooms)
+        present = _present(get_redis(app), get_keys(app), rooms, now)
     missing = {sub for members in present.values() for sub, _, _ in members} - set(subs)
     if missing:
         subs = {**subs, **_profiles(db, missing)}
@@ -320,20 +389,45 @@ def _zone_queues(
         body = queue_payload(
             zone, [m.pseudonym for m in members], queue, now, expiry(now, ttl, consents)
         )
-        out.append((venue, zone, body))
+        basis = [(sub, since) for sub, since, _ in present[(venue_id, zone)]]
+        out.append((venue, zone, body, basis))
     return out
 
 
-def _send_queues(app: Flask, queues: list[tuple[VenueInfo, str, dict[str, Any]]]) -> int:
-    """Queue bodies to the zones' devices (outbox, then emit) and to the venue's portal room."""
+def _send_queues(app: Flask, queues: list[Queue]) -> int:
+    """Queue bodies to the zones' devices (outbox, then emit) and to the venue's portal room,
+    each only while its room holds the members it was computed from; returns the device events
+    sent."""
+    if not queues:
+        return 0
     r, keys, sio = get_redis(app), get_keys(app), app.extensions["socketio"]
-    items = [(d, body) for venue, zone, body in queues for d in venue.devices_by_zone[zone]]
+    venues = list(dict.fromkeys(venue.id for venue, _zone, _body, _basis in queues))
+    items = [(d, body) for venue, zone, body, _ in queues for d in venue.devices_by_zone[zone]]
+    owner = [
+        q for q, (venue, zone, _, _) in enumerate(queues, 1) for _ in venue.devices_by_zone[zone]
+    ]
+    args: list[Any] = []
+    for venue, zone, _body, basis in queues:
+        args += [venues.index(venue.id) + 1, zone, len(basis)]
+        for sub, since in basis:
+            args += [sub, repr(since)]
+    for q, raw in zip(owner, outbox.encode(items), strict=True):
+        args += [q, raw]
+    names = [k for v in venues for k in (keys.occupants(v), keys.tracks(v))]
+    names += [keys.outbox(d) for d, _ in items]
     maxlen, ttl = app.config["OUTBOX_MAXLEN"], app.config["PUSH_TTL_S"]
-    _emit(sio, items, outbox.append_many(r, keys, items, maxlen, ttl))
-    for venue, _zone, body in queues:
-        # Staff see what their own devices play: the same merchant, the same scope.
-        sio.emit("queue", {**body, "venue_id": venue.id}, to=venue_room(venue.id), namespace=PORTAL)
-    return len(items)
+    head = [maxlen, ttl, repr(time.time()), len(venues), len(queues), len(items)]
+    answer = run_script(r, _QUEUE_HELD_LUA, len(names), *names, *head, *args)
+    held, event_ids = answer[: len(queues)], answer[len(queues) :]
+    kept = [i for i, event_id in enumerate(event_ids) if event_id]
+    _emit(sio, [items[i] for i in kept], [event_ids[i] for i in kept])
+    for (venue, _zone, body, _basis), ok in zip(queues, held, strict=True):
+        if ok == 1:
+            # Staff see what their own devices play: the same merchant, the same scope.
+            sio.emit(
+                "queue", {**body, "venue_id": venue.id}, to=venue_room(venue.id), namespace=PORTAL
+            )
+    return len(kept)
 
 
 def _venue_rooms(app: Flask, venue_id: int) -> dict[tuple[int, str], VenueInfo]:
@@ -360,7 +454,7 @@ def current_queues(app: Flask, venue_id: int) -> dict[str, dict[str, Any]]:
     """Zone -> the blended queue its devices play now (for the portal's first paint)."""
     with reading(app) as db:
         queues = _zone_queues(app, db, _venue_rooms(app, venue_id), {}, time.time())
-    return {zone: body for _venue, zone, body in queues}
+    return {zone: body for _venue, zone, body, _basis in queues}
 
 
 def refresh_queues(app: Flask, venue_id: int) -> dict[str, dict[str, Any]]:
@@ -368,7 +462,7 @@ def refresh_queues(app: Flask, venue_id: int) -> dict[str, dict[str, Any]]:
     with reading(app) as db:
         queues = _zone_queues(app, db, _venue_rooms(app, venue_id), {}, time.time())
     _send_queues(app, queues)
-    return {zone: body for _venue, zone, body in queues}
+    return {zone: body for _venue, zone, body, _basis in queues}
 
 
 def deliver(app: Flask, occurrences: list[Occurrence]) -> None:
@@ -476,7 +570,7 @@ def deliver(app: Flask, occurrences: list[Occurrence]) -> None:
                 sio.emit("presence", portal_event, to=venue_room(o.venue.id), namespace=PORTAL)
         # Derived from the pushes these devices got (audited): queues are not audited.
         # The states are committed (ingest wrote them first), so the entrants are among these.
-        present = _present(r, keys, rooms)
+        present = _present(r, keys, rooms, now)
         queued = _send_queues(app, _zone_queues(app, db, rooms, subs, now, present, rules))
     # Recorded already: if SQL refuses them now, the jobs write them later (journal.drain), and
     # the devices are not sent the same events again.

@@ -1,0 +1,208 @@
+"""What a seated subscriber's devices may get when her consent changes under her: a consent that
+runs out while another still covers the venue, and a withdrawal or erasure landing while someone
+else's delivery is computing the zone's blended queue (real HTTP ingest, Redis and SQL; races
+are injected at the Redis client, as another worker's commands would land)."""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+import pytest
+import redis
+from sqlalchemy import select
+
+from store_server import jobs, outbox, push, rights
+from store_server.crypto import pseudonym
+from store_server.db import sessions
+from store_server.models import AuditEntry, Consent, Device, Merchant, Subscriber, utcnow
+from store_server.redis_store import get_keys, get_redis, script_sha
+from store_server.topology import get_topology
+from tests.faults.support import batch_body, eid_rows, signed
+from tests.helpers import audit_actions
+
+pytestmark = [pytest.mark.consent, pytest.mark.privacy]
+FIRST, SECOND = "demo-salon-scanner-1", "demo-salon-scanner-2"
+# The demo's alice streams these; none may reach a device once her playlist scope is over.
+ALICE_TRACK = "trk:1001"
+
+
+def _sit(stack: Any, who: str, start: float, seconds: int) -> None:
+    """Her phone heard in chair-1 by both salon scanners, once a second, over real HTTP."""
+    client = stack.app.test_client()
+    for s in range(seconds):
+        for scanner, level in ((FIRST, -52.0), (SECOND, -66.0)):
+            body = batch_body(eid_rows(stack.world.emitters[who], start + s, 1, level))
+            headers = signed(scanner, stack.secret(scanner), body)
+            assert client.post("/api/v1/sightings", data=body, headers=headers).status_code == 200
+
+
+def _ids(app: Any) -> tuple[int, int, int, str]:
+    with sessions(app)() as db:
+        alice = db.scalar(select(Subscriber).where(Subscriber.directory_id == "demo:alice"))
+        chair = db.scalar(select(Device.id).where(Device.name == "demo-chair-1-speaker"))
+        salon = db.scalar(select(Merchant.id).where(Merchant.slug == "salon-meche"))
+        return alice.id, chair, salon, alice.public_id
+
+
+def _until(deadline: float) -> None:
+    time.sleep(max(0.0, deadline - time.time()) + 0.05)
+
+
+def _pseudonym(app: Any, public_id: str) -> str:
+    topo = get_topology(app)
+    return pseudonym(topo.venue(topo.scanner(FIRST).venue_id).merchant_key, public_id)
+
+
+def _events(app: Any, device: int) -> list[dict[str, Any]]:
+    r, keys = get_redis(app), get_keys(app)
+    return [orjson.loads(f["e"]) for _id, f in r.xrange(keys.outbox(device))]
+
+
+def _given_earlier(app: Any) -> None:
+    """Every consent given a minute ago, so the tests' sightings of the last seconds count."""
+    with sessions(app)() as db:
+        for consent in db.scalars(select(Consent)):
+            consent.valid_from = utcnow() - timedelta(minutes=1)
+        db.commit()
+    jobs.refresh_resolver(app)
+
+
+def _salon_playlist_over_general_preferences(
+    app: Any, alice: int, salon: int, until: float
+) -> None:
+    """Alice's consent for every merchant shares preferences only; one for the salon alone
+    shares her playlist until `until`."""
+    with sessions(app)() as db:
+        general = db.scalar(select(Consent).where(Consent.subscriber_id == alice))
+        general.share, general.statistics = "preferences", False
+        today = Consent(
+            subscriber_id=alice,
+            merchant_id=salon,
+            share="playlist",
+            statistics=True,
+            valid_from=utcnow() - timedelta(minutes=1),
+            valid_until=datetime.fromtimestamp(until, UTC),
+            receipt_id="rcpt-salon-today",
+            receipt={},
+        )
+        db.add(today)
+        db.commit()
+    _given_earlier(app)
+
+
+def test_a_consent_that_runs_out_while_she_sits_is_revoked_and_the_one_left_pushed(stack):
+    app = stack.app
+    alice, chair, salon, public_id = _ids(app)
+    now = time.time()
+    until = now + 2.0
+    _salon_playlist_over_general_preferences(app, alice, salon, until)
+    _sit(stack, "alice", now - 5, 5)
+    mine = _pseudonym(app, public_id)
+    pushed = [(e["type"], e.get("scope")) for e in _events(app, chair) if e["type"] != "queue"]
+    assert pushed == [("push", "playlist")]
+    # The salon consent runs out while she sits on (the clock is what the test waits for); the
+    # one for every merchant still covers her.
+    _until(until)
+    _sit(stack, "alice", until + 0.1, 2)
+    # Before, her presence went on under the lapsed consent: no revoke, and every blended queue
+    # of the chair kept her playlist for as long as she sat there. The revoke took the playlist
+    # push out of the outbox.
+    about_her = [e for e in _events(app, chair) if e.get("subscriber") == mine]
+    assert [(e["type"], e.get("scope"), e.get("reason")) for e in about_her] == [
+        ("revoke", None, "expired"),
+        ("push", "preferences", None),
+    ]
+    assert ALICE_TRACK not in json.dumps(_events(app, chair))
+    assert audit_actions(app, alice) == ["push", "revoke", "push"]
+    with sessions(app)() as db:
+        receipts = db.scalars(
+            select(AuditEntry.receipt_id)
+            .where(AuditEntry.subscriber_id == alice)
+            .order_by(AuditEntry.at, AuditEntry.id)
+        ).all()
+    # The revoke is recorded under the consent the push it takes back was given under.
+    assert receipts[:2] == ["rcpt-salon-today"] * 2 and receipts[2] != "rcpt-salon-today"
+    venue = get_topology(app).scanner(FIRST).venue_id
+    state = json.loads(get_redis(app).hget(get_keys(app).tracks(venue), str(alice)))
+    assert state["c"]["receipt"] != "rcpt-salon-today" and state["c"]["share"] == "preferences"
+
+
+def test_a_queue_computed_after_her_consent_ran_out_leaves_her_playlist_out(stack):
+    app = stack.app
+    alice, chair, salon, _public_id = _ids(app)
+    now = time.time()
+    until = now + 2.0
+    _salon_playlist_over_general_preferences(app, alice, salon, until)
+    _sit(stack, "alice", now - 5, 5)
+    # It runs out before she is heard again: her state still holds it when bob sits down and
+    # the chair's queue is computed.
+    _until(until)
+    _sit(stack, "bob", time.time() - 3, 5)
+    queues = [e for e in _events(app, chair) if e["type"] == "queue"]
+    assert queues and ALICE_TRACK not in json.dumps(queues[-1])
+    assert len(queues[-1]["members"]) == 1  # bob's pseudonym alone
+
+
+class ConsentEndsAfterTheRead(redis.Redis):
+    """A plain client on the app's pool: right after a delivery has read who sits in the zones
+    it recomputes, the test's action (another worker's withdrawal or erasure) lands."""
+
+    def __init__(self, action: Any, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.action, self.fired = action, False
+
+    def evalsha(self, sha, *args):  # type: ignore[no-untyped-def]
+        out = super().evalsha(sha, *args)
+        if sha == script_sha(push._PRESENT_LUA) and not self.fired:
+            self.fired = True
+            self.action()
+        return out
+
+
+@pytest.mark.parametrize("action", ["withdraw", "erase"])
+def test_a_queue_read_before_her_consent_ended_is_not_sent_after_her_revoke(
+    stack, monkeypatch, action
+):
+    app = stack.app
+    alice, chair, _salon, public_id = _ids(app)
+    _given_earlier(app)
+    now = time.time()
+    _sit(stack, "alice", now - 9, 5)
+    mine = _pseudonym(app, public_id)
+    racing = ConsentEndsAfterTheRead(
+        lambda: getattr(rights, action)(app, alice), connection_pool=get_redis(app).connection_pool
+    )
+    monkeypatch.setitem(app.extensions, "cm_redis", racing)
+    # Bob sits down: his delivery reads the chair (alice there), then she withdraws or is erased
+    # (revoke, the chair's queue without her), then his delivery sends the queue it computed.
+    _sit(stack, "bob", now - 3, 4)
+    assert racing.fired
+    queues = [e for e in _events(app, chair) if e["type"] == "queue"]
+    # Before, bob's queue with her pseudonym and tracks came after the revoke: the device's
+    # newest queue, and replayed to it on reconnect.
+    assert queues and mine not in queues[-1]["members"]
+    replayed = outbox.pending(get_redis(app), get_keys(app), chair, time.time())
+    # Her revoke is replayed, and nothing else about her.
+    told = [e for e in replayed if e["type"] != "revoke"]
+    assert mine not in json.dumps(told) and ALICE_TRACK not in json.dumps(told)
+
+
+def test_her_own_queue_read_before_her_erasure_is_not_left_in_the_outbox(stack, monkeypatch):
+    app = stack.app
+    alice, chair, _salon, public_id = _ids(app)
+    _given_earlier(app)
+    racing = ConsentEndsAfterTheRead(
+        lambda: rights.erase(app, alice), connection_pool=get_redis(app).connection_pool
+    )
+    monkeypatch.setitem(app.extensions, "cm_redis", racing)
+    # Her erasure lands during her own enter's delivery, once it has pushed and read the chair:
+    # before, the queue it then appended (her profile read before the erasure) outlived the
+    # erasure's sweep of the outboxes, her pseudonym and playlist kept for PUSH_TTL_S.
+    _sit(stack, "alice", time.time() - 4, 5)
+    assert racing.fired
+    left = json.dumps(_events(app, chair))
+    assert _pseudonym(app, public_id) not in left and ALICE_TRACK not in left
