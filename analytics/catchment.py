@@ -5,9 +5,10 @@ subscribers is never shown alone: it is merged with an adjacent polygon (the vis
 with the fewest visitors, then the longest shared border) until the merged cell reaches k; cells
 that cannot are left out.  Cells are then taken by decreasing visits until the share is reached, and
 dissolved into one polygon.  Shares are of the visits in published cells only: a total that
-counted the left-out cells would give their visit count away by subtraction.  Geometry work is
-done in Lambert-93 (EPSG:2154) so that buffers and border lengths are in metres; the result is
-handed back in the input CRS.
+counted the left-out cells would give their visit count away by subtraction.  A cell's
+returning/new split is two more cells over the same people, so each side must pass the rule a
+cell passes or the split is withheld.  Geometry work is done in Lambert-93 (EPSG:2154) so that
+buffers and border lengths are in metres; the result is handed back in the input CRS.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 import geopandas as gpd
 import numpy as np
 import pandas as pd
+from numpy.typing import ArrayLike
 from shapely.geometry.base import BaseGeometry
 
 from analytics.privacy import (
@@ -108,6 +110,15 @@ def _merge_small_cells(
             return {area: "+".join(sorted(members[cid])) for area, cid in cell_of.items()}
 
 
+def releasable(count: ArrayLike, true_count: ArrayLike, threshold: float, k: int) -> np.ndarray:
+    """Which released counts may be published: count >= threshold and true count >= k."""
+    # the released count may be noisy; its tail threshold keeps noise from lifting a small group
+    # over the line often, and the true count makes sure it never does (exact: both are the same)
+    released = np.asarray(count, dtype=float)
+    true = np.asarray(true_count, dtype=float)
+    return (released >= threshold) & (true >= k)
+
+
 @dataclass
 class NoiseOptions:
     """Differential privacy for a catchment: epsilon split evenly over four released sums."""
@@ -174,7 +185,8 @@ def catchment(
     subscriber is returning when seen on more than one day.  Use privacy.week_window for the
     period so catchments, like taste reports, come in fixed weeks.  With noise, every released
     number is noisy, cells are formed and released from noisy counts (threshold k + the noise's
-    delta-tail), and a cell whose true count is under k is still withheld.
+    delta-tail), and a cell whose true count is under k is still withheld.  The returning/new
+    split of a cell is released only when both sides pass that same rule.
     """
     if k < MIN_K:
         raise CatchmentError(f"k must be at least {MIN_K}")
@@ -204,12 +216,13 @@ def catchment(
     ret = v[v["subscriber"].isin(returning)].groupby("cell")["subscriber"].nunique()
     stats["returning"] = ret.reindex(stats.index, fill_value=0)
     true_people = stats["subscribers"].copy()
+    true_returning = stats["returning"].copy()
     if noise is not None:
         stats["subscribers"] = people.groupby(pd.Series(cell_of)).sum().reindex(stats.index)
         for column in ("visits", "dwell", "returning"):
             draw = _draw(noise.mechanism, scales[column], len(stats), rng)
             stats[column] = (stats[column] + draw).clip(lower=0)
-    keep = (stats["subscribers"] >= threshold) & (true_people >= k)
+    keep = releasable(stats["subscribers"], true_people, threshold, k)
     published = stats[keep].copy()
     # published cells only: with the withheld ones in the total, total - sum(published) would
     # be the withheld visit count that suppressed_visits hides when fewer than k made them
@@ -217,9 +230,12 @@ def catchment(
     suppressed_people = int(true_people[~keep].sum())
     suppressed_visits = None if 0 < suppressed_people < k else int(stats.loc[~keep, "visits"].sum())
     published["new"] = published["subscribers"] - published["returning"]
-    # a split with either side under k would itself be a small cell, so it is withheld
-    thin = (published["returning"] < k) | (published["new"] < k)
-    published.loc[thin, ["returning", "new"]] = np.nan
+    # each side of a split is itself a cell of people, so it passes the cell's rule or the split
+    # is withheld: a noisy side under k + tail, or a true side under k, could be one person
+    true_new = true_people[keep] - true_returning[keep]
+    returning_ok = releasable(published["returning"], true_returning[keep], threshold, k)
+    new_ok = releasable(published["new"], true_new, threshold, k)
+    published.loc[~(returning_ok & new_ok), ["returning", "new"]] = np.nan
     published["share"] = published["visits"] / max(total_visits, 1.0)
     published["visits_per_subscriber"] = published["visits"] / published["subscribers"]
     published["mean_dwell"] = published["dwell"] / published["visits"].clip(lower=1)

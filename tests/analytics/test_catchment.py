@@ -181,3 +181,46 @@ def test_noisy_catchment_bounds_contributions_and_holds_k(paris) -> None:
             assert set(areas) <= visited  # no phantom area glued in by noise
         # with epsilon 1 the release threshold is 5 + 4 ln(1e6) ~ 60 noisy subscribers
         assert (result.cells["subscribers"] >= 60).all()
+
+
+def one_area_week(people: int, returning: int) -> pd.DataFrame:
+    """People from the 11e, one visit each in the week; the first `returning` also came before."""
+    rows = [
+        (f"s{i}", "75111", START + pd.Timedelta(hours=10 + i % 5), 600.0) for i in range(people)
+    ]
+    rows += [(f"s{i}", "75111", START - pd.Timedelta(days=20), 600.0) for i in range(returning)]
+    frame = pd.DataFrame(rows, columns=["subscriber", "area", "time", "dwell"])
+    frame["consent"] = True
+    return frame
+
+
+@pytest.mark.privacy
+def test_returning_new_split_passes_the_rule_a_cell_passes(paris) -> None:
+    # the 11e and its neighbours are enough areas here, and their adjacency is quick to compute
+    areas = paris[paris["code"].astype(str).str.startswith("751")]
+    # exact: each side is a cell of people, so k - 1 on either side withholds the split
+    for returning, shown in ((4, False), (5, True), (35, True), (36, False)):
+        cell = catchment(one_area_week(40, returning), areas, k=5, period_start=START).cells
+        assert pd.isna(cell.loc["75111", "returning"]) != shown, returning
+        assert pd.isna(cell.loc["75111", "new"]) != shown, returning
+    # noisy, epsilon 1: cells need 5 + tail ~ 60 noisy subscribers and 5 true ones, and so does
+    # each side of the split; checked against noisy sides >= k only, a split whose returning side
+    # was 1 true person came out in 9 of these 40 runs, and one of 20 (noisy ~20, far under the
+    # threshold) in 39
+    published = {1: 0, 20: 0, 150: 0}
+    for people, returning in ((200, 1), (200, 20), (300, 150)):
+        for seed in range(40):
+            noise = NoiseOptions(epsilon=1.0, rng=np.random.default_rng(seed))
+            result = catchment(one_area_week(people, returning), areas, k=5, period_start=START,
+                               noise=noise)  # fmt: skip
+            cell = result.cells.loc["75111"]
+            assert result.threshold >= 60
+            if pd.isna(cell["returning"]):
+                assert pd.isna(cell["new"])  # half a split is the whole split, by subtraction
+                continue
+            published[returning] += 1
+            assert cell["returning"] >= result.threshold
+            assert cell["new"] >= result.threshold
+    assert published[1] == 0
+    assert published[20] == 0
+    assert published[150] == 40  # both sides far over the threshold: the split is kept
