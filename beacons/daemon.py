@@ -154,7 +154,8 @@ class ScannerDaemon:
                 continue
             self.frames_forwarded += 1
             if self.recorder is not None:
-                self.recorder.write(Advert(advert.ts, advert.rssi, "", advert.data))
+                # the programme frame only: the advert around it may name a passer-by's phone
+                self.recorder.write(sighting.to_advert())
             if self.batcher.add(sighting.to_json(), time.monotonic()):
                 self._flush()
         if self.batcher.due(time.monotonic()):

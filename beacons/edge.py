@@ -34,6 +34,19 @@ class Sighting:
             "tx_power": self.tx_power,
         }
 
+    def to_advert(self) -> Advert:
+        """This sighting as a capture records it: its frame's AD structure alone, no address."""
+        # Rebuilt from what the uplink sends, so a capture holds nothing more: the rest of the
+        # advert (a phone's name, other manufacturer or service data) is the sender's, not ours.
+        raw = bytes.fromhex(self.id)
+        frame: frames.EddystoneEID | frames.IBeacon
+        if self.kind == "eid":
+            frame = frames.EddystoneEID(eid=raw, tx_power=self.tx_power)
+        else:
+            major, minor = int.from_bytes(raw[16:18], "big"), int.from_bytes(raw[18:20], "big")
+            frame = frames.IBeacon(raw[:16], major, minor, self.tx_power)
+        return Advert(self.ts, self.rssi, "", frames.programme_ad(frame))
+
 
 class EdgeFilter:
     """Turns adverts into address-free sightings, dropping everything outside the programme."""

@@ -510,11 +510,13 @@ def _eddystone(frame_bytes: bytes) -> bytes:
     return _ad(AD_FLAGS, b"\x06") + _ad(AD_UUID16_COMPLETE, uuid) + _ad(0x16, uuid + frame_bytes)
 
 
-def encode(frame: Frame) -> bytes:
-    """Full advertising data (flags, then the frame's AD structures) for a frame."""
+def programme_ad(frame: EddystoneEID | IBeacon) -> bytes:
+    """The one AD structure carrying a programme frame, without the rest of an advertisement."""
+    # Both layouts have a fixed size, so the decoded fields give back the very bytes heard:
+    # a capture can keep the frame without keeping anything else the sender put beside it.
     if isinstance(frame, EddystoneEID):
-        eid = _check_bytes("eid", frame.eid, 8)
-        return _eddystone(bytes([EID_FRAME, _check_power(frame.tx_power)]) + eid)
+        body = bytes([EID_FRAME, _check_power(frame.tx_power)]) + _check_bytes("eid", frame.eid, 8)
+        return _ad(AD_SERVICE_DATA16, EDDYSTONE_UUID.to_bytes(2, "little") + body)
     if isinstance(frame, IBeacon):
         body = (
             _IBEACON_PREFIX
@@ -523,7 +525,17 @@ def encode(frame: Frame) -> bytes:
             + _check_int("minor", frame.minor, 0, 0xFFFF).to_bytes(2, "big")
             + bytes([_check_power(frame.tx_power)])
         )
-        return _ad(AD_FLAGS, b"\x06") + _ad(AD_MANUFACTURER, body)
+        return _ad(AD_MANUFACTURER, body)
+    raise TypeError(f"{type(frame).__name__} is not a programme frame")
+
+
+def encode(frame: Frame) -> bytes:
+    """Full advertising data (flags, then the frame's AD structures) for a frame."""
+    if isinstance(frame, EddystoneEID):
+        uuid = EDDYSTONE_UUID.to_bytes(2, "little")
+        return _ad(AD_FLAGS, b"\x06") + _ad(AD_UUID16_COMPLETE, uuid) + programme_ad(frame)
+    if isinstance(frame, IBeacon):
+        return _ad(AD_FLAGS, b"\x06") + programme_ad(frame)
     if isinstance(frame, AltBeacon):
         body = (
             _check_int("company_id", frame.company_id, 0, 0xFFFF).to_bytes(2, "little")

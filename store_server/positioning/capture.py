@@ -1,8 +1,9 @@
 """Scanner daemons' capture files as survey sightings: the survey recorder's live input.
 
 A daemon run with `[record] file = "..."` appends each programme frame it forwards to a capture
-(JSON lines of ts, rssi and the advertising data; never a BLE address). While an installer walks
-the venue with a reference beacon, every scanner records; these files become the
+(JSON lines of ts, rssi and the frame's own AD structure; never a BLE address). Older daemons
+recorded the whole advert around the frame; such captures are read the same way. While an
+installer walks the venue with a reference beacon, every scanner records; these files become the
 `ts,scanner,emitter,rssi` rows that `survey.record` puts the installer's marks on. Only the
 reference emitter's frames are kept: the other programme frames in a capture are other people's
 identifiers, and a survey must not hold them.

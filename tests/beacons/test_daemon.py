@@ -17,16 +17,19 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from bluepy import btle
 
 from beacons.config import ConfigError, load_config, parse_config
 from beacons.daemon import Batcher, ScannerDaemon, daemon_from_config
+from beacons.edge import EdgeFilter
 from beacons.eid import compute_eid
 from beacons.frames import EddystoneEID, EddystoneURL, ExposureNotification, IBeacon, encode
 from beacons.simulator import Leg, SimEmitter, World, demo_world
 from beacons.sources import Advert
-from beacons.sources.replay import Recorder, ReplaySource
+from beacons.sources.replay import Recorder, ReplaySource, parse_line
 from beacons.sources.simulated import SimulatedSource
 from store_server.scanner_health import SILENT_AFTER_S
+from tests.beacons.test_sources_bluepy import _helper
 from tests.beacons.test_uplink_server import SECRET, IngestServer
 from tests.conftest import free_port
 
@@ -162,6 +165,51 @@ def test_no_ble_address_reaches_the_queue_the_capture_or_the_logs(
             assert form not in caplog.text
         assert bytes.fromhex(mac.replace(":", "")) not in blobs
         assert bytes.fromhex(mac.replace(":", ""))[::-1] not in blobs
+
+
+NAME = b"Carol's Pixel 7"
+# What phones advertise beside a frame: a Complete Local Name, other service and manufacturer data.
+AROUND = bytes([len(NAME) + 1, 0x09]) + NAME + bytes.fromhex("06162cfe00c4b9" + "05ff4c001005")
+
+
+def test_record_mode_keeps_the_programme_frame_and_nothing_else_the_advert_carries(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    eid = EddystoneEID(bytes.fromhex("df8e76bbfec4efc5"), -18)
+    beacon = IBeacon(LISTED, 7, 300, -59)
+    eid_ad = "0d16aafe30ee" + "df8e76bbfec4efc5"  # the frames' own AD structures, from the specs
+    beacon_ad = "1aff4c000215" + LISTED.hex() + "0007012c" + "c5"
+    macs = ("c4:7c:8d:6a:11:22", "de:ad:be:ef:00:01")
+    url = EddystoneURL("https://x.fr", -20)
+    heard = [AROUND + encode(eid), encode(beacon) + AROUND, AROUND, encode(url) + AROUND]
+    reports = [
+        {"addr": macs[i % 2], "rssi": -50 - i, "data_hex": heard[i % 4].hex()} for i in range(12)
+    ]
+    exe, _ = _helper(tmp_path, reports)
+    monkeypatch.setattr(btle, "helperExe", exe)  # only the adapter is faked
+    srv = IngestServer({"s1": SECRET}).start()
+    cfg = _toml(tmp_path, srv.url, 'kind = "bluepy"\nadapter = "hci0"', batch_age_s=0.05)
+    cfg.write_text(cfg.read_text() + '[record]\nfile = "survey.jsonl"\n')
+    daemon = daemon_from_config(load_config(cfg))
+    daemon.start()
+    try:
+        assert srv.wait_for(lambda: len(srv.sightings()) == 6)
+    finally:
+        daemon.stop()
+        srv.stop()
+    capture = (tmp_path / "survey.jsonl").read_text(encoding="utf-8")
+    lines = [json.loads(line) for line in capture.splitlines()]
+    assert [line["data_hex"] for line in lines] == [eid_ad, beacon_ad] * 3
+    assert all(set(line) == {"ts", "rssi", "data_hex"} for line in lines)
+    for other in (NAME, NAME.hex().encode(), b"2cfe00c4b9", b"4c001005", b"020106", b"0303aafe"):
+        assert other not in capture.encode()
+    for mac in macs:
+        assert mac not in capture and mac.replace(":", "") not in capture
+    # what a capture holds is what the uplink sent, no more and no less
+    edge = EdgeFilter(frozenset({LISTED}))
+    again = [edge.sighting(parse_line(line)) for line in capture.splitlines()]
+    recorded = Counter(tuple(sorted(s.to_json().items())) for s in again if s)
+    assert recorded == Counter(tuple(sorted(s.items())) for s in srv.sightings())
 
 
 RUN = "import sys; from beacons.daemon import main; sys.exit(main(sys.argv[1]))"

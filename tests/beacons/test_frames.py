@@ -23,6 +23,7 @@ from beacons.frames import (
     encode,
     encode_url,
     iter_ad,
+    programme_ad,
     programme_frame,
 )
 
@@ -375,3 +376,40 @@ def test_programme_frame_agrees_with_decode(adv: bytes, cut: int) -> None:
     uuids = frozenset({LISTED})
     for candidate in (adv, adv[:cut]):
         assert programme_frame(candidate, uuids) == _reference_filter(candidate, uuids)
+
+
+# --- what a capture keeps of an advert ------------------------------------------------------
+
+NAME_AD = "10" + "09" + b"Carol's Pixel 7".hex()  # Complete Local Name
+FAST_PAIR_AD = "0616" + "2cfe" + "00c4b9"  # service data of another 16-bit UUID
+CONTINUITY_AD = "05ff" + "4c00" + "1005"  # Apple manufacturer data that is no iBeacon
+
+
+def test_programme_ad_is_the_frames_own_structure_without_flags() -> None:
+    eid = decode(bytes.fromhex(EID_HEX))
+    ibeacon = decode(bytes.fromhex(IBEACON_HEX))
+    assert isinstance(eid, EddystoneEID) and isinstance(ibeacon, IBeacon)
+    assert programme_ad(eid).hex() == "0d16aafe" + "30" + "ee" + "0011223344556677"
+    assert programme_ad(ibeacon).hex() == IBEACON_HEX.removeprefix(FLAGS)
+    assert decode(programme_ad(eid)) == eid
+    assert programme_frame(programme_ad(ibeacon), frozenset({LISTED})) == ibeacon
+    with pytest.raises(TypeError):
+        programme_ad(EddystoneURL("https://example.com", -20))  # type: ignore[arg-type]
+
+
+others = st.sampled_from([NAME_AD, FAST_PAIR_AD, CONTINUITY_AD, FLAGS, EDDY_LIST]).map(
+    bytes.fromhex
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.one_of(programme_ish, others), min_size=1, max_size=5).map(b"".join))
+def test_programme_ad_is_one_structure_heard_and_decodes_alone(adv: bytes) -> None:
+    uuids = frozenset({LISTED})
+    frame = programme_frame(adv, uuids)
+    if frame is None:
+        return
+    kept = programme_ad(frame)
+    heard = [bytes([len(p) + 1, t]) + p for t, p in iter_ad(adv)]
+    assert kept in heard  # the very bytes received, not a re-encoding that could differ
+    assert programme_frame(kept, uuids) == frame

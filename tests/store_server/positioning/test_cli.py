@@ -18,8 +18,9 @@ import pytest
 import shapely
 
 from beacons import frames
+from beacons.daemon import ScannerDaemon
 from beacons.sources import Advert
-from beacons.sources.replay import format_line
+from beacons.sources.replay import ReplaySource, format_line
 from store_server.positioning import simulate
 from store_server.positioning.cli import main
 from store_server.positioning.live import VenueModel
@@ -343,6 +344,81 @@ def test_record_survey_from_scanner_daemon_captures(
         want = want[cols].astype({"ts": float, "rssi": float}).sort_values(key, ignore_index=True)
         pd.testing.assert_frame_equal(got, want)
     assert "0123456789abcdef" not in (tmp_path / "from_daemons.csv").read_text(encoding="utf-8")
+
+
+NAME = b"Carol's Pixel 7"
+# What phones advertise beside a frame: a Complete Local Name, other service and manufacturer data.
+AROUND = bytes([len(NAME) + 1, 0x09]) + NAME + bytes.fromhex("06162cfe00c4b9" + "05ff4c001005")
+
+
+def _heard(part: pd.DataFrame, tmp_path: Path) -> dict[str, Path]:
+    """What each scanner's radio heard during the walk, as the daemon once recorded it: whole
+    adverts, the survey beacon's and a passer-by's EID, each beside a phone's name and more."""
+    reference = frames.encode(frames.IBeacon(uuid.UUID(REFERENCE_UUID).bytes, 7, 300, -59))
+    other = frames.encode(frames.EddystoneEID(bytes.fromhex("0123456789abcdef"), -20))
+    files = {}
+    for scanner, rows in part.groupby("scanner"):
+        path = tmp_path / f"heard-{scanner}.jsonl"
+        lines = []
+        for ts, rssi in zip(rows["ts"], rows["rssi"], strict=True):
+            lines.append(format_line(Advert(float(ts), float(rssi), "", AROUND + reference)))
+            lines.append(format_line(Advert(float(ts) + 0.01, float(rssi) - 3, "", other + AROUND)))
+        path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        files[str(scanner)] = path
+    return files
+
+
+def _record(heard: Path, out: Path) -> None:
+    """Run a scanner daemon in record mode on what its radio heard; the capture goes to `out`."""
+    source = ReplaySource(heard, speed=0, rebase=False)
+    daemon = ScannerDaemon(
+        server_url="http://127.0.0.1:9", scanner="s1", secret="00" * 16, source=source,
+        queue_path=str(out.with_suffix(".sqlite")), record_file=str(out),
+        ibeacon_uuids=frozenset({uuid.UUID(REFERENCE_UUID).bytes}),
+    )  # fmt: skip
+    while not source.exhausted:  # the daemon's reader loop, without its threads
+        daemon.handle(source.read(0))
+    daemon.stop()
+
+
+def test_record_survey_reads_captures_the_daemon_writes_now_and_wrote_before(
+    ble: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    survey = pd.read_csv(ble / "survey.csv", dtype={"scanner": str, "emitter": str, "zone": str})
+    part = survey.iloc[:600]
+    part[["ts", "scanner", "emitter", "rssi"]].to_csv(tmp_path / "cap.csv", index=False)
+    part.drop_duplicates("ts").iloc[::40][["ts", "x", "y"]].to_csv(tmp_path / "m.csv", index=False)
+    common = ["--marks", str(tmp_path / "m.csv"), "--zones", str(ble / "zones.geojson")]
+    want_csv = tmp_path / "from_table.csv"
+    code, err = _main(capsys, "record-survey", "--sightings", str(tmp_path / "cap.csv"), *common,
+                      "--out", str(want_csv))  # fmt: skip
+    assert code == 0, err
+    before = _heard(part, tmp_path)  # an old daemon's captures: whole adverts
+    now = {scanner: tmp_path / f"{scanner}.jsonl" for scanner in before}
+    for scanner, heard in before.items():
+        _record(heard, now[scanner])
+    for scanner in before:
+        old, new = before[scanner].read_text(), now[scanner].read_text()
+        assert NAME.hex() in old and old.count("\n") == new.count("\n")
+        assert NAME.hex() not in new and NAME.decode() not in new
+        for line in new.splitlines():
+            data = bytes.fromhex(json.loads(line)["data_hex"])
+            assert [t for t, _ in frames.iter_ad(data)] in ([0x16], [0xFF])  # the frame alone
+    key, cols = ["ts", "scanner"], ["ts", "scanner", "rssi", "x", "y", "zone"]
+    want = pd.read_csv(want_csv, dtype=str)[cols].astype({"ts": float, "rssi": float})
+    for files in (before, now):
+        out = tmp_path / "from_daemons.csv"
+        code, err = _main(
+            capsys, "record-survey", *(f"--capture={s}={p}" for s, p in files.items()),
+            "--emitter", f"{REFERENCE_UUID}:7:300", *common, "--out", str(out),
+        )  # fmt: skip
+        assert code == 0 and err == "", err
+        got = pd.read_csv(out, dtype=str)
+        assert set(got["emitter"]) == {REFERENCE_UUID.replace("-", "") + "0007012c"}
+        got = got[cols].astype({"ts": float, "rssi": float})
+        pd.testing.assert_frame_equal(
+            got.sort_values(key, ignore_index=True), want.sort_values(key, ignore_index=True)
+        )
 
 
 @pytest.mark.parametrize(
