@@ -94,14 +94,20 @@ def _salon_playlist_over_general_preferences(
     _given_earlier(app)
 
 
-def test_a_consent_that_runs_out_while_she_sits_is_revoked_and_the_one_left_pushed(stack):
-    app = stack.app
-    alice, chair, salon, public_id = _ids(app)
+def _seated_under_a_consent_about_to_run_out(stack: Any) -> tuple[int, int, str, float]:
+    """Alice seated in chair-1 under the salon's playlist consent, which runs out 2 s later;
+    returns her id, the chair's device, her pseudonym there, and when it runs out."""
+    alice, chair, salon, public_id = _ids(stack.app)
     now = time.time()
     until = now + 2.0
-    _salon_playlist_over_general_preferences(app, alice, salon, until)
+    _salon_playlist_over_general_preferences(stack.app, alice, salon, until)
     _sit(stack, "alice", now - 5, 5)
-    mine = _pseudonym(app, public_id)
+    return alice, chair, _pseudonym(stack.app, public_id), until
+
+
+def test_a_consent_that_runs_out_while_she_sits_is_revoked_and_the_one_left_pushed(stack):
+    app = stack.app
+    alice, chair, mine, until = _seated_under_a_consent_about_to_run_out(stack)
     pushed = [(e["type"], e.get("scope")) for e in _events(app, chair) if e["type"] != "queue"]
     assert pushed == [("push", "playlist")]
     # The salon consent runs out while she sits on (the clock is what the test waits for); the
@@ -133,11 +139,7 @@ def test_a_consent_that_runs_out_while_she_sits_is_revoked_and_the_one_left_push
 
 def test_a_queue_computed_after_her_consent_ran_out_leaves_her_playlist_out(stack):
     app = stack.app
-    alice, chair, salon, _public_id = _ids(app)
-    now = time.time()
-    until = now + 2.0
-    _salon_playlist_over_general_preferences(app, alice, salon, until)
-    _sit(stack, "alice", now - 5, 5)
+    _alice, chair, _mine, until = _seated_under_a_consent_about_to_run_out(stack)
     # It runs out before she is heard again: her state still holds it when bob sits down and
     # the chair's queue is computed.
     _until(until)

@@ -294,18 +294,21 @@ def test_record_survey_interpolates_marks_and_round_trips(ble: Path, tmp_path: P
 REFERENCE_UUID = "f7826da6-4fa2-4e98-8024-bc5b71e0893e"
 
 
-def _captures(part: pd.DataFrame, tmp_path: Path) -> dict[str, Path]:
-    """One daemon capture per scanner: the survey beacon's iBeacon frames, each followed by an
-    EID frame of a passer-by that no survey may keep."""
+def _captures(
+    part: pd.DataFrame, tmp_path: Path, around: bytes = b"", prefix: str = ""
+) -> dict[str, Path]:
+    """One capture per scanner: the survey beacon's iBeacon frames, each followed by an EID
+    frame of a passer-by that no survey may keep; `around`: what else each advert carried (a
+    daemon once recorded whole adverts)."""
     reference = frames.encode(frames.IBeacon(uuid.UUID(REFERENCE_UUID).bytes, 7, 300, -59))
     other = frames.encode(frames.EddystoneEID(bytes.fromhex("0123456789abcdef"), -20))
     files = {}
     for scanner, rows in part.groupby("scanner"):
-        path = tmp_path / f"{scanner}.jsonl"
+        path = tmp_path / f"{prefix}{scanner}.jsonl"
         lines = []
         for ts, rssi in zip(rows["ts"], rows["rssi"], strict=True):
-            lines.append(format_line(Advert(float(ts), float(rssi), "", reference)))
-            lines.append(format_line(Advert(float(ts) + 0.01, float(rssi) - 3, "", other)))
+            lines.append(format_line(Advert(float(ts), float(rssi), "", around + reference)))
+            lines.append(format_line(Advert(float(ts) + 0.01, float(rssi) - 3, "", other + around)))
         path.write_text("\n".join(lines) + "\n", encoding="utf-8")
         files[str(scanner)] = path
     return files
@@ -351,23 +354,6 @@ NAME = b"Carol's Pixel 7"
 AROUND = bytes([len(NAME) + 1, 0x09]) + NAME + bytes.fromhex("06162cfe00c4b9" + "05ff4c001005")
 
 
-def _heard(part: pd.DataFrame, tmp_path: Path) -> dict[str, Path]:
-    """What each scanner's radio heard during the walk, as the daemon once recorded it: whole
-    adverts, the survey beacon's and a passer-by's EID, each beside a phone's name and more."""
-    reference = frames.encode(frames.IBeacon(uuid.UUID(REFERENCE_UUID).bytes, 7, 300, -59))
-    other = frames.encode(frames.EddystoneEID(bytes.fromhex("0123456789abcdef"), -20))
-    files = {}
-    for scanner, rows in part.groupby("scanner"):
-        path = tmp_path / f"heard-{scanner}.jsonl"
-        lines = []
-        for ts, rssi in zip(rows["ts"], rows["rssi"], strict=True):
-            lines.append(format_line(Advert(float(ts), float(rssi), "", AROUND + reference)))
-            lines.append(format_line(Advert(float(ts) + 0.01, float(rssi) - 3, "", other + AROUND)))
-        path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-        files[str(scanner)] = path
-    return files
-
-
 def _record(heard: Path, out: Path) -> None:
     """Run a scanner daemon in record mode on what its radio heard; the capture goes to `out`."""
     source = ReplaySource(heard, speed=0, rebase=False)
@@ -393,7 +379,7 @@ def test_record_survey_reads_captures_the_daemon_writes_now_and_wrote_before(
     code, err = _main(capsys, "record-survey", "--sightings", str(tmp_path / "cap.csv"), *common,
                       "--out", str(want_csv))  # fmt: skip
     assert code == 0, err
-    before = _heard(part, tmp_path)  # an old daemon's captures: whole adverts
+    before = _captures(part, tmp_path, AROUND, "heard-")  # an old daemon's captures: whole adverts
     now = {scanner: tmp_path / f"{scanner}.jsonl" for scanner in before}
     for scanner, heard in before.items():
         _record(heard, now[scanner])
