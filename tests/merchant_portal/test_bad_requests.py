@@ -55,6 +55,12 @@ def test_an_id_no_database_can_hold_is_a_404(salon, path):
     assert resp.status_code == 404
 
 
+def test_a_report_page_in_superscript_digits_is_a_404(salon):
+    # "²".isdigit() is true and int("²") raises: that was a 500.
+    for page in ("\u00b2", "\u0661", "1\u00b2"):
+        assert salon.get("/portal/reports", query_string={"page": page}).status_code == 404
+
+
 def test_a_poll_without_a_session_is_a_json_401(client, world):
     resp = client.get(f"/portal/venues/{world.salon_venue}/present.json")
     assert resp.status_code == 401 and resp.is_json and resp.get_json()["error"]
