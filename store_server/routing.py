@@ -13,7 +13,14 @@ from __future__ import annotations
 from collections.abc import Iterable, MutableMapping
 from typing import Any, ClassVar
 
-from werkzeug.routing import BaseConverter, IntegerConverter, Map, Rule, RuleFactory
+from werkzeug.routing import (
+    BaseConverter,
+    IntegerConverter,
+    Map,
+    Rule,
+    RuleFactory,
+    UnicodeConverter,
+)
 from werkzeug.routing.matcher import StateMachineMatcher
 
 from store_server.models import MAX_ID
@@ -63,12 +70,23 @@ class BoundedInt(IntegerConverter):
         super().__init__(map, fixed_digits, min, MAX_ID if max is None else max)
 
 
+class Text(UnicodeConverter):
+    """`<name>` and `<string:...>` without NUL: PostgreSQL text cannot hold one, so a path
+    carrying it names nothing stored (404) rather than failing the query (a 500)."""
+
+    def __init__(self, map: Map, *args: Any, **kwargs: Any) -> None:
+        super().__init__(map, *args, **kwargs)
+        self.regex = self.regex.replace("[^/]", "[^/\\x00]", 1)
+
+
 class RouteMap(Map):
     """Werkzeug's Map with the caching matcher (Flask's url_map_class)."""
 
     default_converters: ClassVar[dict[str, type[BaseConverter]]] = {
         **Map.default_converters,
         "int": BoundedInt,
+        "default": Text,
+        "string": Text,
     }
 
     def __init__(self, rules: Iterable[RuleFactory] | None = None, **kwargs: Any) -> None:

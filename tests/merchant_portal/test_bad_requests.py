@@ -69,6 +69,14 @@ def test_a_report_page_in_superscript_digits_is_a_404(salon):
         assert salon.get("/portal/reports", query_string={"page": page}).status_code == 404
 
 
+@pytest.mark.parametrize("email", ["\x00", "owner\x00@salon-meche.test"])
+def test_a_sign_in_email_with_nul_is_a_400_page(client, email):
+    # PostgreSQL text cannot hold NUL: the lookup failed in the driver (a 500 whose traceback
+    # carried the e-mail tried). Refused before any view reads it, with the portal's error page.
+    resp = login(client, email, "any-password")
+    assert resp.status_code == 400 and "<html" in resp.get_data(as_text=True)
+
+
 def test_a_poll_without_a_session_is_a_json_401(client, world):
     resp = client.get(f"/portal/venues/{world.salon_venue}/present.json")
     assert resp.status_code == 401 and resp.is_json and resp.get_json()["error"]

@@ -57,6 +57,15 @@ def test_an_id_past_the_databases_integers_matches_nothing() -> None:
             adapter.match(f"/venues/{big}/zones/a")
 
 
+def test_a_name_with_nul_matches_nothing() -> None:
+    # PostgreSQL text cannot hold NUL: such a name failed its query (a 500) instead of a 404.
+    adapter = _maps()[1].bind("example.org")
+    assert adapter.match("/venues/7/zones/\u00e9t\u00e9")[1]["zone"] == "\u00e9t\u00e9"
+    for path in ("/venues/7/zones/\x00", "/venues/7/zones/chair\x00-1"):
+        with pytest.raises(NotFound):
+            adapter.match(path)
+
+
 def test_values_are_the_callers_own_and_a_new_rule_is_seen() -> None:
     _, cached = _maps()
     adapter = cached.bind("example.org")

@@ -3,6 +3,7 @@ cross-site posts, brute force, open redirects, forged sessions, hostile input; a
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 
@@ -186,6 +187,21 @@ def test_an_unparsable_origin_is_refused_like_a_foreign_one(app, db):
     db.expire_all()
     assert db.get(Subscriber, sub.id).home_area == "75111"
     assert db.get(Consent, consent.id).withdrawn_at is None
+
+
+def test_a_receipt_id_with_nul_is_a_404_that_logs_nobody(app, caplog):
+    # PostgreSQL cannot compare text with NUL: the lookup failed, and the logged error carried
+    # its bound values, among them the signed-in (never consented) person's directory id.
+    user, pw = make_account(app)
+    client = new_client(app)
+    page = client.get("/me/signin")
+    signin = {"csrf_token": csrf(page.text), "username": user, "password": pw}
+    assert client.post("/me/signin", data=signin).status_code == 303
+    with caplog.at_level(logging.INFO):
+        for path in ("/optin/receipts/%00", "/optin/receipts/%00.json", "/optin/receipts/a%00b"):
+            assert client.get(path).status_code == 404, path
+    assert user not in caplog.text
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
 
 def test_sign_in_is_rate_limited_per_account(app):
