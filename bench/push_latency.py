@@ -120,7 +120,8 @@ def stores(tmp: Path) -> tuple[str, str, Any]:
     if base and base.startswith(("postgresql", "postgres")):
         url = normalise_db_url(base)
         name = f"cmbench_{secrets.token_hex(4)}"
-        admin = create_engine(url, isolation_level="AUTOCOMMIT")
+        # Parameters out of error text, as in store_server.db.make_engine (none are bound here).
+        admin = create_engine(url, isolation_level="AUTOCOMMIT", hide_parameters=True)
         with admin.connect() as c:
             c.execute(text(f'CREATE DATABASE "{name}"'))
         db_url = url.rsplit("/", 1)[0] + "/" + name

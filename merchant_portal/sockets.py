@@ -14,7 +14,7 @@ from sqlalchemy import select
 
 from merchant_portal.blueprint import MERCHANT_ROLES
 from store_server.db import sessions
-from store_server.models import Merchant, StaffUser, Venue
+from store_server.models import MAX_ID, Merchant, StaffUser, Venue
 from store_server.push import PORTAL, venue_room
 from store_server.sessions import SessionStoreUnavailable, get_registry, staff_principal
 
@@ -23,6 +23,8 @@ def staff_venue(app: Flask, staff_id: Any, venue_id: Any, mark: Any = None) -> i
     """The venue id if this staff member's merchant owns it, else None."""
     if not isinstance(staff_id, int) or isinstance(venue_id, bool) or not isinstance(venue_id, int):
         return None
+    if not 1 <= venue_id <= MAX_ID:
+        return None  # no such venue, and past MAX_ID PostgreSQL would fail the query instead
     with sessions(app)() as db:
         staff = db.get(StaffUser, staff_id)
         if staff is None or staff.merchant_id is None or staff.role not in MERCHANT_ROLES:

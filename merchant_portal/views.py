@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -51,6 +52,7 @@ from store_server.topology import get_topology
 
 # The shared home-area polygons, where CI and the dev box lay them out beside the checkout.
 DEFAULT_AREAS = REPO.parent / "shared" / "data" / "geo" / "paris-petite-couronne.geojson"
+PAGE = re.compile(r"[0-9]{1,6}")
 
 
 def pairing_codes() -> PairingCodes:
@@ -409,7 +411,8 @@ def _areas_file() -> str | None:
 def reports() -> ResponseReturnValue:
     """The merchant's stored catchment and taste reports, newest first, a page at a time."""
     raw = request.args.get("page", "1")
-    if not raw.isdigit() or not 1 <= int(raw) <= 100_000:
+    # ASCII digits only: "²".isdigit() is true and int("²") raises (rules.VOLUME likewise).
+    if not PAGE.fullmatch(raw) or not 1 <= int(raw) <= 100_000:
         abort(404)
     page = int(raw)
     bundles, pages = stored.load_reports(get_db(), current_staff().merchant_id, page)

@@ -13,7 +13,7 @@ from flask_socketio import SocketIO
 from socketio import RedisManager
 from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
-from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+from werkzeug.exceptions import BadRequest, HTTPException, RequestEntityTooLarge
 
 from store_server import api, db, devices, ops, optin, redis_store
 from store_server.config import from_env
@@ -22,6 +22,7 @@ from store_server.sio_json import FastJSON, FastPacket
 from store_server.topology import Topology
 
 log = logging.getLogger(__name__)
+FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 
 
 class _JSONProvider(DefaultJSONProvider):
@@ -73,6 +74,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     ops.init_app(app)
     _register_errors(app)
     app.before_request(_refuse_cut_bodies)
+    app.before_request(_refuse_nul_text)
 
     @app.get("/healthz")
     def healthz() -> ResponseReturnValue:
@@ -124,6 +126,21 @@ def _refuse_cut_bodies() -> None:
     chunked = request.content_length is None and request.environ.get("wsgi.input_terminated")
     if chunked and len(request.get_data(cache=True)) >= limit:
         raise RequestEntityTooLarge(f"The body reaches the {limit}-byte limit.")
+
+
+def _refuse_nul_text() -> None:
+    """A query or form value holding NUL is refused (400) before any view reads it: PostgreSQL
+    text cannot store or compare one, so it reached the driver as an error (a 500 whose
+    traceback carried the value), and no page asks anyone to type one. Paths: routing.Text."""
+    values = [v for _, v in request.args.items(multi=True)]
+    # Only form bodies are parsed here: a JSON or binary body is the view's to read and check.
+    if request.mimetype in FORM_TYPES:
+        # Parsed from a cached copy (bounded by MAX_CONTENT_LENGTH): a view that reads the raw
+        # body (the signed ingest API, which answers a form body 415) must still find it.
+        request.get_data(cache=True)
+        values += [v for _, v in request.form.items(multi=True)]
+    if any("\x00" in v for v in values):
+        raise BadRequest("Text may not contain NUL characters.")
 
 
 def _register_errors(app: Flask) -> None:

@@ -25,7 +25,11 @@ PING_IDLE_S = 1.0
 
 def make_engine(url: str, *, pooled: bool = True, pool_size: int = 10) -> Engine:
     """Engine with the settings each backend needs (SQLite: foreign keys, WAL, threads)."""
-    extra: dict = {} if pooled else {"poolclass": NullPool}
+    # A failed statement's error text then names its SQL but not its bound values: those are
+    # e-mails, directory ids and other people's identifiers, and the text reaches the logs.
+    extra: dict = {"hide_parameters": True}
+    if not pooled:
+        extra["poolclass"] = NullPool
     if url.startswith("sqlite"):
         path = url.split("///", 1)[-1]
         if path and path != ":memory:":
@@ -44,7 +48,7 @@ def make_engine(url: str, *, pooled: bool = True, pool_size: int = 10) -> Engine
         return engine
     if not pooled:
         return create_engine(url, **extra)
-    engine = create_engine(url, pool_size=pool_size, max_overflow=pool_size)
+    engine = create_engine(url, pool_size=pool_size, max_overflow=pool_size, **extra)
     _ping_when_idle(engine)
     return engine
 

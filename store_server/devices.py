@@ -35,7 +35,9 @@ def refused(reason: str) -> ConnectionRefusedError:
 def authenticate_device(app: Flask, auth: Any) -> Device:
     """The paired, unrevoked device owning this token, of an active merchant; else refuse."""
     token = auth.get("token") if isinstance(auth, dict) else None
-    if not isinstance(token, str) or not 20 <= len(token) <= 200:
+    # Tokens are URL-safe base64 (crypto.new_token): anything else, such as a lone surrogate
+    # that cannot even be encoded to be hashed, is malformed rather than an unknown token.
+    if not isinstance(token, str) or not 20 <= len(token) <= 200 or not token.isascii():
         raise refused("missing or malformed device token")
     with sessions(app)() as db:
         device = db.scalar(select(Device).where(Device.token_hash == token_hash(token)))

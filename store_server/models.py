@@ -22,6 +22,10 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship, validates
 
+# Every id column is INTEGER, 32-bit signed on PostgreSQL: a larger id in a query is an error
+# there ("integer out of range"), not a row that is missing. Ids from outside are checked first.
+MAX_ID = 2**31 - 1
+
 
 def utcnow() -> datetime:
     """Timezone-aware now, the only clock models use."""

@@ -13,8 +13,17 @@ from __future__ import annotations
 from collections.abc import Iterable, MutableMapping
 from typing import Any, ClassVar
 
-from werkzeug.routing import BaseConverter, IntegerConverter, Map, Rule, RuleFactory
+from werkzeug.routing import (
+    BaseConverter,
+    IntegerConverter,
+    Map,
+    Rule,
+    RuleFactory,
+    UnicodeConverter,
+)
 from werkzeug.routing.matcher import StateMachineMatcher
+
+from store_server.models import MAX_ID
 
 MAX_PATHS = 1024  # distinct matched paths remembered; forgotten all at once when full
 
@@ -52,13 +61,22 @@ class CachedMatcher(StateMachineMatcher):
 
 
 class BoundedInt(IntegerConverter):
-    """`<int:...>` within the signed 64-bit ids a database holds: a longer number is a path
-    nobody serves (404), not an overflow deep in the SQL driver (a 500)."""
+    """`<int:...>` within the ids the database holds (models.MAX_ID): a larger number is a path
+    nobody serves (404), not an out-of-range error deep in the SQL driver (a 500)."""
 
     def __init__(
         self, map: Map, fixed_digits: int = 0, min: int | None = None, max: int | None = None
     ) -> None:
-        super().__init__(map, fixed_digits, min, 2**63 - 1 if max is None else max)
+        super().__init__(map, fixed_digits, min, MAX_ID if max is None else max)
+
+
+class Text(UnicodeConverter):
+    """`<name>` and `<string:...>` without NUL: PostgreSQL text cannot hold one, so a path
+    carrying it names nothing stored (404) rather than failing the query (a 500)."""
+
+    def __init__(self, map: Map, *args: Any, **kwargs: Any) -> None:
+        super().__init__(map, *args, **kwargs)
+        self.regex = self.regex.replace("[^/]", "[^/\\x00]", 1)
 
 
 class RouteMap(Map):
@@ -67,6 +85,8 @@ class RouteMap(Map):
     default_converters: ClassVar[dict[str, type[BaseConverter]]] = {
         **Map.default_converters,
         "int": BoundedInt,
+        "default": Text,
+        "string": Text,
     }
 
     def __init__(self, rules: Iterable[RuleFactory] | None = None, **kwargs: Any) -> None:

@@ -138,10 +138,18 @@ def sign_out() -> None:
 def csrf_ok() -> bool:
     """The form's token matches the session's, and the browser's Origin (if any) is ours."""
     origin = request.headers.get("Origin")
-    if origin and origin != "null" and urlsplit(origin).netloc != request.host:
+    if origin and origin != "null" and _origin_host(origin) != request.host:
         return False
     sent = request.form.get("csrf_token", "")
     return hmac.compare_digest(sent.encode(), load_session().csrf.encode())
+
+
+def _origin_host(origin: str) -> str | None:
+    # An Origin urlsplit cannot parse ("http://[") names no host of ours: refused as foreign.
+    try:
+        return urlsplit(origin).netloc
+    except ValueError:
+        return None
 
 
 def save_session(response: Response) -> Response:

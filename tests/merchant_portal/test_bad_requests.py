@@ -45,14 +45,36 @@ def test_a_deeply_nested_pairing_request_is_a_json_400(client):
     assert resp.status_code == 400 and resp.get_json()["error"]
 
 
+# Ids are 32-bit INTEGER columns: on PostgreSQL 2**31 up to 2**63 - 1 (the old bound) failed the
+# query ("integer out of range", a 500); on SQLite they are simply absent. Both must be 404.
+@pytest.mark.parametrize("big", [2**31, 2**63 - 1, 10**30])
 @pytest.mark.parametrize(
     "path",
     ["/portal/venues/{big}/skip", "/portal/devices/{big}/pair", "/me/consents/{big}/withdraw"],
 )
-def test_an_id_no_database_can_hold_is_a_404(salon, path):
+def test_an_id_no_database_can_hold_is_a_404(salon, path, big):
     token = csrf_of(salon.get("/portal/").get_data(as_text=True))
-    resp = salon.post(path.format(big=10**30), data={"csrf_token": token})
+    resp = salon.post(path.format(big=big), data={"csrf_token": token})
     assert resp.status_code == 404
+
+
+@pytest.mark.parametrize("path", ["/portal/venues/{big}/live", "/portal/venues/{big}/present.json"])
+def test_a_page_for_an_id_no_database_can_hold_is_a_404(salon, path):
+    assert salon.get(path.format(big=2**31)).status_code == 404
+
+
+def test_a_report_page_in_superscript_digits_is_a_404(salon):
+    # "²".isdigit() is true and int("²") raises: that was a 500.
+    for page in ("\u00b2", "\u0661", "1\u00b2"):
+        assert salon.get("/portal/reports", query_string={"page": page}).status_code == 404
+
+
+@pytest.mark.parametrize("email", ["\x00", "owner\x00@salon-meche.test"])
+def test_a_sign_in_email_with_nul_is_a_400_page(client, email):
+    # PostgreSQL text cannot hold NUL: the lookup failed in the driver (a 500 whose traceback
+    # carried the e-mail tried). Refused before any view reads it, with the portal's error page.
+    resp = login(client, email, "any-password")
+    assert resp.status_code == 400 and "<html" in resp.get_data(as_text=True)
 
 
 def test_a_poll_without_a_session_is_a_json_401(client, world):

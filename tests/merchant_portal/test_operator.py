@@ -71,12 +71,16 @@ def test_onboarding_invites_the_owner_once(ops, portal_app):
         ({"kind": "casino"}, "Choose a kind of business"),
         ({"email": "not-an-email"}, "does not look like an email"),
         ({"slug": "salon-meche"}, "already in use"),
+        # NUL cannot be stored in PostgreSQL text (the insert was a 500): the form is refused.
+        ({"name": "\x00"}, "The form has expired or is invalid"),
+        ({"email": "x\x00@x-shop.test"}, "The form has expired or is invalid"),
     ],
 )
 def test_onboarding_refuses_bad_input(ops, fields, message):
     base = {"name": "X", "slug": "x-shop", "kind": "shop", "email": "x@x-shop.test"}
     resp = onboard(ops, **{**base, **fields})
     assert resp.status_code == 400 and message in resp.get_data(as_text=True)
+    assert 'data-merchant="x-shop"' not in ops.get("/portal/operator").get_data(as_text=True)
 
 
 def test_suspending_cuts_devices_off_and_reactivating_lets_them_back(

@@ -4,7 +4,9 @@ migrations keep what they promise."""
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
+import secrets
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -15,10 +17,11 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import Engine, insert, inspect, select, text
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session
 
 from store_server.db import alembic_config, make_engine, reading, upgrade
+from store_server.logs import JsonFormatter
 from store_server.models import AuditEntry, Base, Scanner, Visit
 from store_server.services import create_merchant, create_subscriber, create_venue
 from tests.conftest import fresh_database
@@ -51,6 +54,27 @@ def _database_at(tmp_path: Path, revision: str) -> Iterator[tuple[str, Engine]]:
     finally:
         engine.dispose()
         drop()
+
+
+@pytest.mark.privacy
+@pytest.mark.parametrize("pooled", [True, False], ids=["app", "tools"])
+def test_a_failed_statements_logged_error_names_no_bound_value(app, caplog, pooled):
+    # SQL error text carried "[parameters: ...]" into the app's "unexpected error" log line: a
+    # sign-in e-mail, a never-consented person's directory id. Every engine hides them.
+    secret = f"dir:never-consented-{secrets.token_hex(4)}"
+    url = app.config["DATABASE_URL"]
+    engine = app.extensions["cm_engine"] if pooled else make_engine(url, pooled=False)
+    try:
+        with engine.connect() as conn, pytest.raises(DBAPIError) as failed:
+            conn.execute(text("SELECT id FROM no_such_table WHERE name = :n"), {"n": secret})
+    finally:
+        if not pooled:
+            engine.dispose()
+    with caplog.at_level(logging.ERROR, logger="store_server.app"):
+        logging.getLogger("store_server.app").error("unexpected error", exc_info=failed.value)
+    line = JsonFormatter().format(caplog.records[-1])
+    assert "no_such_table" in line  # the statement is still named, for whoever debugs it
+    assert secret not in line and secret not in caplog.text
 
 
 def test_migration_0004_keeps_one_row_per_visit_and_then_refuses_copies(tmp_path) -> None:

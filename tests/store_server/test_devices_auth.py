@@ -36,6 +36,9 @@ def test_refusals_each_give_a_clear_reason(app, live_server, db):
     assert refusal(url, {"token": "short"}) == "missing or malformed device token"
     assert refusal(url, {"token": 42}) == "missing or malformed device token"
     assert refusal(url, {"token": "x" * 43}) == "unknown or revoked device token"
+    # Lone surrogates cannot be encoded to be hashed: the handler raised and the client hung.
+    assert refusal(url, {"token": "\ud800" * 25}) == "missing or malformed device token"
+    assert refusal(url, {"token": "\u00e9" * 30}) == "missing or malformed device token"
 
     db.get(Device, world.devices["b"][0][0]).revoked_at = db.get(
         Merchant, world.merchant_id

@@ -11,6 +11,8 @@ from werkzeug.routing import Map, Rule
 
 from store_server.routing import RouteMap
 
+MAX_ID = 2**31 - 1  # ids are INTEGER columns: 32-bit signed on PostgreSQL
+
 
 def _maps() -> tuple[Map, Map]:
     rules = [
@@ -43,6 +45,25 @@ def test_matches_exactly_as_werkzeug_does_first_time_and_again(path: str, method
     expected = outcome(plain)
     assert outcome(cached) == expected
     assert outcome(cached) == expected  # remembered
+
+
+def test_an_id_past_the_databases_integers_matches_nothing() -> None:
+    # 2**31 up to 2**63 - 1 (the old bound) reached SQL and failed there on PostgreSQL ("integer
+    # out of range"): a 500 whose traceback carried the query's values, instead of a 404.
+    adapter = _maps()[1].bind("example.org")
+    assert adapter.match(f"/venues/{MAX_ID}/zones/a") == ("zone", {"venue_id": MAX_ID, "zone": "a"})
+    for big in (MAX_ID + 1, 2**63 - 1):
+        with pytest.raises(NotFound):
+            adapter.match(f"/venues/{big}/zones/a")
+
+
+def test_a_name_with_nul_matches_nothing() -> None:
+    # PostgreSQL text cannot hold NUL: such a name failed its query (a 500) instead of a 404.
+    adapter = _maps()[1].bind("example.org")
+    assert adapter.match("/venues/7/zones/\u00e9t\u00e9")[1]["zone"] == "\u00e9t\u00e9"
+    for path in ("/venues/7/zones/\x00", "/venues/7/zones/chair\x00-1"):
+        with pytest.raises(NotFound):
+            adapter.match(path)
 
 
 def test_values_are_the_callers_own_and_a_new_rule_is_seen() -> None:

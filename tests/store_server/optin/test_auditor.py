@@ -69,3 +69,11 @@ def test_other_roles_and_wrong_passwords_are_refused(app, role):
     assert _sign_in(client, email, "wrong-password").status_code == 401
     assert _sign_in(client, "nobody@example.test", "wrong-password").status_code == 401
     assert client.get("/auditor/").status_code == 303
+
+
+@pytest.mark.parametrize("email", ["\x00", "auditor\x00@example.test"])
+def test_an_email_with_nul_is_refused_not_a_crash(app, email):
+    # PostgreSQL text cannot hold NUL: the staff lookup failed in the driver (a 500 whose
+    # traceback carried the e-mail). Refused before the view, as a JSON 400 like other 4xx here.
+    resp = _sign_in(new_client(app), email, "any-password")
+    assert resp.status_code == 400 and resp.is_json and resp.get_json()["error"]

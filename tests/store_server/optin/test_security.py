@@ -3,6 +3,7 @@ cross-site posts, brute force, open redirects, forged sessions, hostile input; a
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 
@@ -138,6 +139,69 @@ def test_every_post_needs_the_csrf_token(app, db):
     sub = db.scalar(select(Subscriber).where(Subscriber.directory_id == f"dir:{user}"))
     assert sub is not None and sub.home_area == "75111"
     assert db.scalar(select(Consent).where(Consent.subscriber_id == sub.id)).withdrawn_at is None
+
+
+def test_an_unparsable_origin_is_refused_like_a_foreign_one(app, db):
+    # urlsplit("http://[") raises ValueError ("Invalid IPv6 URL"): every subscriber and auditor
+    # POST answered 500 to it. It names no host of ours, so it is refused as cross-origin.
+    shop = make_shop(app)
+    user, pw = make_account(app)
+    client = new_client(app)
+    token = token_for(app, shop)
+    assert opt_in(client, token, user, pw).status_code == 200
+    sub = db.scalar(select(Subscriber).where(Subscriber.directory_id == f"dir:{user}"))
+    consent = db.scalar(select(Consent).where(Consent.subscriber_id == sub.id))
+    form = {
+        "csrf_token": csrf(client.get("/me/").text),
+        **CHOICES,
+        "username": user,
+        "password": pw,
+        "email": "nobody@example.test",
+        "receipt": "x",
+        "confirm": "yes",
+        "home_area": "75101",
+    }
+    paths = [
+        "/optin/verify",
+        f"/optin/{token}/signin",
+        f"/optin/{token}/consent",
+        "/me/signin",
+        f"/me/consents/{consent.id}/withdraw",
+        "/me/withdraw-all",
+        "/me/emitter/revoke",
+        "/me/emitter/replace",
+        "/me/home-area",
+        "/me/erase",
+        "/me/signout",
+        "/auditor/signin",
+        "/auditor/signout",
+    ]
+    for path in paths:
+        answers = [
+            client.post(path, data=form, headers={"Origin": origin}).status_code
+            for origin in ("http://[", "https://evil.example")
+        ]
+        # Sign-outs redirect either way but leave the session alone; the rest are 400s.
+        assert answers[0] == answers[1] == (303 if path.endswith("signout") else 400), path
+    assert client.get("/me/").status_code == 200  # still signed in: no sign-out went through
+    db.expire_all()
+    assert db.get(Subscriber, sub.id).home_area == "75111"
+    assert db.get(Consent, consent.id).withdrawn_at is None
+
+
+def test_a_receipt_id_with_nul_is_a_404_that_logs_nobody(app, caplog):
+    # PostgreSQL cannot compare text with NUL: the lookup failed, and the logged error carried
+    # its bound values, among them the signed-in (never consented) person's directory id.
+    user, pw = make_account(app)
+    client = new_client(app)
+    page = client.get("/me/signin")
+    signin = {"csrf_token": csrf(page.text), "username": user, "password": pw}
+    assert client.post("/me/signin", data=signin).status_code == 303
+    with caplog.at_level(logging.INFO):
+        for path in ("/optin/receipts/%00", "/optin/receipts/%00.json", "/optin/receipts/a%00b"):
+            assert client.get(path).status_code == 404, path
+    assert user not in caplog.text
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
 
 def test_sign_in_is_rate_limited_per_account(app):
