@@ -127,7 +127,7 @@ def register(app: Flask, socketio: SocketIO) -> None:
         event_id = data.get("event_id") if isinstance(data, dict) else None
         if device_id is None:
             return {"ok": False, "error": "not authenticated"}
-        if not isinstance(event_id, str) or not outbox.STREAM_ID.match(event_id):
+        if not outbox.is_stream_id(event_id):
             return {"ok": False, "error": "event_id must be a stream id"}
         try:
             acks.submit((device_id, event_id))

@@ -15,6 +15,17 @@ import redis
 from store_server.keys import Keys
 
 STREAM_ID = re.compile(r"^[0-9]{1,20}-[0-9]{1,20}\Z")
+_U64 = 2**64
+
+
+def is_stream_id(value: object) -> bool:
+    """Whether a device's ack names an id Redis can hold: two unsigned 64-bit parts."""
+    if not isinstance(value, str) or not STREAM_ID.match(value):
+        return False
+    # Twenty digits can exceed 64 bits, and Redis refuses such an id with an error: inside
+    # a group commit of acks, that error failed every other device's ack in the group.
+    ms, seq = value.split("-")
+    return int(ms) < _U64 and int(seq) < _U64
 
 
 def encode(items: list[tuple[int, dict[str, Any]]]) -> list[bytes]:
@@ -74,7 +85,7 @@ def ack(r: redis.Redis, keys: Keys, device_id: int, event_id: str) -> bool:
 def ack_many(r: redis.Redis, keys: Keys, acks: list[tuple[int, str]]) -> list[bool]:
     """Remove acknowledged (device id, event id) pairs in one round trip; False for an id that
     is malformed or already gone."""
-    valid = [isinstance(e, str) and bool(STREAM_ID.match(e)) for _d, e in acks]
+    valid = [is_stream_id(e) for _d, e in acks]
     pipe = r.pipeline(transaction=False)
     for (d, e), ok in zip(acks, valid, strict=True):
         if ok:

@@ -88,6 +88,18 @@ def test_ack_many_answers_each_ack_in_order_in_one_round_trip(redis):
     redis.delete(keys.outbox(1), keys.outbox(2))
 
 
+def test_an_id_past_64_bits_is_refused_without_failing_the_acks_beside_it(redis):
+    keys = _keys()
+    ids = outbox.append_many(redis, keys, [(1, push("a")), (2, push("b"))], 100, 60)
+    # Twenty digits fit the pattern but not Redis: its error used to fail the whole group.
+    huge = [f"{2**64}-0", f"1-{2**64}", "99999999999999999999-0"]
+    acks = [(1, ids[0]), *((2, h) for h in huge), (2, ids[1])]
+    assert outbox.ack_many(redis, keys, acks) == [True, False, False, False, True]
+    assert outbox.is_stream_id(f"{2**64 - 1}-{2**64 - 1}")
+    assert redis.xlen(keys.outbox(1)) == 0 and redis.xlen(keys.outbox(2)) == 0
+    redis.delete(keys.outbox(1), keys.outbox(2))
+
+
 def test_a_zone_body_is_stored_for_each_device_under_its_stream_id(redis):
     keys = _keys()
     body = queue(["a", "b"])
