@@ -139,7 +139,8 @@ def main(argv: list[str] | None = None) -> int:
     except VenueFileError as exc:
         sys.stderr.write(f"positioning: {exc}\n")
         return 2
-    except (OSError, ValueError, KeyError) as exc:
+    except (OSError, ValueError, KeyError, ArithmeticError, RecursionError) as exc:
+        # What no loader foresaw still ends in one line (OverflowError: a number too large).
         message = " ".join(f"{exc.__class__.__name__}: {exc}".split())
         sys.stderr.write(f"positioning: {message}\n")
         return 1

@@ -531,6 +531,17 @@ def _edit_zones(path: Path, change: dict) -> None:  # type: ignore[type-arg]
     path.write_text(json.dumps(doc))
 
 
+def _triangle(far: float) -> dict:  # type: ignore[type-arg]
+    return {"type": "Polygon", "coordinates": [[[0, 0], [far, 0], [0, 1], [0, 0]]]}
+
+
+def _nested(depth: int) -> dict:  # type: ignore[type-arg]
+    coords: list = [0, 0]  # type: ignore[type-arg]
+    for _ in range(depth):
+        coords = [coords]
+    return {"type": "Polygon", "coordinates": coords}
+
+
 UNUSABLE = [
     ("recording", lambda p: _edit_csv(p, 3, "ts", "1700000000123"), "milliseconds?"),
     ("recording", lambda p: _edit_csv(p, 3, "ts", "inf"), "ts must be seconds"),
@@ -557,6 +568,14 @@ UNUSABLE = [
         "not finite",
     ),
     ("zones", lambda p: _edit_zones(p, {"properties": {"name": " "}}), "empty zone name"),
+    # An integer corner no float holds was an OverflowError traceback; nesting deeper than the
+    # JSON decoder recurses, a RecursionError one; a corner of 1e300 m a zone nothing fits in.
+    ("zones", lambda p: _edit_zones(p, {"geometry": _triangle(10**400)}), "beyond ±1e+07 m"),
+    ("zones", lambda p: _edit_zones(p, {"geometry": _triangle(1e300)}), "beyond ±1e+07 m"),
+    ("zones", lambda p: p.write_text("[" * 100_000), "cannot read zones (RecursionError)"),
+    ("zones", lambda p: _edit_zones(p, {"geometry": _nested(900)}), "not a valid polygon"),
+    # Finite but 1e300 m away: numpy warnings, then a grid of no computable length.
+    ("scanners", lambda p: _edit_csv(p, 2, "x", "1e300"), "line 4: x and y must be metres"),
 ]
 
 
@@ -892,3 +911,28 @@ def test_predict_refuses_an_output_in_a_symbolic_link_loop(
             "--survey", str(paths["survey"]), "--recording", str(paths["recording"])]  # fmt: skip
     code, err = _main(capsys, *args, "--out", str(tmp_path / "a"))
     assert code == 2 and "symbolic link loop" in err and len(err.splitlines()) == 1, err
+
+
+def test_bad_venue_files_fail_in_one_line_in_a_real_process(tmp_path: Path) -> None:
+    # The RuntimeWarnings a far scanner caused went to the process's stderr, not to capsys.
+    paths = _tiny_venue(tmp_path)
+    _edit_csv(paths["scanners"], 0, "y", "1e300")
+    deep = tmp_path / "deep.geojson"
+    deep.write_text("[" * 100_000)
+    huge = tmp_path / "huge.geojson"
+    huge.write_text(json.dumps({"type": "Feature", "properties": {"name": "a"},
+                                "geometry": _triangle(10**400)}))  # fmt: skip
+    out = tmp_path / "p.csv"
+    for scanners, zones in (
+        (paths["scanners"], paths["zones"]),
+        (paths["scanners"].with_name("ok.csv"), deep),
+        (paths["scanners"].with_name("ok.csv"), huge),
+    ):
+        if not scanners.exists():
+            scanners.write_text("scanner,x,y\na,0,0\n")
+        res = _run("predict", "--scanners", str(scanners), "--zones", str(zones),
+                   "--survey", str(paths["survey"]), "--recording", str(paths["recording"]),
+                   "--out", str(out))  # fmt: skip
+        assert res.returncode == 2, res.stderr
+        assert len(res.stderr.splitlines()) == 1 and "Traceback" not in res.stderr, res.stderr
+        assert not out.exists()
