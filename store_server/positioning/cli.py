@@ -9,6 +9,7 @@ import math
 import os
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TextIO
 
@@ -271,9 +272,16 @@ def _mark(args: argparse.Namespace, lines: TextIO | None) -> int:
     written = 0
     head = _marks_head(path)
     last = 0.0
-    with path.open("a", encoding="utf-8") as out:
-        try:
-            for n, line in enumerate(lines, start=1):
+    out, created = _open_marks(path)
+    try:
+        with out:
+            for n, line in enumerate(_typed(lines), start=1):
+                if line is None:
+                    # A stray byte (a mistyped key, a pasted symbol) is a typo like any other.
+                    sys.stderr.write(
+                        f"positioning: line {n} ignored: not {_encoding(lines)} text\n"
+                    )
+                    continue
                 if not line.strip():
                     continue
                 # Strictly increasing even when lines arrive within a millisecond (pasted):
@@ -296,13 +304,46 @@ def _mark(args: argparse.Namespace, lines: TextIO | None) -> int:
                 # Told back at once, so the installer knows the spot counted before moving on.
                 at = time.strftime("%H:%M:%S", time.localtime(stamp))
                 _tell(f"marked {_num(x)} {_num(y)} at {at}")
-        except KeyboardInterrupt:
-            pass  # Ctrl-C is how an installer ends the walk: every mark is already on disk
+    except KeyboardInterrupt:
+        pass  # Ctrl-C is how an installer ends the walk: every mark is already on disk
+    finally:
+        # Whatever ended the run, a file it created for a walk that never started goes; one
+        # that was there before (even empty) is the installer's, and stays.
+        if written == 0 and created:
+            with contextlib.suppress(OSError):
+                if path.stat().st_size == 0:
+                    path.unlink()
     if written == 0:
-        if path.exists() and path.stat().st_size == 0:
-            path.unlink()
         raise VenueFileError(f"{path}: no mark recorded")
     return 0
+
+
+def _open_marks(path: Path) -> tuple[TextIO, bool]:
+    """The marks file opened for appending, and whether this run created it."""
+    try:
+        return path.open("x", encoding="utf-8"), True
+    except FileExistsError:
+        return path.open("a", encoding="utf-8"), False
+
+
+def _encoding(lines: TextIO) -> str:
+    """The encoding typed lines are read in (stdin's, which PYTHONIOENCODING may set)."""
+    return getattr(lines, "encoding", None) or "utf-8"
+
+
+def _typed(lines: TextIO) -> Iterator[str | None]:
+    """Each input line as text, or None for one that does not decode: stdin is read as bytes,
+    as a text stream cannot go on past an undecodable byte, and one byte must cost one line."""
+    raw = getattr(lines, "buffer", None)
+    if raw is None:
+        yield from lines  # already text: nothing left to decode
+        return
+    encoding = _encoding(lines)
+    for data in raw:
+        try:
+            yield data.decode(encoding)
+        except UnicodeDecodeError:
+            yield None
 
 
 def _marks_head(path: Path) -> str | None:

@@ -936,3 +936,47 @@ def test_bad_venue_files_fail_in_one_line_in_a_real_process(tmp_path: Path) -> N
         assert res.returncode == 2, res.stderr
         assert len(res.stderr.splitlines()) == 1 and "Traceback" not in res.stderr, res.stderr
         assert not out.exists()
+
+
+def test_mark_refuses_a_position_its_marks_file_could_not_hold(tmp_path: Path) -> None:
+    # Written once, it made record-survey refuse the whole walk's marks.
+    out = tmp_path / "marks.csv"
+    res = _mark_proc(out, input="1 2\n1e300 1e300\n-2e7,3\n3 4\n", capture_output=True)
+    assert res.returncode == 0, res.stderr
+    assert res.stderr.splitlines() == [
+        "positioning: line 2 ignored: x and y must be metres within ±1e+07",
+        "positioning: line 3 ignored: x and y must be metres within ±1e+07",
+    ]
+    assert load_marks(out)[["x", "y"]].values.tolist() == [[1.0, 2.0], [3.0, 4.0]]
+
+
+def test_mark_refuses_a_line_that_is_not_text_and_goes_on(tmp_path: Path) -> None:
+    # A stray byte was a UnicodeDecodeError that ended the walk and left an empty marks file.
+    def mark(out: Path, typed: bytes) -> subprocess.CompletedProcess[bytes]:
+        return subprocess.run(
+            [sys.executable, "-m", "store_server.positioning", "mark", "--out", str(out)],
+            cwd=REPO, input=typed, capture_output=True, check=False, timeout=60,
+            env={**os.environ, "PYTHONIOENCODING": "utf-8"},
+        )  # fmt: skip
+
+    out = tmp_path / "marks.csv"
+    res = mark(out, b"\xff\xfe 5 6\n1 2\n3,4\n")
+    assert res.returncode == 0, res.stderr
+    assert res.stderr.decode() == "positioning: line 1 ignored: not utf-8 text\n"
+    assert load_marks(out)[["x", "y"]].values.tolist() == [[1.0, 2.0], [3.0, 4.0]]
+    nothing = tmp_path / "nothing.csv"
+    res = mark(nothing, b"\xff\n")
+    assert res.returncode == 2 and not nothing.exists()
+    assert res.stderr.decode().splitlines() == [
+        "positioning: line 1 ignored: not utf-8 text",
+        f"positioning: {nothing}: no mark recorded",
+    ]
+
+
+def test_mark_with_no_position_keeps_a_file_that_was_there(tmp_path: Path) -> None:
+    # Only a file mark created itself may go: an empty one the installer made stays.
+    empty = tmp_path / "empty.csv"
+    empty.touch()
+    res = _mark_proc(empty, stdin=subprocess.DEVNULL, capture_output=True)
+    assert res.returncode == 2 and res.stderr == f"positioning: {empty}: no mark recorded\n"
+    assert empty.exists() and empty.read_bytes() == b""
