@@ -980,3 +980,54 @@ def test_mark_with_no_position_keeps_a_file_that_was_there(tmp_path: Path) -> No
     res = _mark_proc(empty, stdin=subprocess.DEVNULL, capture_output=True)
     assert res.returncode == 2 and res.stderr == f"positioning: {empty}: no mark recorded\n"
     assert empty.exists() and empty.read_bytes() == b""
+
+
+def _interrupt_predict(tmp_path: Path, fifo: str) -> tuple[subprocess.Popen[str], list[Path]]:
+    """predict on the tiny venue, its `fifo` input a pipe the test holds open: the returned
+    process is at work, past every import, and waits for the rest of that file."""
+    paths = _tiny_venue(tmp_path)
+    pipe = tmp_path / f"{fifo}.pipe"
+    os.mkfifo(pipe)
+    outs = [tmp_path / "p.csv", tmp_path / "r.json"]
+    for out in outs:
+        out.write_text("before\n")
+    args = {**paths, fifo: pipe}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "store_server.positioning", "predict",
+         "--scanners", str(args["scanners"]), "--zones", str(args["zones"]),
+         "--survey", str(args["survey"]), "--recording", str(args["recording"]),
+         "--out", str(outs[0]), "--report", str(outs[1])],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 120
+    while True:  # a non-blocking open succeeds once predict has opened the pipe to read
+        try:
+            fd = os.open(pipe, os.O_WRONLY | os.O_NONBLOCK)
+            break
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                pytest.fail(f"predict never read {pipe.name}: {proc.communicate()[1]}")
+            time.sleep(0.05)
+    try:
+        os.write(fd, paths[fifo].read_bytes()[:200])
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=60)
+    finally:
+        os.close(fd)
+        proc.kill()
+    return proc, outs
+
+
+@pytest.mark.parametrize("fifo", ["zones", "recording"])
+def test_predict_interrupted_ends_in_one_line_with_its_outputs_untouched(
+    tmp_path: Path, fifo: str
+) -> None:
+    # Ctrl-C was a KeyboardInterrupt traceback of 30-70 lines; while pandas read a CSV, pandas
+    # made it a ParserError, reported as a bad file.
+    proc, outs = _interrupt_predict(tmp_path, fifo)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and err == "positioning: interrupted\n", err
+    assert [out.read_text() for out in outs] == ["before\n", "before\n"]
+    assert not list(tmp_path.glob("*.tmp*")) and not list(tmp_path.glob(".*"))
