@@ -4,6 +4,7 @@ and `run`, the weekly job that computes and stores every merchant's report from 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import os
 import sys
@@ -289,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
         message = " ".join(str(exc).split())
         print(f"analytics {args.command}: error: {message}", file=sys.stderr)
         return EXIT_USAGE
-    except (ValueError, KeyError, OSError, MemoryError) as exc:
+    except (ValueError, KeyError, OSError, MemoryError, csv.Error) as exc:
         # the contract is one line, never a traceback, even for input we did not foresee
         message = " ".join(str(exc).split()) or type(exc).__name__
         print(f"analytics {args.command}: failed: {type(exc).__name__}: {message}", file=sys.stderr)

@@ -193,3 +193,15 @@ def test_top_genres_leave_out_genres_nobody_in_the_row_likes() -> None:
     )  # fmt: skip
     out = describe_report(report, n_top=3, n_segments=1)
     assert out["top_genres"].tolist() == ["comedy", ""]
+
+
+def test_a_hierarchy_label_over_the_csv_field_limit_is_one_line(files, tmp_path, capsys):
+    # The csv module's 128 KiB field limit was a _csv.Error traceback, for both commands.
+    big = "x" * (200 * 1024) + ";*\n"
+    files["hierarchy"].write_text(HIERARCHY + big, encoding="utf-8")
+    (files["hdir"] / "sex.csv").write_text("Male;*\nFemale;*\n" + big, encoding="utf-8")
+    out = tmp_path / "o.csv"
+    for argv in (taste(files, out), anon(files, out)):
+        assert main(argv) == 2
+        assert "field larger than field limit" in one_error_line(capsys)
+        assert not out.exists()
