@@ -83,12 +83,14 @@ def _write_out(out: Path, write: Callable[[IO[str]], None]) -> None:
 def _read_csv(path: Path, sep: str) -> pd.DataFrame:
     try:
         # strings in, strings out: the untouched columns must leave exactly as they came
-        return pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False)
+        table = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False)
+        _check_header(path, sep)
     except FileNotFoundError as exc:
         raise CliError(f"no such file: {path}") from exc
     except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CliError(f"cannot read {path}: {first}") from exc
+    return table
 
 
 def _read_subscribers(path: Path) -> pd.DataFrame:
@@ -96,10 +98,22 @@ def _read_subscribers(path: Path) -> pd.DataFrame:
         raise CliError(f"no such file: {path}")
     try:
         # ids and areas stay text (INSEE codes have leading zeros); weights load as floats
-        return pd.read_csv(path, dtype={"subscriber": str, "area": str}, keep_default_na=False)
+        people = pd.read_csv(path, dtype={"subscriber": str, "area": str}, keep_default_na=False)
+        _check_header(path, ",")
     except (OSError, UnicodeDecodeError, pd.errors.ParserError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CliError(f"cannot read {path}: {first}") from exc
+    return people
+
+
+def _check_header(path: Path, sep: str) -> None:
+    """Refuse a header naming a column twice: pandas would rename the copy (`sex` -> `sex.1`),
+    so the output's header would differ from the input's and the copy go unprocessed."""
+    header = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, header=None, nrows=1)
+    names = pd.Index(header.iloc[0]) if len(header) else pd.Index([])
+    twice = names[names.duplicated()]
+    if len(twice):
+        raise CliError(f"{path}: column {twice[0]!r} appears twice in the header")
 
 
 def _anonymize(args: argparse.Namespace) -> None:

@@ -205,3 +205,18 @@ def test_a_hierarchy_label_over_the_csv_field_limit_is_one_line(files, tmp_path,
         assert main(argv) == 2
         assert "field larger than field limit" in one_error_line(capsys)
         assert not out.exists()
+
+
+def test_a_column_named_twice_is_refused(files, tmp_path, capsys):
+    # pandas renamed the copy (sex -> sex.1): a header unlike the input's, a copy left as is.
+    dup = tmp_path / "dup.csv"
+    dup.write_text("ID;sex;sex;age\n" + "".join(f"{i};Male;Male;30\n" for i in range(10)))
+    out = tmp_path / "o.csv"
+    assert main(anon(files, out, dup)) == 2
+    assert "column 'sex' appears twice in the header" in one_error_line(capsys)
+    files["subscribers"].write_text(
+        "subscriber,area,drama,drama\n" + "".join(f"s{i},75101,0.1,0.2\n" for i in range(6))
+    )
+    assert main(taste(files, out)) == 2
+    assert "column 'drama' appears twice in the header" in one_error_line(capsys)
+    assert not out.exists()
