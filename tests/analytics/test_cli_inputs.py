@@ -220,3 +220,14 @@ def test_a_column_named_twice_is_refused(files, tmp_path, capsys):
     assert main(taste(files, out)) == 2
     assert "column 'drama' appears twice in the header" in one_error_line(capsys)
     assert not out.exists()
+
+
+def test_a_genre_named_like_a_report_column_is_refused(files, tmp_path, capsys):
+    # A genre `subscribers` overwrote the row's count with the genre's mean.
+    files["subscribers"].write_text(
+        "subscriber,area,subscribers\n" + "".join(f"s{i},75101,0.1\n" for i in range(6))
+    )
+    out = tmp_path / "r.csv"
+    assert main(taste(files, out)) == 2
+    assert "genre column 'subscribers' is a column the report uses" in one_error_line(capsys)
+    assert not out.exists()
