@@ -4,6 +4,7 @@ and `run`, the weekly job that computes and stores every merchant's report from 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import os
 import sys
@@ -82,12 +83,14 @@ def _write_out(out: Path, write: Callable[[IO[str]], None]) -> None:
 def _read_csv(path: Path, sep: str) -> pd.DataFrame:
     try:
         # strings in, strings out: the untouched columns must leave exactly as they came
-        return pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False)
+        table = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False)
+        _check_header(path, sep)
     except FileNotFoundError as exc:
         raise CliError(f"no such file: {path}") from exc
     except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CliError(f"cannot read {path}: {first}") from exc
+    return table
 
 
 def _read_subscribers(path: Path) -> pd.DataFrame:
@@ -95,10 +98,22 @@ def _read_subscribers(path: Path) -> pd.DataFrame:
         raise CliError(f"no such file: {path}")
     try:
         # ids and areas stay text (INSEE codes have leading zeros); weights load as floats
-        return pd.read_csv(path, dtype={"subscriber": str, "area": str}, keep_default_na=False)
+        people = pd.read_csv(path, dtype={"subscriber": str, "area": str}, keep_default_na=False)
+        _check_header(path, ",")
     except (OSError, UnicodeDecodeError, pd.errors.ParserError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CliError(f"cannot read {path}: {first}") from exc
+    return people
+
+
+def _check_header(path: Path, sep: str) -> None:
+    """Refuse a header naming a column twice: pandas would rename the copy (`sex` -> `sex.1`),
+    so the output's header would differ from the input's and the copy go unprocessed."""
+    header = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, header=None, nrows=1)
+    names = pd.Index(header.iloc[0]) if len(header) else pd.Index([])
+    twice = names[names.duplicated()]
+    if len(twice):
+        raise CliError(f"{path}: column {twice[0]!r} appears twice in the header")
 
 
 def _anonymize(args: argparse.Namespace) -> None:
@@ -289,7 +304,7 @@ def main(argv: list[str] | None = None) -> int:
         message = " ".join(str(exc).split())
         print(f"analytics {args.command}: error: {message}", file=sys.stderr)
         return EXIT_USAGE
-    except (ValueError, KeyError, OSError, MemoryError) as exc:
+    except (ValueError, KeyError, OSError, MemoryError, csv.Error) as exc:
         # the contract is one line, never a traceback, even for input we did not foresee
         message = " ".join(str(exc).split()) or type(exc).__name__
         print(f"analytics {args.command}: failed: {type(exc).__name__}: {message}", file=sys.stderr)

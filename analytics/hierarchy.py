@@ -64,4 +64,6 @@ def read_hierarchy(path: Path, sep: str = ";") -> Hierarchy:
         raise HierarchyError(f"cannot read hierarchy {path}: {exc.strerror or exc}") from exc
     except UnicodeDecodeError as exc:
         raise HierarchyError(f"cannot read hierarchy {path}: not UTF-8 text") from exc
+    except csv.Error as exc:  # e.g. a label over the csv module's 128 KiB field limit
+        raise HierarchyError(f"cannot read hierarchy {path}: {exc}") from exc
     return parse_hierarchy(rows, source=str(path))

@@ -20,6 +20,8 @@ import pandas as pd
 from analytics.hierarchy import ROOT, Hierarchy
 
 MIN_K = 5
+# What every report starts with, before one column per genre.
+REPORT_COLUMNS = ("area", "subscribers")
 
 
 class ReportError(ValueError):
@@ -108,6 +110,10 @@ def taste_report(
             raise ReportError(f"subscribers: missing column {column!r}")
     if genres is None:
         genres = [c for c in subscribers.columns if c not in ("subscriber", "area")]
+    clash = [genre for genre in genres if genre in REPORT_COLUMNS]
+    if clash:
+        # The report's own column would be overwritten by the genre's mean, or hide it.
+        raise ReportError(f"subscribers: genre column {clash[0]!r} is a column the report uses")
     # sums of huge weights overflow to inf: refused below, without numpy warning lines first
     with np.errstate(over="ignore", invalid="ignore"):
         people = _one_row_per_subscriber(subscribers, genres)

@@ -7,9 +7,13 @@ import contextlib
 import json
 import math
 import os
+import signal
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from types import FrameType
 from typing import TextIO
 
 import numpy as np
@@ -126,6 +130,40 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Run one command; returns the process exit code."""
+    # Not where SIGINT is ignored (started with nohup or `&`) or handled by a caller, nor off
+    # the main thread, where no handler can be set.
+    watching = (
+        threading.current_thread() is threading.main_thread()
+        and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    )
+    if watching:
+        signal.signal(signal.SIGINT, _on_sigint)
+    try:
+        return _dispatch(argv)
+    except KeyboardInterrupt:
+        # Outputs are only ever placed whole, so a Ctrl-C leaves them as they were: nothing to
+        # show but that it stopped. 130 is the shell's code for a command ended by SIGINT.
+        sys.stderr.write("positioning: interrupted\n")
+        return 130
+    finally:
+        if watching:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+        _Interrupt.seen = False
+
+
+class _Interrupt:
+    """Whether a Ctrl-C arrived: pandas turns the KeyboardInterrupt it raises in the middle of
+    reading a CSV into a ParserError, which must not be reported as a bad file."""
+
+    seen = False
+
+
+def _on_sigint(signum: int, frame: FrameType | None) -> None:
+    _Interrupt.seen = True
+    raise KeyboardInterrupt
+
+
+def _dispatch(argv: list[str] | None) -> int:
     args = _parser().parse_args(argv)
     try:
         if args.cmd == "predict":
@@ -137,9 +175,14 @@ def main(argv: list[str] | None = None) -> int:
         if args.cmd == "mark":
             return _mark(args, sys.stdin)
     except VenueFileError as exc:
+        if _Interrupt.seen:
+            raise KeyboardInterrupt from exc
         sys.stderr.write(f"positioning: {exc}\n")
         return 2
-    except (OSError, ValueError, KeyError) as exc:
+    except (OSError, ValueError, KeyError, ArithmeticError, RecursionError) as exc:
+        if _Interrupt.seen:
+            raise KeyboardInterrupt from exc
+        # What no loader foresaw still ends in one line (OverflowError: a number too large).
         message = " ".join(f"{exc.__class__.__name__}: {exc}".split())
         sys.stderr.write(f"positioning: {message}\n")
         return 1
@@ -270,9 +313,16 @@ def _mark(args: argparse.Namespace, lines: TextIO | None) -> int:
     written = 0
     head = _marks_head(path)
     last = 0.0
-    with path.open("a", encoding="utf-8") as out:
-        try:
-            for n, line in enumerate(lines, start=1):
+    out, created = _open_marks(path)
+    try:
+        with out:
+            for n, line in enumerate(_typed(lines), start=1):
+                if line is None:
+                    # A stray byte (a mistyped key, a pasted symbol) is a typo like any other.
+                    sys.stderr.write(
+                        f"positioning: line {n} ignored: not {_encoding(lines)} text\n"
+                    )
+                    continue
                 if not line.strip():
                     continue
                 # Strictly increasing even when lines arrive within a millisecond (pasted):
@@ -295,13 +345,47 @@ def _mark(args: argparse.Namespace, lines: TextIO | None) -> int:
                 # Told back at once, so the installer knows the spot counted before moving on.
                 at = time.strftime("%H:%M:%S", time.localtime(stamp))
                 _tell(f"marked {_num(x)} {_num(y)} at {at}")
-        except KeyboardInterrupt:
-            pass  # Ctrl-C is how an installer ends the walk: every mark is already on disk
+    except KeyboardInterrupt:
+        # Ctrl-C is how an installer ends the walk, not an interruption: every mark is on disk.
+        _Interrupt.seen = False
+    finally:
+        # Whatever ended the run, a file it created for a walk that never started goes; one
+        # that was there before (even empty) is the installer's, and stays.
+        if written == 0 and created:
+            with contextlib.suppress(OSError):
+                if path.stat().st_size == 0:
+                    path.unlink()
     if written == 0:
-        if path.exists() and path.stat().st_size == 0:
-            path.unlink()
         raise VenueFileError(f"{path}: no mark recorded")
     return 0
+
+
+def _open_marks(path: Path) -> tuple[TextIO, bool]:
+    """The marks file opened for appending, and whether this run created it."""
+    try:
+        return path.open("x", encoding="utf-8"), True
+    except FileExistsError:
+        return path.open("a", encoding="utf-8"), False
+
+
+def _encoding(lines: TextIO) -> str:
+    """The encoding typed lines are read in (stdin's, which PYTHONIOENCODING may set)."""
+    return getattr(lines, "encoding", None) or "utf-8"
+
+
+def _typed(lines: TextIO) -> Iterator[str | None]:
+    """Each input line as text, or None for one that does not decode: stdin is read as bytes,
+    as a text stream cannot go on past an undecodable byte, and one byte must cost one line."""
+    raw = getattr(lines, "buffer", None)
+    if raw is None:
+        yield from lines  # already text: nothing left to decode
+        return
+    encoding = _encoding(lines)
+    for data in raw:
+        try:
+            yield data.decode(encoding)
+        except UnicodeDecodeError:
+            yield None
 
 
 def _marks_head(path: Path) -> str | None:

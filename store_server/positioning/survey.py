@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 from shapely.geometry.base import BaseGeometry
 
-from store_server.positioning.venue import zone_of
+from store_server.positioning.venue import MAX_COORD_M, zone_of
 
 MAX_GAP_S = 30.0
 # One separator (a comma, a semicolon or spaces) between two fields; written so that no two
@@ -60,4 +60,7 @@ def parse_mark(line: str) -> tuple[float, float]:
     x, y = float(m.group(1)), float(m.group(2))
     if not (math.isfinite(x) and math.isfinite(y)):
         raise ValueError("x and y must be finite")
+    if abs(x) > MAX_COORD_M or abs(y) > MAX_COORD_M:
+        # The bound load_marks applies: a mark kept here would make the whole file unusable.
+        raise ValueError(f"x and y must be metres within ±{MAX_COORD_M:.0e}")
     return x, y

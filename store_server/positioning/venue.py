@@ -29,6 +29,13 @@ RSSI_RANGE_DBM = (-150.0, 30.0)
 # unit error, and interpolating between such values overflows to infinity.
 MAX_COORD_M = 1e7
 
+# What shape() raises on a geometry that is no polygon; RecursionError: coordinates nested far
+# deeper than any polygon's, which shapely walks recursively.
+_NOT_A_POLYGON = (
+    *(AttributeError, KeyError, TypeError, ValueError, RecursionError),
+    shapely.errors.ShapelyError,
+)
+
 
 class VenueFileError(ValueError):
     """A venue file is missing, unreadable or not in the expected format."""
@@ -45,6 +52,11 @@ def load_scanners(path: str | Path) -> dict[str, tuple[float, float]]:
         raise VenueFileError(f"{path}: scanner coordinates must be numbers") from exc
     if not np.all(np.isfinite(xs) & np.isfinite(ys)):
         raise VenueFileError(f"{path}: scanner coordinates must be finite")
+    far = (np.abs(xs) > MAX_COORD_M) | (np.abs(ys) > MAX_COORD_M)
+    if far.any():
+        raise VenueFileError(
+            f"{path}: line {_line(far)}: x and y must be metres within ±{MAX_COORD_M:.0e}"
+        )
     if df.empty:
         raise VenueFileError(f"{path}: no scanners")
     if df["scanner"].isna().any():
@@ -58,7 +70,9 @@ def load_zones(path: str | Path) -> dict[str, BaseGeometry]:
     """Read a GeoJSON FeatureCollection of zone polygons in metres (never reprojected)."""
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8-sig"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
+        # ValueError: besides bad JSON, an integer of more than 4300 digits; RecursionError:
+        # arrays nested deeper than the decoder recurses.
         raise VenueFileError(f"{path}: cannot read zones ({exc.__class__.__name__})") from exc
     if isinstance(data, dict) and data.get("type") == "Feature":
         data = {"type": "FeatureCollection", "features": [data]}  # a venue of one zone
@@ -74,15 +88,23 @@ def load_zones(path: str | Path) -> dict[str, BaseGeometry]:
                 # NaN coordinates warn on stderr here; they are refused below, in one line.
                 warnings.simplefilter("ignore", RuntimeWarning)
                 geom = shape(feat["geometry"])
-        except (AttributeError, KeyError, TypeError, ValueError, shapely.errors.ShapelyError) as e:
+        except OverflowError as e:  # an integer coordinate too large to be a float
+            raise VenueFileError(
+                f"{path}: feature {i} has coordinates beyond ±{MAX_COORD_M:.0e} m"
+            ) from e
+        except _NOT_A_POLYGON as e:
             raise VenueFileError(f"{path}: feature {i} is not a valid polygon") from e
         if name is None or geom.geom_type not in ("Polygon", "MultiPolygon") or geom.is_empty:
             raise VenueFileError(f"{path}: feature {i} needs a zone name and a polygon")
         if not str(name).strip():
             # An empty name would read as "in no zone" in every output.
             raise VenueFileError(f"{path}: feature {i} has an empty zone name")
-        if not np.isfinite(shapely.get_coordinates(geom)).all():
+        corners = shapely.get_coordinates(geom)
+        if not np.isfinite(corners).all():
             raise VenueFileError(f"{path}: feature {i} has coordinates that are not finite")
+        if (np.abs(corners) > MAX_COORD_M).any():
+            # The scanners' and marks' bound: areas and distances of such a zone overflow.
+            raise VenueFileError(f"{path}: feature {i} has coordinates beyond ±{MAX_COORD_M:.0e} m")
         geom = _polygonal(geom)
         if geom.area <= 0:
             raise VenueFileError(f"{path}: zone {name} (feature {i}) has no area")

@@ -193,3 +193,41 @@ def test_top_genres_leave_out_genres_nobody_in_the_row_likes() -> None:
     )  # fmt: skip
     out = describe_report(report, n_top=3, n_segments=1)
     assert out["top_genres"].tolist() == ["comedy", ""]
+
+
+def test_a_hierarchy_label_over_the_csv_field_limit_is_one_line(files, tmp_path, capsys):
+    # The csv module's 128 KiB field limit was a _csv.Error traceback, for both commands.
+    big = "x" * (200 * 1024) + ";*\n"
+    files["hierarchy"].write_text(HIERARCHY + big, encoding="utf-8")
+    (files["hdir"] / "sex.csv").write_text("Male;*\nFemale;*\n" + big, encoding="utf-8")
+    out = tmp_path / "o.csv"
+    for argv in (taste(files, out), anon(files, out)):
+        assert main(argv) == 2
+        assert "field larger than field limit" in one_error_line(capsys)
+        assert not out.exists()
+
+
+def test_a_column_named_twice_is_refused(files, tmp_path, capsys):
+    # pandas renamed the copy (sex -> sex.1): a header unlike the input's, a copy left as is.
+    dup = tmp_path / "dup.csv"
+    dup.write_text("ID;sex;sex;age\n" + "".join(f"{i};Male;Male;30\n" for i in range(10)))
+    out = tmp_path / "o.csv"
+    assert main(anon(files, out, dup)) == 2
+    assert "column 'sex' appears twice in the header" in one_error_line(capsys)
+    files["subscribers"].write_text(
+        "subscriber,area,drama,drama\n" + "".join(f"s{i},75101,0.1,0.2\n" for i in range(6))
+    )
+    assert main(taste(files, out)) == 2
+    assert "column 'drama' appears twice in the header" in one_error_line(capsys)
+    assert not out.exists()
+
+
+def test_a_genre_named_like_a_report_column_is_refused(files, tmp_path, capsys):
+    # A genre `subscribers` overwrote the row's count with the genre's mean.
+    files["subscribers"].write_text(
+        "subscriber,area,subscribers\n" + "".join(f"s{i},75101,0.1\n" for i in range(6))
+    )
+    out = tmp_path / "r.csv"
+    assert main(taste(files, out)) == 2
+    assert "genre column 'subscribers' is a column the report uses" in one_error_line(capsys)
+    assert not out.exists()

@@ -517,6 +517,17 @@ def _edit_zones(path: Path, change: dict) -> None:  # type: ignore[type-arg]
     path.write_text(json.dumps(doc))
 
 
+def _triangle(far: float) -> dict:  # type: ignore[type-arg]
+    return {"type": "Polygon", "coordinates": [[[0, 0], [far, 0], [0, 1], [0, 0]]]}
+
+
+def _nested(depth: int) -> dict:  # type: ignore[type-arg]
+    coords: list = [0, 0]  # type: ignore[type-arg]
+    for _ in range(depth):
+        coords = [coords]
+    return {"type": "Polygon", "coordinates": coords}
+
+
 UNUSABLE = [
     ("recording", lambda p: _edit_csv(p, 3, "ts", "1700000000123"), "milliseconds?"),
     ("recording", lambda p: _edit_csv(p, 3, "ts", "inf"), "ts must be seconds"),
@@ -543,6 +554,14 @@ UNUSABLE = [
         "not finite",
     ),
     ("zones", lambda p: _edit_zones(p, {"properties": {"name": " "}}), "empty zone name"),
+    # An integer corner no float holds was an OverflowError traceback; nesting deeper than the
+    # JSON decoder recurses, a RecursionError one; a corner of 1e300 m a zone nothing fits in.
+    ("zones", lambda p: _edit_zones(p, {"geometry": _triangle(10**400)}), "beyond ±1e+07 m"),
+    ("zones", lambda p: _edit_zones(p, {"geometry": _triangle(1e300)}), "beyond ±1e+07 m"),
+    ("zones", lambda p: p.write_text("[" * 100_000), "cannot read zones (RecursionError)"),
+    ("zones", lambda p: _edit_zones(p, {"geometry": _nested(900)}), "not a valid polygon"),
+    # Finite but 1e300 m away: numpy warnings, then a grid of no computable length.
+    ("scanners", lambda p: _edit_csv(p, 2, "x", "1e300"), "line 4: x and y must be metres"),
 ]
 
 
@@ -878,3 +897,123 @@ def test_predict_refuses_an_output_in_a_symbolic_link_loop(
             "--survey", str(paths["survey"]), "--recording", str(paths["recording"])]  # fmt: skip
     code, err = _main(capsys, *args, "--out", str(tmp_path / "a"))
     assert code == 2 and "symbolic link loop" in err and len(err.splitlines()) == 1, err
+
+
+def test_bad_venue_files_fail_in_one_line_in_a_real_process(tmp_path: Path) -> None:
+    # The RuntimeWarnings a far scanner caused went to the process's stderr, not to capsys.
+    paths = _tiny_venue(tmp_path)
+    _edit_csv(paths["scanners"], 0, "y", "1e300")
+    deep = tmp_path / "deep.geojson"
+    deep.write_text("[" * 100_000)
+    huge = tmp_path / "huge.geojson"
+    huge.write_text(json.dumps({"type": "Feature", "properties": {"name": "a"},
+                                "geometry": _triangle(10**400)}))  # fmt: skip
+    out = tmp_path / "p.csv"
+    for scanners, zones in (
+        (paths["scanners"], paths["zones"]),
+        (paths["scanners"].with_name("ok.csv"), deep),
+        (paths["scanners"].with_name("ok.csv"), huge),
+    ):
+        if not scanners.exists():
+            scanners.write_text("scanner,x,y\na,0,0\n")
+        res = _run("predict", "--scanners", str(scanners), "--zones", str(zones),
+                   "--survey", str(paths["survey"]), "--recording", str(paths["recording"]),
+                   "--out", str(out))  # fmt: skip
+        assert res.returncode == 2, res.stderr
+        assert len(res.stderr.splitlines()) == 1 and "Traceback" not in res.stderr, res.stderr
+        assert not out.exists()
+
+
+def test_mark_refuses_a_position_its_marks_file_could_not_hold(tmp_path: Path) -> None:
+    # Written once, it made record-survey refuse the whole walk's marks.
+    out = tmp_path / "marks.csv"
+    res = _mark_proc(out, input="1 2\n1e300 1e300\n-2e7,3\n3 4\n", capture_output=True)
+    assert res.returncode == 0, res.stderr
+    assert res.stderr.splitlines() == [
+        "positioning: line 2 ignored: x and y must be metres within ±1e+07",
+        "positioning: line 3 ignored: x and y must be metres within ±1e+07",
+    ]
+    assert load_marks(out)[["x", "y"]].values.tolist() == [[1.0, 2.0], [3.0, 4.0]]
+
+
+def test_mark_refuses_a_line_that_is_not_text_and_goes_on(tmp_path: Path) -> None:
+    # A stray byte was a UnicodeDecodeError that ended the walk and left an empty marks file.
+    def mark(out: Path, typed: bytes) -> subprocess.CompletedProcess[bytes]:
+        return subprocess.run(
+            [sys.executable, "-m", "store_server.positioning", "mark", "--out", str(out)],
+            cwd=REPO, input=typed, capture_output=True, check=False, timeout=60,
+            env={**os.environ, "PYTHONIOENCODING": "utf-8"},
+        )  # fmt: skip
+
+    out = tmp_path / "marks.csv"
+    res = mark(out, b"\xff\xfe 5 6\n1 2\n3,4\n")
+    assert res.returncode == 0, res.stderr
+    assert res.stderr.decode() == "positioning: line 1 ignored: not utf-8 text\n"
+    assert load_marks(out)[["x", "y"]].values.tolist() == [[1.0, 2.0], [3.0, 4.0]]
+    nothing = tmp_path / "nothing.csv"
+    res = mark(nothing, b"\xff\n")
+    assert res.returncode == 2 and not nothing.exists()
+    assert res.stderr.decode().splitlines() == [
+        "positioning: line 1 ignored: not utf-8 text",
+        f"positioning: {nothing}: no mark recorded",
+    ]
+
+
+def test_mark_with_no_position_keeps_a_file_that_was_there(tmp_path: Path) -> None:
+    # Only a file mark created itself may go: an empty one the installer made stays.
+    empty = tmp_path / "empty.csv"
+    empty.touch()
+    res = _mark_proc(empty, stdin=subprocess.DEVNULL, capture_output=True)
+    assert res.returncode == 2 and res.stderr == f"positioning: {empty}: no mark recorded\n"
+    assert empty.exists() and empty.read_bytes() == b""
+
+
+def _interrupt_predict(tmp_path: Path, fifo: str) -> tuple[subprocess.Popen[str], list[Path]]:
+    """predict on the tiny venue, its `fifo` input a pipe the test holds open: the returned
+    process is at work, past every import, and waits for the rest of that file."""
+    paths = _tiny_venue(tmp_path)
+    pipe = tmp_path / f"{fifo}.pipe"
+    os.mkfifo(pipe)
+    outs = [tmp_path / "p.csv", tmp_path / "r.json"]
+    for out in outs:
+        out.write_text("before\n")
+    args = {**paths, fifo: pipe}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "store_server.positioning", "predict",
+         "--scanners", str(args["scanners"]), "--zones", str(args["zones"]),
+         "--survey", str(args["survey"]), "--recording", str(args["recording"]),
+         "--out", str(outs[0]), "--report", str(outs[1])],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 120
+    while True:  # a non-blocking open succeeds once predict has opened the pipe to read
+        try:
+            fd = os.open(pipe, os.O_WRONLY | os.O_NONBLOCK)
+            break
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                pytest.fail(f"predict never read {pipe.name}: {proc.communicate()[1]}")
+            time.sleep(0.05)
+    try:
+        os.write(fd, paths[fifo].read_bytes()[:200])
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=60)
+    finally:
+        os.close(fd)
+        proc.kill()
+    return proc, outs
+
+
+@pytest.mark.parametrize("fifo", ["zones", "recording"])
+def test_predict_interrupted_ends_in_one_line_with_its_outputs_untouched(
+    tmp_path: Path, fifo: str
+) -> None:
+    # Ctrl-C was a KeyboardInterrupt traceback of 30-70 lines; while pandas read a CSV, pandas
+    # made it a ParserError, reported as a bad file.
+    proc, outs = _interrupt_predict(tmp_path, fifo)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and err == "positioning: interrupted\n", err
+    assert [out.read_text() for out in outs] == ["before\n", "before\n"]
+    assert not list(tmp_path.glob("*.tmp*")) and not list(tmp_path.glob(".*"))
