@@ -186,6 +186,7 @@ def test_entry_points_refuse_a_bad_setting_in_one_line(tmp_path, script, env, li
             {"CM_VAR_DIR": "{tmp}/afile/var", "DATABASE_URL": "sqlite:///{tmp}/db/x.db"},
             "the embedded Redis's directory (CM_VAR_DIR)",
         ),
+        ("demo.py", {"CM_VAR_DIR": "{tmp}/afile/var"}, "CM_VAR_DIR"),
     ],
 )
 def test_entry_points_refuse_a_directory_they_cannot_create_in_one_line(
