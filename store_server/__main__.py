@@ -12,6 +12,7 @@ import json
 import sys
 from collections.abc import Callable, Sequence
 
+from store_server.cli import OneLineParser
 from store_server.config import ConfigError
 
 
@@ -37,7 +38,8 @@ def _positive_days(text: str) -> int:
 
 def parser() -> argparse.ArgumentParser:
     """The argument parser with one subcommand per operation."""
-    p = argparse.ArgumentParser(prog="python -m store_server", description=__doc__)
+    # Subparsers are made of the parser's own class, so theirs are one line too.
+    p = OneLineParser(prog="python -m store_server", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True, metavar="command")
     r = sub.add_parser(
         "retention", help="purge visits, disclosures and ended consents past retention"

@@ -55,3 +55,14 @@ def test_retention_leaves_the_running_servers_embedded_redis_up(tmp_path):
         assert owner.get("kept") == "1"  # the server the retention attached to is still up
     finally:
         stop_embedded(owner)
+
+
+def test_a_bad_option_is_one_line_and_exit_2(tmp_path):
+    for args, line in (
+        (("retention", "--days", "0"), "python -m store_server retention: error: argument --days"),
+        (("doctor", "--bogus"), "python -m store_server.doctor: error: unrecognized arguments"),
+    ):
+        proc = run(*args, tmp=tmp_path)
+        assert proc.returncode == 2, proc.stderr
+        assert len(proc.stderr.splitlines()) == 1, proc.stderr  # not argparse's usage block
+        assert proc.stderr.startswith(line), proc.stderr
