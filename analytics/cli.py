@@ -10,7 +10,7 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO, NoReturn
+from typing import IO
 
 import pandas as pd
 
@@ -18,6 +18,7 @@ from analytics.hierarchy import HierarchyError, read_hierarchy
 from analytics.kanon import AnonymizeError, anonymize
 from analytics.taste import MIN_K, ReportError, taste_report
 from store_server.atomic_files import write_all
+from store_server.cli import OneLineParser
 
 EXIT_USAGE = 2
 EXIT_REFUSED = 3  # the privacy ledger refused at least one merchant's release
@@ -29,12 +30,6 @@ class JobFailed(Exception):
 
 class CliError(Exception):
     """Bad input reported as one line on stderr."""
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        # one line, no usage dump: callers script this and read stderr
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
 
 
 def _columns(text: str) -> list[str]:
@@ -246,7 +241,7 @@ def _run(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The `python -m analytics` argument parser."""
-    parser = _Parser(prog="analytics", description=__doc__)
+    parser = OneLineParser(prog="analytics", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     anon = sub.add_parser("anonymize", help="k-anonymise a table along hierarchies")
     anon.add_argument("--input", type=Path, required=True)

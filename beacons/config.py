@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import re
 import tomllib
+import unicodedata
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -87,7 +90,49 @@ def _str(section: dict[str, Any], key: str, name: str) -> str:
     value = section.get(key)
     if not isinstance(value, str) or not value.strip():
         raise ConfigError(f"{name} must be a non-empty string")
-    return value.strip()
+    value = value.strip()
+    # These values go into HTTP headers (the scanner's name), paths and log lines: a newline
+    # would split a log line or be refused by the HTTP client on every post, never at start.
+    if any(unicodedata.category(c) in ("Cc", "Zl", "Zp") for c in value):
+        raise ConfigError(f"{name} must not contain control characters (newline, tab...)")
+    return value
+
+
+# A DNS name's labels (underscore too: some internal names carry one), the form requests takes.
+_LABEL = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?")
+
+
+def _server_url(url: str) -> str:
+    """server.url, checked as the uplink will use it: http(s), a DNS name or an IP address, a
+    valid port. A bad one was taken at start, and then every post failed, forever."""
+    if any(c.isspace() or unicodedata.category(c) == "Cc" for c in url):
+        raise ConfigError("server.url must not contain spaces or control characters")
+    try:
+        parsed = urlparse(url)
+    except ValueError:  # "Invalid IPv6 URL"
+        raise ConfigError("server.url has an unclosed or invalid [IPv6 address]") from None
+    try:
+        port = parsed.port
+    except ValueError:
+        port = 0
+    if port == 0:
+        raise ConfigError("server.url has a port that is not a number in 1-65535")
+    host = parsed.hostname
+    if parsed.scheme not in ("http", "https") or not host:
+        raise ConfigError("server.url must be an http(s) URL such as https://store.example:5000")
+    if "[" in parsed.netloc:
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise ConfigError(f"server.url: {host!r} is not an IPv6 address") from None
+        return url
+    try:
+        labels = host.encode("idna").decode("ascii").removesuffix(".").split(".")
+    except UnicodeError:
+        labels = [""]
+    if not all(_LABEL.fullmatch(label) for label in labels):
+        raise ConfigError(f"server.url: {host!r} is not a host name or IP address")
+    return url
 
 
 def _secret(sc: dict[str, Any], base: Path) -> str:
@@ -178,14 +223,7 @@ def parse_config(doc: dict[str, Any], base: Path) -> ScannerConfig:
         if unknown:
             raise ConfigError(f"unknown key {section}.{sorted(unknown)[0]}")
     server, sc, up = doc.get("server", {}), doc.get("scanner", {}), doc.get("uplink", {})
-    url = _str(server, "url", "server.url")
-    parsed = urlparse(url)
-    try:
-        parsed.port  # noqa: B018 - raises for a port outside 0-65535
-    except ValueError:
-        raise ConfigError("server.url has a port outside 1-65535") from None
-    if parsed.scheme not in ("http", "https") or not parsed.netloc or not parsed.hostname:
-        raise ConfigError("server.url must be an http(s) URL")
+    url = _server_url(_str(server, "url", "server.url"))
     # 1,000 is the store server's default INGEST_MAX_BATCH: a larger batch would be refused (400)
     batch_max = _int(up, "batch_max", 200, 1, 1_000)
     queue_max = _int(up, "queue_max_sightings", 1_000_000, 1, 10**9)

@@ -30,6 +30,18 @@ class ConfigError(ValueError):
     """A configuration variable holds a value the server cannot run with."""
 
 
+def ensure_dir(path: Path, what: str) -> None:
+    """Create a directory and its parents; raises ConfigError naming it when that fails."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        # A file in the way gives FileExistsError or NotADirectoryError, whose own words
+        # ("File exists") do not say which path is the file: name it.
+        file = next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), None)
+        why = f"{file} is not a directory" if file else (e.strerror or str(e))
+        raise ConfigError(f"cannot create {what} {path}: {why}") from None
+
+
 def env_int(
     env: Mapping[str, str],
     name: str,

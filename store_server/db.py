@@ -15,6 +15,8 @@ from sqlalchemy import Connection, Engine, create_engine, event, exc
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import NullPool
 
+from store_server.config import ensure_dir
+
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 # A pooled connection used this recently is taken as alive without a ping: under load every
 # checkout would otherwise cost a round trip of its own (SQLAlchemy's pool_pre_ping pings on
@@ -33,7 +35,7 @@ def make_engine(url: str, *, pooled: bool = True, pool_size: int = 10) -> Engine
     if url.startswith("sqlite"):
         path = url.split("///", 1)[-1]
         if path and path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            ensure_dir(Path(path).parent, "the SQLite database's directory")
         engine = create_engine(
             url, connect_args={"check_same_thread": False, "timeout": 30}, **extra
         )

@@ -26,6 +26,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
+from urllib.parse import urlsplit
 
 import engineio
 import socketio
@@ -193,6 +194,17 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
+def _check_url(url: str) -> None:
+    """Raise UsageError for a URL the client would fail on (with a traceback) when connecting."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - read for its ValueError on a bad or out-of-range port
+    except ValueError as e:  # e.g. "Invalid IPv6 URL" for http://[::1
+        raise UsageError(f"--url is not a valid URL: {e}") from None
+    if not parts.hostname:
+        raise UsageError("--url names no host")
+
+
 def parser() -> argparse.ArgumentParser:
     """Command line of the reference device."""
     p = _Parser(
@@ -215,6 +227,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser().parse_args(argv)
         if not args.url.startswith(("http://", "https://")):
             raise UsageError("--url must start with http:// or https://")
+        _check_url(args.url)
         if args.count < 0:
             raise UsageError("--count must be >= 0")
     except UsageError as e:

@@ -7,7 +7,6 @@ otherwise. Warnings never fail the run unless `--strict`.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import os
@@ -23,6 +22,7 @@ from redis.sentinel import Sentinel
 from sqlalchemy import Engine, make_url, select, text
 
 from store_server import drift_report, scanner_health
+from store_server.cli import OneLineParser
 from store_server.config import ConfigError, from_env
 from store_server.db import make_engine
 from store_server.keys import Keys
@@ -401,7 +401,7 @@ def render(report: Report) -> str:
 
 def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
     """Run the doctor; returns the exit status (0 nothing to fix, 1 something to fix)."""
-    p = argparse.ArgumentParser(prog="python -m store_server.doctor", description=__doc__)
+    p = OneLineParser(prog="python -m store_server.doctor", description=__doc__)
     p.add_argument(
         "--production",
         action="store_true",

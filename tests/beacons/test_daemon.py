@@ -284,6 +284,12 @@ GOOD = HEAD + f"secret = '{SECRET}'\n"
             f"secret = '{SECRET}'\n[source]\nkind = 'bluepy'\n",
             "port",
         ),
+        # Taken before, after which every post failed (heartbeat failed, forever).
+        (GOOD.replace("http://x", "http://a b c/") + "[source]\nkind = 'bluepy'\n", "server.url"),
+        (GOOD.replace("http://x", "http://-x") + "[source]\nkind = 'bluepy'\n", "host name"),
+        # A name goes into the signed request's headers and into log lines.
+        (GOOD.replace("'s'", '"a\\nb"') + "[source]\nkind = 'bluepy'\n", "control char"),
+        (GOOD.replace("'s'", '"a\\tb"') + "[source]\nkind = 'bluepy'\n", "scanner.name"),
     ],
 )
 def test_bad_config_exits_2_with_one_line(tmp_path: Path, body: str, needle: str) -> None:

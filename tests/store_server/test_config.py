@@ -125,7 +125,7 @@ def test_sensible_values_are_read(tmp_path, name, value, read):
 def run_script(script: str, tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
     """Run an entry point of the repository with these variables set (and no store reached)."""
     full = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "DATABASE_URL")}
-    full.update(CM_VAR_DIR=str(tmp_path / "var"), LOG_LEVEL="WARNING", **env)
+    full.update({"CM_VAR_DIR": str(tmp_path / "var"), "LOG_LEVEL": "WARNING", **env})
     return subprocess.run(
         [sys.executable, script], cwd=REPO, env=full, capture_output=True, text=True, timeout=120
     )
@@ -169,3 +169,32 @@ def test_entry_points_refuse_a_bad_setting_in_one_line(tmp_path, script, env, li
     assert done.stderr.startswith(line), done.stderr
     assert done.stdout == ""
     assert not (tmp_path / "var").exists()  # refused before anything was created
+
+
+@pytest.mark.parametrize(
+    ("script", "env", "what"),
+    [
+        ("serve.py", {"CM_VAR_DIR": "{tmp}/afile/var"}, "the SQLite database's directory"),
+        ("worker.py", {"CM_VAR_DIR": "{tmp}/afile/var"}, "the SQLite database's directory"),
+        (
+            "serve.py",
+            {"DATABASE_URL": "sqlite:///{tmp}/afile/x.db"},
+            "the SQLite database's directory",
+        ),
+        (
+            "worker.py",
+            {"CM_VAR_DIR": "{tmp}/afile/var", "DATABASE_URL": "sqlite:///{tmp}/db/x.db"},
+            "the embedded Redis's directory (CM_VAR_DIR)",
+        ),
+        ("demo.py", {"CM_VAR_DIR": "{tmp}/afile/var"}, "CM_VAR_DIR"),
+    ],
+)
+def test_entry_points_refuse_a_directory_they_cannot_create_in_one_line(
+    tmp_path, script, env, what
+):
+    (tmp_path / "afile").write_text("")  # a file where a directory would go
+    done = run_script(script, tmp_path, **{k: v.format(tmp=tmp_path) for k, v in env.items()})
+    assert done.returncode == 2, done.stderr
+    assert len(done.stderr.splitlines()) == 1, done.stderr
+    assert done.stderr.startswith(f"{script}: cannot create {what} "), done.stderr
+    assert done.stderr.endswith(f"{tmp_path / 'afile'} is not a directory\n"), done.stderr

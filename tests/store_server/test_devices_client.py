@@ -41,6 +41,11 @@ def finished(p: subprocess.Popen) -> tuple[int, str, str]:
         ["--url", "ftp://host", "--token", "x" * 43],
         ["--url", "http://h", "--token", "t", "--count", "many"],
         ["--url", "http://h", "--token", "t", "--duration", "-1"],
+        # URLs the connection would have raised on with a traceback.
+        ["--url", "http://[::1", "--token", "t"],
+        ["--url", "http://h:99999", "--token", "t"],
+        ["--url", "http://h:x", "--token", "t"],
+        ["--url", "http://", "--token", "t"],
     ],
 )
 def test_bad_arguments_exit_2_with_one_line(args, capsys):
