@@ -314,18 +314,24 @@ def _captures(
     return files
 
 
-def test_record_survey_from_scanner_daemon_captures(
-    ble: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def _walk(ble: Path, tmp_path: Path) -> tuple[pd.DataFrame, list[str]]:
+    """The survey's first 600 readings as a sightings table (cap.csv) and the installer's marks
+    every 40th second (m.csv); returns the readings and record-survey's shared arguments."""
     survey = pd.read_csv(ble / "survey.csv", dtype={"scanner": str, "emitter": str, "zone": str})
     part = survey.iloc[:600]
     part[["ts", "scanner", "emitter", "rssi"]].to_csv(tmp_path / "cap.csv", index=False)
     part.drop_duplicates("ts").iloc[::40][["ts", "x", "y"]].to_csv(tmp_path / "m.csv", index=False)
+    return part, ["--marks", str(tmp_path / "m.csv"), "--zones", str(ble / "zones.geojson")]
+
+
+def test_record_survey_from_scanner_daemon_captures(
+    ble: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    part, common = _walk(ble, tmp_path)
     files = _captures(part, tmp_path)
     with files[part["scanner"].iloc[0]].open("a", encoding="utf-8") as fh:
         fh.write('{"ts": 1581248900.5, "rssi": -7')  # the daemon stopped mid-line
     captures = [f"--capture={s}={p}" for s, p in files.items()]
-    common = ["--marks", str(tmp_path / "m.csv"), "--zones", str(ble / "zones.geojson")]
     code, err = _main(
         capsys, "record-survey", "--sightings", str(tmp_path / "cap.csv"), *common,
         "--out", str(tmp_path / "from_table.csv"),
@@ -370,11 +376,7 @@ def _record(heard: Path, out: Path) -> None:
 def test_record_survey_reads_captures_the_daemon_writes_now_and_wrote_before(
     ble: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    survey = pd.read_csv(ble / "survey.csv", dtype={"scanner": str, "emitter": str, "zone": str})
-    part = survey.iloc[:600]
-    part[["ts", "scanner", "emitter", "rssi"]].to_csv(tmp_path / "cap.csv", index=False)
-    part.drop_duplicates("ts").iloc[::40][["ts", "x", "y"]].to_csv(tmp_path / "m.csv", index=False)
-    common = ["--marks", str(tmp_path / "m.csv"), "--zones", str(ble / "zones.geojson")]
+    part, common = _walk(ble, tmp_path)
     want_csv = tmp_path / "from_table.csv"
     code, err = _main(capsys, "record-survey", "--sightings", str(tmp_path / "cap.csv"), *common,
                       "--out", str(want_csv))  # fmt: skip
