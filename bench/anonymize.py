@@ -9,7 +9,6 @@ are byte-identical, and recomputes NCP/DM/CAVG itself.  Prints one JSON object a
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import subprocess
@@ -19,6 +18,10 @@ import time
 from pathlib import Path
 
 import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from store_server.cli import OneLineParser
 
 REPO = Path(__file__).resolve().parents[1]
 QI = ["sex", "age", "race", "marital-status", "education", "native-country", "workclass",
@@ -84,7 +87,7 @@ def check(original: pd.DataFrame, out: pd.DataFrame, hdir: Path, k: int) -> dict
 
 def main() -> int:
     """Bench both k values and print the figures."""
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = OneLineParser(description=__doc__)
     parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "adult")
     parser.add_argument("--k", default="5,10")
     parser.add_argument("--max-suppression", default="0.01")

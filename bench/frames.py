@@ -7,7 +7,6 @@ every advert), decode_frames_per_s is the full `decode` of every advert, for com
 
 from __future__ import annotations
 
-import argparse
 import json
 import platform
 import random
@@ -30,6 +29,7 @@ from beacons.frames import (
     encode,
     programme_frame,
 )
+from store_server.cli import OneLineParser
 
 LISTED = bytes.fromhex("e2c56db5dffb48d2b060d0f5a71096e0")
 
@@ -105,7 +105,7 @@ def rate(fn, adverts: list[bytes], repeats: int) -> float:
 
 def main() -> None:
     """Build the mix, time the filter and the full decode, print the JSON result."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = OneLineParser(description=__doc__.splitlines()[0])
     parser.add_argument("--adverts", type=int, default=100_000)
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()

@@ -66,6 +66,7 @@ from beacons.eid import compute_eid
 from beacons.signing import signed_headers
 from store_server import ingest, jobs, services
 from store_server.app import create_app
+from store_server.cli import OneLineParser
 from store_server.db import sessions, upgrade
 from store_server.push import deliver
 from store_server.redis_store import embedded_url, get_keys, get_redis
@@ -472,7 +473,7 @@ def redis_commands(r: redis.Redis) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Set up the world, measure, print one JSON object."""
-    p = argparse.ArgumentParser(description=__doc__)
+    p = OneLineParser(description=__doc__)
     p.add_argument("--seconds", type=float, default=10.0, help="HTTP throughput window")
     p.add_argument("--rate", type=float, default=20000.0, help="fixed offered sightings/s")
     p.add_argument(

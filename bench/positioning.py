@@ -18,7 +18,6 @@ survey and scores three real walks of the same room that it never contains
 
 from __future__ import annotations
 
-import argparse
 import json
 import subprocess
 import sys
@@ -31,6 +30,9 @@ import pandas as pd
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+from store_server.cli import OneLineParser  # noqa: E402
+
 DATA = REPO.parent / "shared" / "data" / "ble" / "position-annotated"
 UNSEEN = REPO / "bench" / "data" / "unseen-walks"
 UNSEEN_WALKS = (
@@ -97,7 +99,7 @@ def _cli(*args: str) -> str:
 
 def main() -> int:
     """Run the benchmark and print the JSON lines."""
-    ap = argparse.ArgumentParser()
+    ap = OneLineParser()
     ap.add_argument("--data", type=Path, default=DATA)
     ap.add_argument("--inprocess", action="store_true", help="call the functions, not the CLI")
     ap.add_argument("--params", default="{}", help="JSON overrides of the engine parameters")

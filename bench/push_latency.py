@@ -64,6 +64,7 @@ from beacons.eid import compute_eid
 from beacons.signing import signed_headers
 from store_server import jobs, services
 from store_server.app import create_app
+from store_server.cli import OneLineParser
 from store_server.config import normalise_db_url
 from store_server.crypto import pseudonym
 from store_server.db import sessions, upgrade
@@ -493,7 +494,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def main() -> None:
     """Parse arguments, run, print the JSON line."""
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = OneLineParser(description=__doc__.splitlines()[0])
     ap.add_argument("--devices", type=int, default=2000)
     ap.add_argument("--rate", type=float, default=500.0, help="device pushes per second")
     ap.add_argument("--duration", type=float, default=30.0, help="seconds of load")

@@ -10,7 +10,6 @@ from getrusage.  Prints one JSON object as its last line.
 
 from __future__ import annotations
 
-import argparse
 import json
 import resource
 import subprocess
@@ -22,13 +21,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from store_server.cli import OneLineParser
+
 REPO = Path(__file__).resolve().parents[1]
 GEO = REPO.parent / "shared" / "data" / "geo" / "paris-petite-couronne.geojson"
 
 
 def main() -> int:
     """Generate, run, verify, print."""
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = OneLineParser(description=__doc__)
     parser.add_argument("--subscribers", type=int, default=1_000_000)
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--genres", type=int, default=12)

@@ -42,6 +42,7 @@ import redis
 
 from store_server import ingest, jobs
 from store_server.app import create_app
+from store_server.cli import OneLineParser
 from store_server.db import upgrade
 from store_server.push import deliver
 from store_server.redis_store import embedded_url, get_keys, get_redis
@@ -247,7 +248,7 @@ def pending_total(r: redis.Redis, keys: Any, partitions: int) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Measure one then two consumers, then the crash and reclaim; print one JSON object."""
-    p = argparse.ArgumentParser(description=__doc__)
+    p = OneLineParser(description=__doc__)
     p.add_argument("--batches", type=int, default=400, help="batches of 200 per phase")
     p.add_argument("--partitions", type=int, default=8)
     p.add_argument("--venues", type=int, default=8)

@@ -64,6 +64,7 @@ from beacons.eid import compute_eid
 from beacons.signing import signed_headers
 from store_server import jobs, services
 from store_server.app import create_app
+from store_server.cli import OneLineParser
 from store_server.db import sessions, upgrade
 from store_server.device_client import DeviceConnection
 from store_server.ingest import STALE_S
@@ -489,7 +490,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def main() -> None:
     """Parse arguments, run, print the JSON line."""
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = OneLineParser(description=__doc__.splitlines()[0])
     ap.add_argument("--duration", type=float, default=600.0, help="seconds of load")
     ap.add_argument("--scanners", type=int, default=50)
     ap.add_argument("--emitters", type=int, default=1000)

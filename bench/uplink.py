@@ -9,7 +9,6 @@ verification, dedup by batch id), so the figure is the scanner side's, not the s
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
@@ -26,6 +25,7 @@ from beacons.queue import SightingQueue
 from beacons.simulator import demo_world
 from beacons.sources.simulated import SimulatedSource
 from beacons.uplink import Uplink, new_batch_id
+from store_server.cli import OneLineParser
 from tests.beacons.test_uplink_server import SECRET, IngestServer
 
 
@@ -142,7 +142,7 @@ def outage(tmp: Path, outage_s: float, emitters: int) -> dict:
 
 def main() -> None:
     """Run both measurements and print one JSON object."""
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = OneLineParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sightings", type=int, default=100_000)
     ap.add_argument("--batch", type=int, default=200)
     ap.add_argument("--outage-s", type=float, default=10.0)
