@@ -48,7 +48,6 @@ RETENTION_EVERY_S = 3600.0
 # After a failed profile refresh (the streaming service down) or retention round (SQL down),
 # any process tries again this much later.
 SLOW_RETRY_S = 60.0
-PROFILE_RETRY_S = SLOW_RETRY_S
 DARK_CHECK_S = 1.0
 # Heard this close to the end of their consent, a subscriber fell silent because ingest dropped
 # what came after (a second's estimate lags its readings by up to a second, batching by more).
