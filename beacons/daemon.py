@@ -25,6 +25,17 @@ from beacons.uplink import Uplink, new_batch_id
 
 VERSION = "0.1.0"
 log = logging.getLogger("beacons.daemon")
+# The store server ends a presence for absence only once every scanner that heard the visitor
+# has said, in a heartbeat's `through`, that it has delivered everything it heard until the
+# absence was due: an uplink cut shorter than a zone's absence time is then not taken for the
+# visitor leaving. So for this long after it last forwarded a frame a scanner heartbeats as
+# often as it batches (the default absence times are 4-30 s), and every heartbeat_s otherwise.
+ACTIVE_WINDOW_S = 60.0
+# Never more often than this, whatever the batch age: a heartbeat is a signed request.
+KEEPALIVE_MIN_S = 1.0
+# A frame may reach the reader this long after it was heard (bluepy's helper, the OS pipe):
+# `through` stays that far behind what the reader has handled.
+THROUGH_MARGIN_S = 0.5
 
 
 class Batcher:
@@ -58,6 +69,13 @@ class Batcher:
         """Empty the batch and return what it held."""
         items, self.items = self.items, []
         return items
+
+
+def queued_through(items: list[dict[str, Any]], read_at: float) -> float:
+    """Time before which every frame heard is queued, after the reader handled what the source
+    gave at `read_at`: the open batch's first frame, or `read_at`, less THROUGH_MARGIN_S."""
+    first = items[0]["ts"] if items else read_at
+    return min(first, read_at) - THROUGH_MARGIN_S
 
 
 class ScannerDaemon:
@@ -105,6 +123,9 @@ class ScannerDaemon:
         self.frames_forwarded = 0
         self.frames_dropped = 0
         self.heartbeats_sent = 0
+        # Written by the reader only: every frame heard before it is queued or delivered.
+        self._queued_through: float | None = None
+        self._last_forwarded = float("-inf")  # monotonic
         self._started = time.monotonic()
         self._stop = threading.Event()
         self._stop_reader = threading.Event()
@@ -153,6 +174,7 @@ class ScannerDaemon:
                 self.frames_dropped += 1
                 continue
             self.frames_forwarded += 1
+            self._last_forwarded = time.monotonic()
             if self.recorder is not None:
                 # the programme frame only: the advert around it may name a passer-by's phone
                 self.recorder.write(sighting.to_advert())
@@ -171,6 +193,7 @@ class ScannerDaemon:
                     log.error("source error (%s); retrying", type(exc).__name__)
                     self._stop_reader.wait(1.0)
                     continue
+                read_at = time.time()
                 try:
                     self.handle(adverts)
                 except (sqlite3.Error, OSError) as exc:
@@ -178,6 +201,7 @@ class ScannerDaemon:
                     # disk: stop and say so, rather than live on hearing nothing.
                     self._fail(exc, "stopping")
                     return
+                self._queued_through = queued_through(self.batcher.items, read_at)
                 self._source_done = self.source.exhausted
         finally:
             if self.failed is None:
@@ -193,8 +217,34 @@ class ScannerDaemon:
         log.error("%s: %s", self.failed, consequence)
         self._notify()
 
+    def delivered_through(self) -> float | None:
+        """Time before which everything this scanner heard is with the server (None until the
+        reader has run): the earliest frame still queued or batching, less a margin."""
+        # Read before the queue: frames the reader queues meanwhile are all heard after it.
+        queued = self._queued_through
+        if queued is None:
+            return None
+        oldest = self.queue.oldest()
+        if oldest is None:
+            return queued
+        return min(queued, min(s["ts"] for s in oldest.sightings()) - THROUGH_MARGIN_S)
+
+    def heartbeat_due_s(self, now: float, last_sent: float) -> float:
+        """Seconds from monotonic `now` until the next heartbeat, the last one sent at
+        `last_sent`: keepalive pace while frames were forwarded lately, else heartbeat_s."""
+        period = self.heartbeat_s
+        if now - self._last_forwarded <= ACTIVE_WINDOW_S:
+            period = min(period, max(KEEPALIVE_MIN_S, self.batcher.max_age_s))
+        return max(0.0, last_sent + period - now)
+
+    def heartbeat_body(self) -> dict[str, Any]:
+        """What a heartbeat sends: `heartbeat_payload` and, once known, `delivered_through`."""
+        through = self.delivered_through()
+        extra = {} if through is None else {"through": round(through, 3)}
+        return {**self.heartbeat_payload(), **extra}
+
     def heartbeat_payload(self) -> dict[str, Any]:
-        """The heartbeat body: health and counters, nothing about any device."""
+        """Health and counters, nothing about any device."""
         return {
             "uptime_s": round(time.monotonic() - self._started, 3),
             "queue_depth": self.queue.depth,
@@ -210,9 +260,16 @@ class ScannerDaemon:
 
     def _heartbeat_loop(self) -> None:
         while not self._stop.is_set():
-            if self.uplink.heartbeat(self.heartbeat_payload()):
+            sent = time.monotonic()
+            if self.uplink.heartbeat(self.heartbeat_body()):
                 self.heartbeats_sent += 1
-            self._stop.wait(self.heartbeat_s)
+            # Re-judged each short tick: the first frame after a quiet spell brings the
+            # keepalive pace in at once, not after the rest of a heartbeat_s wait.
+            while not self._stop.is_set():
+                due = self.heartbeat_due_s(time.monotonic(), sent)
+                if due <= 0:
+                    break
+                self._stop.wait(min(due, KEEPALIVE_MIN_S))
 
     def stats(self) -> dict[str, Any]:
         """Counters for tests, the demo and the heartbeat."""

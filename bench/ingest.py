@@ -22,6 +22,10 @@ spent on a batch, from the WSGI call to its reply. Under gevent that includes ot
 turns at the CPU while this one waits for Redis, but not the time a request waits to be read,
 nor the client's side: a tail that is here is the server's work.
 
+`heartbeat`: the server's CPU per signed heartbeat. A scanner heartbeats once a second for a
+minute after it last heard someone (its `through` lets the sweeper tell a cut uplink from a
+visitor leaving), so this is what each such scanner adds per second.
+
 The machine may be shared: besides wall-clock rates, the server's and the core's CPU time per
 batch are reported (`*_cpu_ms_per_batch`, and the sightings per CPU-second they imply), which
 other processes' load does not inflate as much.
@@ -278,6 +282,27 @@ def http_throughput(
     }
 
 
+def heartbeat_cost(url: str, world: dict[str, Any], n: int, server_pid: int) -> dict[str, Any]:
+    """n signed heartbeats with `through`, one after another from each scanner in turn: what a
+    scanner's keepalive (one a second while it hears someone) costs the server."""
+    names = list(world["scanners"])
+    session = requests.Session()
+    cpu0, t0, refused = process_cpu(server_pid), time.perf_counter(), 0
+    for i in range(n):
+        name = names[i % len(names)]
+        body = orjson.dumps({"adapter": "up", "uptime_s": i, "through": time.time() - 0.5})
+        headers = signed_headers(name, world["scanners"][name]["secret"], body)
+        resp = session.post(f"{url}/api/v1/heartbeat", data=body, headers=headers, timeout=30)
+        refused += resp.status_code != 200
+    elapsed, cpu = time.perf_counter() - t0, process_cpu(server_pid) - cpu0
+    return {
+        "heartbeats": n,
+        "refused": refused,
+        "per_s_one_client": round(n / elapsed),
+        "server_cpu_ms_each": round(cpu / n * 1000, 3),
+    }
+
+
 def fixed_rate_latency(
     url: str, world: dict[str, Any], rate: float, seconds: float, per_emitter: int
 ) -> dict[str, Any]:
@@ -484,6 +509,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--latency-seconds", type=float, default=10.0)
     p.add_argument("--core-batches", type=int, default=3000)
+    p.add_argument("--heartbeats", type=int, default=2000, help="heartbeats timed one by one")
     p.add_argument(
         "--per-emitter",
         type=int,
@@ -546,6 +572,7 @@ def main(argv: list[str] | None = None) -> int:
         http["redis_commands_per_batch"] = round(
             (redis_commands(raw) - cmds0) / max(http["batches"], 1), 1
         )
+        heartbeats = heartbeat_cost(url, world, args.heartbeats, server.pid)
         latency = timed(
             server.pid,
             fixed_rate_latency,
@@ -589,6 +616,7 @@ def main(argv: list[str] | None = None) -> int:
         "emitters_per_batch": BATCH // args.per_emitter,
         "http": http,
         "http_targets": {"sightings_per_s": 50000},
+        "heartbeat": heartbeats,
         "latency_at_fixed_rate": latency,
         "latency_target_p99_ms": 25,
         "latency_at_low_rate": low,

@@ -28,6 +28,9 @@ NONCE = re.compile(r"[0-9a-f]{16,64}")
 TIMESTAMP = re.compile(r"[0-9]{1,12}")
 SIGNATURE = re.compile(r"[0-9a-f]{64}")
 VERSION_MAX = 32
+# A heartbeat's `through` is seconds since the epoch, far short of this (year 5138): the bound
+# keeps a number too big for a float out of the arithmetic.
+THROUGH_MAX = 1e11
 HEARTBEAT_FIELDS = {
     "uptime_s": float,
     "queue_depth": int,
@@ -191,6 +194,9 @@ def heartbeat() -> ResponseReturnValue:
     if not isinstance(version, str):
         raise ApiError(400, "version must be a string")
     health["version"] = version[:VERSION_MAX]
+    through = _through(doc.get("through"))
+    if through is not None:
+        health[scanner_health.THROUGH] = repr(through)
     r, keys = get_redis(), get_keys()
     ttl = 2 * current_app.config["INGEST_MAX_SKEW_S"]
     window = keys.scanner_minute("heartbeat", scanner.id, time.time())
@@ -214,11 +220,27 @@ def heartbeat() -> ResponseReturnValue:
     pipe = r.pipeline(transaction=True)
     pipe.hexists(key, scanner_health.IN_SQL)
     pipe.hset(key, mapping=health)
-    pipe.hdel(key, scanner_health.RESTORED)
+    # A report without `through` (an older daemon) must not leave an earlier one standing:
+    # stuck there, it would hold every exit it gates until the scanner is judged silent.
+    stale = () if through is not None else (scanner_health.THROUGH,)
+    pipe.hdel(key, scanner_health.RESTORED, *stale)
     told = pipe.execute()[0]
     if not told:
         _tell_sql(r, scanner.id, key)
     return jsonify({"ok": True})
+
+
+def _through(value: Any) -> float | None:
+    """A heartbeat's `through` (the scanner's time before which it delivered all it heard) on
+    the server's clock and no later than now, or None when absent; 400 when not a time."""
+    if value is None:
+        return None
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    if not number or not 0 <= value <= THROUGH_MAX:
+        raise ApiError(400, f"through must be a time in seconds, from 0 to {THROUGH_MAX:.0e}")
+    # Ahead of now it says no more than now; long past, it holds an exit no longer than
+    # presence.HEARD_WAIT_MAX_S anyway.
+    return min(ingest.on_server_time(float(value), g.scanner_skew_s), time.time())
 
 
 def _tell_sql(r: Any, scanner_id: int, key: str) -> None:

@@ -337,6 +337,12 @@ def on_server_clock(
     return [s._replace(ts=s.ts - skew_s) for s in rows]
 
 
+def on_server_time(ts: float, skew_s: float) -> float:
+    """One time of a scanner's on the server's clock, as `on_server_clock` restamps sightings:
+    as it is while the scanner's clock is within CLOCK_TRUST_S of ours."""
+    return ts if abs(skew_s) <= CLOCK_TRUST_S else ts - skew_s
+
+
 def _checked_row(i: int, row: Any, lo: float, hi: float) -> Sighting:
     """One row through every check, raising BadBatch with the first reason it fails."""
     if not isinstance(row, dict):

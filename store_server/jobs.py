@@ -35,7 +35,7 @@ from store_server.ingest import restamp
 from store_server.models import Scanner, Venue
 from store_server.push import Occurrence
 from store_server.redis_store import get_keys, get_redis
-from store_server.topology import get_topology, model_version
+from store_server.topology import Topology, get_topology, model_version
 
 log = logging.getLogger(__name__)
 EXPIRY_CHECK_S = 5.0
@@ -75,7 +75,12 @@ def sweep_once(app: Flask, now: float | None = None) -> int:
                 reader = r.pipeline(transaction=False)
                 for venue_id, sub in parsed:
                     reader.hget(keys.tracks(venue_id), str(sub))
+                scanner_ids = _scanners_of(topo, {v for v, _ in parsed})
+                for sid in scanner_ids:
+                    reader.hgetall(keys.scanner_health(sid))
                 raws = reader.execute()
+                healths = dict(zip(scanner_ids, raws[len(parsed) :], strict=True))
+                raws = raws[: len(parsed)]
                 pipe.multi()
                 for member, (venue_id, sub), raw in zip(members, parsed, raws, strict=True):
                     venue = topo.venue(venue_id)
@@ -86,8 +91,17 @@ def sweep_once(app: Flask, now: float | None = None) -> int:
                         pipe.zrem(keys.last_seen(), member)
                         continue
                     state = json.loads(raw)
+                    heard = [
+                        healths[venue.scanner_ids[name]]
+                        for name in (state.get("t") or {}).get("f", ())
+                        if name in venue.scanner_ids
+                    ]
                     pstate, events = presence.sweep(
-                        state.get("p", {}), now, venue.timings, dark.get(venue_id, frozenset())
+                        state.get("p", {}),
+                        now,
+                        venue.timings,
+                        dark.get(venue_id, frozenset()),
+                        scanner_health.heard_through(heard, now),
                     )
                     until = (state.get("c") or {}).get("until")
                     last = (state.get("p") or {}).get("last", 0.0)
@@ -122,6 +136,12 @@ def sweep_once(app: Flask, now: float | None = None) -> int:
         return 0  # busy venues: the next round will sweep
     pending.deliver_now(app, occurrences, event_ids)
     return len(occurrences)
+
+
+def _scanners_of(topo: Topology, venue_ids: set[int]) -> list[int]:
+    """The scanners (ids) of these venues, those still known."""
+    venues = [topo.venue(v) for v in sorted(venue_ids)]
+    return sorted({sid for v in venues if v is not None for sid in v.scanner_ids.values()})
 
 
 def publish_dark(app: Flask, now: float | None = None) -> dict[int, list]:

@@ -35,6 +35,11 @@ NO_ZONES: frozenset[str] = frozenset()
 # old, published once a second; released on an older one, the neighbours' readings would move
 # the subscriber next door after all.
 HOLD_MIN_S = 3.0
+# How long an exit for absence may wait for the scanners that heard the visitor to report what
+# they heard since (`sweep`'s heard_through): as long as a scanner takes to be judged silent
+# (scanner_health.SILENT_AFTER_S), so that one whose reports are stuck (its batches refused,
+# its heartbeats not) cannot keep a visitor present for ever.
+HEARD_WAIT_MAX_S = 35.0
 
 
 def darken(
@@ -111,19 +116,28 @@ def sweep(
     now: float,
     timings: dict[str, ZoneTiming],
     dark: frozenset[str] = NO_ZONES,
+    heard_through: float | None = None,
 ) -> tuple[dict[str, Any] | None, list[PresenceEvent]]:
     """Exit a subscriber not heard for the zone's absence time, or present in a zone whose
-    scanners went silent; None means forget the state."""
+    scanners went silent; None means forget the state.
+
+    `heard_through`: up to when the scanners that heard the subscriber have reported (see
+    scanner_health.heard_through); absence is judged at that time if it is earlier than `now`,
+    waiting at most HEARD_WAIT_MAX_S, so that readings held up in a scanner's queue by a cut
+    uplink arrive before the subscriber is taken to have left."""
     events: list[PresenceEvent] = []
     if dark or "held" in state:
         state, events = darken(state, now, dark)
     current = state.get("zone")
     last = state.get("last", now)
     limit = timings[current].exit_absent_s if current in timings else 0.0
+    judged = now
+    if heard_through is not None:
+        judged = max(min(now, heard_through), now - HEARD_WAIT_MAX_S)
     if current is None:
         # Heard but never entered: forget quickly so no ghost state lingers.
-        return (None, events) if now - last >= max(limit, 5.0) else (state, events)
-    if now - last >= limit:
+        return (None, events) if judged - last >= max(limit, 5.0) else (state, events)
+    if judged - last >= limit:
         # The presence ended when they were last heard, not when the sweep noticed.
         return None, [PresenceEvent("exit", current, last, state["since"], "absent")]
     return state, events

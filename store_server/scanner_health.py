@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from typing import Any
 
 import shapely
@@ -40,6 +40,9 @@ NONE_IDS: frozenset[int] = frozenset()
 # health (absent, the next heartbeat tells it: see api.heartbeat).
 RESTORED = "restored"
 IN_SQL = "in_sql"
+# The scanner's time (on the server's clock) before which it has delivered every frame it heard,
+# as its last heartbeat said; absent from older daemons' reports.
+THROUGH = "through"
 # Writes the placeholder only where there is still no heartbeat: one that arrived since the
 # jobs read the hash is newer and must stand. Atomic per key, in the jobs' write transaction.
 _RESTORE_LUA = """
@@ -81,6 +84,17 @@ def silent(health: Mapping[str, str], now: float, after: float = SILENT_AFTER_S)
     if health.get("adapter") == "down":
         return True
     return now - float(health["at"]) > after
+
+
+def heard_through(healths: Iterable[Mapping[str, str]], now: float) -> float | None:
+    """Up to when the scanners of `healths` have all said what they heard: the earliest
+    `through` among those that report one and are not silent; None if none does.
+
+    An exit for absence is judged at this time, not at `now`: a scanner cut off from the server
+    (its uplink, not its radio) holds what it hears in its queue, and a visitor it still hears
+    is not absent. A silent scanner is judged by its zone going dark instead."""
+    times = [float(h[THROUGH]) for h in healths if h and THROUGH in h and not silent(h, now)]
+    return min(times) if times else None
 
 
 def lost(health: Mapping[str, str], reports_health: bool) -> bool:

@@ -74,6 +74,8 @@ class VenueInfo:
     model_version: str = ""
     # Each zone's own scanners (ids), whose silence makes it dark (scanner_health).
     zone_scanners: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    # Scanner name -> id: a tracker knows the scanners that heard it by name.
+    scanner_ids: dict[str, int] = field(default_factory=dict)
 
 
 class Topology:
@@ -291,6 +293,7 @@ def _venue_info(db, v: Venue, model: VenueModel, version: str) -> VenueInfo:
         zone_scanners=zone_scanners(
             {z.name: shape(z.polygon) for z in v.zones}, {s.id: (s.x, s.y) for s in v.scanners}
         ),
+        scanner_ids={s.name: s.id for s in v.scanners},
     )
     devices = db.scalars(select(Device).where(Device.venue_id == v.id, Device.revoked_at.is_(None)))
     for d in devices:

@@ -214,6 +214,17 @@ def _components(app: Flask) -> dict[str, Any]:
                         "enum": ["up", "down", "simulated", "replay", "unknown"],
                     },
                     "version": {"type": "string", "description": "Kept to 32 characters"},
+                    "through": {
+                        "type": "number",
+                        "minimum": 0,
+                        "maximum": 1e11,
+                        "description": (
+                            "Unix time (the scanner's clock) before which every frame the "
+                            "scanner heard has been delivered. Absence is judged no later "
+                            "than this for the visitors it heard, so a cut uplink is not "
+                            "taken for them leaving. Optional."
+                        ),
+                    },
                 },
             },
             "Health": {

@@ -15,6 +15,7 @@ import tomllib
 import uuid
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
 from bluepy import btle
@@ -111,7 +112,7 @@ def test_only_programme_sightings_arrive_exactly_once(tmp_path: Path) -> None:
     beat = srv.heartbeats[-1]
     assert set(beat) == {
         "uptime_s", "queue_depth", "queue_dropped", "adapter", "frames_heard", "frames_forwarded",
-        "frames_dropped", "batches_sent", "batches_rejected", "version",
+        "frames_dropped", "batches_sent", "batches_rejected", "version", "through",
     }  # fmt: skip
     assert beat["adapter"] == "replay"
 
@@ -136,6 +137,81 @@ def test_batches_close_on_age_when_traffic_is_thin(tmp_path: Path) -> None:
         # The bound leaves the daemon's threads a scheduling delay on a loaded 2-core machine
         # (one CI run saw 0.42 s against 0.35).
         assert 0 < len(batch) < 1000 and span <= 2 * 0.3
+
+
+class _BatchesRefused(IngestServer):
+    """Heartbeats go through while batches are refused (a server busy, a proxy dropping large
+    posts): what each heartbeat says it delivered is checked against what the server has."""
+
+    def __init__(self) -> None:
+        super().__init__({"s1": SECRET})
+        self.refusing = True
+        self.seen_at_beat: list[list[float]] = []  # the sightings' ts at each heartbeat
+
+    def handle(self, path: str, headers: dict[str, str], body: bytes) -> Any:
+        with self.cond:
+            if path == "/api/v1/sightings" and self.refusing:
+                self.posts += 1
+                self.cond.notify_all()
+                return 503, {"error": "busy"}, {}
+            if path == "/api/v1/heartbeat":
+                self.seen_at_beat.append([s["ts"] for s in self.sightings()])
+            return super().handle(path, headers, body)
+
+
+def test_a_heartbeat_never_says_through_a_frame_the_server_does_not_have(tmp_path: Path) -> None:
+    world = World([SimEmitter(bytes(16), 10, [Leg(0, 1e9, "salon", 5.0, 4.0)])], time.time())
+    srv = _BatchesRefused().start()
+    sim = SimulatedSource(world, "salon", 5.0, 4.0, sigma_db=0.0, interval_s=(0.1, 0.1))
+    daemon = ScannerDaemon(
+        server_url=srv.url, scanner="s1", secret=SECRET, source=sim, backoff_cap_s=0.2,
+        queue_path=str(tmp_path / "q.sqlite"), batch_age_s=0.3, heartbeat_s=0.2,
+    )  # fmt: skip
+    daemon.start()
+    try:
+        # Batches queue up unsent while the heartbeats keep coming.
+        assert srv.wait_for(lambda: len(srv.heartbeats) >= 4 and daemon.queue.batches >= 3)
+        first = min(s["ts"] for s in daemon.queue.all()[0].sightings())
+        stuck = [b["through"] for b in srv.heartbeats if "through" in b]
+        assert stuck and max(stuck) < first
+        srv.refusing = False
+        # Delivered: the word moves on, past frames heard after the refusals ended.
+        resumed = time.time()
+        assert srv.wait_for(
+            lambda: any(b.get("through", 0) > resumed for b in srv.heartbeats), timeout=20
+        )
+    finally:
+        daemon.stop()
+        srv.stop()
+    heard = sorted(s["ts"] for s in srv.sightings())
+    for beat, seen in zip(srv.heartbeats, srv.seen_at_beat, strict=True):
+        if "through" in beat:
+            before = [t for t in heard if t < beat["through"]]
+            assert sorted(t for t in seen if t < beat["through"]) == before
+
+
+def test_a_scanner_that_heard_someone_lately_heartbeats_as_often_as_it_batches(
+    tmp_path: Path,
+) -> None:
+    daemon = ScannerDaemon(
+        server_url="http://127.0.0.1:9", scanner="s1", secret=SECRET,
+        source=SimulatedSource(World([], time.time()), "salon", 0.0, 0.0),
+        queue_path=str(tmp_path / "q.sqlite"), batch_age_s=0.3, heartbeat_s=10.0,
+        ibeacon_uuids=frozenset({LISTED}),
+    )  # fmt: skip
+    try:
+        now = time.monotonic()
+        assert daemon.heartbeat_due_s(now, now) == pytest.approx(10.0)
+        frame = encode(IBeacon(LISTED, 1, 2, -59))
+        daemon.handle([Advert(time.time(), -60, "AA:BB:CC:DD:EE:FF", frame)])
+        now = time.monotonic()
+        # Never more often than once a second, however short the batches.
+        assert daemon.heartbeat_due_s(now, now) == pytest.approx(1.0)
+        assert daemon.heartbeat_due_s(now + 2, now) == 0.0
+        # A minute after the last frame forwarded, back to heartbeat_s.
+        assert daemon.heartbeat_due_s(now + 61, now + 60.5) == pytest.approx(9.5)
+    finally:
+        daemon.stop()
 
 
 def test_no_ble_address_reaches_the_queue_the_capture_or_the_logs(

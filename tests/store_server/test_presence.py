@@ -73,6 +73,25 @@ def test_sweep_exits_after_absence_and_forgets_unentered_state():
     assert presence.sweep(unentered, 8.0, TIMINGS) == (None, [])
 
 
+def test_absence_is_judged_when_the_scanners_that_heard_her_have_reported_it():
+    st, _ = presence.step({}, "chair-1", 0.0, TIMINGS)
+    st, _ = presence.step(st, "chair-1", 3.0, TIMINGS)
+    # Her scanners last said at 5.0 what they heard: at 20.0 nobody knows yet that she left.
+    assert presence.sweep(st, 20.0, TIMINGS, heard_through=5.0) == (st, [])
+    assert presence.sweep(st, 20.0, TIMINGS, heard_through=10.9) == (st, [])
+    gone, ev = presence.sweep(st, 20.0, TIMINGS, heard_through=11.0)
+    assert gone is None and [(e.reason, e.at) for e in ev] == [("absent", 3.0)]
+    # A report from the future says no more than now does.
+    assert presence.sweep(st, 10.9, TIMINGS, heard_through=50.0) == (st, [])
+    # Stuck reports hold the exit no longer than a scanner takes to be judged silent.
+    late = 11.0 + presence.HEARD_WAIT_MAX_S
+    assert presence.sweep(st, late - 0.1, TIMINGS, heard_through=5.0) == (st, [])
+    assert presence.sweep(st, late, TIMINGS, heard_through=5.0)[0] is None
+    unentered, _ = presence.step({}, "chair-2", 0.0, TIMINGS)
+    assert presence.sweep(unentered, 8.0, TIMINGS, heard_through=4.0) == (unentered, [])
+    assert presence.sweep(unentered, 8.0, TIMINGS, heard_through=8.0) == (None, [])
+
+
 def test_replayed_walk_gives_the_exact_event_sequence():
     """A simulated subscriber sits in chair 1, walks to chair 2, sits, then leaves the salon."""
     scanners = {"s1": (1.5, 1.5), "s2": (6.0, 1.5)}

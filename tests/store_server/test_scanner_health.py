@@ -61,8 +61,23 @@ def test_a_zone_is_dark_only_when_every_scanner_of_its_own_is_silent():
     assert scanner_health.dark_zones(own, {1, 2, 3}) == {"hall", "chair"}
 
 
-def _heartbeat(stack: Stack, scanner: str, adapter: str) -> None:
-    body = json.dumps({"adapter": adapter, "uptime_s": 100}).encode()
+def test_the_scanners_have_reported_up_to_the_earliest_through_of_those_still_heard():
+    now = 1000.0
+    up = {"at": str(now - 1), "adapter": "up"}
+    assert scanner_health.heard_through([], now) is None
+    # Older daemons report no `through`: they hold nothing up.
+    assert scanner_health.heard_through([up, {}], now) is None
+    healths = [{**up, "through": "990.5"}, {**up, "through": "998.0"}, up]
+    assert scanner_health.heard_through(healths, now) == 990.5
+    # A silent scanner is judged by its zone going dark instead: it holds nothing up either.
+    gone = {"at": str(now - 40), "adapter": "up", "through": "950.0"}
+    assert scanner_health.heard_through([*healths, gone], now) == 990.5
+    down = {**up, "adapter": "down", "through": "900.0"}
+    assert scanner_health.heard_through([down], now) is None
+
+
+def _heartbeat(stack: Stack, scanner: str, adapter: str, **extra: Any) -> None:
+    body = json.dumps({"adapter": adapter, "uptime_s": 100, **extra}).encode()
     headers = {**signed(scanner, stack.secret(scanner), body), "Content-Type": "application/json"}
     res = stack.app.test_client().post("/api/v1/heartbeat", data=body, headers=headers)
     assert res.status_code == 200, res.get_json()

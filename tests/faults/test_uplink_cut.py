@@ -1,0 +1,182 @@
+"""A venue's uplink cut for less than it takes to call its scanners silent: the scanners queue
+what they hear, and the visitor they still hear is not taken to have left. The sweeper judges
+absence up to the time the scanners that heard her last reported (`through` in their
+heartbeats), so no revoke goes out during the cut and no second push after it. Real Redis and
+SQL, signed batches and heartbeats through the HTTP API, the sweeper's own rounds."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import select, update
+
+from store_server import jobs, scanner_health
+from store_server.db import sessions
+from store_server.models import AuditEntry, Consent, Subscriber, utcnow
+from store_server.redis_store import get_keys, get_redis
+from store_server.topology import get_topology
+from tests.faults.support import Stack, batch_body, eid_rows, make_stack, signed
+
+pytestmark = pytest.mark.faults
+FIRST, SECOND = "demo-salon-scanner-1", "demo-salon-scanner-2"
+LOUD = {FIRST: -52.0, SECOND: -66.0}  # alice in chair 1 (its absence time: 4 s)
+
+
+@pytest.fixture
+def stack(tmp_path: Path) -> Iterator[Stack]:
+    """The demo world whose consents were given an hour ago, on a database and key prefix of
+    this test's own (the tests replay the last minute or so)."""
+    s = make_stack(tmp_path)
+    with sessions(s.app)() as db:
+        db.execute(update(Consent).values(valid_from=utcnow() - timedelta(hours=1)))
+        db.commit()
+    jobs.refresh_resolver(s.app)
+    yield s
+    s.close()
+
+
+def _heartbeat(stack: Stack, scanner: str, **extra: Any) -> Any:
+    body = json.dumps({"adapter": "up", "uptime_s": 100, **extra}).encode()
+    headers = {**signed(scanner, stack.secret(scanner), body), "Content-Type": "application/json"}
+    return stack.app.test_client().post("/api/v1/heartbeat", data=body, headers=headers)
+
+
+def _through(stack: Stack, at: float) -> None:
+    """Both scanners report that they delivered everything they heard before `at`."""
+    for scanner in (FIRST, SECOND):
+        res = _heartbeat(stack, scanner, through=at)
+        assert res.status_code == 200, res.get_json()
+
+
+def _heard(stack: Stack, start: float, n: int) -> None:
+    """n seconds of alice in chair 1 from `start`, one batch per scanner (a backlog, if old)."""
+    client = stack.app.test_client()
+    for scanner, level in LOUD.items():
+        body = batch_body(eid_rows(stack.world.emitters["alice"], start, n, level))
+        headers = signed(scanner, stack.secret(scanner), body)
+        assert client.post("/api/v1/sightings", data=body, headers=headers).status_code == 200
+
+
+def _pushes(stack: Stack) -> list[tuple[str, str]]:
+    with sessions(stack.app)() as db:
+        alice = db.scalar(select(Subscriber.id).where(Subscriber.directory_id == "demo:alice"))
+        rows = db.execute(
+            select(AuditEntry.action, AuditEntry.reason)
+            .where(AuditEntry.subscriber_id == alice, AuditEntry.action.in_(("push", "revoke")))
+            .order_by(AuditEntry.id)
+        ).all()
+    return [(a, r or "") for a, r in rows]
+
+
+def _seated(stack: Stack, t0: float) -> None:
+    """Alice heard in chair 1 for 8 s from t0, each second delivered and swept as it comes."""
+    for s in range(8):
+        _heard(stack, t0 + s, 1)
+        _through(stack, t0 + s + 0.5)
+        jobs.sweep_once(stack.app, now=t0 + s + 0.6)
+    assert [a for a, _ in _pushes(stack)] == ["push"]
+
+
+def _occupant(stack: Stack) -> str | None:
+    r, keys = get_redis(stack.app), get_keys(stack.app)
+    salon = get_topology(stack.app).scanner(FIRST).venue_id
+    occupants = r.hgetall(keys.occupants(salon))
+    return next(iter(occupants.values()), None)
+
+
+def test_a_cut_uplink_is_not_taken_for_the_visitor_leaving(stack):
+    t0 = time.time() - 40
+    _seated(stack, t0)
+    # The uplink goes: nothing more arrives. 13 s later (her chair lets go after 4 s of
+    # absence) the sweeper still waits for the scanners' word.
+    for now in (t0 + 12, t0 + 16, t0 + 20):
+        jobs.sweep_once(stack.app, now=now)
+    assert _pushes(stack) == [("push", "")] and _occupant(stack) == "chair-1"
+    # Back: the queued batches arrive (she never left), then the heartbeats saying so.
+    _heard(stack, t0 + 8, 14)
+    _through(stack, t0 + 21.5)
+    jobs.sweep_once(stack.app, now=t0 + 21.6)
+    assert _pushes(stack) == [("push", "")] and _occupant(stack) == "chair-1"
+    # Now she does leave (last heard at t0 + 21): once the scanners have reported 4 s
+    # without her, she is gone (her last second's estimate waits for the next one, so her
+    # presence may end at t0 + 20 already; the bounds allow for either).
+    _through(stack, t0 + 23.9)
+    jobs.sweep_once(stack.app, now=t0 + 24)
+    assert _occupant(stack) == "chair-1"
+    _through(stack, t0 + 25.1)
+    jobs.sweep_once(stack.app, now=t0 + 25.2)
+    assert _pushes(stack) == [("push", ""), ("revoke", "absent")] and _occupant(stack) is None
+
+
+def test_without_a_report_from_the_scanners_she_still_leaves_once_they_are_silent(stack):
+    t0 = time.time() - 50
+    _seated(stack, t0)
+    # The scanners' word stops at t0 + 7.5 and never comes again; past the silence window
+    # their zone goes dark and she is let go, rather than kept present for ever.
+    jobs.sweep_once(stack.app, now=t0 + 7.5 + scanner_health.SILENT_AFTER_S)
+    assert _occupant(stack) == "chair-1"
+    _heartbeat(stack, FIRST, adapter="down")
+    _heartbeat(stack, SECOND, adapter="down")
+    assert jobs.publish_dark(stack.app)
+    get_topology(stack.app).dark.clear()
+    jobs.sweep_once(stack.app, now=t0 + 8 + scanner_health.SILENT_AFTER_S + 1)
+    assert _pushes(stack)[-1][0] == "revoke" and _occupant(stack) is None
+
+
+def test_a_report_without_through_no_longer_holds_anyone(stack):
+    t0 = time.time() - 40
+    _seated(stack, t0)
+    jobs.sweep_once(stack.app, now=t0 + 20)
+    assert _occupant(stack) == "chair-1"
+    # The scanners were replaced by daemons that do not say `through`: absence is judged on
+    # the server's clock again, as it always was for them.
+    for scanner in (FIRST, SECOND):
+        assert _heartbeat(stack, scanner).status_code == 200
+    jobs.sweep_once(stack.app, now=t0 + 20)
+    assert _pushes(stack) == [("push", ""), ("revoke", "absent")] and _occupant(stack) is None
+
+
+def test_through_is_kept_on_the_servers_clock(stack):
+    r, keys = get_redis(stack.app), get_keys(stack.app)
+    sid = get_topology(stack.app).scanner(FIRST).id
+    now = time.time()
+    assert _heartbeat(stack, FIRST, through=now - 3).status_code == 200
+    assert abs(float(r.hget(keys.scanner_health(sid), "through")) - (now - 3)) < 0.01
+    # A scanner whose clock runs 100 s fast: its times are ours plus 100.
+    body = json.dumps({"adapter": "up", "through": now + 97}).encode()
+    headers = {
+        **signed(FIRST, stack.secret(FIRST), body, now=now + 100),
+        "Content-Type": "application/json",
+    }
+    res = stack.app.test_client().post("/api/v1/heartbeat", data=body, headers=headers)
+    assert res.status_code == 200, res.get_json()
+    assert abs(float(r.hget(keys.scanner_health(sid), "through")) - (now - 3)) < 1.5
+
+
+@pytest.mark.parametrize(
+    "through", ["soon", True, None, -1, 1e300, "NaN", [1.0], {"at": 1}], ids=repr
+)
+def test_a_through_that_is_not_a_time_is_refused_and_nothing_is_recorded(stack, through):
+    r, keys = get_redis(stack.app), get_keys(stack.app)
+    sid = get_topology(stack.app).scanner(FIRST).id
+    assert _heartbeat(stack, FIRST, through=time.time() - 1).status_code == 200
+    before = r.hgetall(keys.scanner_health(sid))
+    if through is None:
+        body = b'{"adapter": "up", "through": null}'
+    else:
+        body = json.dumps({"adapter": "up", "through": through}).encode()
+    headers = {**signed(FIRST, stack.secret(FIRST), body), "Content-Type": "application/json"}
+    res = stack.app.test_client().post("/api/v1/heartbeat", data=body, headers=headers)
+    if through is None:  # null is "not said", as an older daemon's report
+        assert res.status_code == 200
+        assert "through" not in r.hgetall(keys.scanner_health(sid))
+        return
+    assert res.status_code == 400
+    assert res.get_json()["error"] == "through must be a time in seconds, from 0 to 1e+11"
+    assert r.hgetall(keys.scanner_health(sid)) == before
