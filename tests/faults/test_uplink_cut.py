@@ -7,6 +7,7 @@ SQL, signed batches and heartbeats through the HTTP API, the sweeper's own round
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Iterator
 from datetime import timedelta
@@ -16,12 +17,17 @@ from typing import Any
 import pytest
 from sqlalchemy import select, update
 
+from beacons.daemon import ScannerDaemon
+from beacons.simulator import Leg, SimEmitter, World
+from beacons.sources.simulated import SimulatedSource
 from store_server import jobs, scanner_health
 from store_server.db import sessions
-from store_server.models import AuditEntry, Consent, Subscriber, utcnow
+from store_server.models import AuditEntry, Consent, Subscriber, Zone, utcnow
 from store_server.redis_store import get_keys, get_redis
 from store_server.topology import get_topology
-from tests.faults.support import Stack, batch_body, eid_rows, make_stack, signed
+from tests.beacons.test_daemon_store_server import Served
+from tests.conftest import free_port
+from tests.faults.support import Stack, batch_body, eid_rows, make_stack, signed, wait_for
 
 pytestmark = pytest.mark.faults
 FIRST, SECOND = "demo-salon-scanner-1", "demo-salon-scanner-2"
@@ -180,3 +186,61 @@ def test_a_through_that_is_not_a_time_is_refused_and_nothing_is_recorded(stack, 
     assert res.status_code == 400
     assert res.get_json()["error"] == "through must be a time in seconds, from 0 to 1e+11"
     assert r.hgetall(keys.scanner_health(sid)) == before
+
+
+def test_real_scanners_through_a_cut_push_once_and_revoke_nothing(stack, tmp_path: Path):
+    """The daemons and the jobs as they run: two scanners hear alice in chair 1, the store
+    server goes away for longer than her chair's absence time and comes back."""
+    app = stack.app
+    with sessions(app)() as db:
+        db.execute(update(Zone).where(Zone.name == "chair-1").values(exit_absent_s=1.5))
+        db.commit()
+    get_topology(app).invalidate()
+    key, k, base = stack.world.emitters["alice"]
+    world = World([SimEmitter(key, k, [Leg(0, 1e9, "salon", 1.5, 1.5)], base)], time.time())
+    served = Served(app, free_port()).start()
+    daemons = [
+        ScannerDaemon(
+            server_url=served.url,
+            scanner=name,
+            secret=stack.secret(name),
+            source=SimulatedSource(world, "salon", x, 1.5, sigma_db=1.0, interval_s=(0.1, 0.2)),
+            queue_path=str(tmp_path / f"{name}.sqlite"),
+            batch_age_s=0.3,
+            backoff_cap_s=0.3,
+        )
+        for name, x in ((FIRST, 1.5), (SECOND, 6.0))
+    ]
+    stop = threading.Event()
+    jobs_thread = jobs.start(app, stop)
+    r, keys = get_redis(app), get_keys(app)
+    salon = get_topology(app).scanner(FIRST).venue_id
+    with sessions(app)() as db:
+        alice = db.scalar(select(Subscriber.id).where(Subscriber.directory_id == "demo:alice"))
+
+    def heard_until() -> float:
+        return r.zscore(keys.last_seen(), f"{salon}:{alice}") or 0.0
+
+    for d in daemons:
+        d.start()
+    try:
+        assert wait_for(lambda: _occupant(stack) == "chair-1" and _pushes(stack), 30)
+        served.stop()
+        # Cut for well over her absence time: each scanner queues batches meanwhile.
+        for d in daemons:
+            assert d.wait_for(lambda d=d: d.queue.batches >= 12, 30)
+        back = time.time()
+        served.start()
+        for d in daemons:
+            assert d.wait_for(lambda d=d: d.queue.batches <= 1, 30)
+        # Her readings since the cut ended are in, and the sweeper has had its rounds since.
+        assert wait_for(lambda: heard_until() > back + 1.0, 30)
+        swept = time.time()
+        assert wait_for(lambda: time.time() > swept + 1.0, 5)
+        assert _pushes(stack) == [("push", "")] and _occupant(stack) == "chair-1"
+    finally:
+        for d in daemons:
+            d.stop()
+        stop.set()
+        jobs_thread.join(10)
+        served.stop()
