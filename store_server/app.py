@@ -18,7 +18,7 @@ from werkzeug.exceptions import BadRequest, HTTPException, RequestEntityTooLarge
 from store_server import api, db, devices, ops, optin, redis_store
 from store_server.config import from_env
 from store_server.routing import RouteMap
-from store_server.sio_json import FastJSON, FastPacket
+from store_server.sio_json import FastJSON, FastPacket, allow_long_payloads
 from store_server.topology import Topology
 
 log = logging.getLogger(__name__)
@@ -58,6 +58,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     redis_store.init_app(app)
     app.extensions["cm_topology"] = Topology(app)
     queue_url = app.config["SOCKETIO_MESSAGE_QUEUE"]
+    allow_long_payloads()  # a device's acks for a replay come in one POST over polling
     socketio = SocketIO(
         app,
         async_mode=app.config["SOCKETIO_ASYNC_MODE"],

@@ -9,10 +9,11 @@ Exit status 0 when stopped (--count reached, --duration elapsed, SIGINT/SIGTERM)
 server is unreachable, refuses the token or drops the connection, 2 on bad arguments; failures
 are one stderr line.
 
-Two things every Python device must do, and this module does for tests and benchmarks too:
+Three things every Python device must do, and this module does for tests and benchmarks too:
 handle messages one at a time in arrival order (python-socketio otherwise runs each message
-handler in its own thread, so a revoke could overtake the push it cancels), and hold acks for
-events replayed during the connect handshake until the namespace is connected.
+handler in its own thread, so a revoke could overtake the push it cancels), hold acks for
+events replayed during the connect handshake until the namespace is connected, and accept a
+long-polling response of more than 16 packets (a replay, where a proxy refuses websockets).
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ from urllib.parse import urlsplit
 
 import engineio
 import socketio
+
+from store_server.sio_json import allow_long_payloads
 
 NAMESPACE = "/device"
 CLOSE_WAIT_S = 0.2
@@ -78,6 +81,7 @@ class DeviceConnection:
 
     def __init__(self, url: str, token: str, handler: Handler, ack: bool = True) -> None:
         self.url, self.token, self.handler, self.ack = url, token, handler, ack
+        allow_long_payloads()
         self.seen: set[str] = set()
         self.duplicates = 0
         self._held: list[str] = []

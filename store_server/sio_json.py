@@ -1,4 +1,4 @@
-"""Socket.IO packets encoded with orjson.
+"""Socket.IO packets encoded with orjson, and how many of them one long-polling payload carries.
 
 python-socketio walks every outgoing payload in Python to look for binary attachments and then
 encodes it with the standard json module; with blended queues of dozens of tracks going to every
@@ -13,7 +13,20 @@ import json
 from typing import Any
 
 import orjson
+from engineio.payload import Payload
 from socketio.packet import Packet
+
+# python-engineio decodes at most 16 packets per long-polling payload, in its server (a POST)
+# and its client (a GET), and drops the whole payload past that. Over polling (behind a proxy
+# that refuses websockets) a device is sent every packet queued for it in one GET, and a client
+# posts all it has queued in one POST (the browser splits only by bytes): a replay of more than
+# 16 events on reconnect, or a group entering a zone at once, made the Python device drop the
+# connection (and meet the same replay at every reconnect), and the server drop the acks for
+# them while answering 200 (the events stayed pending). Websocket frames carry one packet each,
+# so the count bounded nothing there, and a POST stays bounded by max_http_buffer_size (1 MB):
+# 20,000 is above the acks that fit in one (58 bytes each) and a full outbox's replay
+# (OUTBOX_MAXLEN, 1,000 by default).
+MAX_PAYLOAD_PACKETS = 20_000
 
 
 class FastJSON:
@@ -47,3 +60,9 @@ class FastPacket(Packet):
         except TypeError:
             return super().data_is_binary(data)
         return False
+
+
+def allow_long_payloads() -> None:
+    """Let a long-polling payload carry up to MAX_PAYLOAD_PACKETS packets, for every Engine.IO
+    server and client of this process (python-engineio keeps the limit on its Payload class)."""
+    Payload.max_decode_packets = max(Payload.max_decode_packets, MAX_PAYLOAD_PACKETS)

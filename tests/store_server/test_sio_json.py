@@ -1,13 +1,16 @@
-"""The orjson-backed Socket.IO packet encodes exactly what the library's own packet does."""
+"""The orjson-backed Socket.IO packet encodes exactly what the library's own packet does, and a
+long-polling payload may carry every packet a legitimate peer puts in one."""
 
 from __future__ import annotations
 
 import json
 
 import pytest
+from engineio import packet as eio_packet
+from engineio.payload import Payload
 from socketio.packet import BINARY_EVENT, EVENT, Packet
 
-from store_server.sio_json import FastJSON, FastPacket
+from store_server.sio_json import MAX_PAYLOAD_PACKETS, FastJSON, FastPacket
 
 PAYLOADS = [
     ["event", {"type": "push", "subscriber": "abc", "expires_at": 1795.5, "tracks": [{"id": "t"}]}],
@@ -40,3 +43,14 @@ def test_round_trip_and_bad_input():
     assert FastJSON.loads(b"[NaN]")[0] != 0  # the standard module's extension still parses
     with pytest.raises(ValueError):
         FastJSON.loads("{not json")
+
+
+def test_a_polling_payload_may_hold_every_ack_one_post_can_carry(app):
+    # The longest legitimate payloads: a full outbox replayed (with Redis's approximate
+    # trimming, up to a stream node more), and the acks for it, as many as fit in one POST.
+    eio = app.extensions["socketio"].server.eio
+    ack = FastPacket(EVENT, ["ack", {"event_id": "17960488131234-99999"}], "/device", 99999)
+    ack_bytes = len(eio_packet.Packet(eio_packet.MESSAGE, ack.encode()).encode()) + 1
+    assert Payload.max_decode_packets >= MAX_PAYLOAD_PACKETS  # raised by create_app
+    assert eio.max_http_buffer_size // ack_bytes < MAX_PAYLOAD_PACKETS
+    assert app.config["OUTBOX_MAXLEN"] + 100 + 2 < MAX_PAYLOAD_PACKETS  # + hello, connect
