@@ -13,18 +13,20 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import redis as redis_lib
 from flask import Flask
-from sqlalchemy import inspect, text
+from sqlalchemy import inspect, text, update
 
 from beacons.eid import compute_eid
 from beacons.signing import signed_headers
 from store_server import jobs
 from store_server.app import create_app
 from store_server.db import sessions, upgrade
+from store_server.models import Consent, utcnow
 from store_server.redis_store import get_keys, get_redis
 from store_server.seed import DemoWorld, seed_demo
 from store_server.topology import get_topology
@@ -79,6 +81,17 @@ def make_stack(
     get_topology(app).invalidate()
     jobs.refresh_resolver(app)
     return Stack(app, world, drop)
+
+
+def backdated_stack(tmp: Path) -> Stack:
+    """`make_stack` whose demo consents were given an hour ago, so that sightings stamped in
+    the last hour (a scanner's queue, a replayed minute) fall within them."""
+    stack = make_stack(tmp)
+    with sessions(stack.app)() as db:
+        db.execute(update(Consent).values(valid_from=utcnow() - timedelta(hours=1)))
+        db.commit()
+    jobs.refresh_resolver(stack.app)
+    return stack
 
 
 def batch_body(rows: list[dict[str, Any]], batch_id: str | None = None) -> bytes:

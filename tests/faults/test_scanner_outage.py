@@ -7,18 +7,18 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
-from datetime import UTC, timedelta
+from datetime import UTC
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import select
 
 from store_server import jobs
 from store_server.db import sessions
-from store_server.models import Consent, Device, Visit, utcnow
+from store_server.models import Device, Visit
 from store_server.redis_store import get_keys, get_redis
 from store_server.topology import get_topology
-from tests.faults.support import Stack, batch_body, eid_rows, make_stack, signed
+from tests.faults.support import Stack, backdated_stack, batch_body, eid_rows, signed
 
 pytestmark = pytest.mark.faults
 SCANNER = "demo-salon-scanner-1"
@@ -28,11 +28,7 @@ OFFLINE_S = 600
 @pytest.fixture
 def stack(tmp_path: Path) -> Iterator[Stack]:
     """The demo world whose consents were given an hour ago (before the outage)."""
-    s = make_stack(tmp_path)
-    with sessions(s.app)() as db:
-        db.execute(update(Consent).values(valid_from=utcnow() - timedelta(hours=1)))
-        db.commit()
-    jobs.refresh_resolver(s.app)
+    s = backdated_stack(tmp_path)
     yield s
     s.close()
 

@@ -10,7 +10,6 @@ import json
 import threading
 import time
 from collections.abc import Iterator
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -22,12 +21,19 @@ from beacons.simulator import Leg, SimEmitter, World
 from beacons.sources.simulated import SimulatedSource
 from store_server import jobs, scanner_health
 from store_server.db import sessions
-from store_server.models import AuditEntry, Consent, Subscriber, Zone, utcnow
+from store_server.models import AuditEntry, Subscriber, Zone
 from store_server.redis_store import get_keys, get_redis
 from store_server.topology import get_topology
 from tests.beacons.test_daemon_store_server import Served
 from tests.conftest import free_port
-from tests.faults.support import Stack, batch_body, eid_rows, make_stack, signed, wait_for
+from tests.faults.support import (
+    Stack,
+    backdated_stack,
+    batch_body,
+    eid_rows,
+    signed,
+    wait_for,
+)
 
 pytestmark = pytest.mark.faults
 FIRST, SECOND = "demo-salon-scanner-1", "demo-salon-scanner-2"
@@ -38,11 +44,7 @@ LOUD = {FIRST: -52.0, SECOND: -66.0}  # alice in chair 1 (its absence time: 4 s)
 def stack(tmp_path: Path) -> Iterator[Stack]:
     """The demo world whose consents were given an hour ago, on a database and key prefix of
     this test's own (the tests replay the last minute or so)."""
-    s = make_stack(tmp_path)
-    with sessions(s.app)() as db:
-        db.execute(update(Consent).values(valid_from=utcnow() - timedelta(hours=1)))
-        db.commit()
-    jobs.refresh_resolver(s.app)
+    s = backdated_stack(tmp_path)
     yield s
     s.close()
 
