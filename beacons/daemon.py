@@ -29,10 +29,12 @@ log = logging.getLogger("beacons.daemon")
 # has said, in a heartbeat's `through`, that it has delivered everything it heard until the
 # absence was due: an uplink cut shorter than a zone's absence time is then not taken for the
 # visitor leaving. So for this long after it last forwarded a frame a scanner heartbeats as
-# often as it batches (the default absence times are 4-30 s), and every heartbeat_s otherwise.
-ACTIVE_WINDOW_S = 60.0
-# Never more often than this, whatever the batch age: a heartbeat is a signed request.
-KEEPALIVE_MIN_S = 1.0
+# often as KEEPALIVE_S (the default absence times are 4-30 s; a zone's may be longer), and
+# every heartbeat_s otherwise.
+ACTIVE_WINDOW_S = 120.0
+# A heartbeat is a signed request (~1.4 ms of the server's CPU): once a second, whatever the
+# batch age, puts an exit at most a second later than the scanner's last batch allows.
+KEEPALIVE_S = 1.0
 # A frame may reach the reader this long after it was heard (bluepy's helper, the OS pipe):
 # `through` stays that far behind what the reader has handled.
 THROUGH_MARGIN_S = 0.5
@@ -123,8 +125,10 @@ class ScannerDaemon:
         self.frames_forwarded = 0
         self.frames_dropped = 0
         self.heartbeats_sent = 0
-        # Written by the reader only: every frame heard before it is queued or delivered.
-        self._queued_through: float | None = None
+        # Written by the reader only: every frame heard before it is queued or delivered. From
+        # the start, so that the first heartbeat (before the reader's first pass) says it too:
+        # one without `through` would lift the hold on a backlog still in the queue.
+        self._queued_through = time.time() - THROUGH_MARGIN_S
         self._last_forwarded = float("-inf")  # monotonic
         self._started = time.monotonic()
         self._stop = threading.Event()
@@ -217,31 +221,29 @@ class ScannerDaemon:
         log.error("%s: %s", self.failed, consequence)
         self._notify()
 
-    def delivered_through(self) -> float | None:
-        """Time before which everything this scanner heard is with the server (None until the
-        reader has run): the earliest frame still queued or batching, less a margin."""
+    def delivered_through(self) -> float:
+        """Time before which everything this scanner heard is with the server: the earliest
+        frame still queued or batching, less a margin."""
         # Read before the queue: frames the reader queues meanwhile are all heard after it.
         queued = self._queued_through
-        if queued is None:
-            return None
         oldest = self.queue.oldest()
-        if oldest is None:
-            return queued
-        return min(queued, min(s["ts"] for s in oldest.sightings()) - THROUGH_MARGIN_S)
+        if oldest is not None:
+            queued = min(queued, min(s["ts"] for s in oldest.sightings()) - THROUGH_MARGIN_S)
+        # A replayed capture may be stamped in relative time: "nothing yet" rather than a time
+        # the server refuses, with the rest of the heartbeat.
+        return max(0.0, queued)
 
     def heartbeat_due_s(self, now: float, last_sent: float) -> float:
         """Seconds from monotonic `now` until the next heartbeat, the last one sent at
         `last_sent`: keepalive pace while frames were forwarded lately, else heartbeat_s."""
         period = self.heartbeat_s
         if now - self._last_forwarded <= ACTIVE_WINDOW_S:
-            period = min(period, max(KEEPALIVE_MIN_S, self.batcher.max_age_s))
+            period = min(period, KEEPALIVE_S)
         return max(0.0, last_sent + period - now)
 
     def heartbeat_body(self) -> dict[str, Any]:
-        """What a heartbeat sends: `heartbeat_payload` and, once known, `delivered_through`."""
-        through = self.delivered_through()
-        extra = {} if through is None else {"through": round(through, 3)}
-        return {**self.heartbeat_payload(), **extra}
+        """What a heartbeat sends: `heartbeat_payload` and `delivered_through`."""
+        return {**self.heartbeat_payload(), "through": round(self.delivered_through(), 3)}
 
     def heartbeat_payload(self) -> dict[str, Any]:
         """Health and counters, nothing about any device."""
@@ -269,7 +271,7 @@ class ScannerDaemon:
                 due = self.heartbeat_due_s(time.monotonic(), sent)
                 if due <= 0:
                     break
-                self._stop.wait(min(due, KEEPALIVE_MIN_S))
+                self._stop.wait(min(due, KEEPALIVE_S))
 
     def stats(self) -> dict[str, Any]:
         """Counters for tests, the demo and the heartbeat."""
@@ -297,6 +299,7 @@ class ScannerDaemon:
             self._flush()  # never started (driven through handle()): still keep what was heard
         self._stop.set()
         self._wake.set()
+        self.uplink.resume()  # a sender waiting out an outage's backoff
         deadline = time.monotonic() + timeout
         for t in self._threads:
             t.join(max(0.0, deadline - time.monotonic()))

@@ -127,6 +127,8 @@ class Uplink:
         self._logged: set[str] = set()
         self._log_lock = threading.Lock()  # the sender and heartbeat threads both report
         self._failing = False
+        # Set when the server answers a heartbeat: it is reachable again (see `run`).
+        self._resume = threading.Event()
 
     def _note(self, reason: str) -> None:
         # one line per distinct reason, so an hour-long outage does not flood the journal
@@ -187,12 +189,21 @@ class Uplink:
                 wake.wait(0.5)
                 wake.clear()
                 continue
+            self._resume.clear()
             outcome, retry_after = self.send(batch)
             if outcome in (DELIVERED, REJECTED):
                 attempt = 0
                 continue
-            stop.wait(next_delay(attempt, retry_after, self.rng, self.backoff_cap_s))
+            delay = next_delay(attempt, retry_after, self.rng, self.backoff_cap_s)
             attempt += 1
+            if outcome == RETRY and retry_after is None:
+                # An outage, not a server asking for time: the first heartbeat it answers ends
+                # the wait, so a queue held up by a cut uplink goes as soon as the link is back
+                # and not up to backoff_cap_s later. The store server holds the exits of the
+                # visitors in that queue for 35 s only (presence.HEARD_WAIT_MAX_S).
+                self._resume.wait(delay)
+            else:
+                stop.wait(delay)
 
     def heartbeat(self, payload: dict[str, Any]) -> bool:
         """Post one heartbeat; True when the server accepted it."""
@@ -205,7 +216,12 @@ class Uplink:
         if resp.status_code >= 300:
             self._note(f"heartbeat refused ({resp.status_code}): {_reason(resp)}")
             return False
+        self.resume()
         return True
+
+    def resume(self) -> None:
+        """End the sender's wait after an outage at once (the server answered, or we stop)."""
+        self._resume.set()
 
     def close(self) -> None:
         """Close the HTTP sessions."""

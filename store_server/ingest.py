@@ -334,7 +334,7 @@ def on_server_clock(
         rows = kept
     if abs(skew_s) <= CLOCK_TRUST_S:
         return rows
-    return [s._replace(ts=s.ts - skew_s) for s in rows]
+    return [s._replace(ts=on_server_time(s.ts, skew_s)) for s in rows]
 
 
 def on_server_time(ts: float, skew_s: float) -> float:

@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import replace
+from typing import Any
 
 import redis
 from flask import Flask
@@ -35,7 +36,7 @@ from store_server.ingest import restamp
 from store_server.models import Scanner, Venue
 from store_server.push import Occurrence
 from store_server.redis_store import get_keys, get_redis
-from store_server.topology import Topology, get_topology, model_version
+from store_server.topology import VenueInfo, get_topology, model_version
 
 log = logging.getLogger(__name__)
 EXPIRY_CHECK_S = 5.0
@@ -75,7 +76,12 @@ def sweep_once(app: Flask, now: float | None = None) -> int:
                 reader = r.pipeline(transaction=False)
                 for venue_id, sub in parsed:
                     reader.hget(keys.tracks(venue_id), str(sub))
-                scanner_ids = _scanners_of(topo, {v for v, _ in parsed})
+                # Once per round: a venue reloaded meanwhile must not name a scanner whose
+                # health was not read.
+                venues = {v: topo.venue(v) for v in sorted({v for v, _ in parsed})}
+                scanner_ids = sorted(
+                    {s for v in venues.values() if v is not None for s in v.scanner_ids.values()}
+                )
                 for sid in scanner_ids:
                     reader.hgetall(keys.scanner_health(sid))
                 raws = reader.execute()
@@ -83,7 +89,7 @@ def sweep_once(app: Flask, now: float | None = None) -> int:
                 raws = raws[: len(parsed)]
                 pipe.multi()
                 for member, (venue_id, sub), raw in zip(members, parsed, raws, strict=True):
-                    venue = topo.venue(venue_id)
+                    venue = venues[venue_id]
                     if raw is None or venue is None:
                         # A deleted venue's states go with it: nothing would ever end them.
                         pipe.hdel(keys.tracks(venue_id), str(sub))
@@ -91,17 +97,12 @@ def sweep_once(app: Flask, now: float | None = None) -> int:
                         pipe.zrem(keys.last_seen(), member)
                         continue
                     state = json.loads(raw)
-                    heard = [
-                        healths[venue.scanner_ids[name]]
-                        for name in (state.get("t") or {}).get("f", ())
-                        if name in venue.scanner_ids
-                    ]
                     pstate, events = presence.sweep(
                         state.get("p", {}),
                         now,
                         venue.timings,
                         dark.get(venue_id, frozenset()),
-                        scanner_health.heard_through(heard, now),
+                        scanner_health.heard_through(_heard_by(venue, state, healths), now),
                     )
                     until = (state.get("c") or {}).get("until")
                     last = (state.get("p") or {}).get("last", 0.0)
@@ -138,10 +139,16 @@ def sweep_once(app: Flask, now: float | None = None) -> int:
     return len(occurrences)
 
 
-def _scanners_of(topo: Topology, venue_ids: set[int]) -> list[int]:
-    """The scanners (ids) of these venues, those still known."""
-    venues = [topo.venue(v) for v in sorted(venue_ids)]
-    return sorted({sid for v in venues if v is not None for sid in v.scanner_ids.values()})
+def _heard_by(
+    venue: VenueInfo, state: dict[str, Any], healths: dict[int, dict[str, str]]
+) -> list[dict[str, str]]:
+    """The health reports of the scanners whose word a subscriber's absence waits for: those
+    her tracker heard lately, and her zone's own, which her tracker forgets after 10 s of its
+    silence while the others still hear her (its uplink may be the one that is cut)."""
+    names = set((state.get("t") or {}).get("f", ()))
+    ids = {venue.scanner_ids[n] for n in names if n in venue.scanner_ids}
+    ids.update(venue.zone_scanners.get((state.get("p") or {}).get("zone") or "", ()))
+    return [healths.get(i, {}) for i in sorted(ids)]
 
 
 def publish_dark(app: Flask, now: float | None = None) -> dict[int, list]:

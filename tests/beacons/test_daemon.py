@@ -25,6 +25,7 @@ from beacons.daemon import Batcher, ScannerDaemon, daemon_from_config
 from beacons.edge import EdgeFilter
 from beacons.eid import compute_eid
 from beacons.frames import EddystoneEID, EddystoneURL, ExposureNotification, IBeacon, encode
+from beacons.queue import SightingQueue
 from beacons.simulator import Leg, SimEmitter, World, demo_world
 from beacons.sources import Advert
 from beacons.sources.replay import Recorder, ReplaySource, parse_line
@@ -190,7 +191,41 @@ def test_a_heartbeat_never_says_through_a_frame_the_server_does_not_have(tmp_pat
             assert sorted(t for t in seen if t < beat["through"]) == before
 
 
-def test_a_scanner_that_heard_someone_lately_heartbeats_as_often_as_it_batches(
+def test_a_restarted_daemon_says_through_from_its_first_heartbeat(tmp_path: Path) -> None:
+    # What the last run queued and could not deliver, 20 s ago.
+    queue = SightingQueue(str(tmp_path / "q.sqlite"))
+    queue.put("backlog-1", time.time() - 20, [{"ts": time.time() - 20.0, "id": "x"}])
+    queue.close()
+    srv = _BatchesRefused().start()
+    daemon = ScannerDaemon(
+        server_url=srv.url, scanner="s1", secret=SECRET, queue_path=str(tmp_path / "q.sqlite"),
+        source=SimulatedSource(World([], time.time()), "salon", 0.0, 0.0), heartbeat_s=0.2,
+    )  # fmt: skip
+    daemon.start()
+    try:
+        assert srv.wait_for(lambda: len(srv.heartbeats) >= 2)
+    finally:
+        daemon.stop()
+        srv.stop()
+    # Every report holds the hold: one without `through` would lift it while the backlog waits.
+    assert all(b.get("through", 1e12) < time.time() - 20 for b in srv.heartbeats)
+
+
+def test_a_capture_stamped_in_relative_time_says_through_zero(tmp_path: Path) -> None:
+    daemon = ScannerDaemon(
+        server_url="http://127.0.0.1:9", scanner="s1", secret=SECRET,
+        queue_path=str(tmp_path / "q.sqlite"),
+        source=SimulatedSource(World([], time.time()), "salon", 0.0, 0.0),
+    )  # fmt: skip
+    try:
+        daemon.queue.put("relative-1", 3.0, [{"ts": -2.5, "id": "x"}])
+        # Not a time the store server would refuse, with the rest of the heartbeat.
+        assert daemon.heartbeat_body()["through"] == 0.0
+    finally:
+        daemon.stop()
+
+
+def test_a_scanner_that_heard_someone_lately_heartbeats_once_a_second(
     tmp_path: Path,
 ) -> None:
     daemon = ScannerDaemon(
@@ -205,11 +240,12 @@ def test_a_scanner_that_heard_someone_lately_heartbeats_as_often_as_it_batches(
         frame = encode(IBeacon(LISTED, 1, 2, -59))
         daemon.handle([Advert(time.time(), -60, "AA:BB:CC:DD:EE:FF", frame)])
         now = time.monotonic()
-        # Never more often than once a second, however short the batches.
+        # Once a second, whatever the batch age.
         assert daemon.heartbeat_due_s(now, now) == pytest.approx(1.0)
         assert daemon.heartbeat_due_s(now + 2, now) == 0.0
-        # A minute after the last frame forwarded, back to heartbeat_s.
-        assert daemon.heartbeat_due_s(now + 61, now + 60.5) == pytest.approx(9.5)
+        # Two minutes after the last frame forwarded, back to heartbeat_s.
+        assert daemon.heartbeat_due_s(now + 119, now + 118.5) == pytest.approx(0.5)
+        assert daemon.heartbeat_due_s(now + 121, now + 120.5) == pytest.approx(9.5)
     finally:
         daemon.stop()
 

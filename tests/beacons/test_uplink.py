@@ -27,6 +27,8 @@ from beacons.uplink import (
     retry_after_s,
 )
 from tests.beacons.test_uplink_server import SECRET, IngestServer
+from tests.conftest import free_port
+from tests.faults.support import wait_for as _wait
 
 
 @pytest.mark.parametrize(
@@ -150,6 +152,58 @@ def test_retry_after_delays_the_next_attempt(tmp_path: Path) -> None:
         assert time.monotonic() - first >= 0.9
     finally:
         stop.set()
+        t.join(5)
+        srv.stop()
+
+
+class _LongWaits(random.Random):
+    """Jitter that draws half a minute every time: a sender deep in its backoff."""
+
+    def uniform(self, a: float, b: float) -> float:
+        return 30.0
+
+
+def test_after_an_outage_the_first_answered_heartbeat_ends_the_senders_backoff(
+    tmp_path: Path,
+) -> None:
+    srv = IngestServer({"s1": SECRET})  # not started: connection refused
+    srv.port = free_port()
+    queue = SightingQueue(tmp_path / "q.sqlite")
+    up = Uplink(srv.url, "s1", SECRET, queue, timeout=2.0, backoff_cap_s=60.0, rng=_LongWaits())
+    _fill(queue, 1, 3)
+    stop, t = _run(up)
+    try:
+        # Refused: now waiting half a minute.
+        assert _wait(lambda: up.failures >= 1, 10)
+        srv.start()
+        assert up.heartbeat({"adapter": "up"})
+        # Delivered at once, not when the backoff ends: the store server holds her exit only
+        # 35 s for what this queue holds.
+        assert srv.wait_for(lambda: len(srv.batches) == 1, timeout=1.5)
+    finally:
+        stop.set()
+        up.resume()
+        t.join(5)
+        srv.stop()
+
+
+def test_a_server_asking_for_time_gets_it_whatever_the_heartbeats_say(tmp_path: Path) -> None:
+    srv = IngestServer({"s1": SECRET}).start()
+    queue = SightingQueue(tmp_path / "q.sqlite")
+    up = Uplink(srv.url, "s1", SECRET, queue, timeout=2.0, backoff_cap_s=0.05)
+    _fill(queue, 1, 1)
+    srv.fail_status, srv.retry_after = 503, "2"
+    stop, t = _run(up)
+    try:
+        assert srv.wait_for(lambda: srv.posts == 1)
+        first = time.monotonic()
+        srv.fail_status = None
+        assert up.heartbeat({"adapter": "up"})
+        assert srv.wait_for(lambda: len(srv.batches) == 1)
+        assert time.monotonic() - first >= 1.9  # Retry-After: 2, heartbeat or not
+    finally:
+        stop.set()
+        up.resume()
         t.join(5)
         srv.stop()
 

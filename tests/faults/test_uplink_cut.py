@@ -122,6 +122,33 @@ def test_a_cut_uplink_is_not_taken_for_the_visitor_leaving(stack):
     assert _pushes(stack) == [("push", ""), ("revoke", "absent")] and _occupant(stack) is None
 
 
+def test_her_chairs_own_scanner_cut_holds_her_after_her_tracker_forgot_it(stack):
+    t0 = time.time() - 50
+    _seated(stack, t0)
+    client = stack.app.test_client()
+    # Chair 1's scanner is cut off; chair 2's, further away, still hears her for 16 s: long
+    # enough for her tracker to forget the silent one (10 s).
+    for s in range(8, 24):
+        body = batch_body(eid_rows(stack.world.emitters["alice"], t0 + s, 1, LOUD[SECOND]))
+        headers = signed(SECOND, stack.secret(SECOND), body)
+        assert client.post("/api/v1/sightings", data=body, headers=headers).status_code == 200
+        assert _heartbeat(stack, SECOND, through=t0 + s + 0.5).status_code == 200
+        jobs.sweep_once(stack.app, now=t0 + s + 0.6)
+    # Then chair 2's loses her too (she turned in her chair); her chair's own scanner has
+    # said nothing since the cut, so her absence is not judged on chair 2's word alone.
+    for now in (t0 + 28, t0 + 30):
+        assert _heartbeat(stack, SECOND, through=now - 0.5).status_code == 200
+        jobs.sweep_once(stack.app, now=now)
+    assert _pushes(stack) == [("push", "")] and _occupant(stack) == "chair-1"
+    # Chair 1's queue arrives: she never left.
+    body = batch_body(eid_rows(stack.world.emitters["alice"], t0 + 8, 23, LOUD[FIRST]))
+    headers = signed(FIRST, stack.secret(FIRST), body)
+    assert client.post("/api/v1/sightings", data=body, headers=headers).status_code == 200
+    _through(stack, t0 + 31.5)
+    jobs.sweep_once(stack.app, now=t0 + 31.6)
+    assert _pushes(stack) == [("push", "")] and _occupant(stack) == "chair-1"
+
+
 def test_without_a_report_from_the_scanners_she_still_leaves_once_they_are_silent(stack):
     t0 = time.time() - 50
     _seated(stack, t0)
@@ -209,7 +236,6 @@ def test_real_scanners_through_a_cut_push_once_and_revoke_nothing(stack, tmp_pat
             source=SimulatedSource(world, "salon", x, 1.5, sigma_db=1.0, interval_s=(0.1, 0.2)),
             queue_path=str(tmp_path / f"{name}.sqlite"),
             batch_age_s=0.3,
-            backoff_cap_s=0.3,
         )
         for name, x in ((FIRST, 1.5), (SECOND, 6.0))
     ]
