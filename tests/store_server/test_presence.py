@@ -8,7 +8,7 @@ from shapely.geometry import box
 
 from beacons.simulator import Leg, SimEmitter, World
 from beacons.sources.simulated import SimulatedSource
-from store_server import presence
+from store_server import presence, scanner_health
 from store_server.ingest import Sighting, advance
 from store_server.positioning.live import VenueModel
 from store_server.presence import PresenceEvent, ZoneTiming
@@ -90,6 +90,11 @@ def test_absence_is_judged_when_the_scanners_that_heard_her_have_reported_it():
     unentered, _ = presence.step({}, "chair-2", 0.0, TIMINGS)
     assert presence.sweep(unentered, 8.0, TIMINGS, heard_through=4.0) == (unentered, [])
     assert presence.sweep(unentered, 8.0, TIMINGS, heard_through=8.0) == (None, [])
+
+
+def test_an_exit_waits_for_the_scanners_word_as_long_as_they_take_to_be_judged_silent():
+    # Past that, a scanner truly gone is silent and its zone dark: the two bounds are one.
+    assert presence.HEARD_WAIT_MAX_S == scanner_health.SILENT_AFTER_S
 
 
 def test_replayed_walk_gives_the_exact_event_sequence():
