@@ -32,8 +32,8 @@ log = logging.getLogger("beacons.daemon")
 # often as KEEPALIVE_S (the default absence times are 4-30 s; a zone's may be longer), and
 # every heartbeat_s otherwise.
 ACTIVE_WINDOW_S = 120.0
-# A heartbeat is a signed request (~1.4 ms of the server's CPU): once a second, whatever the
-# batch age, puts an exit at most a second later than the scanner's last batch allows.
+# A heartbeat is a signed request (~1.3 ms of the server's CPU): once a second, whatever the
+# batch age, and only when no batch (which says it as well) went in that second.
 KEEPALIVE_S = 1.0
 # A frame may reach the reader this long after it was heard (bluepy's helper, the OS pipe):
 # `through` stays that far behind what the reader has handled.
@@ -235,11 +235,13 @@ class ScannerDaemon:
 
     def heartbeat_due_s(self, now: float, last_sent: float) -> float:
         """Seconds from monotonic `now` until the next heartbeat, the last one sent at
-        `last_sent`: keepalive pace while frames were forwarded lately, else heartbeat_s."""
-        period = self.heartbeat_s
+        `last_sent`: every heartbeat_s, and while frames were forwarded lately also KEEPALIVE_S
+        after the last word the server had of `through`, a heartbeat or a delivered batch (the
+        store server reads a batch's last frame as one: ingest.batch_through)."""
+        due = last_sent + self.heartbeat_s
         if now - self._last_forwarded <= ACTIVE_WINDOW_S:
-            period = min(period, KEEPALIVE_S)
-        return max(0.0, last_sent + period - now)
+            due = min(due, max(last_sent, self.uplink.delivered_at) + KEEPALIVE_S)
+        return max(0.0, due - now)
 
     def heartbeat_body(self) -> dict[str, Any]:
         """What a heartbeat sends: `heartbeat_payload` and `delivered_through`."""

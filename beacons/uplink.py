@@ -129,6 +129,9 @@ class Uplink:
         self._failing = False
         # Set when the server answers a heartbeat: it is reachable again (see `run`).
         self._resume = threading.Event()
+        # When a batch was last delivered (monotonic): the server took its last frame's time
+        # as this scanner's `through`, as a heartbeat would have said it.
+        self.delivered_at = float("-inf")
 
     def _note(self, reason: str) -> None:
         # one line per distinct reason, so an hour-long outage does not flood the journal
@@ -155,6 +158,7 @@ class Uplink:
             return RETRY, None
         outcome = classify(resp.status_code)
         if outcome == DELIVERED:
+            self.delivered_at = time.monotonic()
             self.queue.delete(batch.seq)
             self.batches_sent += 1
             self.sightings_sent += batch.n

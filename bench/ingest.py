@@ -22,9 +22,10 @@ spent on a batch, from the WSGI call to its reply. Under gevent that includes ot
 turns at the CPU while this one waits for Redis, but not the time a request waits to be read,
 nor the client's side: a tail that is here is the server's work.
 
-`heartbeat`: the server's CPU per signed heartbeat. A scanner heartbeats once a second for a
-minute after it last heard someone (its `through` lets the sweeper tell a cut uplink from a
-visitor leaving), so this is what each such scanner adds per second.
+`heartbeat`: the server's CPU per signed heartbeat. For two minutes after it last heard
+someone a scanner heartbeats once a second when no batch went in that second (its `through`
+lets the sweeper tell a cut uplink from a visitor leaving; a batch says it too), so this is
+what a scanner that has just gone quiet adds per second.
 
 The machine may be shared: besides wall-clock rates, the server's and the core's CPU time per
 batch are reported (`*_cpu_ms_per_batch`, and the sightings per CPU-second they imply), which

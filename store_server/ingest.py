@@ -57,6 +57,8 @@ MAX_RETRIES = 8
 # seconds only, and NTP keeps a scanner's clock far closer.
 CLOCK_TRUST_S = 2.0
 STALE_S = 60.0  # older presence events come from a scanner's backlog, not from now
+# As the daemon's (beacons.daemon.THROUGH_MARGIN_S): a frame may be read this late.
+THROUGH_MARGIN_S = 0.5
 BATCH_PENDING, BATCH_DONE = "pending", "done"
 PENDING_TTL_S = 60
 # More than the tracker's staleness time (10 s by default): see _idle.
@@ -337,6 +339,17 @@ def on_server_clock(
     return [s._replace(ts=on_server_time(s.ts, skew_s)) for s in rows]
 
 
+def batch_through(sightings: list[Sighting], now: float) -> str:
+    """What a batch tells of its scanner's `through` (scanner_health.THROUGH), as Redis text,
+    or "" for an empty batch: a daemon sends its batches oldest first, one at a time, and
+    stamps its frames in the order it hears them, so with this one everything it heard before
+    its last frame (less THROUGH_MARGIN_S for frames read out of order) is delivered. A busy
+    scanner's batches thus keep its word current without a heartbeat a second."""
+    if not sightings:
+        return ""
+    return repr(min(max([s[0] for s in sightings]) - THROUGH_MARGIN_S, now))
+
+
 def on_server_time(ts: float, skew_s: float) -> float:
     """One time of a scanner's on the server's clock, as `on_server_clock` restamps sightings:
     as it is while the scanner's clock is within CLOCK_TRUST_S of ours."""
@@ -485,8 +498,15 @@ if n > 0 then
 end
 if tonumber(ARGV[j]) > 0 then redis.call('INCRBY', KEYS[4], ARGV[j]) end
 redis.call('SET', KEYS[3], ARGV[j + 2], 'EX', ARGV[j + 1])
+-- What the batch says the scanner has delivered (see heard_through): only for a scanner whose
+-- heartbeats say it too, and never backwards.
+local th = tonumber(ARGV[j + 4])
+if th and redis.call('HEXISTS', KEYS[8], 'through') == 1 then
+  local cur = tonumber(redis.call('HGET', KEYS[8], 'through'))
+  if not cur or th > cur then redis.call('HSET', KEYS[8], 'through', ARGV[j + 4]) end
+end
 local ids = {}
-for k = j + 4, #ARGV do ids[#ids + 1] = redis.call('XADD', KEYS[5], '*', 'o', ARGV[k]) end
+for k = j + 5, #ARGV do ids[#ids + 1] = redis.call('XADD', KEYS[5], '*', 'o', ARGV[k]) end
 return {1, ids}
 """
 
@@ -639,6 +659,7 @@ def _fold(
     venue's zones whose scanners are all silent)."""
     bkey, done_marker, batch_ttl = done
     entries, table_version = resolution
+    through = batch_through(sightings, time.time())
     tkey = keys.tracks(venue.id if venue else 0)
     dkey = keys.dropped(venue.id if venue else 0)
     occurrences: list[Occurrence] = []
@@ -681,12 +702,12 @@ def _fold(
             written_states.append(state)
             zone = state["p"].get("zone") or ""
             args += (field_, _version(raw), _dumps(state), f"{venue.id}:{sub}", repr(last), zone)
-        args += (dropped, batch_ttl, done_marker, table_version)
+        args += (dropped, batch_ttl, done_marker, table_version, through)
         args += [pending.encode(o) for o in occurrences]
         written = run_script(
             r,
             _WRITE_LUA,
-            7,
+            8,
             tkey,
             keys.last_seen(),
             bkey,
@@ -694,6 +715,7 @@ def _fold(
             keys.pending_events(),
             keys.occupants(venue.id if venue else 0),
             keys.resolver(),
+            keys.scanner_health(scanner.id),
             *args,
         )
         code = int(written[0])

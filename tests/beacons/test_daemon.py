@@ -243,6 +243,10 @@ def test_a_scanner_that_heard_someone_lately_heartbeats_once_a_second(
         # Once a second, whatever the batch age.
         assert daemon.heartbeat_due_s(now, now) == pytest.approx(1.0)
         assert daemon.heartbeat_due_s(now + 2, now) == 0.0
+        # A batch delivered meanwhile said `through` as well: the keepalive counts from it.
+        daemon.uplink.delivered_at = now + 0.6
+        assert daemon.heartbeat_due_s(now + 1.0, now) == pytest.approx(0.6)
+        daemon.uplink.delivered_at = float("-inf")
         # Two minutes after the last frame forwarded, back to heartbeat_s.
         assert daemon.heartbeat_due_s(now + 119, now + 118.5) == pytest.approx(0.5)
         assert daemon.heartbeat_due_s(now + 121, now + 120.5) == pytest.approx(9.5)
