@@ -26,11 +26,11 @@ from beacons.uplink import Uplink, new_batch_id
 VERSION = "0.1.0"
 log = logging.getLogger("beacons.daemon")
 # The store server ends a presence for absence only once every scanner that heard the visitor
-# has said, in a heartbeat's `through`, that it has delivered everything it heard until the
-# absence was due: an uplink cut shorter than a zone's absence time is then not taken for the
-# visitor leaving. So for this long after it last forwarded a frame a scanner heartbeats as
-# often as KEEPALIVE_S (the default absence times are 4-30 s; a zone's may be longer), and
-# every heartbeat_s otherwise.
+# has said, in a heartbeat's `through` or by a delivered batch's last frame, that it has
+# delivered everything it heard until the absence was due: an uplink cut shorter than a zone's
+# absence time is then not taken for the visitor leaving. So for this long after it last
+# forwarded a frame a scanner keeps its word at most KEEPALIVE_S old (the default absence
+# times are 4-30 s; a zone's may be longer), and heartbeats every heartbeat_s otherwise.
 ACTIVE_WINDOW_S = 120.0
 # A heartbeat is a signed request (~1.3 ms of the server's CPU): once a second, whatever the
 # batch age, and only when no batch (which says it as well) went in that second.

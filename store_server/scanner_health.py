@@ -41,7 +41,8 @@ NONE_IDS: frozenset[int] = frozenset()
 RESTORED = "restored"
 IN_SQL = "in_sql"
 # The scanner's time (on the server's clock) before which it has delivered every frame it heard,
-# as its last heartbeat said; absent from older daemons' reports.
+# as its last heartbeat said or, later, a batch showed (ingest.batch_through); absent from older
+# daemons' reports.
 THROUGH = "through"
 # Writes the placeholder only where there is still no heartbeat: one that arrived since the
 # jobs read the hash is newer and must stand. Atomic per key, in the jobs' write transaction.
