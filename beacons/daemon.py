@@ -26,7 +26,7 @@ from beacons.uplink import Uplink, new_batch_id
 VERSION = "0.1.0"
 log = logging.getLogger("beacons.daemon")
 # The store server ends a presence for absence only once every scanner that heard the visitor
-# has said, in a heartbeat's `through` or by a delivered batch's last frame, that it has
+# has said, in a heartbeat's `through` or by a delivered batch's first frame, that it has
 # delivered everything it heard until the absence was due: an uplink cut shorter than a zone's
 # absence time is then not taken for the visitor leaving. So for this long after it last
 # forwarded a frame a scanner keeps its word at most KEEPALIVE_S old (the default absence
@@ -237,7 +237,7 @@ class ScannerDaemon:
         """Seconds from monotonic `now` until the next heartbeat, the last one sent at
         `last_sent`: every heartbeat_s, and while frames were forwarded lately also KEEPALIVE_S
         after the last word the server had of `through`, a heartbeat or a delivered batch (the
-        store server reads a batch's last frame as one: ingest.batch_through)."""
+        store server reads a batch's first frame as one: ingest.batch_through)."""
         due = last_sent + self.heartbeat_s
         if now - self._last_forwarded <= ACTIVE_WINDOW_S:
             due = min(due, max(last_sent, self.uplink.delivered_at) + KEEPALIVE_S)

@@ -129,7 +129,7 @@ class Uplink:
         self._failing = False
         # Set when the server answers a heartbeat: it is reachable again (see `run`).
         self._resume = threading.Event()
-        # When a batch was last delivered (monotonic): the server took its last frame's time
+        # When a batch was last delivered (monotonic): the server took its first frame's time
         # as this scanner's `through`, as a heartbeat would have said it.
         self.delivered_at = float("-inf")
 

@@ -341,13 +341,15 @@ def on_server_clock(
 
 def batch_through(sightings: list[Sighting], now: float) -> str:
     """What a batch tells of its scanner's `through` (scanner_health.THROUGH), as Redis text,
-    or "" for an empty batch: a daemon sends its batches oldest first, one at a time, and
-    stamps its frames in the order it hears them, so with this one everything it heard before
-    its last frame (less THROUGH_MARGIN_S for frames read out of order) is delivered. A busy
-    scanner's batches thus keep its word current without a heartbeat a second."""
+    or "" for an empty batch: a daemon sends its batches oldest first, one at a time, so with
+    this one everything it heard before its first frame (less THROUGH_MARGIN_S) is delivered.
+    Its first frame, not its last: a clock stepped back (by less than CLOCK_TRUST_S, so not
+    restamped) or a capture replayed out of order stamps the next batch's frames earlier than
+    this one's last. A busy scanner's batches thus keep its word current (a batch's span old)
+    without a heartbeat a second."""
     if not sightings:
         return ""
-    return repr(min(max([s[0] for s in sightings]) - THROUGH_MARGIN_S, now))
+    return repr(min(min([s[0] for s in sightings]) - THROUGH_MARGIN_S, now))
 
 
 def on_server_time(ts: float, skew_s: float) -> float:

@@ -75,6 +75,31 @@ def test_claim_sends_a_held_state_back_as_its_version_until_it_changes(redis) ->
     redis.delete(*redis.keys(keys.pattern()))
 
 
+def test_write_moves_a_declared_through_forward_only_and_queues_every_event(redis) -> None:  # type: ignore[no-untyped-def]
+    keys = _keys()
+    health = keys.scanner_health(1)
+
+    def write(batch: str, through: str) -> list:
+        return run_script(
+            redis, ingest._WRITE_LUA, 8, keys.tracks(1), keys.last_seen(), keys.batch(1, batch),
+            keys.dropped(1), keys.pending_events(), keys.occupants(1), keys.resolver(), health,
+            0, 0, 60, ingest.BATCH_DONE, "v1", through, "event-1", "event-2",
+        )  # fmt: skip
+
+    # A scanner that never said `through` (an older daemon) gets none from its batches.
+    assert len(write("a" * 16, "100.5")[1]) == 2
+    assert not redis.hexists(health, "through")
+    redis.hset(health, "through", "90.0")
+    write("b" * 16, "100.5")
+    assert redis.hget(health, "through") == "100.5"
+    write("c" * 16, "95.0")  # an older batch's word never moves it back
+    assert redis.hget(health, "through") == "100.5"
+    assert len(write("d" * 16, "")[1]) == 2  # an empty batch says nothing; events still queue
+    assert redis.hget(health, "through") == "100.5"
+    assert redis.xlen(keys.pending_events()) == 8
+    redis.delete(*redis.keys(keys.pattern()))
+
+
 def test_write_sets_more_states_than_one_unpack_takes(redis) -> None:  # type: ignore[no-untyped-def]
     keys = _keys()
     n = 4500  # 9,000 field/value values: over the 8,000 that one unpack may return
@@ -82,14 +107,15 @@ def test_write_sets_more_states_than_one_unpack_takes(redis) -> None:  # type: i
     for i in range(n):
         zone = f"zone-{i % 3}" if i % 2 else ""
         args += [str(i), "", json.dumps({"v": f"{i:016x}"}), f"1:{i}", "1795932052.5", zone]
-    args += [0, 60, ingest.BATCH_DONE, "v1"]
+    args += [0, 60, ingest.BATCH_DONE, "v1", ""]
     tkey, batch = keys.tracks(1), keys.batch(1, "c" * 16)
     redis.hset(keys.resolver(), "version", "v2")
 
     def write() -> list:
         return run_script(
-            redis, ingest._WRITE_LUA, 7, tkey, keys.last_seen(), batch, keys.dropped(1),
-            keys.pending_events(), keys.occupants(1), keys.resolver(), *args,
+            redis, ingest._WRITE_LUA, 8, tkey, keys.last_seen(), batch, keys.dropped(1),
+            keys.pending_events(), keys.occupants(1), keys.resolver(), keys.scanner_health(1),
+            *args,
         )  # fmt: skip
 
     # Resolved against a table since replaced: nothing is written.
