@@ -124,6 +124,13 @@ def stranger_rows(start: float, n: int, step: float = 1.0) -> list[dict[str, Any
     ]
 
 
+def post_heartbeat(stack: Stack, scanner: str, **fields: Any) -> Any:
+    """A demo scanner's signed heartbeat through the API (adapter up unless said), answered."""
+    body = json.dumps({"adapter": "up", "uptime_s": 100, **fields}).encode()
+    headers = {**signed(scanner, stack.secret(scanner), body), "Content-Type": "application/json"}
+    return stack.app.test_client().post("/api/v1/heartbeat", data=body, headers=headers)
+
+
 def signed(scanner: str, secret: str, body: bytes, now: float | None = None) -> dict[str, str]:
     """Signature headers for one request."""
     return signed_headers(scanner, secret, body, now)

@@ -11,7 +11,6 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from sqlalchemy import select, update
@@ -31,6 +30,7 @@ from tests.faults.support import (
     backdated_stack,
     batch_body,
     eid_rows,
+    post_heartbeat,
     signed,
     stranger_rows,
     wait_for,
@@ -50,16 +50,10 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
     s.close()
 
 
-def _heartbeat(stack: Stack, scanner: str, **extra: Any) -> Any:
-    body = json.dumps({"adapter": "up", "uptime_s": 100, **extra}).encode()
-    headers = {**signed(scanner, stack.secret(scanner), body), "Content-Type": "application/json"}
-    return stack.app.test_client().post("/api/v1/heartbeat", data=body, headers=headers)
-
-
 def _through(stack: Stack, at: float) -> None:
     """Both scanners report that they delivered everything they heard before `at`."""
     for scanner in (FIRST, SECOND):
-        res = _heartbeat(stack, scanner, through=at)
+        res = post_heartbeat(stack, scanner, through=at)
         assert res.status_code == 200, res.get_json()
 
 
@@ -133,12 +127,12 @@ def test_her_chairs_own_scanner_cut_holds_her_after_her_tracker_forgot_it(stack)
         body = batch_body(eid_rows(stack.world.emitters["alice"], t0 + s, 1, LOUD[SECOND]))
         headers = signed(SECOND, stack.secret(SECOND), body)
         assert client.post("/api/v1/sightings", data=body, headers=headers).status_code == 200
-        assert _heartbeat(stack, SECOND, through=t0 + s + 0.5).status_code == 200
+        assert post_heartbeat(stack, SECOND, through=t0 + s + 0.5).status_code == 200
         jobs.sweep_once(stack.app, now=t0 + s + 0.6)
     # Then chair 2's loses her too (she turned in her chair); her chair's own scanner has
     # said nothing since the cut, so her absence is not judged on chair 2's word alone.
     for now in (t0 + 28, t0 + 30):
-        assert _heartbeat(stack, SECOND, through=now - 0.5).status_code == 200
+        assert post_heartbeat(stack, SECOND, through=now - 0.5).status_code == 200
         jobs.sweep_once(stack.app, now=now)
     assert _pushes(stack) == [("push", "")] and _occupant(stack) == "chair-1"
     # Chair 1's queue arrives: she never left.
@@ -157,8 +151,8 @@ def test_without_a_report_from_the_scanners_she_still_leaves_once_they_are_silen
     # their zone goes dark and she is let go, rather than kept present for ever.
     jobs.sweep_once(stack.app, now=t0 + 7.5 + scanner_health.SILENT_AFTER_S)
     assert _occupant(stack) == "chair-1"
-    _heartbeat(stack, FIRST, adapter="down")
-    _heartbeat(stack, SECOND, adapter="down")
+    post_heartbeat(stack, FIRST, adapter="down")
+    post_heartbeat(stack, SECOND, adapter="down")
     assert jobs.publish_dark(stack.app)
     get_topology(stack.app).dark.clear()
     jobs.sweep_once(stack.app, now=t0 + 8 + scanner_health.SILENT_AFTER_S + 1)
@@ -173,7 +167,7 @@ def test_a_report_without_through_no_longer_holds_anyone(stack):
     # The scanners were replaced by daemons that do not say `through`: absence is judged on
     # the server's clock again, as it always was for them.
     for scanner in (FIRST, SECOND):
-        assert _heartbeat(stack, scanner).status_code == 200
+        assert post_heartbeat(stack, scanner).status_code == 200
     jobs.sweep_once(stack.app, now=t0 + 20)
     assert _pushes(stack) == [("push", ""), ("revoke", "absent")] and _occupant(stack) is None
 
@@ -182,8 +176,8 @@ def test_a_batch_moves_the_word_on_for_a_scanner_that_says_through(stack):
     r, keys, topo = get_redis(stack.app), get_keys(stack.app), get_topology(stack.app)
     first, second = (keys.scanner_health(topo.scanner(n).id) for n in (FIRST, SECOND))
     t0 = time.time() - 40
-    assert _heartbeat(stack, FIRST, through=t0).status_code == 200
-    assert _heartbeat(stack, SECOND).status_code == 200  # an older daemon: no `through`
+    assert post_heartbeat(stack, FIRST, through=t0).status_code == 200
+    assert post_heartbeat(stack, SECOND).status_code == 200  # an older daemon: no `through`
     # Batches go oldest first, one at a time: everything before the first frame is in.
     _heard(stack, t0 + 5, 4)
     assert float(r.hget(first, "through")) == pytest.approx(t0 + 5 - 0.5, abs=1e-3)
@@ -204,7 +198,7 @@ def test_through_is_kept_on_the_servers_clock(stack):
     r, keys = get_redis(stack.app), get_keys(stack.app)
     sid = get_topology(stack.app).scanner(FIRST).id
     now = time.time()
-    assert _heartbeat(stack, FIRST, through=now - 3).status_code == 200
+    assert post_heartbeat(stack, FIRST, through=now - 3).status_code == 200
     assert abs(float(r.hget(keys.scanner_health(sid), "through")) - (now - 3)) < 0.01
     # A scanner whose clock runs 100 s fast: its times are ours plus 100.
     body = json.dumps({"adapter": "up", "through": now + 97}).encode()
@@ -223,14 +217,9 @@ def test_through_is_kept_on_the_servers_clock(stack):
 def test_a_through_that_is_not_a_time_is_refused_and_nothing_is_recorded(stack, through):
     r, keys = get_redis(stack.app), get_keys(stack.app)
     sid = get_topology(stack.app).scanner(FIRST).id
-    assert _heartbeat(stack, FIRST, through=time.time() - 1).status_code == 200
+    assert post_heartbeat(stack, FIRST, through=time.time() - 1).status_code == 200
     before = r.hgetall(keys.scanner_health(sid))
-    if through is None:
-        body = b'{"adapter": "up", "through": null}'
-    else:
-        body = json.dumps({"adapter": "up", "through": through}).encode()
-    headers = {**signed(FIRST, stack.secret(FIRST), body), "Content-Type": "application/json"}
-    res = stack.app.test_client().post("/api/v1/heartbeat", data=body, headers=headers)
+    res = post_heartbeat(stack, FIRST, through=through)  # None goes as JSON null
     if through is None:  # null is "not said", as an older daemon's report
         assert res.status_code == 200
         assert "through" not in r.hgetall(keys.scanner_health(sid))

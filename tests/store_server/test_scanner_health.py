@@ -24,7 +24,15 @@ from store_server.db import sessions
 from store_server.models import AuditEntry, Scanner, Subscriber
 from store_server.redis_store import get_keys, get_redis
 from store_server.topology import get_topology
-from tests.faults.support import RedisServer, Stack, batch_body, eid_rows, make_stack, signed
+from tests.faults.support import (
+    RedisServer,
+    Stack,
+    batch_body,
+    eid_rows,
+    make_stack,
+    post_heartbeat,
+    signed,
+)
 
 FIRST, SECOND = "demo-salon-scanner-1", "demo-salon-scanner-2"
 
@@ -76,10 +84,8 @@ def test_the_scanners_have_reported_up_to_the_earliest_through_of_those_still_he
     assert scanner_health.heard_through([down], now) is None
 
 
-def _heartbeat(stack: Stack, scanner: str, adapter: str, **extra: Any) -> None:
-    body = json.dumps({"adapter": adapter, "uptime_s": 100, **extra}).encode()
-    headers = {**signed(scanner, stack.secret(scanner), body), "Content-Type": "application/json"}
-    res = stack.app.test_client().post("/api/v1/heartbeat", data=body, headers=headers)
+def _heartbeat(stack: Stack, scanner: str, adapter: str) -> None:
+    res = post_heartbeat(stack, scanner, adapter=adapter)
     assert res.status_code == 200, res.get_json()
     assert res.get_json() == {"ok": True}
 
