@@ -18,6 +18,7 @@ from typing import Any
 
 from beacons.config import ConfigError, ScannerConfig, load_config
 from beacons.edge import EdgeFilter
+from beacons.protocol import THROUGH_MARGIN_S
 from beacons.queue import SightingQueue
 from beacons.sources import Advert, Source
 from beacons.sources.replay import Recorder
@@ -35,9 +36,6 @@ ACTIVE_WINDOW_S = 120.0
 # A heartbeat is a signed request (~1.3 ms of the server's CPU): once a second, whatever the
 # batch age, and only when no batch (which says it as well) went in that second.
 KEEPALIVE_S = 1.0
-# A frame may reach the reader this long after it was heard (bluepy's helper, the OS pipe):
-# `through` stays that far behind what the reader has handled.
-THROUGH_MARGIN_S = 0.5
 
 
 class Batcher:

@@ -30,6 +30,7 @@ import numpy as np
 import orjson
 import redis
 
+from beacons.protocol import THROUGH_MARGIN_S
 from store_server import events as pending
 from store_server import presence
 from store_server.keys import Keys
@@ -57,8 +58,6 @@ MAX_RETRIES = 8
 # seconds only, and NTP keeps a scanner's clock far closer.
 CLOCK_TRUST_S = 2.0
 STALE_S = 60.0  # older presence events come from a scanner's backlog, not from now
-# As the daemon's (beacons.daemon.THROUGH_MARGIN_S): a frame may be read this late.
-THROUGH_MARGIN_S = 0.5
 BATCH_PENDING, BATCH_DONE = "pending", "done"
 PENDING_TTL_S = 60
 # More than the tracker's staleness time (10 s by default): see _idle.
