@@ -777,16 +777,20 @@ def disclosures(
     """Which events may reach devices: an enter already over by the time it arrives (a scanner's
     backlog after an outage) is recorded for statistics but never pushed, nor is its exit
     revoked; if such a presence is still going on live, it is disclosed now as a fresh enter.
-    Sets state["h"] while the current presence is undisclosed."""
+    Sets state["h"] while the current presence is undisclosed. A presence whose consent has
+    run out by the time it arrives (a late batch resolved against a table not yet rebuilt) is
+    never disclosed either: nothing reaches a device after the consent's end."""
     out = []
+    until = (state.get("c") or {}).get("until")
+    lapsed = until is not None and until <= wall
     for e in events:
         if e.kind == "exit":
             out.append((e, not historic))
         else:
-            historic = wall - e.at > STALE_S
+            historic = wall - e.at > STALE_S or lapsed
             out.append((e, not historic))
     p = state.get("p", {})
-    if historic and p.get("zone") and wall - p.get("last", 0.0) <= STALE_S:
+    if historic and not lapsed and p.get("zone") and wall - p.get("last", 0.0) <= STALE_S:
         fresh = presence.PresenceEvent("enter", p["zone"], p["last"], p["since"])
         out.append((fresh, True))
         historic = False

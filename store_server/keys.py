@@ -26,6 +26,11 @@ class Keys:
         """Hash: current EID hex -> consented emitter entry (JSON)."""
         return f"{self.prefix}resolver"
 
+    def resolver_tickets(self) -> str:
+        """Counter numbering the resolver table's rebuilds in the order they read SQL (a number,
+        never an identifier), so that an older rebuild never replaces a newer one."""
+        return f"{self.prefix}resolver:tickets"
+
     def tracks(self, venue_id: int) -> str:
         """Hash: subscriber id -> positioning and presence state at one venue."""
         return f"{self.prefix}track:{venue_id}"

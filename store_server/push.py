@@ -488,9 +488,12 @@ def deliver(app: Flask, occurrences: list[Occurrence]) -> None:
         audit: list[dict[str, Any]] = []
         guards: list[Occurrence] = []  # the enters, each pushed only while its presence holds
         guard_of: list[int] = []
+        # An enter delivered once its consent has run out (a retry after a failed delivery) is
+        # withheld like one whose presence ended: nothing is disclosed after a consent's end.
+        lapsed = {id(o) for o in occurrences if o.event.kind == "enter" and _ended(o.consent, now)}
         for o in occurrences:
             sub = subs.get(o.subscriber_id)
-            if sub is None or not o.disclose:
+            if sub is None or not o.disclose or id(o) in lapsed:
                 continue  # erased meanwhile: nothing may be disclosed
             pseudo = pseudonym(o.venue.merchant_key, sub.public_id)
             devices = o.venue.devices_by_zone.get(o.event.zone, [])
@@ -557,6 +560,7 @@ def deliver(app: Flask, occurrences: list[Occurrence]) -> None:
         # Let the sockets' writers send these now: the blended queues below are CPU work that
         # would otherwise hold every push back until their own outbox write yields.
         sio.sleep(0)
+        withheld |= lapsed
         for o in occurrences:
             if o.subscriber_id in subs and o.disclose and id(o) not in withheld:
                 portal_event = {

@@ -21,8 +21,25 @@ from store_server.crypto import EMITTER_KEY, unseal
 from store_server.keys import Keys
 from store_server.models import Consent, EmitterKey, utcnow
 
-# The resolver table's own field (never an identifier: those are 16 or 40 hex digits).
+# The resolver table's own fields (never an identifier: those are 16 or 40 hex digits).
 VERSION_FIELD = "version"
+TICKET_FIELD = "ticket"  # the number of the rebuild that made it (Keys.resolver_tickets)
+
+# Swaps a rebuilt table in unless a rebuild that read SQL later already did (a withdrawal
+# committed in between would come back with the older one). A table whose ticket the counter
+# has not reached (the counter was lost, not the table) is replaced, so rebuilds never stall.
+# KEYS: the built table, the table, the counter. ARGV: this rebuild's ticket. 1 if swapped in.
+_SWAP_LUA = """
+local mine = tonumber(ARGV[1])
+local held = tonumber(redis.call('HGET', KEYS[2], ARGV[2]) or '0') or 0
+local issued = tonumber(redis.call('GET', KEYS[3]) or '0') or 0
+if held > mine and held <= issued then
+  redis.call('DEL', KEYS[1])
+  return 0
+end
+redis.call('RENAME', KEYS[1], KEYS[2])
+return 1
+"""
 
 
 def _epoch(dt: datetime | None) -> float | None:
@@ -101,7 +118,12 @@ def load_active(
 
 
 def refresh(r: redis.Redis, keys: Keys, db: Session, data_key: str, periods: int) -> int:
-    """Rebuild the whole table from SQL and swap it in atomically; returns its size."""
+    """Rebuild the whole table from SQL and swap it in atomically, unless a rebuild that read
+    SQL later did already; returns its size."""
+    # Numbered before SQL is read: opt-ins, withdrawals, erasures and the periodic job rebuild
+    # concurrently, and one that read SQL before a withdrawal committed must not swap its table
+    # in after the withdrawal's own rebuild (her identifiers would resolve again).
+    ticket = r.incr(keys.resolver_tickets())
     emitters, consents = load_active(db, data_key)
     table = build_table(emitters, consents, time.time(), periods)
     tmp = keys.resolver() + ":building"
@@ -110,7 +132,7 @@ def refresh(r: redis.Redis, keys: Keys, db: Session, data_key: str, periods: int
     # A new version per table: ingest writes what it resolved against the version it read, so a
     # batch in flight while a consent ends resolves again instead of writing a presence after
     # the withdrawal has ended it (ingest._WRITE_LUA).
-    pipe.hset(tmp, mapping={**table, VERSION_FIELD: os.urandom(8).hex()})
-    pipe.rename(tmp, keys.resolver())
+    pipe.hset(tmp, mapping={**table, VERSION_FIELD: os.urandom(8).hex(), TICKET_FIELD: ticket})
+    pipe.eval(_SWAP_LUA, 3, tmp, keys.resolver(), keys.resolver_tickets(), ticket, TICKET_FIELD)
     pipe.execute()
     return len(table)

@@ -9,7 +9,7 @@ import pytest
 import redis
 from sqlalchemy import select
 
-from store_server import events, ingest, rights
+from store_server import events, ingest, resolver, rights
 from store_server.db import sessions
 from store_server.models import Subscriber
 from store_server.redis_store import get_keys, get_redis
@@ -60,3 +60,43 @@ def test_a_withdrawal_landing_mid_batch_leaves_no_presence_and_no_push(stack, pr
     assert r.hget(keys.occupants(scanner.venue_id), str(alice)) is None
     events.flush(app, min_age_s=0)  # whatever the batch left pending goes out now, if anything
     assert audit_actions(app, alice) == (["push", "revoke"] if present_before else [])
+
+
+def test_a_resolver_rebuild_read_before_a_withdrawal_never_swaps_in_after_it(stack):
+    # Every opt-in, withdrawal, erasure and the periodic job rebuild the whole table: one that
+    # read SQL before a withdrawal committed and swapped its table in after the withdrawal's
+    # own rebuild put the withdrawn consent back, and her next sighting was pushed again.
+    app = stack.app
+    r, keys, topo = get_redis(app), get_keys(app), get_topology(app)
+    scanner = topo.scanner(CAR)
+    with sessions(app)() as db:
+        alice = db.scalar(select(Subscriber.id).where(Subscriber.directory_id == "demo:alice"))
+    emitter = stack.world.emitters["alice"]
+
+    class WithdrawalLands(redis.Redis):
+        """A plain client on the app's pool: the subscriber withdraws (SQL, her own rebuild,
+        ended presence) after this rebuild read SQL and built its table, before its swap."""
+
+        fired = False
+
+        def pipeline(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+            if not WithdrawalLands.fired:
+                WithdrawalLands.fired = True
+                assert rights.withdraw(app, alice) == 1
+            return super().pipeline(*args, **kwargs)
+
+    racing = WithdrawalLands(connection_pool=r.connection_pool)
+    with sessions(app)() as db:
+        resolver.refresh(racing, keys, db, app.config["DATA_KEY"], app.config["RESOLVER_WINDOW"])
+    assert WithdrawalLands.fired
+    start = time.time()
+    assert r.hget(keys.resolver(), eid_rows(emitter, start, 1)[0]["id"]) is None
+    client = app.test_client()
+    for s in range(5):
+        body = batch_body(eid_rows(emitter, start + s, 1, -50.0))
+        headers = signed(CAR, stack.secret(CAR), body)
+        resp = client.post("/api/v1/sightings", data=body, headers=headers)
+        assert resp.status_code == 200
+    assert r.hget(keys.tracks(scanner.venue_id), str(alice)) is None
+    events.flush(app, min_age_s=0)
+    assert audit_actions(app, alice) == []
