@@ -21,6 +21,9 @@ ZONE_KINDS = ("chair", "cabin", "area")
 MAX_ZONES = 200
 MAX_NAME = 64
 PAD_M = 0.5
+# A venue's frame is metres from its own origin: a corner further out is a typo or degrees read
+# as metres, and a plan spanning it leaves positioning no grid to build (scanners: views.py).
+MAX_PLAN_M = 10_000.0
 
 
 class ZoneError(ValueError):
@@ -89,6 +92,8 @@ def _zone(i: int, feature: Any, seen: set[str]) -> ZoneSpec:
         raise ZoneError("geo_bad_coordinates", i=i, name=name) from None
     if not finite:
         raise ZoneError("geo_bad_coordinates", i=i, name=name)
+    if np.abs(shapely.get_coordinates(geom)).max() >= MAX_PLAN_M:
+        raise ZoneError("geo_far", i=i, name=name, m=int(MAX_PLAN_M))
     if geom.is_empty:
         raise ZoneError("geo_empty", i=i, name=name)
     # Validity first: a bow-tie's two lobes cancel to zero area, but the real fault is the cross.

@@ -138,6 +138,8 @@ CATALOGUE: dict[str, dict[str, str]] = {
         "geo_bad_kind": 'Zone "{name}" (feature {i}): kind must be one of {kinds}.',
         "geo_not_polygon": 'Zone "{name}" (feature {i}) must be a Polygon.',
         "geo_bad_coordinates": 'Zone "{name}" (feature {i}) has unreadable coordinates.',
+        "geo_far": 'Zone "{name}" (feature {i}) reaches {m} m or more from the plan\'s origin: '
+        "coordinates are metres in the venue's own frame.",
         "geo_empty": 'Zone "{name}" (feature {i}) has no area.',
         "geo_invalid": 'Zone "{name}" (feature {i}) is not a valid polygon: {why}.',
         "geo_db": "The zones could not be saved: {why}.",
@@ -407,6 +409,8 @@ CATALOGUE: dict[str, dict[str, str]] = {
         "geo_bad_kind": "Zone « {name} » (objet {i}) : kind doit valoir {kinds}.",
         "geo_not_polygon": "La zone « {name} » (objet {i}) doit être un Polygon.",
         "geo_bad_coordinates": "La zone « {name} » (objet {i}) a des coordonnées illisibles.",
+        "geo_far": "La zone « {name} » (objet {i}) s'étend à {m} m ou plus de l'origine du plan : "
+        "les coordonnées sont des mètres dans le repère du lieu.",
         "geo_empty": "La zone « {name} » (objet {i}) n'a pas de surface.",
         "geo_invalid": "La zone « {name} » (objet {i}) n'est pas un polygone valide : {why}.",
         "geo_db": "Les zones n'ont pas pu être enregistrées : {why}.",

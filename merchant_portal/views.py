@@ -386,7 +386,7 @@ def place_scanner(scanner_id: int) -> ResponseReturnValue:
         x, y = float(request.form["x"]), float(request.form["y"])
     except (KeyError, ValueError):
         abort(400)
-    if not (abs(x) < 10_000 and abs(y) < 10_000):
+    if not (abs(x) < geo.MAX_PLAN_M and abs(y) < geo.MAX_PLAN_M):
         abort(400)
     scanner.x, scanner.y = x, y
     venue = get_db().get(Venue, scanner.venue_id)

@@ -76,6 +76,11 @@ def upload(client, venue_id: int, raw: bytes, lang: str = "en"):  # type: ignore
             "Zone &#34;nan&#34; (feature 1) has unreadable coordinates.",
         ),
         (b"[" * 60000 + b"]" * 60000, "The file is not valid JSON."),
+        # Once stored: degrees read as metres, or a typo, left positioning no grid to build.
+        (
+            collection(feature("far", [[0, 0], [1e200, 0], [1e200, 1], [0, 0]])),
+            "Zone &#34;far&#34; (feature 1) reaches 10000 m or more from the plan&#39;s origin",
+        ),
         (collection(feature("a\x00b", SQUARE)), "Feature 1 needs a &#34;name&#34; property"),
     ],
 )
