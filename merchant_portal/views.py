@@ -216,12 +216,22 @@ def pair(device_id: int) -> ResponseReturnValue:
 def rotate(device_id: int) -> ResponseReturnValue:
     """Issue a new token (shown once); the old one stops working now."""
     device = own_device(device_id)
+    revoked = device.revoked_at is not None
     token = services.issue_device_token(device)
     get_db().commit()
+    if revoked:
+        _forget_while_revoked(device.id)
     pairing_codes().cancel(device.id)
     get_topology(current_app).invalidate()
     drop_device_sockets({device.id})
     return _devices_page(get_db().get(Venue, device.venue_id), token=token, token_device=device)
+
+
+def _forget_while_revoked(device_id: int) -> None:
+    """Empty a revoked device's outbox as it is paired again."""
+    # Another worker's topology cache may list a revoked device for a few seconds more and
+    # queue pushes for it after the revoke emptied its outbox: they were never its to receive.
+    outbox.clear(get_redis(current_app), get_keys(current_app), [device_id])
 
 
 @bp.post("/devices/<int:device_id>/revoke")
@@ -289,8 +299,11 @@ def device_pair() -> ResponseReturnValue:
         # A suspended merchant's devices are cut off: a code shown before must not reconnect one.
         throttle.fail(who)
         return jsonify({"error": t("device_pair_failed")}), 404
+    revoked = device.revoked_at is not None
     token = services.issue_device_token(device)
     db.commit()
+    if revoked:
+        _forget_while_revoked(device.id)
     get_topology(current_app).invalidate()
     drop_device_sockets({device.id})
     return jsonify({"token": token, "device": device.name})

@@ -16,10 +16,11 @@ from sqlalchemy import select
 
 from beacons.signing import signed_headers
 from merchant_portal.health import scanner_status
-from store_server import jobs, services
+from store_server import jobs, outbox, services
 from store_server.db import sessions
 from store_server.drift_report import venue_drift
 from store_server.models import Merchant
+from store_server.redis_store import get_keys, get_redis
 from store_server.topology import get_topology
 from tests.helpers import eid_rows, post_batch
 from tests.merchant_portal.conftest import csrf_of, hang_up
@@ -95,6 +96,28 @@ def test_revoking_refuses_the_token(salon, world, portal_server, client):
     # Pairing again brings it back.
     again = TOKEN.search(post_action(salon, device, "rotate").get_data(as_text=True)).group(1)
     assert device_outcome(portal_server.url, again) == "connected"
+
+
+@pytest.mark.parametrize("how", ["rotate", "pair"])
+def test_a_device_paired_again_gets_nothing_queued_for_it_while_revoked(
+    salon, world, portal_server, portal_app, how
+):
+    device = world.devices["annex-spare"]
+    assert post_action(salon, device, "revoke").status_code == 302
+    # A worker whose cached topology still lists the device pushes to it after the revoke.
+    r, keys = get_redis(portal_app), get_keys(portal_app)
+    stale = {"type": "push", "zone": "annex", "subscriber": "pseudonym", "expires_at": None}
+    outbox.append_many(r, keys, [(device, stale)], maxlen=100, ttl_s=3600)
+    assert len(outbox.pending(r, keys, device, time.time())) == 1
+    if how == "rotate":
+        page = post_action(salon, device, "rotate").get_data(as_text=True)
+        token = TOKEN.search(page).group(1)
+    else:
+        code = CODE.search(post_action(salon, device, "pair").get_data(as_text=True)).group(1)
+        pair = f"{portal_server.url}/portal/device/pair"
+        token = requests.post(pair, json={"code": code}, timeout=10).json()["token"]
+    assert device_outcome(portal_server.url, token) == "connected"
+    assert outbox.pending(r, keys, device, time.time()) == []
 
 
 def test_scanner_health_from_a_signed_heartbeat(salon, world, portal_server):
