@@ -11,6 +11,7 @@ import email.utils
 import json
 import logging
 import random
+import re
 import secrets
 import threading
 import time
@@ -31,6 +32,7 @@ REJECTED = "rejected"  # the batch itself is invalid and can never succeed: dele
 
 RETRY_AFTER_MAX_S = 3600.0  # a server asking for more is misconfigured; do not sleep for days
 _REJECT_STATUSES = frozenset({400, 413, 422})
+_SECONDS = re.compile(r"[0-9]+")
 
 
 def classify(status: int | None) -> str:
@@ -57,7 +59,9 @@ def retry_after_s(value: str | None, now: float) -> float | None:
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
+    # ASCII digits only: "²" is a digit to str.isdigit and float() refuses it, which killed the
+    # sender thread (a header is whatever a proxy in between chose to write).
+    if _SECONDS.fullmatch(value):
         return float(value)
     try:
         when = email.utils.parsedate_to_datetime(value)

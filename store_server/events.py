@@ -39,6 +39,7 @@ def encode(o: Occurrence) -> str:
             "c": o.consent,
             "e": [e.kind, e.zone, e.at, e.since, e.reason],
             "d": o.disclose,
+            "dv": list(o.devices),
         }
     )
 
@@ -122,7 +123,10 @@ def flush(app: Flask, min_age_s: float = RETRY_AFTER_S, limit: int = 200) -> int
             continue
         kind, zone, at, since, reason = doc["e"]
         event = PresenceEvent(kind, zone, at, since, reason)
-        items.append((entry_id, Occurrence(doc["s"], venue, doc["c"], event, doc.get("d", True))))
+        occurrence = Occurrence(
+            doc["s"], venue, doc["c"], event, doc.get("d", True), tuple(doc.get("dv", ()))
+        )
+        items.append((entry_id, occurrence))
     occurrences, ids = _take(r, keys, items)
     if not ids:
         return 0  # another process is delivering them now

@@ -37,7 +37,7 @@ from store_server.keys import Keys
 from store_server.positioning.engine import Columns
 from store_server.positioning.live import declared_start, track
 from store_server.positioning.pathloss import declared_level
-from store_server.push import Occurrence
+from store_server.push import PUSHED_TO, Occurrence
 from store_server.redis_store import run_script, script_sha
 from store_server.resolver import VERSION_FIELD, applicable_consent
 from store_server.topology import ScannerInfo, Topology, VenueInfo
@@ -693,10 +693,7 @@ def _fold(
                 state["c"] = consents[sub]
             else:
                 events += rescope(state, consents[sub], wall)
-            occurrences.extend(
-                Occurrence(sub, venue, held if e.kind == "exit" else state["c"], e, d)
-                for e, d in disclosures(state, prev.get("h", False), events, wall)
-            )
+            occurrences.extend(_occurrences(venue, sub, state, held, events, prev, wall))
             last = state["p"]["last"]
             version = f"{(base + i) & 0xFFFFFFFFFFFFFFFF:016x}"
             state = {"v": version, **{k: v for k, v in state.items() if k != "v"}}
@@ -745,6 +742,34 @@ def _fold(
         len(sightings), resolved=resolved, dropped=len(sightings) - resolved, event_ids=event_ids
     )
     return outcome, occurrences, False
+
+
+def _occurrences(
+    venue: VenueInfo,
+    sub: int,
+    state: dict[str, Any],
+    held: dict[str, Any],
+    events: list[presence.PresenceEvent],
+    prev: dict[str, Any],
+    wall: float,
+) -> list[Occurrence]:
+    """One subscriber's events as occurrences (see disclosures): an exit under the consent
+    `held` its enter was disclosed under, and to the devices its zone had at that enter as well
+    (PUSHED_TO, which the state keeps while the presence lasts: a zone redrawn meanwhile no
+    longer lists them)."""
+    out = []
+    shown = tuple(state.get(PUSHED_TO, ()))
+    for e, d in disclosures(state, prev.get("h", False), events, wall):
+        if e.kind == "exit":
+            out.append(Occurrence(sub, venue, held, e, d, shown))
+        else:
+            out.append(Occurrence(sub, venue, state["c"], e, d))
+            shown = tuple(venue.devices_by_zone.get(e.zone, ()))
+    if shown and state["p"].get("zone"):
+        state[PUSHED_TO] = list(shown)
+    else:
+        state.pop(PUSHED_TO, None)
+    return out
 
 
 def rescope(

@@ -34,7 +34,7 @@ from store_server import events as pending
 from store_server.db import sessions
 from store_server.ingest import restamp
 from store_server.models import Scanner, Venue
-from store_server.push import Occurrence
+from store_server.push import Occurrence, pushed_to
 from store_server.redis_store import get_keys, get_redis
 from store_server.topology import VenueInfo, get_topology, model_version
 
@@ -124,7 +124,7 @@ def sweep_once(app: Flask, now: float | None = None) -> int:
                         pipe.hdel(keys.occupants(venue_id), str(sub))
                     occurrences.extend(
                         # A presence never disclosed (scanner backlog) is never revoked either.
-                        Occurrence(sub, venue, state["c"], e, not state.get("h"))
+                        Occurrence(sub, venue, state["c"], e, not state.get("h"), pushed_to(state))
                         for e in events
                         if state.get("c")
                     )

@@ -17,7 +17,7 @@ from store_server.crypto import pseudonym
 from store_server.db import sessions
 from store_server.models import Subscriber
 from store_server.presence import PresenceEvent
-from store_server.push import Occurrence
+from store_server.push import Occurrence, pushed_to
 from store_server.redis_store import get_keys, get_redis
 from store_server.topology import get_topology
 
@@ -95,7 +95,14 @@ def end_presence(app: Flask, subscriber_id: int, reason: str) -> int:
                         event = PresenceEvent("exit", zone, now, state["p"]["since"], reason)
                         disclose = not state.get("h")
                         occurrences.append(
-                            Occurrence(subscriber_id, venue, state["c"], event, disclose)
+                            Occurrence(
+                                subscriber_id,
+                                venue,
+                                state["c"],
+                                event,
+                                disclose,
+                                pushed_to(state),
+                            )
                         )
                 pending.queue(pipe, keys, occurrences)
                 event_ids = pending.committed_ids(pipe.execute(), len(occurrences))

@@ -54,6 +54,27 @@ class Occurrence:
     event: PresenceEvent
     # False for a presence replayed from a scanner's backlog: recorded (visits), never disclosed.
     disclose: bool = True
+    # For an exit: the devices its zone had when the presence was entered (ingest keeps them in
+    # the tracking state, PUSHED_TO), which its revoke reaches even if the zone lost them since
+    # (the zones redrawn while someone sat there: their devices are bound to no zone any more).
+    devices: tuple[int, ...] = ()
+
+
+# The tracking state's field holding the devices of the zone its presence entered (Occurrence).
+PUSHED_TO = "dv"
+
+
+def pushed_to(state: dict[str, Any]) -> tuple[int, ...]:
+    """The devices a tracking state's presence was pushed to when it entered (PUSHED_TO)."""
+    return tuple(state.get(PUSHED_TO, ()))
+
+
+def revoked_on(o: Occurrence) -> list[int]:
+    """The devices an exit's revoke goes to: its zone's now, and those its enter was pushed to
+    that are still the venue's (a device revoked since may receive nothing more)."""
+    devices = list(o.venue.devices_by_zone.get(o.event.zone, []))
+    devices += [d for d in o.devices if d in o.venue.device_names and d not in devices]
+    return devices
 
 
 def device_room(device_id: int) -> str:
@@ -496,9 +517,9 @@ def deliver(app: Flask, occurrences: list[Occurrence]) -> None:
             if sub is None or not o.disclose or id(o) in lapsed:
                 continue  # erased meanwhile: nothing may be disclosed
             pseudo = pseudonym(o.venue.merchant_key, sub.public_id)
-            devices = o.venue.devices_by_zone.get(o.event.zone, [])
             guard = 0
             if o.event.kind == "enter":
+                devices = o.venue.devices_by_zone.get(o.event.zone, [])
                 guards.append(o)
                 guard = len(guards)
                 body = push_payload(
@@ -510,6 +531,7 @@ def deliver(app: Flask, occurrences: list[Occurrence]) -> None:
                     expiry(now, ttl, [o.consent]),
                 )
             else:
+                devices = revoked_on(o)
                 outbox.drop_for(r, keys, devices, pseudo)
                 body = revoke_payload(pseudo, o.event.zone, o.event.reason)
             # When it happened: an occurrence delivered again after a failure (events.flush)

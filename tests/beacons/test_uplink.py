@@ -156,6 +156,27 @@ def test_retry_after_delays_the_next_attempt(tmp_path: Path) -> None:
         srv.stop()
 
 
+def test_a_retry_after_that_is_no_number_neither_stops_the_sender(tmp_path: Path) -> None:
+    # "²" is a digit to str.isdigit and float() refuses it: the sender thread died on the
+    # ValueError, and the daemon went on hearing and queueing with nothing ever sent again.
+    assert retry_after_s("²", 0.0) is None
+    srv = IngestServer({"s1": SECRET}).start()
+    srv.fail_status, srv.retry_after = 503, "²"
+    queue = SightingQueue(tmp_path / "q.sqlite")
+    up = Uplink(srv.url, "s1", SECRET, queue, timeout=2.0, backoff_cap_s=0.05)
+    _fill(queue, 1, 1)
+    stop, t = _run(up)
+    try:
+        assert srv.wait_for(lambda: srv.posts >= 1)
+        srv.fail_status = None
+        assert srv.wait_for(lambda: len(srv.batches) == 1)
+    finally:
+        stop.set()
+        up.resume()
+        t.join(5)
+        srv.stop()
+
+
 class _LongWaits(random.Random):
     """Jitter that draws half a minute every time: a sender deep in its backoff."""
 

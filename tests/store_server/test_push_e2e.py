@@ -13,13 +13,14 @@ from typing import Any
 
 import pytest
 from shapely.geometry import box
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from beacons.eid import compute_eid
 from store_server import jobs, outbox, rights, services
 from store_server.crypto import pseudonym
 from store_server.device_client import DeviceConnection
-from store_server.models import Merchant, Subscriber
+from store_server.models import Merchant, Subscriber, Zone
 from store_server.occupancy import end_presence
 from store_server.presence import PresenceEvent
 from store_server.push import Occurrence, deliver
@@ -487,3 +488,39 @@ def _next_event(got: queue.Queue) -> dict:
         name, event, _duplicate = got.get(timeout=10)
         if name == "event":
             return event
+
+
+@pytest.mark.parametrize("ended_by", ["absent", "withdrawn"])
+def test_a_zone_redrawn_away_while_occupied_still_revokes_on_its_devices(
+    app, live_server, db, devices, ended_by
+):
+    # The owner uploads zones without the seat (left out, or renamed) while ann sits there: the
+    # seat's device is bound to no zone any more, and her exit's revoke, addressed to the
+    # seat's devices as the zones are now, reached nobody. The device kept playing her
+    # playlist, and its outbox kept her push and queue to replay, for the push's hour.
+    world = build_world(app, db, zones=("seat", "sofa"), exit_absent_s=1.0)
+    dev = devices(live_server.url, world.token("seat"), ack=False)
+    enter(live_server.url, world, "seat", "ann")
+    assert dev.next()["type"] == "push"
+    assert dev.next_queue()["members"] == [world.pseudonym("ann")]
+    seat = db.scalars(
+        select(Zone).where(Zone.venue_id == world.venue_id, Zone.name == "seat")
+    ).one()
+    db.delete(seat)  # as the portal's zone upload does with a zone the new file leaves out
+    db.commit()
+    get_topology(app).invalidate()
+    ann = world.people["ann"]
+    if ended_by == "withdrawn":
+        services.withdraw_all(db, db.get(Subscriber, ann.id))
+        db.commit()
+        jobs.refresh_resolver(app)
+        end_presence(app, ann.id, "withdrawn")
+    # else: she is not heard again, and the jobs' sweeper ends her presence.
+    revoke = dev.next(timeout=10)
+    assert (revoke["type"], revoke["subscriber"]) == ("revoke", world.pseudonym("ann"))
+    assert revoke["reason"] == ended_by
+    assert wait_for(lambda: audit_actions(app, ann.id) == ["push", "revoke"], 10)
+    device = world.devices["seat"][0][0]
+    # Never acked: what a reconnect would replay is the revoke, not her push or queue.
+    pending = outbox.pending(get_redis(app), get_keys(app), device, time.time())
+    assert [e["type"] for e in pending] == ["revoke"]
