@@ -92,7 +92,7 @@ def new_batch_id() -> str:
 def _reason(resp: requests.Response) -> str:
     try:
         return str(resp.json().get("error", ""))[:200] or f"HTTP {resp.status_code}"
-    except (ValueError, AttributeError):
+    except (ValueError, AttributeError, RecursionError):
         return f"HTTP {resp.status_code}"
 
 
@@ -166,7 +166,7 @@ class Uplink:
             self.queue.delete(batch.seq)
             self.batches_sent += 1
             self.sightings_sent += batch.n
-            with contextlib.suppress(ValueError, AttributeError, TypeError):
+            with contextlib.suppress(ValueError, AttributeError, TypeError, RecursionError):
                 reply = resp.json()
                 self.duplicates += bool(reply.get("duplicate"))
                 self.accepted += int(reply.get("accepted", 0))
@@ -198,7 +198,14 @@ class Uplink:
                 wake.clear()
                 continue
             self._resume.clear()
-            outcome, retry_after = self.send(batch)
+            try:
+                outcome, retry_after = self.send(batch)
+            except Exception as exc:
+                # Whatever a server or a proxy in between answers must not end this thread: the
+                # daemon would go on hearing and queueing, and send nothing until restarted.
+                self._note(f"sending failed ({type(exc).__name__})")
+                self.failures += 1
+                outcome, retry_after = RETRY, None
             if outcome in (DELIVERED, REJECTED):
                 attempt = 0
                 continue

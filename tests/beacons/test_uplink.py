@@ -177,6 +177,28 @@ def test_a_retry_after_that_is_no_number_neither_stops_the_sender(tmp_path: Path
         srv.stop()
 
 
+def test_a_reply_the_sender_cannot_read_neither_stops_it(tmp_path: Path) -> None:
+    # A refusal whose JSON nests past Python's recursion limit (a hostile or broken proxy):
+    # reading its reason raised RecursionError, which ended the sender thread for good.
+    srv = IngestServer({"s1": SECRET}).start()
+    srv.fail_status, srv.fail_body = 401, b"[" * 100_000 + b"]" * 100_000
+    queue = SightingQueue(tmp_path / "q.sqlite")
+    up = Uplink(srv.url, "s1", SECRET, queue, timeout=2.0, backoff_cap_s=0.05)
+    _fill(queue, 1, 1)
+    stop, t = _run(up)
+    try:
+        assert srv.wait_for(lambda: srv.posts >= 2)
+        srv.fail_status = None
+        up.resume()
+        assert srv.wait_for(lambda: len(srv.batches) == 1)
+        assert t.is_alive()
+    finally:
+        stop.set()
+        up.resume()
+        t.join(5)
+        srv.stop()
+
+
 class _LongWaits(random.Random):
     """Jitter that draws half a minute every time: a sender deep in its backoff."""
 

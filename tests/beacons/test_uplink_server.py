@@ -30,7 +30,7 @@ class IngestServer:
         self.duplicates = 0
         self.refused: list[str] = []
         self.fail_status: int | None = None
-        self.fail_body: dict[str, Any] = {}
+        self.fail_body: dict[str, Any] | bytes = {}  # bytes: sent as they are
         self.lose_responses = 0  # store the next N batches but drop the connection unanswered
         self.retry_after: str | None = None
         self.nonces: set[str] = set()
@@ -57,7 +57,7 @@ class IngestServer:
                 if status == 0:  # the server has the batch but the reply is lost on the way
                     self.close_connection = True
                     return
-                data = json.dumps(reply).encode()
+                data = reply if isinstance(reply, bytes) else json.dumps(reply).encode()
                 self.send_response(status)
                 for k, v in headers.items():
                     self.send_header(k, v)
