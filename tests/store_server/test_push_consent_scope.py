@@ -219,16 +219,21 @@ def test_her_own_queue_read_before_her_erasure_is_not_left_in_the_outbox(stack, 
     assert _pseudonym(app, public_id) not in left and ALICE_TRACK not in left
 
 
-def test_a_batch_arriving_after_her_consent_ran_out_pushes_nothing_and_revokes_nothing(stack):
-    app = stack.app
-    alice, chair, _salon, _public_id = _ids(app)
-    until = time.time() + 2.0
+def _consents_run_out(app, subscriber: int, until: float) -> float:  # type: ignore[no-untyped-def]
+    """Every consent of the subscriber ends at `until` (epoch s); the resolver table rebuilt."""
     with sessions(app)() as db:
-        for consent in db.scalars(select(Consent).where(Consent.subscriber_id == alice)):
+        for consent in db.scalars(select(Consent).where(Consent.subscriber_id == subscriber)):
             consent.valid_from = utcnow() - timedelta(minutes=1)
             consent.valid_until = datetime.fromtimestamp(until, UTC)
         db.commit()
     jobs.refresh_resolver(app)
+    return until
+
+
+def test_a_batch_arriving_after_her_consent_ran_out_pushes_nothing_and_revokes_nothing(stack):
+    app = stack.app
+    alice, chair, _salon, _public_id = _ids(app)
+    until = _consents_run_out(app, alice, time.time() + 2.0)
     # Her only consent runs out; the resolver table still holds it until its next rebuild.
     _until(until)
     # What the scanners heard in her last seconds under it arrives now (a batch a few seconds
@@ -247,13 +252,7 @@ def test_a_batch_arriving_after_her_consent_ran_out_pushes_nothing_and_revokes_n
 def test_an_enter_delivered_again_after_her_consent_ran_out_is_not_pushed(stack):
     app = stack.app
     alice, chair, _salon, _public_id = _ids(app)
-    until = time.time() + 3.0
-    with sessions(app)() as db:
-        for consent in db.scalars(select(Consent).where(Consent.subscriber_id == alice)):
-            consent.valid_from = utcnow() - timedelta(minutes=1)
-            consent.valid_until = datetime.fromtimestamp(until, UTC)
-        db.commit()
-    jobs.refresh_resolver(app)
+    until = _consents_run_out(app, alice, time.time() + 3.0)
     # Her enter is committed while her consent holds, and its delivery fails (ingest alone
     # here: the process died before delivering); the retry comes after the consent ran out.
     r, keys, topo = get_redis(app), get_keys(app), get_topology(app)
