@@ -22,6 +22,7 @@ from werkzeug.security import generate_password_hash
 from merchant_portal.auth import current_staff, session_store_down
 from merchant_portal.blueprint import bp, t
 from merchant_portal.health import scanner_status
+from merchant_portal.sockets import disconnect_staff
 from merchant_portal.views import drop_device_sockets
 from store_server import services
 from store_server.db import get_db
@@ -203,5 +204,7 @@ def invite(token: str) -> ResponseReturnValue:
     # The password is changed whatever happens now; portal sessions still die by their mark.
     with contextlib.suppress(HTTPException):
         _end_all(user.id)
+    # What a session of the old password is watching live ends with it, not at its next request.
+    disconnect_staff(current_app._get_current_object(), user.id)  # type: ignore[attr-defined]
     flash(t("op_password_set"))
     return redirect(url_for("portal.login"))

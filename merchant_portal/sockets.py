@@ -7,6 +7,7 @@ of venues of their own merchant, checked at connect from the Flask session cooki
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlsplit
 
 from flask import Flask, request, session
 from flask_socketio import ConnectionRefusedError, SocketIO, join_room
@@ -42,6 +43,18 @@ def staff_venue(app: Flask, staff_id: Any, venue_id: Any, mark: Any = None) -> i
         )
 
 
+def same_origin() -> bool:
+    """Whether the handshake comes from a page of this host, or from no foreign page at all."""
+    origin = request.headers.get("Origin")
+    if origin is None:
+        # Browsers send it on every websocket handshake and cross-origin request.
+        return True
+    try:
+        return urlsplit(origin).netloc == request.host
+    except ValueError:  # "http://[": names no host of ours
+        return False
+
+
 def disconnect_staff(app: Flask, staff_id: int) -> int:
     """Close every live connection of a staff member (signed out); returns how many."""
     connected: dict[str, int] = app.extensions["cm_portal_connected"]
@@ -58,6 +71,11 @@ def register(app: Flask, socketio: SocketIO) -> None:
 
     @socketio.on("connect", namespace=PORTAL)
     def _connect(auth: Any = None) -> None:
+        # The session cookie is SameSite=Lax, so a page of another origin of the same site
+        # (another port, a sibling subdomain) opening a websocket here would send it along; the
+        # Socket.IO server checks no Origin (cors_allowed_origins=[] turns that check off).
+        if not same_origin():
+            raise ConnectionRefusedError("not signed in or not your venue")
         venue_id = auth.get("venue") if isinstance(auth, dict) else None
         staff_id = session.get("staff_id")
         # A signed-out session (or a copy of its cookie) is refused like an anonymous one.

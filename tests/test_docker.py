@@ -127,6 +127,14 @@ def test_websockets_are_upgraded_and_kept_open(nginx) -> None:
     assert directive("proxy_buffering") == ["off"]
 
 
+def test_the_workers_see_the_host_with_its_port(nginx) -> None:
+    # Browsers send Origin: http://host:8000; the workers compare it with Host, which $host would
+    # hand them without the port, refusing every opt-in form and every live portal page.
+    server = one(nginx, "server")[1]
+    headers = {args[0]: args[1] for name, args, _ in server if name == "proxy_set_header"}
+    assert headers["Host"] == "$http_host"
+
+
 def test_every_worker_shares_one_message_queue_and_one_redis(compose) -> None:
     workers = store_workers(compose)
     assert len(workers) >= 2

@@ -13,6 +13,7 @@ from store_server.optin.pages import render
 from store_server.optin.web import (
     client_ip,
     csrf_ok,
+    limit_reached,
     load_session,
     rate_limited,
     save_session,
@@ -43,16 +44,21 @@ def signin() -> Response:
         return render("optin/auditor_signin.html")
     cfg = current_app.config
     error = None
+    email = request.form.get("email", "").strip().lower()[:254]
+    password = request.form.get("password", "")[:256]
     if not csrf_ok():
         error = "csrf"
-    elif rate_limited("auditor-ip", client_ip(), cfg["OPTIN_SIGNIN_IP_RATE"]):
+    # Per account too: per address alone, guesses spread over many addresses never met a
+    # limit (the portal's form counts its own). Only failures count, so signing in is never it.
+    elif rate_limited("auditor-ip", client_ip(), cfg["OPTIN_SIGNIN_IP_RATE"]) or limit_reached(
+        "auditor-user", email, cfg["OPTIN_SIGNIN_USER_RATE"]
+    ):
         error = "rate_limited"
     else:
-        email = request.form.get("email", "").strip().lower()[:254]
-        password = request.form.get("password", "")[:256]
         u = get_db().scalar(select(StaffUser).where(StaffUser.email == email))
         ok = check_password_hash(u.password_hash if u else _DUMMY, password)
         if u is None or not ok or u.role not in ROLES:
+            rate_limited("auditor-user", email, cfg["OPTIN_SIGNIN_USER_RATE"])
             error = "bad_credentials"
         else:
             sign_in_staff(u.id)

@@ -240,6 +240,18 @@ def rate_limited(scope: str, ident: str, rate: str) -> bool:
     return int(count) > hits
 
 
+def limit_reached(scope: str, ident: str, rate: str) -> bool:
+    """Whether this identity used up its window already, counting no hit (fails open)."""
+    app = current_app
+    hits, _window = parse_rate(rate)
+    try:
+        count = get_redis(app).get(_limit_key(app, scope, ident))
+    except redis.exceptions.RedisError:
+        log.warning("rate limiter unavailable", extra={"scope": scope})
+        return False
+    return count is not None and int(count) >= hits
+
+
 def forget_limits(app: Flask, scope: str, ident: str) -> None:
     """Remove a limiter's counter (erasure removes those keyed by the account)."""
     get_redis(app).delete(_limit_key(app, scope, ident))

@@ -5,6 +5,8 @@ Each screen is saved as a tablet-size PNG under artifacts/screenshots/."""
 from __future__ import annotations
 
 import re
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from playwright.sync_api import expect
@@ -278,3 +280,41 @@ def test_operator_console_renders(context, world):
     expect(page.locator('tr[data-merchant="salon-meche"]')).to_be_visible()
     expect(page.get_by_label("Owner's email")).to_be_visible()
     screenshot(page, "13-operator")
+
+
+def test_a_page_of_another_origin_cannot_watch_the_venue_live(context, portal_server, world):
+    """Cross-site websocket hijacking: the staff cookie is SameSite=Lax, and a page of the same
+    site but another origin (here another port of 127.0.0.1; in production a sibling subdomain)
+    opening a websocket to the portal sends it. Its connection must be refused."""
+    page = context.new_page()
+    browser_login(page, *SALON_LOGIN)
+    html = f"""<!doctype html><title>elsewhere</title>
+<script src="{portal_server.url}/portal/static/vendor/socket.io.min.js"></script>
+<script>
+  var s = io("{portal_server.url}/portal", {{
+    auth: {{venue: {world.salon_venue}}}, transports: ["websocket"], reconnection: false
+  }});
+  s.on("connect", function () {{ document.title = "connected"; }});
+  s.on("connect_error", function () {{ document.title = "refused"; }});
+</script>""".encode()
+
+    class Elsewhere(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html; charset=utf-8")
+            self.end_headers()
+            self.wfile.write(html)
+
+        def log_message(self, *_args: object) -> None:
+            pass
+
+    # A real server on another port: Chromium lets a loopback page reach the loopback server.
+    elsewhere = ThreadingHTTPServer(("127.0.0.1", 0), Elsewhere)
+    threading.Thread(target=elsewhere.serve_forever, daemon=True).start()
+    try:
+        page.goto(f"http://127.0.0.1:{elsewhere.server_port}/watch.html")
+        expect(page).to_have_title(re.compile("^(connected|refused)$"))
+        assert page.title() == "refused"
+    finally:
+        elsewhere.shutdown()
+        elsewhere.server_close()

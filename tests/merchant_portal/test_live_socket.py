@@ -33,7 +33,9 @@ def signed_in_cookie(url: str, email: str, password: str) -> str:
 class PortalWatcher:
     """A staff member's live connection to one venue, recording presence events."""
 
-    def __init__(self, url: str, venue: object, cookie: str | None) -> None:
+    def __init__(
+        self, url: str, venue: object, cookie: str | None, origin: str | None = None
+    ) -> None:
         self.events: queue.Queue = queue.Queue()
         outcome: queue.Queue = queue.Queue()
         self.sio = socketio.Client(reconnection=False)
@@ -44,7 +46,10 @@ class PortalWatcher:
             url,
             namespaces=["/portal"],
             auth={"venue": venue},
-            headers={"Cookie": cookie} if cookie else {},
+            headers={
+                **({"Cookie": cookie} if cookie else {}),
+                **({"Origin": origin} if origin else {}),
+            },
             # Long-polling: the same Socket.IO protocol, without the development server's slow
             # websocket close handshake on every disconnect (the browser tests use websockets).
             transports=["polling"],
@@ -77,6 +82,23 @@ def test_refused_without_a_session_or_for_a_venue_not_ones_own(portal_server, wo
     own = PortalWatcher(portal_server.url, world.salon_venue, cookie)
     own.close()
     assert own.outcome == "connected"
+
+
+@pytest.mark.parametrize(
+    "origin", ["https://evil.example", "http://127.0.0.1:1", "http://[", "null"]
+)
+def test_refused_from_a_page_of_another_origin(portal_server, world, origin):
+    # The session cookie is SameSite=Lax: a page of another origin of the same site (another
+    # port, a sibling subdomain) opening a websocket here sends it along, and would watch the
+    # staff member's venue live. Browsers always send Origin on such a handshake: only ours is let
+    # in (a client that sends none, like a Python device, has no browser's cookies to ride on).
+    cookie = signed_in_cookie(portal_server.url, *SALON_LOGIN)
+    foreign = PortalWatcher(portal_server.url, world.salon_venue, cookie, origin=origin)
+    foreign.close()
+    assert foreign.outcome == "refused"
+    ours = PortalWatcher(portal_server.url, world.salon_venue, cookie, origin=portal_server.url)
+    ours.close()
+    assert ours.outcome == "connected"
 
 
 def test_presence_reaches_the_owner_live_and_no_other_merchant(portal_server, world):

@@ -5,6 +5,7 @@ sign-out elsewhere, and without Redis a signed-in request gets a clear 503, neve
 from __future__ import annotations
 
 import os
+import queue
 import secrets
 from pathlib import Path
 from typing import Any
@@ -162,6 +163,36 @@ def test_a_password_change_ends_every_session_of_that_person(portal_app, world):
     assert _sent_to_sign_in(laptop.get("/portal/"), "/portal/login")
     _auditor_signin(desk, email, new)
     assert desk.get("/auditor/").status_code == 200
+
+
+def test_a_password_change_closes_the_live_connections_opened_before_it(
+    portal_server, world, portal_app
+):
+    # A copy of the cookie already watching the venue live: the new password ends its session,
+    # and must end what it is watching too, not only its next request.
+    email = _staff(portal_app, "owner")
+    url = portal_server.url
+    thief = requests.Session()
+    token = csrf_of(thief.get(f"{url}/portal/login", timeout=10).text)
+    form = {"email": email, "password": PASSWORD, "csrf_token": token}
+    assert thief.post(f"{url}/portal/login", data=form, timeout=10).status_code == 200
+    watcher = PortalWatcher(url, world.salon_venue, f"session={thief.cookies['session']}")
+    assert watcher.outcome == "connected"
+    gone: queue.Queue = queue.Queue()
+    watcher.sio.on("disconnect", lambda *_a: gone.put(True), namespace="/portal")
+    try:
+        with sessions(portal_app)() as db:
+            user = db.scalar(select(StaffUser).where(StaffUser.email == email))
+            with portal_app.test_request_context():
+                link = invite_link(user).split("://", 1)[1].split("/", 1)[1]
+        owner = requests.Session()
+        new = "a-brand-new-password-2026"
+        page = owner.get(f"{url}/{link}", timeout=10).text
+        form = {"csrf_token": csrf_of(page), "password": new, "confirm": new}
+        assert owner.post(f"{url}/{link}", data=form, timeout=10).status_code == 200
+        assert gone.get(timeout=10)
+    finally:
+        watcher.close()
 
 
 @pytest.fixture

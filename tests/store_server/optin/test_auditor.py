@@ -77,3 +77,19 @@ def test_an_email_with_nul_is_refused_not_a_crash(app, email):
     # traceback carried the e-mail). Refused before the view, as a JSON 400 like other 4xx here.
     resp = _sign_in(new_client(app), email, "any-password")
     assert resp.status_code == 400 and resp.is_json and resp.get_json()["error"]
+
+
+def test_sign_in_is_rate_limited_per_account(app):
+    # The audit log names every subscriber's disclosures: its password must not be guessable
+    # from a botnet, one try per address (the portal's form counts per account, this one did not).
+    email, password = _staff(app, "auditor")
+    statuses = [
+        _sign_in(new_client(app, ip=f"203.0.113.{i + 1}"), email, f"wrong-{i}").status_code
+        for i in range(7)
+    ]
+    assert statuses == [401] * 5 + [429] * 2
+    # Even the right password is refused while the account is locked.
+    assert _sign_in(new_client(app), email, password).status_code == 429
+    # Another account, or the same address for someone else, is not locked with it.
+    other, other_password = _staff(app, "auditor")
+    assert _sign_in(new_client(app, ip="203.0.113.1"), other, other_password).status_code == 303
