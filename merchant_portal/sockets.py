@@ -6,17 +6,21 @@ of venues of their own merchant, checked at connect from the Flask session cooki
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 from urllib.parse import urlsplit
 
+import redis
 from flask import Flask, request, session
 from flask_socketio import ConnectionRefusedError, SocketIO, join_room
 from sqlalchemy import select
 
 from merchant_portal.blueprint import MERCHANT_ROLES
 from store_server.db import sessions
+from store_server.devices import SOCKETS_TTL_S
 from store_server.models import MAX_ID, Merchant, StaffUser, Venue
 from store_server.push import PORTAL, venue_room
+from store_server.redis_store import get_keys, get_redis
 from store_server.sessions import SessionStoreUnavailable, get_registry, staff_principal
 
 
@@ -56,9 +60,16 @@ def same_origin() -> bool:
 
 
 def disconnect_staff(app: Flask, staff_id: int) -> int:
-    """Close every live connection of a staff member (signed out); returns how many."""
+    """Close every live connection of a staff member (signed out, or a new password), on
+    whichever worker holds it (through the Socket.IO message queue); returns how many."""
     connected: dict[str, int] = app.extensions["cm_portal_connected"]
-    sids = [sid for sid, s in list(connected.items()) if s == staff_id]
+    key = get_keys(app).staff_sockets(staff_id)
+    try:
+        sids = get_redis(app).pipeline().smembers(key).delete(key).execute()[0]
+    except redis.RedisError:
+        sids = set()  # this worker's own below; the others' refuse the session at reconnect
+    # This worker's own sockets even if Redis lost the set (restarted empty).
+    sids |= {sid for sid, s in list(connected.items()) if s == staff_id}
     for sid in sids:
         app.extensions["socketio"].server.disconnect(sid, namespace=PORTAL)
     return len(sids)
@@ -92,9 +103,21 @@ def register(app: Flask, socketio: SocketIO) -> None:
         allowed = staff_venue(app, staff_id, venue_id, session.get("pw"))
         if allowed is None:
             raise ConnectionRefusedError("not signed in or not your venue")
-        connected[request.sid] = staff_id  # type: ignore[attr-defined]
+        # Known to every worker, so a sign-out served by another one can still close it; a
+        # connection no other worker could close is not let in.
+        sid: str = request.sid  # type: ignore[attr-defined]
+        key = get_keys(app).staff_sockets(staff_id)
+        try:
+            get_redis(app).pipeline(False).sadd(key, sid).expire(key, SOCKETS_TTL_S).execute()
+        except redis.RedisError:
+            raise ConnectionRefusedError("sign-in check unavailable, retry later") from None
+        connected[sid] = staff_id
         join_room(venue_room(allowed))
 
     @socketio.on("disconnect", namespace=PORTAL)
     def _disconnect(*_args: Any) -> None:
-        connected.pop(request.sid, None)  # type: ignore[attr-defined]
+        staff_id = connected.pop(request.sid, None)  # type: ignore[attr-defined]
+        if staff_id is not None:
+            with contextlib.suppress(redis.RedisError):  # a stale id is harmless
+                key = get_keys(app).staff_sockets(staff_id)
+                get_redis(app).srem(key, request.sid)  # type: ignore[attr-defined]

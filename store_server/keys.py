@@ -128,6 +128,11 @@ class Keys:
         """Set of a device's live Socket.IO session ids, whichever worker holds them."""
         return f"{self.prefix}device:{device_id}:sockets"
 
+    def staff_sockets(self, staff_id: int) -> str:
+        """Set of a staff member's live /portal Socket.IO session ids, whichever worker holds
+        them (a sign-out or a new password served by another worker still closes them)."""
+        return f"{self.prefix}staff:{staff_id}:sockets"
+
     def pattern(self) -> str:
         """SCAN pattern matching every key of this prefix."""
         return f"{self.prefix}*"

