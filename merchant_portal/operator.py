@@ -174,6 +174,13 @@ def set_status(merchant_id: int) -> ResponseReturnValue:
                 )
             )
         )
+        # Its staff's live views too: their pages are refused now, and so must be the presence
+        # feed they opened before.
+        app = current_app._get_current_object()  # type: ignore[attr-defined]
+        for staff_id in get_db().scalars(
+            select(StaffUser.id).where(StaffUser.merchant_id == merchant_id)
+        ):
+            disconnect_staff(app, staff_id)
     flash(t("op_status_" + status, name=merchant.name))
     return redirect(url_for("portal.operator"))
 

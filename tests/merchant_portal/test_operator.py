@@ -3,6 +3,7 @@ a merchant's devices off, counts without identities, and roles kept apart."""
 
 from __future__ import annotations
 
+import queue
 import re
 
 import pytest
@@ -110,7 +111,17 @@ def test_suspending_cuts_devices_off_and_reactivating_lets_them_back(
             data={"csrf_token": csrf, "status": status},
         )
 
-    assert set_status("suspended").status_code == 302
+    cookie = signed_in_cookie(portal_server.url, "owner@shop-suspend.test", "shop-owner-pass")
+    live = PortalWatcher(portal_server.url, venue_id, cookie)
+    assert live.outcome == "connected"
+    cut: queue.Queue = queue.Queue()
+    live.sio.on("disconnect", lambda *_a: cut.put(True), namespace="/portal")
+    try:
+        assert set_status("suspended").status_code == 302
+        # The live view the owner opened before is closed with the suspension.
+        assert cut.get(timeout=10)
+    finally:
+        live.close()
     assert "Boutique Suspendue is suspended" in ops.get("/portal/operator").text
     assert device_outcome(portal_server.url, token) == "refused"
     # Nor does a code shown before the suspension connect another device.
@@ -120,7 +131,6 @@ def test_suspending_cuts_devices_off_and_reactivating_lets_them_back(
     assert resp.status_code == 403 and "affiliation is suspended" in resp.get_data(as_text=True)
     polled = shop.get(f"/portal/venues/{venue_id}/present.json")  # the live page's poll
     assert polled.status_code == 403 and polled.is_json and polled.get_json()["error"]
-    cookie = signed_in_cookie(portal_server.url, "owner@shop-suspend.test", "shop-owner-pass")
     watcher = PortalWatcher(portal_server.url, venue_id, cookie)
     watcher.close()
     assert watcher.outcome == "refused"
