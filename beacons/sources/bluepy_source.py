@@ -22,6 +22,7 @@ from beacons.sources import Advert
 log = logging.getLogger("beacons.bluepy")
 
 RESTART_AFTER_S = 5.0  # how long to leave a failed adapter before trying it again
+RSSI_MAX_DBM = 20  # the highest RSSI an advertising report may carry (Core spec)
 # bluepy puts addresses in some error messages; they must not reach the logs
 _MAC = re.compile(r"(?i)\b[0-9a-f]{2}(?::[0-9a-f]{2}){5}\b")
 
@@ -40,10 +41,27 @@ def iface_index(adapter: str | int) -> int:
     return int(text)
 
 
-def advert_from_entry(entry: Any, ts: float) -> Advert:
-    """An advert from a ScanEntry: `rawData` is the AD bytes of the report just received."""
+def rssi_dbm(value: int) -> int | None:
+    """The RSSI a report really carried, from bluepy's: None when the controller had none.
+
+    bluepy-helper sends 256 minus the report's RSSI byte and bluepy negates it, which gives the
+    right value for negative readings only: 0..+20 dBm (a phone held against the scanner) come
+    out 256 too low and "not available" (127) as -129 dBm. The HCI byte is signed: take it back
+    modulo 256 (which undoes the management path's 32-bit wrap as well)."""
+    dbm = (value + 128) % 256 - 128
+    # Core spec: -127..+20 dBm; above, 127 = not available and the rest reserved. Sent on, one
+    # such value would have the store server refuse the whole batch, every good sighting in it.
+    return dbm if dbm <= RSSI_MAX_DBM else None
+
+
+def advert_from_entry(entry: Any, ts: float) -> Advert | None:
+    """An advert from a ScanEntry (`rawData` is the AD bytes of the report just received), or
+    None when the report has no RSSI."""
+    rssi = rssi_dbm(entry.rssi)
+    if rssi is None:
+        return None
     raw = entry.rawData if isinstance(entry.rawData, bytes | bytearray) else b""
-    return Advert(ts, entry.rssi, entry.addr, bytes(raw))
+    return Advert(ts, rssi, entry.addr, bytes(raw))
 
 
 class _Delegate(btle.DefaultDelegate):
@@ -56,7 +74,9 @@ class _Delegate(btle.DefaultDelegate):
 
     def handleDiscovery(self, scanEntry: Any, isNewDev: bool, isNewData: bool) -> None:
         """bluepy's callback for each report."""
-        self.heard.append(advert_from_entry(scanEntry, self.clock()))
+        advert = advert_from_entry(scanEntry, self.clock())
+        if advert is not None:
+            self.heard.append(advert)
 
 
 class BluepySource:

@@ -14,6 +14,7 @@ import logging
 import stat
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -24,6 +25,7 @@ from beacons.edge import EdgeFilter
 from beacons.eid import compute_eid
 from beacons.frames import EddystoneEID, encode
 from beacons.sources.bluepy_source import BluepySource, iface_index, scrub
+from store_server.ingest import parse_batch
 from tests.beacons.test_uplink_server import SECRET, IngestServer
 
 # Reports are paced like a radio's (20 ms apart): bluepy polls the pipe's file descriptor, so lines
@@ -47,8 +49,10 @@ for cmd in sys.stdin:
     if cmd in ("pasv", "scan"):
         for r in reports:
             time.sleep(0.02)
+            # as bluepy-helper.c sends a passive scan's RSSI byte: send_uint(tag_RSSI, 256-rssi)
             fields = ["rsp=$scan", "addr=b" + r["addr"].replace(":", "").upper(),
-                      "type=h%d" % r.get("type", 2), "rssi=h%X" % (-r["rssi"]), "flag=h0"]
+                      "type=h%d" % r.get("type", 2), "rssi=h%X" % (256 - (r["rssi"] & 0xFF)),
+                      "flag=h0"]
             if r["data_hex"]:
                 fields.append("d=b" + r["data_hex"].upper())
             reply("\x1e".join(fields))
@@ -211,3 +215,37 @@ def test_from_the_adapter_to_the_server_through_the_daemon(
     assert got == sorted(("eid", eid, -60 - i) for i in range(1, 10, 2))
     assert daemon.stats()["frames_dropped"] == 5
     assert all(MAC.replace(":", "") not in b.decode().replace(":", "") for b in srv.bodies)
+
+
+def test_non_negative_and_missing_rssi_never_cost_a_batch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A phone held against the scanner reads 0..+20 dBm, which bluepy turned into -256..-236;
+    # a controller without a reading says 127, which bluepy turned into -129. The first made the
+    # store server refuse the whole batch (400), and the daemon drop every sighting in it.
+    reports = [
+        {"addr": MAC, "rssi": -61, "data_hex": EID_ADV.hex()},
+        {"addr": MAC, "rssi": 4, "data_hex": EID_ADV.hex()},
+        {"addr": MAC, "rssi": 0, "data_hex": EID_ADV.hex()},
+        {"addr": MAC, "rssi": 127, "data_hex": EID_ADV.hex()},  # RSSI not available
+        {"addr": MAC, "rssi": -128, "data_hex": EID_ADV.hex()},
+        {"addr": MAC, "rssi": -62, "data_hex": EID_ADV.hex()},
+    ]
+    exe, _ = _helper(tmp_path, reports)
+    monkeypatch.setattr(btle, "helperExe", exe)
+    srv = IngestServer({"s1": SECRET}).start()
+    daemon = ScannerDaemon(
+        server_url=srv.url, scanner="s1", secret=SECRET, source=BluepySource("hci0"),
+        queue_path=str(tmp_path / "q.sqlite"), batch_age_s=1.0, heartbeat_s=0.2,
+    )  # fmt: skip
+    daemon.start()
+    try:
+        assert srv.wait_for(lambda: len(srv.sightings()) == 5)
+    finally:
+        daemon.stop()
+        srv.stop()
+    assert sorted(s["rssi"] for s in srv.sightings()) == [-128, -62, -61, 0, 4]
+    for body in srv.bodies:
+        doc = json.loads(body)
+        if "sightings" in doc:
+            parse_batch(doc, 1000, time.time(), 60.0)  # what the store server checks
