@@ -171,9 +171,16 @@ def publish_dark(app: Flask, now: float | None = None) -> dict[int, list]:
 
 def refresh_resolver(app: Flask) -> int:
     """Rebuild the resolver table from SQL."""
+    # Until the next periodic rebuild, and the one after should that one be late or fail.
+    lasts_s = 2 * app.config["RESOLVER_REFRESH_S"]
     with sessions(app)() as db:
         return resolver.refresh(
-            get_redis(app), get_keys(app), db, app.config["DATA_KEY"], app.config["RESOLVER_WINDOW"]
+            get_redis(app),
+            get_keys(app),
+            db,
+            app.config["DATA_KEY"],
+            app.config["RESOLVER_WINDOW"],
+            lasts_s,
         )
 
 

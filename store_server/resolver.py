@@ -7,6 +7,7 @@ never said yes (or withdrew): it is dropped on the spot and only counted.
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from datetime import datetime
@@ -79,8 +80,10 @@ def build_table(
     consents: dict[int, list[dict[str, Any]]],
     now: float,
     periods: int,
+    lasts_s: float = 0.0,
 ) -> dict[str, str]:
-    """EID hex -> entry JSON for (emitter id, subscriber id, key, K, time base) with consents."""
+    """EID hex -> entry JSON for (emitter id, subscriber id, key, K, time base) with consents:
+    at every moment from `now` to `lasts_s` later, the period then and `periods` either side."""
     table: dict[str, str] = {}
     for emitter_id, subscriber_id, key, exponent, time_base in emitters:
         views = consents.get(subscriber_id)
@@ -88,7 +91,10 @@ def build_table(
             continue
         entry = json.dumps({"s": subscriber_id, "e": emitter_id, "c": views})
         t = int(now) - time_base
-        for _period, eid in window(key, exponent, max(t, 0), before=periods, after=periods):
+        # The table serves until the next rebuild: with a short rotation (K=4 is 16 s) the
+        # periods after `now` alone ran out before it, and every subscriber went unresolved.
+        after = periods + math.ceil(lasts_s / (1 << exponent))
+        for _period, eid in window(key, exponent, max(t, 0), before=periods, after=after):
             table[eid.hex()] = entry
     return table
 
@@ -117,15 +123,17 @@ def load_active(
     return emitters, consents
 
 
-def refresh(r: redis.Redis, keys: Keys, db: Session, data_key: str, periods: int) -> int:
+def refresh(
+    r: redis.Redis, keys: Keys, db: Session, data_key: str, periods: int, lasts_s: float = 0.0
+) -> int:
     """Rebuild the whole table from SQL and swap it in atomically, unless a rebuild that read
-    SQL later did already; returns its size."""
+    SQL later did already; returns its size. `lasts_s`: how long it must serve (build_table)."""
     # Numbered before SQL is read: opt-ins, withdrawals, erasures and the periodic job rebuild
     # concurrently, and one that read SQL before a withdrawal committed must not swap its table
     # in after the withdrawal's own rebuild (her identifiers would resolve again).
     ticket = r.incr(keys.resolver_tickets())
     emitters, consents = load_active(db, data_key)
-    table = build_table(emitters, consents, time.time(), periods)
+    table = build_table(emitters, consents, time.time(), periods, lasts_s)
     tmp = keys.resolver() + ":building"
     pipe = r.pipeline(transaction=True)
     pipe.delete(tmp)
