@@ -110,7 +110,9 @@ class BluepySource:
         self.adapter = "down"
         self.failures += 1
         self._retry_at = self._monotonic() + RESTART_AFTER_S
-        reason = scrub(f"{type(exc).__name__}: {exc}".splitlines()[0][:200])
+        # Scrubbed before it is cut: cut first, an address straddling the cut lost its tail and
+        # no longer looked like one, so its first bytes reached the log.
+        reason = scrub(f"{type(exc).__name__}: {exc}".splitlines()[0])[:200]
         if reason != self._last_error:
             log.error("bluepy: adapter hci%d down (%s)", self.iface, reason)
             self._last_error = reason

@@ -174,6 +174,20 @@ def test_scrub_removes_addresses_from_error_text() -> None:
     assert scrub(text) == "Address type changed during scan, for address <address>"
 
 
+def test_an_address_cut_by_the_error_texts_limit_is_not_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.ERROR)
+    src = BluepySource(0)
+    try:
+        # "RuntimeError: " and 174 characters put the address across the 200-character limit.
+        src._fail(RuntimeError("x" * 173 + " " + MAC))
+    finally:
+        src.close()
+    assert "bluepy: adapter hci0 down" in caplog.text
+    assert MAC[:8].lower() not in caplog.text.lower()
+
+
 def test_a_zero_timeout_read_returns_at_once_on_a_quiet_radio(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
