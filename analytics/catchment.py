@@ -203,7 +203,7 @@ def catchment(
     if noise is not None:
         rng = noise.rng if noise.rng is not None else secure_rng()
         scales = _noise_scales(noise)
-        tail = noise_tail(noise.mechanism, scales["subscribers"], _selection_delta(noise))
+        tail = release_threshold(k, noise) - k
         # only areas someone came from are candidates (partition selection): noise on the
         # empty ones would glue phantom areas into cells.  A candidate must also clear what one
         # person's area reaches with probability <= delta (1 + tail): an area of one visitor
@@ -296,6 +296,12 @@ def _noise_scales(noise: NoiseOptions) -> dict[str, float]:
     # one more equal part of delta is the choice of candidate areas' (_selection_delta)
     part_delta = noise.delta / (len(sensitivity) + 1)
     return {name: gaussian_sigma(part, part_delta, s) for name, s in sensitivity.items()}
+
+
+def release_threshold(k: int, noise: NoiseOptions) -> int:
+    """The noisy count a cell must reach: k + the delta-tail of the subscriber-count noise."""
+    scale = _noise_scales(noise)["subscribers"]
+    return k + noise_tail(noise.mechanism, scale, _selection_delta(noise))
 
 
 def _selection_delta(noise: NoiseOptions) -> float:
