@@ -46,7 +46,7 @@ class Catchment:
     share: float  # share of the published cells' visits the catchment holds
     k: int
     # visits from cells that could not reach k; None when fewer than k people made them, since
-    # "3 visits were left out" would then describe one to four people
+    # "3 visits were left out" would then describe one to four people, and always with noise
     suppressed_visits: int | None
     # the count a cell had to reach to be published: k, or k + the noise's delta-tail
     threshold: float = 0.0
@@ -185,8 +185,9 @@ def catchment(
     subscriber is returning when seen on more than one day.  Use privacy.week_window for the
     period so catchments, like taste reports, come in fixed weeks.  With noise, every released
     number is noisy, cells are formed and released from noisy counts (threshold k + the noise's
-    delta-tail), and a cell whose true count is under k is still withheld.  The returning/new
-    split of a cell is released only when both sides pass that same rule.
+    delta-tail) of the visited areas whose noisy count reaches 2 + that tail, a cell whose true
+    count is under k is still withheld, and the suppressed visits are not stated.  The
+    returning/new split of a cell is released only when both sides pass that same rule.
     """
     if k < MIN_K:
         raise CatchmentError(f"k must be at least {MIN_K}")
@@ -202,12 +203,16 @@ def catchment(
     if noise is not None:
         rng = noise.rng if noise.rng is not None else secure_rng()
         scales = _noise_scales(noise)
+        tail = release_threshold(k, noise) - k
         # only areas someone came from are candidates (partition selection): noise on the
-        # empty ones would glue phantom areas into cells; the delta-tail threshold pays for it
+        # empty ones would glue phantom areas into cells.  A candidate must also clear what one
+        # person's area reaches with probability <= delta (1 + tail): an area of one visitor
+        # that took part in merges would name itself in a neighbour's cell, or be a withheld
+        # cell, either way telling whether that person came, whatever the noise
         seen = people > 0
         people = people + _draw(noise.mechanism, scales["subscribers"], len(people), rng)
-        people = people.clip(lower=0).where(seen, 0)
-        threshold = k + noise_tail(noise.mechanism, scales["subscribers"], noise.delta)
+        people = people.where(seen & (people >= tail + 2), 0)
+        threshold = k + tail
     cell_of = _merge_small_cells(people.to_dict(), codes, adjacency(areas, code), threshold)
     v = v.assign(cell=v["area"].map(cell_of))
     stats = v.groupby("cell").agg(
@@ -229,6 +234,10 @@ def catchment(
     total_visits = float(published["visits"].sum())
     suppressed_people = int(true_people[~keep].sum())
     suppressed_visits = None if 0 < suppressed_people < k else int(stats.loc[~keep, "visits"].sum())
+    if noise is not None:
+        # None or a number would say exactly whether 1 to k - 1 people were withheld, and a sum
+        # over the withheld cells is exactly 0 when nobody was: not stated, like their number
+        suppressed_visits = None
     published["new"] = published["subscribers"] - published["returning"]
     # each side of a split is itself a cell of people, so it passes the cell's rule or the split
     # is withheld: a noisy side under k + tail, or a true side under k, could be one person
@@ -284,8 +293,21 @@ def _noise_scales(noise: NoiseOptions) -> dict[str, float]:
     part = noise.epsilon / len(sensitivity)
     if noise.mechanism == "laplace":
         return {name: s / part for name, s in sensitivity.items()}
-    part_delta = noise.delta / len(sensitivity)
+    # one more equal part of delta is the choice of candidate areas' (_selection_delta)
+    part_delta = noise.delta / (len(sensitivity) + 1)
     return {name: gaussian_sigma(part, part_delta, s) for name, s in sensitivity.items()}
+
+
+def release_threshold(k: int, noise: NoiseOptions) -> int:
+    """The noisy count a cell must reach: k + the delta-tail of the subscriber-count noise."""
+    scale = _noise_scales(noise)["subscribers"]
+    return k + noise_tail(noise.mechanism, scale, _selection_delta(noise))
+
+
+def _selection_delta(noise: NoiseOptions) -> float:
+    """The delta the choice of candidate areas may spend: all of it with Laplace noise; with
+    Gaussian noise an equal part beside each of the four Gaussian sums (basic composition)."""
+    return noise.delta if noise.mechanism == "laplace" else noise.delta / 5  # 4 sums + this
 
 
 def _draw(mechanism: str, scale: float, size: int, rng: np.random.Generator) -> np.ndarray:

@@ -341,9 +341,11 @@ def _suppression(table: pd.DataFrame, visitors: int, k: int, noisy: bool) -> dic
     return out
 
 
-def _empty_catchment() -> dict[str, Any]:
-    # what catchment() releases when nobody placeable came, exact or noisy alike
-    return {"share": 0.0, "suppressed_visits": 0, "polygon": None, "cells": []}
+def _empty_catchment(noisy: bool) -> dict[str, Any]:
+    # what catchment() releases when nobody placeable came; noisy, it never states the
+    # suppressed visits, and 0 here would tell an empty week from one whose visitors were withheld
+    suppressed = None if noisy else 0
+    return {"share": 0.0, "suppressed_visits": suppressed, "polygon": None, "cells": []}
 
 
 def _withhold_small_remainder(area: dict[str, Any], placed: int, k: int) -> None:
@@ -416,8 +418,8 @@ def run_merchant(
             delta=options.delta,
             mechanism=options.mechanism,
             rng=rng,
-            # catchment() refuses an empty week; its answer then is known, filled in below
-            areas=areas if placed.any() else None,
+            # an empty week has no catchment (filled in below) but, noisy, the same threshold
+            areas=areas,
             share=options.share,
         )
     except PrivacyError as exc:
@@ -425,7 +427,7 @@ def run_merchant(
         return {**outcome, "status": "refused", "reason": str(exc)}
     body = report.to_dict()
     if body["catchment"] is None:
-        body["catchment"] = _empty_catchment()
+        body["catchment"] = _empty_catchment(options.epsilon > 0)
     if options.epsilon == 0:
         people = in_week.loc[placed, "subscriber"].nunique()
         _withhold_small_remainder(body["catchment"], people, options.k)

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 from shapely.geometry import mapping
 
-from analytics.catchment import Catchment, NoiseOptions, catchment
+from analytics.catchment import Catchment, NoiseOptions, catchment, release_threshold
 from analytics.hierarchy import Hierarchy
 from analytics.privacy import (
     PrivacyError,
@@ -285,7 +285,14 @@ def weekly_report(
     noise = (
         NoiseOptions(epsilon / parts, delta / parts, mechanism, rng=rng) if epsilon > 0 else None
     )
-    if areas is not None:
+    if areas is not None and people.empty:
+        # nobody placeable came, and catchment() refuses an empty week.  A noisy bundle still
+        # states the threshold its cells would have had to reach: another one (the hierarchy
+        # report's) would tell this week from one whose few visitors were all withheld
+        table = taste_report(people, hierarchy, k)
+        if noise is not None:
+            table.attrs.update(threshold=float(release_threshold(k, noise)))
+    elif areas is not None:
         first = tastes.drop_duplicates("subscriber")
         home = pd.Series(
             first["area"].astype(str).to_numpy(), index=first["subscriber"].astype(str)

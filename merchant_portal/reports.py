@@ -192,6 +192,8 @@ def csv_preamble(bundle: dict[str, Any]) -> list[str]:
     visits = area.get("suppressed_visits")
     if isinstance(visits, int):
         visits_text = str(visits)
+    elif noisy:
+        visits_text = "not stated (hidden by the noise)"
     else:
         visits_text = "withheld (fewer than k people)" if area else "none"
     zone = (bundle.get("period") or {}).get("time_zone")

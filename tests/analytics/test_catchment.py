@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import geopandas as gpd
 import numpy as np
 import pandas as pd
@@ -9,7 +11,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from analytics.catchment import METRIC_CRS, CatchmentError, NoiseOptions, adjacency, catchment
+from analytics.catchment import (
+    METRIC_CRS,
+    CatchmentError,
+    NoiseOptions,
+    _noise_scales,
+    adjacency,
+    catchment,
+)
 
 START = pd.Timestamp("2026-11-02")
 
@@ -224,3 +233,57 @@ def test_returning_new_split_passes_the_rule_a_cell_passes(paris) -> None:
     assert published[1] == 0
     assert published[20] == 0
     assert published[150] == 40  # both sides far over the threshold: the split is kept
+
+
+def regulars_and_maybe_one(neighbour: bool) -> pd.DataFrame:
+    """300 people from the 11e this week, and perhaps one more, the only one from the 12e."""
+    rows = [(f"s{i}", "75111", START + pd.Timedelta(hours=10), 600.0) for i in range(300)]
+    if neighbour:
+        rows.append(("alone", "75112", START + pd.Timedelta(hours=11), 600.0))
+    frame = pd.DataFrame(rows, columns=["subscriber", "area", "time", "dwell"])
+    frame["consent"] = True
+    return frame
+
+
+@pytest.mark.privacy
+@pytest.mark.parametrize("mechanism", ["laplace", "gaussian"])
+def test_noisy_catchment_does_not_tell_whether_one_person_came(paris, mechanism) -> None:
+    # neighbouring weeks, with and without the 12e's only visitor: the noisy bundle may differ
+    # between them with probability delta at most.  Noise on the 12e's count alone decided
+    # whether it was merged (cell `75111+75112`, about half the runs) or withheld (then
+    # `suppressed_visits` turned None because 1 < k people were withheld, instead of 0): in
+    # every run the bundle said whether that person came
+    areas = paris[paris["code"].astype(str).str.startswith("751")]
+
+    def shape(neighbour: bool, seed: int) -> tuple:
+        noise = NoiseOptions(epsilon=1.0, mechanism=mechanism, rng=np.random.default_rng(seed))
+        result = catchment(regulars_and_maybe_one(neighbour), areas, k=5, period_start=START,
+                           noise=noise)  # fmt: skip
+        cells = result.cells
+        published = (list(cells.index), [list(a) for a in cells["areas"]])
+        return (*published, cells["in_catchment"].tolist(), result.suppressed_visits,
+                result.threshold)  # fmt: skip
+
+    for seed in range(20):
+        assert shape(True, seed) == shape(False, seed), seed
+
+
+@pytest.mark.privacy
+def test_gaussian_catchment_spends_no_more_delta_than_it_is_given(paris) -> None:
+    # four Gaussian sums and the choice of candidate areas (its delta-tail) each spend delta;
+    # under basic composition they must add up to the catchment's delta, not to twice it
+    areas = paris[paris["code"].astype(str).str.startswith("751")]
+    noise = NoiseOptions(epsilon=1.0, delta=1e-6, mechanism="gaussian",
+                         rng=np.random.default_rng(0))  # fmt: skip
+    result = catchment(regulars_and_maybe_one(False), areas, k=5, period_start=START, noise=noise)
+    sensitivity = {"subscribers": 1, "visits": 7, "dwell": 7 * 4 * 3600, "returning": 1}
+    spent = 0.0
+    for name, sigma in _noise_scales(noise).items():
+        # sigma = sensitivity / sqrt(2 rho), and rho-zCDP is (eps, delta) for
+        # eps = rho + 2 sqrt(rho ln(1/delta))
+        rho = sensitivity[name] ** 2 / (2 * sigma**2)
+        spent += math.exp(-(((noise.epsilon / 4 - rho) / (2 * math.sqrt(rho))) ** 2))
+    tail = result.threshold - 5
+    sigma = _noise_scales(noise)["subscribers"]
+    spent += math.exp(-(tail**2) / (2 * sigma**2))  # P(noise > tail), sub-Gaussian bound
+    assert spent <= noise.delta * (1 + 1e-9)

@@ -504,3 +504,30 @@ def test_concurrent_runs_never_spend_the_budget_twice(app, db, geography):
     assert len(statuses) == 2 and statuses[0] in {"error", "refused"} and statuses[1] == "stored"
     spent = [r.epsilon for r in releases(db, merchant_id)]
     assert spent == [0.6]
+
+
+@pytest.mark.privacy
+def test_a_noisy_week_does_not_tell_whether_anyone_came(app, db, geography):
+    # neighbouring weeks of one merchant: nobody at all, or one placed visitor (withheld by
+    # the noise). The empty week was published through the hierarchy report with its own
+    # threshold (k + tail of a count noise on epsilon/2) and `suppressed_visits: 0`; the
+    # other through the catchment with k + tail on epsilon/8 and no suppressed visits
+    with sessions(app)() as s:
+        merchant = create_merchant(s, f"alone-{secrets.token_hex(3)}", "Alone", "salon")
+        chair = create_venue(s, merchant, "Fauteuil", "site").id
+        sub = person(s, "alone", "75111", {"pop": 1.0})
+        stats_consent(s, sub, merchant)
+        visit(s, sub, merchant, chair, at(W47 + timedelta(days=2), 10))
+        slug, merchant_id = merchant.slug, merchant.id
+        s.commit()
+    noisy = job.JobOptions(k=K, epsilon=1.0, epsilon_budget=3.0)
+    bodies = []
+    for monday in (W47, W47 - WEEK):  # one visitor, then nobody
+        with sessions(app)() as s:
+            out = job.run(s, monday, noisy, *geography, merchant_slug=slug)
+        assert out["merchants"][0]["status"] == "stored"
+        bodies.append(stored(db, merchant_id, monday).body)
+    published = ("guarantees", "suppression", "catchment", "taste", "segments", "suggestions")
+    one, nobody = ({key: body[key] for key in published} for body in bodies)
+    assert one == nobody
+    assert one["catchment"]["suppressed_visits"] is None and one["guarantees"]["threshold"] > K

@@ -84,10 +84,12 @@ def test_noisy_bundle_with_catchment_splits_one_charge(shared_data) -> None:
 def test_noisy_taste_rows_are_the_catchment_cells_with_their_counts(shared_data) -> None:
     areas = gpd.read_file(shared_data / "geo" / "paris-petite-couronne.geojson")
     hierarchy = parse_hierarchy([[c, "*"] for c in areas["code"]])
-    # 3 people from the 12e are too few alone: they must sit in one cell with the 11e, in the
-    # taste rows as in the catchment, or the difference of the two would be those 3
-    homes = ["75111"] * 300 + ["75112"] * 3
-    tastes = pd.DataFrame({"subscriber": [f"s{i}" for i in range(303)], "area": homes,
+    # 32 people from the 12e are too few alone (noisy count under the threshold of 34) but
+    # enough to take part in merges (noisy count >= 2 + the tail, 31): they must sit in one
+    # cell with the 11e, in the taste rows as in the catchment, or the difference of the two
+    # would be those 32 (3 people would be withheld, in neither)
+    homes = ["75111"] * 300 + ["75112"] * 32
+    tastes = pd.DataFrame({"subscriber": [f"s{i}" for i in range(332)], "area": homes,
                            "drama": 0.3, "comedy": 0.7})  # fmt: skip
     visits = pd.DataFrame({"subscriber": tastes["subscriber"], "dwell": 3600.0,
                            "time": MONDAY + pd.Timedelta(hours=9)})  # fmt: skip

@@ -161,6 +161,8 @@ def test_the_csv_states_k_noise_and_suppression(owner):
     notes, rows = csv_of(owner, NOISY_WEEK)
     assert "# noise: laplace" in notes and "# epsilon: 1" in notes
     assert "# suppressed_subscribers: not stated (hidden by the noise)" in notes
+    # stated exactly, None or 0 would say whether 1 to k - 1 people were withheld
+    assert "# suppressed_visits: not stated (hidden by the noise)" in notes
     threshold = next(n for n in notes if n.startswith("# threshold: "))
     assert float(threshold.split(": ")[1]) > 5
 
