@@ -40,9 +40,19 @@ def init_app(app: Flask) -> None:
     # another, and a guesser spreading attempts over workers still meets one limit.
     redis_client, keys, secret = lambda: get_redis(app), get_keys(app), app.config["SECRET_KEY"]
     app.extensions["cm_portal_pairing"] = PairingCodes(redis_client, keys, secret)
-    # Ten wrong passwords per account, twenty wrong codes per address, per five minutes.
+    # Ten wrong passwords per account, twenty wrong codes per address, per five minutes; and a
+    # hundred wrong passwords per address (PORTAL_LOGIN_IP_FAILURES), whatever the accounts, so
+    # one password cannot be tried on every account (an office behind one address has room).
     app.extensions["cm_portal_login_throttle"] = Throttle(
         redis_client, keys, secret, "login", 10, 300.0
+    )
+    app.extensions["cm_portal_login_ip_throttle"] = Throttle(
+        redis_client,
+        keys,
+        secret,
+        "login-ip",
+        int(app.config.get("PORTAL_LOGIN_IP_FAILURES", 100)),
+        300.0,
     )
     app.extensions["cm_portal_pair_throttle"] = Throttle(
         redis_client, keys, secret, "pair", 20, 300.0

@@ -184,13 +184,17 @@ def login() -> ResponseReturnValue:
     email = request.form.get("email", "").strip().lower()
     password = request.form.get("password", "")
     throttle = current_app.extensions["cm_portal_login_throttle"]
-    if throttle.blocked(email):
+    by_address = current_app.extensions["cm_portal_login_ip_throttle"]
+    who = request.remote_addr or "?"
+    if throttle.blocked(email) or by_address.blocked(who):
         return render_template("login.html", error=t("login_throttled"), email=email), 429
     user = get_db().scalar(select(StaffUser).where(StaffUser.email == email)) if email else None
     ok = check_password_hash(user.password_hash if user else _DUMMY_HASH, password)
     if not (user and ok):
         throttle.fail(email)
+        by_address.fail(who)
         return render_template("login.html", error=t("login_failed"), email=email), 401
+    # The address's count stays: a guesser's own account must not wipe it.
     throttle.clear(email)
     lang = session.get("lang")
     # Signing in again in this browser ends the session it held (no copy of it lives on).

@@ -5,10 +5,11 @@ from __future__ import annotations
 import pytest
 from werkzeug.security import generate_password_hash
 
+from store_server import services
 from store_server.db import sessions, upgrade
 from store_server.models import StaffUser
 from store_server.redis_store import get_keys, get_redis
-from tests.conftest import drop_keys, make_config
+from tests.conftest import composed_app, drop_keys, make_config
 from tests.merchant_portal.conftest import (
     CAR_LOGIN,
     SALON_LOGIN,
@@ -148,6 +149,23 @@ def test_password_guessing_is_throttled_per_account(client, world):
     assert "Too many failed attempts" in login(client, email, "again").get_data(as_text=True)
     # Other accounts are unaffected.
     assert login(client, *SALON_LOGIN).status_code == 302
+
+
+def test_password_guessing_across_accounts_is_throttled_per_address(tmp_path):
+    # One password tried on every account met no limit: each account's own count stayed low.
+    with composed_app(tmp_path, PORTAL_LOGIN_IP_FAILURES=3) as app:
+        with sessions(app)() as db:
+            merchant = services.create_merchant(db, "spray", "Spray salon", "salon")
+            services.create_staff(db, "real@spray.test", "the-real-pass-2026", "owner", merchant)
+            db.commit()
+        guesser, office = app.test_client(), app.test_client()
+        guesser.environ_base["REMOTE_ADDR"] = "192.0.2.77"
+        office.environ_base["REMOTE_ADDR"] = "192.0.2.78"
+        codes = [login(guesser, f"user{i}@spray.test", "Summer2026").status_code for i in range(3)]
+        assert codes == [401] * 3
+        # Refused from that address now, even for an account with no failure of its own.
+        assert login(guesser, "real@spray.test", "the-real-pass-2026").status_code == 429
+        assert login(office, "real@spray.test", "the-real-pass-2026").status_code == 302
 
 
 def test_outside_tests_the_session_cookie_is_https_only_and_host_bound(tmp_path):
