@@ -69,7 +69,7 @@ from shapely.geometry import box
 
 from beacons.eid import compute_eid
 from beacons.signing import signed_headers
-from store_server import ingest, jobs, services
+from store_server import ingest, jobs, resolver, services
 from store_server.app import create_app
 from store_server.cli import OneLineParser
 from store_server.db import sessions, upgrade
@@ -427,6 +427,7 @@ def _core_loop(
             rows,
             cfg["BATCH_ID_TTL_S"],
             digest=ingest.batch_digest(doc),
+            resolver_secret=resolver.lookup_secret(cfg["DATA_KEY"]),
         )
         if occurrences:
             deliver(app, occurrences)

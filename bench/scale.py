@@ -40,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import redis
 
-from store_server import ingest, jobs
+from store_server import ingest, jobs, resolver
 from store_server.app import create_app
 from store_server.cli import OneLineParser
 from store_server.db import upgrade
@@ -124,6 +124,7 @@ def consume(cfg: dict[str, Any]) -> int:
             rows,
             ttl,
             digest=ingest.batch_digest(doc),
+            resolver_secret=resolver.lookup_secret(conf["DATA_KEY"]),
         )
         if outcome.in_progress:
             return  # another consumer holds it: it stays pending and is acked there

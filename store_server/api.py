@@ -14,7 +14,7 @@ from sqlalchemy import update
 from sqlalchemy.exc import SQLAlchemyError
 
 from beacons import signing
-from store_server import events, ingest, scanner_health
+from store_server import events, ingest, resolver, scanner_health
 from store_server.db import sessions
 from store_server.models import Scanner
 from store_server.redis_store import get_keys, get_redis, run_script
@@ -128,6 +128,7 @@ def sightings() -> ResponseReturnValue:
         rows,
         cfg["BATCH_ID_TTL_S"],
         digest=ingest.batch_digest(doc),
+        resolver_secret=resolver.lookup_secret(cfg["DATA_KEY"]),
         rate_limit=cfg["INGEST_RATE_PER_MIN"],
     )
     if replayed:

@@ -19,6 +19,12 @@ def _derive(data_key: str, purpose: bytes) -> bytes:
     )
 
 
+def derive_key(data_key: str, purpose: bytes) -> bytes:
+    """A 32-byte key of its own for `purpose`, derived from DATA_KEY (HKDF-SHA256, as `seal`
+    derives its keys): no new secret to configure, and unrelated to every other purpose's."""
+    return _derive(data_key, purpose)
+
+
 def seal(data_key: str, plaintext: bytes, purpose: bytes) -> bytes:
     """Encrypt with AES-256-GCM under a key derived for `purpose`; nonce is prepended."""
     nonce = os.urandom(12)
@@ -48,3 +54,4 @@ def token_hash(token: str) -> str:
 
 SCANNER_SECRET = b"scanner-secret"
 EMITTER_KEY = b"emitter-identity-key"
+RESOLVER_LOOKUP = b"resolver-lookup-key"

@@ -1,12 +1,12 @@
 """Sighting batches to presence events: validate, deduplicate, resolve, position, presence.
 
-Two Redis round trips per batch whatever its size: (1) one script for the replay/duplicate
-checks, the batch claim, the rate limit, the resolver lookup and the tracking states of the
-subscribers heard, (2) one transaction writing the states back (compare-and-set against what (1)
-read), the batch marker, the presence events and the venue's occupant index. Positioning
-estimates each second once, when it is complete (see advance), so most batches only append
-readings (packed, see _packed) to a subscriber's state; a state this process wrote last comes
-back from (1) as its version alone (StateCache).
+Two Redis round trips per batch whatever its size: (1) one script for the replay/duplicate checks,
+the batch claim, the rate limit, the resolver lookup (by the identifiers' keyed hashes: no
+identifier heard reaches Redis) and the tracking states of the subscribers heard, (2) one
+transaction writing the states back (compare-and-set against what (1) read), the batch marker, the
+presence events and the venue's occupant index. Positioning estimates each second once, when it is
+complete (see advance), so most batches only append readings (packed, see _packed) to a subscriber's
+state; a state this process wrote last comes back from (1) as its version alone (StateCache).
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from store_server.positioning.live import declared_start, track
 from store_server.positioning.pathloss import declared_level
 from store_server.push import PUSHED_TO, Occurrence
 from store_server.redis_store import run_script, script_sha
-from store_server.resolver import VERSION_FIELD, applicable_consent
+from store_server.resolver import VERSION_FIELD, applicable_consent, lookup_keys
 from store_server.topology import ScannerInfo, Topology, VenueInfo
 
 log = logging.getLogger(__name__)
@@ -528,14 +528,20 @@ def process(
     batch_ttl: int,
     *,
     digest: str,
+    resolver_secret: bytes,
     rate_limit: int = 0,
 ) -> tuple[Outcome, list[Occurrence], bool]:
     """Run one batch through resolution, positioning and presence; returns (outcome, events,
     replayed) where replayed means the nonce was seen before and nothing was done. `digest` is
-    batch_digest of the batch, told apart from another batch under the same id. With
+    batch_digest of the batch, told apart from another batch under the same id;
+    `resolver_secret` is resolver.lookup_secret of the deployment's DATA_KEY. With
     `rate_limit`, a scanner sending more batches than that per minute is told to slow down."""
     venue = topo.venue(scanner.venue_id)
     ids = sorted({s.id for s in sightings})
+    # Redis is asked for their keyed hashes only (resolver.lookup_key): it may keep a command's
+    # arguments (SLOWLOG, MONITOR), and most of these are people who never consented. One HMAC
+    # per distinct identifier, mapped back here.
+    lookups = dict(zip(ids, lookup_keys(resolver_secret, ids), strict=True))
     bkey = keys.batch(scanner.id, batch_id)
     tkey = keys.tracks(venue.id if venue else 0)
     # Counted after authentication, so nobody can spend a real scanner's quota.
@@ -564,7 +570,7 @@ def process(
             marker(BATCH_DONE, digest),
             len(held) // 2,
             *held,
-            *ids,
+            *lookups.values(),
         )
         code = int(res[0])
         if code == REPLAYED:
@@ -582,7 +588,9 @@ def process(
         try:
             done = (bkey, marker(BATCH_DONE, digest), batch_ttl)
             dark = topo.dark.get(r, keys, venue.id) if venue else presence.NO_ZONES
-            return _fold(r, keys, venue, scanner, done, sightings, resolution, states, dark)
+            return _fold(
+                r, keys, venue, scanner, done, sightings, resolution, states, dark, lookups
+            )
         except BaseException:
             _release(r, bkey, marker(BATCH_PENDING, digest))
             raise
@@ -652,12 +660,14 @@ def _fold(
     sightings: list[Sighting],
     resolution: tuple[dict[str, str | None], str],
     states: dict[str, str | None],
-    dark: frozenset[str] = presence.NO_ZONES,
+    dark: frozenset[str],
+    lookups: dict[str, str],
 ) -> tuple[Outcome, list[Occurrence], bool]:
     """Resolve, position and fold one claimed batch; the last write marks the batch done
     (`done`: the marker's key, its value and its time to live; `resolution`: the resolver entries
     of the batch's identifiers and the version of the table they come from; `dark`: the
-    venue's zones whose scanners are all silent)."""
+    venue's zones whose scanners are all silent; `lookups`: each identifier's field in the
+    resolver table)."""
     bkey, done_marker, batch_ttl = done
     entries, table_version = resolution
     through = batch_through(sightings, time.time())
@@ -727,7 +737,7 @@ def _fold(
             # presence been ended): resolve again, and read the states of whoever resolves.
             ids = sorted(entries)
             pipe = r.pipeline(transaction=False)
-            pipe.hmget(keys.resolver(), ids)
+            pipe.hmget(keys.resolver(), [lookups[i] for i in ids])
             pipe.hget(keys.resolver(), VERSION_FIELD)
             got, version = pipe.execute()
             entries, table_version = dict(zip(ids, got, strict=True)), version or ""

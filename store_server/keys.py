@@ -23,7 +23,8 @@ class Keys:
         return f"{self.prefix}batch:{scanner_id}:{batch_id}"
 
     def resolver(self) -> str:
-        """Hash: current EID hex -> consented emitter entry (JSON)."""
+        """Hash: keyed hash of a current EID (resolver.lookup_key, never the EID itself) ->
+        consented emitter entry (JSON); plus its `version` and `ticket` fields."""
         return f"{self.prefix}resolver"
 
     def resolver_tickets(self) -> str:

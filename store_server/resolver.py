@@ -2,14 +2,24 @@
 
 Only emitters with a live consent are in the table, so a sighting that is not found is someone who
 never said yes (or withdrew): it is dropped on the spot and only counted.
+
+The table is keyed by a keyed hash of each identifier (`lookup_key`), never by the identifier
+itself: ingest looks up every identifier a scanner heard, consented or not, and Redis may keep a
+command's arguments (SLOWLOG, MONITOR, ACL LOG), so raw identifiers never leave the ingest
+process. The hash key is derived from DATA_KEY; the table is rebuilt from SQL at start-up and
+every RESOLVER_REFRESH_S, so a table keyed otherwise (before this, or under another DATA_KEY) is
+simply replaced, with no migration.
 """
 
 from __future__ import annotations
 
+import functools
+import hmac
 import json
 import math
 import os
 import time
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
@@ -18,13 +28,46 @@ from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from beacons.eid import window
-from store_server.crypto import EMITTER_KEY, unseal
+from store_server.crypto import EMITTER_KEY, RESOLVER_LOOKUP, derive_key, unseal
 from store_server.keys import Keys
 from store_server.models import Consent, EmitterKey, utcnow
 
-# The resolver table's own fields (never an identifier: those are 16 or 40 hex digits).
+# The resolver table's own fields (never a lookup key: those are LOOKUP_BYTES * 2 hex digits).
 VERSION_FIELD = "version"
 TICKET_FIELD = "ticket"  # the number of the rebuild that made it (Keys.resolver_tickets)
+# Bytes of HMAC-SHA256 kept per lookup key: 128 bits, collision-free for any table's size.
+LOOKUP_BYTES = 16
+
+
+@functools.lru_cache(maxsize=8)
+def lookup_secret(data_key: str) -> bytes:
+    """The deployment's key for resolver lookup keys, derived from DATA_KEY (cached: ingest
+    asks for it on every batch)."""
+    return derive_key(data_key, RESOLVER_LOOKUP)
+
+
+def lookup_key(secret: bytes, identifier: str) -> str:
+    """The resolver table's field for one identifier (EID or iBeacon hex): HMAC-SHA256 under
+    `secret`, truncated to LOOKUP_BYTES, as hex. Without the secret, a field names nobody."""
+    return hmac.digest(secret, identifier.encode(), "sha256")[:LOOKUP_BYTES].hex()
+
+
+@functools.lru_cache(maxsize=8)
+def _keyed(secret: bytes) -> hmac.HMAC:
+    return hmac.new(secret, digestmod="sha256")
+
+
+def lookup_keys(secret: bytes, identifiers: Iterable[str]) -> list[str]:
+    """`lookup_key` of each identifier, in order: the hot path's form, which copies one keyed
+    HMAC instead of keying one per identifier."""
+    base = _keyed(secret)
+    out = []
+    for ident in identifiers:
+        h = base.copy()
+        h.update(ident.encode())
+        out.append(h.digest()[:LOOKUP_BYTES].hex())
+    return out
+
 
 # Swaps a rebuilt table in unless a rebuild that read SQL later already did (a withdrawal
 # committed in between would come back with the older one). A table whose ticket the counter
@@ -76,14 +119,16 @@ def applicable_consent(
 
 
 def build_table(
+    secret: bytes,
     emitters: list[tuple[int, int, bytes, int, int]],
     consents: dict[int, list[dict[str, Any]]],
     now: float,
     periods: int,
     lasts_s: float = 0.0,
 ) -> dict[str, str]:
-    """EID hex -> entry JSON for (emitter id, subscriber id, key, K, time base) with consents:
-    at every moment from `now` to `lasts_s` later, the period then and `periods` either side."""
+    """lookup_key(secret, EID hex) -> entry JSON for (emitter id, subscriber id, key, K, time
+    base) with consents: at every moment from `now` to `lasts_s` later, the period then and
+    `periods` either side."""
     table: dict[str, str] = {}
     for emitter_id, subscriber_id, key, exponent, time_base in emitters:
         views = consents.get(subscriber_id)
@@ -94,8 +139,9 @@ def build_table(
         # The table serves until the next rebuild: with a short rotation (K=4 is 16 s) the
         # periods after `now` alone ran out before it, and every subscriber went unresolved.
         after = periods + math.ceil(lasts_s / (1 << exponent))
-        for _period, eid in window(key, exponent, max(t, 0), before=periods, after=after):
-            table[eid.hex()] = entry
+        eids = window(key, exponent, max(t, 0), before=periods, after=after)
+        for field in lookup_keys(secret, [eid.hex() for _period, eid in eids]):
+            table[field] = entry
     return table
 
 
@@ -133,7 +179,7 @@ def refresh(
     # in after the withdrawal's own rebuild (her identifiers would resolve again).
     ticket = r.incr(keys.resolver_tickets())
     emitters, consents = load_active(db, data_key)
-    table = build_table(emitters, consents, time.time(), periods, lasts_s)
+    table = build_table(lookup_secret(data_key), emitters, consents, time.time(), periods, lasts_s)
     tmp = keys.resolver() + ":building"
     pipe = r.pipeline(transaction=True)
     pipe.delete(tmp)

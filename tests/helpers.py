@@ -19,7 +19,7 @@ from sqlalchemy import inspect, text
 
 from beacons.eid import compute_eid
 from beacons.signing import signed_headers
-from store_server import ingest
+from store_server import ingest, resolver
 
 
 def eid_hex(key: bytes, exponent: int, base: int, t: float) -> str:
@@ -113,12 +113,14 @@ def ingest_rows(
     batch_id: str | None = None,
 ) -> ingest.Outcome:
     """One batch of sighting rows through ingest.parse_batch and ingest.process, as the API
-    runs them (a fresh nonce, the batch's digest); returns what ingest did."""
+    runs them (a fresh nonce, the batch's digest, the lookup secret of topo's app); returns what
+    ingest did."""
     doc = {"batch_id": batch_id or uuid.uuid4().hex, "sightings": rows}
     _, parsed = ingest.parse_batch(doc, 1000, time.time(), 300)
     outcome, _, _ = ingest.process(
         r, keys, topo, scanner, uuid.uuid4().hex, 600, doc["batch_id"], parsed, batch_ttl,
         digest=ingest.batch_digest(doc),
+        resolver_secret=resolver.lookup_secret(topo._app.config["DATA_KEY"]),
     )  # fmt: skip
     return outcome
 

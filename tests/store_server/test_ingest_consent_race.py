@@ -90,7 +90,9 @@ def test_a_resolver_rebuild_read_before_a_withdrawal_never_swaps_in_after_it(sta
         resolver.refresh(racing, keys, db, app.config["DATA_KEY"], app.config["RESOLVER_WINDOW"])
     assert WithdrawalLands.fired
     start = time.time()
-    assert r.hget(keys.resolver(), eid_rows(emitter, start, 1)[0]["id"]) is None
+    secret = resolver.lookup_secret(app.config["DATA_KEY"])
+    field = resolver.lookup_key(secret, eid_rows(emitter, start, 1)[0]["id"])
+    assert r.hget(keys.resolver(), field) is None
     client = app.test_client()
     for s in range(5):
         body = batch_body(eid_rows(emitter, start + s, 1, -50.0))

@@ -11,7 +11,7 @@ from sqlalchemy import select
 
 from beacons import provisioning
 from beacons.eid import compute_eid
-from store_server import receipts
+from store_server import receipts, resolver
 from store_server.models import Consent, EmitterKey, Subscriber
 from store_server.redis_store import get_keys
 from tests.store_server.optin.helpers import (
@@ -66,7 +66,8 @@ def test_full_journey_records_consent_receipt_and_resolves(app, db, redis):
     row = db.scalar(select(EmitterKey).where(EmitterKey.subscriber_id == sub.id))
     assert doc.emitter_id == f"em-{row.id}"
     eid = compute_eid(doc.identity_key, doc.exponent, doc.counter(time.time())).hex()
-    entry = json.loads(redis.hget(get_keys(app).resolver(), eid))
+    field = resolver.lookup_key(resolver.lookup_secret(app.config["DATA_KEY"]), eid)
+    entry = json.loads(redis.hget(get_keys(app).resolver(), field))
     assert entry["s"] == sub.id and entry["c"][0]["receipt"] == consent.receipt_id
 
     # The human receipt page is its owner's only.

@@ -9,6 +9,7 @@ import time
 import pytest
 from sqlalchemy import select
 
+from store_server import resolver
 from store_server.crypto import pseudonym
 from store_server.models import AuditEntry, Consent, Merchant, Subscriber
 from store_server.redis_store import get_keys
@@ -64,7 +65,8 @@ def test_withdraw_reaches_the_device_within_a_second(app, live_server, db, redis
     from beacons.eid import compute_eid
 
     eid = compute_eid(doc.identity_key, doc.exponent, int(time.time()) - doc.time_base).hex()
-    assert redis.hget(get_keys(app).resolver(), eid) is None
+    field = resolver.lookup_key(resolver.lookup_secret(app.config["DATA_KEY"]), eid)
+    assert redis.hget(get_keys(app).resolver(), field) is None
     assert not [
         m for m in redis.zrange(get_keys(app).last_seen(), 0, -1) if m.endswith(f":{sub.id}")
     ]
