@@ -15,6 +15,7 @@ import geopandas as gpd
 import numpy as np
 import pandas as pd
 import pytest
+import requests
 from shapely.geometry import box
 from sqlalchemy import select
 
@@ -121,6 +122,15 @@ def login(client: Any, email: str, password: str) -> Any:
     return client.post(
         "/portal/login", data={"email": email, "password": password, "csrf_token": token}
     )
+
+
+def signed_in_session(url: str, email: str, password: str) -> requests.Session:
+    """A browser-like HTTP session signed in through the real form (CSRF included)."""
+    browser = requests.Session()
+    token = csrf_of(browser.get(f"{url}/portal/login", timeout=10).text)
+    form = {"email": email, "password": password, "csrf_token": token}
+    assert browser.post(f"{url}/portal/login", data=form, timeout=10).status_code == 200
+    return browser
 
 
 @pytest.fixture(scope="session")

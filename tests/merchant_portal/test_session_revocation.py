@@ -23,7 +23,7 @@ from store_server.models import Merchant, StaffUser
 from store_server.optin.web import cookie_name
 from tests.conftest import fresh_database, make_config
 from tests.faults.support import RedisServer
-from tests.merchant_portal.conftest import csrf_of, login
+from tests.merchant_portal.conftest import csrf_of, login, signed_in_session
 from tests.merchant_portal.test_live_socket import PortalWatcher
 from tests.store_server.optin.helpers import make_account, new_client
 from wsgi import build_app
@@ -72,10 +72,7 @@ def _sent_to_sign_in(resp: Any, page: str) -> bool:
 def test_staff_cookie_copied_before_sign_out_is_refused_after_it(portal_server, world, portal_app):
     email = _staff(portal_app, "staff")
     url = portal_server.url
-    browser = requests.Session()
-    token = csrf_of(browser.get(f"{url}/portal/login", timeout=10).text)
-    form = {"email": email, "password": PASSWORD, "csrf_token": token}
-    assert browser.post(f"{url}/portal/login", data=form, timeout=10).status_code == 200
+    browser = signed_in_session(url, email, PASSWORD)
     stolen = {"session": browser.cookies["session"]}
     assert requests.get(f"{url}/portal/", cookies=stolen, timeout=10).status_code == 200
     page = browser.get(f"{url}/portal/", timeout=10).text
@@ -172,10 +169,7 @@ def test_a_password_change_closes_the_live_connections_opened_before_it(
     # and must end what it is watching too, not only its next request.
     email = _staff(portal_app, "owner")
     url = portal_server.url
-    thief = requests.Session()
-    token = csrf_of(thief.get(f"{url}/portal/login", timeout=10).text)
-    form = {"email": email, "password": PASSWORD, "csrf_token": token}
-    assert thief.post(f"{url}/portal/login", data=form, timeout=10).status_code == 200
+    thief = signed_in_session(url, email, PASSWORD)
     watcher = PortalWatcher(url, world.salon_venue, f"session={thief.cookies['session']}")
     assert watcher.outcome == "connected"
     gone: queue.Queue = queue.Queue()

@@ -10,13 +10,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import requests
 
 from store_server import services
 from store_server.db import sessions
 from store_server.redis_store import get_keys, get_redis
 from tests.conftest import scaled_out
-from tests.merchant_portal.conftest import csrf_of
+from tests.merchant_portal.conftest import csrf_of, signed_in_session
 from tests.merchant_portal.test_live_socket import PortalWatcher
 
 pytestmark = [pytest.mark.authz, pytest.mark.e2e, pytest.mark.slow]
@@ -38,10 +37,7 @@ def two_workers(tmp_path: Path) -> Iterator[tuple[Any, str, str, int, int]]:
 
 def test_signing_out_on_one_worker_closes_the_live_view_held_by_the_other(two_workers):
     app, url_a, url_b, venue_id, owner_id = two_workers
-    browser = requests.Session()
-    token = csrf_of(browser.get(f"{url_b}/portal/login", timeout=10).text)
-    form = {"email": EMAIL, "password": PASSWORD, "csrf_token": token}
-    assert browser.post(f"{url_b}/portal/login", data=form, timeout=10).status_code == 200
+    browser = signed_in_session(url_b, EMAIL, PASSWORD)
     # A copy of the cookie watches the venue live through worker B.
     watcher = PortalWatcher(url_b, venue_id, f"session={browser.cookies['session']}")
     assert watcher.outcome == "connected"

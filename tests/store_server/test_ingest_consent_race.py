@@ -21,13 +21,18 @@ pytestmark = [pytest.mark.consent, pytest.mark.privacy]
 CAR = "demo-car-scanner"
 
 
+def _alice(app) -> int:  # type: ignore[no-untyped-def]
+    """The demo subscriber alice's id."""
+    with sessions(app)() as db:
+        return db.scalar(select(Subscriber.id).where(Subscriber.directory_id == "demo:alice"))
+
+
 @pytest.mark.parametrize("present_before", [True, False], ids=["mid-visit", "first-batch"])
 def test_a_withdrawal_landing_mid_batch_leaves_no_presence_and_no_push(stack, present_before):
     app = stack.app
     r, keys, topo = get_redis(app), get_keys(app), get_topology(app)
     scanner = topo.scanner(CAR)
-    with sessions(app)() as db:
-        alice = db.scalar(select(Subscriber.id).where(Subscriber.directory_id == "demo:alice"))
+    alice = _alice(app)
     emitter = stack.world.emitters["alice"]
     start = time.time()
     if present_before:
@@ -69,8 +74,7 @@ def test_a_resolver_rebuild_read_before_a_withdrawal_never_swaps_in_after_it(sta
     app = stack.app
     r, keys, topo = get_redis(app), get_keys(app), get_topology(app)
     scanner = topo.scanner(CAR)
-    with sessions(app)() as db:
-        alice = db.scalar(select(Subscriber.id).where(Subscriber.directory_id == "demo:alice"))
+    alice = _alice(app)
     emitter = stack.world.emitters["alice"]
 
     class WithdrawalLands(redis.Redis):
