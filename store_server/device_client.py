@@ -14,6 +14,18 @@ handle messages one at a time in arrival order (python-socketio otherwise runs e
 handler in its own thread, so a revoke could overtake the push it cancels), hold acks for
 events replayed during the connect handshake until the namespace is connected, and accept a
 long-polling response of more than 16 packets (a replay, where a proxy refuses websockets).
+
+And one thing every device must do about time (`Playback`, which this CLI runs; the browser's
+`merchant_portal/static/device.js` does the same): use a push or a blended queue only until its
+`expires_at` (the consent's end, or the push's own lifetime, PUSH_TTL_S), even if no revoke
+comes (the store server down at that moment, the device offline), and never use one that
+arrives already expired (a device that slept while it was in transit). The queue also loses the
+tracks of a member whose push expired. Expiry is judged on the device's clock, never later than
+the server's: a clock found behind a server timestamp (a queue's `computed_at`) is advanced by
+that much; a clock ahead only makes the device forget early. No grace is added, since a grace
+would show a subscriber past the end of their consent. The CLI prints a push or queue that
+arrives expired not at all (acked all the same) and `{"event": "expired", ...}` when it forgets
+one.
 """
 
 from __future__ import annotations
@@ -25,7 +37,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -166,6 +178,118 @@ class DeviceConnection:
             self.sio.disconnect()
 
 
+class Playback:
+    """What a device may use now: the pushes in force by pseudonym and the zone's blended queue,
+    each forgotten at its `expires_at` (one timer, set to the earliest). Thread-safe; calls
+    `on_expire(kind, event)` (kind "push" or "queue") from the timer's thread."""
+
+    def __init__(
+        self,
+        on_expire: Callable[[str, dict[str, Any]], None] | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.on_expire, self.clock = on_expire, clock
+        self._lock = threading.Lock()
+        self._pushes: dict[str, dict[str, Any]] = {}
+        self._queue: dict[str, Any] | None = None
+        self._gone: set[str] = set()  # members whose push expired, left out of the queue
+        self._behind = 0.0  # how far the device clock was found behind the server's
+        self._timer: threading.Timer | None = None
+
+    def now(self) -> float:
+        """The device's clock, advanced to the newest server timestamp it has seen."""
+        return self.clock() + self._behind
+
+    def apply(self, event: dict[str, Any]) -> bool:
+        """Obey one push, revoke or queue; False for one that arrived expired (ignored)."""
+        with self._lock:
+            stamp = event.get("computed_at")
+            if _number(stamp):
+                self._behind = max(self._behind, stamp - self.clock())
+            kind, who = event.get("type"), event.get("subscriber")
+            expires = event.get("expires_at")
+            if kind in ("push", "queue") and _number(expires) and expires <= self.now():
+                if kind == "push" and who not in self._pushes:
+                    self._gone.add(who)
+                return False
+            if kind == "push":
+                self._pushes[who] = event
+                self._gone.discard(who)
+            elif kind == "revoke":
+                self._pushes.pop(who, None)
+            elif kind == "queue":
+                self._queue = event
+            self._schedule()
+        return True
+
+    @property
+    def pushes(self) -> dict[str, dict[str, Any]]:
+        """Pseudonym -> the push in force for them."""
+        with self._lock:
+            return dict(self._pushes)
+
+    @property
+    def queue(self) -> dict[str, Any] | None:
+        """The blended queue in force, without the members (and their tracks) whose push
+        expired; None when there is none."""
+        with self._lock:
+            q = self._queue
+            if q is None:
+                return None
+            inner = q.get("queue") or {}
+            tracks = [t for t in inner.get("tracks", []) if t.get("by") not in self._gone]
+            return {
+                **q,
+                "members": [m for m in q.get("members", []) if m not in self._gone],
+                "queue": {**inner, "tracks": tracks},
+            }
+
+    def close(self) -> None:
+        """Cancel the expiry timer."""
+        with self._lock:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+
+    def _schedule(self) -> None:
+        """Under the lock: one timer, at the earliest expiry in force."""
+        ends = [e["expires_at"] for e in self._held() if _number(e.get("expires_at"))]
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if ends:
+            self._timer = threading.Timer(max(0.0, min(ends) - self.now()), self._expire)
+            self._timer.daemon = True
+            self._timer.start()
+
+    def _held(self) -> Iterable[dict[str, Any]]:
+        yield from self._pushes.values()
+        if self._queue is not None:
+            yield self._queue
+
+    def _expire(self) -> None:
+        forgotten: list[tuple[str, dict[str, Any]]] = []
+        with self._lock:
+            now = self.now()
+            for who, push in list(self._pushes.items()):
+                if _number(push.get("expires_at")) and push["expires_at"] <= now:
+                    del self._pushes[who]
+                    self._gone.add(who)
+                    forgotten.append(("push", push))
+            q = self._queue
+            if q is not None and _number(q.get("expires_at")) and q["expires_at"] <= now:
+                self._queue = None
+                forgotten.append(("queue", q))
+            self._schedule()
+        if self.on_expire is not None:
+            for kind, event in forgotten:
+                self.on_expire(kind, event)
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
 def refusal_reason(error: Exception, details: list[Any]) -> str:
     """A readable reason from a refused or failed connection."""
     for d in details:
@@ -240,10 +364,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     done, closed = threading.Event(), threading.Event()
     printed = 0
 
+    def expired(kind: str, event: dict[str, Any]) -> None:
+        about = {k: event[k] for k in ("subscriber", "zone", "event_id") if k in event}
+        print(json.dumps({"event": "expired", "type": kind, **about}, sort_keys=True), flush=True)
+
+    playback = Playback(on_expire=expired)
+
     def show(name: str, event: dict[str, Any], duplicate: bool) -> None:
         nonlocal printed
-        if duplicate:
-            return
+        if duplicate or not playback.apply(event):
+            return  # arrived expired: acked, never used
         print(json.dumps({"event": name, **event}, sort_keys=True), flush=True)
         printed += 1
         if args.count and printed >= args.count:
@@ -278,6 +408,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("device_client: connection closed by the server", file=sys.stderr)
         return 1
     device.close(settle_s=5.0)
+    playback.close()
     return 0
 
 

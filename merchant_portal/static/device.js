@@ -10,6 +10,53 @@
   var waiting = document.getElementById("device-waiting");
   var status = document.getElementById("device-status");
   var socket = null;
+  // Expiry (defence in depth: the server's revoke may never come, or be sent while offline):
+  // a push or queue is used only until its expires_at, never if it arrives expired. Judged on
+  // this device's clock, advanced when a server timestamp (a queue's computed_at) shows it is
+  // behind; a clock ahead only forgets early, and no grace is added.
+  var behind = 0;  // seconds this clock was found behind the server's
+  var queueEvent = null;  // the queue in force
+  var gone = {};  // pseudonym -> true: their push expired, their tracks leave the queue
+  var timer = null;
+
+  function now() { return Date.now() / 1000 + behind; }
+  function expired(ev) {
+    return typeof ev.expires_at === "number" && ev.expires_at <= now();
+  }
+  function schedule() {
+    // One timer, at the earliest expiry in force (re-armed after each change).
+    var ends = [];
+    for (var i = 0; i < pushes.children.length; i++) {
+      ends.push(Number(pushes.children[i].dataset.expiresAt));
+    }
+    if (queueEvent && typeof queueEvent.expires_at === "number") ends.push(queueEvent.expires_at);
+    ends = ends.filter(function (x) { return isFinite(x); });
+    if (timer !== null) { clearTimeout(timer); timer = null; }
+    if (ends.length) {
+      var ms = Math.max(0, (Math.min.apply(null, ends) - now()) * 1000);
+      timer = setTimeout(sweep, Math.min(ms, 2147483647));
+    }
+  }
+  function dropMember(sub) {
+    gone[sub] = true;
+    var list = document.getElementById("queue");
+    Array.prototype.slice.call(list.children).forEach(function (li) {
+      if (li.dataset.by === sub) li.remove();
+    });
+    document.getElementById("queue-panel").hidden = list.children.length === 0;
+  }
+  function sweep() {
+    timer = null;
+    Array.prototype.slice.call(pushes.children).forEach(function (li) {
+      if (Number(li.dataset.expiresAt) <= now()) {
+        li.remove();
+        dropMember(li.dataset.subscriber);
+      }
+    });
+    if (queueEvent && expired(queueEvent)) { queueEvent = null; showQueue({}); }
+    refresh();
+    schedule();
+  }
 
   function el(tag, cls, text) {
     var e = document.createElement(tag);
@@ -29,9 +76,16 @@
     return null;
   }
   function showPush(ev) {
+    if (expired(ev)) {
+      // Arrived expired: never shown, and its member leaves the queue unless shown already.
+      if (!find(ev.subscriber)) dropMember(ev.subscriber);
+      return;
+    }
+    delete gone[ev.subscriber];
     var old = find(ev.subscriber);
     var li = el("li", "card push");
     li.dataset.subscriber = ev.subscriber;
+    if (typeof ev.expires_at === "number") li.dataset.expiresAt = String(ev.expires_at);
     li.appendChild(el("h2", "pseudonym", ev.subscriber));
     li.appendChild(el("p", "muted", S.zone.replace("{zone}", ev.zone)));
     if (ev.playlist) {
@@ -65,8 +119,10 @@
     var vol = document.getElementById("queue-volume");
     list.replaceChildren();
     (q.tracks || []).forEach(function (t) {
+      if (gone[t.by]) return;  // their push expired
       var li = el("li", "", t.title + " — " + t.artist);
       li.dataset.track = t.id;
+      li.dataset.by = t.by;
       li.appendChild(el("span", "by", S.by.replace("{who}", t.by)));
       list.appendChild(li);
     });
@@ -87,6 +143,7 @@
     else if (ev.type === "revoke") { var li = find(ev.subscriber); if (li) li.remove(); }
     else if (ev.type === "control" && ev.action === "skip") skipTrack(ev.track);
     refresh();
+    schedule();
     // Ack only after the page obeyed: the server keeps unacked events for a reconnect.
     socket.emit("ack", { event_id: ev.event_id });
   }
@@ -94,7 +151,9 @@
     if (socket) { socket.disconnect(); socket = null; }
     localStorage.removeItem(KEY);
     pushes.replaceChildren();
+    queueEvent = null;
     showQueue({});
+    schedule();
     playPanel.hidden = true;
     pairPanel.hidden = false;
     document.getElementById("device-revoked").hidden = !revoked;
@@ -110,7 +169,14 @@
     socket.on("connect", function () { setState("connected"); });
     socket.on("event", onEvent);
     socket.on("queue", function (ev) {
-      showQueue(ev);
+      if (typeof ev.computed_at === "number") {
+        behind = Math.max(behind, ev.computed_at - Date.now() / 1000);
+      }
+      if (!expired(ev)) {  // one that arrived expired is ignored (acked all the same)
+        queueEvent = ev;
+        showQueue(ev);
+        schedule();
+      }
       socket.emit("ack", { event_id: ev.event_id });
     });
     socket.on("disconnect", function (reason) {
