@@ -130,6 +130,8 @@ def sightings() -> ResponseReturnValue:
         digest=ingest.batch_digest(doc),
         resolver_secret=resolver.lookup_secret(cfg["DATA_KEY"]),
         rate_limit=cfg["INGEST_RATE_PER_MIN"],
+        # Devices forget a push at its expires_at (PUSH_TTL_S): a long visit is pushed again.
+        renew_after_s=cfg["PUSH_TTL_S"] / 2,
     )
     if replayed:
         raise ApiError(409, "nonce already used: request replayed")

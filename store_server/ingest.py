@@ -37,7 +37,7 @@ from store_server.keys import Keys
 from store_server.positioning.engine import Columns
 from store_server.positioning.live import declared_start, track
 from store_server.positioning.pathloss import declared_level
-from store_server.push import PUSHED_TO, Occurrence
+from store_server.push import PUSHED_AT, PUSHED_TO, RENEWED, Occurrence
 from store_server.redis_store import run_script, script_sha
 from store_server.resolver import VERSION_FIELD, applicable_consent, lookup_keys
 from store_server.topology import ScannerInfo, Topology, VenueInfo
@@ -530,12 +530,15 @@ def process(
     digest: str,
     resolver_secret: bytes,
     rate_limit: int = 0,
+    renew_after_s: float | None = None,
 ) -> tuple[Outcome, list[Occurrence], bool]:
     """Run one batch through resolution, positioning and presence; returns (outcome, events,
     replayed) where replayed means the nonce was seen before and nothing was done. `digest` is
     batch_digest of the batch, told apart from another batch under the same id;
     `resolver_secret` is resolver.lookup_secret of the deployment's DATA_KEY. With
-    `rate_limit`, a scanner sending more batches than that per minute is told to slow down."""
+    `rate_limit`, a scanner sending more batches than that per minute is told to slow down.
+    With `renew_after_s`, a presence whose push is older than that is pushed again (half the
+    push's lifetime on the device: see _occurrences)."""
     venue = topo.venue(scanner.venue_id)
     ids = sorted({s.id for s in sightings})
     # Redis is asked for their keyed hashes only (resolver.lookup_key): it may keep a command's
@@ -589,7 +592,17 @@ def process(
             done = (bkey, marker(BATCH_DONE, digest), batch_ttl)
             dark = topo.dark.get(r, keys, venue.id) if venue else presence.NO_ZONES
             return _fold(
-                r, keys, venue, scanner, done, sightings, resolution, states, dark, lookups
+                r,
+                keys,
+                venue,
+                scanner,
+                done,
+                sightings,
+                resolution,
+                states,
+                dark,
+                lookups,
+                renew_after_s,
             )
         except BaseException:
             _release(r, bkey, marker(BATCH_PENDING, digest))
@@ -662,12 +675,13 @@ def _fold(
     states: dict[str, str | None],
     dark: frozenset[str],
     lookups: dict[str, str],
+    renew_after_s: float | None = None,
 ) -> tuple[Outcome, list[Occurrence], bool]:
     """Resolve, position and fold one claimed batch; the last write marks the batch done
     (`done`: the marker's key, its value and its time to live; `resolution`: the resolver entries
     of the batch's identifiers and the version of the table they come from; `dark`: the
     venue's zones whose scanners are all silent; `lookups`: each identifier's field in the
-    resolver table)."""
+    resolver table; `renew_after_s`: see process)."""
     bkey, done_marker, batch_ttl = done
     entries, table_version = resolution
     through = batch_through(sightings, time.time())
@@ -703,7 +717,9 @@ def _fold(
                 state["c"] = consents[sub]
             else:
                 events += rescope(state, consents[sub], wall)
-            occurrences.extend(_occurrences(venue, sub, state, held, events, prev, wall))
+            occurrences.extend(
+                _occurrences(venue, sub, state, held, events, prev, wall, renew_after_s)
+            )
             last = state["p"]["last"]
             version = f"{(base + i) & 0xFFFFFFFFFFFFFFFF:016x}"
             state = {"v": version, **{k: v for k, v in state.items() if k != "v"}}
@@ -762,23 +778,38 @@ def _occurrences(
     events: list[presence.PresenceEvent],
     prev: dict[str, Any],
     wall: float,
+    renew_after_s: float | None = None,
 ) -> list[Occurrence]:
     """One subscriber's events as occurrences (see disclosures): an exit under the consent
     `held` its enter was disclosed under, and to the devices its zone had at that enter as well
     (PUSHED_TO, which the state keeps while the presence lasts: a zone redrawn meanwhile no
-    longer lists them)."""
+    longer lists them). A disclosed presence whose push is `renew_after_s` old (PUSHED_AT) is
+    pushed again, stamped now: devices forget a push at its `expires_at`."""
     out = []
     shown = tuple(state.get(PUSHED_TO, ()))
+    pushed_at = state.get(PUSHED_AT)
     for e, d in disclosures(state, prev.get("h", False), events, wall):
         if e.kind == "exit":
             out.append(Occurrence(sub, venue, held, e, d, shown))
         else:
             out.append(Occurrence(sub, venue, state["c"], e, d))
             shown = tuple(venue.devices_by_zone.get(e.zone, ()))
-    if shown and state["p"].get("zone"):
+            pushed_at = wall if d else pushed_at
+    p = state["p"]
+    if shown and p.get("zone"):
         state[PUSHED_TO] = list(shown)
     else:
         state.pop(PUSHED_TO, None)
+    if p.get("zone") and not state.get("h") and state.get("c"):
+        if pushed_at is None:
+            pushed_at = wall  # a presence from before renewals: its push's lifetime runs from now
+        elif renew_after_s is not None and wall - pushed_at >= renew_after_s:
+            renewal = presence.PresenceEvent("enter", p["zone"], wall, p["since"], RENEWED)
+            out.append(Occurrence(sub, venue, state["c"], renewal, True))
+            pushed_at = wall
+        state[PUSHED_AT] = round(pushed_at, 1)
+    else:
+        state.pop(PUSHED_AT, None)
     return out
 
 

@@ -62,6 +62,13 @@ class Occurrence:
 
 # The tracking state's field holding the devices of the zone its presence entered (Occurrence).
 PUSHED_TO = "dv"
+# The tracking state's field holding when its presence's push was last sent (wall clock): a
+# push lasts PUSH_TTL_S on the device (`expires_at`), so a presence that outlasts half of it is
+# pushed again (ingest._occurrences), and a long visit keeps its playlist.
+PUSHED_AT = "pa"
+# The reason of such a renewed enter: a push sent again, not a presence change (the portal's
+# live view is not told).
+RENEWED = "renewed"
 
 
 def pushed_to(state: dict[str, Any]) -> tuple[int, ...]:
@@ -584,6 +591,8 @@ def deliver(app: Flask, occurrences: list[Occurrence]) -> None:
         sio.sleep(0)
         withheld |= lapsed
         for o in occurrences:
+            if o.event.reason == RENEWED:
+                continue
             if o.subscriber_id in subs and o.disclose and id(o) not in withheld:
                 portal_event = {
                     "venue_id": o.venue.id,

@@ -150,3 +150,39 @@ def test_playback_drops_a_member_whose_push_expired_from_the_queue(
     finally:
         device.close()
         playback.close()
+
+
+def test_a_visit_longer_than_a_push_keeps_its_playlist_on_the_device(
+    app, live_server, db, monkeypatch
+):
+    # Devices forget a push at its expires_at (PUSH_TTL_S after it was sent): without the
+    # server pushing a long visit again, someone seated longer than that lost her playlist.
+    monkeypatch.setitem(app.config, "PUSH_TTL_S", 4)
+    world = build_world(app, db, people=(("ann", "playlist"),))
+    ann = world.pseudonym("ann")
+    forgotten: queue.Queue = queue.Queue()
+    playback = Playback(on_expire=lambda kind, event: forgotten.put((kind, event)))
+    pushes: list[dict[str, Any]] = []
+
+    def handle(_name: str, event: dict[str, Any], duplicate: bool) -> None:
+        if event["type"] == "push" and not duplicate:
+            pushes.append(event)
+        playback.apply(event)
+
+    device = DeviceConnection(live_server.url, world.token("seat"), handle)
+    device.connect()
+    try:
+        enter(live_server.url, world, "seat", "ann")
+        assert wait_for(lambda: ann in playback.pushes, 10)
+        first = playback.pushes[ann]["expires_at"]
+        # She stays seated past her first push's expiry: her scanner hears her twice a second.
+        while time.time() < first + 1.0:
+            time.sleep(0.5)  # the pace of her sightings, not a wait for an event
+            enter(live_server.url, world, "seat", "ann")
+        device.sync()
+        assert ann in playback.pushes and playback.pushes[ann]["expires_at"] > time.time()
+        assert len(pushes) >= 2 and pushes[-1]["expires_at"] > first
+        assert forgotten.empty()
+    finally:
+        device.close()
+        playback.close()
