@@ -159,7 +159,9 @@ def _ended(consent: dict[str, Any], now: float) -> bool:
 # maxlen, ttl, now, #venues, #queues, #items; per queue its venue's number, zone and member
 # count, then each member's subscriber and since; per item its queue's number and body. Returns
 # each queue's verdict (1 sent), then each item's event id ('' when refused).
-_QUEUE_HELD_LUA = """
+_QUEUE_HELD_LUA = (
+    outbox.ADD_LUA
+    + """
 local maxlen, ttl, now = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local nv, nq, ni = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
 local index = {}
@@ -197,9 +199,7 @@ local base = 2 * nv
 for i = 1, ni do
   local q = tonumber(ARGV[at])
   if out[q] == 1 then
-    local key = KEYS[base + i]
-    out[nq + i] = redis.call('XADD', key, 'MAXLEN', '~', maxlen, '*', 'e', ARGV[at + 1])
-    redis.call('EXPIRE', key, ttl)
+    out[nq + i] = outbox_add(KEYS[base + i], ARGV[at + 1], maxlen, ttl)
   else
     out[nq + i] = ''
   end
@@ -207,6 +207,7 @@ for i = 1, ni do
 end
 return out
 """
+)
 
 
 # Appends each device's event only while the presence a push belongs to still holds, in one
@@ -223,7 +224,9 @@ return out
 # visit its subscriber and row; then the pending event ids. Returns each guard's verdict
 # (1 holds), each item's event id ('' when withheld), then the journal ids of the audit entries
 # written and of the visits.
-_APPEND_HELD_LUA = """
+_APPEND_HELD_LUA = (
+    outbox.ADD_LUA
+    + """
 local maxlen, ttl = ARGV[1], ARGV[2]
 local m, n, v = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 local journal, pending = KEYS[#KEYS - 1], KEYS[#KEYS]
@@ -246,8 +249,7 @@ for i = 1, n do
   local at = base + 4 * (i - 1)
   local guard = tonumber(ARGV[at + 1])
   if guard == 0 or out[guard] == 1 then
-    local id = redis.call('XADD', KEYS[i], 'MAXLEN', '~', maxlen, '*', 'e', ARGV[at + 2])
-    redis.call('EXPIRE', KEYS[i], ttl)
+    local id = outbox_add(KEYS[i], ARGV[at + 2], maxlen, ttl)
     out[m + i] = id
     written[#written + 1] = redis.call(
       'XADD', journal, '*', 's', ARGV[at + 3], 'a', ARGV[at + 4], 'e', id)
@@ -264,6 +266,7 @@ for i = base + 2 * v + 1, #ARGV do redis.call('XDEL', pending, ARGV[i]) end
 for i = 1, #written do out[m + n + i] = written[i] end
 return out
 """
+)
 
 
 def _append_held(
