@@ -84,12 +84,13 @@ def _take(
 def _deliver_taken(
     app: Flask, r: redis.Redis, keys: Keys, occurrences: list[Occurrence], ids: list[str]
 ) -> None:
-    """Deliver what this caller took, then drop it from the pending stream. The claims stay
+    """Deliver what this caller took, then drop it from the pending stream (delivery drops it
+    as it writes the outboxes: a failure after that must not deliver it again). The claims stay
     until they expire: an inline delivery that comes late (its flush ran first) must still
     find the event taken. On failure they go, so the retry job takes the events over at its
     next round instead of after CLAIM_S."""
     try:
-        deliver(app, occurrences)
+        deliver(app, occurrences, ids)
     except BaseException:
         with contextlib.suppress(redis.RedisError):
             r.delete(*[keys.delivering(i) for i in ids])

@@ -13,6 +13,7 @@ import orjson
 import redis
 
 from store_server.keys import Keys
+from store_server.redis_store import run_script
 
 STREAM_ID = re.compile(r"^[0-9]{1,20}-[0-9]{1,20}\Z")
 _U64 = 2**64
@@ -26,6 +27,68 @@ def is_stream_id(value: object) -> bool:
     # a group commit of acks, that error failed every other device's ack in the group.
     ms, seq = value.split("-")
     return int(ms) < _U64 and int(seq) < _U64
+
+
+# Appends one event to a device's outbox (a Lua function the appending scripts start with). A
+# full outbox belongs to a device offline while its zone stays busy, and trimming it oldest
+# first (XADD MAXLEN) dropped the revoke of a push the device had already played: back online,
+# it played a withdrawn subscriber's playlist on until the push expired. So a full outbox is
+# compacted, a tenth below its bound so that this is rare: what nobody needs any more goes
+# first (events older than the TTL: every push they could cancel has expired; queues but the
+# newest, which `pending` would drop; a revoke repeated later for the same subscriber), then
+# the oldest pushes, queues and controls, and revokes last, oldest first.
+ADD_LUA = """
+local function outbox_add(key, body, maxlen, ttl)
+  local id = redis.call('XADD', key, '*', 'e', body)
+  redis.call('EXPIRE', key, ttl)
+  maxlen = tonumber(maxlen)
+  if redis.call('XLEN', key) <= maxlen then return id end
+  local target = maxlen - math.floor(maxlen / 10)
+  local stale = tonumber(string.match(id, '^%d+')) - 1000 * tonumber(ttl)
+  local entries = redis.call('XRANGE', key, '-', '+')
+  local kinds, doomed, left = {}, {}, #entries
+  local queued, revoked = false, {}
+  for i = #entries, 1, -1 do
+    local ok, event = pcall(cjson.decode, entries[i][2][2])
+    local kind = ok and type(event) == 'table' and event['type'] or nil
+    local drop = tonumber(string.match(entries[i][1], '^%d+')) < stale
+    if kind == 'queue' then
+      drop = drop or queued
+      queued = true
+    elseif kind == 'revoke' then
+      local who = tostring(event['subscriber'])
+      drop = drop or revoked[who] ~= nil
+      revoked[who] = true
+    end
+    kinds[i] = kind
+    if drop then
+      doomed[i] = true
+      left = left - 1
+    end
+  end
+  for pass = 1, 2 do
+    for i = 1, #entries do
+      if left <= target then break end
+      if not doomed[i] and (kinds[i] == 'revoke') == (pass == 2) then
+        doomed[i] = true
+        left = left - 1
+      end
+    end
+  end
+  for i = 1, #entries do
+    if doomed[i] then redis.call('XDEL', key, entries[i][1]) end
+  end
+  return id
+end
+"""
+_APPEND_LUA = (
+    ADD_LUA
+    + """
+local out = {}
+for i = 1, #KEYS do out[i] = outbox_add(KEYS[i], ARGV[i + 2], ARGV[1], ARGV[2]) end
+return out
+"""
+)
 
 
 def encode(items: list[tuple[int, dict[str, Any]]]) -> list[bytes]:
@@ -46,12 +109,8 @@ def append_many(
     """Append (device id, event) pairs in one round trip; returns the stream ids (event ids)."""
     if not items:
         return []
-    pipe = r.pipeline(transaction=False)
-    for (device_id, _event), raw in zip(items, encode(items), strict=True):
-        pipe.xadd(keys.outbox(device_id), {"e": raw}, maxlen=maxlen, approximate=True)
-    for device_id in dict.fromkeys(d for d, _ in items):
-        pipe.expire(keys.outbox(device_id), ttl_s)
-    return pipe.execute()[: len(items)]
+    names = [keys.outbox(device_id) for device_id, _ in items]
+    return list(run_script(r, _APPEND_LUA, len(names), *names, maxlen, ttl_s, *encode(items)))
 
 
 def pending(r: redis.Redis, keys: Keys, device_id: int, now: float) -> list[dict[str, Any]]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -165,7 +166,9 @@ def _ended(consent: dict[str, Any], now: float) -> bool:
 # maxlen, ttl, now, #venues, #queues, #items; per queue its venue's number, zone and member
 # count, then each member's subscriber and since; per item its queue's number and body. Returns
 # each queue's verdict (1 sent), then each item's event id ('' when refused).
-_QUEUE_HELD_LUA = """
+_QUEUE_HELD_LUA = (
+    outbox.ADD_LUA
+    + """
 local maxlen, ttl, now = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local nv, nq, ni = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
 local index = {}
@@ -203,9 +206,7 @@ local base = 2 * nv
 for i = 1, ni do
   local q = tonumber(ARGV[at])
   if out[q] == 1 then
-    local key = KEYS[base + i]
-    out[nq + i] = redis.call('XADD', key, 'MAXLEN', '~', maxlen, '*', 'e', ARGV[at + 1])
-    redis.call('EXPIRE', key, ttl)
+    out[nq + i] = outbox_add(KEYS[base + i], ARGV[at + 1], maxlen, ttl)
   else
     out[nq + i] = ''
   end
@@ -213,22 +214,29 @@ for i = 1, ni do
 end
 return out
 """
+)
 
 
 # Appends each device's event only while the presence a push belongs to still holds, in one
 # atomic step: a withdrawal that ends it after the delivery's own checks has revoked first, and
 # a push appended behind that revoke would be replayed to the device after it. Each event
 # appended puts its audit entry in the journal in the same step, and so do the visits: nothing
-# reaches a device unrecorded, whatever fails next. KEYS: the items' outboxes, the venues' track
-# states, then the journal. ARGV: maxlen, ttl, #guards, #items, #visits; per guard its venue's
-# KEYS offset, subscriber, zone and since; per item its guard's number (0: none), body,
-# subscriber and audit entry; per visit its subscriber and row. Returns each guard's verdict
+# reaches a device unrecorded, whatever fails next. The same step drops the pending presence
+# events being delivered (events.py): once their pushes are in the outboxes they are done, and a
+# failure after it (the database or Redis lost while the blended queues are made, the process
+# killed) must not have them delivered again, with new event ids and a second audit entry each.
+# KEYS: the items' outboxes, the venues' track states, the journal, then the pending events.
+# ARGV: maxlen, ttl, #guards, #items, #visits; per guard its venue's KEYS offset, subscriber,
+# zone and since; per item its guard's number (0: none), body, subscriber and audit entry; per
+# visit its subscriber and row; then the pending event ids. Returns each guard's verdict
 # (1 holds), each item's event id ('' when withheld), then the journal ids of the audit entries
 # written and of the visits.
-_APPEND_HELD_LUA = """
+_APPEND_HELD_LUA = (
+    outbox.ADD_LUA
+    + """
 local maxlen, ttl = ARGV[1], ARGV[2]
 local m, n, v = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
-local journal = KEYS[#KEYS]
+local journal, pending = KEYS[#KEYS - 1], KEYS[#KEYS]
 local out = {}
 for g = 1, m do
   local at = 5 + 4 * (g - 1)
@@ -248,8 +256,7 @@ for i = 1, n do
   local at = base + 4 * (i - 1)
   local guard = tonumber(ARGV[at + 1])
   if guard == 0 or out[guard] == 1 then
-    local id = redis.call('XADD', KEYS[i], 'MAXLEN', '~', maxlen, '*', 'e', ARGV[at + 2])
-    redis.call('EXPIRE', KEYS[i], ttl)
+    local id = outbox_add(KEYS[i], ARGV[at + 2], maxlen, ttl)
     out[m + i] = id
     written[#written + 1] = redis.call(
       'XADD', journal, '*', 's', ARGV[at + 3], 'a', ARGV[at + 4], 'e', id)
@@ -262,9 +269,11 @@ for i = 1, v do
   written[#written + 1] = redis.call(
     'XADD', journal, '*', 's', ARGV[base + 2 * i - 1], 'v', ARGV[base + 2 * i])
 end
+for i = base + 2 * v + 1, #ARGV do redis.call('XDEL', pending, ARGV[i]) end
 for i = 1, #written do out[m + n + i] = written[i] end
 return out
 """
+)
 
 
 def _append_held(
@@ -277,11 +286,13 @@ def _append_held(
     visits: list[dict[str, Any]],
     maxlen: int,
     ttl_s: int,
+    pending_ids: Sequence[str] = (),
 ) -> tuple[list[bool], list[str], list[journal.Entry]]:
     """Append (device, event) items in one round trip, each a push only while its enter's
     presence holds (guard_of: 1-based into guards, 0 for none), with each appended item's audit
-    entry and every visit to the journal; returns whether each guard held, each item's event id
-    ('' for a push withheld) and the journal entries written."""
+    entry and every visit to the journal, and drop the pending events they come from; returns
+    whether each guard held, each item's event id ('' for a push withheld) and the journal
+    entries written."""
     venues = list(dict.fromkeys(o.venue.id for o in guards))
     args: list[Any] = [maxlen, ttl_s, len(guards), len(items), len(visits)]
     for o in guards:
@@ -290,8 +301,10 @@ def _append_held(
         args += [g, raw, row["subscriber_id"], journal.encode(row)]
     for row in visits:
         args += [row["subscriber_id"], journal.encode(row)]
+    args += pending_ids
     names = [keys.outbox(d) for d, _ in items] + [keys.tracks(v) for v in venues]
-    answer = run_script(r, _APPEND_HELD_LUA, len(names) + 1, *names, keys.journal(), *args)
+    names += [keys.journal(), keys.pending_events()]
+    answer = run_script(r, _APPEND_HELD_LUA, len(names), *names, *args)
     held = [x == 1 for x in answer[: len(guards)]]
     event_ids = list(answer[len(guards) : len(guards) + len(items)])
     rows = [
@@ -493,10 +506,12 @@ def refresh_queues(app: Flask, venue_id: int) -> dict[str, dict[str, Any]]:
     return {zone: body for _venue, zone, body, _basis in queues}
 
 
-def deliver(app: Flask, occurrences: list[Occurrence]) -> None:
+def deliver(app: Flask, occurrences: list[Occurrence], pending_ids: Sequence[str] = ()) -> None:
     """Write outboxes, with their audit entries and the visits to the journal, and emit to
     connected devices, pushes and revokes first; then recompute and send the blended queue of
-    every zone someone entered or left; then write the journal's new entries to SQL."""
+    every zone someone entered or left; then write the journal's new entries to SQL.
+    `pending_ids`, the pending events the occurrences come from, are dropped in the same step
+    as the outboxes are written (`_APPEND_HELD_LUA`)."""
     if not occurrences:
         return
     r, keys = get_redis(app), get_keys(app)
@@ -577,7 +592,7 @@ def deliver(app: Flask, occurrences: list[Occurrence]) -> None:
         if items or guards or visits:
             maxlen = app.config["OUTBOX_MAXLEN"]
             held, event_ids, written = _append_held(
-                r, keys, items, audit, guard_of, guards, visits, maxlen, ttl
+                r, keys, items, audit, guard_of, guards, visits, maxlen, ttl, pending_ids
             )
         # An enter whose presence ended meanwhile (a withdrawal after the checks above) is
         # neither pushed, nor shown on the portal, nor audited: it was never disclosed.

@@ -16,6 +16,7 @@ from sqlalchemy import create_engine, event, func, select
 from sqlalchemy.engine import make_url
 
 from store_server import db, journal, rights
+from store_server import events as pending
 from store_server.db import upgrade
 from store_server.models import AuditEntry, Device, Subscriber, Visit
 from store_server.redis_store import get_keys, get_redis
@@ -219,3 +220,44 @@ def test_a_push_out_before_sql_refused_its_audit_entry_is_audited_later_and_not_
     assert journal.drain(app, min_age_s=0) == 1 and r.xlen(keys.journal()) == 0
     assert audit_actions(app, alice) == ["push", "revoke"]
     assert len(_chair1_pushes(proxied)) == 0  # the revoke dropped it from the outbox
+
+
+def _bob_enters(stack: Stack) -> bytes:
+    """Four seconds of bob at chair 1 (he shares preferences, without statistics)."""
+    return batch_body(eid_rows(stack.world.emitters["bob"], time.time(), 4, rssi=-50))
+
+
+def test_sql_lost_after_the_push_is_out_never_pushes_or_audits_it_twice(proxied):
+    """The database goes away after a push and its audit entry are in the outbox and the
+    journal, while the zone's blended queue is computed: the scanner's retry (and the jobs)
+    must not deliver that enter again, with a new event id and a second audit entry."""
+    stack, client = proxied.stack, proxied.stack.app.test_client()
+    app = stack.app
+    r, keys = get_redis(app), get_keys(app)
+    alice = _alice(proxied)
+    assert post(client, stack, _bob_enters(stack)).status_code == 200
+    cut: list[str] = []
+
+    def cut_at_the_queue(_conn, _cursor, statement, *_args) -> None:  # type: ignore[no-untyped-def]
+        # Bob's profile, read for the zone's blended queue: alice's push is out by then.
+        if not cut and statement.startswith("SELECT subscribers.id, subscribers.public_id"):
+            cut.append(statement)
+            proxied.proxy.cut()
+
+    engine = app.extensions["cm_engine"]
+    event.listen(engine, "before_cursor_execute", cut_at_the_queue)
+    body = _alice_enters(stack)
+    try:
+        first = post(client, stack, body)
+    finally:
+        event.remove(engine, "before_cursor_execute", cut_at_the_queue)
+    assert cut, "the blended queue never read bob's profile"
+    assert first.status_code >= 500
+    assert len(_chair1_pushes(proxied)) == 2  # bob's and alice's: out before the database went
+    proxied.proxy.restore()
+    assert post(client, stack, body).status_code == 200  # the scanner's retry
+    pending.flush(app, min_age_s=0)  # and the jobs' round
+    journal.drain(app, min_age_s=0)
+    assert len(_chair1_pushes(proxied)) == 2
+    assert audit_actions(app, alice) == ["push"]
+    assert r.xlen(keys.pending_events()) == 0

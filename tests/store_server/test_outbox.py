@@ -3,6 +3,7 @@ dropping everything about a revoked pseudonym."""
 
 from __future__ import annotations
 
+import json
 import time
 
 from store_server import outbox
@@ -108,3 +109,37 @@ def test_a_zone_body_is_stored_for_each_device_under_its_stream_id(redis):
         (got,) = outbox.pending(redis, keys, d, time.time())
         assert got == {**body, "event_id": event_id}
     redis.delete(*(keys.outbox(d) for d in (1, 2, 3)))
+
+
+def revoke(who: str) -> dict:
+    return {"type": "revoke", "subscriber": who, "reason": "absent"}
+
+
+def test_a_full_outbox_drops_what_is_superseded_then_the_oldest_and_revokes_last(redis):
+    keys = _keys()
+    # A revoke of "a" waiting, then queues and pushes of a busy zone, "b" revoked twice.
+    items = [(1, revoke("a")), (1, revoke("b"))]
+    items += [(1, queue([str(i)])) for i in range(5)] + [(1, push(str(i))) for i in range(3)]
+    ids = outbox.append_many(redis, keys, items, 10, 60)
+    assert redis.xlen(keys.outbox(1)) == 10  # at its bound: nothing dropped yet
+    (last,) = outbox.append_many(redis, keys, [(1, revoke("b"))], 10, 60)
+    # Compacted to a tenth below: the older queues and b's first revoke went, nothing else.
+    left = [entry_id for entry_id, _ in redis.xrange(keys.outbox(1))]
+    assert left == [ids[0], ids[6], *ids[7:], last]
+    # Pushes (and queues) go before any revoke; revokes last, oldest first.
+    outbox.append_many(redis, keys, [(1, revoke(f"r{i}")) for i in range(9)], 10, 60)
+    got = [(e["type"], e.get("subscriber")) for e in outbox.pending(redis, keys, 1, time.time())]
+    assert len(got) <= 10 and all(kind == "revoke" for kind, _ in got)
+    assert ("revoke", "r8") in got and ("revoke", "a") not in got
+    redis.delete(keys.outbox(1))
+
+
+def test_events_older_than_the_ttl_go_first_from_a_full_outbox(redis):
+    keys = _keys()
+    old = int(time.time() * 1000) - 120_000
+    for i in range(3):  # from two minutes ago: any push these revokes cancel has expired
+        redis.xadd(keys.outbox(1), {"e": json.dumps(revoke(f"old{i}"))}, id=f"{old + i}-0")
+    outbox.append_many(redis, keys, [(1, push(str(i))) for i in range(8)], 10, 60)
+    assert redis.xlen(keys.outbox(1)) == 8
+    assert {e["type"] for e in outbox.pending(redis, keys, 1, time.time())} == {"push"}
+    redis.delete(keys.outbox(1))

@@ -46,8 +46,9 @@ def test_round_trip_and_bad_input():
 
 
 def test_a_polling_payload_may_hold_every_ack_one_post_can_carry(app):
-    # The longest legitimate payloads: a full outbox replayed (with Redis's approximate
-    # trimming, up to a stream node more), and the acks for it, as many as fit in one POST.
+    # The longest legitimate payloads: a full outbox replayed (at most OUTBOX_MAXLEN events;
+    # the margin of a stream node is left from when trimming was approximate), and the acks for
+    # it, as many as fit in one POST.
     eio = app.extensions["socketio"].server.eio
     ack = FastPacket(EVENT, ["ack", {"event_id": "17960488131234-99999"}], "/device", 99999)
     ack_bytes = len(eio_packet.Packet(eio_packet.MESSAGE, ack.encode()).encode()) + 1
