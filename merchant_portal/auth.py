@@ -222,7 +222,7 @@ def logout() -> ResponseReturnValue:
     _end_this_session()
     staff_id = session.get("staff_id")
     if isinstance(staff_id, int):
-        disconnect_staff(current_app._get_current_object(), staff_id)  # type: ignore[attr-defined]
+        disconnect_staff(current_app._get_current_object(), {staff_id})  # type: ignore[attr-defined]
     lang = session.get("lang")
     session.clear()
     if lang:

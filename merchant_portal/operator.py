@@ -176,11 +176,10 @@ def set_status(merchant_id: int) -> ResponseReturnValue:
         )
         # Its staff's live views too: their pages are refused now, and so must be the presence
         # feed they opened before.
-        app = current_app._get_current_object()  # type: ignore[attr-defined]
-        for staff_id in get_db().scalars(
-            select(StaffUser.id).where(StaffUser.merchant_id == merchant_id)
-        ):
-            disconnect_staff(app, staff_id)
+        staff = set(
+            get_db().scalars(select(StaffUser.id).where(StaffUser.merchant_id == merchant_id))
+        )
+        disconnect_staff(current_app._get_current_object(), staff)  # type: ignore[attr-defined]
     flash(t("op_status_" + status, name=merchant.name))
     return redirect(url_for("portal.operator"))
 
@@ -212,6 +211,6 @@ def invite(token: str) -> ResponseReturnValue:
     with contextlib.suppress(HTTPException):
         _end_all(user.id)
     # What a session of the old password is watching live ends with it, not at its next request.
-    disconnect_staff(current_app._get_current_object(), user.id)  # type: ignore[attr-defined]
+    disconnect_staff(current_app._get_current_object(), {user.id})  # type: ignore[attr-defined]
     flash(t("op_password_set"))
     return redirect(url_for("portal.login"))

@@ -6,7 +6,6 @@ of venues of their own merchant, checked at connect from the Flask session cooki
 
 from __future__ import annotations
 
-import contextlib
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -16,8 +15,8 @@ from flask_socketio import ConnectionRefusedError, SocketIO, join_room
 from sqlalchemy import select
 
 from merchant_portal.blueprint import MERCHANT_ROLES
+from store_server import live_sockets
 from store_server.db import sessions
-from store_server.devices import SOCKETS_TTL_S
 from store_server.models import MAX_ID, Merchant, StaffUser, Venue
 from store_server.push import PORTAL, venue_room
 from store_server.redis_store import get_keys, get_redis
@@ -59,20 +58,17 @@ def same_origin() -> bool:
         return False
 
 
-def disconnect_staff(app: Flask, staff_id: int) -> int:
-    """Close every live connection of a staff member (signed out, or a new password), on
-    whichever worker holds it (through the Socket.IO message queue); returns how many."""
+def disconnect_staff(app: Flask, staff_ids: set[int]) -> int:
+    """Close every live connection of these staff members (signed out, a new password, their
+    merchant suspended), on whichever worker holds it (live_sockets.close); returns how many."""
     connected: dict[str, int] = app.extensions["cm_portal_connected"]
-    key = get_keys(app).staff_sockets(staff_id)
+    mine = [sid for sid, s in list(connected.items()) if s in staff_ids]
+    keys = get_keys(app)
     try:
-        sids = get_redis(app).pipeline().smembers(key).delete(key).execute()[0]
+        return live_sockets.close(app, [keys.staff_sockets(i) for i in staff_ids], mine, PORTAL)
     except redis.RedisError:
-        sids = set()  # this worker's own below; the others' refuse the session at reconnect
-    # This worker's own sockets even if Redis lost the set (restarted empty).
-    sids |= {sid for sid, s in list(connected.items()) if s == staff_id}
-    for sid in sids:
-        app.extensions["socketio"].server.disconnect(sid, namespace=PORTAL)
-    return len(sids)
+        # This worker's own; the others' sessions are refused at their reconnect.
+        return live_sockets.close(app, [], mine, PORTAL)
 
 
 def register(app: Flask, socketio: SocketIO) -> None:
@@ -106,9 +102,8 @@ def register(app: Flask, socketio: SocketIO) -> None:
         # Known to every worker, so a sign-out served by another one can still close it; a
         # connection no other worker could close is not let in.
         sid: str = request.sid  # type: ignore[attr-defined]
-        key = get_keys(app).staff_sockets(staff_id)
         try:
-            get_redis(app).pipeline(False).sadd(key, sid).expire(key, SOCKETS_TTL_S).execute()
+            live_sockets.remember(get_redis(app), get_keys(app).staff_sockets(staff_id), sid)
         except redis.RedisError:
             raise ConnectionRefusedError("sign-in check unavailable, retry later") from None
         connected[sid] = staff_id
@@ -118,6 +113,5 @@ def register(app: Flask, socketio: SocketIO) -> None:
     def _disconnect(*_args: Any) -> None:
         staff_id = connected.pop(request.sid, None)  # type: ignore[attr-defined]
         if staff_id is not None:
-            with contextlib.suppress(redis.RedisError):  # a stale id is harmless
-                key = get_keys(app).staff_sockets(staff_id)
-                get_redis(app).srem(key, request.sid)  # type: ignore[attr-defined]
+            key = get_keys(app).staff_sockets(staff_id)
+            live_sockets.forget(get_redis(app), key, request.sid)  # type: ignore[attr-defined]

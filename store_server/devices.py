@@ -3,7 +3,6 @@ rotation over the live connection."""
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
 from typing import Any
@@ -13,7 +12,7 @@ from flask import Flask, request
 from flask_socketio import ConnectionRefusedError, SocketIO, join_room
 from sqlalchemy import select
 
-from store_server import outbox, services
+from store_server import live_sockets, outbox, services
 from store_server.batching import GroupCommit
 from store_server.crypto import token_hash
 from store_server.db import sessions
@@ -22,9 +21,6 @@ from store_server.push import NAMESPACE, device_room, socket_event
 from store_server.redis_store import get_keys, get_redis
 
 log = logging.getLogger(__name__)
-# Longer than any connection is expected to last without reconnecting; ids of sockets that died
-# with their worker are dropped with the set.
-SOCKETS_TTL_S = 7 * 86400
 
 
 def refused(reason: str) -> ConnectionRefusedError:
@@ -67,26 +63,16 @@ def rotate_token(app: Flask, device_id: int) -> str | None:
 
 
 def drop_sockets(app: Flask, device_ids: set[int]) -> int:
-    """Disconnect these devices' live sockets now, on whichever worker holds them (through the
-    Socket.IO message queue); returns how many sockets were told. Ids of sockets already gone
-    are ignored by python-socketio."""
+    """Disconnect these devices' live sockets now, on whichever worker holds them
+    (live_sockets.close); returns how many sockets were told."""
     if not device_ids:
         return 0
-    server = app.extensions["socketio"].server
-    r, keys = get_redis(app), get_keys(app)
-    ordered = sorted(device_ids)
-    pipe = r.pipeline(transaction=False)
-    for d in ordered:
-        pipe.smembers(keys.device_sockets(d))
-        pipe.delete(keys.device_sockets(d))
-    found = pipe.execute()[::2]
+    keys = get_keys(app)
     local = app.extensions.get("cm_connected_devices", {})
-    sids = {sid for members in found for sid in members}
-    # This worker's own sockets even if Redis lost the set (restarted empty).
-    sids |= {sid for sid, d in list(local.items()) if d in device_ids}
-    for sid in sids:
-        server.disconnect(sid, namespace=NAMESPACE)
-    return len(sids)
+    mine = [sid for sid, d in list(local.items()) if d in device_ids]
+    return live_sockets.close(
+        app, [keys.device_sockets(d) for d in sorted(device_ids)], mine, NAMESPACE
+    )
 
 
 def register(app: Flask, socketio: SocketIO) -> None:
@@ -104,8 +90,7 @@ def register(app: Flask, socketio: SocketIO) -> None:
         connected[request.sid] = device.id
         join_room(device_room(device.id))
         # Known to every worker, so a revoke served by another one can still disconnect it.
-        r, key = get_redis(app), get_keys(app).device_sockets(device.id)
-        r.pipeline(transaction=False).sadd(key, request.sid).expire(key, SOCKETS_TTL_S).execute()
+        live_sockets.remember(get_redis(app), get_keys(app).device_sockets(device.id), request.sid)
         socketio.emit("hello", {"device": device.name}, to=request.sid, namespace=NAMESPACE)
         # Revokes first, then what is still pending, so nothing revoked plays even briefly.
         for event in outbox.pending(get_redis(app), get_keys(app), device.id, time.time()):
@@ -115,8 +100,9 @@ def register(app: Flask, socketio: SocketIO) -> None:
     def _disconnect(*_args: Any) -> None:
         device_id = connected.pop(request.sid, None)
         if device_id is not None:
-            with contextlib.suppress(redis.RedisError):  # a stale id is harmless: see drop_sockets
-                get_redis(app).srem(get_keys(app).device_sockets(device_id), request.sid)
+            live_sockets.forget(
+                get_redis(app), get_keys(app).device_sockets(device_id), request.sid
+            )
 
     # Registered on the Socket.IO server itself, not through Flask-SocketIO: an ack needs no
     # request or session context, and building one per ack was a large share of a loaded

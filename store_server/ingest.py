@@ -37,7 +37,7 @@ from store_server.keys import Keys
 from store_server.positioning.engine import Columns
 from store_server.positioning.live import declared_start, track
 from store_server.positioning.pathloss import declared_level
-from store_server.push import PUSHED_AT, PUSHED_TO, RENEWED, Occurrence
+from store_server.push import PUSHED_AT, PUSHED_TO, RENEWED, Occurrence, pushed_to
 from store_server.redis_store import run_script, script_sha
 from store_server.resolver import VERSION_FIELD, applicable_consent, lookup_keys
 from store_server.topology import ScannerInfo, Topology, VenueInfo
@@ -786,7 +786,7 @@ def _occurrences(
     longer lists them). A disclosed presence whose push is `renew_after_s` old (PUSHED_AT) is
     pushed again, stamped now: devices forget a push at its `expires_at`."""
     out = []
-    shown = tuple(state.get(PUSHED_TO, ()))
+    shown = pushed_to(state)
     pushed_at = state.get(PUSHED_AT)
     for e, d in disclosures(state, prev.get("h", False), events, wall):
         if e.kind == "exit":

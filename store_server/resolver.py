@@ -49,7 +49,7 @@ def lookup_secret(data_key: str) -> bytes:
 def lookup_key(secret: bytes, identifier: str) -> str:
     """The resolver table's field for one identifier (EID or iBeacon hex): HMAC-SHA256 under
     `secret`, truncated to LOOKUP_BYTES, as hex. Without the secret, a field names nobody."""
-    return hmac.digest(secret, identifier.encode(), "sha256")[:LOOKUP_BYTES].hex()
+    return lookup_keys(secret, [identifier])[0]
 
 
 @functools.lru_cache(maxsize=8)

@@ -4,6 +4,8 @@ data for the builder)."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -48,6 +50,8 @@ def test_lookup_keys_are_keyed_hashes_that_never_meet_the_tables_own_fields() ->
     eid, beacon = "0123456789abcdef", "f" * 40
     key = lookup_key(SECRET, eid)
     assert len(key) == 32 and int(key, 16) >= 0
+    # HMAC-SHA256 under the secret, its first 16 bytes: pinned, so both forms can be checked.
+    assert key == hmac.new(SECRET, eid.encode(), hashlib.sha256).hexdigest()[:32]
     assert key == lookup_key(SECRET, eid)  # stable: ingest finds what the rebuild wrote
     assert lookup_keys(SECRET, [eid, beacon]) == [key, lookup_key(SECRET, beacon)]
     # Another deployment (DATA_KEY) hashes the same identifier elsewhere.
