@@ -162,7 +162,9 @@ def _scanner_health(venue_id: int, scanners: list[Scanner]) -> list[dict[str, An
 
 def _devices_page(venue: Venue, status: int = 200, **shown: Any) -> ResponseReturnValue:
     db = get_db()
-    devices = db.scalars(select(Device).where(Device.venue_id == venue.id).order_by(Device.id))
+    devices = list(
+        db.scalars(select(Device).where(Device.venue_id == venue.id).order_by(Device.id))
+    )
     zones = {z.id: z.name for z in venue.zones}
     scanners = list(
         db.scalars(select(Scanner).where(Scanner.venue_id == venue.id).order_by(Scanner.name))
@@ -172,11 +174,12 @@ def _devices_page(venue: Venue, status: int = 200, **shown: Any) -> ResponseRetu
         "devices.html",
         venue=venue,
         rules=shown.pop("rules", None) or merchant.rules or {},
-        devices=list(devices),
+        devices=devices,
         zones=zones,
         health=_scanner_health(venue.id, scanners),
-        # Connections held by this process: exact in the one-process deployment.
-        online=set(current_app.extensions.get("cm_connected_devices", {}).values()),
+        # Whichever worker holds the socket: with two behind nginx, half the page loads asked
+        # the other one and showed a connected device offline.
+        online=store_devices.online(current_app, [d.id for d in devices]),
         silent_after=int(SILENT_AFTER_S),
         is_owner=current_staff().role == "owner",  # type: ignore[union-attr]
         **shown,

@@ -211,6 +211,11 @@ def from_env(env: Mapping[str, str] | None = None) -> dict[str, Any]:
         "SWEEP_INTERVAL_S": env_float(e, "SWEEP_INTERVAL_S", 0.5, MIN_SWEEP_S, MAX_SWEEP_S),
         "PUSH_TTL_S": env_int(e, "PUSH_TTL_S", 3600, 1, MAX_TTL_S, "a whole number of seconds"),
         "OUTBOX_MAXLEN": env_int(e, "OUTBOX_MAXLEN", 1000, 1, what="a number of events"),
+        # How long a worker that stopped renewing its claim (killed, cut off) still has its
+        # devices shown online; it renews a third of this apart while it holds device sockets.
+        "WORKER_ALIVE_TTL_S": env_int(
+            e, "WORKER_ALIVE_TTL_S", 30, 3, 3600, "a whole number of seconds"
+        ),
         # Above the number of requests a worker serves at once: a smaller pool makes every burst
         # open and close overflow connections, measured as the largest cost of a push under load.
         "SQL_POOL_SIZE": env_int(e, "SQL_POOL_SIZE", 16, 1, what="a number of connections"),

@@ -75,10 +75,23 @@ def drop_sockets(app: Flask, device_ids: set[int]) -> int:
     )
 
 
+def online(app: Flask, device_ids: list[int]) -> set[int]:
+    """Which of these devices hold a live socket on any running worker; with Redis unreachable,
+    those connected to this worker."""
+    local = set(app.extensions.get("cm_connected_devices", {}).values())
+    keys = get_keys(app)
+    try:
+        flags = live_sockets.online(app, [keys.device_sockets(d) for d in device_ids])
+    except redis.RedisError:
+        return local & set(device_ids)
+    return {d for d, up in zip(device_ids, flags, strict=True) if up}
+
+
 def register(app: Flask, socketio: SocketIO) -> None:
     """Attach the device namespace's handlers to this app's Socket.IO server."""
     connected: dict[str, int] = {}
     app.extensions["cm_connected_devices"] = connected
+    liveness = live_sockets.Liveness(app, lambda: bool(connected))
     # Every device acks every event: acks arriving together share one Redis round trip.
     acks: GroupCommit[tuple[int, str], bool] = GroupCommit(
         lambda items: outbox.ack_many(get_redis(app), get_keys(app), items)
@@ -90,7 +103,9 @@ def register(app: Flask, socketio: SocketIO) -> None:
         connected[request.sid] = device.id
         join_room(device_room(device.id))
         # Known to every worker, so a revoke served by another one can still disconnect it.
-        live_sockets.remember(get_redis(app), get_keys(app).device_sockets(device.id), request.sid)
+        live_sockets.remember(
+            get_redis(app), get_keys(app).device_sockets(device.id), request.sid, liveness
+        )
         socketio.emit("hello", {"device": device.name}, to=request.sid, namespace=NAMESPACE)
         # Revokes first, then what is still pending, so nothing revoked plays even briefly.
         for event in outbox.pending(get_redis(app), get_keys(app), device.id, time.time()):

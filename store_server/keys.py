@@ -126,13 +126,18 @@ class Keys:
         return f"{self.prefix}sessions:{digest}"
 
     def device_sockets(self, device_id: int) -> str:
-        """Set of a device's live Socket.IO session ids, whichever worker holds them."""
-        return f"{self.prefix}device:{device_id}:sockets"
+        """Hash of a device's live Socket.IO session ids, whichever worker holds them, each to
+        the holding worker's token (live_sockets: is the device online, and on a live worker)."""
+        return f"{self.prefix}device:{device_id}:live"
 
     def staff_sockets(self, staff_id: int) -> str:
-        """Set of a staff member's live /portal Socket.IO session ids, whichever worker holds
+        """Hash of a staff member's live /portal Socket.IO session ids, whichever worker holds
         them (a sign-out or a new password served by another worker still closes them)."""
-        return f"{self.prefix}staff:{staff_id}:sockets"
+        return f"{self.prefix}staff:{staff_id}:live"
+
+    def worker_alive(self, token: str) -> str:
+        """Short-lived claim of a web worker holding device sockets that it is still running."""
+        return f"{self.prefix}worker:{token}:alive"
 
     def pattern(self) -> str:
         """SCAN pattern matching every key of this prefix."""

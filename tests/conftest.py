@@ -164,17 +164,22 @@ def shared_redis_url(tmp: Path) -> tuple[str, Any]:
 
 @contextlib.contextmanager
 def scaled_out(
-    tmp: Path, factory: str = "store_server.app:create_app"
+    tmp: Path, factory: str = "store_server.app:create_app", **overrides: Any
 ) -> Iterator[tuple[Any, str, str]]:
     """Two workers of one deployment on a fresh database, one Redis and the Socket.IO message
     queue: (app of worker A, URL of A, URL of B); A runs in this process, B in a subprocess.
-    `factory` builds both (wsgi:build_app for the portal too)."""
+    `factory` builds both (wsgi:build_app for the portal too); `overrides` go into both
+    configs."""
     import importlib
 
     redis_url, embedded = shared_redis_url(tmp)
     db_url, drop = fresh_database(tmp, os.environ.get("DATABASE_URL"))
     upgrade(db_url)
-    config = {**make_config(tmp, db_url, redis_url), "SOCKETIO_MESSAGE_QUEUE": redis_url}
+    config = {
+        **make_config(tmp, db_url, redis_url),
+        "SOCKETIO_MESSAGE_QUEUE": redis_url,
+        **overrides,
+    }
     module, name = factory.split(":")
     app = getattr(importlib.import_module(module), name)(config)
     a = LiveServer(app).start()

@@ -1,22 +1,27 @@
 """Two workers of one deployment (the composed app in two processes on one database, Redis and
 Socket.IO message queue): a sign-out served by one closes what the same session watches live
-through the other."""
+through the other, and a device connected to one is shown online by the other."""
 
 from __future__ import annotations
 
 import queue
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import select
 
 from store_server import services
 from store_server.db import sessions
+from store_server.models import Device as DeviceRow
 from store_server.redis_store import get_keys, get_redis
 from tests.conftest import scaled_out
+from tests.faults.support import wait_for
 from tests.merchant_portal.conftest import csrf_of, signed_in_session
 from tests.merchant_portal.test_live_socket import PortalWatcher
+from tests.store_server.test_push_e2e import Device
 
 pytestmark = [pytest.mark.authz, pytest.mark.e2e, pytest.mark.slow]
 EMAIL, PASSWORD = "owner@scaleout.test", "scaleout-pass-2026"
@@ -25,11 +30,13 @@ EMAIL, PASSWORD = "owner@scaleout.test", "scaleout-pass-2026"
 @pytest.fixture
 def two_workers(tmp_path: Path) -> Iterator[tuple[Any, str, str, int, int]]:
     """(app of worker A, URL of A, URL of B, the venue's id, its owner's id)."""
-    with scaled_out(tmp_path, "wsgi:build_app") as (app, url_a, url_b):
+    # A worker's claim to be running renewed every second, not every ten.
+    with scaled_out(tmp_path, "wsgi:build_app", WORKER_ALIVE_TTL_S=3) as (app, url_a, url_b):
         with sessions(app)() as db:
             merchant = services.create_merchant(db, "scaleout", "Scale-out salon", "salon")
             venue = services.create_venue(db, merchant, "Scale-out salon", "site")
             owner = services.create_staff(db, EMAIL, PASSWORD, "owner", merchant)
+            services.add_device(db, venue, None, "chair-speaker")
             db.commit()
             venue_id, owner_id = venue.id, owner.id
         yield app, url_a, url_b, venue_id, owner_id
@@ -44,7 +51,7 @@ def test_signing_out_on_one_worker_closes_the_live_view_held_by_the_other(two_wo
     gone: queue.Queue = queue.Queue()
     watcher.sio.on("disconnect", lambda *_a: gone.put(True), namespace="/portal")
     try:
-        assert get_redis(app).scard(get_keys(app).staff_sockets(owner_id)) == 1
+        assert get_redis(app).hlen(get_keys(app).staff_sockets(owner_id)) == 1
         # The owner signs out in the browser; nginx sends that request to worker A, which holds
         # no socket of hers: before, only A's own sockets were closed, and the copy kept
         # watching every presence through B until its network dropped.
@@ -55,3 +62,38 @@ def test_signing_out_on_one_worker_closes_the_live_view_held_by_the_other(two_wo
         assert get_redis(app).exists(get_keys(app).staff_sockets(owner_id)) == 0
     finally:
         watcher.close()
+
+
+def device_row(browser: Any, url: str, venue_id: int) -> str:
+    """The devices page's row of the venue's speaker, as served by the worker at `url`."""
+    page = browser.get(f"{url}/portal/venues/{venue_id}/devices", timeout=10).text
+    return re.search(r'<tr data-device="chair-speaker">(.*?)</tr>', page, re.S).group(1)
+
+
+def test_a_device_connected_to_one_worker_is_shown_online_by_the_other(two_workers):
+    app, url_a, url_b, venue_id, _owner_id = two_workers
+    with sessions(app)() as db:
+        device = db.scalar(select(DeviceRow).where(DeviceRow.venue_id == venue_id))
+        token, device_id = services.issue_device_token(device), device.id
+        db.commit()
+    browser = signed_in_session(url_a, EMAIL, PASSWORD)
+    assert "Offline" in device_row(browser, url_a, venue_id)
+    speaker = Device(url_b, token)
+    try:
+        assert speaker.drained()  # connected through worker B
+        # Worker A holds no socket of it: before, A showed it offline (half the page loads,
+        # with nginx spreading them over two workers).
+        assert "Online" in device_row(browser, url_a, venue_id)
+        keys = get_keys(app)
+        (worker,) = get_redis(app).hvals(keys.device_sockets(device_id))
+        # B killed: its disconnect handlers never run and its socket stays recorded, but its
+        # claim to be running is no longer renewed and lapses (WORKER_ALIVE_TTL_S).
+        get_redis(app).delete(keys.worker_alive(worker))
+        assert "Offline" in device_row(browser, url_a, venue_id)
+        # B still runs here, and renews its claim while it holds the socket.
+        assert wait_for(lambda: get_redis(app).exists(keys.worker_alive(worker)), timeout=15)
+        assert "Online" in device_row(browser, url_a, venue_id)
+    finally:
+        speaker.close()
+    assert wait_for(lambda: not get_redis(app).exists(keys.device_sockets(device_id)), 10)
+    assert "Offline" in device_row(browser, url_a, venue_id)

@@ -63,7 +63,7 @@ def test_revoke_served_by_a_disconnects_the_device_on_b(two_processes):
     try:
         assert on_b.drained()  # connected, and known to every worker through Redis
         keys = get_keys(app)
-        assert get_redis(app).scard(keys.device_sockets(device_id)) == 1
+        assert get_redis(app).hlen(keys.device_sockets(device_id)) == 1
         # Process A holds no socket of this device: the disconnect travels by the message queue.
         assert app.extensions["cm_connected_devices"] == {}
         assert drop_sockets(app, {device_id}) == 1
