@@ -2,8 +2,9 @@
 
 Raw sightings are never stored. RETENTION_DAYS (default 90) bounds visits, the disclosure log and
 the proof of consents that have ended. Data that only an ended consent justified goes at the next
-run: the emitter key, the copy of the streaming profile, the home area; a subscriber with nothing
-left on record is deleted altogether. Erasure tombstones stay: they identify nobody.
+run: the emitter key, the copy of the streaming profile, the home area; so does a revoked emitter
+key; a subscriber with nothing left on record is deleted altogether. Erasure tombstones stay:
+they identify nobody.
 """
 
 from __future__ import annotations
@@ -49,8 +50,12 @@ def purge(db: Session, now: datetime, days: int, nonce_max_age_s: int) -> dict[s
         Consent.subscriber_id == Subscriber.id, Consent.statistics.is_(True), *_live(now)
     )
     unconsented = select(Subscriber.id).where(~live_subscriber)
+    # A revoked key (a lost phone replaced, or revoked only) resolves nothing any more, yet only
+    # keys of subscribers with no live consent went: each replacement kept one more for good.
     out["emitter_keys"] = db.execute(
-        delete(EmitterKey).where(EmitterKey.subscriber_id.in_(unconsented))
+        delete(EmitterKey).where(
+            or_(EmitterKey.subscriber_id.in_(unconsented), EmitterKey.revoked_at.is_not(None))
+        )
     ).rowcount
     cleared = 0
     for sub in db.scalars(select(Subscriber).where(~stats_live)):

@@ -153,3 +153,20 @@ def test_retention_command_line(own_app):
         check=False,
     )
     assert bad.returncode == 2 and "at least 1 day" in bad.stderr
+
+
+def test_retention_purges_revoked_emitter_keys_of_subscribers_still_consented(own_app):
+    with sessions(own_app)() as db:
+        sub = services.create_subscriber(db, "dir:lost-phones", "Lost Phones", [], {})
+        services.grant_consent(db, sub, None, "preferences", False, None)
+        # Two phones lost and replaced: two revoked keys, one in use.
+        for _ in range(2):
+            lost, _key = services.provision_emitter(db, own_app.config["DATA_KEY"], sub)
+            lost.revoked_at = utcnow()
+        live, _key = services.provision_emitter(db, own_app.config["DATA_KEY"], sub)
+        db.commit()
+        sid, live_id = sub.id, live.id
+    retention.run(own_app)
+    with sessions(own_app)() as db:
+        left = db.scalars(select(EmitterKey.id).where(EmitterKey.subscriber_id == sid)).all()
+    assert left == [live_id]
