@@ -18,6 +18,7 @@ from store_server.db import sessions, upgrade
 from store_server.models import AuditEntry, Consent, EmitterKey, Subscriber, Visit, utcnow
 from store_server.optin.models import UsedNonce
 from store_server.redis_store import embedded_url, get_keys, get_redis
+from store_server.streaming import refresh_profiles
 from tests.conftest import REPO, drop_keys, fresh_database, make_config
 
 pytestmark = pytest.mark.consent
@@ -170,3 +171,21 @@ def test_retention_purges_revoked_emitter_keys_of_subscribers_still_consented(ow
     with sessions(own_app)() as db:
         left = db.scalars(select(EmitterKey.id).where(EmitterKey.subscriber_id == sid)).all()
     assert left == [live_id]
+
+
+@pytest.mark.privacy
+def test_the_profile_refresh_does_not_copy_back_a_profile_retention_emptied(own_app):
+    with sessions(own_app)() as db:
+        sub = services.create_subscriber(
+            db, "dir:all-withdrawn", "All Withdrawn", [{"id": "pl:x", "tracks": []}], {"a": 1}
+        )
+        consent = services.grant_consent(db, sub, None, "playlist", False, None)
+        consent.withdrawn_at = utcnow()
+        db.commit()
+        sid = sub.id
+    retention.run(own_app)
+    refresh_profiles(own_app)  # the streaming service knows a profile for every dir: account
+    with sessions(own_app)() as db:
+        sub = db.get(Subscriber, sid)
+        assert sub is not None, "kept for the proof of her consent"
+        assert sub.playlists == [] and sub.taste == {}
