@@ -1,7 +1,8 @@
 """Retention: what is kept and for how long, enforced by `python -m store_server retention`.
 
 Raw sightings are never stored. RETENTION_DAYS (default 90) bounds visits, the disclosure log and
-the proof of consents that have ended. Data that only an ended consent justified goes at the next
+the proof of consents that have ended; a visit no statistics consent covers any more (it was
+withdrawn) goes at the next run. Data that only an ended consent justified goes at the next
 run: the emitter key, the copy of the streaming profile, the home area; so does a revoked emitter
 key; a subscriber with nothing left on record is deleted altogether. Erasure tombstones stay:
 they identify nobody.
@@ -16,7 +17,15 @@ from sqlalchemy import ColumnElement, delete, exists, or_, select
 from sqlalchemy.orm import Session
 
 from store_server.db import sessions
-from store_server.models import AuditEntry, Consent, EmitterKey, Subscriber, Visit, utcnow
+from store_server.models import (
+    AuditEntry,
+    Consent,
+    EmitterKey,
+    Subscriber,
+    Visit,
+    statistics_cover,
+    utcnow,
+)
 from store_server.occupancy import end_presence
 from store_server.optin.models import UsedNonce
 from store_server.redis_store import get_keys, get_redis
@@ -33,7 +42,13 @@ def purge(db: Session, now: datetime, days: int, nonce_max_age_s: int) -> dict[s
     """Delete what is past retention; returns counts per kind (the caller commits)."""
     cutoff = now - timedelta(days=days)
     out: dict[str, int] = {}
-    out["visits"] = db.execute(delete(Visit).where(Visit.started_at < cutoff)).rowcount
+    # A visit no statistics consent covers any more (withdrawn: "stop") feeds no report again
+    # (analytics.job reads only covered ones) and was kept the whole period for nothing. NOT IN
+    # a join rather than NOT EXISTS: SQLite indexes consents for a join only (see there).
+    covered = select(Visit.id).join(Consent, statistics_cover())
+    out["visits"] = db.execute(
+        delete(Visit).where(or_(Visit.started_at < cutoff, Visit.id.not_in(covered)))
+    ).rowcount
     out["disclosures"] = db.execute(
         delete(AuditEntry).where(AuditEntry.at < cutoff, AuditEntry.action != "erased")
     ).rowcount
