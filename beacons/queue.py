@@ -128,14 +128,16 @@ class SightingQueue:
         """Drop the batches created before `before` (counted in `dropped`, as those a full queue
         drops); returns the sightings dropped. Oldest first, stopping at the first younger one:
         batches are queued in the order they are made."""
+        oldest = "SELECT seq, n, created FROM batches ORDER BY seq LIMIT 1"
         with self._lock:
+            row = self._db.execute(oldest).fetchone()
+            if row is None or row[2] >= before:
+                return 0  # the sender asks before every batch: no write transaction for that
             lost = gone = 0
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 while True:
-                    row = self._db.execute(
-                        "SELECT seq, n, created FROM batches ORDER BY seq LIMIT 1"
-                    ).fetchone()
+                    row = self._db.execute(oldest).fetchone()
                     if row is None or row[2] >= before:
                         break
                     self._db.execute("DELETE FROM batches WHERE seq = ?", (row[0],))
