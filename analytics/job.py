@@ -23,7 +23,7 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import Select, and_, func, or_, select
+from sqlalchemy import Select, func, select
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
@@ -32,7 +32,7 @@ from analytics.models import PrivacyRelease, Report
 from analytics.privacy import PrivacyError, PrivacyLedger, Release
 from analytics.taste import MIN_K
 from store_server.config import REPO
-from store_server.models import Consent, Merchant, Subscriber, Visit
+from store_server.models import Consent, Merchant, Subscriber, Visit, statistics_cover
 from store_server.streaming import GENRES
 
 if TYPE_CHECKING:
@@ -196,19 +196,11 @@ def consented_visits(merchant_id: int, until: datetime) -> Select[tuple[int, int
     and never have been withdrawn: a withdrawal means "stop", so later reports leave the
     person out even for visits made before it.
     """
-    covers = and_(
-        Consent.subscriber_id == Visit.subscriber_id,
-        Consent.statistics.is_(True),
-        Consent.withdrawn_at.is_(None),
-        or_(Consent.merchant_id.is_(None), Consent.merchant_id == Visit.merchant_id),
-        Consent.valid_from <= Visit.started_at,
-        or_(Consent.valid_until.is_(None), Consent.valid_until >= Visit.ended_at),
-    )
     # a join, not EXISTS: consents has no subscriber index, and only for a join does SQLite
     # build a transient one (a correlated EXISTS scanned every consent for every visit)
     return (
         select(Visit.id, Visit.subscriber_id, Visit.started_at, Visit.dwell_s)
-        .join(Consent, covers)
+        .join(Consent, statistics_cover())
         .where(Visit.merchant_id == merchant_id, Visit.started_at < until)
         .distinct()
         .order_by(Visit.started_at, Visit.id)

@@ -3,7 +3,8 @@
 A batch is written once, with its batch id, and deleted only when the server has it (or has said it
 can never accept it), so delivery is at-least-once across crashes, reboots and outages; the server
 deduplicates by batch id. The queue is bounded in sightings: when full, the oldest batches go first
-and the sightings lost are counted in `dropped`, which survives restarts.
+and the sightings lost are counted in `dropped`, which survives restarts. It is bounded in time
+too: the sender drops batches older than the server accepts (protocol.SIGHTING_MAX_AGE_S).
 """
 
 from __future__ import annotations
@@ -81,7 +82,8 @@ class SightingQueue:
 
     @property
     def dropped(self) -> int:
-        """Sightings ever dropped because the queue was full (persisted)."""
+        """Sightings ever dropped because the queue was full or they were too old for the server
+        to accept (persisted)."""
         return self._dropped
 
     def put(self, batch_id: str, created: float, sightings: list[dict[str, Any]]) -> int:
@@ -120,6 +122,41 @@ class SightingQueue:
             self._depth += n - lost
             self._batches += 1
             self._dropped += lost
+            return lost
+
+    def drop_older(self, before: float) -> int:
+        """Drop the batches created before `before` (counted in `dropped`, as those a full queue
+        drops); returns the sightings dropped. Oldest first, stopping at the first younger one:
+        batches are queued in the order they are made."""
+        oldest = "SELECT seq, n, created FROM batches ORDER BY seq LIMIT 1"
+        with self._lock:
+            row = self._db.execute(oldest).fetchone()
+            if row is None or row[2] >= before:
+                return 0  # the sender asks before every batch: no write transaction for that
+            lost = gone = 0
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                while True:
+                    row = self._db.execute(oldest).fetchone()
+                    if row is None or row[2] >= before:
+                        break
+                    self._db.execute("DELETE FROM batches WHERE seq = ?", (row[0],))
+                    lost, gone = lost + row[1], gone + 1
+                if lost:
+                    self._db.execute(
+                        "INSERT INTO counters (name, value) VALUES ('dropped', ?) "
+                        "ON CONFLICT(name) DO UPDATE SET value = value + excluded.value",
+                        (lost,),
+                    )
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._depth -= lost
+            self._batches -= gone
+            self._dropped += lost
+            if gone and self._batches == 0:
+                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             return lost
 
     def oldest(self) -> QueuedBatch | None:

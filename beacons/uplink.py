@@ -20,6 +20,7 @@ from typing import Any
 
 import requests
 
+from beacons.protocol import SIGHTING_MAX_AGE_S
 from beacons.queue import QueuedBatch, SightingQueue
 from beacons.signing import signed_headers
 
@@ -31,6 +32,10 @@ AUTH = "auth"  # signature, scanner or clock refused: keep it (a config fix must
 REJECTED = "rejected"  # the batch itself is invalid and can never succeed: delete and count it
 
 RETRY_AFTER_MAX_S = 3600.0  # a server asking for more is misconfigured; do not sleep for days
+# A batch this old is dropped unsent: the server refuses it (SIGHTING_MAX_AGE_S), and kept it
+# only held passers-by's identifiers on disk through an outage. The hour is for a scanner's
+# clock, which the server's signature window keeps within minutes of its own.
+DROP_AFTER_S = SIGHTING_MAX_AGE_S + 3600.0
 _REJECT_STATUSES = frozenset({400, 413, 422})
 _SECONDS = re.compile(r"[0-9]+")
 
@@ -192,6 +197,10 @@ class Uplink:
         """Drain the queue until `stop`, backing off on failures; `wake` signals a new batch."""
         attempt = 0
         while not stop.is_set():
+            lost = self.queue.drop_older(time.time() - DROP_AFTER_S)
+            if lost:
+                log.warning("uplink: dropped %d sightings older than the server accepts", lost)
+                self.on_change()
             batch = self.queue.oldest()
             if batch is None:
                 wake.wait(0.5)

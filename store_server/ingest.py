@@ -30,7 +30,7 @@ import numpy as np
 import orjson
 import redis
 
-from beacons.protocol import THROUGH_MARGIN_S
+from beacons.protocol import SIGHTING_MAX_AGE_S, THROUGH_MARGIN_S
 from store_server import events as pending
 from store_server import presence
 from store_server.keys import Keys
@@ -274,7 +274,7 @@ def parse_batch(
     if len(rows) > max_batch:
         raise BadBatch(f"batch holds {len(rows)} sightings, the limit is {max_batch}")
     # Old sightings are legitimate (a scanner back from an outage) but not from the future.
-    lo, hi = now - 7 * 86400, now + max_skew
+    lo, hi = now - SIGHTING_MAX_AGE_S, now + max_skew
     valid_ids: set[tuple[Any, Any]] = set()  # a batch hears each emitter many times
     out: list[Sighting] = []
     new_tuple = tuple.__new__

@@ -27,6 +27,11 @@ class Keys:
         consented emitter entry (JSON); plus its `version` and `ticket` fields."""
         return f"{self.prefix}resolver"
 
+    def resolver_building(self) -> str:
+        """Hash: the resolver table being rebuilt, renamed to `resolver` (or deleted) in the
+        transaction that wrote it, so it never outlives that transaction."""
+        return f"{self.prefix}resolver:building"
+
     def resolver_tickets(self) -> str:
         """Counter numbering the resolver table's rebuilds in the order they read SQL (a number,
         never an identifier), so that an older rebuild never replaces a newer one."""

@@ -10,6 +10,7 @@ from shapely.geometry import shape
 from sqlalchemy import (
     JSON,
     Boolean,
+    ColumnElement,
     DateTime,
     Float,
     ForeignKey,
@@ -18,7 +19,9 @@ from sqlalchemy import (
     LargeBinary,
     String,
     UniqueConstraint,
+    and_,
     false,
+    or_,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship, validates
 
@@ -210,6 +213,20 @@ class Visit(Base):
     started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
     ended_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     dwell_s: Mapped[float] = mapped_column(Float)
+
+
+def statistics_cover() -> ColumnElement[bool]:
+    """A Visit and a Consent that lets it feed reports: a statistics consent covering its
+    merchant (or all) from its start to its end, never withdrawn. Reports read only such visits
+    (analytics.job) and retention keeps only them (retention.purge): one definition for both."""
+    return and_(
+        Consent.subscriber_id == Visit.subscriber_id,
+        Consent.statistics.is_(True),
+        Consent.withdrawn_at.is_(None),
+        or_(Consent.merchant_id.is_(None), Consent.merchant_id == Visit.merchant_id),
+        Consent.valid_from <= Visit.started_at,
+        or_(Consent.valid_until.is_(None), Consent.valid_until >= Visit.ended_at),
+    )
 
 
 class AuditEntry(Base):

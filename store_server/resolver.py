@@ -180,7 +180,7 @@ def refresh(
     ticket = r.incr(keys.resolver_tickets())
     emitters, consents = load_active(db, data_key)
     table = build_table(lookup_secret(data_key), emitters, consents, time.time(), periods, lasts_s)
-    tmp = keys.resolver() + ":building"
+    tmp = keys.resolver_building()
     pipe = r.pipeline(transaction=True)
     pipe.delete(tmp)
     # A new version per table: ingest writes what it resolved against the version it read, so a

@@ -1,9 +1,11 @@
 """Retention: what is kept and for how long, enforced by `python -m store_server retention`.
 
 Raw sightings are never stored. RETENTION_DAYS (default 90) bounds visits, the disclosure log and
-the proof of consents that have ended. Data that only an ended consent justified goes at the next
-run: the emitter key, the copy of the streaming profile, the home area; a subscriber with nothing
-left on record is deleted altogether. Erasure tombstones stay: they identify nobody.
+the proof of consents that have ended; a visit no statistics consent covers any more (it was
+withdrawn) goes at the next run. Data that only an ended consent justified goes at the next
+run: the emitter key, the copy of the streaming profile, the home area; so does a revoked emitter
+key; a subscriber with nothing left on record is deleted altogether. Erasure tombstones stay:
+they identify nobody.
 """
 
 from __future__ import annotations
@@ -15,7 +17,15 @@ from sqlalchemy import ColumnElement, delete, exists, or_, select
 from sqlalchemy.orm import Session
 
 from store_server.db import sessions
-from store_server.models import AuditEntry, Consent, EmitterKey, Subscriber, Visit, utcnow
+from store_server.models import (
+    AuditEntry,
+    Consent,
+    EmitterKey,
+    Subscriber,
+    Visit,
+    statistics_cover,
+    utcnow,
+)
 from store_server.occupancy import end_presence
 from store_server.optin.models import UsedNonce
 from store_server.redis_store import get_keys, get_redis
@@ -33,6 +43,17 @@ def purge(db: Session, now: datetime, days: int, nonce_max_age_s: int) -> dict[s
     cutoff = now - timedelta(days=days)
     out: dict[str, int] = {}
     out["visits"] = db.execute(delete(Visit).where(Visit.started_at < cutoff)).rowcount
+    # A visit no statistics consent covers any more (withdrawn: "stop") feeds no report again
+    # (analytics.job reads only covered ones) and was kept the whole period for nothing.
+    if db.get_bind().dialect.name == "sqlite":
+        # NOT IN a join: SQLite indexes consents for a join only (see analytics.job), and a
+        # correlated NOT EXISTS scanned every consent for every visit.
+        uncovered = Visit.id.not_in(select(Visit.id).join(Consent, statistics_cover()))
+    else:
+        # NOT EXISTS, alone in its statement: PostgreSQL hashes consents once (an anti-join),
+        # where a NOT IN larger than work_mem is scanned again for every visit.
+        uncovered = ~exists().where(statistics_cover())
+    out["visits"] += db.execute(delete(Visit).where(uncovered)).rowcount
     out["disclosures"] = db.execute(
         delete(AuditEntry).where(AuditEntry.at < cutoff, AuditEntry.action != "erased")
     ).rowcount
@@ -49,8 +70,12 @@ def purge(db: Session, now: datetime, days: int, nonce_max_age_s: int) -> dict[s
         Consent.subscriber_id == Subscriber.id, Consent.statistics.is_(True), *_live(now)
     )
     unconsented = select(Subscriber.id).where(~live_subscriber)
+    # A revoked key (a lost phone replaced, or revoked only) resolves nothing any more, yet only
+    # keys of subscribers with no live consent went: each replacement kept one more for good.
     out["emitter_keys"] = db.execute(
-        delete(EmitterKey).where(EmitterKey.subscriber_id.in_(unconsented))
+        delete(EmitterKey).where(
+            or_(EmitterKey.subscriber_id.in_(unconsented), EmitterKey.revoked_at.is_not(None))
+        )
     ).rowcount
     cleared = 0
     for sub in db.scalars(select(Subscriber).where(~stats_live)):

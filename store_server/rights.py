@@ -31,6 +31,7 @@ from store_server.models import (
 )
 from store_server.occupancy import end_presence, forget_everywhere
 from store_server.redis_store import get_keys, get_redis
+from store_server.sessions import end_all_sessions, subscriber_principal
 
 
 def consent_status(c: Consent, now: datetime) -> str:
@@ -172,8 +173,8 @@ def export(db: Session, subscriber: Subscriber) -> dict[str, Any]:
 
 
 def erase(app: Flask, subscriber_id: int) -> bool:
-    """Delete a subscriber from SQL, Redis and device outboxes, leaving a tombstone; False if
-    there was nobody to erase."""
+    """Delete a subscriber from SQL, Redis (her sign-ins included) and device outboxes, leaving a
+    tombstone; False if there was nobody to erase."""
     with sessions(app)() as db:
         sub = db.get(Subscriber, subscriber_id)
         if sub is None:
@@ -183,7 +184,7 @@ def erase(app: Flask, subscriber_id: int) -> bool:
             c.withdrawn_at = now
         for k in db.scalars(select(EmitterKey).where(EmitterKey.subscriber_id == subscriber_id)):
             k.revoked_at = now
-        public_id = sub.public_id
+        public_id, directory_id = sub.public_id, sub.directory_id
         by_merchant: dict[int, tuple[bytes, list[int]]] = {
             m.id: (m.pseudonym_key, []) for m in db.scalars(select(Merchant))
         }
@@ -202,6 +203,9 @@ def erase(app: Flask, subscriber_id: int) -> bool:
         outbox.drop_for(r, keys, device_ids, pseudonym(key, public_id))
     # Audit entries and visits not yet in SQL go too (and any written later are refused).
     journal.drop_for(r, keys, subscriber_id)
+    # Her sign-ins in other browsers too: each kept her principal's HMAC in Redis for up to a
+    # week, and a signed-in page of someone erased has nothing left to show.
+    end_all_sessions(app, subscriber_principal(directory_id))
     with sessions(app)() as db:
         # Her row locked first: a journal write that has inserted rows about her holds it (the
         # foreign key's share lock) until it commits, so they are committed, and deleted below,

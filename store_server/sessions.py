@@ -9,8 +9,10 @@ Keys (see store_server.keys): `session(<hmac of id>)` holds the HMAC of the prin
 after the idle lifetime, which each checked request slides (GETEX: one command per request);
 `sessions_of(<hmac of principal>)` is the set of that principal's ids, for "end all". A session
 also carries its sign-in time and is refused after `SESSION_MAX_AGE_S` whatever its activity, so
-that set, refreshed at each sign-in to that age, always outlives its members. Only HMACs reach
-Redis: neither a directory id nor a usable session id can be read from a dump.
+that set, refreshed at each sign-in to that age, always outlives its members; each sign-in also
+drops the ids whose session expired, so the set holds no more than the sessions live at the
+last sign-in, however often its owner signs in. Only HMACs reach Redis: neither a directory id
+nor a usable session id can be read from a dump.
 
 Redis unreachable: a request that carries a sign-in is refused with 503 (fail closed), never let
 through as signed in and never sent to sign in again as if the session had ended.
@@ -79,11 +81,13 @@ class SessionRegistry:
         owner = self._digest("principal", principal)
         key, index = self.keys.session(self._digest("sid", sid)), self.keys.sessions_of(owner)
         try:
-            pipe = self.redis().pipeline(transaction=True)
+            r = self.redis()
+            pipe = r.pipeline(transaction=True)
             pipe.set(key, owner, ex=max(1, min(idle_s, self.max_age_s)))
             pipe.sadd(index, self._digest("sid", sid))
             pipe.expire(index, self.max_age_s)
             pipe.execute()
+            _prune(r, self.keys, index)
         except redis.RedisError as e:
             log.warning("session store unavailable at sign-in")
             raise SessionStoreUnavailable() from e
@@ -138,6 +142,22 @@ class SessionRegistry:
             log.warning("session store unavailable when ending all sessions")
             raise SessionStoreUnavailable() from e
         return sum(int(n) for n in ended)
+
+
+def _prune(r: redis.Redis, keys: Keys, index: str) -> None:
+    """Drop from a principal's set the ids whose session expired (idle, never signed out): each
+    sign-in pushes the set's expiry a week on, so someone who signs in daily and never signs out
+    grew it by one id a day, for good. A session's key is written with its id in one
+    transaction and deleted with it, so an id without its key is one that expired."""
+    members = list(r.smembers(index))
+    if not members:
+        return
+    pipe = r.pipeline(transaction=False)
+    for digest in members:
+        pipe.exists(keys.session(digest))
+    dead = [m for m, live in zip(members, pipe.execute(), strict=True) if not live]
+    if dead:
+        r.srem(index, *dead)
 
 
 def get_registry(app: Flask | None = None) -> SessionRegistry:

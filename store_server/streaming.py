@@ -12,10 +12,10 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from flask import Flask, current_app
-from sqlalchemy import select
+from sqlalchemy import exists, or_, select
 
 from store_server.db import sessions
-from store_server.models import Subscriber
+from store_server.models import Consent, Subscriber, utcnow
 
 GENRES = ("pop", "rock", "jazz", "electro", "hip-hop", "classical", "folk", "blues", "soul")
 MOODS = ("bright", "mellow", "energetic", "calm")
@@ -99,11 +99,21 @@ def get_streaming(app: Flask | None = None) -> StreamingProfiles:
 
 
 def refresh_profiles(app: Flask) -> int:
-    """Copy current streaming profiles onto every subscriber (the scheduled refresh)."""
+    """Copy current streaming profiles onto every subscriber with a live consent (the scheduled
+    refresh)."""
     adapter = get_streaming(app)
     n = 0
+    now = utcnow()
+    # Only they: someone whose consents all ended is kept for the proof of them alone, and the
+    # retention round empties the copy of their profile, which this refresh used to fill again
+    # within the hour, asking the streaming service about them too.
+    live = exists().where(
+        Consent.subscriber_id == Subscriber.id,
+        Consent.withdrawn_at.is_(None),
+        or_(Consent.valid_until.is_(None), Consent.valid_until > now),
+    )
     with sessions(app)() as db:
-        for sub in db.scalars(select(Subscriber)):
+        for sub in db.scalars(select(Subscriber).where(live)):
             p = adapter.profile(sub.directory_id)
             if p is not None and (p.playlists != sub.playlists or p.taste != sub.taste):
                 sub.playlists, sub.taste = list(p.playlists), dict(p.taste)

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from flask import Flask
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.exc import IntegrityError
 
 from beacons import provisioning
@@ -78,11 +78,14 @@ def complete_optin(
         else:
             sub.display_name, sub.playlists, sub.taste = account.display_name, playlists, taste
         target = None if choices.all_merchants else merchant
-        # A new answer for the same merchant (or for all) replaces the previous one.
+        # A new answer for the same merchant (or for all) replaces the previous one. Not one
+        # that already ran out ("today only", another day): marked withdrawn, it read as a
+        # "stop" she never said, and its visits left the reports and were purged.
         for c in db.scalars(
             select(Consent).where(
                 Consent.subscriber_id == sub.id,
                 Consent.withdrawn_at.is_(None),
+                or_(Consent.valid_until.is_(None), Consent.valid_until > utcnow()),
                 Consent.merchant_id.is_(None)
                 if target is None
                 else Consent.merchant_id == target.id,

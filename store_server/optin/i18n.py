@@ -90,8 +90,8 @@ TEXTS: dict[str, tuple[str, str]] = {
         "The merchant only receives a pseudonym, different at every merchant, never your name.",
     ),
     "info_retention": (
-        "Durée de conservation : la présence en direct est effacée dès votre départ ; les visites (statistiques seulement) sont gardées {days} jours ; la preuve de votre accord est gardée {days} jours après sa fin.",
-        "Retention: live presence is deleted as soon as you leave; visits (statistics only) are kept {days} days; proof of your consent is kept {days} days after it ends.",
+        "Durée de conservation : la présence en direct est effacée dès votre départ ; les visites (statistiques seulement) sont gardées {days} jours, et effacées dans l'heure si vous retirez cet accord ; la preuve de votre accord est gardée {days} jours après sa fin.",
+        "Retention: live presence is deleted as soon as you leave; visits (statistics only) are kept {days} days, and deleted within the hour if you withdraw that consent; proof of your consent is kept {days} days after it ends.",
     ),
     "info_withdraw": (
         "Retirer votre accord : à tout moment, en un clic, sur {url} — effet immédiat partout. Vous pouvez aussi y télécharger ou effacer toutes vos données.",

@@ -295,3 +295,26 @@ def test_heartbeat_is_signed_and_posted(tmp_path: Path) -> None:
     srv.stop()
     assert not up.heartbeat({"uptime_s": 2.0})
     assert signing.HEADER_SIGNATURE  # the module under test signs via beacons.signing
+
+
+@pytest.mark.privacy
+def test_batches_older_than_the_server_accepts_are_dropped_during_an_outage(
+    tmp_path: Path,
+) -> None:
+    queue = SightingQueue(tmp_path / "q.sqlite")
+    old = [{"ts": time.time() - 8 * 86400, "kind": "eid", "id": "ab" * 8, "rssi": -70}]
+    queue.put(new_batch_id(), old[0]["ts"], old)
+    fresh = _fill(queue, 1, 2)
+    # Nobody listens: the uplink has been cut for eight days and still is.
+    up = Uplink(f"http://127.0.0.1:{free_port()}", "s1", SECRET, queue, backoff_cap_s=0.05)
+    stop, t = _run(up)
+    try:
+        # The passer-by's week-old identifier leaves the disk without the server's answer.
+        assert _wait(lambda: queue.batches == 1, 10)
+    finally:
+        stop.set()
+        t.join(5)
+    assert {s["id"] for s in queue.oldest().sightings()} == fresh
+    assert queue.depth == 2 and queue.dropped == 1
+    reopened = SightingQueue(tmp_path / "q.sqlite")
+    assert reopened.dropped == 1 and reopened.batches == 1

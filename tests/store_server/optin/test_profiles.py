@@ -3,10 +3,13 @@ first for the same merchant without a new emitter key; the home area can be chan
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 from sqlalchemy import select
 
-from store_server.models import Consent, EmitterKey, Subscriber
+from store_server import rights
+from store_server.models import Consent, EmitterKey, Subscriber, utcnow
 from store_server.streaming import Profile, get_streaming, made_up_profile, refresh_profiles
 from tests.store_server.optin.helpers import (
     csrf,
@@ -69,3 +72,24 @@ def test_home_area_can_be_changed_only_under_statistics(app, db):
     assert db.get(Subscriber, sub.id).home_area is None, "no statistics consent, no area kept"
     refused = client.post("/me/home-area", data={"csrf_token": token, "home_area": "93048"})
     assert refused.status_code == 409
+
+
+def test_opting_in_again_leaves_a_consent_that_ran_out_as_expired_not_withdrawn(app, db):
+    shop = make_shop(app)
+    user, pw = make_account(app)
+    client = new_client(app)
+    opt_in(client, token_for(app, shop), user, pw, duration="today")
+    sub = db.scalar(select(Subscriber).where(Subscriber.directory_id == f"dir:{user}"))
+    yesterday = db.scalar(select(Consent).where(Consent.subscriber_id == sub.id))
+    yesterday.valid_from = utcnow() - timedelta(days=1, hours=2)
+    yesterday.valid_until = utcnow() - timedelta(days=1)
+    db.commit()
+    # Back the next week: "today only" again.
+    assert opt_in(client, token_for(app, shop), user, pw, duration="today").status_code == 200
+    db.expire_all()
+    old, new = db.scalars(
+        select(Consent).where(Consent.subscriber_id == sub.id).order_by(Consent.id)
+    ).all()
+    # She never said stop: the visits it covered still feed reports (models.statistics_cover).
+    assert old.withdrawn_at is None and rights.consent_status(old, utcnow()) == "expired"
+    assert new.withdrawn_at is None and rights.consent_status(new, utcnow()) == "active"

@@ -12,12 +12,14 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select
 
-from store_server import retention, services
+from analytics.job import consented_visits
+from store_server import retention, rights, services
 from store_server.app import create_app
 from store_server.db import sessions, upgrade
 from store_server.models import AuditEntry, Consent, EmitterKey, Subscriber, Visit, utcnow
 from store_server.optin.models import UsedNonce
 from store_server.redis_store import embedded_url, get_keys, get_redis
+from store_server.streaming import refresh_profiles
 from tests.conftest import REPO, drop_keys, fresh_database, make_config
 
 pytestmark = pytest.mark.consent
@@ -54,11 +56,13 @@ def _world(app):  # type: ignore[no-untyped-def]
             )
             services.provision_emitter(db, app.config["DATA_KEY"], s)
             subs[name] = s
-        services.grant_consent(db, subs["keeps"], None, "playlist", True, None)
+        # Each consent given before the visits it covers (below), as only a consent lets one be.
+        keeps = services.grant_consent(db, subs["keeps"], None, "playlist", True, None)
+        keeps.valid_from = now - 200 * days
         gone = services.grant_consent(db, subs["long_gone"], m, "playlist", True, None)
-        gone.withdrawn_at = now - 100 * days
+        gone.valid_from, gone.withdrawn_at = now - 130 * days, now - 100 * days
         ended = services.grant_consent(db, subs["just_ended"], m, "preferences", True, now - days)
-        ended.valid_from = now - 2 * days
+        ended.valid_from = now - 6 * days
         for sub, age in (("keeps", 100), ("keeps", 10), ("long_gone", 120), ("just_ended", 5)):
             start = now - age * days
             db.add(
@@ -153,3 +157,78 @@ def test_retention_command_line(own_app):
         check=False,
     )
     assert bad.returncode == 2 and "at least 1 day" in bad.stderr
+
+
+def test_retention_purges_revoked_emitter_keys_of_subscribers_still_consented(own_app):
+    with sessions(own_app)() as db:
+        sub = services.create_subscriber(db, "dir:lost-phones", "Lost Phones", [], {})
+        services.grant_consent(db, sub, None, "preferences", False, None)
+        # Two phones lost and replaced: two revoked keys, one in use.
+        for _ in range(2):
+            lost, _key = services.provision_emitter(db, own_app.config["DATA_KEY"], sub)
+            lost.revoked_at = utcnow()
+        live, _key = services.provision_emitter(db, own_app.config["DATA_KEY"], sub)
+        db.commit()
+        sid, live_id = sub.id, live.id
+    retention.run(own_app)
+    with sessions(own_app)() as db:
+        left = db.scalars(select(EmitterKey.id).where(EmitterKey.subscriber_id == sid)).all()
+    assert left == [live_id]
+
+
+@pytest.mark.privacy
+def test_the_profile_refresh_does_not_copy_back_a_profile_retention_emptied(own_app):
+    with sessions(own_app)() as db:
+        sub = services.create_subscriber(
+            db, "dir:all-withdrawn", "All Withdrawn", [{"id": "pl:x", "tracks": []}], {"a": 1}
+        )
+        consent = services.grant_consent(db, sub, None, "playlist", False, None)
+        consent.withdrawn_at = utcnow()
+        db.commit()
+        sid = sub.id
+    retention.run(own_app)
+    refresh_profiles(own_app)  # the streaming service knows a profile for every dir: account
+    with sessions(own_app)() as db:
+        sub = db.get(Subscriber, sid)
+        assert sub is not None, "kept for the proof of her consent"
+        assert sub.playlists == [] and sub.taste == {}
+
+
+@pytest.mark.privacy
+def test_visits_a_withdrawal_left_uncovered_go_at_the_next_run(own_app):
+    now, day = utcnow(), timedelta(days=1)
+    with sessions(own_app)() as db:
+        m = services.create_merchant(db, "ret-stop", "Retention Stop", "salon")
+        v = services.create_venue(db, m, "Retention Stop site", "site")
+        sub = services.create_subscriber(db, "dir:said-stop", "Said Stop", [], {})
+        stats = services.grant_consent(db, sub, m, "playlist", True, None)
+        stats.valid_from = now - 20 * day
+        db.flush()
+        for age in (10, 3):
+            start = now - age * day
+            db.add(
+                Visit(
+                    subscriber_id=sub.id,
+                    merchant_id=m.id,
+                    venue_id=v.id,
+                    zone="chair-1",
+                    started_at=start,
+                    ended_at=start + timedelta(minutes=30),
+                    dwell_s=1800.0,
+                )
+            )
+        db.commit()
+        sid, mid, consent_id = sub.id, m.id, stats.id
+    until = now + day
+    with sessions(own_app)() as db:
+        assert len(db.execute(consented_visits(mid, until)).all()) == 2
+    # She withdraws her statistics consent, keeping presence under a new one without it.
+    rights.withdraw(own_app, sid, consent_id)
+    with sessions(own_app)() as db:
+        services.grant_consent(db, db.get(Subscriber, sid), None, "preferences", False, None)
+        db.commit()
+        assert db.execute(consented_visits(mid, until)).all() == []  # no report reads them
+    assert retention.run(own_app)["visits"] == 2
+    with sessions(own_app)() as db:
+        assert db.scalars(select(Visit).where(Visit.subscriber_id == sid)).all() == []
+        assert db.get(Subscriber, sid) is not None  # her live consent and its proof stay

@@ -13,12 +13,14 @@ from store_server import resolver
 from store_server.crypto import pseudonym
 from store_server.models import AuditEntry, Consent, Merchant, Subscriber
 from store_server.redis_store import get_keys
+from store_server.sessions import get_registry, subscriber_principal
 from tests.helpers import redis_dump, sql_dump
 from tests.store_server.optin.helpers import (
     Device,
     csrf,
     make_account,
     make_live_shop,
+    make_shop,
     new_client,
     opt_in,
     provisioning_doc,
@@ -200,3 +202,24 @@ def test_erasure_leaves_only_a_tombstone(app, live_server, db, redis):
     assert redis.exists(_limit_key(app, "signin-user", user)) == 0
     # Signed out, and signing in again finds nothing held.
     assert client.get("/me/").status_code == 303
+
+
+@pytest.mark.privacy
+def test_erasure_ends_her_sign_ins_in_every_browser(app):
+    user, pw = make_account(app, "Ines Partout")
+    phone, laptop = new_client(app), new_client(app)
+    assert opt_in(phone, token_for(app, make_shop(app)), user, pw).status_code == 200
+    signin = laptop.get("/me/signin")
+    form = {"csrf_token": csrf(signin.text), "username": user, "password": pw}
+    assert laptop.post("/me/signin", data=form).status_code == 303
+    assert laptop.get("/me/").status_code == 200
+
+    page = phone.get("/me/")
+    resp = phone.post("/me/erase", data={"csrf_token": csrf(page.text), "confirm": "yes"})
+    assert resp.status_code == 200
+
+    # The laptop's sign-in went with her: nothing of it (her principal's HMAC, its session id)
+    # is left in Redis, and the page sends it to sign in.
+    assert get_registry(app).end_all(subscriber_principal(f"dir:{user}")) == 0
+    again = laptop.get("/me/")
+    assert again.status_code == 303 and "/me/signin" in again.headers["Location"]
