@@ -103,7 +103,7 @@ def register(app: Flask, socketio: SocketIO) -> None:
         # connection no other worker could close is not let in.
         sid: str = request.sid  # type: ignore[attr-defined]
         try:
-            live_sockets.remember(get_redis(app), get_keys(app).staff_sockets(staff_id), sid)
+            live_sockets.remember(app, get_keys(app).staff_sockets(staff_id), sid)
         except redis.RedisError:
             raise ConnectionRefusedError("sign-in check unavailable, retry later") from None
         connected[sid] = staff_id

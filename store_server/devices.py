@@ -91,7 +91,6 @@ def register(app: Flask, socketio: SocketIO) -> None:
     """Attach the device namespace's handlers to this app's Socket.IO server."""
     connected: dict[str, int] = {}
     app.extensions["cm_connected_devices"] = connected
-    liveness = live_sockets.Liveness(app, lambda: bool(connected))
     # Every device acks every event: acks arriving together share one Redis round trip.
     acks: GroupCommit[tuple[int, str], bool] = GroupCommit(
         lambda items: outbox.ack_many(get_redis(app), get_keys(app), items)
@@ -103,9 +102,7 @@ def register(app: Flask, socketio: SocketIO) -> None:
         connected[request.sid] = device.id
         join_room(device_room(device.id))
         # Known to every worker, so a revoke served by another one can still disconnect it.
-        live_sockets.remember(
-            get_redis(app), get_keys(app).device_sockets(device.id), request.sid, liveness
-        )
+        live_sockets.remember(app, get_keys(app).device_sockets(device.id), request.sid)
         socketio.emit("hello", {"device": device.name}, to=request.sid, namespace=NAMESPACE)
         # Revokes first, then what is still pending, so nothing revoked plays even briefly.
         for event in outbox.pending(get_redis(app), get_keys(app), device.id, time.time()):

@@ -137,11 +137,12 @@ class Keys:
 
     def staff_sockets(self, staff_id: int) -> str:
         """Hash of a staff member's live /portal Socket.IO session ids, whichever worker holds
-        them (a sign-out or a new password served by another worker still closes them)."""
+        them (a sign-out or a new password served by another worker still closes them), each
+        to the holding worker's token."""
         return f"{self.prefix}staff:{staff_id}:live"
 
     def worker_alive(self, token: str) -> str:
-        """Short-lived claim of a web worker holding device sockets that it is still running."""
+        """Short-lived claim of a web worker holding live sockets that it is still running."""
         return f"{self.prefix}worker:{token}:alive"
 
     def pattern(self) -> str:

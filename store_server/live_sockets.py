@@ -15,8 +15,10 @@ from flask import Flask
 from store_server.redis_store import get_keys, get_redis
 
 # Longer than any connection is expected to last without reconnecting; ids of sockets that died
-# with their worker are dropped with the set.
+# with their worker are dropped at their owner's next connect, or with the hash.
 SOCKETS_TTL_S = 7 * 86400
+# This worker's own records of who is connected (devices, staff), by socket id.
+HELD = ("cm_connected_devices", "cm_portal_connected")
 
 
 class Liveness:
@@ -60,17 +62,38 @@ class Liveness:
             socketio.sleep(self.ttl_s / 3)
 
 
-def remember(r: redis.Redis, key: str, sid: str, worker: Liveness | None = None) -> None:
+def this_worker(app: Flask) -> Liveness:
+    """This worker's liveness (one per app), renewed while it holds any live socket."""
+    found = app.extensions.get("cm_worker_liveness")
+    if found is None:
+        made = Liveness(app, lambda: any(app.extensions.get(name) for name in HELD))
+        found = app.extensions.setdefault("cm_worker_liveness", made)
+    return found
+
+
+def remember(app: Flask, key: str, sid: str) -> None:
     """Record a socket that has just connected under its owner's hash (Keys.*_sockets), with
-    the worker holding it when its liveness matters (devices shown online)."""
+    the worker holding it; drops the owner's sockets recorded by workers no longer running
+    (killed, their disconnect handlers never ran), so a hash does not grow by one id per
+    worker restart. Raises RedisError."""
+    worker, r = this_worker(app), get_redis(app)
     pipe = r.pipeline(transaction=False)
-    pipe.hset(key, sid, worker.token if worker is not None else "")
+    pipe.hgetall(key)
+    pipe.hset(key, sid, worker.token)
     pipe.expire(key, SOCKETS_TTL_S)
-    if worker is not None:
-        worker.claim(pipe)
-    pipe.execute()
-    if worker is not None:
-        worker.keep_up()
+    worker.claim(pipe)
+    before: dict[str, str] = pipe.execute()[0]
+    worker.keep_up()
+    others = {s: t for s, t in before.items() if t != worker.token}
+    if others:
+        tokens = sorted(set(others.values()))
+        pipe = r.pipeline(transaction=False)
+        for token in tokens:
+            pipe.exists(get_keys(app).worker_alive(token))
+        dead = {t for t, up in zip(tokens, pipe.execute(), strict=True) if not up}
+        stale = [s for s, t in others.items() if t in dead]
+        if stale:
+            r.hdel(key, *stale)
 
 
 def forget(r: redis.Redis, key: str, sid: str) -> None:
@@ -87,7 +110,7 @@ def online(app: Flask, keys: Sequence[str]) -> list[bool]:
     pipe = r.pipeline(transaction=False)
     for key in keys:
         pipe.hvals(key)
-    holders = [set(values) - {""} for values in pipe.execute()]
+    holders = [set(values) for values in pipe.execute()]
     workers = sorted(set().union(*holders)) if holders else []
     pipe = r.pipeline(transaction=False)
     for token in workers:

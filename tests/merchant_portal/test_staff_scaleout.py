@@ -97,3 +97,27 @@ def test_a_device_connected_to_one_worker_is_shown_online_by_the_other(two_worke
         speaker.close()
     assert wait_for(lambda: not get_redis(app).exists(keys.device_sockets(device_id)), 10)
     assert "Offline" in device_row(browser, url_a, venue_id)
+
+
+def test_sockets_a_killed_worker_left_are_dropped_at_the_next_connect(two_workers):
+    app, url_a, url_b, venue_id, _owner_id = two_workers
+    with sessions(app)() as db:
+        device = db.scalar(select(DeviceRow).where(DeviceRow.venue_id == venue_id))
+        token, device_id = services.issue_device_token(device), device.id
+        db.commit()
+    r, key = get_redis(app), get_keys(app).device_sockets(device_id)
+    # What a worker killed mid-connection leaves once its claim has lapsed: its socket's id,
+    # never removed by a disconnect handler (before, each reconnect kept such ids a week more).
+    r.hset(key, "sid-of-a-killed-worker", "0123456789abcdef")
+    on_b = Device(url_b, token)
+    try:
+        assert on_b.drained()
+        (on_b_sid,) = r.hkeys(key)
+        on_a = Device(url_a, token)  # a second connection: B's live one must stay
+        try:
+            assert on_a.drained()
+            assert on_b_sid in r.hkeys(key) and r.hlen(key) == 2
+        finally:
+            on_a.close()
+    finally:
+        on_b.close()
