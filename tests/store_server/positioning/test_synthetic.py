@@ -98,6 +98,40 @@ def test_tracks_starting_together_or_long_after_the_others_are_not_seeded_by_the
     pd.testing.assert_frame_equal(pred.loc[pred["emitter"] == "late"].reset_index(drop=True), alone)
 
 
+def test_a_track_silent_longer_than_the_memory_seeds_nobody_even_if_heard_again_later() -> None:
+    # Three visitors learn a drift, leave, and come back long after a newcomer arrived. Once,
+    # the newcomer started from their drift because they were heard again later: its rows up
+    # to a second depended on readings after it, and cutting the recording there changed them.
+    venue = simulate.flat()
+    survey = venue.readings(simulate.survey_path(), emitter="installer", seed=1)
+    model = VenueModel.calibrate(venue.scanners, venue.zones, survey)
+    shifted = {"kit-1": 5.0, "liv-a": -4.0, "bath": 6.0, "liv-b": 3.0}
+    t0 = 1_700_010_000.0
+    visits = [
+        venue.readings(
+            simulate.walk([(2, 2), (10, 2), (2, 8)], speed=0.7, t0=t0 + back + i),
+            emitter=f"regular-{i}",
+            drift=shifted,
+            seed=10 + i + back,
+        )
+        for i in range(3)
+        for back in (0, 2000)
+    ]
+    newcomer = venue.readings(
+        simulate.walk([(2, 8), (10, 5)], speed=0.7, t0=t0 + 1000), "newcomer", drift=shifted
+    )
+    assert newcomer["ts"].min() - t0 - 40 > drift.SEED_MEMORY_S  # the regulars' silence
+    recording = pd.concat([*visits, newcomer]).drop(columns=["x", "y"])
+    recording = recording.sort_values("ts", kind="stable").reset_index(drop=True)
+    full, _ = predict(model, recording)
+    cut = t0 + 1500
+    head, _ = predict(model, recording.loc[recording["ts"] <= cut])
+    alone, _ = predict(model, newcomer.drop(columns=["x", "y"]))
+    for pred in (full, head):
+        got = pred.loc[pred["emitter"] == "newcomer"].reset_index(drop=True)
+        pd.testing.assert_frame_equal(got, alone)
+
+
 def test_calibration_beats_textbook_defaults_and_reports_per_zone() -> None:
     venue = simulate.flat()
     survey = venue.readings(simulate.survey_path(), emitter="installer", seed=1)
