@@ -7,7 +7,7 @@ from types import ModuleType
 
 import pandas as pd
 import pytest
-from shapely.geometry import LineString, Point
+from shapely.geometry import LineString, Point, box
 
 from store_server.positioning import drift, simulate
 from store_server.positioning.evaluate import evaluate
@@ -130,6 +130,29 @@ def test_a_track_silent_longer_than_the_memory_seeds_nobody_even_if_heard_again_
     for pred in (full, head):
         got = pred.loc[pred["emitter"] == "newcomer"].reset_index(drop=True)
         pd.testing.assert_frame_equal(got, alone)
+
+
+def test_a_venue_of_rooms_far_apart_places_a_visitor_in_the_room_she_is_in() -> None:
+    # Two shops of one venue 600 m apart: the grid once spread its cells over the empty square
+    # between them, the far shop held none, and a visitor standing in it was in no zone.
+    far = 600.0
+    venue = simulate.Venue(
+        scanners={"west": (1.5, 1.5), "east": (far + 1.5, far + 1.5)},
+        zones={"west": box(0, 0, 3, 3), "east": box(far, far, far + 3, far + 3)},
+        walls=[],
+    )
+    loop = [(0.5, 0.5), (2.5, 0.5), (2.5, 2.5), (0.5, 2.5), (0.5, 0.5)]
+    walks = [
+        simulate.walk([(x + d, y + d) for x, y in loop], speed=0.5, t0=1_700_000_000.0 + d)
+        for d in (0.0, far)
+    ]
+    survey = venue.readings(pd.concat(walks, ignore_index=True), emitter="installer", seed=1)
+    model = VenueModel.calibrate(venue.scanners, venue.zones, survey)
+    path = simulate.walk([(far + 1, far + 1), (far + 2, far + 2)], speed=0.05, t0=1_700_010_000.0)
+    visit = venue.readings(path, emitter="guest", seed=2)
+    pred, _ = predict(model, visit.drop(columns=["x", "y"]))
+    scores = evaluate(venue.zones, visit, pred)
+    assert scores["zone_accuracy"] >= 0.9 and scores["median_error_m"] < 0.8, scores
 
 
 def test_calibration_beats_textbook_defaults_and_reports_per_zone() -> None:

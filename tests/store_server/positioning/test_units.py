@@ -241,3 +241,28 @@ def test_declared_level_reads_each_frames_own_reference_distance():
     assert (
         pathloss.declared_level("eid", 20) == 20.0 and pathloss.declared_level("eid", -100) == -20.0
     )
+
+
+def test_every_zone_of_a_large_or_spread_out_venue_holds_grid_cells() -> None:
+    from store_server.positioning.grid import MAX_CELLS, build
+
+    # Two shops 600 m apart, a till narrower than the step a 100 x 60 m hall is gridded at,
+    # a spare scanner stored in the yard: the bounding box's cells used to miss some of them.
+    zones = {
+        "west": box(0, 0, 3, 3),
+        "east": box(600, 600, 603, 603),
+        "hall": box(1000, 0, 1100, 60),
+        "till": box(1100, 10, 1100.3, 10.3),
+    }
+    scanners = {"w": (1.5, 1.5), "e": (601.5, 601.5), "h": (1050.0, 30.0), "yard": (0.0, 900.0)}
+    grid = build(zones, scanners)
+    counts = np.bincount(grid.zone_index + 1, minlength=len(zones) + 1)[1:]
+    assert (counts > 0).all(), dict(zip(zones, counts, strict=True))
+    assert grid.step < 1.2  # the hall's 6,000 m² over MAX_CELLS, not the box's 1e6 m²
+    assert len(grid.cells) <= MAX_CELLS + len(zones)
+    assert len(np.unique(grid.cells, axis=0)) == len(grid.cells)
+    # Compact venues keep the bounding box's lattice, cell for cell.
+    small = build({"a": box(0, 0, 4, 4), "b": box(4, 0, 9, 4)}, {"s": (2.0, 2.0)})
+    xs = np.arange(-1.5 + 0.2, 10.5, 0.4)
+    ys = np.arange(-1.5 + 0.2, 5.5, 0.4)
+    assert len(small.cells) == xs.size * ys.size and small.step == 0.4
