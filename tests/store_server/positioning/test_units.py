@@ -266,3 +266,27 @@ def test_every_zone_of_a_large_or_spread_out_venue_holds_grid_cells() -> None:
     xs = np.arange(-1.5 + 0.2, 10.5, 0.4)
     ys = np.arange(-1.5 + 0.2, 5.5, 0.4)
     assert len(small.cells) == xs.size * ys.size and small.step == 0.4
+
+
+def test_evaluate_scores_a_day_of_rotating_identifiers_in_linear_time() -> None:
+    import time
+
+    # Each estimate's truth was found by filtering the whole truth table per emitter: 12,000
+    # emitters (a day of rotating identifiers) took 1.5 minutes here, now 5-8 s.
+    emitters, rows = 12000, 8
+    truth = pd.DataFrame(
+        {
+            "ts": np.tile(np.arange(rows, dtype=float), emitters),
+            "emitter": np.repeat([f"eid-{i:04x}" for i in range(emitters)], rows),
+            "x": np.tile(np.linspace(1, 9, rows), emitters),
+            "y": 0.5,
+        }
+    )
+    zones = {"a": box(0, 0, 5, 1), "b": box(5, 0, 10, 1)}
+    pred = truth.assign(zone=zone_of(truth["x"], truth["y"], zones), x=truth["x"] + 0.25)
+    start = time.perf_counter()
+    res = evaluate(zones, truth, pred)
+    took = time.perf_counter() - start
+    assert took < 30.0, took
+    assert res["scored"] == emitters * rows and res["median_error_m"] == 0.25
+    assert res["zone_accuracy"] == 1.0 and res["flaps_per_min"] == 0.0
