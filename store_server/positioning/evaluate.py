@@ -61,11 +61,15 @@ def matches(
 ) -> Iterator[tuple[pd.DataFrame, np.ndarray, np.ndarray, np.ndarray, list[str | None]]]:
     """Per emitter: its estimates by time, the matched truth x and y, whether each is scored
     (the same emitter's nearest truth row is within MATCH_WINDOW_S) and the true zones."""
+    # Grouped once: filtering the whole truth per emitter was quadratic, minutes for a day of
+    # rotating identifiers (thousands of emitters).
+    truths = dict(iter(truth.groupby("emitter", sort=False)))
     for emitter, pred in predictions.groupby("emitter", sort=True):
-        tru = truth.loc[truth["emitter"] == emitter].sort_values("ts", kind="stable")
-        pred = pred.sort_values("ts", kind="stable")
-        if tru.empty or pred.empty:
+        tru = truths.get(emitter)
+        if tru is None or tru.empty or pred.empty:
             continue
+        tru = tru.sort_values("ts", kind="stable")
+        pred = pred.sort_values("ts", kind="stable")
         idx, ok = _nearest(tru["ts"].to_numpy(float), pred["ts"].to_numpy(float))
         tx = tru["x"].to_numpy(float)[idx]
         ty = tru["y"].to_numpy(float)[idx]

@@ -41,8 +41,11 @@ def predict(
             newcomers.append(pending.pop())
         if newcomers:
             # Seeded from what the others learnt by the second before, once for all who start
-            # in this second: the order in which they are taken changes nothing.
-            begin = start or _seed(active + done)
+            # in this second: the order in which they are taken changes nothing. Only tracks
+            # heard within the memory count: one silent longer is not, even if it is heard again
+            # later (else the rows up to k would depend on readings after k).
+            recent = [t for t in active + done if k - t.latest <= drift.SEED_MEMORY_S]
+            begin = start or _seed(recent)
             for t in newcomers:
                 t.state = copy.deepcopy(begin)
         active += newcomers
@@ -68,6 +71,8 @@ class _Track:
         self.rssi = df["rssi"].to_numpy(float)[order]
         self.first, self.final = math.ceil(self.ts[0]), math.ceil(self.ts[-1])
         self.state: dict[str, Any] | None = None
+        # The second of the newest reading folded so far (what live has heard of it by then).
+        self.latest = self.first
         self.last: tuple[float, float, str] | None = None
         self.rows: list[tuple[float, str, float, float, str]] = []
         self._next = 0
@@ -83,6 +88,8 @@ class _Track:
                 strict=True,
             )
         )
+        if stop > self._next:
+            self.latest = math.ceil(self.ts[stop - 1])
         self._next = stop
         self.state, est = track(model, self.state, batch, float(k))
         if est is not None:

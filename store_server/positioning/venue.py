@@ -205,6 +205,9 @@ def load_predictions(path: str | Path) -> pd.DataFrame:
         raise VenueFileError(
             f"{path}: line {_line(bad)}: every estimate needs ts, emitter, x and y"
         )
+    # An estimate far beyond any venue's frame is not scored as a huge error but dropped (its
+    # distance overflows), which would flatter the medians: refused, as every coordinate is.
+    _check_coords(df, path)
     return df
 
 

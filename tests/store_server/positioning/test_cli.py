@@ -640,6 +640,25 @@ def test_evaluate_needs_only_positions_of_the_truth_and_whole_estimates(
     assert code != 0 and "every estimate needs" in err
 
 
+def test_evaluate_refuses_an_estimate_beyond_any_venue_rather_than_flatter_the_scores(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Its distance to the truth overflowed to infinity and was left out of the error figures:
+    # one estimate exact, one at 1.5e308 m, scored a median and p90 of 0 m.
+    zones = tmp_path / "z.geojson"
+    square = {"type": "Polygon", "coordinates": [[[0, 0], [4, 0], [4, 4], [0, 4], [0, 0]]]}
+    feat = {"type": "Feature", "properties": {"name": "room"}, "geometry": square}
+    zones.write_text(json.dumps({"type": "FeatureCollection", "features": [feat]}))
+    truth = tmp_path / "truth.csv"
+    truth.write_text("ts,emitter,x,y\n10,e,1,1\n11,e,1,1\n")
+    preds = tmp_path / "p.csv"
+    preds.write_text("ts,emitter,x,y,zone\n10,e,1,1,room\n11,e,1.5e308,1.5e308,room\n")
+    code, err = _main(capsys, "evaluate", "--zones", str(zones), "--truth", str(truth),
+                      "--predictions", str(preds))  # fmt: skip
+    assert code != 0 and len(err.strip().splitlines()) == 1, err
+    assert "line 3: x and y must be metres" in err and not capsys.readouterr().out
+
+
 def test_the_survey_report_matches_each_emitter_to_its_own_truth() -> None:
     # A second reference beacon lay on the kitchen counter while the installer walked: every
     # one of its seconds is a kitchen second, whoever else was heard at that time.

@@ -7,7 +7,7 @@ from types import ModuleType
 
 import pandas as pd
 import pytest
-from shapely.geometry import LineString, Point
+from shapely.geometry import LineString, Point, box
 
 from store_server.positioning import drift, simulate
 from store_server.positioning.evaluate import evaluate
@@ -96,6 +96,63 @@ def test_tracks_starting_together_or_long_after_the_others_are_not_seeded_by_the
     pred, _ = predict(model, pd.concat([recording, late.drop(columns=["x", "y"])]))
     alone, _ = predict(model, late.drop(columns=["x", "y"]))
     pd.testing.assert_frame_equal(pred.loc[pred["emitter"] == "late"].reset_index(drop=True), alone)
+
+
+def test_a_track_silent_longer_than_the_memory_seeds_nobody_even_if_heard_again_later() -> None:
+    # Three visitors learn a drift, leave, and come back long after a newcomer arrived. Once,
+    # the newcomer started from their drift because they were heard again later: its rows up
+    # to a second depended on readings after it, and cutting the recording there changed them.
+    venue = simulate.flat()
+    survey = venue.readings(simulate.survey_path(), emitter="installer", seed=1)
+    model = VenueModel.calibrate(venue.scanners, venue.zones, survey)
+    shifted = {"kit-1": 5.0, "liv-a": -4.0, "bath": 6.0, "liv-b": 3.0}
+    t0 = 1_700_010_000.0
+    visits = [
+        venue.readings(
+            simulate.walk([(2, 2), (10, 2), (2, 8)], speed=0.7, t0=t0 + back + i),
+            emitter=f"regular-{i}",
+            drift=shifted,
+            seed=10 + i + back,
+        )
+        for i in range(3)
+        for back in (0, 2000)
+    ]
+    newcomer = venue.readings(
+        simulate.walk([(2, 8), (10, 5)], speed=0.7, t0=t0 + 1000), "newcomer", drift=shifted
+    )
+    assert newcomer["ts"].min() - t0 - 40 > drift.SEED_MEMORY_S  # the regulars' silence
+    recording = pd.concat([*visits, newcomer]).drop(columns=["x", "y"])
+    recording = recording.sort_values("ts", kind="stable").reset_index(drop=True)
+    full, _ = predict(model, recording)
+    cut = t0 + 1500
+    head, _ = predict(model, recording.loc[recording["ts"] <= cut])
+    alone, _ = predict(model, newcomer.drop(columns=["x", "y"]))
+    for pred in (full, head):
+        got = pred.loc[pred["emitter"] == "newcomer"].reset_index(drop=True)
+        pd.testing.assert_frame_equal(got, alone)
+
+
+def test_a_venue_of_rooms_far_apart_places_a_visitor_in_the_room_she_is_in() -> None:
+    # Two shops of one venue 600 m apart: the grid once spread its cells over the empty square
+    # between them, the far shop held none, and a visitor standing in it was in no zone.
+    far = 600.0
+    venue = simulate.Venue(
+        scanners={"west": (1.5, 1.5), "east": (far + 1.5, far + 1.5)},
+        zones={"west": box(0, 0, 3, 3), "east": box(far, far, far + 3, far + 3)},
+        walls=[],
+    )
+    loop = [(0.5, 0.5), (2.5, 0.5), (2.5, 2.5), (0.5, 2.5), (0.5, 0.5)]
+    walks = [
+        simulate.walk([(x + d, y + d) for x, y in loop], speed=0.5, t0=1_700_000_000.0 + d)
+        for d in (0.0, far)
+    ]
+    survey = venue.readings(pd.concat(walks, ignore_index=True), emitter="installer", seed=1)
+    model = VenueModel.calibrate(venue.scanners, venue.zones, survey)
+    path = simulate.walk([(far + 1, far + 1), (far + 2, far + 2)], speed=0.05, t0=1_700_010_000.0)
+    visit = venue.readings(path, emitter="guest", seed=2)
+    pred, _ = predict(model, visit.drop(columns=["x", "y"]))
+    scores = evaluate(venue.zones, visit, pred)
+    assert scores["zone_accuracy"] >= 0.9 and scores["median_error_m"] < 0.8, scores
 
 
 def test_calibration_beats_textbook_defaults_and_reports_per_zone() -> None:
