@@ -11,26 +11,17 @@ import shapely
 from shapely.geometry.base import BaseGeometry
 from sklearn.neighbors import NearestNeighbors
 
+from store_server.positioning.calibration import survey_tracks
 from store_server.positioning.evaluate import evaluate, matches
 from store_server.positioning.live import VenueModel
 from store_server.positioning.predict import predict
 
-TRACK_GAP_S = 5.0
 # Surveyed, for the radio map: within about two of its kernel's widths (engine: bandwidth_m
 # 0.7) of a position the installer walked. Further out the map is path loss extrapolated, and
 # real walks there were placed 5–6.5 m off (bench --unseen, positioning README).
 COVERED_M = 1.5
 GAP_STEP_M = 0.25
 GAP_MAX_POINTS = 20_000
-
-
-def survey_tracks(survey: pd.DataFrame) -> np.ndarray:
-    """Track number per row (a track ends where ts jumps by more than 5 s); halves if only one."""
-    ts = survey["ts"].to_numpy(float)
-    trk = np.concatenate([[0], np.cumsum(np.diff(ts) > TRACK_GAP_S)]) if ts.size else ts
-    if ts.size and trk.max() == 0:
-        trk = (ts > np.median(ts)).astype(int)
-    return trk.astype(int)
 
 
 def survey_coverage(

@@ -290,3 +290,50 @@ def test_evaluate_scores_a_day_of_rotating_identifiers_in_linear_time() -> None:
     assert took < 30.0, took
     assert res["scored"] == emitters * rows and res["median_error_m"] == 0.25
     assert res["zone_accuracy"] == 1.0 and res["flaps_per_min"] == 0.0
+
+
+def _walks_with_lagging_marks(lag_s: float) -> tuple[dict, pd.DataFrame]:
+    """The simulated flat's survey cut into four walks by silences, its marked positions
+    lagging the radio by lag_s (each reading carries where the installer was lag_s earlier)."""
+    from store_server.positioning import simulate
+
+    venue = simulate.flat()
+    path = simulate.survey_path()
+    survey = venue.readings(path, emitter="ref", seed=1)
+    ts = survey["ts"].to_numpy(float)
+    pause = np.searchsorted(np.quantile(ts, [0.25, 0.5, 0.75]), ts) * 10.0
+    return venue.scanners, survey.assign(
+        x=np.interp(ts - lag_s, path["ts"], path["x"]),
+        y=np.interp(ts - lag_s, path["ts"], path["y"]),
+        ts=ts + pause,
+    )
+
+
+def test_the_survey_time_shift_is_learnt_from_its_own_walks() -> None:
+    from store_server.positioning import calibration
+
+    # Height gap 2 m: with the fitted 0 m the criterion reads 0.2 s late (README, eighteenth
+    # session), which is one reason the shift is opt-in.
+    scanners, lagging = _walks_with_lagging_marks(0.8)
+    shift, curve = calibration.best_shift(lagging, scanners, 2.0)
+    assert abs(shift - 0.8) <= 0.2 and curve[shift] < curve[0.0]
+    scanners, aligned = _walks_with_lagging_marks(0.0)
+    assert abs(calibration.best_shift(aligned, scanners, 2.0)[0]) <= 0.1
+    # One walk cannot be held out against itself: no shift is learnt from it.
+    single = aligned.loc[aligned["ts"] < np.quantile(aligned["ts"], 0.2)]
+    assert calibration.best_shift(single, scanners, 2.0) == (0.0, {})
+    cal = VenueModel.calibrate(scanners, {}, single, {"survey_shift_search": 1}).calibration
+    assert cal["params"]["survey_shift_s"] == 0.0
+
+
+def test_a_survey_shift_builds_the_map_where_the_marks_should_have_been() -> None:
+    scanners, lagging = _walks_with_lagging_marks(0.8)
+    _, aligned = _walks_with_lagging_marks(0.0)
+    fixed = {"height_m": 2.0}
+    late = VenueModel.calibrate(scanners, {}, lagging, fixed).calibration["fingerprints"]
+    moved = VenueModel.calibrate(scanners, {}, lagging, fixed | {"survey_shift_s": 0.8})
+    true = VenueModel.calibrate(scanners, {}, aligned, fixed).calibration["fingerprints"]
+    gap = np.hypot(*(np.array(moved.calibration["fingerprints"]["pos"]) - true["pos"]).T)
+    # Equal but for each walk's last 0.8 s, held at its end (and corners cut by interpolation).
+    assert np.median(gap) < 0.02 and np.mean(gap < 0.1) > 0.9
+    assert np.median(np.hypot(*(np.array(late["pos"]) - true["pos"]).T)) > 0.3
