@@ -25,6 +25,7 @@ from store_server.ingest import Sighting, advance
 from store_server.positioning.live import VenueModel
 from store_server.positioning.predict import predict
 from store_server.presence import ZoneTiming
+from store_server.push import PUSHED_AT
 from store_server.redis_store import get_keys, get_redis
 from store_server.topology import VenueInfo, get_topology
 from tests.faults.support import Stack, eid_rows, make_stack
@@ -277,7 +278,10 @@ def test_a_held_state_folds_exactly_as_one_read_whole(stack):
             outcome = ingest_rows(r, keys, topo, scanner, rows)
             assert outcome.resolved == 3, (held, plan.index((scanner, rows)))
         (raw,) = r.hvals(tkey)
-        return {k: v for k, v in json.loads(raw).items() if k != "v"}
+        state = json.loads(raw)
+        # When the push was made is the wall clock's, and the two runs are made moments apart.
+        assert state.pop(PUSHED_AT) >= start - 1
+        return {k: v for k, v in state.items() if k != "v"}
 
     held_state = run(held=True)
     assert sum(1 for n in sends if n) >= len(plan) - 1  # every batch after the first
