@@ -47,7 +47,8 @@ def assess(venue: Venue, survey: Any) -> tuple[dict[str, Any], VenueModel]:
     unknown = sorted(set(survey["scanner"]) - set(scanners))
     if unknown:
         raise SurveyError("survey_unknown_scanners", names=", ".join(unknown[:5]))
-    report = zone_accuracy_report(scanners, zones, survey)
+    model = VenueModel.calibrate(scanners, zones, survey)
+    report = zone_accuracy_report(scanners, zones, survey, {"survey_shift_s": model.survey_shift_s})
     if not report.get("tracks"):
         raise SurveyError("survey_too_short")
-    return report, VenueModel.calibrate(scanners, zones, survey)
+    return report, model

@@ -219,7 +219,9 @@ def _predict(args: argparse.Namespace) -> int:
         report = {
             "drift_db": drift_report(offsets),
             "pathloss": model.calibration.get("pathloss", {}),
-            "survey_accuracy": zone_accuracy_report(scanners, zones, survey),
+            "survey_accuracy": zone_accuracy_report(
+                scanners, zones, survey, {"survey_shift_s": model.survey_shift_s}
+            ),
         }
         # serialised before anything is written: a NaN is refused with no file touched
         text = json.dumps(report, indent=1, allow_nan=False)

@@ -53,6 +53,12 @@ class VenueModel:
         cal = _calibration.fit(scanners, survey, params)
         return cls(scanners=dict(scanners), zones=dict(zones), calibration=cal)
 
+    @property
+    def survey_shift_s(self) -> float:
+        """The time shift (s) of the survey's marks against the radio that its calibration
+        used (calibration.best_shift; 0 without a survey)."""
+        return float(self.calibration.get("params", {}).get("survey_shift_s") or 0.0)
+
     def with_emitter_offsets(self, offsets: dict[str, float]) -> VenueModel:
         """Same venue with per-emitter-type RSSI offsets (dB vs the survey's reference emitter);
         a tracking state with {"type": name} uses its type's offset."""

@@ -71,8 +71,16 @@ def zone_accuracy_report(
     survey: pd.DataFrame,
     params: dict[str, float] | None = None,
 ) -> dict[str, Any]:
-    """Leave-one-track-out figures overall and per true zone: what an installer can expect."""
+    """Leave-one-track-out figures overall and per true zone: what an installer can expect.
+    The survey's time shift (calibration.best_shift) is searched once, on the whole survey,
+    unless `params` gives it (the calibrated model's): a search per fold would cost each fold a
+    map per walk and per shift tried, seconds in the setup page's request."""
     survey = survey.sort_values("ts", kind="stable").reset_index(drop=True)
+    params = dict(params or {})
+    if "survey_shift_s" not in params:
+        params["survey_shift_s"] = VenueModel.calibrate(
+            scanners, zones, survey, params
+        ).survey_shift_s
     trk = survey_tracks(survey)
     preds, truths = [], []
     for k in np.unique(trk):

@@ -313,7 +313,7 @@ def test_the_survey_time_shift_is_learnt_from_its_own_walks() -> None:
     from store_server.positioning import calibration
 
     # Height gap 2 m: with the fitted 0 m the criterion reads 0.2 s late (README, eighteenth
-    # session), which is one reason the shift is opt-in.
+    # session).
     scanners, lagging = _walks_with_lagging_marks(0.8)
     shift, curve = calibration.best_shift(lagging, scanners, 2.0)
     assert abs(shift - 0.8) <= 0.2 and curve[shift] < curve[0.0]
@@ -322,14 +322,21 @@ def test_the_survey_time_shift_is_learnt_from_its_own_walks() -> None:
     # One walk cannot be held out against itself: no shift is learnt from it.
     single = aligned.loc[aligned["ts"] < np.quantile(aligned["ts"], 0.2)]
     assert calibration.best_shift(single, scanners, 2.0) == (0.0, {})
-    cal = VenueModel.calibrate(scanners, {}, single, {"survey_shift_search": 1}).calibration
-    assert cal["params"]["survey_shift_s"] == 0.0
+    assert VenueModel.calibrate(scanners, {}, single).survey_shift_s == 0.0
+    # A calibration searches it by default; "survey_shift_search": 0 keeps the marks as given.
+    scanners, lagging = _walks_with_lagging_marks(0.8)
+    assert (
+        abs(VenueModel.calibrate(scanners, {}, lagging, {"height_m": 2.0}).survey_shift_s - 0.8)
+        <= 0.2
+    )
+    off = {"height_m": 2.0, "survey_shift_search": 0}
+    assert VenueModel.calibrate(scanners, {}, lagging, off).survey_shift_s == 0.0
 
 
 def test_a_survey_shift_builds_the_map_where_the_marks_should_have_been() -> None:
     scanners, lagging = _walks_with_lagging_marks(0.8)
     _, aligned = _walks_with_lagging_marks(0.0)
-    fixed = {"height_m": 2.0}
+    fixed = {"height_m": 2.0, "survey_shift_search": 0}
     late = VenueModel.calibrate(scanners, {}, lagging, fixed).calibration["fingerprints"]
     moved = VenueModel.calibrate(scanners, {}, lagging, fixed | {"survey_shift_s": 0.8})
     true = VenueModel.calibrate(scanners, {}, aligned, fixed).calibration["fingerprints"]
