@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from flask import Flask
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.exc import IntegrityError
 
 from beacons import provisioning
@@ -78,17 +78,20 @@ def complete_optin(
         else:
             sub.display_name, sub.playlists, sub.taste = account.display_name, playlists, taste
         target = None if choices.all_merchants else merchant
-        # A new answer for the same merchant (or for all) replaces the previous one.
+        now = utcnow()
+        # A new answer for the same merchant (or for all) replaces the previous one, if it is
+        # still live: one that ran out stays "expired" on the record, not withdrawn by her.
         for c in db.scalars(
             select(Consent).where(
                 Consent.subscriber_id == sub.id,
                 Consent.withdrawn_at.is_(None),
+                or_(Consent.valid_until.is_(None), Consent.valid_until > now),
                 Consent.merchant_id.is_(None)
                 if target is None
                 else Consent.merchant_id == target.id,
             )
         ):
-            c.withdrawn_at = utcnow()
+            c.withdrawn_at = now
             superseded.append(c)
         if choices.statistics:
             sub.home_area = choices.home_area
@@ -108,7 +111,6 @@ def complete_optin(
                 f"em-{key_row.id}",
                 int(time.time()),
             )
-        now = utcnow()
         valid_until = end_of_day(now, app.config["OPTIN_TIMEZONE"]) if choices.today_only else None
         consent = services.grant_consent(
             db, sub, target, choices.share, choices.statistics, valid_until

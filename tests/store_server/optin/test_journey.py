@@ -5,6 +5,7 @@ from __future__ import annotations
 import html
 import json
 import time
+from datetime import timedelta
 
 import pytest
 from sqlalchemy import select
@@ -12,7 +13,7 @@ from sqlalchemy import select
 from beacons import provisioning
 from beacons.eid import compute_eid
 from store_server import receipts, resolver
-from store_server.models import Consent, EmitterKey, Subscriber
+from store_server.models import Consent, EmitterKey, Subscriber, utcnow
 from store_server.redis_store import get_keys
 from tests.store_server.optin.helpers import (
     make_account,
@@ -107,3 +108,26 @@ def test_today_only_ends_at_local_midnight(app, db):
     c = db.scalar(select(Consent).where(Consent.subscriber_id == sub.id))
     assert c.merchant_id is None and c.share == "preferences" and not c.statistics
     assert c.valid_until is not None and sub.home_area is None
+
+
+def test_a_new_answer_leaves_an_expired_consent_expired(app, db):
+    shop = make_shop(app)
+    user, pw = make_account(app)
+    client = new_client(app)
+    token = token_for(app, shop)
+    assert opt_in(client, token, user, pw, duration="today").status_code == 200
+    sub = db.scalar(select(Subscriber).where(Subscriber.directory_id == f"dir:{user}"))
+    yesterday = db.scalar(select(Consent).where(Consent.subscriber_id == sub.id))
+    yesterday.valid_from = utcnow() - timedelta(days=1, hours=2)
+    yesterday.valid_until = utcnow() - timedelta(hours=2)
+    db.commit()
+    assert opt_in(client, token, user, pw).status_code == 200
+    db.expire_all()
+    # She never withdrew it: it ran out, and her record and export say so.
+    assert db.get(Consent, yesterday.id).withdrawn_at is None
+    exported = {c["id"]: c for c in client.get("/me/export.json").get_json()["consents"]}
+    assert exported[yesterday.id]["status"] == "expired"
+    assert exported[yesterday.id]["withdrawn_at"] is None
+    page = client.get("/me/?lang=en").text
+    status = page.split(f'id="consent-{yesterday.id}"')[1].split('class="status">')[1]
+    assert status.startswith("expired")
