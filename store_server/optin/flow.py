@@ -22,6 +22,7 @@ from store_server.occupancy import end_presence
 from store_server.optin.choices import Choices, end_of_day
 from store_server.optin.links import OptinLink
 from store_server.optin.models import UsedNonce
+from store_server.rights import live_consents
 from store_server.streaming import get_streaming
 
 
@@ -95,6 +96,9 @@ def complete_optin(
             superseded.append(c)
         if choices.statistics:
             sub.home_area = choices.home_area
+        elif not any(c.statistics for c in live_consents(db, sub.id)):
+            # The home area is kept only under a live statistics consent, as on withdrawal.
+            sub.home_area = None
         key_row = db.scalar(
             select(EmitterKey).where(
                 EmitterKey.subscriber_id == sub.id, EmitterKey.revoked_at.is_(None)

@@ -110,6 +110,26 @@ def test_today_only_ends_at_local_midnight(app, db):
     assert c.valid_until is not None and sub.home_area is None
 
 
+@pytest.mark.privacy
+def test_a_new_answer_without_statistics_drops_the_home_area(app, db):
+    shop = make_shop(app)
+    user, pw = make_account(app)
+    client = new_client(app)
+    token = token_for(app, shop)
+    assert opt_in(client, token, user, pw, presence="all").status_code == 200
+    assert opt_in(client, token, user, pw).status_code == 200
+    # Another live consent with statistics still justifies the area.
+    assert opt_in(client, token, user, pw, statistics="no", home_area=None).status_code == 200
+    sub = db.scalar(select(Subscriber).where(Subscriber.directory_id == f"dir:{user}"))
+    assert sub.home_area == "75111"
+    # Once the answer for all merchants says no as well, no statistics consent is left.
+    resp = opt_in(client, token, user, pw, presence="all", statistics="no", home_area=None)
+    assert resp.status_code == 200
+    db.expire_all()
+    assert db.get(Subscriber, sub.id).home_area is None
+    assert client.get("/me/export.json").get_json()["profile"]["home_area"] is None
+
+
 def test_a_new_answer_leaves_an_expired_consent_expired(app, db):
     shop = make_shop(app)
     user, pw = make_account(app)
