@@ -55,6 +55,36 @@ def present(app: Flask, venue_id: int) -> list[dict[str, Any]]:
     return sorted(out, key=lambda x: (x["zone"], x["since"]))
 
 
+def whereabouts(app: Flask, subscriber_id: int) -> list[dict[str, Any]]:
+    """Where one subscriber is being tracked now (venue id, zone or None, since, last heard),
+    from the live state: part of what is held about her, so her export shows it."""
+    r, keys = get_redis(app), get_keys(app)
+    suffix = f":{subscriber_id}"
+    venue_ids = sorted(
+        {int(m.split(":")[0]) for m in r.zrange(keys.last_seen(), 0, -1) if m.endswith(suffix)}
+    )
+    if not venue_ids:
+        return []
+    pipe = r.pipeline(transaction=False)
+    for venue_id in venue_ids:
+        pipe.hget(keys.tracks(venue_id), str(subscriber_id))
+    out = []
+    for venue_id, raw in zip(venue_ids, pipe.execute(), strict=True):
+        if raw is None:
+            continue
+        p = json.loads(raw).get("p", {})
+        zone = p.get("zone") or None
+        out.append(
+            {
+                "venue_id": venue_id,
+                "zone": zone,
+                "since": p.get("since") if zone else None,
+                "last_heard": p.get("last"),
+            }
+        )
+    return out
+
+
 def end_presence(app: Flask, subscriber_id: int, reason: str) -> int:
     """End every presence of a subscriber now and revoke on devices; returns presences ended.
 

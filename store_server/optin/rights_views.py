@@ -14,6 +14,7 @@ from store_server import rights
 from store_server.db import get_db
 from store_server.directory import get_directory
 from store_server.models import AuditEntry, Consent, Device, Merchant, Subscriber, utcnow
+from store_server.occupancy import whereabouts
 from store_server.optin.choices import known_areas
 from store_server.optin.pages import message, render
 from store_server.optin.views import check_signin
@@ -215,7 +216,8 @@ def export() -> Response:
     sub = _subscriber()
     if sub is None:
         return message(404, "not_found_h", "no_data")
-    body = json.dumps(rights.export(get_db(), sub), ensure_ascii=False, indent=2)
+    doc = rights.export(get_db(), sub, whereabouts(current_app, sub.id))
+    body = json.dumps(doc, ensure_ascii=False, indent=2)
     resp = make_response(body, 200)
     resp.headers["Content-Type"] = "application/json; charset=utf-8"
     resp.headers["Content-Disposition"] = 'attachment; filename="collective-mood-export.json"'

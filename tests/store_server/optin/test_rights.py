@@ -126,6 +126,22 @@ def test_export_is_one_document_with_everything(app, live_server, db):
     assert new_client(app).get("/me/export.json").status_code == 303
 
 
+@pytest.mark.privacy
+def test_export_says_where_she_is_being_tracked_now(app, live_server, db):
+    live = make_live_shop(app)
+    user, pw = make_account(app)
+    client = new_client(app)
+    device, _push, _doc = _present_on_device(app, live_server, live, client, user, pw)
+    device.close()
+    # Her live presence is personal data the store holds (in Redis): the export shows it.
+    [here] = client.get("/me/export.json").get_json()["presence_now"]
+    assert here["merchant"] == live.shop.name and here["venue"] == f"{live.shop.name} site"
+    assert here["zone"] == "chair-1" and here["since"] and here["last_heard"]
+    page = client.get("/me/")
+    assert client.post("/me/withdraw-all", data={"csrf_token": csrf(page.text)}).status_code == 303
+    assert client.get("/me/export.json").get_json()["presence_now"] == []
+
+
 def test_erasure_leaves_only_a_tombstone(app, live_server, db, redis):
     live = make_live_shop(app)
     user, pw = make_account(app, "Zoé Effacée")
