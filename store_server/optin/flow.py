@@ -81,13 +81,15 @@ def complete_optin(
         target = None if choices.all_merchants else merchant
         now = utcnow()
         # A new answer for the same merchant (or for all) replaces the previous one, if it is
-        # still live: one that ran out stays "expired" on the record, not withdrawn by her.
+        # still live: one that ran out stays "expired" on the record, not withdrawn by her. An
+        # answer for all given at this merchant is her answer here too: an earlier one for this
+        # merchant alone would otherwise still win here (resolver.applicable_consent).
         for c in db.scalars(
             select(Consent).where(
                 Consent.subscriber_id == sub.id,
                 Consent.withdrawn_at.is_(None),
                 or_(Consent.valid_until.is_(None), Consent.valid_until > now),
-                Consent.merchant_id.is_(None)
+                or_(Consent.merchant_id.is_(None), Consent.merchant_id == merchant.id)
                 if target is None
                 else Consent.merchant_id == target.id,
             )

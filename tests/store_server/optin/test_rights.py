@@ -76,12 +76,47 @@ def test_withdraw_reaches_the_device_within_a_second(app, live_server, db, redis
     assert 'class="push"' in history and 'class="revoke"' in history
 
 
-def test_withdraw_one_keeps_the_other(app, db):
+def _next_of(device: Device, kind: str) -> dict:
+    """The next event of one type (the zone's queue updates come in between)."""
+    while (event := device.next(timeout=5))["type"] != kind:
+        pass
+    return event
+
+
+def test_an_answer_for_all_merchants_given_here_applies_here(app, live_server, db):
     live = make_live_shop(app)
     user, pw = make_account(app)
     client = new_client(app)
+    device, push, doc = _present_on_device(app, live_server, live, client, user, pw)
+    try:
+        assert push["scope"] == "playlist"
+        # At the same counter she now says: only my preferences, at every merchant.
+        resp = opt_in(
+            client, token_for(app, live.shop), user, pw, presence="all", share="preferences"
+        )
+        assert resp.status_code == 200, resp.text
+        revoke = _next_of(device, "revoke")
+        assert revoke["subscriber"] == push["subscriber"]
+        sighted(live_server.url, live, doc.identity_key, doc.exponent, doc.time_base)
+        again = _next_of(device, "push")
+        assert again["scope"] == "preferences"
+        assert "playlist" not in again
+    finally:
+        device.close()
+    sub = db.scalar(select(Subscriber).where(Subscriber.directory_id == f"dir:{user}"))
+    live_ones = db.scalars(
+        select(Consent).where(Consent.subscriber_id == sub.id, Consent.withdrawn_at.is_(None))
+    ).all()
+    assert [(c.merchant_id, c.share) for c in live_ones] == [(None, "preferences")]
+
+
+def test_withdraw_one_keeps_the_other(app, db):
+    live = make_live_shop(app)
+    elsewhere = make_live_shop(app)
+    user, pw = make_account(app)
+    client = new_client(app)
     opt_in(client, token_for(app, live.shop), user, pw)
-    opt_in(client, token_for(app, live.shop), user, pw, presence="all", share="preferences")
+    opt_in(client, token_for(app, elsewhere.shop), user, pw, presence="all", share="preferences")
     sub = db.scalar(select(Subscriber).where(Subscriber.directory_id == f"dir:{user}"))
     one, everywhere = db.scalars(
         select(Consent).where(Consent.subscriber_id == sub.id).order_by(Consent.id)
