@@ -97,3 +97,32 @@ def test_scan_sign_in_choose_receipt_present_withdraw(app, live_server, db, brow
     sub = db.scalar(select(Subscriber).where(Subscriber.directory_id == f"dir:{user}"))
     c = db.scalar(select(Consent).where(Consent.subscriber_id == sub.id))
     assert c.receipt_id == receipt_id and c.withdrawn_at is not None
+
+
+def test_language_switch_works_on_pages_a_form_rendered(app, live_server, browser):
+    shop = make_live_shop(app).shop
+    user, pw = make_account(app, "Polyglot Person")
+    context = browser.new_context(locale="fr-FR", viewport={"width": 390, "height": 844})
+    try:
+        page = context.new_page()
+        page.goto(f"{live_server.url}/optin/{token_for(app, shop)}")
+        page.fill("#username", user)
+        page.fill("#password", "not her password")
+        page.click("#signin")
+        assert page.locator(".error").count() == 1  # the refusal, in French, at .../signin
+        # That page's own URL takes only the form's POST: the switch must not land on a 405.
+        with page.expect_navigation() as nav:
+            page.click("#lang-switch")
+        assert nav.value.status == 200
+        assert page.locator("h1").inner_text() == "Sign in with your streaming account"
+        page.fill("#username", user)
+        page.fill("#password", pw)
+        page.click("#signin")
+        page.wait_for_selector("#consent-form")
+        assert page.locator("html").get_attribute("lang") == "en"
+        # A page's other arguments survive the switch: after sign-in she still lands on `next`.
+        page.goto(f"{live_server.url}/me/signin?next=/me/disclosures")
+        page.click("#lang-switch")
+        assert "next=%2Fme%2Fdisclosures" in page.url and "lang=fr" in page.url
+    finally:
+        context.close()
