@@ -12,6 +12,7 @@ from flask import (
     abort,
     current_app,
     flash,
+    g,
     jsonify,
     redirect,
     render_template,
@@ -161,6 +162,7 @@ def _scanner_health(venue_id: int, scanners: list[Scanner]) -> list[dict[str, An
 
 
 def _devices_page(venue: Venue, status: int = 200, **shown: Any) -> ResponseReturnValue:
+    g.page_url = url_for("portal.devices", venue_id=venue.id)  # also rendered by POSTs
     db = get_db()
     devices = db.scalars(select(Device).where(Device.venue_id == venue.id).order_by(Device.id))
     zones = {z.id: z.name for z in venue.zones}
@@ -310,6 +312,7 @@ def device_pair() -> ResponseReturnValue:
 
 
 def _setup_page(venue: Venue, status: int = 200, **shown: Any) -> ResponseReturnValue:
+    g.page_url = url_for("portal.setup", venue_id=venue.id)  # also rendered by POSTs
     zones = [(z.name, z.kind, z.polygon) for z in sorted(venue.zones, key=lambda z: z.name)]
     scanners = [(s.name, s.x, s.y) for s in sorted(venue.scanners, key=lambda s: s.name)]
     return render_template(

@@ -318,3 +318,18 @@ def test_a_page_of_another_origin_cannot_watch_the_venue_live(context, portal_se
     finally:
         elsewhere.shutdown()
         elsewhere.server_close()
+
+
+def test_language_switch_after_a_form_lands_on_the_page_not_a_405(context, world):
+    page = context.new_page()
+    browser_login(page, *SALON_LOGIN)
+    page.goto(f"/portal/venues/{world.annex_venue}/devices?lang=en")
+    page.get_by_role("button", name="Pair — annex-spare").click()
+    expect(page.locator("#pair-code")).to_be_visible()
+    # The page is now at .../devices/<id>/pair, a URL that takes only the form's POST.
+    with page.expect_navigation() as nav:
+        page.locator("nav.langs a[lang=fr]").click()
+    assert nav.value.status == 200
+    assert page.url.endswith(f"/portal/venues/{world.annex_venue}/devices?lang=fr")
+    assert page.locator("html").get_attribute("lang") == "fr"
+    expect(page.locator('tr[data-device="annex-spare"]')).to_be_visible()
