@@ -16,6 +16,7 @@ from store_server.directory import get_directory
 from store_server.models import AuditEntry, Consent, Device, Merchant, Subscriber, utcnow
 from store_server.occupancy import whereabouts
 from store_server.optin.choices import known_areas
+from store_server.optin.i18n import TEXTS
 from store_server.optin.pages import message, render
 from store_server.optin.views import check_signin
 from store_server.optin.web import (
@@ -198,11 +199,14 @@ def disclosures() -> Response:
             .order_by(AuditEntry.id.desc())
             .limit(500)
         ):
+            why = f"why_{a.reason}"
             rows.append(
                 {
                     "a": a,
                     "merchant": merchants.get(a.merchant_id, "—"),
                     "device": devices.get(a.device_id, "—"),
+                    # A reason with no words yet is shown as recorded rather than hidden.
+                    "why": why if why in TEXTS else None,
                 }
             )
     return render("optin/disclosures.html", rows=rows)

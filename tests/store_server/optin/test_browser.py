@@ -17,6 +17,7 @@ from tests.store_server.optin.helpers import (
     Device,
     make_account,
     make_live_shop,
+    provisioning_doc,
     sighted,
     token_for,
 )
@@ -126,3 +127,34 @@ def test_language_switch_works_on_pages_a_form_rendered(app, live_server, browse
         assert "next=%2Fme%2Fdisclosures" in page.url and "lang=fr" in page.url
     finally:
         context.close()
+
+
+def test_disclosure_history_says_why_in_the_page_language(app, live_server, browser):
+    live = make_live_shop(app)
+    user, pw = make_account(app)
+    device = Device(live_server.url, live.device_token)
+    context = browser.new_context(locale="fr-FR", viewport={"width": 390, "height": 844})
+    try:
+        page = context.new_page()
+        page.goto(f"{live_server.url}/optin/{token_for(app, live.shop)}")
+        page.fill("#username", user)
+        page.fill("#password", pw)
+        page.click("#signin")
+        for choice in ("#presence-merchant", "#share-preferences", "#statistics-no"):
+            page.check(choice)
+        page.check("#duration-withdrawn")
+        page.click("#agree")
+        page.wait_for_selector("#done")
+        doc = provisioning_doc(page.content())
+        sighted(live_server.url, live, doc.identity_key, doc.exponent, doc.time_base)
+        assert device.next()["type"] == "push"
+        page.goto(f"{live_server.url}/me/")
+        page.click("#withdraw-all")
+        page.wait_for_selector("#notice")
+        page.goto(f"{live_server.url}/me/disclosures")
+        stopped = page.locator("#history tr.revoke").inner_text()
+        assert "vous avez retiré votre accord" in stopped and "withdrawn" not in stopped
+        assert "préférences" in page.locator("#history tr.push").inner_text()
+    finally:
+        context.close()
+        device.close()
