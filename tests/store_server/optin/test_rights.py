@@ -177,6 +177,32 @@ def test_export_says_where_she_is_being_tracked_now(app, live_server, db):
     assert client.get("/me/export.json").get_json()["presence_now"] == []
 
 
+@pytest.mark.privacy
+@pytest.mark.parametrize("share", ["playlist", "preferences"])
+def test_receipt_names_what_the_merchant_device_receives(app, live_server, db, share):
+    live = make_live_shop(app)
+    user, pw = make_account(app)
+    client = new_client(app)
+    device, push, _doc = _present_on_device(app, live_server, live, client, user, pw, share=share)
+    device.close()
+    sub = db.scalar(select(Subscriber).where(Subscriber.directory_id == f"dir:{user}"))
+    consent = db.scalar(select(Consent).where(Consent.subscriber_id == sub.id))
+    purposes = consent.receipt["receipt"]["services"][0]["purposes"]
+    [to_merchant] = [p for p in purposes if p["thirdPartyDisclosure"]]
+    assert to_merchant["thirdPartyName"] == live.shop.name
+    # Every field about her that the device got is a category the receipt says it discloses.
+    category = {
+        "subscriber": "Pseudonym (different at each merchant)",
+        "zone": "Presence (zone, time)",
+        "at": "Presence (zone, time)",
+        "playlist": "Playlist",
+        "preferences": "Musical preferences",
+    }
+    about_her = set(push) - {"type", "scope", "expires_at", "event_id", "_received"}
+    assert about_her <= set(category), about_her
+    assert {category[f] for f in about_her} <= set(to_merchant["piiCategory"])
+
+
 def test_erasure_leaves_only_a_tombstone(app, live_server, db, redis):
     live = make_live_shop(app)
     user, pw = make_account(app, "Zoé Effacée")
