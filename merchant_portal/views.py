@@ -135,7 +135,11 @@ def qr(venue_id: int) -> ResponseReturnValue:
     """Full-screen opt-in QR with the promise in plain words."""
     venue = own_venue(venue_id)
     link = optin_link(current_app, venue.merchant_id, venue.id)
-    return render_template("qr.html", venue=venue, link=link, svg=qr_svg(link))
+    # A fresh code well before this one expires, so whoever scans it has most of a link's
+    # lifetime left to sign in and choose (15 minutes of the default hour).
+    max_age = int(current_app.config.get("OPTIN_LINK_MAX_AGE_S", 3600))
+    refresh_s = max(1, min(900, max_age // 4))
+    return render_template("qr.html", venue=venue, link=link, svg=qr_svg(link), refresh_s=refresh_s)
 
 
 def _scanner_health(venue_id: int, scanners: list[Scanner]) -> list[dict[str, Any]]:

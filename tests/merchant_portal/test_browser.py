@@ -333,3 +333,20 @@ def test_language_switch_after_a_form_lands_on_the_page_not_a_405(context, world
     assert page.url.endswith(f"/portal/venues/{world.annex_venue}/devices?lang=fr")
     assert page.locator("html").get_attribute("lang") == "fr"
     expect(page.locator('tr[data-device="annex-spare"]')).to_be_visible()
+
+
+def test_the_qr_on_screen_is_replaced_before_its_link_expires(
+    context, world, portal_app, monkeypatch
+):
+    # A deployment that keeps opt-in links short: 20 s here, to watch it happen.
+    monkeypatch.setitem(portal_app.config, "OPTIN_LINK_MAX_AGE_S", 20)
+    page = context.new_page()
+    browser_login(page, *SALON_LOGIN)
+    page.goto(f"/portal/venues/{world.salon_venue}/qr")
+    shown = page.locator(".qr-code").get_attribute("data-link")
+    # Left on this screen, the tablet shows a new code while the old one still opens the page,
+    # with most of its lifetime left for whoever scanned it last.
+    with page.expect_navigation(timeout=10_000):
+        pass
+    assert page.locator(".qr-code").get_attribute("data-link") != shown
+    assert page.request.get(shown).status == 200
