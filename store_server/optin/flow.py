@@ -7,6 +7,7 @@ import hashlib
 import time
 from dataclasses import dataclass
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from flask import Flask
 from sqlalchemy import or_, select
@@ -131,7 +132,14 @@ def complete_optin(
             policy_url=app.config["OPTIN_POLICY_URL"],
             withdraw_url=withdraw_url,
             scope=receipts.Scope(
-                merchant.name if target else None, choices.share, choices.statistics, valid_until
+                merchant.name if target else None,
+                choices.share,
+                choices.statistics,
+                # In the zone whose midnight ends it: 00:00+01:00 reads as "today", while the
+                # same instant in UTC (23:00+00:00) read as an hour before midnight.
+                valid_until.astimezone(ZoneInfo(app.config["OPTIN_TIMEZONE"]))
+                if valid_until
+                else None,
             ),
         )
         jws = receipts.sign(receipts.signing_key(data_key), claims)

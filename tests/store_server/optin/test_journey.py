@@ -5,7 +5,9 @@ from __future__ import annotations
 import html
 import json
 import time
-from datetime import timedelta
+from datetime import UTC, timedelta
+from datetime import time as dt_time
+from zoneinfo import ZoneInfo
 
 import pytest
 from sqlalchemy import select
@@ -108,6 +110,13 @@ def test_today_only_ends_at_local_midnight(app, db):
     c = db.scalar(select(Consent).where(Consent.subscriber_id == sub.id))
     assert c.merchant_id is None and c.share == "preferences" and not c.statistics
     assert c.valid_until is not None and sub.home_area is None
+    midnight = c.valid_until.replace(tzinfo=c.valid_until.tzinfo or UTC).astimezone(
+        ZoneInfo(app.config["OPTIN_TIMEZONE"])
+    )
+    assert midnight.time() == dt_time(0, 0)
+    # The signed receipt states that end as she chose it: midnight where she is.
+    purposes = c.receipt["receipt"]["services"][0]["purposes"]
+    assert all(f"Prend fin le {midnight.isoformat()}" in p["termination"] for p in purposes)
 
 
 @pytest.mark.privacy
