@@ -45,7 +45,10 @@ def _signed_in() -> bool:
 
 
 def _to_signin() -> Response:
-    return redirect(url_for("rights.signin", next=request.path), 303)
+    # A form sent after the session ended cannot be replayed as a GET (405): back to the
+    # dashboard after sign-in, where she sees her consents and acts again.
+    back = request.path if request.method == "GET" else url_for("rights.dashboard")
+    return redirect(url_for("rights.signin", next=back), 303)
 
 
 @bp.route("/signin", methods=["GET", "POST"])

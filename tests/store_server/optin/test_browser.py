@@ -158,3 +158,40 @@ def test_disclosure_history_says_why_in_the_page_language(app, live_server, brow
     finally:
         context.close()
         device.close()
+
+
+def test_a_withdrawal_sent_after_the_session_ended_leads_back_to_it(app, live_server, browser):
+    live = make_live_shop(app)
+    user, pw = make_account(app)
+    context = browser.new_context(locale="en-GB", viewport={"width": 390, "height": 844})
+    try:
+        page = context.new_page()
+        page.goto(f"{live_server.url}/optin/{token_for(app, live.shop)}")
+        page.fill("#username", user)
+        page.fill("#password", pw)
+        page.click("#signin")
+        for choice in ("#presence-merchant", "#share-preferences", "#statistics-no"):
+            page.check(choice)
+        page.check("#duration-withdrawn")
+        page.click("#agree")
+        page.wait_for_selector("#done")
+        page.goto(f"{live_server.url}/me/")
+        # Her session ends while the dashboard is open (signed out in another tab here; an
+        # idle timeout does the same), then she taps "withdraw everything".
+        other = context.new_page()
+        other.goto(f"{live_server.url}/me/")
+        other.click("form[action='/me/signout'] button")
+        page.click("#withdraw-all")
+        page.fill("#username", user)
+        page.fill("#password", pw)
+        with page.expect_navigation() as nav:
+            page.click("#signin")
+        # Her space, not a 405 for the form that cannot be replayed; nothing was withdrawn
+        # behind her back, and one tap now does it.
+        assert nav.value.status == 200 and page.url.endswith("/me/")
+        assert page.locator(".consent .status").first.inner_text() == "in force"
+        page.click("#withdraw-all")
+        page.wait_for_selector("#notice")
+        assert page.locator(".consent .status").first.inner_text() == "withdrawn"
+    finally:
+        context.close()
