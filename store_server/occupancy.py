@@ -31,8 +31,15 @@ def present(app: Flask, venue_id: int) -> list[dict[str, Any]]:
     if venue is None:
         return []
     states = get_redis(app).hgetall(get_keys(app).tracks(venue_id))
-    tracks = {int(sub): json.loads(raw).get("p", {}) for sub, raw in states.items()}
-    entered = {s: p for s, p in tracks.items() if p.get("zone")}
+    now = time.time()
+    entered = {}
+    for sub, raw in states.items():
+        state = json.loads(raw)
+        p, until = state.get("p", {}), (state.get("c") or {}).get("until")
+        # Shown only as disclosed to the devices: not a presence ingest withheld (a backlog's,
+        # one whose consent ended before its batch came), nor one past its consent's end.
+        if p.get("zone") and not state.get("h") and (until is None or until > now):
+            entered[int(sub)] = p
     if not entered:
         return []
     with sessions(app)() as db:
@@ -41,7 +48,6 @@ def present(app: Flask, venue_id: int) -> list[dict[str, Any]]:
                 select(Subscriber.id, Subscriber.public_id).where(Subscriber.id.in_(list(entered)))
             ).all()
         )
-    now = time.time()
     out = [
         {
             "subscriber": pseudonym(venue.merchant_key, ids[s]),
