@@ -6,6 +6,7 @@ import functools
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 from flask import (
     Response,
@@ -100,6 +101,17 @@ def password_mark(staff: StaffUser) -> str:
     return staff.password_hash[-16:]
 
 
+def _back_to() -> str:
+    """Where sign-in leads back to: this page, or for a form (its URL takes no GET, and the
+    form cannot be replayed) the page it was sent from, else the start page."""
+    if request.method == "GET":
+        return request.full_path.rstrip("?")
+    came_from = urlsplit(request.referrer or "")
+    if came_from.netloc == request.host and came_from.path.startswith("/portal/"):
+        return came_from.path + (f"?{came_from.query}" if came_from.query else "")
+    return url_for("portal.index")
+
+
 def login_required(view: F) -> F:
     """Send anonymous visitors to the sign-in page; refuse accounts without a merchant."""
 
@@ -109,7 +121,7 @@ def login_required(view: F) -> F:
         if staff is None:
             if wants_json():
                 return {"error": t("login_title")}, 401  # a poll has no sign-in page to show
-            return redirect(url_for("portal.login", next=request.full_path.rstrip("?")))
+            return redirect(url_for("portal.login", next=_back_to()))
         if staff.merchant_id is None or staff.role not in MERCHANT_ROLES:
             abort(403)
         if get_db().get(Merchant, staff.merchant_id).status != "active":

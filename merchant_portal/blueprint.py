@@ -5,10 +5,22 @@ from __future__ import annotations
 import hmac
 import secrets
 from typing import Any
+from urllib.parse import urlencode
 
-from flask import Blueprint, Response, abort, g, render_template, request, session
+from flask import (
+    Blueprint,
+    Response,
+    abort,
+    current_app,
+    g,
+    render_template,
+    request,
+    session,
+    url_for,
+)
 from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import HTTPException
+from werkzeug.routing import RequestRedirect
 
 from merchant_portal.i18n import current_language, translate
 
@@ -60,12 +72,27 @@ def _headers(resp: Response) -> Response:
     return resp
 
 
+def lang_href(code: str) -> str:
+    """This page in language `code`, its other arguments kept. A page that a form's POST
+    rendered may have a URL that takes no GET: the switch then goes to the page the form is on
+    (`g.page_url`, set by the view), else to the start page, never to a 405."""
+    page, args = f"{request.script_root}{request.path}", request.args.to_dict()
+    if request.method != "GET":
+        args = {}
+        try:
+            current_app.url_map.bind_to_environ(request.environ).match(request.path, "GET")
+        except (HTTPException, RequestRedirect):
+            page = g.get("page_url") or url_for("portal.index")
+    return f"{page}?{urlencode({**args, 'lang': code})}"
+
+
 @bp.app_context_processor
 def _template_helpers() -> dict[str, Any]:
     lang = g.get("lang", "en")
     return {
         "t": lambda key, **v: translate(lang, key, **v),
         "lang": lang,
+        "lang_href": lang_href,
         "csrf_token": csrf_token,
         "staff": g.get("staff"),
     }

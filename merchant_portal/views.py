@@ -12,6 +12,7 @@ from flask import (
     abort,
     current_app,
     flash,
+    g,
     jsonify,
     redirect,
     render_template,
@@ -134,7 +135,11 @@ def qr(venue_id: int) -> ResponseReturnValue:
     """Full-screen opt-in QR with the promise in plain words."""
     venue = own_venue(venue_id)
     link = optin_link(current_app, venue.merchant_id, venue.id)
-    return render_template("qr.html", venue=venue, link=link, svg=qr_svg(link))
+    # A fresh code well before this one expires, so whoever scans it has most of a link's
+    # lifetime left to sign in and choose (15 minutes of the default hour).
+    max_age = int(current_app.config.get("OPTIN_LINK_MAX_AGE_S", 3600))
+    refresh_s = max(1, min(900, max_age // 4))
+    return render_template("qr.html", venue=venue, link=link, svg=qr_svg(link), refresh_s=refresh_s)
 
 
 def _scanner_health(venue_id: int, scanners: list[Scanner]) -> list[dict[str, Any]]:
@@ -161,6 +166,7 @@ def _scanner_health(venue_id: int, scanners: list[Scanner]) -> list[dict[str, An
 
 
 def _devices_page(venue: Venue, status: int = 200, **shown: Any) -> ResponseReturnValue:
+    g.page_url = url_for("portal.devices", venue_id=venue.id)  # also rendered by POSTs
     db = get_db()
     devices = list(
         db.scalars(select(Device).where(Device.venue_id == venue.id).order_by(Device.id))
@@ -313,6 +319,7 @@ def device_pair() -> ResponseReturnValue:
 
 
 def _setup_page(venue: Venue, status: int = 200, **shown: Any) -> ResponseReturnValue:
+    g.page_url = url_for("portal.setup", venue_id=venue.id)  # also rendered by POSTs
     zones = [(z.name, z.kind, z.polygon) for z in sorted(venue.zones, key=lambda z: z.name)]
     scanners = [(s.name, s.x, s.y) for s in sorted(venue.scanners, key=lambda s: s.name)]
     return render_template(

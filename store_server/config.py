@@ -13,6 +13,7 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 REPO = Path(__file__).resolve().parents[1]
 VAR = REPO / "var"
@@ -139,6 +140,25 @@ def redis_url(env: Mapping[str, str]) -> str | None:
     return url
 
 
+def public_base_url(env: Mapping[str, str]) -> str | None:
+    """PUBLIC_BASE_URL: the absolute http(s) URL phones reach the store at, which opt-in QR codes
+    encode (None: the host each request came in by)."""
+    raw = (env.get("PUBLIC_BASE_URL") or "").strip()
+    if not raw:
+        return None
+    try:
+        parts = urlsplit(raw)
+        ok = parts.scheme in ("http", "https") and bool(parts.hostname) and parts.port != 0
+    except ValueError:  # an unreadable port or bracketed host
+        ok = False
+    if not ok or parts.query or parts.fragment or "@" in parts.netloc:
+        raise ConfigError(
+            "PUBLIC_BASE_URL must be an absolute http:// or https:// URL such as "
+            f"https://mood.example.com, got {raw!r}"
+        )
+    return raw.rstrip("/")
+
+
 def database_url(env: Mapping[str, str], var: Path) -> str:
     """DATABASE_URL normalised for psycopg 3, when SQLAlchemy can read it and load its dialect."""
     from sqlalchemy.engine import make_url
@@ -221,6 +241,8 @@ def from_env(env: Mapping[str, str] | None = None) -> dict[str, Any]:
         "SQL_POOL_SIZE": env_int(e, "SQL_POOL_SIZE", 16, 1, what="a number of connections"),
         # Read by wsgi.build_app; checked here so that a typo stops every entry point in one line.
         "PROXY_HOPS": env_int(e, "PROXY_HOPS", 0, 0, what="a number of proxies"),
+        # What the opt-in QR codes encode (portal screen and /optin/<token>/qr.*).
+        "PUBLIC_BASE_URL": public_base_url(e),
         "BACKGROUND_JOBS": e.get("BACKGROUND_JOBS", "1") == "1",
         "LOG_LEVEL": log_level(e),
         # When set, /metrics requires `Authorization: Bearer <token>`.

@@ -31,8 +31,15 @@ def present(app: Flask, venue_id: int) -> list[dict[str, Any]]:
     if venue is None:
         return []
     states = get_redis(app).hgetall(get_keys(app).tracks(venue_id))
-    tracks = {int(sub): json.loads(raw).get("p", {}) for sub, raw in states.items()}
-    entered = {s: p for s, p in tracks.items() if p.get("zone")}
+    now = time.time()
+    entered = {}
+    for sub, raw in states.items():
+        state = json.loads(raw)
+        p, until = state.get("p", {}), (state.get("c") or {}).get("until")
+        # Shown only as disclosed to the devices: not a presence ingest withheld (a backlog's,
+        # one whose consent ended before its batch came), nor one past its consent's end.
+        if p.get("zone") and not state.get("h") and (until is None or until > now):
+            entered[int(sub)] = p
     if not entered:
         return []
     with sessions(app)() as db:
@@ -41,7 +48,6 @@ def present(app: Flask, venue_id: int) -> list[dict[str, Any]]:
                 select(Subscriber.id, Subscriber.public_id).where(Subscriber.id.in_(list(entered)))
             ).all()
         )
-    now = time.time()
     out = [
         {
             "subscriber": pseudonym(venue.merchant_key, ids[s]),
@@ -53,6 +59,36 @@ def present(app: Flask, venue_id: int) -> list[dict[str, Any]]:
         if s in ids
     ]
     return sorted(out, key=lambda x: (x["zone"], x["since"]))
+
+
+def whereabouts(app: Flask, subscriber_id: int) -> list[dict[str, Any]]:
+    """Where one subscriber is being tracked now (venue id, zone or None, since, last heard),
+    from the live state: part of what is held about her, so her export shows it."""
+    r, keys = get_redis(app), get_keys(app)
+    suffix = f":{subscriber_id}"
+    venue_ids = sorted(
+        {int(m.split(":")[0]) for m in r.zrange(keys.last_seen(), 0, -1) if m.endswith(suffix)}
+    )
+    if not venue_ids:
+        return []
+    pipe = r.pipeline(transaction=False)
+    for venue_id in venue_ids:
+        pipe.hget(keys.tracks(venue_id), str(subscriber_id))
+    out = []
+    for venue_id, raw in zip(venue_ids, pipe.execute(), strict=True):
+        if raw is None:
+            continue
+        p = json.loads(raw).get("p", {})
+        zone = p.get("zone") or None
+        out.append(
+            {
+                "venue_id": venue_id,
+                "zone": zone,
+                "since": p.get("since") if zone else None,
+                "last_heard": p.get("last"),
+            }
+        )
+    return out
 
 
 def end_presence(app: Flask, subscriber_id: int, reason: str) -> int:

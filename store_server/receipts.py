@@ -98,6 +98,9 @@ def key_from_jwk(jwk: dict[str, Any]) -> Ed25519PublicKey:
     return Ed25519PublicKey.from_public_bytes(_unb64(jwk["x"]))
 
 
+# Disclosed to the merchant whatever the scope: who (pseudonymously) is where, and since when.
+DISCLOSED_WITH_SCOPE = ("Pseudonym (different at each merchant)", "Presence (zone, time)")
+
 # Purposes and terms are written in the receipt's language; category labels stay in English so
 # that receipts from every language can be compared by machine.
 WORDS: dict[str, dict[str, str]] = {
@@ -169,7 +172,12 @@ def build(
             "purpose": words[scope.share],
             "purposeCategory": ["Personalisation"],
             "consentType": "EXPLICIT",
-            "piiCategory": (["Playlist"] if scope.share == "playlist" else ["Musical preferences"]),
+            # What the merchant's device and portal get: the scope's data, and with it a
+            # pseudonym and when it is in which zone (push payloads, the live view).
+            "piiCategory": [
+                "Playlist" if scope.share == "playlist" else "Musical preferences",
+                *DISCLOSED_WITH_SCOPE,
+            ],
             "primaryPurpose": True,
             "termination": termination,
             "thirdPartyDisclosure": True,

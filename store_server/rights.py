@@ -6,6 +6,7 @@ table is rebuilt (no new sighting resolves), then live presences end and devices
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -92,12 +93,21 @@ def _iso(dt: datetime | None) -> str | None:
     return None if dt is None else _aware(dt).isoformat()
 
 
-def export(db: Session, subscriber: Subscriber) -> dict[str, Any]:
-    """Everything held about a subscriber, as one JSON-ready document."""
+def _epoch_iso(ts: float | None) -> str | None:
+    return None if ts is None else datetime.fromtimestamp(ts, UTC).isoformat()
+
+
+def export(
+    db: Session, subscriber: Subscriber, whereabouts: Sequence[dict[str, Any]] = ()
+) -> dict[str, Any]:
+    """Everything held about a subscriber, as one JSON-ready document; `whereabouts` is her
+    live presence (occupancy.whereabouts), which Redis holds and SQL does not."""
     now = utcnow()
     merchants = dict(db.execute(select(Merchant.id, Merchant.name)).all())
     devices = dict(db.execute(select(Device.id, Device.name)).all())
-    venues = dict(db.execute(select(Venue.id, Venue.name)).all())
+    venue_rows = db.execute(select(Venue.id, Venue.name, Venue.merchant_id)).all()
+    venues = {vid: name for vid, name, _m in venue_rows}
+    venue_merchant = {vid: mid for vid, _n, mid in venue_rows}
     sid = subscriber.id
     consents = db.scalars(select(Consent).where(Consent.subscriber_id == sid).order_by(Consent.id))
     keys = db.scalars(select(EmitterKey).where(EmitterKey.subscriber_id == sid))
@@ -155,6 +165,17 @@ def export(db: Session, subscriber: Subscriber) -> dict[str, Any]:
                 "dwell_s": v.dwell_s,
             }
             for v in visits
+        ],
+        "presence_now": [
+            {
+                "merchant": merchants.get(venue_merchant.get(w["venue_id"])),
+                "venue": venues.get(w["venue_id"]),
+                "zone": w["zone"],
+                "since": _epoch_iso(w["since"]),
+                "last_heard": _epoch_iso(w["last_heard"]),
+            }
+            for w in whereabouts
+            if w["venue_id"] in venues
         ],
         "disclosures": [
             {

@@ -7,6 +7,7 @@ import hashlib
 import time
 from dataclasses import dataclass
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from flask import Flask
 from sqlalchemy import or_, select
@@ -22,6 +23,7 @@ from store_server.occupancy import end_presence
 from store_server.optin.choices import Choices, end_of_day
 from store_server.optin.links import OptinLink
 from store_server.optin.models import UsedNonce
+from store_server.rights import live_consents
 from store_server.streaming import get_streaming
 
 
@@ -78,23 +80,28 @@ def complete_optin(
         else:
             sub.display_name, sub.playlists, sub.taste = account.display_name, playlists, taste
         target = None if choices.all_merchants else merchant
-        # A new answer for the same merchant (or for all) replaces the previous one. Not one
-        # that already ran out ("today only", another day): marked withdrawn, it read as a
-        # "stop" she never said, and its visits left the reports and were purged.
+        now = utcnow()
+        # A new answer for the same merchant (or for all) replaces the previous one, if it is
+        # still live: one that ran out stays "expired" on the record, not withdrawn by her. An
+        # answer for all given at this merchant is her answer here too: an earlier one for this
+        # merchant alone would otherwise still win here (resolver.applicable_consent).
         for c in db.scalars(
             select(Consent).where(
                 Consent.subscriber_id == sub.id,
                 Consent.withdrawn_at.is_(None),
-                or_(Consent.valid_until.is_(None), Consent.valid_until > utcnow()),
-                Consent.merchant_id.is_(None)
+                or_(Consent.valid_until.is_(None), Consent.valid_until > now),
+                or_(Consent.merchant_id.is_(None), Consent.merchant_id == merchant.id)
                 if target is None
                 else Consent.merchant_id == target.id,
             )
         ):
-            c.withdrawn_at = utcnow()
+            c.withdrawn_at = now
             superseded.append(c)
         if choices.statistics:
             sub.home_area = choices.home_area
+        elif not any(c.statistics for c in live_consents(db, sub.id)):
+            # The home area is kept only under a live statistics consent, as on withdrawal.
+            sub.home_area = None
         key_row = db.scalar(
             select(EmitterKey).where(
                 EmitterKey.subscriber_id == sub.id, EmitterKey.revoked_at.is_(None)
@@ -111,7 +118,6 @@ def complete_optin(
                 f"em-{key_row.id}",
                 int(time.time()),
             )
-        now = utcnow()
         valid_until = end_of_day(now, app.config["OPTIN_TIMEZONE"]) if choices.today_only else None
         consent = services.grant_consent(
             db, sub, target, choices.share, choices.statistics, valid_until
@@ -126,7 +132,14 @@ def complete_optin(
             policy_url=app.config["OPTIN_POLICY_URL"],
             withdraw_url=withdraw_url,
             scope=receipts.Scope(
-                merchant.name if target else None, choices.share, choices.statistics, valid_until
+                merchant.name if target else None,
+                choices.share,
+                choices.statistics,
+                # In the zone whose midnight ends it: 00:00+01:00 reads as "today", while the
+                # same instant in UTC (23:00+00:00) read as an hour before midnight.
+                valid_until.astimezone(ZoneInfo(app.config["OPTIN_TIMEZONE"]))
+                if valid_until
+                else None,
             ),
         )
         jws = receipts.sign(receipts.signing_key(data_key), claims)

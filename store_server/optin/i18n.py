@@ -211,6 +211,18 @@ TEXTS: dict[str, tuple[str, str]] = {
     "h_what": ("Quoi", "What"),
     "act_push": ("envoi", "sent"),
     "act_revoke": ("arrêt", "stopped"),
+    # Why a device was told to stop (the revoke's reason, as the audit log records it).
+    "why_absent": ("vous êtes parti·e", "you left"),
+    "why_moved": ("vous avez changé de zone", "you moved to another zone"),
+    "why_scanner_silent": (
+        "le capteur de la zone s'est tu",
+        "the zone's scanner went silent",
+    ),
+    "why_withdrawn": ("vous avez retiré votre accord", "you withdrew your consent"),
+    "why_expired": ("votre accord a pris fin", "your consent ended"),
+    "why_erased": ("vos données ont été effacées", "your data was erased"),
+    "why_key_revoked": ("votre émetteur a été révoqué", "your emitter was revoked"),
+    "why_consent_changed": ("votre accord a changé", "your consent changed"),
     "area_h": ("Mon quartier (statistiques)", "My area (statistics)"),
     "area_btn": ("Changer", "Change"),
     "area_saved": ("Quartier enregistré.", "Area saved."),

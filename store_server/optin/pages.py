@@ -5,12 +5,33 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any
+from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
-from flask import Response, make_response, render_template
+from flask import Response, current_app, make_response, render_template, request, url_for
+from werkzeug.exceptions import HTTPException
+from werkzeug.routing import RequestRedirect
 
 from store_server.optin.i18n import translate
-from store_server.optin.web import language, load_session
+from store_server.optin.web import LANGS, language, load_session
+
+# Where the language switch of a page that only a POST renders goes (its URL refuses a GET).
+SWITCH_FALLBACK = {"rights": "rights.dashboard", "auditor": "auditor.index"}
+
+
+def switch_url(lang: str) -> str:
+    """This page in the other language: its own URL with ?lang= (its other arguments kept), or,
+    when a form's POST rendered it and that URL takes no GET, the page the form belongs to."""
+    other = next(x for x in LANGS if x != lang)
+    try:
+        current_app.url_map.bind_to_environ(request.environ).match(request.path, method="GET")
+    except (HTTPException, RequestRedirect):
+        token = (request.view_args or {}).get("token")
+        if request.blueprint == "optin" and isinstance(token, str):
+            return url_for("optin.landing", token=token, lang=other)
+        return url_for(SWITCH_FALLBACK.get(request.blueprint or "", "rights.dashboard"), lang=other)
+    args = request.args.to_dict() if request.method == "GET" else {}
+    return f"{request.script_root}{request.path}?{urlencode({**args, 'lang': other})}"
 
 
 def render(template: str, code: int = 200, **ctx: Any) -> Response:
@@ -21,6 +42,7 @@ def render(template: str, code: int = 200, **ctx: Any) -> Response:
         lang=lang,
         t=partial(translate, lang),
         csrf_token=load_session().csrf,
+        lang_switch=switch_url(lang),
         **ctx,
     )
     resp = make_response(html, code)

@@ -14,7 +14,9 @@ from store_server import rights
 from store_server.db import get_db
 from store_server.directory import get_directory
 from store_server.models import AuditEntry, Consent, Device, Merchant, Subscriber, utcnow
+from store_server.occupancy import whereabouts
 from store_server.optin.choices import known_areas
+from store_server.optin.i18n import TEXTS
 from store_server.optin.pages import message, render
 from store_server.optin.views import check_signin
 from store_server.optin.web import (
@@ -43,7 +45,10 @@ def _signed_in() -> bool:
 
 
 def _to_signin() -> Response:
-    return redirect(url_for("rights.signin", next=request.path), 303)
+    # A form sent after the session ended cannot be replayed as a GET (405): back to the
+    # dashboard after sign-in, where she sees her consents and acts again.
+    back = request.path if request.method == "GET" else url_for("rights.dashboard")
+    return redirect(url_for("rights.signin", next=back), 303)
 
 
 @bp.route("/signin", methods=["GET", "POST"])
@@ -197,11 +202,14 @@ def disclosures() -> Response:
             .order_by(AuditEntry.id.desc())
             .limit(500)
         ):
+            why = f"why_{a.reason}"
             rows.append(
                 {
                     "a": a,
                     "merchant": merchants.get(a.merchant_id, "—"),
                     "device": devices.get(a.device_id, "—"),
+                    # A reason with no words yet is shown as recorded rather than hidden.
+                    "why": why if why in TEXTS else None,
                 }
             )
     return render("optin/disclosures.html", rows=rows)
@@ -215,7 +223,8 @@ def export() -> Response:
     sub = _subscriber()
     if sub is None:
         return message(404, "not_found_h", "no_data")
-    body = json.dumps(rights.export(get_db(), sub), ensure_ascii=False, indent=2)
+    doc = rights.export(get_db(), sub, whereabouts(current_app, sub.id))
+    body = json.dumps(doc, ensure_ascii=False, indent=2)
     resp = make_response(body, 200)
     resp.headers["Content-Type"] = "application/json; charset=utf-8"
     resp.headers["Content-Disposition"] = 'attachment; filename="collective-mood-export.json"'

@@ -111,7 +111,13 @@ def qr(token: str, kind: str) -> Response:
     got = _link(token)
     if isinstance(got, Response):
         return got
-    url = url_for("optin.landing", token=token, _external=True)
+    # The address phones reach, which behind a proxy or on a LAN tablet may not be this request's.
+    base = current_app.config.get("PUBLIC_BASE_URL")
+    url = (
+        f"{base.rstrip('/')}/optin/{token}"
+        if base
+        else url_for("optin.landing", token=token, _external=True)
+    )
     body = links.qr_png(url) if kind == "png" else links.qr_svg(url)
     resp = make_response(body, 200)
     resp.headers["Content-Type"] = "image/png" if kind == "png" else "image/svg+xml"

@@ -5,13 +5,19 @@ Each screen is saved as a tablet-size PNG under artifacts/screenshots/."""
 from __future__ import annotations
 
 import re
+import secrets
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from playwright.sync_api import expect
+from sqlalchemy import select
 
+from store_server import services
 from store_server.crypto import pseudonym
+from store_server.db import sessions
+from store_server.models import Merchant
+from store_server.sessions import end_all_sessions, staff_principal
 from tests.merchant_portal.conftest import (
     CAR_LOGIN,
     OPERATOR_LOGIN,
@@ -318,3 +324,59 @@ def test_a_page_of_another_origin_cannot_watch_the_venue_live(context, portal_se
     finally:
         elsewhere.shutdown()
         elsewhere.server_close()
+
+
+def test_language_switch_after_a_form_lands_on_the_page_not_a_405(context, world):
+    page = context.new_page()
+    browser_login(page, *SALON_LOGIN)
+    page.goto(f"/portal/venues/{world.annex_venue}/devices?lang=en")
+    page.get_by_role("button", name="Pair — annex-spare").click()
+    expect(page.locator("#pair-code")).to_be_visible()
+    # The page is now at .../devices/<id>/pair, a URL that takes only the form's POST.
+    with page.expect_navigation() as nav:
+        page.locator("nav.langs a[lang=fr]").click()
+    assert nav.value.status == 200
+    assert page.url.endswith(f"/portal/venues/{world.annex_venue}/devices?lang=fr")
+    assert page.locator("html").get_attribute("lang") == "fr"
+    expect(page.locator('tr[data-device="annex-spare"]')).to_be_visible()
+
+
+def test_the_qr_on_screen_is_replaced_before_its_link_expires(
+    context, world, portal_app, monkeypatch
+):
+    # A deployment that keeps opt-in links short: 20 s here, to watch it happen.
+    monkeypatch.setitem(portal_app.config, "OPTIN_LINK_MAX_AGE_S", 20)
+    page = context.new_page()
+    browser_login(page, *SALON_LOGIN)
+    page.goto(f"/portal/venues/{world.salon_venue}/qr")
+    shown = page.locator(".qr-code").get_attribute("data-link")
+    # Left on this screen, the tablet shows a new code while the old one still opens the page,
+    # with most of its lifetime left for whoever scanned it last.
+    with page.expect_navigation(timeout=10_000):
+        pass
+    assert page.locator(".qr-code").get_attribute("data-link") != shown
+    assert page.request.get(shown).status == 200
+
+
+def test_a_form_sent_after_the_session_ended_leads_back_to_its_page(context, world, portal_app):
+    email = f"owner-{secrets.token_hex(4)}@demo.collective-mood.test"
+    password = "second-owner-2026"
+    with sessions(portal_app)() as db:
+        salon = db.scalar(select(Merchant).where(Merchant.slug == "salon-meche"))
+        owner = services.create_staff(db, email, password, "owner", salon)
+        db.commit()
+        owner_id = owner.id
+    page = context.new_page()
+    browser_login(page, email, password)
+    page.goto(f"/portal/venues/{world.annex_venue}/devices?lang=en")
+    # Her session ends while the page is open (a new password set elsewhere does this).
+    end_all_sessions(portal_app, staff_principal(owner_id))
+    page.get_by_role("button", name="Pair — annex-spare").click()
+    page.get_by_label("Email").fill(email)
+    page.get_by_label("Password").fill(password)
+    with page.expect_navigation() as nav:
+        page.get_by_role("button", name="Sign in").click()
+    # Back on the page the form was on, not a 405 for a POST that cannot be replayed.
+    assert nav.value.status == 200
+    assert page.url.endswith(f"/portal/venues/{world.annex_venue}/devices?lang=en")
+    expect(page.locator("#pair-code")).to_have_count(0)

@@ -80,6 +80,12 @@ def test_defaults_are_unchanged(tmp_path):
         ("REDIS_URL", "redis+sentinel://a:26379/mymaster", "REDIS_URL must be a redis://"),
         ("DATABASE_URL", "nonsense", "DATABASE_URL must be a database URL such as"),
         ("DATABASE_URL", "nosuchdb://h/x", "DATABASE_URL must be a database URL such as"),
+        # What phones scanning the opt-in QR open: a bare host would be a relative link.
+        ("PUBLIC_BASE_URL", "mood.example.com", "PUBLIC_BASE_URL must be an absolute http"),
+        ("PUBLIC_BASE_URL", "ftp://mood.example.com", "PUBLIC_BASE_URL must be an absolute"),
+        ("PUBLIC_BASE_URL", "https://mood.example.com/?a=1", "PUBLIC_BASE_URL must be an"),
+        ("PUBLIC_BASE_URL", "https://mood.example.com:port", "PUBLIC_BASE_URL must be an"),
+        ("PUBLIC_BASE_URL", "https://user:pw@mood.example.com", "PUBLIC_BASE_URL must be an"),
     ],
 )
 def test_a_bad_value_names_the_variable_and_what_it_must_be(tmp_path, name, value, message):
@@ -116,6 +122,10 @@ def test_a_database_url_password_is_never_repeated(tmp_path):
             "redis+sentinel://:pw@a:26379,b/0/mymaster",
         ),
         ("DATABASE_URL", "postgresql://cm@db/cm", "postgresql+psycopg://cm@db/cm"),
+        # Documented for the opt-in QR (merchant_portal/README.md) and read from the environment.
+        ("PUBLIC_BASE_URL", "https://mood.example.com/", "https://mood.example.com"),
+        ("PUBLIC_BASE_URL", "http://192.0.2.7:8000/store", "http://192.0.2.7:8000/store"),
+        ("PUBLIC_BASE_URL", "", None),
     ],
 )
 def test_sensible_values_are_read(tmp_path, name, value, read):

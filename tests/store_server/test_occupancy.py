@@ -6,13 +6,14 @@ from __future__ import annotations
 import time
 from datetime import UTC, datetime
 
+import pytest
 import redis
 from sqlalchemy import func, select
 
 from store_server import jobs, rights
 from store_server.db import sessions
 from store_server.models import AuditEntry, Consent, Subscriber, Venue, Visit
-from store_server.occupancy import end_presence
+from store_server.occupancy import end_presence, present
 from store_server.redis_store import get_keys, get_redis
 from store_server.topology import get_topology
 from tests.faults.support import Stack, batch_body, eid_rows, signed
@@ -140,3 +141,35 @@ def test_a_presence_the_sweeper_ends_meanwhile_is_not_ended_twice(stack):
         app.extensions["cm_redis"] = plain
     assert SweepLands.fired and ended == 0
     assert _revoke_reasons(stack, alice) == ["absent"]
+
+
+@pytest.mark.privacy
+def test_a_presence_never_disclosed_is_not_shown_to_the_merchant(stack):
+    # Alice's consent ends while a batch of what the car heard just before is still on its
+    # way. Ingest keeps that presence (to end it) but discloses it to no device, as nothing
+    # may reach the merchant after the consent's end: nor may its live view (present(), the
+    # portal's page and present.json).
+    ends = time.time() + 3
+    with sessions(stack.app)() as db:
+        alice = db.scalar(select(Subscriber.id).where(Subscriber.directory_id == "demo:alice"))
+        for c in db.scalars(select(Consent).where(Consent.subscriber_id == alice)):
+            c.valid_until = datetime.fromtimestamp(ends, UTC)
+        db.commit()
+    jobs.refresh_resolver(stack.app)
+    rows = eid_rows(stack.world.emitters["alice"], ends - 6, 6, -50.0)  # all heard before
+    time.sleep(max(0.0, ends + 0.2 - time.time()))  # the consent's end: a time, not an event
+    body = batch_body(rows)
+    client = stack.app.test_client()
+    assert (
+        client.post(
+            "/api/v1/sightings", data=body, headers=signed(CAR, stack.secret(CAR), body)
+        ).status_code
+        == 200
+    )
+    car = get_topology(stack.app).scanner(CAR).venue_id
+    r, keys = get_redis(stack.app), get_keys(stack.app)
+    assert r.hget(keys.occupants(car), str(alice)) == "cabin"  # held, with its zone
+    assert present(stack.app, car) == []
+    with sessions(stack.app)() as db:
+        pushed = select(func.count()).where(AuditEntry.subscriber_id == alice)
+        assert db.scalar(pushed) == 0  # no device was told either

@@ -5,6 +5,9 @@ from __future__ import annotations
 import html
 import json
 import time
+from datetime import UTC, timedelta
+from datetime import time as dt_time
+from zoneinfo import ZoneInfo
 
 import pytest
 from sqlalchemy import select
@@ -12,7 +15,7 @@ from sqlalchemy import select
 from beacons import provisioning
 from beacons.eid import compute_eid
 from store_server import receipts, resolver
-from store_server.models import Consent, EmitterKey, Subscriber
+from store_server.models import Consent, EmitterKey, Subscriber, utcnow
 from store_server.redis_store import get_keys
 from tests.store_server.optin.helpers import (
     make_account,
@@ -107,3 +110,53 @@ def test_today_only_ends_at_local_midnight(app, db):
     c = db.scalar(select(Consent).where(Consent.subscriber_id == sub.id))
     assert c.merchant_id is None and c.share == "preferences" and not c.statistics
     assert c.valid_until is not None and sub.home_area is None
+    midnight = c.valid_until.replace(tzinfo=c.valid_until.tzinfo or UTC).astimezone(
+        ZoneInfo(app.config["OPTIN_TIMEZONE"])
+    )
+    assert midnight.time() == dt_time(0, 0)
+    # The signed receipt states that end as she chose it: midnight where she is.
+    purposes = c.receipt["receipt"]["services"][0]["purposes"]
+    assert all(f"Prend fin le {midnight.isoformat()}" in p["termination"] for p in purposes)
+
+
+@pytest.mark.privacy
+def test_a_new_answer_without_statistics_drops_the_home_area(app, db):
+    shop = make_shop(app)
+    user, pw = make_account(app)
+    client = new_client(app)
+    token = token_for(app, shop)
+    assert opt_in(client, token, user, pw, presence="all").status_code == 200
+    assert opt_in(client, token, user, pw).status_code == 200
+    # Another live consent with statistics still justifies the area.
+    assert opt_in(client, token, user, pw, statistics="no", home_area=None).status_code == 200
+    sub = db.scalar(select(Subscriber).where(Subscriber.directory_id == f"dir:{user}"))
+    assert sub.home_area == "75111"
+    # Once the answer for all merchants says no as well, no statistics consent is left.
+    resp = opt_in(client, token, user, pw, presence="all", statistics="no", home_area=None)
+    assert resp.status_code == 200
+    db.expire_all()
+    assert db.get(Subscriber, sub.id).home_area is None
+    assert client.get("/me/export.json").get_json()["profile"]["home_area"] is None
+
+
+def test_a_new_answer_leaves_an_expired_consent_expired(app, db):
+    shop = make_shop(app)
+    user, pw = make_account(app)
+    client = new_client(app)
+    token = token_for(app, shop)
+    assert opt_in(client, token, user, pw, duration="today").status_code == 200
+    sub = db.scalar(select(Subscriber).where(Subscriber.directory_id == f"dir:{user}"))
+    yesterday = db.scalar(select(Consent).where(Consent.subscriber_id == sub.id))
+    yesterday.valid_from = utcnow() - timedelta(days=1, hours=2)
+    yesterday.valid_until = utcnow() - timedelta(hours=2)
+    db.commit()
+    assert opt_in(client, token, user, pw).status_code == 200
+    db.expire_all()
+    # She never withdrew it: it ran out, and her record and export say so.
+    assert db.get(Consent, yesterday.id).withdrawn_at is None
+    exported = {c["id"]: c for c in client.get("/me/export.json").get_json()["consents"]}
+    assert exported[yesterday.id]["status"] == "expired"
+    assert exported[yesterday.id]["withdrawn_at"] is None
+    page = client.get("/me/?lang=en").text
+    status = page.split(f'id="consent-{yesterday.id}"')[1].split('class="status">')[1]
+    assert status.startswith("expired")

@@ -7,6 +7,7 @@ import base64
 import json
 
 import pytest
+import requests
 import zxingcpp
 
 from store_server import receipts
@@ -50,6 +51,16 @@ def test_served_qr_image_decodes_to_its_own_link(app):
     svg = client.get(f"/optin/{token}/qr.svg")
     assert svg.status_code == 200 and svg.data.startswith(b"<?xml")
     assert client.get("/optin/tampered.token.here/qr.png").status_code == 400
+
+
+def test_served_qr_encodes_the_public_address_phones_reach(app, live_server, monkeypatch):
+    # The portal or a device fetches the image by an address of its own (a LAN or container
+    # host); the phone that scans it must get the one configured for the public.
+    monkeypatch.setitem(app.config, "PUBLIC_BASE_URL", "https://mood.example.com")
+    token = token_for(app, make_shop(app))
+    resp = requests.get(f"{live_server.url}/optin/{token}/qr.png", timeout=10)
+    assert resp.status_code == 200
+    assert decode(resp.content) == [f"https://mood.example.com/optin/{token}"]
 
 
 def test_tampered_token_is_invalid_not_expired(app):

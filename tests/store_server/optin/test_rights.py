@@ -78,12 +78,47 @@ def test_withdraw_reaches_the_device_within_a_second(app, live_server, db, redis
     assert 'class="push"' in history and 'class="revoke"' in history
 
 
-def test_withdraw_one_keeps_the_other(app, db):
+def _next_of(device: Device, kind: str) -> dict:
+    """The next event of one type (the zone's queue updates come in between)."""
+    while (event := device.next(timeout=5))["type"] != kind:
+        pass
+    return event
+
+
+def test_an_answer_for_all_merchants_given_here_applies_here(app, live_server, db):
     live = make_live_shop(app)
     user, pw = make_account(app)
     client = new_client(app)
+    device, push, doc = _present_on_device(app, live_server, live, client, user, pw)
+    try:
+        assert push["scope"] == "playlist"
+        # At the same counter she now says: only my preferences, at every merchant.
+        resp = opt_in(
+            client, token_for(app, live.shop), user, pw, presence="all", share="preferences"
+        )
+        assert resp.status_code == 200, resp.text
+        revoke = _next_of(device, "revoke")
+        assert revoke["subscriber"] == push["subscriber"]
+        sighted(live_server.url, live, doc.identity_key, doc.exponent, doc.time_base)
+        again = _next_of(device, "push")
+        assert again["scope"] == "preferences"
+        assert "playlist" not in again
+    finally:
+        device.close()
+    sub = db.scalar(select(Subscriber).where(Subscriber.directory_id == f"dir:{user}"))
+    live_ones = db.scalars(
+        select(Consent).where(Consent.subscriber_id == sub.id, Consent.withdrawn_at.is_(None))
+    ).all()
+    assert [(c.merchant_id, c.share) for c in live_ones] == [(None, "preferences")]
+
+
+def test_withdraw_one_keeps_the_other(app, db):
+    live = make_live_shop(app)
+    elsewhere = make_live_shop(app)
+    user, pw = make_account(app)
+    client = new_client(app)
     opt_in(client, token_for(app, live.shop), user, pw)
-    opt_in(client, token_for(app, live.shop), user, pw, presence="all", share="preferences")
+    opt_in(client, token_for(app, elsewhere.shop), user, pw, presence="all", share="preferences")
     sub = db.scalar(select(Subscriber).where(Subscriber.directory_id == f"dir:{user}"))
     one, everywhere = db.scalars(
         select(Consent).where(Consent.subscriber_id == sub.id).order_by(Consent.id)
@@ -126,6 +161,48 @@ def test_export_is_one_document_with_everything(app, live_server, db):
     assert disclosure["device"].endswith("-speaker") and disclosure["merchant"] == live.shop.name
     assert doc["emitters"] and "identity_key" not in json.dumps(doc["emitters"])
     assert new_client(app).get("/me/export.json").status_code == 303
+
+
+@pytest.mark.privacy
+def test_export_says_where_she_is_being_tracked_now(app, live_server, db):
+    live = make_live_shop(app)
+    user, pw = make_account(app)
+    client = new_client(app)
+    device, _push, _doc = _present_on_device(app, live_server, live, client, user, pw)
+    device.close()
+    # Her live presence is personal data the store holds (in Redis): the export shows it.
+    [here] = client.get("/me/export.json").get_json()["presence_now"]
+    assert here["merchant"] == live.shop.name and here["venue"] == f"{live.shop.name} site"
+    assert here["zone"] == "chair-1" and here["since"] and here["last_heard"]
+    page = client.get("/me/")
+    assert client.post("/me/withdraw-all", data={"csrf_token": csrf(page.text)}).status_code == 303
+    assert client.get("/me/export.json").get_json()["presence_now"] == []
+
+
+@pytest.mark.privacy
+@pytest.mark.parametrize("share", ["playlist", "preferences"])
+def test_receipt_names_what_the_merchant_device_receives(app, live_server, db, share):
+    live = make_live_shop(app)
+    user, pw = make_account(app)
+    client = new_client(app)
+    device, push, _doc = _present_on_device(app, live_server, live, client, user, pw, share=share)
+    device.close()
+    sub = db.scalar(select(Subscriber).where(Subscriber.directory_id == f"dir:{user}"))
+    consent = db.scalar(select(Consent).where(Consent.subscriber_id == sub.id))
+    purposes = consent.receipt["receipt"]["services"][0]["purposes"]
+    [to_merchant] = [p for p in purposes if p["thirdPartyDisclosure"]]
+    assert to_merchant["thirdPartyName"] == live.shop.name
+    # Every field about her that the device got is a category the receipt says it discloses.
+    category = {
+        "subscriber": "Pseudonym (different at each merchant)",
+        "zone": "Presence (zone, time)",
+        "at": "Presence (zone, time)",
+        "playlist": "Playlist",
+        "preferences": "Musical preferences",
+    }
+    about_her = set(push) - {"type", "scope", "expires_at", "event_id", "_received"}
+    assert about_her <= set(category), about_her
+    assert {category[f] for f in about_her} <= set(to_merchant["piiCategory"])
 
 
 def test_erasure_leaves_only_a_tombstone(app, live_server, db, redis):
