@@ -110,11 +110,7 @@ class SightingQueue:
                     (batch_id, created, n, text),
                 )
                 if lost:
-                    self._db.execute(
-                        "INSERT INTO counters (name, value) VALUES ('dropped', ?) "
-                        "ON CONFLICT(name) DO UPDATE SET value = value + excluded.value",
-                        (lost,),
-                    )
+                    self._count_dropped(lost)
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")
@@ -123,6 +119,14 @@ class SightingQueue:
             self._batches += 1
             self._dropped += lost
             return lost
+
+    def _count_dropped(self, lost: int) -> None:
+        # Inside the caller's transaction, so the count and the deletion commit together.
+        self._db.execute(
+            "INSERT INTO counters (name, value) VALUES ('dropped', ?) "
+            "ON CONFLICT(name) DO UPDATE SET value = value + excluded.value",
+            (lost,),
+        )
 
     def drop_older(self, before: float) -> int:
         """Drop the batches created before `before` (counted in `dropped`, as those a full queue
@@ -143,11 +147,7 @@ class SightingQueue:
                     self._db.execute("DELETE FROM batches WHERE seq = ?", (row[0],))
                     lost, gone = lost + row[1], gone + 1
                 if lost:
-                    self._db.execute(
-                        "INSERT INTO counters (name, value) VALUES ('dropped', ?) "
-                        "ON CONFLICT(name) DO UPDATE SET value = value + excluded.value",
-                        (lost,),
-                    )
+                    self._count_dropped(lost)
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")

@@ -64,6 +64,15 @@ def test_signing_out_on_one_worker_closes_the_live_view_held_by_the_other(two_wo
         watcher.close()
 
 
+def speaker_token(app: Any, venue_id: int) -> tuple[str, int]:
+    """A fresh token for the venue's speaker, and its id."""
+    with sessions(app)() as db:
+        device = db.scalar(select(DeviceRow).where(DeviceRow.venue_id == venue_id))
+        token, device_id = services.issue_device_token(device), device.id
+        db.commit()
+    return token, device_id
+
+
 def device_row(browser: Any, url: str, venue_id: int) -> str:
     """The devices page's row of the venue's speaker, as served by the worker at `url`."""
     page = browser.get(f"{url}/portal/venues/{venue_id}/devices", timeout=10).text
@@ -72,10 +81,7 @@ def device_row(browser: Any, url: str, venue_id: int) -> str:
 
 def test_a_device_connected_to_one_worker_is_shown_online_by_the_other(two_workers):
     app, url_a, url_b, venue_id, _owner_id = two_workers
-    with sessions(app)() as db:
-        device = db.scalar(select(DeviceRow).where(DeviceRow.venue_id == venue_id))
-        token, device_id = services.issue_device_token(device), device.id
-        db.commit()
+    token, device_id = speaker_token(app, venue_id)
     browser = signed_in_session(url_a, EMAIL, PASSWORD)
     assert "Offline" in device_row(browser, url_a, venue_id)
     speaker = Device(url_b, token)
@@ -101,10 +107,7 @@ def test_a_device_connected_to_one_worker_is_shown_online_by_the_other(two_worke
 
 def test_sockets_a_killed_worker_left_are_dropped_at_the_next_connect(two_workers):
     app, url_a, url_b, venue_id, _owner_id = two_workers
-    with sessions(app)() as db:
-        device = db.scalar(select(DeviceRow).where(DeviceRow.venue_id == venue_id))
-        token, device_id = services.issue_device_token(device), device.id
-        db.commit()
+    token, device_id = speaker_token(app, venue_id)
     r, key = get_redis(app), get_keys(app).device_sockets(device_id)
     # What a worker killed mid-connection leaves once its claim has lapsed: its socket's id,
     # never removed by a disconnect handler (before, each reconnect kept such ids a week more).

@@ -129,6 +129,20 @@ def test_language_switch_works_on_pages_a_form_rendered(app, live_server, browse
         context.close()
 
 
+def opt_in_for_preferences(page, url: str, user: str, pw: str) -> None:  # type: ignore[no-untyped-def]
+    """Through the opt-in page at `url`: her preferences at this merchant, no statistics,
+    until withdrawn; returns on the confirmation."""
+    page.goto(url)
+    page.fill("#username", user)
+    page.fill("#password", pw)
+    page.click("#signin")
+    for choice in ("#presence-merchant", "#share-preferences", "#statistics-no"):
+        page.check(choice)
+    page.check("#duration-withdrawn")
+    page.click("#agree")
+    page.wait_for_selector("#done")
+
+
 def test_disclosure_history_says_why_in_the_page_language(app, live_server, browser):
     live = make_live_shop(app)
     user, pw = make_account(app)
@@ -136,15 +150,9 @@ def test_disclosure_history_says_why_in_the_page_language(app, live_server, brow
     context = browser.new_context(locale="fr-FR", viewport={"width": 390, "height": 844})
     try:
         page = context.new_page()
-        page.goto(f"{live_server.url}/optin/{token_for(app, live.shop)}")
-        page.fill("#username", user)
-        page.fill("#password", pw)
-        page.click("#signin")
-        for choice in ("#presence-merchant", "#share-preferences", "#statistics-no"):
-            page.check(choice)
-        page.check("#duration-withdrawn")
-        page.click("#agree")
-        page.wait_for_selector("#done")
+        opt_in_for_preferences(
+            page, f"{live_server.url}/optin/{token_for(app, live.shop)}", user, pw
+        )
         doc = provisioning_doc(page.content())
         sighted(live_server.url, live, doc.identity_key, doc.exponent, doc.time_base)
         assert device.next()["type"] == "push"
@@ -166,15 +174,9 @@ def test_a_withdrawal_sent_after_the_session_ended_leads_back_to_it(app, live_se
     context = browser.new_context(locale="en-GB", viewport={"width": 390, "height": 844})
     try:
         page = context.new_page()
-        page.goto(f"{live_server.url}/optin/{token_for(app, live.shop)}")
-        page.fill("#username", user)
-        page.fill("#password", pw)
-        page.click("#signin")
-        for choice in ("#presence-merchant", "#share-preferences", "#statistics-no"):
-            page.check(choice)
-        page.check("#duration-withdrawn")
-        page.click("#agree")
-        page.wait_for_selector("#done")
+        opt_in_for_preferences(
+            page, f"{live_server.url}/optin/{token_for(app, live.shop)}", user, pw
+        )
         page.goto(f"{live_server.url}/me/")
         # Her session ends while the dashboard is open (signed out in another tab here; an
         # idle timeout does the same), then she taps "withdraw everything".
