@@ -619,13 +619,19 @@ def test_zones_drawn_loosely_are_read_as_drawn(tmp_path: Path) -> None:
     assert zones["bar"].area == pytest.approx(2.0)
 
 
-def test_evaluate_needs_only_positions_of_the_truth_and_whole_estimates(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def _square_room(tmp_path: Path) -> Path:
+    """A zones file of one 4 x 4 m room named "room"."""
     zones = tmp_path / "z.geojson"
     square = {"type": "Polygon", "coordinates": [[[0, 0], [4, 0], [4, 4], [0, 4], [0, 0]]]}
     feat = {"type": "Feature", "properties": {"name": "room"}, "geometry": square}
     zones.write_text(json.dumps({"type": "FeatureCollection", "features": [feat]}))
+    return zones
+
+
+def test_evaluate_needs_only_positions_of_the_truth_and_whole_estimates(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    zones = _square_room(tmp_path)
     truth = tmp_path / "truth.csv"
     truth.write_text("ts,emitter,x,y\n10,e,1,1\n11,e,1.5,1\n")
     preds = tmp_path / "p.csv"
@@ -645,10 +651,7 @@ def test_evaluate_refuses_an_estimate_beyond_any_venue_rather_than_flatter_the_s
 ) -> None:
     # Its distance to the truth overflowed to infinity and was left out of the error figures:
     # one estimate exact, one at 1.5e308 m, scored a median and p90 of 0 m.
-    zones = tmp_path / "z.geojson"
-    square = {"type": "Polygon", "coordinates": [[[0, 0], [4, 0], [4, 4], [0, 4], [0, 0]]]}
-    feat = {"type": "Feature", "properties": {"name": "room"}, "geometry": square}
-    zones.write_text(json.dumps({"type": "FeatureCollection", "features": [feat]}))
+    zones = _square_room(tmp_path)
     truth = tmp_path / "truth.csv"
     truth.write_text("ts,emitter,x,y\n10,e,1,1\n11,e,1,1\n")
     preds = tmp_path / "p.csv"
