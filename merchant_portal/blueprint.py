@@ -5,24 +5,13 @@ from __future__ import annotations
 import hmac
 import secrets
 from typing import Any
-from urllib.parse import urlencode
 
-from flask import (
-    Blueprint,
-    Response,
-    abort,
-    current_app,
-    g,
-    render_template,
-    request,
-    session,
-    url_for,
-)
+from flask import Blueprint, Response, abort, g, render_template, request, session, url_for
 from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import HTTPException
-from werkzeug.routing import RequestRedirect
 
 from merchant_portal.i18n import current_language, translate
+from store_server.lang_switch import language_switch
 
 bp = Blueprint(
     "portal",
@@ -73,17 +62,10 @@ def _headers(resp: Response) -> Response:
 
 
 def lang_href(code: str) -> str:
-    """This page in language `code`, its other arguments kept. A page that a form's POST
-    rendered may have a URL that takes no GET: the switch then goes to the page the form is on
-    (`g.page_url`, set by the view), else to the start page, never to a 405."""
-    page, args = f"{request.script_root}{request.path}", request.args.to_dict()
-    if request.method != "GET":
-        args = {}
-        try:
-            current_app.url_map.bind_to_environ(request.environ).match(request.path, "GET")
-        except (HTTPException, RequestRedirect):
-            page = g.get("page_url") or url_for("portal.index")
-    return f"{page}?{urlencode({**args, 'lang': code})}"
+    """This page in language `code` (lang_switch.language_switch); a page only a form's POST
+    renders switches to the page the form is on (`g.page_url`, set by the view), else to the
+    start page."""
+    return language_switch(code, lambda: g.get("page_url") or url_for("portal.index"))
 
 
 @bp.app_context_processor

@@ -5,13 +5,11 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any
-from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
-from flask import Response, current_app, make_response, render_template, request, url_for
-from werkzeug.exceptions import HTTPException
-from werkzeug.routing import RequestRedirect
+from flask import Response, make_response, render_template, request, url_for
 
+from store_server.lang_switch import language_switch
 from store_server.optin.i18n import translate
 from store_server.optin.web import LANGS, language, load_session
 
@@ -20,18 +18,17 @@ SWITCH_FALLBACK = {"rights": "rights.dashboard", "auditor": "auditor.index"}
 
 
 def switch_url(lang: str) -> str:
-    """This page in the other language: its own URL with ?lang= (its other arguments kept), or,
-    when a form's POST rendered it and that URL takes no GET, the page the form belongs to."""
+    """This page in the other language (lang_switch.language_switch); a page only a form's POST
+    renders switches to the page the form belongs to."""
     other = next(x for x in LANGS if x != lang)
-    try:
-        current_app.url_map.bind_to_environ(request.environ).match(request.path, method="GET")
-    except (HTTPException, RequestRedirect):
+
+    def form_page() -> str:
         token = (request.view_args or {}).get("token")
         if request.blueprint == "optin" and isinstance(token, str):
-            return url_for("optin.landing", token=token, lang=other)
-        return url_for(SWITCH_FALLBACK.get(request.blueprint or "", "rights.dashboard"), lang=other)
-    args = request.args.to_dict() if request.method == "GET" else {}
-    return f"{request.script_root}{request.path}?{urlencode({**args, 'lang': other})}"
+            return url_for("optin.landing", token=token)
+        return url_for(SWITCH_FALLBACK.get(request.blueprint or "", "rights.dashboard"))
+
+    return language_switch(other, form_page)
 
 
 def render(template: str, code: int = 200, **ctx: Any) -> Response:

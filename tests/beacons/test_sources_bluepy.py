@@ -203,6 +203,33 @@ def test_a_zero_timeout_read_returns_at_once_on_a_quiet_radio(
         src.close()
 
 
+def _through_the_daemon(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    reports: list[dict],
+    batch_age_s: float,
+    up: bool = False,
+) -> tuple[IngestServer, ScannerDaemon]:
+    """Run the daemon on bluepy's fake helper printing `reports` until the ingest server holds
+    five sightings (and, if `up`, a heartbeat with the adapter up); returns both, stopped."""
+    exe, _ = _helper(tmp_path, reports)
+    monkeypatch.setattr(btle, "helperExe", exe)
+    srv = IngestServer({"s1": SECRET}).start()
+    daemon = ScannerDaemon(
+        server_url=srv.url, scanner="s1", secret=SECRET, source=BluepySource("hci0"),
+        queue_path=str(tmp_path / "q.sqlite"), batch_age_s=batch_age_s, heartbeat_s=0.2,
+    )  # fmt: skip
+    daemon.start()
+    try:
+        assert srv.wait_for(lambda: len(srv.sightings()) == 5)
+        if up:
+            assert srv.wait_for(lambda: any(h["adapter"] == "up" for h in srv.heartbeats))
+    finally:
+        daemon.stop()
+        srv.stop()
+    return srv, daemon
+
+
 def test_from_the_adapter_to_the_server_through_the_daemon(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -210,20 +237,7 @@ def test_from_the_adapter_to_the_server_through_the_daemon(
         {"addr": MAC, "rssi": -60 - i, "data_hex": (EID_ADV if i % 2 else OTHER_ADV).hex()}
         for i in range(10)
     ]
-    exe, _ = _helper(tmp_path, reports)
-    monkeypatch.setattr(btle, "helperExe", exe)
-    srv = IngestServer({"s1": SECRET}).start()
-    daemon = ScannerDaemon(
-        server_url=srv.url, scanner="s1", secret=SECRET, source=BluepySource("hci0"),
-        queue_path=str(tmp_path / "q.sqlite"), batch_age_s=0.1, heartbeat_s=0.2,
-    )  # fmt: skip
-    daemon.start()
-    try:
-        assert srv.wait_for(lambda: len(srv.sightings()) == 5)
-        assert srv.wait_for(lambda: any(h["adapter"] == "up" for h in srv.heartbeats))
-    finally:
-        daemon.stop()
-        srv.stop()
+    srv, daemon = _through_the_daemon(tmp_path, monkeypatch, reports, batch_age_s=0.1, up=True)
     got = sorted((s["kind"], s["id"], s["rssi"]) for s in srv.sightings())
     eid = compute_eid(KEY, 10, 1024).hex()
     assert got == sorted(("eid", eid, -60 - i) for i in range(1, 10, 2))
@@ -245,19 +259,7 @@ def test_non_negative_and_missing_rssi_never_cost_a_batch(
         {"addr": MAC, "rssi": -128, "data_hex": EID_ADV.hex()},
         {"addr": MAC, "rssi": -62, "data_hex": EID_ADV.hex()},
     ]
-    exe, _ = _helper(tmp_path, reports)
-    monkeypatch.setattr(btle, "helperExe", exe)
-    srv = IngestServer({"s1": SECRET}).start()
-    daemon = ScannerDaemon(
-        server_url=srv.url, scanner="s1", secret=SECRET, source=BluepySource("hci0"),
-        queue_path=str(tmp_path / "q.sqlite"), batch_age_s=1.0, heartbeat_s=0.2,
-    )  # fmt: skip
-    daemon.start()
-    try:
-        assert srv.wait_for(lambda: len(srv.sightings()) == 5)
-    finally:
-        daemon.stop()
-        srv.stop()
+    srv, _daemon = _through_the_daemon(tmp_path, monkeypatch, reports, batch_age_s=1.0)
     assert sorted(s["rssi"] for s in srv.sightings()) == [-128, -62, -61, 0, 4]
     for body in srv.bodies:
         doc = json.loads(body)
